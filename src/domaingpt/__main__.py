@@ -1,0 +1,7 @@
+"""``python -m domaingpt`` (and ``torchrun -m domaingpt``) run the CLI."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

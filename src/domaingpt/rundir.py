@@ -1,0 +1,104 @@
+"""The run directory: where every command of one study reads and writes.
+
+::
+
+    runs/NAME/
+      vocab.json              the study's shared character vocabulary
+      stats/                  character statistics (CSV, Markdown, PNG)
+      models/<corpus>/        one trained model (see domaingpt.train)
+      eval/                   zero-shot loss matrix
+      adapt/                  few-shot adaptation runs and their models
+      probe/                  softmax inspection
+      saliency/               gradient-based attributions
+      report.html, report.md  the report
+
+All models of a run share ``vocab.json``: the union of the characters of the study's
+corpora, so that every model can be scored on every corpus.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .corpus import REGISTRY, Corpus, resolve_corpus
+from .errors import DomainGPTError
+from .io import write_json
+from .vocab import Vocab
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @property
+    def vocab_path(self) -> Path:
+        return self.root / "vocab.json"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    def model(self, corpus: str) -> Path:
+        return self.models / corpus
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def adapt(self) -> Path:
+        return self.root / "adapt"
+
+    @property
+    def probe(self) -> Path:
+        return self.root / "probe"
+
+    @property
+    def saliency(self) -> Path:
+        return self.root / "saliency"
+
+    def trained_models(self) -> list[str]:
+        """Corpus names with a model directory holding at least one checkpoint."""
+        if not self.models.is_dir():
+            return []
+        return sorted(
+            d.name for d in self.models.iterdir() if any((d / "checkpoints").glob("iter-*.json"))
+        )
+
+    def check_writable(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise DomainGPTError(f"--out {self.root} is a file; give a directory")
+
+
+def study_vocab(run: RunDir, corpora: list[Corpus]) -> Vocab:
+    """The run's vocabulary: loaded from ``vocab.json``, or built from ``corpora`` and saved.
+
+    Built once per run, so a model trained later in the same run shares the ids of the
+    earlier ones.
+    """
+    if run.vocab_path.exists():
+        try:
+            data = json.loads(run.vocab_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise DomainGPTError(
+                f"{run.vocab_path} is unreadable ({e}); delete it to rebuild"
+            ) from None
+        return Vocab.from_json(data)
+    vocab = Vocab.from_texts(c.read_text() for c in corpora)
+    record = vocab.to_json()
+    record["corpora"] = {c.name: c.sha256 for c in corpora}
+    write_json(run.vocab_path, record)
+    return vocab
+
+
+def default_vocab_corpora(extra: list[Corpus], data_dir: str | Path | None) -> list[Corpus]:
+    """The three built-in corpora plus any user corpora being used: the default study."""
+    names = {c.name for c in extra}
+    builtins = [resolve_corpus(n, data_dir) for n in REGISTRY if n not in names]
+    return builtins + list(extra)

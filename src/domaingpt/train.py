@@ -1,0 +1,430 @@
+"""Training one model on one corpus, with a checkpoint history and samples along the way.
+
+The hot loop is kept lean: one batched gather per micro-batch, fused AdamW where the
+platform has it, losses kept as tensors (no per-step ``.item()``), and periodic work
+(evaluation, checkpoints, samples) only at scheduled iterations.
+
+A model directory holds::
+
+    run.json            config, corpus checksum, vocabulary fingerprint
+    metrics.jsonl       iteration, train/val loss, lr, tokens/s, elapsed
+    samples.jsonl       a fixed-seed sample at every history checkpoint
+    checkpoints/        iter-*.{safetensors,json} (history) and resume-* (resumable)
+    loss.png            the loss curve
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .checkpoint import CheckpointInfo, list_checkpoints, newest_valid, save_checkpoint
+from .config import RunConfig, TrainSpec, log_schedule
+from .data import BatchSampler
+from .device import autocast, pick_device, set_threads
+from .errors import DomainGPTError
+from .evaluate import score_windows
+from .io import append_jsonl, read_jsonl, write_json, write_jsonl
+from .model import GPT, GPTConfig
+from .sample import generate_text
+from .vocab import Vocab
+
+Log = Callable[[str], None]
+
+# Keys that change how fast a run goes, not what it computes: they may differ on resume.
+RUNTIME_KEYS = {"compile", "device", "threads", "eval_interval", "eval_tokens", "resume_interval"}
+
+
+def lr_at(it: int, spec: TrainSpec) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr`` at ``decay_iters`` (nanoGPT's schedule)."""
+    if it < spec.warmup_iters:
+        return spec.lr * (it + 1) / (spec.warmup_iters + 1)
+    if it >= spec.decay_iters:
+        return spec.min_lr
+    ratio = (it - spec.warmup_iters) / max(spec.decay_iters - spec.warmup_iters, 1)
+    return spec.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (spec.lr - spec.min_lr)
+
+
+def make_optimizer(model: GPT, spec: TrainSpec, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not biases, LayerNorm gains)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": spec.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    kwargs: dict[str, Any] = {"lr": spec.lr, "betas": (spec.beta1, spec.beta2)}
+    if device.type in ("cpu", "cuda"):
+        kwargs["fused"] = True
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def should_compile(setting: str, device: torch.device) -> bool:
+    """``auto`` compiles on CUDA only: on a 2-core CPU compilation costs more than it saves
+    for the small presets (see benchmarks/bench_train.py)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+class Trainer:
+    """Optimizer, batch sampler and the training step for one model.
+
+    Shared by :func:`train` and by few-shot adaptation, which is training too.
+    """
+
+    def __init__(
+        self, model: GPT, spec: TrainSpec, train_ids: np.ndarray, device: torch.device
+    ) -> None:
+        self.model = model.to(device).train()
+        self.spec = spec
+        self.device = device
+        self.optimizer = make_optimizer(model, spec, device)
+        self.sampler = BatchSampler(
+            train_ids, model.config.block_size, spec.batch_size, spec.seed, device
+        )
+        self.iteration = 0
+        self._forward = model
+        if should_compile(spec.compile, device):
+            try:
+                self._forward = torch.compile(model)
+            except Exception as e:  # compile is an optimisation: fall back, never fail
+                print(f"torch.compile unavailable ({type(e).__name__}: {e}); running eagerly")
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self.tokens_per_iter = spec.batch_size * spec.grad_accum * model.config.block_size
+
+    def step(self) -> torch.Tensor:
+        """One optimizer step (with gradient accumulation); returns the detached mean loss."""
+        lr = lr_at(self.iteration, self.spec)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=self.device)
+        for _ in range(self.spec.grad_accum):
+            x, y = self.sampler.next()
+            with autocast(self.device):
+                _, loss = self._forward(x, y)
+            (loss / self.spec.grad_accum).backward()
+            total += loss.detach()
+        if self.spec.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self._params, self.spec.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iteration += 1
+        return total / self.spec.grad_accum
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Optimizer moments and RNG states, as flat named tensors for safetensors."""
+        out: dict[str, torch.Tensor] = {}
+        for idx, state in self.optimizer.state_dict()["state"].items():
+            for key, value in state.items():
+                out[f"optim.{idx}.{key}"] = torch.as_tensor(value)
+        out["rng.batch"] = self.sampler.state()
+        out["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            out["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        return out
+
+    def load_state(self, tensors: dict[str, torch.Tensor], iteration: int) -> None:
+        sd = self.optimizer.state_dict()
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in tensors.items():
+            if name.startswith("optim."):
+                _, idx, key = name.split(".", 2)
+                state.setdefault(int(idx), {})[key] = value
+        sd["state"] = state
+        self.optimizer.load_state_dict(sd)
+        self.sampler.set_state(tensors["rng.batch"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.iteration = iteration
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_dir: Path
+    iterations: int
+    val_loss: float  # on the whole validation split
+    train_seconds: float
+    tokens_per_second: float
+    resumed_from: int | None
+
+
+def history_schedule(spec: TrainSpec) -> list[int]:
+    points = log_schedule(spec.max_iters) if spec.checkpoints == "log" else list(spec.checkpoints)
+    return sorted({p for p in points if p <= spec.max_iters} | {spec.max_iters})
+
+
+def _run_record(cfg: RunConfig, corpus_name: str, corpus_sha: str, vocab: Vocab) -> dict:
+    return {
+        "corpus": corpus_name,
+        "corpus_sha256": corpus_sha,
+        "vocab_fingerprint": vocab.fingerprint,
+        "config": cfg.to_dict(),
+        "domaingpt_version": __version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def _config_differences(old: dict, new: dict) -> list[str]:
+    diffs = []
+    for key in ("corpus", "corpus_sha256", "vocab_fingerprint"):
+        if old.get(key) != new.get(key):
+            diffs.append(key)
+    for section, values in new["config"].items():
+        if not isinstance(values, dict):
+            continue
+        before = old.get("config", {}).get(section, {})
+        for k, v in values.items():
+            if k not in RUNTIME_KEYS and before.get(k) != v:
+                diffs.append(f"{section}.{k} ({before.get(k)!r} -> {v!r})")
+    return diffs
+
+
+def prepare_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: bool) -> bool:
+    """Claim ``model_dir`` for this run; True when there is earlier work to resume.
+
+    An existing directory with another configuration is never silently reused.
+    """
+    run_json = model_dir / "run.json"
+    if overwrite and model_dir.exists():
+        import shutil
+
+        shutil.rmtree(model_dir)
+    if run_json.exists():
+        try:
+            old = json.loads(run_json.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise DomainGPTError(
+                f"{run_json} is unreadable; remove {model_dir} or pass --overwrite"
+            ) from None
+        diffs = _config_differences(old, record)
+        if diffs:
+            raise DomainGPTError(
+                f"{model_dir} already holds a different run (differs in: {', '.join(diffs)}); "
+                "use another --out or pass --overwrite to replace it"
+            )
+        if not resume:
+            raise DomainGPTError(
+                f"{model_dir} already holds this run; pass --resume to continue it "
+                "or --overwrite to start again"
+            )
+        return True
+    if model_dir.exists() and any(model_dir.iterdir()):
+        raise DomainGPTError(
+            f"{model_dir} exists and is not a domaingpt model directory; use another --out"
+        )
+    model_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_json, record)
+    return False
+
+
+def train(
+    corpus_name: str,
+    corpus_sha: str,
+    train_ids: np.ndarray,
+    val_ids: np.ndarray,
+    vocab: Vocab,
+    cfg: RunConfig,
+    model_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Log = print,
+) -> TrainResult:
+    """Train a model from scratch (or resume it) and write its directory (see module doc)."""
+    spec = cfg.train
+    set_threads(spec.threads)
+    device = pick_device(spec.device)
+    record = _run_record(cfg, corpus_name, corpus_sha, vocab)
+    has_work = prepare_model_dir(model_dir, record, resume=resume, overwrite=overwrite)
+    ckpt_dir = model_dir / "checkpoints"
+    metrics_path, samples_path = model_dir / "metrics.jsonl", model_dir / "samples.jsonl"
+
+    torch.manual_seed(spec.seed)
+    gpt_config = GPTConfig(vocab_size=vocab.size, **cfg.model.__dict__)
+    model = GPT(gpt_config)
+    trainer = Trainer(model, spec, train_ids, device)
+
+    resumed_from = None
+    if has_work:
+        loaded = newest_valid(ckpt_dir, "resume", warn=log)
+        if loaded is not None:
+            model.load_state_dict(loaded.model.state_dict())
+            trainer.load_state(loaded.tensors, loaded.iteration)
+            resumed_from = loaded.iteration
+            log(f"resuming {corpus_name} from iteration {resumed_from}")
+        # Rows written after the resume point would be written again: drop them.
+        for path in (metrics_path, samples_path):
+            if path.exists():
+                write_jsonl(
+                    path, [r for r in read_jsonl(path) if r["iter"] <= (resumed_from or -1)]
+                )
+    elif spec.max_iters < 1:
+        raise DomainGPTError("train.max_iters must be at least 1")
+
+    history = set(history_schedule(spec))
+    # History checkpoints past the resume point are redone, so their samples match them.
+    done = {
+        c.iteration
+        for c in list_checkpoints(ckpt_dir, "iter")
+        if resumed_from is not None and c.iteration <= resumed_from
+    }
+    eval_windows = max(1, spec.eval_tokens // gpt_config.block_size)
+    t_start = time.perf_counter()
+    elapsed_before = _elapsed_before(metrics_path)
+    window_loss = torch.zeros((), device=device)
+    window_steps = 0
+    window_t0 = time.perf_counter()
+    train_seconds = 0.0
+    tokens_trained = 0
+    val_loss = float("nan")
+
+    def evaluate_now(it: int, train_loss: float | None, tps: float | None) -> float:
+        val = score_windows(model, val_ids, max_windows=eval_windows).mean_loss
+        append_jsonl(
+            metrics_path,
+            {
+                "iter": it,
+                "train_loss": train_loss,
+                "val_loss": val,
+                "lr": lr_at(max(it - 1, 0), spec),
+                "tokens_per_s": tps,
+                "elapsed": round(elapsed_before + time.perf_counter() - t_start, 3),
+            },
+        )
+        return val
+
+    def meta(it: int, val: float | None) -> dict[str, Any]:
+        return {
+            "corpus": corpus_name,
+            "corpus_sha256": corpus_sha,
+            "val_loss": val,
+            "tokens_seen": it * trainer.tokens_per_iter,
+            "config": cfg.to_dict(),
+        }
+
+    def history_now(it: int, val: float) -> None:
+        if it in history and it not in done:
+            save_checkpoint(ckpt_dir, "iter", it, model, vocab, meta(it, val))
+            text = generate_text(
+                model, vocab, spec.sample_prompt, spec.sample_chars, seed=spec.sample_seed
+            )
+            append_jsonl(
+                samples_path,
+                {
+                    "iter": it,
+                    "val_loss": val,
+                    "prompt": spec.sample_prompt,
+                    "seed": spec.sample_seed,
+                    "temperature": 1.0,
+                    "text": text,
+                },
+            )
+            model.train()
+
+    def resume_point_now(it: int, val: float | None) -> None:
+        save_checkpoint(
+            ckpt_dir, "resume", it, model, vocab, meta(it, val), trainer.state_tensors()
+        )
+        _prune_resume(ckpt_dir, keep=2)
+
+    it = trainer.iteration
+    if it == 0:
+        val_loss = evaluate_now(0, None, None)
+        history_now(0, val_loss)
+        resume_point_now(0, val_loss)
+    eval_every = spec.eval_interval or spec.max_iters
+    bar = _progress(spec.max_iters, it, corpus_name, progress)
+    while it < spec.max_iters:
+        window_loss += trainer.step()
+        window_steps += 1
+        it = trainer.iteration
+        bar.update(1)
+        at_end = it == spec.max_iters
+        is_eval = it % eval_every == 0 or it in history or at_end
+        is_resume = it % spec.resume_interval == 0 or it in history or at_end
+        if not (is_eval or is_resume):
+            continue
+        # Never checkpoint weights that a non-finite loss has already ruined.
+        train_loss = float(window_loss) / window_steps
+        if not math.isfinite(train_loss):
+            bar.close()
+            raise DomainGPTError(
+                f"training {corpus_name} diverged: loss is {train_loss} between iterations "
+                f"{it - window_steps} and {it}; the last good checkpoint is kept. "
+                "Lower train.lr or raise train.warmup_iters"
+            )
+        if is_eval:
+            dt = time.perf_counter() - window_t0
+            train_seconds += dt
+            tokens = window_steps * trainer.tokens_per_iter
+            tokens_trained += tokens
+            val_loss = evaluate_now(it, train_loss, tokens / dt)
+            bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+            history_now(it, val_loss)
+            window_loss.zero_()
+            window_steps = 0
+            window_t0 = time.perf_counter()
+        if is_resume:
+            resume_point_now(it, val_loss if window_steps == 0 else None)
+    bar.close()
+
+    full = score_windows(model, val_ids).mean_loss
+    final_rows = read_jsonl(metrics_path)
+    final_rows[-1]["val_loss_full"] = full
+    write_jsonl(metrics_path, final_rows)
+    _plot_loss(metrics_path, model_dir / "loss.png", corpus_name)
+    tps = tokens_trained / train_seconds if train_seconds else float("nan")
+    log(
+        f"{corpus_name}: {spec.max_iters} iterations, val loss {full:.4f} (whole split), "
+        f"{tps:,.0f} tokens/s"
+    )
+    return TrainResult(model_dir, spec.max_iters, full, train_seconds, tps, resumed_from)
+
+
+def _elapsed_before(metrics_path: Path) -> float:
+    if not metrics_path.exists():
+        return 0.0
+    rows = read_jsonl(metrics_path)
+    return float(rows[-1]["elapsed"]) if rows else 0.0
+
+
+def _prune_resume(ckpt_dir: Path, keep: int) -> None:
+    """Keep the ``keep`` newest resumable checkpoints; the JSON goes first so a half-pruned
+    checkpoint is never mistaken for a valid one."""
+    for info in list_checkpoints(ckpt_dir, "resume")[:-keep]:
+        info.json_path.unlink(missing_ok=True)
+        info.tensor_path.unlink(missing_ok=True)
+
+
+def _progress(total: int, initial: int, name: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=f"train {name}",
+        unit="it",
+        disable=not enabled,
+        dynamic_ncols=True,
+        leave=False,
+    )
+
+
+def _plot_loss(metrics_path: Path, out: Path, title: str) -> None:
+    from .figures import plot_loss_curves
+
+    plot_loss_curves({title: read_jsonl(metrics_path)}, out)
+
+
+def final_checkpoint(model_dir: Path) -> CheckpointInfo | None:
+    history = list_checkpoints(model_dir / "checkpoints", "iter")
+    return history[-1] if history else None

@@ -1,0 +1,39 @@
+"""Shared fixtures: the real corpora (from $DOMAINGPT_DATA or ../shared/data) and a
+private cache directory so tests never touch the user's ~/.cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_data_dir() -> Path | None:
+    env = os.environ.get("DOMAINGPT_DATA")
+    for candidate in (Path(env) if env else None, REPO.parent / "shared" / "data"):
+        if candidate and (candidate / "shakespeare.txt").is_file():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = real_data_dir()
+    if d is None:
+        pytest.skip(
+            "real corpora not found (set DOMAINGPT_DATA or put ../shared/data beside the repo)"
+        )
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One cache for the whole session (encoded corpora are reused across tests), never ~/.cache.
+    cache = tmp_path_factory.getbasetemp() / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("DOMAINGPT_OFFLINE", "1")

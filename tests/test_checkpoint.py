@@ -1,0 +1,134 @@
+"""Checkpoints round-trip exactly, and a damaged or foreign file is refused without ever
+being unpickled."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from domaingpt.checkpoint import (
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    newest_valid,
+    read_info,
+    save_checkpoint,
+)
+from domaingpt.errors import CheckpointError
+from domaingpt.model import GPT, GPTConfig
+from domaingpt.vocab import Vocab
+
+VOCAB = Vocab.from_texts(["abcdefgh \n"])
+
+
+def make(tmp_path, iteration=5, kind="iter"):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=VOCAB.size))
+    info = save_checkpoint(
+        tmp_path, kind, iteration, model, VOCAB, {"val_loss": 1.5}, {"extra.t": torch.arange(3)}
+    )
+    return model, info
+
+
+def test_roundtrip_is_exact_and_tied(tmp_path):
+    model, info = make(tmp_path)
+    loaded = load_checkpoint(read_info(info.json_path))
+    idx = torch.randint(0, VOCAB.size, (2, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(idx)[0], loaded.model(idx)[0], rtol=0, atol=0)
+    assert loaded.model.head.weight.data_ptr() == loaded.model.tok_emb.weight.data_ptr()
+    assert loaded.vocab == VOCAB and loaded.iteration == 5 and loaded.meta["val_loss"] == 1.5
+    assert torch.equal(loaded.tensors["extra.t"], torch.arange(3))
+
+
+def test_truncated_or_altered_tensor_file_is_detected(tmp_path):
+    _, info = make(tmp_path)
+    blob = info.tensor_path.read_bytes()
+    info.tensor_path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CheckpointError, match=r"iter-0000005.safetensors is truncated or altered"):
+        load_checkpoint(info)
+    altered = bytearray(blob)
+    altered[-3] ^= 1
+    info.tensor_path.write_bytes(bytes(altered))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(info)
+
+
+class _Plant:
+    """Unpickling this writes a file: the attack a pickle checkpoint allows."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_pickle_renamed_as_checkpoint_is_rejected_and_never_executed(tmp_path):
+    _, info = make(tmp_path)
+    planted = tmp_path / "PWNED"
+    payload = pickle.dumps(_Plant(str(planted)))
+    assert not planted.exists()
+    # (a) the tensor file replaced by a pickle, JSON record untouched
+    info.tensor_path.write_bytes(payload)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(info)
+    # (b) a pickle whose JSON record claims its checksum: safetensors refuses to parse it
+    record = json.loads(info.json_path.read_text())
+    import hashlib
+
+    record |= {"tensor_sha256": hashlib.sha256(payload).hexdigest(), "tensor_bytes": len(payload)}
+    info.json_path.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="not a valid safetensors file"):
+        load_checkpoint(read_info(info.json_path))
+    # (c) a torch.save'd .pt handed over directly
+    pt = tmp_path / "model.pt"
+    pt.write_bytes(payload)
+    with pytest.raises(CheckpointError):
+        find_checkpoint(pt)
+    assert not planted.exists()
+
+
+def test_json_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "iter-0000001.json").write_text('{"hello": 1}')
+    with pytest.raises(CheckpointError, match="not a domaingpt checkpoint"):
+        read_info(tmp_path / "iter-0000001.json")
+    (tmp_path / "iter-0000002.json").write_text("{truncat")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        read_info(tmp_path / "iter-0000002.json")
+    assert list_checkpoints(tmp_path) == []  # unreadable records are skipped, not fatal
+
+
+def test_shape_mismatch_is_a_clear_error(tmp_path):
+    _, info = make(tmp_path)
+    record = json.loads(info.json_path.read_text())
+    record["model_config"]["n_embd"] = 16
+    info.json_path.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_checkpoint(read_info(info.json_path))
+
+
+def test_find_checkpoint_by_iteration_lists_what_exists(tmp_path):
+    for it in (0, 10, 20):
+        make(tmp_path, it)
+    assert find_checkpoint(tmp_path).iteration == 20
+    assert find_checkpoint(tmp_path, 10).iteration == 10
+    with pytest.raises(CheckpointError, match="available: 0, 10, 20"):
+        find_checkpoint(tmp_path, 15)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        find_checkpoint(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoints"):
+        find_checkpoint(tmp_path / "empty")
+
+
+def test_newest_valid_skips_damaged(tmp_path):
+    make(tmp_path, 1, "resume")
+    _, bad = make(tmp_path, 2, "resume")
+    bad.tensor_path.write_bytes(b"garbage")
+    seen = []
+    loaded = newest_valid(tmp_path, "resume", warn=seen.append)
+    assert loaded.iteration == 1 and "resume-0000002" in seen[0]

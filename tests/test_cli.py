@@ -1,0 +1,140 @@
+"""The command line as a user meets it: real corpora, tiny models, and a clear one-line
+error with exit status 2 (never a traceback) for every bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from domaingpt.cli import main
+
+
+def cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_corpora_lists_the_three_with_checksums(capsys, data_dir):
+    code, out, _ = cli(capsys, "corpora", "--data-dir", data_dir)
+    assert code == 0
+    for name in ("shakespeare", "math", "wikipedia"):
+        assert any(line.startswith(name) and " ok " in line for line in out.splitlines())
+
+
+def test_stats_writes_tables_and_figures(capsys, data_dir, tmp_path):
+    code, out, _ = cli(
+        capsys, "stats", "shakespeare", "math", "--out", tmp_path, "--data-dir", data_dir
+    )
+    assert code == 0
+    assert "| Shakespeare | 65 |" in out
+    for f in (
+        "summary.md",
+        "char_counts.csv",
+        "distribution_shakespeare.png",
+        "distribution_math.png",
+    ):
+        assert (tmp_path / "stats" / f).stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("run")
+    code = main(
+        [
+            "train",
+            "shakespeare",
+            "--preset",
+            "smoke",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(data_dir),
+            "--quiet",
+            "--set",
+            "train.max_iters=30",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_train_then_sample_is_seeded(capsys, trained):
+    model = trained / "models" / "shakespeare"
+    assert (trained / "vocab.json").exists() and (model / "loss.png").exists()
+    a = cli(capsys, "sample", model, "--prompt", "ROMEO:", "--chars", 80, "--seed", 1)
+    b = cli(capsys, "sample", model, "--prompt", "ROMEO:", "--chars", 80, "--seed", 1)
+    c = cli(capsys, "sample", model, "--prompt", "ROMEO:", "--chars", 80, "--seed", 2)
+    assert a[0] == 0 and a[1] == b[1] != c[1]
+    assert a[1].startswith("ROMEO:") and len(a[1]) == len("ROMEO:") + 80 + 1
+    d = cli(capsys, "sample", model, "--prompt", "x", "--chars", 5, "--iter", 0)
+    assert d[0] == 0
+
+
+def test_sample_warns_on_unknown_prompt_chars(capsys, trained):
+    code, _out, err = cli(
+        capsys, "sample", trained / "models" / "shakespeare", "--prompt", "héllo\x07", "--chars", 5
+    )
+    assert code == 0 and "<unk>" in err and "\\x07" in err
+
+
+def _bad_inputs(tmp_path, trained):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    short = tmp_path / "short.txt"
+    short.write_text("too short for a block\n")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9 au lait " * 10)
+    pickle_ckpt = tmp_path / "ckpt" / "iter-0000001.safetensors"
+    pickle_ckpt.parent.mkdir()
+    pickle_ckpt.write_bytes(b"\x80\x04\x95garbage")
+    model = trained / "models" / "shakespeare"
+    return [
+        (["train", "shakspeare"], "did you mean 'shakespeare'"),
+        (["train", tmp_path / "missing.txt"], "does not exist"),
+        (["train", empty], "empty"),
+        (["train", short, "--preset", "smoke"], "too short"),
+        (["train", latin1], "byte offset 3"),
+        (["train", "shakespeare", "--preset", "cpu-mni"], "did you mean 'cpu-mini'"),
+        (["train", "shakespeare", "--set", "train.lrr=1"], "did you mean 'train.lr'"),
+        (["train", "shakespeare", "--set", "model.n_head=3"], "divisible"),
+        (
+            [
+                "train",
+                "shakespeare",
+                "--preset",
+                "smoke",
+                "--out",
+                trained,
+                "--set",
+                "train.lr=0.5",
+            ],
+            "different run",
+        ),
+        (["sample", tmp_path / "nomodel"], "does not exist"),
+        (["sample", pickle_ckpt], "has no iter-0000001.json"),
+        (["sample", model, "--iter", 7], "available: 0, 10, 25, 30"),
+        (["sample", model, "--prompt", ""], "prompt is empty"),
+        (["stats", tmp_path], "directory"),
+    ]
+
+
+def test_bad_inputs_give_one_line_errors(capsys, tmp_path, trained, data_dir):
+    for argv, message in _bad_inputs(tmp_path, trained):
+        code, _out, err = cli(capsys, *argv, "--data-dir", data_dir)
+        assert code == 2, (argv, err)
+        assert message in err, (argv, err)
+        assert err.startswith("error: ") and "Traceback" not in err
+        assert err.count("\n") == 1, err
+
+
+def test_console_script_runs_as_module(data_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "domaingpt", "train", "nope-corpus", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: unknown corpus")
