@@ -317,3 +317,29 @@ def test_registry_spec_is_frozen() -> None:
     assert corpus_mod.Source("http://x", "plain").sha256 is None
     with pytest.raises(ValueError):
         corpus_mod.Source("http://x", "tarball")
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7, 64])
+def test_streamed_text_equals_whole_text_across_chunk_boundaries(tmp_path, chunk):
+    from domaingpt.corpus import iter_text
+
+    text = "héllo 万 wörld 😀\n" * 7 + "end"
+    path = tmp_path / "multi.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    chunks = list(iter_text(path, chunk_bytes=chunk))
+    assert "".join(chunks) == text and len(chunks) > 1
+
+
+def test_streamed_invalid_byte_offset_in_a_later_chunk(tmp_path):
+    from domaingpt.corpus import iter_text
+
+    path = tmp_path / "late.txt"
+    path.write_bytes("é".encode() * 50 + b"\xff" + b"abc")
+    with pytest.raises(CorpusError, match="byte offset 100"):
+        list(iter_text(path, chunk_bytes=7))
+    path.write_bytes(b"abc" * 10 + b"\x00")
+    with pytest.raises(CorpusError, match="NUL byte at byte offset 30"):
+        list(iter_text(path, chunk_bytes=4))
+    path.write_bytes(b"abc\xe4\xb8")  # truncated 3-byte sequence at the end
+    with pytest.raises(CorpusError, match="byte offset 3"):
+        list(iter_text(path, chunk_bytes=2))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .errors import CorpusError
 SOURCE_KINDS = ("plain", "math-jsonl", "wikitext-zip", "crlf-text")
 DATA_ENV = "DOMAINGPT_DATA"
 _BOM = b"\xef\xbb\xbf"
+CHUNK_BYTES = 1 << 24  # 16 MiB: bounded memory however large the corpus
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,9 @@ class Corpus:
     def read_text(self) -> str:
         return read_text(self.path)
 
+    def iter_text(self, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
+        return iter_text(self.path, chunk_bytes)
+
 
 def cache_dir() -> Path:
     """Per-user cache root, following XDG so it can be moved (and isolated in tests)."""
@@ -180,32 +185,69 @@ def _check_file(path: Path, what: str) -> None:
         raise CorpusError(f"{what} {path} is empty: give a file with some text in it")
 
 
-def read_text(path: str | Path) -> str:
-    """Strict UTF-8 text of a corpus file (BOM stripped); bad input is an error, not mojibake."""
+def _complete_prefix(buf: bytes) -> int:
+    """Length of the longest prefix of ``buf`` that does not end inside a UTF-8 sequence."""
+    for back in range(1, min(4, len(buf)) + 1):
+        byte = buf[-back]
+        if byte & 0xC0 != 0x80:  # a lead byte (or ASCII): does its sequence fit?
+            need = (
+                1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+            )
+            return len(buf) - back if back < need else len(buf)
+    return len(buf)  # no lead byte in reach: invalid, strict decoding will say where
+
+
+def iter_text(path: str | Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
+    """Strict UTF-8 text of a corpus file in chunks (BOM stripped), never whole in memory.
+
+    Chunks end on character boundaries. An invalid byte, a NUL byte (a binary or UTF-16
+    file) or a BOM-only file is an error that names the file and the byte offset.
+    """
     path = Path(path)
     _check_file(path, "corpus file")
+    if path.stat().st_size == len(_BOM) and path.read_bytes() == _BOM:
+        raise CorpusError(f"corpus file {path} is empty (only a BOM): give some text")
+    carry, base = b"", 0  # bytes held over to the next chunk; absolute offset of buf[0]
     try:
-        data = path.read_bytes()
+        f = open(path, "rb")  # noqa: SIM115 (closed in finally; generator)
     except OSError as e:
         raise CorpusError(f"cannot read corpus file {path}: {e.strerror or e}") from None
-    nul = data.find(b"\x00")
-    if nul != -1:
-        raise CorpusError(
-            f"corpus file {path} looks binary (NUL byte at byte offset {nul}); "
-            "give a UTF-8 text file (convert UTF-16 text with iconv -t UTF-8)"
-        )
-    skip = len(_BOM) if data.startswith(_BOM) else 0
-    if skip and len(data) == skip:
-        raise CorpusError(f"corpus file {path} is empty (only a BOM): give some text")
     try:
-        return data[skip:].decode("utf-8", errors="strict")
-    except UnicodeDecodeError as e:
-        offset = e.start + skip
-        bad = data[offset : offset + 4].hex(" ")
-        raise CorpusError(
-            f"corpus file {path} is not valid UTF-8 at byte offset {offset} (bytes {bad}); "
-            "convert it to UTF-8, e.g. iconv -f latin1 -t utf-8"
-        ) from None
+        while True:
+            data = f.read(chunk_bytes)
+            buf = carry + data
+            if not buf:
+                return
+            cut = _complete_prefix(buf) if data else len(buf)
+            part, carry = buf[:cut], buf[cut:]
+            nul = part.find(b"\x00")
+            if nul != -1:
+                raise CorpusError(
+                    f"corpus file {path} looks binary (NUL byte at byte offset {base + nul}); "
+                    "give a UTF-8 text file (convert UTF-16 text with iconv -t UTF-8)"
+                )
+            skip = len(_BOM) if base == 0 and part.startswith(_BOM) else 0
+            try:
+                text = part[skip:].decode("utf-8", errors="strict")
+            except UnicodeDecodeError as e:
+                offset = base + skip + e.start
+                bad = part[skip + e.start : skip + e.start + 4].hex(" ")
+                raise CorpusError(
+                    f"corpus file {path} is not valid UTF-8 at byte offset {offset} (bytes {bad}); "
+                    "convert it to UTF-8, e.g. iconv -f latin1 -t utf-8"
+                ) from None
+            base += cut
+            if text:
+                yield text
+            if not data:
+                return
+    finally:
+        f.close()
+
+
+def read_text(path: str | Path) -> str:
+    """Strict UTF-8 text of a corpus file (BOM stripped); bad input is an error, not mojibake."""
+    return "".join(iter_text(path))
 
 
 def _verify(path: Path, spec: CorpusSpec, where: str) -> str:

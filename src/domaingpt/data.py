@@ -17,6 +17,7 @@ import torch
 
 from .corpus import Corpus, cache_dir
 from .errors import CorpusError, DomainGPTError
+from .io import atomic_write_text
 from .vocab import Vocab
 
 
@@ -66,31 +67,44 @@ def encode_corpus(corpus: Corpus, vocab: Vocab) -> EncodedCorpus:
                 return EncodedCorpus(corpus.name, ids, int(meta["n_unk"]), corpus.sha256)
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt below
-    text = corpus.read_text()
-    enc = vocab.encode(text)
+    # Stream: chunk by chunk into a temp file, so memory stays bounded for any corpus size.
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    n_ids = n_unk = 0
     try:
-        enc.ids.tofile(tmp)
+        with open(tmp, "wb") as out:
+            for chunk in corpus.iter_text():
+                enc = vocab.encode(chunk)
+                enc.ids.tofile(out)
+                n_ids += len(enc.ids)
+                n_unk += enc.n_unk
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    meta_tmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
-    meta_tmp.write_text(json.dumps({"n_ids": len(enc.ids), "n_unk": enc.n_unk}))
-    os.replace(meta_tmp, meta_path)
-    ids = np.memmap(path, dtype=vocab.dtype, mode="r") if len(enc.ids) else enc.ids
-    return EncodedCorpus(corpus.name, ids, enc.n_unk, corpus.sha256)
+    atomic_write_text(meta_path, json.dumps({"n_ids": n_ids, "n_unk": n_unk}))
+    ids = np.memmap(path, dtype=vocab.dtype, mode="r")
+    return EncodedCorpus(corpus.name, ids, n_unk, corpus.sha256)
 
 
 class BatchSampler:
     """Random windows of ``block_size + 1`` ids, gathered in one indexing call per batch.
+
+    With ``world > 1`` (DDP), each rank keeps its slice of the same global batch.
 
     The generator's state is part of every resumable checkpoint, so a resumed run draws
     exactly the batches the uninterrupted one would have drawn.
     """
 
     def __init__(
-        self, data: np.ndarray, block_size: int, batch_size: int, seed: int, device: torch.device
+        self,
+        data: np.ndarray,
+        block_size: int,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        *,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         if len(data) < block_size + 1:
             raise DomainGPTError(f"training split has {len(data)} ids, needs block_size + 1")
@@ -101,9 +115,13 @@ class BatchSampler:
         self.generator = torch.Generator().manual_seed(seed)
         self._offsets = np.arange(block_size + 1)
         self._high = len(data) - block_size  # exclusive upper bound of a window start
+        # Under DDP every rank draws the same global batch and keeps its own rows.
+        per_rank = batch_size // world
+        self._rows = slice(rank * per_rank, (rank + 1) * per_rank)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(self._high, (self.batch_size,), generator=self.generator).numpy()
+        starts = starts[self._rows]
         chunk = torch.from_numpy(self.data[starts[:, None] + self._offsets].astype(np.int64))
         if self.device.type == "cuda":
             chunk = chunk.pin_memory().to(self.device, non_blocking=True)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from . import __version__
 from .corpus import CorpusSpec, Source, offline_help
 from .errors import CorpusError
+from .io import atomic_write_bytes
 
 OFFLINE_ENV = "DOMAINGPT_OFFLINE"
 _CHUNK = 1 << 16
@@ -166,21 +167,6 @@ def _transform(source: Source, path: Path) -> str:
     raise ValueError(f"unknown source kind {source.kind!r}")
 
 
-def _write_atomic(data: bytes, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_in(dest.parent, dest.name)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def _build_one(spec: CorpusSpec, source: Source, dest: Path, progress: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="domaingpt-") as tmpdir:
         name = source.url.rstrip("/").rsplit("/", 1)[-1] or "source"
@@ -198,7 +184,7 @@ def _build_one(spec: CorpusSpec, source: Source, dest: Path, progress: bool) -> 
             f"converted text has sha256 {actual}, expected {spec.sha256} "
             "(the source changed or the conversion is wrong)"
         )
-    _write_atomic(data, dest)
+    atomic_write_bytes(dest, data)
 
 
 def build_from_sources(spec: CorpusSpec, dest: Path, progress: bool = True) -> Path:

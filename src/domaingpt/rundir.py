@@ -90,7 +90,7 @@ def study_vocab(run: RunDir, corpora: list[Corpus]) -> Vocab:
                 f"{run.vocab_path} is unreadable ({e}); delete it to rebuild"
             ) from None
         return Vocab.from_json(data)
-    vocab = Vocab.from_texts(c.read_text() for c in corpora)
+    vocab = Vocab.from_texts(chunk for c in corpora for chunk in c.iter_text())
     record = vocab.to_json()
     record["corpora"] = {c.name: c.sha256 for c in corpora}
     write_json(run.vocab_path, record)

@@ -19,6 +19,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from . import __version__
 from .checkpoint import CheckpointInfo, list_checkpoints, newest_valid, save_checkpoint
 from .config import RunConfig, TrainSpec, log_schedule
 from .data import BatchSampler
-from .device import autocast, pick_device, set_threads
+from .device import autocast, set_threads
+from .distributed import DistContext, all_reduce_mean, barrier, check_batch, init_distributed
 from .errors import DomainGPTError
 from .evaluate import score_windows
 from .io import append_jsonl, read_jsonl, write_json, write_jsonl
@@ -80,17 +82,35 @@ class Trainer:
     """
 
     def __init__(
-        self, model: GPT, spec: TrainSpec, train_ids: np.ndarray, device: torch.device
+        self,
+        model: GPT,
+        spec: TrainSpec,
+        train_ids: np.ndarray,
+        device: torch.device,
+        ctx: DistContext | None = None,
     ) -> None:
+        self.ctx = ctx or DistContext(device=device)
+        check_batch(self.ctx, spec.batch_size)
         self.model = model.to(device).train()
         self.spec = spec
         self.device = device
         self.optimizer = make_optimizer(model, spec, device)
         self.sampler = BatchSampler(
-            train_ids, model.config.block_size, spec.batch_size, spec.seed, device
+            train_ids,
+            model.config.block_size,
+            spec.batch_size,
+            spec.seed,
+            device,
+            rank=self.ctx.rank,
+            world=self.ctx.world,
         )
         self.iteration = 0
         self._forward = model
+        if self.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            self._forward = DistributedDataParallel(model, device_ids=ids)
         if should_compile(spec.compile, device):
             try:
                 self._forward = torch.compile(model)
@@ -105,11 +125,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total = torch.zeros((), device=self.device)
-        for _ in range(self.spec.grad_accum):
+        for micro in range(self.spec.grad_accum):
             x, y = self.sampler.next()
-            with autocast(self.device):
+            # Under DDP, gradients are all-reduced on the last micro-step only.
+            last = micro == self.spec.grad_accum - 1
+            sync = self._forward.no_sync() if self.ctx.enabled and not last else nullcontext()
+            with sync, autocast(self.device):
                 _, loss = self._forward(x, y)
-            (loss / self.spec.grad_accum).backward()
+                (loss / self.spec.grad_accum).backward()
             total += loss.detach()
         if self.spec.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self._params, self.spec.grad_clip, foreach=True)
@@ -154,6 +177,7 @@ class TrainResult:
     train_seconds: float
     tokens_per_second: float
     resumed_from: int | None
+    is_main: bool = True  # False on the non-writing ranks of a DDP job
 
 
 def history_schedule(spec: TrainSpec) -> list[int]:
@@ -242,16 +266,22 @@ def train(
     """Train a model from scratch (or resume it) and write its directory (see module doc)."""
     spec = cfg.train
     set_threads(spec.threads)
-    device = pick_device(spec.device)
+    ctx = init_distributed(spec.device)
+    device = ctx.device
+    check_batch(ctx, spec.batch_size)  # before anything is written
+    main = ctx.is_main  # only the main rank writes; the others compute the same steps
     record = _run_record(cfg, corpus_name, corpus_sha, vocab)
-    has_work = prepare_model_dir(model_dir, record, resume=resume, overwrite=overwrite)
+    has_work = resume
+    if main:
+        has_work = prepare_model_dir(model_dir, record, resume=resume, overwrite=overwrite)
+    barrier(ctx)
     ckpt_dir = model_dir / "checkpoints"
     metrics_path, samples_path = model_dir / "metrics.jsonl", model_dir / "samples.jsonl"
 
     torch.manual_seed(spec.seed)
     gpt_config = GPTConfig(vocab_size=vocab.size, **cfg.model.__dict__)
     model = GPT(gpt_config)
-    trainer = Trainer(model, spec, train_ids, device)
+    trainer = Trainer(model, spec, train_ids, device, ctx)
 
     resumed_from = None
     if has_work:
@@ -263,7 +293,7 @@ def train(
             log(f"resuming {corpus_name} from iteration {resumed_from}")
         # Rows written after the resume point would be written again: drop them.
         for path in (metrics_path, samples_path):
-            if path.exists():
+            if main and path.exists():
                 write_jsonl(
                     path, [r for r in read_jsonl(path) if r["iter"] <= (resumed_from or -1)]
                 )
@@ -337,12 +367,12 @@ def train(
         _prune_resume(ckpt_dir, keep=2)
 
     it = trainer.iteration
-    if it == 0:
+    if it == 0 and main:
         val_loss = evaluate_now(0, None, None)
         history_now(0, val_loss)
         resume_point_now(0, val_loss)
     eval_every = spec.eval_interval or spec.max_iters
-    bar = _progress(spec.max_iters, it, corpus_name, progress)
+    bar = _progress(spec.max_iters, it, corpus_name, progress and main)
     while it < spec.max_iters:
         window_loss += trainer.step()
         window_steps += 1
@@ -354,7 +384,7 @@ def train(
         if not (is_eval or is_resume):
             continue
         # Never checkpoint weights that a non-finite loss has already ruined.
-        train_loss = float(window_loss) / window_steps
+        train_loss = float(all_reduce_mean(window_loss, ctx)) / window_steps
         if not math.isfinite(train_loss):
             bar.close()
             raise DomainGPTError(
@@ -367,22 +397,29 @@ def train(
             train_seconds += dt
             tokens = window_steps * trainer.tokens_per_iter
             tokens_trained += tokens
-            val_loss = evaluate_now(it, train_loss, tokens / dt)
-            bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
-            history_now(it, val_loss)
+            if main:
+                val_loss = evaluate_now(it, train_loss, tokens / dt)
+                bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+                history_now(it, val_loss)
             window_loss.zero_()
             window_steps = 0
             window_t0 = time.perf_counter()
-        if is_resume:
+        if is_resume and main:
             resume_point_now(it, val_loss if window_steps == 0 else None)
     bar.close()
+    tps = tokens_trained / train_seconds if train_seconds else float("nan")
+    if not main:  # the main rank scores and writes the final results
+        barrier(ctx)
+        return TrainResult(
+            model_dir, spec.max_iters, float("nan"), train_seconds, tps, resumed_from, False
+        )
 
     full = score_windows(model, val_ids).mean_loss
     final_rows = read_jsonl(metrics_path)
     final_rows[-1]["val_loss_full"] = full
     write_jsonl(metrics_path, final_rows)
     _plot_loss(metrics_path, model_dir / "loss.png", corpus_name)
-    tps = tokens_trained / train_seconds if train_seconds else float("nan")
+    barrier(ctx)
     log(
         f"{corpus_name}: {spec.max_iters} iterations, val loss {full:.4f} (whole split), "
         f"{tps:,.0f} tokens/s"

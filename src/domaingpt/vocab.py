@@ -48,7 +48,7 @@ class Vocab:
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> Vocab:
         chars: set[str] = set()
-        for text in texts:
+        for text in texts:  # chunks of a streamed corpus work as well as whole texts
             chars.update(text)
         return cls(tuple(sorted(chars)))
 
