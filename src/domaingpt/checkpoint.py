@@ -93,7 +93,7 @@ def save_checkpoint(
     blob = safetensors.torch.save(tensors)
     stem = checkpoint_stem(kind, iteration)
     tensor_path = directory / f"{stem}.safetensors"
-    atomic_write_bytes(tensor_path, blob)
+    json_path = directory / f"{stem}.json"
     record = {
         "format": FORMAT,
         "kind": kind,
@@ -105,8 +105,17 @@ def save_checkpoint(
         "tensor_bytes": len(blob),
         **meta,
     }
-    json_path = directory / f"{stem}.json"
-    atomic_write_text(json_path, json.dumps(record, indent=1, ensure_ascii=False))
+    try:
+        # Tensors first, record last: a checkpoint without its record does not exist.
+        json_path.unlink(missing_ok=True)
+        atomic_write_bytes(tensor_path, blob)
+        atomic_write_text(json_path, json.dumps(record, indent=1, ensure_ascii=False))
+    except OSError as e:
+        tensor_path.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"cannot write checkpoint {tensor_path} ({e.strerror or e}); earlier checkpoints "
+            "are intact: free some disk space, then continue with --resume"
+        ) from None
     return CheckpointInfo(json_path, kind, iteration, record)
 
 

@@ -22,7 +22,7 @@ from .errors import CorpusError
 SOURCE_KINDS = ("plain", "math-jsonl", "wikitext-zip", "crlf-text")
 DATA_ENV = "DOMAINGPT_DATA"
 _BOM = b"\xef\xbb\xbf"
-CHUNK_BYTES = 1 << 24  # 16 MiB: bounded memory however large the corpus
+CHUNK_BYTES = 1 << 22  # 4 MiB: bounded memory however large the corpus
 
 
 @dataclass(frozen=True)

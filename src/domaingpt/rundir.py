@@ -18,7 +18,11 @@ corpora, so that every model can be scored on every corpus.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +78,36 @@ class RunDir:
     def check_writable(self) -> None:
         if self.root.exists() and not self.root.is_dir():
             raise DomainGPTError(f"--out {self.root} is a file; give a directory")
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive use of the run directory by this process.
+
+        An OS file lock (``flock``) on ``.lock``: the kernel drops it when the process
+        ends, however it ends, so a crashed run never leaves the directory stuck.
+        Under torchrun only the writing rank (rank 0) takes it.
+        """
+        if os.environ.get("RANK", "0") != "0":
+            yield
+            return
+        self.check_writable()
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                raise DomainGPTError(
+                    f"run directory {self.root} is in use by another domaingpt process "
+                    f"(pid {holder}); wait for it to finish or use another --out"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
 
 def study_vocab(run: RunDir, corpora: list[Corpus]) -> Vocab:

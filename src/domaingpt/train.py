@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from . import __version__
+from .batches import BatchSampler
 from .checkpoint import CheckpointInfo, list_checkpoints, newest_valid, save_checkpoint
 from .config import RunConfig, TrainSpec, log_schedule
-from .data import BatchSampler
 from .device import autocast, set_threads
 from .distributed import DistContext, all_reduce_mean, barrier, check_batch, init_distributed
 from .errors import DomainGPTError
@@ -292,11 +292,10 @@ def train(
             resumed_from = loaded.iteration
             log(f"resuming {corpus_name} from iteration {resumed_from}")
         # Rows written after the resume point would be written again: drop them.
+        keep_until = -1 if resumed_from is None else resumed_from
         for path in (metrics_path, samples_path):
             if main and path.exists():
-                write_jsonl(
-                    path, [r for r in read_jsonl(path) if r["iter"] <= (resumed_from or -1)]
-                )
+                write_jsonl(path, [r for r in read_jsonl(path) if r["iter"] <= keep_until])
     elif spec.max_iters < 1:
         raise DomainGPTError("train.max_iters must be at least 1")
 
@@ -367,7 +366,7 @@ def train(
         _prune_resume(ckpt_dir, keep=2)
 
     it = trainer.iteration
-    if it == 0 and main:
+    if resumed_from is None and main:  # a fresh start: score and keep the initial model
         val_loss = evaluate_now(0, None, None)
         history_now(0, val_loss)
         resume_point_now(0, val_loss)

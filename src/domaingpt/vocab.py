@@ -21,6 +21,10 @@ UNK = "<unk>"
 UNK_ID = 0
 
 
+def _codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
 @dataclass(frozen=True)
 class Encoded:
     """Ids of a text and how many of its characters were not in the vocabulary."""
@@ -36,6 +40,7 @@ class Vocab:
 
     chars: tuple[str, ...]
     _codepoints: np.ndarray = field(init=False, repr=False, compare=False)
+    _lut: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if any(len(c) != 1 for c in self.chars):
@@ -44,13 +49,20 @@ class Vocab:
             raise DomainGPTError("vocabulary characters must be unique and sorted by code point")
         cps = np.fromiter((ord(c) for c in self.chars), dtype=np.uint32, count=len(self.chars))
         object.__setattr__(self, "_codepoints", cps)
+        # Code point -> id lookup table; the last slot catches every code point above the
+        # vocabulary's largest. At most 2.2 MB (uint16) even with emoji in the vocabulary.
+        top = int(cps[-1]) + 1 if len(cps) else 0
+        lut = np.full(top + 1, UNK_ID, dtype=self.dtype)
+        lut[cps] = np.arange(1, len(cps) + 1, dtype=self.dtype)
+        object.__setattr__(self, "_lut", lut)
 
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> Vocab:
-        chars: set[str] = set()
-        for text in texts:  # chunks of a streamed corpus work as well as whole texts
-            chars.update(text)
-        return cls(tuple(sorted(chars)))
+        """Every character of ``texts`` (whole texts or the chunks of a streamed corpus)."""
+        seen = np.zeros(0x110000, dtype=bool)
+        for text in texts:
+            seen |= np.bincount(_codepoints(text), minlength=0x110000).astype(bool)
+        return cls(tuple(chr(c) for c in np.flatnonzero(seen)))
 
     def __len__(self) -> int:
         return len(self.chars) + 1
@@ -84,16 +96,12 @@ class Vocab:
         return UNK_ID
 
     def encode(self, text: str) -> Encoded:
-        """Vectorised: code points are looked up with a binary search, not a dict per char."""
-        cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        j = np.searchsorted(self._codepoints, cps)
-        j_clip = np.minimum(j, max(len(self.chars) - 1, 0))
-        known = (
-            self._codepoints[j_clip] == cps if len(self.chars) else np.zeros(cps.shape, dtype=bool)
-        )
-        ids = np.where(known, j_clip + 1, UNK_ID).astype(self.dtype)
-        n_unk = int((~known).sum())
-        unknown = tuple(sorted({chr(c) for c in cps[~known][:10_000]})) if n_unk else ()
+        """Vectorised: one table lookup per character, not a dict lookup in Python."""
+        cps = _codepoints(text)
+        ids = self._lut[np.minimum(cps, len(self._lut) - 1)]
+        unk = ids == UNK_ID
+        n_unk = int(unk.sum())
+        unknown = tuple(sorted({chr(c) for c in cps[unk][:10_000]})) if n_unk else ()
         return Encoded(ids=ids, n_unk=n_unk, unknown_chars=unknown)
 
     def decode(self, ids: Iterable[int]) -> str:
