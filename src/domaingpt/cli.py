@@ -7,6 +7,7 @@ as one line on stderr and the exit status is 2. Ctrl-C exits with 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import warnings
 from pathlib import Path
@@ -113,7 +114,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         log=_log(args),
     )
-    print(f"val_loss {result.val_loss:.4f}  model {result.model_dir}")
+    if result.is_main:
+        print(f"val_loss {result.val_loss:.4f}  model {result.model_dir}")
     return 0
 
 
@@ -141,6 +143,198 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- run (the whole study) -----------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .study import load_study, run_study
+
+    spec = load_study(args.study, preset=args.preset)
+    quiet_log = (lambda msg: print(msg, file=sys.stderr)) if args.quiet else None
+    result = run_study(
+        spec,
+        args.out,
+        data_dir=args.data_dir,
+        force=args.force,
+        progress=not args.quiet,
+        log=quiet_log,
+        download=not args.offline,
+        threads=args.threads,
+    )
+    for o in result.failed:
+        print(f"error: stage {o.stage} failed: {o.message}", file=sys.stderr)
+    if result.failed:
+        print(
+            f"the stages before stayed done; fix the cause and run the same command again "
+            f"(report with the missing parts marked: {result.run.root / 'report.html'})",
+            file=sys.stderr,
+        )
+    return result.exit_code
+
+
+# --- evaluate / adapt ------------------------------------------------------------------
+
+
+def _names(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        return [int(t) for t in _names(text)]
+    except ValueError:
+        raise DomainGPTError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import EvalSettings, run_evaluate
+    from .rundir import RunDir
+
+    settings = EvalSettings(
+        models=_names(args.models),
+        corpora=_names(args.corpora),
+        checkpoints=args.checkpoints,
+        batch_size=args.batch_size,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        data_dir=args.data_dir or "",
+        offline=args.offline,
+    )
+    written = run_evaluate(
+        RunDir(Path(args.out)), settings, progress=not args.quiet, log=_log(args)
+    )
+    print(written["zero_shot_md"].read_text(encoding="utf-8"))
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from .adapt import AdaptSettings, run_adapt
+    from .rundir import RunDir
+
+    settings = AdaptSettings(
+        iters=args.iters,
+        early=args.early,
+        seeds=args.seeds,
+        seed=args.seed,
+        lr=args.lr,
+        warmup_iters=args.warmup,
+        schedule=_int_list(args.schedule, "--schedule"),
+        pairs=_names(args.pairs),
+        starts=_names(args.starts),
+        eval_windows=args.eval_windows,
+        device=args.device,
+        threads=args.threads,
+        data_dir=args.data_dir or "",
+        offline=args.offline,
+    )
+    written = run_adapt(RunDir(Path(args.out)), settings, progress=not args.quiet, log=_log(args))
+    print(written["summary_md"].read_text(encoding="utf-8"))
+    return 0
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from .rundir import RunDir
+    from .samplequality import SampleQualitySettings, run_sample_quality
+
+    settings = SampleQualitySettings(
+        samples=args.samples,
+        chars=args.chars,
+        prompt=args.prompt,
+        temperature=args.temperature,
+        models=_names(args.models),
+        iterations=_int_list(args.iterations or "", "--iterations"),
+        corpora=_names(args.corpora),
+        data_dir=args.data_dir or "",
+        n_slices=args.slices,
+        adapt=not args.no_adapt,
+        adapt_samples=args.adapt_samples,
+        device=args.device,
+        threads=args.threads,
+    )
+    written = run_sample_quality(
+        RunDir(Path(args.out)), settings, progress=not args.quiet, log=_log(args)
+    )
+    print(written["summary"].read_text(encoding="utf-8"))
+    return 0
+
+
+# --- probe / saliency ------------------------------------------------------------------
+
+
+def _verdict_word(holds) -> str:
+    return {True: "holds", False: "fails"}.get(holds, "undecided")
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from .probe import ProbeSettings, load_probe, run_probe
+    from .rundir import RunDir
+
+    settings = ProbeSettings(
+        models=_names(args.models),
+        corpora=_names(args.corpora),
+        prompts_per_corpus=args.prompts_per_corpus,
+        length=args.length,
+        top_k=args.top_k,
+        prompts=list(args.prompt or []),
+        prompt_file=args.prompt_file or "",
+        epsilon=args.epsilon,
+        device=args.device,
+        threads=args.threads,
+        data_dir=args.data_dir or "",
+    )
+    run = RunDir(Path(args.out))
+    run_probe(run, settings, progress=not args.quiet, log=_log(args))
+    tables = load_probe(run)
+    for r in tables["hardening"].itertuples():
+        when = (
+            "not reached"
+            if pd_isna(r.hardening_iteration)
+            else f"iteration {r.hardening_iteration}"
+        )
+        where = {"in": "in-domain", "out": "out-of-domain"}.get(r.domain, f"{r.domain} prompts")
+        print(f"hardening {r.model} ({where}): {when} (of {r.final_iteration})")
+    for r in tables["claims"].itertuples():
+        print(f"[{_verdict_word(r.holds)}] {r.claim} ({r.model}): {r.evidence}")
+    return 0
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
+def cmd_saliency(args: argparse.Namespace) -> int:
+    from .rundir import RunDir
+    from .saliency import SaliencySettings, check_methods, run_saliency
+
+    settings = SaliencySettings(
+        models=_names(args.models),
+        corpora=_names(args.corpora),
+        methods=check_methods(_names(args.methods)),
+        checkpoints=args.checkpoints,
+        ig_steps=args.ig_steps,
+        prompts_per_corpus=args.prompts_per_corpus,
+        length=args.length,
+        prompts=list(args.prompt or []),
+        prompt_file=args.prompt_file or "",
+        deletion_k=_int_list(args.deletion_k, "--deletion-k"),
+        device=args.device,
+        threads=args.threads,
+        data_dir=args.data_dir or "",
+    )
+    run = RunDir(Path(args.out))
+    paths = run_saliency(run, settings, progress=not args.quiet, log=_log(args))
+    from .probe import read_table
+
+    for r in read_table(paths["claims"]).itertuples():
+        print(f"[{_verdict_word(r.holds)}] {r.claim} ({r.model}): {r.evidence}")
+    print(f"heatmap: {paths['heatmap']}")
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------
 
 
@@ -161,6 +355,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"domaingpt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "run",
+        help="run the whole study (statistics, training, analyses) and write its report",
+        description="Run every stage of a study into runs/NAME and write report.html. "
+        "Finished stages whose inputs are unchanged are skipped; an interrupted run "
+        "continues where it stopped.",
+    )
+    p.add_argument("study", nargs="?", help="study file (TOML); default: the --preset study")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="study preset: smoke, cpu or gpu (default: cpu); a study file is layered over it",
+    )
+    p.add_argument("--out", default=None, help="run directory (default: runs/<study name>)")
+    p.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="redo a stage even if unchanged (repeatable; 'all' for every stage)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads for every stage (default: the study's; 1 is often fastest on a "
+        "CPU shared with other jobs)",
+    )
+    p.add_argument("--offline", action="store_true", help="never download a corpus")
+    _add_common(p)
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("corpora", help="list the known corpora, where each was found, checksum ok?")
     _add_common(p)
@@ -213,7 +439,208 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     _add_common(p)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="zero-shot loss of every model checkpoint on every corpus (the loss matrix)",
+        description="Score every (model checkpoint, corpus) pair of a run on the corpus's "
+        "whole validation split; writes eval/zero_shot.{csv,md,png}.",
+    )
+    p.add_argument("--out", default="runs/default", help="run directory (default: runs/default)")
+    p.add_argument("--models", help="comma-separated models (default: every trained model)")
+    p.add_argument(
+        "--corpora", help="comma-separated corpus names or paths (default: the models' corpora)"
+    )
+    p.add_argument(
+        "--checkpoints",
+        default="final",
+        help="final, all, or iterations like 0,500,2000 (default: final)",
+    )
+    p.add_argument("--batch-size", type=int, default=128, help="windows per forward pass")
+    p.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95 %% interval"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    p.add_argument("--offline", action="store_true", help="never download a corpus")
+    _add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "adapt",
+        help="few-shot adaptation of each model to each other corpus, from early, final "
+        "and scratch starts",
+        description="Continue training each source model on each other corpus from its final "
+        "checkpoint, an early checkpoint and from scratch; writes adapt/ (curves, summary, "
+        "adapted checkpoints, samples).",
+    )
+    p.add_argument("--out", default="runs/default", help="run directory (default: runs/default)")
+    p.add_argument("--iters", type=int, default=200, help="adaptation iterations (default: 200)")
+    p.add_argument(
+        "--early",
+        default="auto",
+        help="early checkpoint iteration, or auto: the one nearest 10 %% of training",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="seeds per start point (default: 3)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
+    p.add_argument("--lr", type=float, default=0.0, help="peak lr (default: the source's)")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up iterations (default: 10)")
+    p.add_argument(
+        "--schedule",
+        default="0,10,25,50,100,200",
+        help="steps at which losses are recorded (default: 0,10,25,50,100,200)",
+    )
+    p.add_argument(
+        "--pairs", help="comma-separated SOURCE:TARGET pairs (default: every ordered pair)"
+    )
+    p.add_argument(
+        "--starts", default="final,early,scratch", help="start points (default: all three)"
+    )
+    p.add_argument(
+        "--eval-windows",
+        type=int,
+        default=128,
+        help="windows per loss along the schedule; 0: whole split (default: 128)",
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    p.add_argument("--offline", action="store_true", help="never download a corpus")
+    _add_common(p)
+    p.set_defaults(func=cmd_adapt)
+
+    p = sub.add_parser(
+        "quality",
+        help="measure what the samples show (spelling, layout, repetitiveness, style) along "
+        "training and after adaptation, and check the study's judgements",
+        description="Generate several samples at every history checkpoint of every model "
+        "(and of the adapted models), measure them against the corpora; writes quality/ "
+        "(tables, claims, figures).",
+    )
+    p.add_argument("--out", default="runs/default", help="run directory (default: runs/default)")
+    p.add_argument(
+        "--samples", type=_positive_int, default=5, help="seeds per checkpoint (default: 5)"
+    )
+    p.add_argument(
+        "--chars", type=_positive_int, default=500, help="characters per sample (default: 500)"
+    )
+    p.add_argument("--prompt", default="\n", help="prompt of every sample (default: a newline)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--models", help="comma-separated models (default: every trained model)")
+    p.add_argument("--iterations", help="comma-separated iterations (default: every checkpoint)")
+    p.add_argument(
+        "--corpora",
+        help="comma-separated reference corpora, names or paths (default: the models' corpora)",
+    )
+    p.add_argument(
+        "--slices",
+        type=_positive_int,
+        default=20,
+        help="held-out corpus slices the samples are compared with (default: 20)",
+    )
+    p.add_argument("--no-adapt", action="store_true", help="skip the adapted models")
+    p.add_argument(
+        "--adapt-samples",
+        type=_positive_int,
+        default=1,
+        help="seeds per adapted model; its adaptation seeds add the spread (default: 1)",
+    )
+    p.add_argument("--device", default="cpu", help="device for generation (default: cpu)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads for generation (default: 1)"
+    )
+    _add_common(p)
+    p.set_defaults(func=cmd_quality)
+
+    def prompt_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--out", default="runs/default", help="run directory (default: runs/default)"
+        )
+        p.add_argument("--models", help="comma-separated models (default: every trained model)")
+        p.add_argument(
+            "--corpora",
+            help="comma-separated prompt corpora, names or paths (default: the models' corpora)",
+        )
+        p.add_argument(
+            "--prompts-per-corpus",
+            type=_positive_int,
+            default=64,
+            help="validation prompts per corpus (default: 64)",
+        )
+        p.add_argument(
+            "--length",
+            type=_positive_int,
+            default=64,
+            help="prompt length in characters (default: 64)",
+        )
+        p.add_argument(
+            "--prompt",
+            action="append",
+            metavar="TEXT",
+            help=r"a prompt of your own; its last character is the target; \n, \t decoded "
+            "(repeatable)",
+        )
+        p.add_argument(
+            "--prompt-file", metavar="FILE", help="prompts of your own, one per line (as --prompt)"
+        )
+        p.add_argument("--device", default="auto", help="device (default: auto)")
+        p.add_argument(
+            "--threads", type=int, default=0, help="torch threads (default: torch's choice)"
+        )
+        _add_common(p)
+
+    p = sub.add_parser(
+        "probe",
+        help="softmax inspection: entropy, p(true), top-k at every checkpoint, in vs out of domain",
+        description="Read every model's next-character distribution at every history "
+        "checkpoint on prompts from every corpus; writes probe/ (tables, claims, figures).",
+    )
+    prompt_options(p)
+    p.add_argument(
+        "--top-k", type=_positive_int, default=5, help="top-k characters kept (default: 5)"
+    )
+    p.add_argument(
+        "--epsilon",
+        type=float,
+        default=0.05,
+        help="JS divergence (bits) below which a model counts as hardened (default: 0.05)",
+    )
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser(
+        "saliency",
+        help="gradient-based attributions per input character, by class, position, checkpoint",
+        description="Attribute log p(true next character) to each input character with "
+        "gradient methods; aggregates, deletion test, zero- vs few-shot; writes saliency/.",
+    )
+    prompt_options(p)
+    p.add_argument(
+        "--methods",
+        default="grad_norm,input_x_grad,integrated_gradients",
+        help="comma-separated methods (default: grad_norm,input_x_grad,integrated_gradients)",
+    )
+    p.add_argument("--checkpoints", choices=("final", "all"), default="final")
+    p.add_argument(
+        "--ig-steps",
+        type=_positive_int,
+        default=32,
+        help="integrated-gradients steps (default: 32)",
+    )
+    p.add_argument(
+        "--deletion-k",
+        default="1,3,8",
+        help="characters replaced in the deletion test, comma-separated (default: 1,3,8)",
+    )
+    p.set_defaults(func=cmd_saliency)
     return parser
+
+
+def _run_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """Every command that writes a run directory (``--out``) holds its lock meanwhile."""
+    from .rundir import RunDir
+
+    out = getattr(args, "out", None)
+    return RunDir(Path(out)).lock() if out else contextlib.nullcontext()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,7 +650,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                return int(args.func(args) or 0)
+                with _run_lock(args):
+                    return int(args.func(args) or 0)
             finally:
                 for w in caught:  # library warnings reach the user as plain lines
                     if issubclass(w.category, UserWarning):

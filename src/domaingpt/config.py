@@ -174,6 +174,31 @@ def _apply(cfg: RunConfig, section: str, values: dict[str, Any]) -> RunConfig:
     return replace(cfg, **{section: replace(getattr(cfg, section), **updates)})
 
 
+def settings_from_table(
+    cls: type[Any], values: dict[str, Any], section: str, *, source: str = "config"
+) -> Any:
+    """An instance of the flat settings dataclass ``cls`` from the TOML table ``[section]``.
+
+    The same checks as the presets get: an unknown key names the closest known one, a
+    value of the wrong type names its key. Used for the analysis tables of a study file.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{section}] in {source} must be a table")
+    known = [f"{section}.{f.name}" for f in fields(cls)]
+    updates = {}
+    for name, value in values.items():
+        key = f"{section}.{name}"
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown key {key!r} in {source}{hint}")
+        updates[name] = _check_type(key, value, (cls, name))
+    try:
+        return cls(**updates)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[{section}] in {source}: {e}") from None
+
+
 def from_dict(
     data: dict[str, Any], base: RunConfig | None = None, *, source: str = "config"
 ) -> RunConfig:

@@ -1,0 +1,138 @@
+"""How fast does the evaluator score text, against what this CPU can do?
+
+Run by hand (not a test)::
+
+    python benchmarks/bench_eval.py [--data-dir ../shared/data] [--threads 1,2]
+
+In one run it measures
+
+* the fp32 matmul rate: a large square matmul (2048², median of several) at the same
+  thread count, measured before and after each piece of the evaluator's work, since
+  other jobs may share the machine: MFU uses the rate measured around it;
+* the evaluator (:func:`domaingpt.evaluate.score_windows`) on the real Shakespeare
+  validation split with a ``cpu-mini``-shaped model (4 layers, 4 heads, 128 dims,
+  block 64; the run vocabulary of the three built-in corpora): characters scored per
+  second and MFU = chars/s × forward FLOPs per character / matmul rate, with forward
+  FLOPs per character = ``model.flops_per_token(train=False)`` = 2N + 2·L·C·T;
+
+for a few batch sizes and thread counts, and prints the best. On a CPU shared with other
+jobs, run it with ``OMP_WAIT_POLICY=PASSIVE`` or ``--threads 1``: spinning OpenMP
+threads collapse multi-threaded throughput when cores are oversubscribed. ``--profile`` adds the operator breakdown of
+one batch (where the time that is not matmul goes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from domaingpt.config import build_config
+from domaingpt.corpus import REGISTRY, resolve_corpus
+from domaingpt.data import encode_corpus
+from domaingpt.evaluate import score_windows
+from domaingpt.model import GPT, GPTConfig
+from domaingpt.vocab import Vocab
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
+    """fp32 n×n @ n×n rate, median of ``repeats`` after a warm-up."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    torch.mm(a, b, out=out)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def measure(model: GPT, ids: np.ndarray, batch_size: int, parts: int) -> tuple[float, float, float]:
+    """Score the whole split in ``parts`` consecutive pieces, each between two matmul
+    timings: (chars/s overall, median matmul GFLOP/s, median per-piece MFU). Pairing each
+    piece with the matmul rate measured around it keeps MFU meaningful on a shared CPU
+    whose speed drifts while the benchmark runs."""
+    flops = model.flops_per_token(train=False)
+    score_windows(model, ids[: 8 * batch_size * model.config.block_size], batch_size=batch_size)
+    edges = np.linspace(0, len(ids) - 1, parts + 1).astype(int)
+    peaks, mfus, chars, seconds = [], [], 0, 0.0
+    for lo, hi in itertools.pairwise(edges):
+        before = matmul_gflops(repeats=3)
+        t0 = time.perf_counter()
+        n = score_windows(model, ids[lo : hi + 1], batch_size=batch_size).n_scored
+        dt = time.perf_counter() - t0
+        after = matmul_gflops(repeats=3)
+        peak = (before + after) / 2
+        peaks.append(peak)
+        mfus.append(n / dt * flops / 1e9 / peak)
+        chars, seconds = chars + n, seconds + dt
+    return chars / seconds, statistics.median(peaks), statistics.median(mfus)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--threads", default="", help="thread counts, e.g. 1,2 (default: torch's)")
+    parser.add_argument("--batch-sizes", default="32,64,128,256,512")
+    parser.add_argument(
+        "--parts", type=int, default=5, help="pieces of the split, each timed between matmuls"
+    )
+    parser.add_argument("--profile", action="store_true", help="operator breakdown of a batch")
+    args = parser.parse_args()
+
+    corpora = {n: resolve_corpus(n, args.data_dir) for n in REGISTRY}
+    vocab = Vocab.from_texts(c.read_text() for c in corpora.values())
+    cfg = build_config("cpu-mini")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=vocab.size, **cfg.model.__dict__)).eval()
+    val = encode_corpus(corpora["shakespeare"], vocab).split(cfg.data.val_fraction)[1]
+    val = np.ascontiguousarray(val)
+    flops = model.flops_per_token(train=False)
+    print(
+        f"cpu-mini: {model.num_params() / 1e6:.3f} M params (vocab {vocab.size}), "
+        f"{flops / 1e6:.3f} MFLOP per character forward; Shakespeare val {len(val):,} chars; "
+        f"torch {torch.__version__}, default threads {torch.get_num_threads()}"
+    )
+    threads = [int(t) for t in args.threads.split(",") if t] or [torch.get_num_threads()]
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
+    print(
+        f"{'threads':>7} {'batch':>5} {'matmul GFLOP/s':>14} {'chars/s':>9} {'GFLOP/s':>8} {'MFU':>6}"
+    )
+    results = []
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        for bs in batch_sizes:
+            cps, peak, mfu = measure(model, val, bs, args.parts)
+            achieved = cps * flops / 1e9
+            results.append((mfu, n_threads, bs, peak, cps, achieved))
+            print(
+                f"{n_threads:>7} {bs:>5} {peak:>14.1f} {cps:>9,.0f} {achieved:>8.1f} {mfu:>6.1%}",
+                flush=True,
+            )
+    mfu, n_threads, bs, peak, cps, achieved = max(results)
+    print(
+        f"best: threads {n_threads}, batch {bs}: {cps:,.0f} chars/s, {achieved:.1f} GFLOP/s; "
+        f"matmul {peak:.1f} GFLOP/s; MFU {mfu:.1%} (median over {args.parts} pieces)"
+    )
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        torch.set_num_threads(n_threads)
+        ids = val[: bs * cfg.model.block_size + 1]
+        score_windows(model, ids, batch_size=bs)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                score_windows(model, ids, batch_size=bs)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Few-shot adaptation with tiny models on the real corpora: step 0 is the zero-shot
+loss, seeds reproduce, finished runs are reused, and the verdict follows the numbers."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pandas as pd
+import pytest
+
+from domaingpt.adapt import AdaptSettings, load_adapt, pick_early, run_adapt, summarize, verdict
+from domaingpt.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
+from domaingpt.cli import main
+from domaingpt.corpus import resolve_corpus
+from domaingpt.data import encode_corpus
+from domaingpt.errors import DomainGPTError
+from domaingpt.evaluate import EvalSettings, load_evaluate, run_evaluate, score_windows
+from domaingpt.io import read_jsonl
+from domaingpt.rundir import RunDir
+
+VAL_FRACTION = 0.02
+QUIET = {"progress": False, "log": lambda m: None}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_dir) -> RunDir:
+    """Two smoke models (Shakespeare, math), 60 iterations, history 0, 10, 30, 60."""
+    root = tmp_path_factory.mktemp("adaptrun")
+    for corpus in ("shakespeare", "math"):
+        code = main(
+            [
+                "train",
+                corpus,
+                "--preset",
+                "smoke",
+                "--out",
+                str(root),
+                "--data-dir",
+                str(data_dir),
+                "--quiet",
+                "--set",
+                "train.max_iters=60",
+                "--set",
+                "train.checkpoints=[0, 10, 30, 60]",
+                "--set",
+                f"data.val_fraction={VAL_FRACTION}",
+                "--set",
+                "train.threads=1",
+            ]
+        )
+        assert code == 0
+    return RunDir(root)
+
+
+def settings(data_dir, **kw) -> AdaptSettings:
+    base = {
+        "iters": 20,
+        "seeds": 2,
+        "schedule": [0, 10, 20],
+        "pairs": ["shakespeare:math"],
+        "eval_windows": 16,
+        "final_windows": 64,
+        "sample_chars": 40,
+        "data_dir": str(data_dir),
+        "threads": 1,
+    }
+    return AdaptSettings(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def adapted(run, data_dir) -> dict[str, pd.DataFrame]:
+    run_adapt(run, settings(data_dir), **QUIET)
+    return load_adapt(run)
+
+
+def test_tables_and_files(run, adapted):
+    curves, final, summary = adapted["curves"], adapted["final"], adapted["summary"]
+    assert len(curves) == 3 * 2 * 3  # starts × seeds × schedule steps
+    assert set(curves["start"]) == {"final", "early", "scratch"}
+    assert sorted(set(curves["step"])) == [0, 10, 20]
+    assert len(final) == 6 and len(summary) == 1
+    early = final[final["start"] == "early"]
+    assert set(early["source_iteration"]) == {10}  # nearest 10 % of 60 iterations
+    # training on the target lowers the target loss from every start
+    for start in ("final", "early", "scratch"):
+        c = curves[(curves["start"] == start) & (curves["seed"] == 0)].set_index("step")
+        assert c.loc[20, "target_loss"] < c.loc[0, "target_loss"]
+    for name in ("curves.png", "forgetting.png", "summary.md", "samples.jsonl"):
+        assert (run.adapt / name).stat().st_size > 0
+    assert summary.loc[0, "verdict"] in (run.adapt / "summary.md").read_text()
+
+
+def test_step0_equals_zero_shot_loss_same_windows(run, data_dir, adapted):
+    curves = adapted["curves"]
+    info = find_checkpoint(run.model("shakespeare"), "final")
+    loaded = load_checkpoint(info)
+    enc = encode_corpus(resolve_corpus("math", data_dir), loaded.vocab)
+    val = enc.split(VAL_FRACTION)[1]
+    zero_shot = score_windows(loaded.model, val, max_windows=16).mean_loss
+    rows = curves[(curves["start"] == "final") & (curves["step"] == 0)]
+    assert list(rows["target_loss"]) == [pytest.approx(zero_shot, rel=1e-6)] * 2
+
+
+def test_step0_equals_evaluate_on_whole_split(run, data_dir, tmp_path):
+    """With eval_windows=0 the curve uses the whole split: step 0 is the matrix's cell."""
+    other = RunDir(tmp_path / "r")
+    shutil.copytree(run.models, other.models)
+    shutil.copy(run.vocab_path, other.vocab_path)
+    run_adapt(
+        other,
+        settings(
+            data_dir,
+            iters=1,
+            seeds=1,
+            schedule=[0],
+            starts=["final"],
+            eval_windows=0,
+            final_windows=0,
+        ),
+        **QUIET,
+    )
+    step0 = load_adapt(other)["curves"].query("step == 0").iloc[0]
+    ev = EvalSettings(models=["shakespeare"], corpora=["math", "shakespeare"], bootstrap=0)
+    ev.data_dir, ev.threads = str(data_dir), 1
+    run_evaluate(other, ev, **QUIET)
+    table = load_evaluate(other)["zero_shot"].set_index("corpus")
+    assert step0["target_loss"] == pytest.approx(table.loc["math", "loss_nats"], rel=1e-6)
+    assert step0["source_loss"] == pytest.approx(table.loc["shakespeare", "loss_nats"], rel=1e-6)
+
+
+def test_seeds_reproduce_and_differ(run, data_dir, adapted, tmp_path):
+    curves = adapted["curves"]
+    other = RunDir(tmp_path / "r")
+    shutil.copytree(run.models, other.models)
+    shutil.copy(run.vocab_path, other.vocab_path)
+    run_adapt(other, settings(data_dir, seeds=1, starts=["final", "scratch"]), **QUIET)
+    again = load_adapt(other)["curves"]
+    cols = ["step", "target_loss", "source_loss"]
+    for start in ("final", "scratch"):
+        a = curves[(curves["start"] == start) & (curves["seed"] == 0)][cols].reset_index(drop=True)
+        b = again[(again["start"] == start) & (again["seed"] == 0)][cols].reset_index(drop=True)
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+        s1 = curves[(curves["start"] == start) & (curves["seed"] == 1)]
+        assert list(s1["target_loss"])[1:] != list(a["target_loss"])[1:]
+
+
+def test_adapted_checkpoints_samples_and_reuse(run, data_dir, adapted):
+    job = run.adapt / "shakespeare__to__math" / "early" / "seed1"
+    info = find_checkpoint(job, "final")
+    assert info.iteration == 20
+    meta = info.meta["adapt"]
+    assert (meta["source_model"], meta["source_iteration"]) == ("shakespeare", 10)
+    assert (meta["target_corpus"], meta["start"], meta["seed"]) == ("math", "early", 1)
+    top = info.meta  # the same, at the top of the record, for other analyses
+    assert (top["source_model"], top["source_iteration"], top["start"]) == (
+        "shakespeare",
+        10,
+        "early",
+    )
+    assert top["target_corpus"] == top["corpus"] == "math"
+    assert load_checkpoint(info).model.config.n_layer == 2
+    sample = read_jsonl(job / "samples.jsonl")[0]
+    assert len(sample["text"]) == 40 and sample["iter"] == 20
+    # finished runs are not redone: same settings, nothing trained, same files
+    mtimes = {p: p.stat().st_mtime_ns for p in run.adapt.rglob("*.safetensors")}
+    lines: list[str] = []
+    run_adapt(run, settings(data_dir), progress=False, log=lines.append)
+    assert any("reused 6" in line for line in lines)
+    assert {p: p.stat().st_mtime_ns for p in run.adapt.rglob("*.safetensors")} == mtimes
+    pd.testing.assert_frame_equal(load_adapt(run)["final"], adapted["final"])
+
+
+def test_pick_early_and_its_errors(run, data_dir):
+    history = list_checkpoints(run.model("math") / "checkpoints", "iter")
+    assert pick_early(history, AdaptSettings()).iteration == 10
+    assert pick_early(history, AdaptSettings(early_fraction=0.45)).iteration == 30
+    assert pick_early(history, AdaptSettings(early="0")).iteration == 0
+    with pytest.raises(DomainGPTError, match="at 0, 10, 30, 60"):
+        pick_early(history, AdaptSettings(early=7))
+    with pytest.raises(DomainGPTError, match="no history checkpoint between 0 and 60"):
+        pick_early([history[0], history[-1]], AdaptSettings())
+
+
+def test_verdict_follows_the_numbers():
+    rows = []
+    for seed, (early, final, scratch) in enumerate([(2.40, 2.55, 2.9), (2.42, 2.55, 2.9)]):
+        for start, loss in (("early", early), ("final", final), ("scratch", scratch)):
+            it = {"early": 100, "final": 1000, "scratch": math.nan}[start]
+            rows.append(
+                {
+                    "source": "a",
+                    "target": "b",
+                    "start": start,
+                    "seed": seed,
+                    "source_iteration": it,
+                    "target_loss": loss,
+                    "forgetting": 0.1,
+                }
+            )
+    s = summarize(pd.DataFrame(rows)).iloc[0]
+    assert s["early_mean"] == pytest.approx(2.41) and s["final_mean"] == pytest.approx(2.55)
+    assert s["delta_early_minus_final"] == pytest.approx(-0.14)
+    assert s["delta_spread"] == pytest.approx(0.0141421, rel=1e-4)
+    assert s["verdict"].startswith("early start adapts better: 2.41 vs 2.55 (Δ −0.140 ± 0.014")
+    assert s["verdict"].endswith("over 2 seeds); scratch 2.90")
+    base = {"early_mean": 2.5, "final_mean": 2.45, "n_paired": 3, "scratch_mean": 3.0}
+    noisy = verdict({**base, "delta_early_minus_final": 0.05, "delta_spread": 0.03})
+    assert noisy.startswith("no clear difference")
+    clear = verdict({**base, "delta_early_minus_final": 0.05, "delta_spread": 0.02})
+    assert clear.startswith("final start adapts better")
+    one = verdict({**base, "n_paired": 1, "delta_early_minus_final": -0.05, "delta_spread": 0})
+    assert "one seed" in one
+
+
+def cli_error(capsys, *argv) -> str:
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    return err
+
+
+def test_cli_errors(capsys, run, data_dir):
+    common = ("--out", run.root, "--data-dir", data_dir, "-q")
+    assert "at least 1 iteration" in cli_error(capsys, "adapt", "--iters", "0", *common)
+    assert "at least 1 iteration" in cli_error(capsys, "adapt", "--iters", "-5", *common)
+    err = cli_error(capsys, "adapt", "--early", "7", *common)
+    assert "no checkpoint at iteration 7" in err and "0, 10, 30, 60" in err
+    err = cli_error(capsys, "adapt", "--pairs", "wikipedia:math", *common)
+    assert "trained: shakespeare, math" in err and "domaingpt train wikipedia" in err
+    err = cli_error(capsys, "adapt", "--pairs", "math:math", *common)
+    assert "its own corpus" in err
+    assert "SOURCE:TARGET" in cli_error(capsys, "adapt", "--pairs", "math", *common)

@@ -1,0 +1,175 @@
+"""The report: one self-contained HTML file and a Markdown twin, built from the run's
+tables; hostile text from corpora and samples is shown, never interpreted."""
+
+from __future__ import annotations
+
+import base64
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from domaingpt.report import (
+    FAILS,
+    HOLDS,
+    PARTLY,
+    PUBLISHED_ZERO_SHOT,
+    UNMEASURED,
+    Block,
+    Section,
+    render_html,
+    render_markdown,
+)
+from domaingpt.study import Study, stage_available, stage_def
+from study_helpers import smoke_run
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> & </td></table>'
+
+
+class Collector(HTMLParser):
+    """Tags, attributes and text of a document, and whether it parsed cleanly."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.stack: list[str] = []
+        self.mismatched: list[str] = []
+
+    VOID = frozenset({"meta", "img", "br", "hr", "input", "link"})
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if self.stack and self.stack[-1] == tag:
+            self.stack.pop()
+        else:
+            self.mismatched.append(tag)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def of(self, tag: str) -> list[dict[str, str | None]]:
+        return [a for t, a in self.tags if t == tag]
+
+
+def parse(html: str) -> Collector:
+    c = Collector()
+    c.feed(html)
+    c.close()
+    return c
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, data_dir):
+    return smoke_run(tmp_path_factory, data_dir)
+
+
+def _tiny_png(tmp_path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1], [0, 1])
+    path = tmp_path / "fig.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def test_hostile_text_is_escaped_everywhere(tmp_path):
+    s = Section("x", f"Title {HOSTILE}")
+    s.p(HOSTILE)
+    s.note(HOSTILE)
+    s.missing(HOSTILE)
+    s.table(pd.DataFrame({HOSTILE: [HOSTILE, "ok|pipe\nnewline"], "n": [1.5, 2.0]}), HOSTILE)
+    s.figure(_tiny_png(tmp_path), HOSTILE)
+    s.blocks.append(Block("sample", HOSTILE, rows=[{"iter": 0, "val_loss": 1.0, "text": HOSTILE}]))
+    html = render_html(HOSTILE, HOSTILE, [s])
+    doc = parse(html)
+    assert not doc.mismatched and not doc.stack
+    assert doc.of("script") == [] and doc.of("table") != []
+    imgs = doc.of("img")
+    assert len(imgs) == 1 and imgs[0]["src"].startswith("data:image/png;base64,")
+    assert "onerror" not in imgs[0]
+    # The text survives as text: every copy of it is in the parsed text content.
+    assert sum(HOSTILE in t for t in doc.text) >= 5
+    assert "<script>" not in html
+
+    md = render_markdown(HOSTILE, HOSTILE, [s], tmp_path)
+    assert "<script>" not in md.replace("```text\n" + HOSTILE, "")
+    table_lines = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table_lines) == 4  # header, rule, 2 rows: the pipe and newline split no row
+    assert all(line.count(" | ") == 1 for line in table_lines)
+    assert "![" in md and "(fig.png)" in md
+
+
+def test_sample_fences_outlast_backticks(tmp_path):
+    s = Section("x", "x")
+    text = "code ```` inside"
+    s.blocks.append(Block("sample", "m", rows=[{"iter": 1, "val_loss": 2.0, "text": text}]))
+    md = render_markdown("t", "s", [s], tmp_path)
+    assert "`````text\n" + text + "\n`````" in md
+
+
+def test_smoke_report_is_self_contained_and_complete(smoke):
+    html = (smoke.root / "report.html").read_text(encoding="utf-8")
+    doc = parse(html)
+    assert not doc.mismatched, doc.mismatched[:5]
+    assert doc.of("script") == [] and doc.of("link") == []
+    ids = {a.get("id") for _, a in doc.tags}
+    for section in ("overview", "corpora", "training", "cross-domain", "softmax", "conclusions"):
+        assert section in ids
+    imgs = doc.of("img")
+    assert len(imgs) >= 5
+    for img in imgs:
+        src = img["src"] or ""
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    # Nothing is fetched: no attribute points outside the document.
+    for _, attrs in doc.tags:
+        for key in ("src", "href"):
+            value = attrs.get(key) or ""
+            assert value.startswith(("data:", "#")) or not value, (key, value[:60])
+    text = " ".join(doc.text)
+    assert "1.3966" in text and "2.7195" in text  # the study's matrix beside ours
+    assert "iteration" in text and "Shakespeare model" in text  # the sample timeline
+    for stage in ("evaluate", "adapt", "probe", "saliency", "quality"):
+        if not stage_available(stage_def(stage)):
+            assert "not available in this version" in text
+
+
+def test_markdown_references_existing_figures(smoke):
+    md = (smoke.root / "report.md").read_text(encoding="utf-8")
+    refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert refs
+    for ref in refs:
+        assert not ref.startswith(("/", "http")) and (smoke.root / ref).is_file(), ref
+    assert "| model |" in md and "1.3966" in md
+
+
+def test_conclusions_are_checked_claims_with_evidence(smoke):
+    table = Study.load(smoke.root).conclusions
+    assert set(table["verdict"]) <= {HOLDS, FAILS, PARTLY, UNMEASURED}
+    measured = table[table["verdict"] != UNMEASURED]
+    assert len(measured) >= 5
+    # A verdict rests on numbers: every measured claim's evidence has some.
+    assert all(re.search(r"\d", str(e)) for e in measured["evidence"])
+    claims = dict(zip(table["claim"], table["verdict"], strict=False))
+    assert claims["Loss decreases with training"] == HOLDS
+    assert claims["Shakespeare has no unusual symbols"] == HOLDS
+    assert claims["Wikipedia has the most varied characters (study: 292 vs 110 and 65)"] == HOLDS
+    # 60 iterations of a tiny model do not beat nanoGPT's CPU recipe, and the report says so.
+    beat = [c for c in claims if c.startswith("The Shakespeare model beats")]
+    assert beat and claims[beat[0]] == FAILS
+    if stage_available(stage_def("evaluate")):
+        col = claims["Each corpus is predicted best by the model trained on it"]
+        assert col == HOLDS
+    assert set(PUBLISHED_ZERO_SHOT) == {"shakespeare", "math", "wikipedia"}

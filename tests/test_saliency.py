@@ -1,0 +1,284 @@
+"""Saliency: batched gradients equal per-prompt autograd, integrated gradients are
+complete, aggregation by class and position is right on hand-made prompts, the deletion
+test separates top-attributed from random characters on a trained model, the heatmap is
+escaped, and the CLI refuses bad input in one line."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from domaingpt.charclass import char_class
+from domaingpt.checkpoint import find_checkpoint, load_checkpoint
+from domaingpt.cli import main
+from domaingpt.heatmap import HeatmapRow, render_heatmap
+from domaingpt.model import GPT, GPTConfig
+from domaingpt.prompts import PromptSet, build_prompt_set, run_vocab, select_models, user_prompt
+from domaingpt.saliency import (
+    GradientNorm,
+    InputXGradient,
+    IntegratedGradients,
+    SaliencySettings,
+    aggregate,
+    deletion_test,
+    faithfulness_rows,
+    load_saliency,
+    long_frame,
+    relative_positions,
+    run_saliency,
+    shares,
+)
+from domaingpt.vocab import Vocab
+from interpret_helpers import CHECKPOINTS, ITERS, one_thread, trained_run
+
+VOCAB = Vocab.from_texts(
+    ["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,;!?\n0123456789+=é"]
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_thread():
+        yield
+
+
+def tiny_model(seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    cfg = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=24, vocab_size=VOCAB.size)
+    return GPT(cfg).eval()
+
+
+def prompt_set(*texts: str) -> PromptSet:
+    return PromptSet([user_prompt(VOCAB, t, i, 24) for i, t in enumerate(texts)])
+
+
+TEXTS = ("The cat sat on the mat.", "x = 1 + 2", "Hello\nworld!")
+
+
+def reference_gradients(model: GPT, ps: PromptSet) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per prompt, unpadded, with plain autograd: (embeddings, d log p(target) / d e)."""
+    out = []
+    for p in ps.prompts:
+        ids = torch.tensor(p.ids).unsqueeze(0)
+        e = model.embed(ids).detach().requires_grad_(True)
+        logits, _ = model(inputs_embeds=e)
+        logp = torch.log_softmax(logits[0, -1], -1)[p.target_id]
+        (g,) = torch.autograd.grad(logp, e)
+        out.append((e.detach()[0], g[0]))
+    return out
+
+
+def test_batched_grad_norm_equals_per_prompt_autograd():
+    model, ps = tiny_model(), prompt_set(*TEXTS)
+    ids, lengths, targets, _ = ps.tensors()
+    got = GradientNorm(model).attribute(ids, targets, lengths)
+    for i, (_, g) in enumerate(reference_gradients(model, ps)):
+        L = ps.prompts[i].length
+        assert torch.allclose(got[i, :L], g.norm(dim=-1), atol=1e-6, rtol=1e-5)
+        assert torch.all(got[i, L:] == 0)  # padding gets nothing
+        assert got[i, :L].min() > 0
+
+
+def test_input_x_gradient_equals_embedding_dot_gradient():
+    model, ps = tiny_model(1), prompt_set(*TEXTS)
+    ids, lengths, targets, _ = ps.tensors()
+    got = InputXGradient(model).attribute(ids, targets, lengths)
+    for i, (e, g) in enumerate(reference_gradients(model, ps)):
+        L = ps.prompts[i].length
+        assert torch.allclose(got[i, :L], (e * g).sum(-1), atol=1e-6, rtol=1e-5)
+
+
+def test_integrated_gradients_completeness_on_random_model():
+    model, ps = tiny_model(2), prompt_set(*TEXTS)
+    ids, lengths, targets, _ = ps.tensors()
+    ig = IntegratedGradients(model, n_steps=64)
+    attr, delta = ig.attribute(ids, targets, lengths, return_convergence_delta=True)
+    with torch.no_grad():
+        for i, p in enumerate(ps.prompts):
+            x = torch.tensor(p.ids).unsqueeze(0)
+            e = model.embed(x)
+            f_x = torch.log_softmax(model(inputs_embeds=e)[0][0, -1], -1)[p.target_id]
+            f_0 = torch.log_softmax(model(inputs_embeds=0 * e)[0][0, -1], -1)[p.target_id]
+            assert attr[i].sum().item() == pytest.approx((f_x - f_0).item(), abs=1e-3)
+            assert abs(delta[i].item()) < 1e-3
+
+
+def test_relative_positions_by_whitespace():
+    text = "To be or no"
+    labels = relative_positions(text)
+    by = {
+        lab: "".join(c for c, lab2 in zip(text, labels, strict=True) if lab2 == lab)
+        for lab in set(labels)
+    }
+    assert by == {
+        "current_word": "no",
+        "boundary": " ",
+        "previous_word": "or",
+        "further_back": "To be ",
+    }
+    # ending in whitespace: the target starts a word, the last word is the previous one
+    labels = relative_positions("the cat\n")
+    assert labels == ["further_back"] * 4 + ["previous_word"] * 3 + ["boundary"]
+
+
+def test_class_aggregation_on_a_hand_made_prompt():
+    text = "Ab1 \n.+é"  # + the target "x"
+    ps = PromptSet([user_prompt(VOCAB, text + "x", 0, 24)])
+    values = np.array([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]])
+    long = long_frame(values, ps, ["user"])
+    assert list(long["char_class"]) == [
+        "vowel",
+        "consonant",
+        "digit",
+        "whitespace",
+        "newline",
+        "punctuation",
+        "math_symbol",
+        "other",
+    ]
+    assert list(long["char_class"]) == [char_class(c) for c in text]
+    agg = aggregate(long, "char_class").set_index("char_class")
+    assert agg.loc["digit", "mean_magnitude"] == 3.0
+    assert agg.loc["other", "mean_share"] == pytest.approx(8 / 36)
+    assert agg.loc["other", "lift"] == pytest.approx(8 * 8 / 36)
+    assert agg["total_share"].sum() == pytest.approx(1.0)
+    assert list(long["distance"]) == list(range(8, 0, -1))
+
+
+def test_shares_sum_to_one_and_ignore_padding():
+    values = np.array([[1.0, -3.0, 0.0], [2.0, 5.0, 9.0]])
+    s = shares(values, np.array([3, 2]))
+    assert s.sum(1).tolist() == pytest.approx([1.0, 1.0])
+    assert s[0].tolist() == pytest.approx([0.25, 0.75, 0.0])
+    assert s[1, 2] == 0.0
+
+
+def test_heatmap_escapes_everything():
+    row = HeatmapRow(
+        label="<b>label</b>",
+        text='<script>alert("x")</script>&',
+        values=[0.1] * 28,
+        target="<",
+        group='"group"',
+    )
+    page = render_heatmap([row], title="<title>")
+    assert "<script>" not in page
+    flat = re.sub(r"</?span[^>]*>", "", page)  # the characters, one span each
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&lt;" in flat
+    assert "<b>" not in page and "&amp;" in page
+    assert page.startswith("<!DOCTYPE html>") and "<script" not in page.lower()
+    assert page.count('title="') == 28 + 1  # every character and the target hover
+    assert "&quot;group&quot;" in page
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    run = trained_run(tmp_path_factory.getbasetemp(), data_dir)
+    models = select_models(run)
+    vocab = run_vocab(run, models)
+    ps = build_prompt_set(
+        run,
+        models,
+        vocab,
+        per_corpus=32,
+        length=32,
+        corpora=["shakespeare", "math", "wikipedia"],
+        data_dir=data_dir,
+        log=lambda m: None,
+    )
+    model = load_checkpoint(find_checkpoint(models[0].directory)).model
+    return run, ps, model
+
+
+def test_integrated_gradients_completeness_on_trained_model(trained):
+    _, ps, model = trained
+    ids, lengths, targets, _ = ps.subset(range(0, len(ps), 3)).tensors()
+    ig = IntegratedGradients(model, n_steps=32, tolerance=0.01)
+    _, delta = ig.attribute(ids, targets, lengths, return_convergence_delta=True)
+    assert delta.abs().max() < 0.01
+    assert int(ig.last_steps.min()) == 32  # most prompts need no refinement
+
+
+def test_deletion_of_top_grad_norm_characters_hurts_more_than_random(trained):
+    _, ps, model = trained
+    ids, lengths, targets, _ = ps.tensors()
+    scores = GradientNorm(model).attribute(ids, targets, lengths).numpy()
+    drops = deletion_test(model, ps, scores, 3, draws=5, seed=0)
+    row = faithfulness_rows(drops, {}, n_boot=500, seed=0)
+    assert row["drop_top_mean"] > row["drop_random_mean"]
+    assert row["verdict"] == "faithful" and row["diff_ci_low"] > 0
+
+
+def test_run_saliency_end_to_end(trained, data_dir):
+    run, _, _ = trained
+    settings = SaliencySettings(
+        prompts_per_corpus=4,
+        length=32,
+        corpora=["shakespeare", "math", "wikipedia"],
+        checkpoints="all",
+        ig_steps=16,
+        deletion_k=[1, 3],
+        deletion_draws=3,
+        bootstrap=200,
+        heatmap_prompts=1,
+        data_dir=str(data_dir),
+        device="cpu",
+    )
+    paths = run_saliency(run, settings, progress=False, log=lambda m: None)
+    tables = load_saliency(run)
+    bc = tables["by_checkpoint"]
+    assert sorted(bc["iteration"].unique()) == CHECKPOINTS
+    assert set(bc["method"]) == {"grad_norm", "input_x_grad", "integrated_gradients"}
+    comp = tables["completeness"]
+    assert (comp["max_abs_delta"] <= 0.01).all()
+    assert set(tables["verdicts"]["method"]) == set(bc["method"])
+    by_class = tables["by_class"]
+    assert set(by_class["char_class"]) <= set(
+        (
+            "vowel",
+            "consonant",
+            "digit",
+            "whitespace",
+            "newline",
+            "punctuation",
+            "math_symbol",
+            "other",
+        )
+    )
+    # zero- vs few-shot: the Math prompts through the Shakespeare model, before and after
+    zf = tables["zero_few"]
+    assert set(zf["stage"]) == {"zero_shot", "few_shot"} and set(zf["target"]) == {"math"}
+    total = zf[zf["group_kind"] == "total"].set_index(["method", "stage"])
+    assert total.loc[("grad_norm", "few_shot"), "checkpoint_iteration"] == 30
+    assert total.loc[("grad_norm", "zero_shot"), "checkpoint_iteration"] == ITERS
+    claims = tables["claims"].set_index(["claim", "model"])["holds"]
+    # with every checkpoint attributed, the training-dynamics claims get a verdict
+    assert claims[("Gradient norms shrink as training converges", "shakespeare")] in (True, False)
+    assert claims[("Attributions become more focused with training", "shakespeare")] in (
+        True,
+        False,
+    )
+    assert claims[("Vowels receive the highest gradient norms", "shakespeare")] in (True, False)
+    assert claims[("The Math model relies on digits and math symbols", "math")] is None
+    page = paths["heatmap"].read_text(encoding="utf-8")
+    assert page.count('class="row"') == 3 * 3  # 1 prompt per corpus x 3 methods
+    for key in ("by_class_png", "by_relpos_png", "by_checkpoint_png", "faithfulness_png"):
+        assert paths[key].stat().st_size > 5000
+    attributions = load_saliency(run, attributions=True)["attributions"]
+    assert len(attributions) == len(CHECKPOINTS) * 3 * 12 and len(attributions["raw"].iloc[0]) == 32
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    code = main(["saliency", "--out", str(tmp_path / "r"), "--methods", "grad_nrom", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown saliency method 'grad_nrom'" in err and "grad_norm" in err
+    assert err.count("\n") == 1
+    code = main(["saliency", "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: no trained models") and err.count("\n") == 1
+    code = main(["saliency", "--out", str(tmp_path / "r"), "--prompt", "", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "prompt is empty" in err
