@@ -125,14 +125,26 @@ def time_to_quality(data_dir: str | None) -> dict:
         env = dict(os.environ)
         if data_dir:
             env["DOMAINGPT_DATA"] = data_dir
-        cmd = [sys.executable, "-m", "domaingpt", "train", "shakespeare", "--preset", "cpu-fast",
-               "--out", out, "--quiet"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "domaingpt",
+            "train",
+            "shakespeare",
+            "--preset",
+            "cpu-fast",
+            "--out",
+            out,
+            "--quiet",
+        ]
         t = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - t
         rows = [json.loads(x) for x in (Path(out) / "models/shakespeare/metrics.jsonl").open()]
     loss = rows[-1]["val_loss_full"]
-    print(f"  cpu-fast end to end: {seconds:.1f} s, val loss {loss:.4f} (target ≤ 1.8857 in ≤ 72 s)")
+    print(
+        f"  cpu-fast end to end: {seconds:.1f} s, val loss {loss:.4f} (target ≤ 1.8857 in ≤ 72 s)"
+    )
     return {"seconds": seconds, "val_loss": loss}
 
 
@@ -149,18 +161,36 @@ def main() -> None:
     with tempfile.NamedTemporaryFile(suffix=".u16") as f:
         data.tofile(f.name)
         print("cpu-mini (4 layers, 128 dims, block 64, batch 12):")
-        eager = median_mfu("domaingpt, eager", "cpu-mini",
-                           lambda: trainer_tokens_per_s("cpu-mini", "off", steps, data), repeats)
-        naive = median_mfu("naive nanoGPT-style loop", "cpu-mini",
-                           lambda: naive_tokens_per_s("cpu-mini", steps, Path(f.name)), repeats)
-        print(f"  ratio domaingpt / naive loop: {eager['tokens_per_s'] / naive['tokens_per_s']:.2f}x")
+        eager = median_mfu(
+            "domaingpt, eager",
+            "cpu-mini",
+            lambda: trainer_tokens_per_s("cpu-mini", "off", steps, data),
+            repeats,
+        )
+        naive = median_mfu(
+            "naive nanoGPT-style loop",
+            "cpu-mini",
+            lambda: naive_tokens_per_s("cpu-mini", steps, Path(f.name)),
+            repeats,
+        )
+        print(
+            f"  ratio domaingpt / naive loop: {eager['tokens_per_s'] / naive['tokens_per_s']:.2f}x"
+        )
         if args.compile:
-            median_mfu("domaingpt, torch.compile", "cpu-mini",
-                       lambda: trainer_tokens_per_s("cpu-mini", "on", steps, data), repeats)
+            median_mfu(
+                "domaingpt, torch.compile",
+                "cpu-mini",
+                lambda: trainer_tokens_per_s("cpu-mini", "on", steps, data),
+                repeats,
+            )
         if not args.skip_baby:
             print("gpu-baby (6 layers, 384 dims, block 256, batch 64), on this CPU:")
-            median_mfu("domaingpt, eager", "gpu-baby",
-                       lambda: trainer_tokens_per_s("gpu-baby", "off", 3, data), max(repeats // 2, 1))
+            median_mfu(
+                "domaingpt, eager",
+                "gpu-baby",
+                lambda: trainer_tokens_per_s("gpu-baby", "off", 3, data),
+                max(repeats // 2, 1),
+            )
     if not args.skip_ttq:
         print("time to quality:")
         time_to_quality(os.environ.get("DOMAINGPT_DATA") or str(REPO.parent / "shared" / "data"))

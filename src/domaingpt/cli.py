@@ -147,20 +147,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .rundir import RunDir
     from .study import load_study, run_study
 
     spec = load_study(args.study, preset=args.preset)
     quiet_log = (lambda msg: print(msg, file=sys.stderr)) if args.quiet else None
-    result = run_study(
-        spec,
-        args.out,
-        data_dir=args.data_dir,
-        force=args.force,
-        progress=not args.quiet,
-        log=quiet_log,
-        download=not args.offline,
-        threads=args.threads,
-    )
+    out = Path(args.out) if args.out else Path("runs") / spec.name
+    # main() locks an explicit --out; the default one is known only now.
+    lock = contextlib.nullcontext() if args.out else RunDir(out).lock()
+    with lock:
+        result = run_study(
+            spec,
+            out,
+            data_dir=args.data_dir,
+            force=args.force,
+            progress=not args.quiet,
+            log=quiet_log,
+            download=not args.offline,
+            threads=args.threads,
+        )
     for o in result.failed:
         print(f"error: stage {o.stage} failed: {o.message}", file=sys.stderr)
     if result.failed:
