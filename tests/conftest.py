@@ -4,11 +4,15 @@ private cache directory so tests never touch the user's ~/.cache."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The corpus and download tests read the real files here: $DOMAINGPT_DATA, else
+# ../shared/data (unlike real_data_dir, no fall-back from the one to the other).
+REAL_DATA = Path(os.environ.get("DOMAINGPT_DATA") or REPO / ".." / "shared" / "data").resolve()
 
 
 def real_data_dir() -> Path | None:
@@ -27,6 +31,19 @@ def data_dir() -> Path:
             "real corpora not found (set DOMAINGPT_DATA or put ../shared/data beside the repo)"
         )
     return d
+
+
+@pytest.fixture
+def real_file() -> Callable[[str], Path]:
+    """A function giving ``REAL_DATA / name``; it skips the test when that file is missing."""
+
+    def get(name: str) -> Path:
+        path = REAL_DATA / name
+        if not path.is_file():
+            pytest.skip(f"real corpora not found in {REAL_DATA} (set DOMAINGPT_DATA)")
+        return path
+
+    return get
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ level: the first test that needs it trains it (a few seconds), the rest reuse it
 read-only. One torch thread: on a busy 2-core machine two OpenMP threads make these small
 matrix products many times slower (spinning at barriers), never faster. An adapted model (Shakespeare -> Math, 30 steps from the
 final checkpoint) is laid out as ``adapt`` writes it, for the zero- vs few-shot table.
+:func:`train_quietly` and :func:`one_thread` also serve test_samplequality.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from pathlib import Path
 import torch
 
 from domaingpt.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from domaingpt.config import build_config
-from domaingpt.corpus import resolve_corpus
+from domaingpt.config import RunConfig, build_config
+from domaingpt.corpus import Corpus, resolve_corpus
 from domaingpt.data import encode_corpus
 from domaingpt.rundir import RunDir, study_vocab
-from domaingpt.train import Trainer, train
+from domaingpt.train import Trainer, TrainResult, train
+from domaingpt.vocab import Vocab
 
 ITERS = 300
 CHECKPOINTS = [0, 50, 150, ITERS]
@@ -42,6 +44,24 @@ OVERRIDES = [
 _CACHE: dict[str, RunDir] = {}
 
 
+def train_quietly(run: RunDir, corpus: Corpus, vocab: Vocab, cfg: RunConfig) -> TrainResult:
+    """Train ``corpus``'s model into ``run`` on its train/val split, with no output."""
+    enc = encode_corpus(corpus, vocab)
+    tr, va = enc.checked_split(cfg.data.val_fraction, cfg.model.block_size)
+    model_dir = run.model(corpus.name)
+    return train(
+        corpus.name,
+        corpus.sha256,
+        tr,
+        va,
+        vocab,
+        cfg,
+        model_dir,
+        progress=False,
+        log=lambda m: None,
+    )
+
+
 def trained_run(base: Path, data_dir: Path) -> RunDir:
     """``base/interpret-run`` with models/shakespeare and one adapted model (cached)."""
     if "run" in _CACHE:
@@ -51,18 +71,7 @@ def trained_run(base: Path, data_dir: Path) -> RunDir:
     vocab = study_vocab(run, corpora)
     cfg = build_config("smoke", OVERRIDES)
     shakespeare, math = corpora[0], corpora[1]
-    tr, va = encode_corpus(shakespeare, vocab).split(cfg.data.val_fraction)
-    train(
-        shakespeare.name,
-        shakespeare.sha256,
-        tr,
-        va,
-        vocab,
-        cfg,
-        run.model("shakespeare"),
-        progress=False,
-        log=lambda m: None,
-    )
+    train_quietly(run, shakespeare, vocab, cfg)
     # A few-shot model as `adapt` lays it out: 30 steps on Math from the final checkpoint.
     start = load_checkpoint(find_checkpoint(run.model("shakespeare")))
     math_train, _ = encode_corpus(math, vocab).split(cfg.data.val_fraction)

@@ -9,9 +9,9 @@ import shutil
 import pandas as pd
 import pytest
 
+from cli_helpers import cli_error, train_smoke
 from domaingpt.adapt import AdaptSettings, load_adapt, pick_early, run_adapt, summarize, verdict
 from domaingpt.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
-from domaingpt.cli import main
 from domaingpt.corpus import resolve_corpus
 from domaingpt.data import encode_corpus
 from domaingpt.errors import DomainGPTError
@@ -28,26 +28,14 @@ def run(tmp_path_factory, data_dir) -> RunDir:
     """Two smoke models (Shakespeare, math), 60 iterations, history 0, 10, 30, 60."""
     root = tmp_path_factory.mktemp("adaptrun")
     for corpus in ("shakespeare", "math"):
-        code = main(
-            [
-                "train",
-                corpus,
-                "--preset",
-                "smoke",
-                "--out",
-                str(root),
-                "--data-dir",
-                str(data_dir),
-                "--quiet",
-                "--set",
-                "train.max_iters=60",
-                "--set",
-                "train.checkpoints=[0, 10, 30, 60]",
-                "--set",
-                f"data.val_fraction={VAL_FRACTION}",
-                "--set",
-                "train.threads=1",
-            ]
+        code = train_smoke(
+            root,
+            data_dir,
+            "train.max_iters=60",
+            "train.checkpoints=[0, 10, 30, 60]",
+            f"data.val_fraction={VAL_FRACTION}",
+            "train.threads=1",
+            corpus=corpus,
         )
         assert code == 0
     return RunDir(root)
@@ -211,14 +199,6 @@ def test_verdict_follows_the_numbers():
     assert clear.startswith("final start adapts better")
     one = verdict({**base, "n_paired": 1, "delta_early_minus_final": -0.05, "delta_spread": 0})
     assert "one seed" in one
-
-
-def cli_error(capsys, *argv) -> str:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
-    return err
 
 
 def test_cli_errors(capsys, run, data_dir):

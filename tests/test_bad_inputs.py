@@ -10,30 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cli_helpers import train_smoke
 from domaingpt.cli import main
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, data_dir) -> Path:
     out = tmp_path_factory.mktemp("bad")
-    assert (
-        main(
-            [
-                "train",
-                "shakespeare",
-                "--preset",
-                "smoke",
-                "--out",
-                str(out),
-                "--data-dir",
-                str(data_dir),
-                "--quiet",
-                "--set",
-                "train.max_iters=20",
-            ]
-        )
-        == 0
-    )
+    assert train_smoke(out, data_dir, "train.max_iters=20") == 0
     return out
 
 

@@ -8,13 +8,7 @@ import sys
 
 import pytest
 
-from domaingpt.cli import main
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from cli_helpers import cli, train_smoke
 
 
 def test_corpora_lists_the_three_with_checksums(capsys, data_dir):
@@ -42,21 +36,7 @@ def test_stats_writes_tables_and_figures(capsys, data_dir, tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("run")
-    code = main(
-        [
-            "train",
-            "shakespeare",
-            "--preset",
-            "smoke",
-            "--out",
-            str(out),
-            "--data-dir",
-            str(data_dir),
-            "--quiet",
-            "--set",
-            "train.max_iters=30",
-        ]
-    )
+    code = train_smoke(out, data_dir, "train.max_iters=30")
     assert code == 0
     return out
 

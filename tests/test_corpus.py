@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -22,11 +21,6 @@ from domaingpt.corpus import (
 from domaingpt.errors import CorpusError
 from domaingpt.vocab import Vocab
 
-REAL_DATA = Path(
-    os.environ.get("DOMAINGPT_DATA")
-    or Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-).resolve()
-
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,10 +31,8 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def real_data() -> Path:
-    if not (REAL_DATA / "shakespeare.txt").is_file():
-        pytest.skip(f"real corpora not found in {REAL_DATA} (set DOMAINGPT_DATA)")
-    return REAL_DATA
+def real_data(real_file) -> Path:
+    return real_file("shakespeare.txt").parent
 
 
 # --- registry ---------------------------------------------------------------------------

@@ -28,11 +28,6 @@ from domaingpt.download import (
 )
 from domaingpt.errors import CorpusError
 
-REAL_DATA = Path(
-    os.environ.get("DOMAINGPT_DATA")
-    or Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-).resolve()
-
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -306,15 +301,8 @@ def test_transforms_small() -> None:
         transform_math_jsonl(b"{oops\n")
 
 
-def _real(name: str) -> bytes:
-    path = REAL_DATA / name
-    if not path.is_file():
-        pytest.skip(f"real corpora not found in {REAL_DATA} (set DOMAINGPT_DATA)")
-    return path.read_bytes()
-
-
-def test_math_transform_reproduces_real_prefix() -> None:
-    text = _real("math.txt").decode("utf-8")
+def test_math_transform_reproduces_real_prefix(real_file) -> None:
+    text = real_file("math.txt").read_bytes().decode("utf-8")
     records = []
     pos = 0
     for _ in range(2):
@@ -337,9 +325,9 @@ def test_math_transform_reproduces_real_prefix() -> None:
     assert records[0]["question"].startswith("How many vertical asymptotes")
 
 
-def test_crlf_transform_matches_real_wikipedia_source_sha() -> None:
+def test_crlf_transform_matches_real_wikipedia_source_sha(real_file) -> None:
     """Rebuilding the mirror's CRLF file from wikipedia.txt gives the README's source sha."""
-    final = _real("wikipedia.txt")
+    final = real_file("wikipedia.txt").read_bytes()
     source = final.replace(b"\n", b"\r\n")
     mirror = REGISTRY["wikipedia"].sources[-1]
     assert sha(source) == mirror.sha256
@@ -349,10 +337,10 @@ def test_crlf_transform_matches_real_wikipedia_source_sha() -> None:
 
 
 def test_real_registry_build_from_local_mirror(
-    server: Server, monkeypatch: pytest.MonkeyPatch
+    server: Server, monkeypatch: pytest.MonkeyPatch, real_file
 ) -> None:
     """The real shakespeare spec, with its URL redirected to loopback, builds the real file."""
-    body = _real("shakespeare.txt")
+    body = real_file("shakespeare.txt").read_bytes()
     server.files["/input.txt"] = body
     real = REGISTRY["shakespeare"]
     src = real.sources[0]

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cli_helpers import cli_error, train_smoke
 from domaingpt.checkpoint import find_checkpoint, load_checkpoint
-from domaingpt.cli import main
 from domaingpt.corpus import resolve_corpus
 from domaingpt.data import encode_corpus, window_mask, window_starts
 from domaingpt.evaluate import (
@@ -34,26 +34,13 @@ VAL_FRACTION = 0.05
 def run(tmp_path_factory, data_dir) -> RunDir:
     """A run with one smoke model trained 100 iterations on Shakespeare (history 0, 100)."""
     root = tmp_path_factory.mktemp("evalrun")
-    code = main(
-        [
-            "train",
-            "shakespeare",
-            "--preset",
-            "smoke",
-            "--out",
-            str(root),
-            "--data-dir",
-            str(data_dir),
-            "--quiet",
-            "--set",
-            "train.max_iters=100",
-            "--set",
-            "train.checkpoints=[0, 100]",
-            "--set",
-            f"data.val_fraction={VAL_FRACTION}",
-            "--set",
-            "train.threads=1",
-        ]
+    code = train_smoke(
+        root,
+        data_dir,
+        "train.max_iters=100",
+        "train.checkpoints=[0, 100]",
+        f"data.val_fraction={VAL_FRACTION}",
+        "train.threads=1",
     )
     assert code == 0
     return RunDir(root)
@@ -183,14 +170,6 @@ def test_checkpoint_selection_parsing():
     assert parse_checkpoint_selection("ALL") == "all"
     assert parse_checkpoint_selection("2000, 0,500") == [0, 500, 2000]
     assert parse_checkpoint_selection([100, 0]) == [0, 100]
-
-
-def cli_error(capsys, *argv) -> str:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
-    return err
 
 
 def test_cli_errors(capsys, run, data_dir):

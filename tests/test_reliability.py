@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_helpers import train_smoke
 from domaingpt import checkpoint as ckpt_mod
 from domaingpt.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, read_tensors
-from domaingpt.cli import main
 from domaingpt.errors import DomainGPTError
 from domaingpt.io import read_jsonl
 from domaingpt.rundir import RunDir
@@ -116,21 +116,7 @@ def test_full_disk_during_checkpoint_keeps_previous(tmp_path, data_dir, monkeypa
         return real(path, data)
 
     monkeypatch.setattr(ckpt_mod, "atomic_write_bytes", enospc)
-    code = main(
-        [
-            "train",
-            "shakespeare",
-            "--out",
-            str(tmp_path),
-            "--data-dir",
-            str(data_dir),
-            "--preset",
-            "smoke",
-            "--quiet",
-            "--set",
-            "train.resume_interval=10",
-        ]
-    )
+    code = train_smoke(tmp_path, data_dir, "train.resume_interval=10")
     err = capsys.readouterr().err
     assert code == 2 and "No space left on device" in err and "--resume" in err
     model_dir = tmp_path / "models" / "shakespeare"
@@ -138,42 +124,13 @@ def test_full_disk_during_checkpoint_keeps_previous(tmp_path, data_dir, monkeypa
     _all_checkpoints_valid(model_dir)
     assert not list(model_dir.glob("checkpoints/*0000020*"))
     monkeypatch.setattr(ckpt_mod, "atomic_write_bytes", real)
-    assert (
-        main(
-            [
-                "train",
-                "shakespeare",
-                "--out",
-                str(tmp_path),
-                "--data-dir",
-                str(data_dir),
-                "--preset",
-                "smoke",
-                "--quiet",
-                "--set",
-                "train.resume_interval=10",
-                "--resume",
-            ]
-        )
-        == 0
-    )
+    assert train_smoke(tmp_path, data_dir, "train.resume_interval=10", extra=["--resume"]) == 0
 
 
 def test_second_writer_is_refused_and_a_dead_holder_does_not_block(tmp_path, data_dir, capsys):
     run = RunDir(tmp_path)
     with run.lock():
-        code = main(
-            [
-                "train",
-                "shakespeare",
-                "--out",
-                str(tmp_path),
-                "--data-dir",
-                str(data_dir),
-                "--preset",
-                "smoke",
-            ]
-        )
+        code = train_smoke(tmp_path, data_dir, quiet=False)
         err = capsys.readouterr().err
     assert code == 2 and "in use by another domaingpt process" in err
     assert not (tmp_path / "models").exists()

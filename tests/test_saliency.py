@@ -56,6 +56,17 @@ def prompt_set(*texts: str) -> PromptSet:
 
 
 TEXTS = ("The cat sat on the mat.", "x = 1 + 2", "Hello\nworld!")
+# The character classes in their order (and that of the hand-made prompt "Ab1 \n.+é").
+CLASS_ORDER = [
+    "vowel",
+    "consonant",
+    "digit",
+    "whitespace",
+    "newline",
+    "punctuation",
+    "math_symbol",
+    "other",
+]
 
 
 def reference_gradients(model: GPT, ps: PromptSet) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -129,16 +140,7 @@ def test_class_aggregation_on_a_hand_made_prompt():
     ps = PromptSet([user_prompt(VOCAB, text + "x", 0, 24)])
     values = np.array([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]])
     long = long_frame(values, ps, ["user"])
-    assert list(long["char_class"]) == [
-        "vowel",
-        "consonant",
-        "digit",
-        "whitespace",
-        "newline",
-        "punctuation",
-        "math_symbol",
-        "other",
-    ]
+    assert list(long["char_class"]) == CLASS_ORDER
     assert list(long["char_class"]) == [char_class(c) for c in text]
     agg = aggregate(long, "char_class").set_index("char_class")
     assert agg.loc["digit", "mean_magnitude"] == 3.0
@@ -236,18 +238,7 @@ def test_run_saliency_end_to_end(trained, data_dir):
     assert (comp["max_abs_delta"] <= 0.01).all()
     assert set(tables["verdicts"]["method"]) == set(bc["method"])
     by_class = tables["by_class"]
-    assert set(by_class["char_class"]) <= set(
-        (
-            "vowel",
-            "consonant",
-            "digit",
-            "whitespace",
-            "newline",
-            "punctuation",
-            "math_symbol",
-            "other",
-        )
-    )
+    assert set(by_class["char_class"]) <= set(CLASS_ORDER)
     # zero- vs few-shot: the Math prompts through the Shakespeare model, before and after
     zf = tables["zero_few"]
     assert set(zf["stage"]) == {"zero_shot", "few_shot"} and set(zf["target"]) == {"math"}

@@ -30,7 +30,8 @@ from domaingpt.samplequality import (
     run_sample_quality,
     sample_quality_claims,
 )
-from domaingpt.train import Trainer, train
+from domaingpt.train import Trainer
+from interpret_helpers import one_thread, train_quietly
 
 CORPORA = ["shakespeare", "math"]  # the vocabulary is built from all three
 CHECKPOINTS = [0, 20, 40]
@@ -51,10 +52,8 @@ def _settings(data_dir: Path, **kw) -> SampleQualitySettings:
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """Tiny models on a shared 2-core machine: one torch thread is many times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -68,19 +67,7 @@ def trained(tmp_path_factory, data_dir) -> RunDir:
         "smoke",
         ["train.max_iters=40", f"train.checkpoints={CHECKPOINTS}", "train.eval_interval=20"],
     )
-    enc = encode_corpus(corpora[0], vocab)
-    tr, va = enc.checked_split(cfg.data.val_fraction, cfg.model.block_size)
-    train(
-        "shakespeare",
-        corpora[0].sha256,
-        tr,
-        va,
-        vocab,
-        cfg,
-        run.model("shakespeare"),
-        progress=False,
-        log=lambda m: None,
-    )
+    train_quietly(run, corpora[0], vocab, cfg)
     return run
 
 

@@ -29,21 +29,10 @@ def shakespeare(data_dir):
     return corpora[0], vocab, train_ids, val_ids
 
 
-def run(shakespeare, out, overrides, **kw):
+def run(shakespeare, out, overrides, log=lambda m: None, **kw):
     corpus, vocab, tr, va = shakespeare
     cfg = build_config("smoke", overrides)
-    return train(
-        corpus.name,
-        corpus.sha256,
-        tr,
-        va,
-        vocab,
-        cfg,
-        out,
-        progress=False,
-        log=lambda m: None,
-        **kw,
-    )
+    return train(corpus.name, corpus.sha256, tr, va, vocab, cfg, out, progress=False, log=log, **kw)
 
 
 def test_loss_falls_below_unigram_level(shakespeare, tmp_path):
@@ -118,20 +107,7 @@ def test_corrupt_newest_resume_checkpoint_falls_back(shakespeare, tmp_path):
     data[-10] ^= 0xFF
     newest.tensor_path.write_bytes(bytes(data))
     messages = []
-    corpus, vocab, tr, va = shakespeare
-    cfg = build_config("smoke", overrides)
-    result = train(
-        corpus.name,
-        corpus.sha256,
-        tr,
-        va,
-        vocab,
-        cfg,
-        tmp_path / "m",
-        resume=True,
-        progress=False,
-        log=messages.append,
-    )
+    result = run(shakespeare, tmp_path / "m", overrides, log=messages.append, resume=True)
     assert result.resumed_from == 20
     assert any("checksum" in m for m in messages)
 

@@ -10,19 +10,47 @@ import argparse
 import contextlib
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import DomainGPTError
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_common(p: argparse.ArgumentParser, *, offline: bool = False) -> None:
+    """``--offline`` (commands that may download a corpus), ``--data-dir`` and ``--quiet``."""
+    if offline:
+        p.add_argument("--offline", action="store_true", help="never download a corpus")
     p.add_argument(
         "--data-dir",
         metavar="DIR",
         help="directory holding corpus files (default: $DOMAINGPT_DATA, then the cache)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def _add_out(p: argparse.ArgumentParser) -> None:
+    """``--out``: the run directory a command writes into."""
+    p.add_argument("--out", default="runs/default", help="run directory (default: runs/default)")
+
+
+def _add_models(p: argparse.ArgumentParser) -> None:
+    """``--models``: which trained models of the run a command reads."""
+    p.add_argument("--models", help="comma-separated models (default: every trained model)")
+
+
+def _add_compute(
+    p: argparse.ArgumentParser,
+    *,
+    device: str = "auto",
+    threads: int = 0,
+    device_help: str | None = None,
+    threads_help: str = "torch threads (default: torch's)",
+) -> None:
+    """``--device`` and ``--threads`` of a command that runs models."""
+    p.add_argument("--device", default=device, help=device_help)
+    p.add_argument("--threads", type=int, default=threads, help=threads_help)
 
 
 def _log(args: argparse.Namespace):
@@ -191,9 +219,22 @@ def _int_list(text: str, what: str) -> list[int]:
         raise DomainGPTError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
+def _compute_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings fields every model-running command takes from its common options."""
+    return {"device": args.device, "threads": args.threads, "data_dir": args.data_dir or ""}
+
+
+def _run_stage(
+    args: argparse.Namespace, runner: Callable[..., dict[str, Path]], settings: Any
+) -> dict[str, Path]:
+    """Run a stage's ``runner`` into ``--out`` with the command's progress and log."""
+    from .rundir import RunDir
+
+    return runner(RunDir(Path(args.out)), settings, progress=not args.quiet, log=_log(args))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import EvalSettings, run_evaluate
-    from .rundir import RunDir
 
     settings = EvalSettings(
         models=_names(args.models),
@@ -202,21 +243,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         bootstrap=args.bootstrap,
         seed=args.seed,
-        device=args.device,
-        threads=args.threads,
-        data_dir=args.data_dir or "",
         offline=args.offline,
+        **_compute_settings(args),
     )
-    written = run_evaluate(
-        RunDir(Path(args.out)), settings, progress=not args.quiet, log=_log(args)
-    )
+    written = _run_stage(args, run_evaluate, settings)
     print(written["zero_shot_md"].read_text(encoding="utf-8"))
     return 0
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     from .adapt import AdaptSettings, run_adapt
-    from .rundir import RunDir
 
     settings = AdaptSettings(
         iters=args.iters,
@@ -229,18 +265,15 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         pairs=_names(args.pairs),
         starts=_names(args.starts),
         eval_windows=args.eval_windows,
-        device=args.device,
-        threads=args.threads,
-        data_dir=args.data_dir or "",
         offline=args.offline,
+        **_compute_settings(args),
     )
-    written = run_adapt(RunDir(Path(args.out)), settings, progress=not args.quiet, log=_log(args))
+    written = _run_stage(args, run_adapt, settings)
     print(written["summary_md"].read_text(encoding="utf-8"))
     return 0
 
 
 def cmd_quality(args: argparse.Namespace) -> int:
-    from .rundir import RunDir
     from .samplequality import SampleQualitySettings, run_sample_quality
 
     settings = SampleQualitySettings(
@@ -251,16 +284,12 @@ def cmd_quality(args: argparse.Namespace) -> int:
         models=_names(args.models),
         iterations=_int_list(args.iterations or "", "--iterations"),
         corpora=_names(args.corpora),
-        data_dir=args.data_dir or "",
         n_slices=args.slices,
         adapt=not args.no_adapt,
         adapt_samples=args.adapt_samples,
-        device=args.device,
-        threads=args.threads,
+        **_compute_settings(args),
     )
-    written = run_sample_quality(
-        RunDir(Path(args.out)), settings, progress=not args.quiet, log=_log(args)
-    )
+    written = _run_stage(args, run_sample_quality, settings)
     print(written["summary"].read_text(encoding="utf-8"))
     return 0
 
@@ -272,26 +301,32 @@ def _verdict_word(holds) -> str:
     return {True: "holds", False: "fails"}.get(holds, "undecided")
 
 
+def _print_claims(claims: Any) -> None:
+    """One line per row of a claims table: verdict, claim, model and evidence."""
+    for r in claims.itertuples():
+        print(f"[{_verdict_word(r.holds)}] {r.claim} ({r.model}): {r.evidence}")
+
+
+def _prompt_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings fields of the prompt options that probe and saliency share."""
+    return {
+        "models": _names(args.models),
+        "corpora": _names(args.corpora),
+        "prompts_per_corpus": args.prompts_per_corpus,
+        "length": args.length,
+        "prompts": list(args.prompt or []),
+        "prompt_file": args.prompt_file or "",
+        **_compute_settings(args),
+    }
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from .probe import ProbeSettings, load_probe, run_probe
     from .rundir import RunDir
 
-    settings = ProbeSettings(
-        models=_names(args.models),
-        corpora=_names(args.corpora),
-        prompts_per_corpus=args.prompts_per_corpus,
-        length=args.length,
-        top_k=args.top_k,
-        prompts=list(args.prompt or []),
-        prompt_file=args.prompt_file or "",
-        epsilon=args.epsilon,
-        device=args.device,
-        threads=args.threads,
-        data_dir=args.data_dir or "",
-    )
-    run = RunDir(Path(args.out))
-    run_probe(run, settings, progress=not args.quiet, log=_log(args))
-    tables = load_probe(run)
+    settings = ProbeSettings(top_k=args.top_k, epsilon=args.epsilon, **_prompt_settings(args))
+    _run_stage(args, run_probe, settings)
+    tables = load_probe(RunDir(Path(args.out)))
     for r in tables["hardening"].itertuples():
         when = (
             "not reached"
@@ -300,8 +335,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         )
         where = {"in": "in-domain", "out": "out-of-domain"}.get(r.domain, f"{r.domain} prompts")
         print(f"hardening {r.model} ({where}): {when} (of {r.final_iteration})")
-    for r in tables["claims"].itertuples():
-        print(f"[{_verdict_word(r.holds)}] {r.claim} ({r.model}): {r.evidence}")
+    _print_claims(tables["claims"])
     return 0
 
 
@@ -312,30 +346,19 @@ def pd_isna(value) -> bool:
 
 
 def cmd_saliency(args: argparse.Namespace) -> int:
-    from .rundir import RunDir
     from .saliency import SaliencySettings, check_methods, run_saliency
 
     settings = SaliencySettings(
-        models=_names(args.models),
-        corpora=_names(args.corpora),
         methods=check_methods(_names(args.methods)),
         checkpoints=args.checkpoints,
         ig_steps=args.ig_steps,
-        prompts_per_corpus=args.prompts_per_corpus,
-        length=args.length,
-        prompts=list(args.prompt or []),
-        prompt_file=args.prompt_file or "",
         deletion_k=_int_list(args.deletion_k, "--deletion-k"),
-        device=args.device,
-        threads=args.threads,
-        data_dir=args.data_dir or "",
+        **_prompt_settings(args),
     )
-    run = RunDir(Path(args.out))
-    paths = run_saliency(run, settings, progress=not args.quiet, log=_log(args))
+    paths = _run_stage(args, run_saliency, settings)
     from .probe import read_table
 
-    for r in read_table(paths["claims"]).itertuples():
-        print(f"[{_verdict_word(r.holds)}] {r.claim} ({r.model}): {r.evidence}")
+    _print_claims(read_table(paths["claims"]))
     print(f"heatmap: {paths['heatmap']}")
     return 0
 
@@ -389,8 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads for every stage (default: the study's; 1 is often fastest on a "
         "CPU shared with other jobs)",
     )
-    p.add_argument("--offline", action="store_true", help="never download a corpus")
-    _add_common(p)
+    _add_common(p, offline=True)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("corpora", help="list the known corpora, where each was found, checksum ok?")
@@ -399,9 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stats", help="character statistics of corpora (tables and figures)")
     p.add_argument("corpora", nargs="+", help="built-in corpus names or paths to text files")
-    p.add_argument("--out", default="runs/default", help="run directory (default: runs/default)")
-    p.add_argument("--offline", action="store_true", help="never download a corpus")
-    _add_common(p)
+    _add_out(p)
+    _add_common(p, offline=True)
     p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("train", help="train a character-level GPT on one corpus")
@@ -416,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.lr=3e-4 (repeatable)",
     )
-    p.add_argument("--out", default="runs/default", help="run directory (default: runs/default)")
+    _add_out(p)
     p.add_argument(
         "--vocab",
         help="comma-separated corpora whose characters form the vocabulary "
@@ -428,8 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--overwrite", action="store_true", help="delete an existing model directory first"
     )
-    p.add_argument("--offline", action="store_true", help="never download a corpus")
-    _add_common(p)
+    _add_common(p, offline=True)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="generate text from a trained model")
@@ -451,8 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score every (model checkpoint, corpus) pair of a run on the corpus's "
         "whole validation split; writes eval/zero_shot.{csv,md,png}.",
     )
-    p.add_argument("--out", default="runs/default", help="run directory (default: runs/default)")
-    p.add_argument("--models", help="comma-separated models (default: every trained model)")
+    _add_out(p)
+    _add_models(p)
     p.add_argument(
         "--corpora", help="comma-separated corpus names or paths (default: the models' corpora)"
     )
@@ -466,10 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95 %% interval"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    p.add_argument("--offline", action="store_true", help="never download a corpus")
-    _add_common(p)
+    _add_compute(p)
+    _add_common(p, offline=True)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -480,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint, an early checkpoint and from scratch; writes adapt/ (curves, summary, "
         "adapted checkpoints, samples).",
     )
-    p.add_argument("--out", default="runs/default", help="run directory (default: runs/default)")
+    _add_out(p)
     p.add_argument("--iters", type=int, default=200, help="adaptation iterations (default: 200)")
     p.add_argument(
         "--early",
@@ -508,10 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=128,
         help="windows per loss along the schedule; 0: whole split (default: 128)",
     )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    p.add_argument("--offline", action="store_true", help="never download a corpus")
-    _add_common(p)
+    _add_compute(p)
+    _add_common(p, offline=True)
     p.set_defaults(func=cmd_adapt)
 
     p = sub.add_parser(
@@ -522,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(and of the adapted models), measure them against the corpora; writes quality/ "
         "(tables, claims, figures).",
     )
-    p.add_argument("--out", default="runs/default", help="run directory (default: runs/default)")
+    _add_out(p)
     p.add_argument(
         "--samples", type=_positive_int, default=5, help="seeds per checkpoint (default: 5)"
     )
@@ -531,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prompt", default="\n", help="prompt of every sample (default: a newline)")
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--models", help="comma-separated models (default: every trained model)")
+    _add_models(p)
     p.add_argument("--iterations", help="comma-separated iterations (default: every checkpoint)")
     p.add_argument(
         "--corpora",
@@ -550,18 +566,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="seeds per adapted model; its adaptation seeds add the spread (default: 1)",
     )
-    p.add_argument("--device", default="cpu", help="device for generation (default: cpu)")
-    p.add_argument(
-        "--threads", type=int, default=1, help="torch threads for generation (default: 1)"
+    _add_compute(
+        p,
+        device="cpu",
+        threads=1,
+        device_help="device for generation (default: cpu)",
+        threads_help="torch threads for generation (default: 1)",
     )
     _add_common(p)
     p.set_defaults(func=cmd_quality)
 
     def prompt_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--out", default="runs/default", help="run directory (default: runs/default)"
-        )
-        p.add_argument("--models", help="comma-separated models (default: every trained model)")
+        _add_out(p)
+        _add_models(p)
         p.add_argument(
             "--corpora",
             help="comma-separated prompt corpora, names or paths (default: the models' corpora)",
@@ -588,9 +605,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--prompt-file", metavar="FILE", help="prompts of your own, one per line (as --prompt)"
         )
-        p.add_argument("--device", default="auto", help="device (default: auto)")
-        p.add_argument(
-            "--threads", type=int, default=0, help="torch threads (default: torch's choice)"
+        _add_compute(
+            p,
+            device_help="device (default: auto)",
+            threads_help="torch threads (default: torch's choice)",
         )
         _add_common(p)
 

@@ -221,11 +221,20 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".toml"))
 
 
-def _read_toml(text: str, source: str) -> dict[str, Any]:
+def read_toml(text: str, source: str) -> dict[str, Any]:
+    """Parse TOML text; a syntax error is a ConfigError naming ``source``."""
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source} is not valid TOML: {e}") from None
+
+
+def read_config_text(path: Path, what: str) -> str:
+    """The UTF-8 text of ``path``; an unreadable file is a ConfigError naming ``what``."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {what} {path}: {e}") from None
 
 
 def load_preset(name_or_path: str) -> RunConfig:
@@ -234,10 +243,7 @@ def load_preset(name_or_path: str) -> RunConfig:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read config file {path}: {e}") from None
+        text = read_config_text(path, "config file")
         name = path.stem
     else:
         if name_or_path not in preset_names():
@@ -248,7 +254,7 @@ def load_preset(name_or_path: str) -> RunConfig:
             )
         text = (resources.files("domaingpt") / "presets" / f"{name_or_path}.toml").read_text()
         name = name_or_path
-    cfg = from_dict(_read_toml(text, str(name_or_path)), source=str(name_or_path))
+    cfg = from_dict(read_toml(text, str(name_or_path)), source=str(name_or_path))
     return replace(cfg, preset=name)
 
 

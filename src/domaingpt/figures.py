@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -478,6 +479,19 @@ def _panels(n: int, width: float = 4.6, height: float = 3.4, max_cols: int = 3):
     return fig, flat[:n]
 
 
+def _grid(n_rows: int, n_cols: int, cell: tuple[float, float], extra_height: float, **kwargs: Any):
+    """A figure of ``n_rows`` × ``n_cols`` panels (at least one each), ``cell`` inches a
+    panel plus ``extra_height`` inches for titles; ``axes`` is always 2-D."""
+    rows, cols = max(n_rows, 1), max(n_cols, 1)
+    return plt.subplots(
+        rows,
+        cols,
+        figsize=(cell[0] * cols, cell[1] * rows + extra_height),
+        squeeze=False,
+        **kwargs,
+    )
+
+
 def plot_probe_curves(summary: pd.DataFrame, path: str | Path, value: str = "entropy") -> Path:
     """Mean entropy (or p(true)) against iteration, in- vs out-of-domain, one panel per
     model, with the 95 % CI as a band (``summary`` is probe/summary.csv)."""
@@ -519,13 +533,7 @@ def plot_entropy_positions(positions: pd.DataFrame, path: str | Path) -> Path:
     domains = [d for d in ("in", "out") if d in set(g["domain"])]
     vmin, vmax = (float(g["entropy"].min()), float(g["entropy"].max())) if len(g) else (0, 1)
     with figure_style():
-        fig, axes = plt.subplots(
-            max(len(models), 1),
-            max(len(domains), 1),
-            figsize=(5.2 * max(len(domains), 1), 2.6 * max(len(models), 1) + 0.6),
-            squeeze=False,
-            layout="constrained",
-        )
+        fig, axes = _grid(len(models), len(domains), (5.2, 2.6), 0.6, layout="constrained")
         image = None
         for r, model in enumerate(models):
             for c, domain in enumerate(domains):
@@ -569,13 +577,7 @@ def plot_topk_bars(
         iters = [iters[i] for i in pick]
     by_id = prompts.set_index("prompt_id")
     with figure_style():
-        fig, axes = plt.subplots(
-            max(len(ids), 1),
-            max(len(iters), 1),
-            figsize=(2.9 * max(len(iters), 1), 1.9 * max(len(ids), 1) + 0.5),
-            squeeze=False,
-            sharex=True,
-        )
+        fig, axes = _grid(len(ids), len(iters), (2.9, 1.9), 0.5, sharex=True)
         for r, pid in enumerate(ids):
             p = by_id.loc[pid]
             tail = str(p["text"])[-context_chars:]

@@ -66,7 +66,7 @@ from .checkpoint import list_checkpoints, load_checkpoint
 from .errors import DomainGPTError
 from .io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from .model import GPT
-from .prompts import ModelEntry, PromptSet, domain_of, prepare_prompt_stage
+from .prompts import ModelEntry, PromptSet, check_not_empty, domain_of, prepare_prompt_stage
 from .rundir import RunDir
 from .vocab import UNK, Vocab
 
@@ -96,11 +96,7 @@ class ProbeSettings:
     data_dir: str = ""
 
     def validate(self) -> ProbeSettings:
-        if any(p == "" for p in self.prompts):
-            raise DomainGPTError(
-                "a prompt is empty; give at least two characters "
-                "(context + the character to predict)"
-            )
+        check_not_empty(self.prompts)
         if self.top_k < 1:
             raise DomainGPTError(f"top-k must be at least 1, got {self.top_k}")
         if not self.epsilon > 0 or not self.delta > 0:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +178,14 @@ def read_prompt_file(path: str | Path) -> list[str]:
     return lines
 
 
+def check_not_empty(prompts: Iterable[str]) -> None:
+    """Refuse an empty prompt: a prompt is context plus the character to predict."""
+    if any(p == "" for p in prompts):
+        raise DomainGPTError(
+            "a prompt is empty; give at least two characters (context + the character to predict)"
+        )
+
+
 def encode_text(vocab: Vocab, text: str) -> tuple[np.ndarray, int]:
     """Ids of ``text``; unknown characters and control characters become ``<unk>``."""
     ids = vocab.encode(text).ids.astype(np.int64)
@@ -189,10 +197,7 @@ def encode_text(vocab: Vocab, text: str) -> tuple[np.ndarray, int]:
 
 def user_prompt(vocab: Vocab, text: str, prompt_id: int, max_length: int) -> Prompt:
     """A user prompt: context = all but the last character, target = the last character."""
-    if not text:
-        raise DomainGPTError(
-            "a prompt is empty; give at least two characters (context + the character to predict)"
-        )
+    check_not_empty([text])
     if len(text) < 2:
         raise DomainGPTError(
             f"prompt {text!r} has one character; a prompt needs context plus the character "
@@ -436,10 +441,7 @@ def build_prompt_set(
         log(f"note: prompt length {length} exceeds the models' block_size {block}; using {block}")
         length = block
     texts = [decode_escapes(p) for p in prompts]
-    if any(t == "" for t in texts):
-        raise DomainGPTError(
-            "a prompt is empty; give at least two characters (context + the character to predict)"
-        )
+    check_not_empty(texts)
     if prompt_file:
         texts += read_prompt_file(prompt_file)
 

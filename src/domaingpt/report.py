@@ -409,6 +409,17 @@ def _tables(study: Any, stage: str) -> tuple[dict[str, pd.DataFrame] | None, str
         return None, f"{stage}: cannot read its results ({type(e).__name__}: {e})"
 
 
+def _stage_section(
+    study: Any, section_id: str, title: str, stage: str
+) -> tuple[Section, dict[str, pd.DataFrame] | None]:
+    """A new section and the stage's tables; None (the section says why) when missing."""
+    s = Section(section_id, title)
+    tables, why = _tables(study, stage)
+    if tables is None:
+        s.missing(why)
+    return s, tables
+
+
 def _pngs(study: Any, sub: str) -> list[Path]:
     d = study.root / sub
     return sorted(d.rglob("*.png")) if d.is_dir() else []
@@ -459,10 +470,8 @@ def _overview(study: Any) -> Section:
 
 
 def _corpora(study: Any) -> Section:
-    s = Section("corpora", "Corpora: character statistics")
-    tables, why = _tables(study, "stats")
+    s, tables = _stage_section(study, "corpora", "Corpora: character statistics", "stats")
     if tables is None:
-        s.missing(why)
         return s
     summary = tables["summary"]
     cols = [
@@ -721,6 +730,12 @@ def _adapt_samples(study: Any) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _by_model_and_iteration(df: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """``df`` sorted by model (in the study's order) and iteration."""
+    ranked = df.assign(model=pd.Categorical(df["model"], _ordered(df["model"], order)))
+    return ranked.sort_values(["model", "iteration"]).astype({"model": str})
+
+
 def _figures_and_heatmap(s: Section, study: Any, sub: str, captions: dict[str, str]) -> None:
     for p in _pngs(study, sub):
         s.figure(p, captions.get(p.stem, _caption(p)))
@@ -732,10 +747,8 @@ def _figures_and_heatmap(s: Section, study: Any, sub: str, captions: dict[str, s
 
 
 def _softmax(study: Any) -> Section:
-    s = Section("softmax", "Softmax inspection")
-    tables, why = _tables(study, "probe")
+    s, tables = _stage_section(study, "softmax", "Softmax inspection", "probe")
     if tables is None:
-        s.missing(why)
         return s
     s.p(
         "The next-character distribution of every model at every history checkpoint, on "
@@ -754,10 +767,8 @@ def _softmax(study: Any) -> Section:
             f"{'entropy (bits)' if v == 'entropy_mean' else 'p(true)'} {d}-domain"
             for v, d in wide.columns
         ]
-        wide = wide.reset_index()
-        wide["model"] = pd.Categorical(wide["model"], _ordered(wide["model"], order))
         s.table(
-            wide.sort_values(["model", "iteration"]).astype({"model": str}),
+            _by_model_and_iteration(wide.reset_index(), order),
             "Mean entropy and p(true) at the last position of the prompts, by checkpoint",
             "probe/summary.csv",
         )
@@ -820,11 +831,18 @@ def _final_rows(
     return d
 
 
+def _final_by_model(df: pd.DataFrame, columns: str, order: list[str]) -> pd.DataFrame:
+    """Mean magnitude of each model's final rows (grad_norm, in-domain) by ``columns``,
+    one row per model in the study's order."""
+    wide = _final_rows(df).pivot_table(index="model", columns=columns, values="mean_magnitude")
+    return wide.reindex(_ordered(wide.index, order))
+
+
 def _interpretability(study: Any) -> Section:
-    s = Section("interpretability", "Interpretability: gradient-based attributions")
-    tables, why = _tables(study, "saliency")
+    s, tables = _stage_section(
+        study, "interpretability", "Interpretability: gradient-based attributions", "saliency"
+    )
     if tables is None:
-        s.missing(why)
         return s
     s.p(
         "Attribution of log p(true next character) to each input character, by the study's "
@@ -836,21 +854,15 @@ def _interpretability(study: Any) -> Section:
     order = study.corpora()
     bc = tables.get("by_class")
     if bc is not None and not bc.empty:
-        f = _final_rows(bc)
-        wide = f.pivot_table(index="model", columns="char_class", values="mean_magnitude")
-        wide = wide.reindex(_ordered(wide.index, order)).reset_index()
         s.table(
-            wide,
+            _final_by_model(bc, "char_class", order).reset_index(),
             "Mean gradient norm per character, by class (final checkpoint, in-domain prompts)",
             "saliency/by_class.csv",
         )
     rp = tables.get("by_relpos")
     if rp is not None and not rp.empty:
-        f = _final_rows(rp)
-        wide = f.pivot_table(index="model", columns="relpos", values="mean_magnitude")
-        wide = wide.reindex(_ordered(wide.index, order)).reset_index()
         s.table(
-            wide,
+            _final_by_model(rp, "relpos", order).reset_index(),
             "Mean gradient norm per character, by position relative to the target "
             "(final checkpoint, in-domain prompts)",
             "saliency/by_relpos.csv",
@@ -896,10 +908,8 @@ def _interpretability(study: Any) -> Section:
 
 
 def _quality(study: Any) -> Section:
-    s = Section("quality", "Sample quality")
-    tables, why = _tables(study, "quality")
+    s, tables = _stage_section(study, "quality", "Sample quality", "quality")
     if tables is None:
-        s.missing(why)
         return s
     s.p(
         "What the samples show, measured: the share of generated words (of 4 letters or "
@@ -915,9 +925,8 @@ def _quality(study: Any) -> Section:
             if c in tl.columns
         ]
         view = tl.groupby(["model", "iteration"], sort=False)[cols].mean().reset_index()
-        view["model"] = pd.Categorical(view["model"], _ordered(view["model"], study.corpora()))
         s.table(
-            view.sort_values(["model", "iteration"]).astype({"model": str}),
+            _by_model_and_iteration(view, study.corpora()),
             "Along training: mean over the samples of each checkpoint",
             "quality/timeline.csv",
         )
@@ -1063,6 +1072,20 @@ def _training_claims(study: Any) -> list[Claim]:
     return out
 
 
+def _own_is_lowest(
+    loss: pd.DataFrame, names: list[str], evidence: Callable[[str, str, pd.Series], str]
+) -> tuple[list[bool], list[str]]:
+    """For each name, whether the lowest loss of column ``loss[name]`` is at its own row,
+    and the evidence ``evidence(name, lowest, column)``."""
+    flags, ev = [], []
+    for name in names:
+        col = loss[name].dropna()
+        best = col.idxmin()
+        flags.append(best == name)
+        ev.append(evidence(name, best, col))
+    return flags, ev
+
+
 def _zero_shot_claims(study: Any) -> list[Claim]:
     sec = "Cross-domain"
     tables, _ = _tables(study, "evaluate")
@@ -1079,12 +1102,13 @@ def _zero_shot_claims(study: Any) -> list[Claim]:
     loss = fin.pivot_table(index="model", columns="corpus", values="loss_nats")
     models = [m for m in _ordered(loss.index, study.corpora()) if m in loss.columns]
     out = []
-    flags, ev = [], []
-    for m in models:
-        row = loss.loc[m].dropna()
-        best = row.idxmin()
-        flags.append(best == m)
-        ev.append(f"{display(m)} model: own {row[m]:.2f}, best {display(best)} {row[best]:.2f}")
+    flags, ev = _own_is_lowest(
+        loss.T,
+        models,
+        lambda m, best, row: (
+            f"{display(m)} model: own {row[m]:.2f}, best {display(best)} {row[best]:.2f}"
+        ),
+    )
     out.append(
         Claim(
             sec,
@@ -1093,14 +1117,13 @@ def _zero_shot_claims(study: Any) -> list[Claim]:
             "; ".join(ev) or "no in-domain pair",
         )
     )
-    flags, ev = [], []
-    for c in models:
-        col = loss[c].dropna()
-        best = col.idxmin()
-        flags.append(best == c)
-        ev.append(
+    flags, ev = _own_is_lowest(
+        loss,
+        models,
+        lambda c, best, col: (
             f"{display(c)}: own model {col[c]:.2f}, best {display(best)} model {col[best]:.2f}"
-        )
+        ),
+    )
     out.append(
         Claim(
             sec,
@@ -1242,9 +1265,7 @@ def _saliency_claims(study: Any) -> list[Claim]:
     order = study.corpora()
     bc = tables.get("by_class")
     if bc is not None and not bc.empty:
-        f = _final_rows(bc)
-        wide = f.pivot_table(index="model", columns="char_class", values="mean_magnitude")
-        wide = wide.reindex(_ordered(wide.index, order))
+        wide = _final_by_model(bc, "char_class", order)
         flags, ev = [], []
         for m, row in wide.iterrows():
             row = row.dropna()
@@ -1262,6 +1283,7 @@ def _saliency_claims(study: Any) -> list[Claim]:
                 "; ".join(ev),
             )
         )
+        f = _final_rows(bc)
         if "math" in wide.index and "lift" in f.columns:
             lift = f[f["model"] == "math"].set_index("char_class")["lift"]
             if {"digit", "math_symbol"} <= set(lift.index):
@@ -1277,10 +1299,8 @@ def _saliency_claims(study: Any) -> list[Claim]:
                 )
     rp = tables.get("by_relpos")
     if rp is not None and not rp.empty:
-        f = _final_rows(rp)
-        wide = f.pivot_table(index="model", columns="relpos", values="mean_magnitude")
+        wide = _final_by_model(rp, "relpos", order)
         if {"previous_word", "current_word"} <= set(wide.columns):
-            wide = wide.reindex(_ordered(wide.index, order))
             flags = [bool(r["previous_word"] > r["current_word"]) for _, r in wide.iterrows()]
             ev = [
                 f"{display(m)} model: previous word {r['previous_word']:.3g}, current word "

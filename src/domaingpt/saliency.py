@@ -82,7 +82,7 @@ from .errors import CheckpointError, DomainGPTError
 from .io import read_jsonl, write_json, write_jsonl
 from .model import GPT
 from .probe import mean_ci, read_table, write_table
-from .prompts import ModelEntry, PromptSet, domain_of, prepare_prompt_stage
+from .prompts import ModelEntry, PromptSet, check_not_empty, domain_of, prepare_prompt_stage
 from .rundir import RunDir
 from .vocab import UNK_ID, Vocab
 
@@ -612,11 +612,7 @@ class SaliencySettings:
     data_dir: str = ""
 
     def validate(self) -> SaliencySettings:
-        if any(p == "" for p in self.prompts):
-            raise DomainGPTError(
-                "a prompt is empty; give at least two characters "
-                "(context + the character to predict)"
-            )
+        check_not_empty(self.prompts)
         self.methods = check_methods(self.methods)
         if self.checkpoints not in ("final", "all"):
             raise DomainGPTError(f"checkpoints must be 'final' or 'all', got {self.checkpoints!r}")

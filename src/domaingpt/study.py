@@ -52,7 +52,6 @@ import platform
 import re
 import sys
 import time
-import tomllib
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -65,7 +64,14 @@ from typing import Any
 import pandas as pd
 
 from . import __version__
-from .config import RunConfig, from_dict, load_preset, settings_from_table
+from .config import (
+    RunConfig,
+    from_dict,
+    load_preset,
+    read_config_text,
+    read_toml,
+    settings_from_table,
+)
 from .corpus import Corpus, resolve_corpus
 from .errors import ConfigError, DomainGPTError
 from .io import atomic_write_text, read_json, read_jsonl, write_json
@@ -224,13 +230,6 @@ def stage_available(stage: StageDef) -> bool:
 
 
 # --- the study file ------------------------------------------------------------------
-
-
-def _read_toml(text: str, source: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source} is not valid TOML: {e}") from None
 
 
 def preset_study_text(preset: str) -> str:
@@ -393,7 +392,7 @@ def load_study(
     config), so a typo fails before hours of training, not after.
     """
     base_name = preset or DEFAULT_PRESET
-    base = _read_toml(preset_study_text(base_name), f"study preset {base_name!r}")
+    base = read_toml(preset_study_text(base_name), f"study preset {base_name!r}")
     user: dict[str, Any] = {}
     text = None
     source = None
@@ -402,11 +401,8 @@ def load_study(
         source = Path(path).expanduser()
         if not source.is_file():
             raise ConfigError(f"study file {source} does not exist: check the path")
-        try:
-            text = source.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read study file {source}: {e}") from None
-        user = _read_toml(text, f"study file {source}")
+        text = read_config_text(source, "study file")
+        user = read_toml(text, f"study file {source}")
         _check_sections(user, f"study file {source}")
         source = source.resolve()
         base_dir = source.parent
@@ -943,6 +939,17 @@ def _failed(
     return StageOutcome(sdef.name, "failed", seconds, message, user_error)
 
 
+def _not_run(sdef: StageDef, ctx: _Context, status: str, reason: str, line: str) -> StageOutcome:
+    """Log ``line``, record why the stage did not run (``status``: unavailable or blocked)."""
+    ctx.log(line)
+    _write_record(
+        ctx.run,
+        sdef.name,
+        {"stage": sdef.name, "status": status, "message": reason, "at": _now()},
+    )
+    return StageOutcome(sdef.name, status, message=reason)
+
+
 def _run_one(sdef: StageDef, ctx: _Context, records: dict[str, dict], head: str) -> StageOutcome:
     run, log = ctx.run, ctx.log
     try:
@@ -950,23 +957,12 @@ def _run_one(sdef: StageDef, ctx: _Context, records: dict[str, dict], head: str)
     except Exception as e:  # the module exists but does not import: a failure, not a crash
         return _failed(sdef, ctx, head, e, 0.0)
     if reason is not None:
-        log(f"{head} — not available in this version ({reason})")
-        _write_record(
-            run,
-            sdef.name,
-            {"stage": sdef.name, "status": "unavailable", "message": reason, "at": _now()},
-        )
-        return StageOutcome(sdef.name, "unavailable", message=reason)
+        line = f"{head} — not available in this version ({reason})"
+        return _not_run(sdef, ctx, "unavailable", reason, line)
     missing = [d for d in sdef.needs if records.get(d, {}).get("status") != "done"]
     if missing:
         reason = f"needs {', '.join(missing)}, which did not complete"
-        log(f"{head} — blocked: {reason}")
-        _write_record(
-            run,
-            sdef.name,
-            {"stage": sdef.name, "status": "blocked", "message": reason, "at": _now()},
-        )
-        return StageOutcome(sdef.name, "blocked", message=reason)
+        return _not_run(sdef, ctx, "blocked", reason, f"{head} — blocked: {reason}")
 
     t0, c0 = time.perf_counter(), time.process_time()
     try:

@@ -316,19 +316,22 @@ def train(
     tokens_trained = 0
     val_loss = float("nan")
 
-    def evaluate_now(it: int, train_loss: float | None, tps: float | None) -> float:
-        val = score_windows(model, val_ids, max_windows=eval_windows).mean_loss
-        append_jsonl(
-            metrics_path,
-            {
-                "iter": it,
-                "train_loss": train_loss,
-                "val_loss": val,
-                "lr": lr_at(max(it - 1, 0), spec),
-                "tokens_per_s": tps,
-                "elapsed": round(elapsed_before + time.perf_counter() - t_start, 3),
-            },
-        )
+    def evaluate_now(
+        it: int, train_loss: float | None, tps: float | None, full: bool = False
+    ) -> float:
+        """Score the val split (``eval_tokens`` of it, or all of it at the end) and log."""
+        val = score_windows(model, val_ids, max_windows=None if full else eval_windows).mean_loss
+        row = {
+            "iter": it,
+            "train_loss": train_loss,
+            "val_loss": val,
+            "lr": lr_at(max(it - 1, 0), spec),
+            "tokens_per_s": tps,
+            "elapsed": round(elapsed_before + time.perf_counter() - t_start, 3),
+        }
+        if full:
+            row["val_loss_full"] = val
+        append_jsonl(metrics_path, row)
         return val
 
     def meta(it: int, val: float | None) -> dict[str, Any]:
@@ -397,7 +400,7 @@ def train(
             tokens = window_steps * trainer.tokens_per_iter
             tokens_trained += tokens
             if main:
-                val_loss = evaluate_now(it, train_loss, tokens / dt)
+                val_loss = evaluate_now(it, train_loss, tokens / dt, full=at_end)
                 bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
                 history_now(it, val_loss)
             window_loss.zero_()
@@ -413,10 +416,13 @@ def train(
             model_dir, spec.max_iters, float("nan"), train_seconds, tps, resumed_from, False
         )
 
-    full = score_windows(model, val_ids).mean_loss
     final_rows = read_jsonl(metrics_path)
-    final_rows[-1]["val_loss_full"] = full
-    write_jsonl(metrics_path, final_rows)
+    if "val_loss_full" in final_rows[-1]:
+        full = final_rows[-1]["val_loss_full"]
+    else:  # resumed from a run that had already reached max_iters
+        full = score_windows(model, val_ids).mean_loss
+        final_rows[-1]["val_loss_full"] = full
+        write_jsonl(metrics_path, final_rows)
     _plot_loss(metrics_path, model_dir / "loss.png", corpus_name)
     barrier(ctx)
     log(
