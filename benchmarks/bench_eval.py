@@ -18,7 +18,8 @@ In one run it measures
 for a few batch sizes and thread counts, and prints the best. On a CPU shared with other
 jobs, run it with ``OMP_WAIT_POLICY=PASSIVE`` or ``--threads 1``: spinning OpenMP
 threads collapse multi-threaded throughput when cores are oversubscribed. ``--profile`` adds the operator breakdown of
-one batch (where the time that is not matmul goes).
+one batch (where the time that is not matmul goes) and the MFU bound set by the
+matmuls alone (``benchmarks/matmul_ceiling.py``).
 """
 
 from __future__ import annotations
@@ -38,21 +39,9 @@ from domaingpt.data import encode_corpus
 from domaingpt.evaluate import score_windows
 from domaingpt.model import GPT, GPTConfig
 from domaingpt.vocab import Vocab
+from matmul_ceiling import matmul_ceiling, matmul_rate
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
-    """fp32 n×n @ n×n rate, median of ``repeats`` after a warm-up."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
-    torch.mm(a, b, out=out)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def measure(model: GPT, ids: np.ndarray, batch_size: int, parts: int) -> tuple[float, float, float]:
@@ -65,11 +54,11 @@ def measure(model: GPT, ids: np.ndarray, batch_size: int, parts: int) -> tuple[f
     edges = np.linspace(0, len(ids) - 1, parts + 1).astype(int)
     peaks, mfus, chars, seconds = [], [], 0, 0.0
     for lo, hi in itertools.pairwise(edges):
-        before = matmul_gflops(repeats=3)
+        before = matmul_rate(reps=3) / 1e9
         t0 = time.perf_counter()
         n = score_windows(model, ids[lo : hi + 1], batch_size=batch_size).n_scored
         dt = time.perf_counter() - t0
-        after = matmul_gflops(repeats=3)
+        after = matmul_rate(reps=3) / 1e9
         peak = (before + after) / 2
         peaks.append(peak)
         mfus.append(n / dt * flops / 1e9 / peak)
@@ -132,6 +121,8 @@ def main() -> None:
             for _ in range(3):
                 score_windows(model, ids, batch_size=bs)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+        work = lambda: score_windows(model, val, batch_size=bs)  # noqa: E731
+        print(matmul_ceiling(work, 1, len(val) * flops, matmul_rate()))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import torch
 
 from domaingpt.model import GPT, GPTConfig
 from domaingpt.saliency import GradientNorm, target_log_prob
+from matmul_ceiling import matmul_ceiling, matmul_rate
 
 SHAPES = {
     # name: (n_layer, n_head, n_embd, block_size), as the presets of the same name
@@ -101,6 +102,17 @@ def bench(name: str, model: GPT, n_prompts: int, repeats: int, atol: float) -> b
         f"{n_prompts / t_captum:8.1f} prompts/s | speed-up {speedup:5.1f}x "
         f"{'(>= 10x target met)' if speedup >= 10 else '(below the 10x target)'} | "
         f"max |diff| {diff:.2e} {'ok' if ok else 'MISMATCH'}"
+    )
+    # Forward (2N + 2·L·C·T per character) and a backward to the inputs only (about as
+    # much again): what one prompt costs, whatever the implementation.
+    flops = 2 * T * model.flops_per_token(train=False)
+    peak = matmul_rate()
+    need = 10 * n_prompts / t_captum * flops
+    print(
+        f"{'':<10} 10x the loop needs {need / 1e9:.0f} GFLOP/s = {need / peak:.0%} of the "
+        f"matmul rate ({peak / 1e9:.0f} GFLOP/s); batched runs at "
+        f"{n_prompts / t_ours * flops / 1e9:.0f}; "
+        + matmul_ceiling(lambda: ours(model, ids, targets), 3, 3 * n_prompts * flops, peak)
     )
     return ok
 

@@ -11,6 +11,8 @@ so every throughput is paired with a matmul-rate measurement taken right next to
 * the same model trained by a *naive loop* in the style of nanoGPT's ``train.py`` (batch
   rows stacked one by one from a memmap re-opened every step, AdamW without the fused
   kernel, ``loss.item()`` every step), so the loop's own overhead shows as a ratio;
+* with ``--ceiling``, a profiled step: the share of time spent in matmuls and the MFU a
+  step would reach if everything else took no time (the bound on any implementation);
 * time-to-quality: ``domaingpt train shakespeare --preset cpu-fast`` end to end (process
   start to exit, compilation included) and the val loss it reaches on the whole split.
 
@@ -36,21 +38,10 @@ import torch
 from domaingpt.config import build_config
 from domaingpt.model import GPT, GPTConfig
 from domaingpt.train import Trainer
+from matmul_ceiling import matmul_ceiling, matmul_rate
 
 VOCAB = 330  # about the size of the three corpora's union vocabulary
 REPO = Path(__file__).resolve().parents[1]
-
-
-def matmul_rate(n: int = 2048, reps: int = 8) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(2):
-        a @ b
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times)
 
 
 def make_model(preset: str) -> tuple[GPT, object]:
@@ -120,6 +111,16 @@ def median_mfu(label: str, preset: str, run, repeats: int) -> dict:
     return {"label": label, "tokens_per_s": tps, "mfu": mfu}
 
 
+def report_ceiling(preset: str, steps: int, data: np.ndarray) -> None:
+    """Profile ``steps`` training steps: the MFU if only their matmuls took time."""
+    model, spec = make_model(preset)
+    trainer = Trainer(model, spec, data, torch.device("cpu"))
+    for _ in range(2):
+        trainer.step()
+    flops = steps * trainer.tokens_per_iter * model.flops_per_token()
+    print("  " + matmul_ceiling(trainer.step, steps, flops, matmul_rate()))
+
+
 def time_to_quality(data_dir: str | None) -> dict:
     with tempfile.TemporaryDirectory() as out:
         env = dict(os.environ)
@@ -154,6 +155,9 @@ def main() -> None:
     ap.add_argument("--skip-ttq", action="store_true", help="skip the time-to-quality run")
     ap.add_argument("--skip-baby", action="store_true", help="skip the gpu-baby shape")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    ap.add_argument(
+        "--ceiling", action="store_true", help="profile a step: MFU if only matmuls took time"
+    )
     args = ap.parse_args()
     repeats, steps = (3, 30) if args.quick else (5, 60)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -183,6 +187,8 @@ def main() -> None:
                 lambda: trainer_tokens_per_s("cpu-mini", "on", steps, data),
                 repeats,
             )
+        if args.ceiling:
+            report_ceiling("cpu-mini", steps, data)
         if not args.skip_baby:
             print("gpu-baby (6 layers, 384 dims, block 256, batch 64), on this CPU:")
             median_mfu(
@@ -191,6 +197,8 @@ def main() -> None:
                 lambda: trainer_tokens_per_s("gpu-baby", "off", 3, data),
                 max(repeats // 2, 1),
             )
+            if args.ceiling:
+                report_ceiling("gpu-baby", 2, data)
     if not args.skip_ttq:
         print("time to quality:")
         time_to_quality(os.environ.get("DOMAINGPT_DATA") or str(REPO.parent / "shared" / "data"))
