@@ -10,7 +10,15 @@ import pandas as pd
 import pytest
 
 from cli_helpers import cli_error, train_smoke
-from domaingpt.adapt import AdaptSettings, load_adapt, pick_early, run_adapt, summarize, verdict
+from domaingpt.adapt import (
+    AdaptSettings,
+    across_pairs,
+    load_adapt,
+    pick_early,
+    run_adapt,
+    summarize,
+    verdict,
+)
 from domaingpt.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
 from domaingpt.corpus import resolve_corpus
 from domaingpt.data import encode_corpus
@@ -199,6 +207,22 @@ def test_verdict_follows_the_numbers():
     assert clear.startswith("final start adapts better")
     one = verdict({**base, "n_paired": 1, "delta_early_minus_final": -0.05, "delta_spread": 0})
     assert "one seed" in one
+
+
+def test_across_pairs_sign_test_and_interval():
+    """One seed per pair: the pairs are the replicates (exact two-sided sign test)."""
+    six_final = pd.DataFrame({"delta_early_minus_final": [0.31, 0.24, 0.19, 0.22, 0.31, 0.53]})
+    r = across_pairs(six_final)
+    assert (r["n_pairs"], r["final_better"], r["early_better"]) == (6, 6, 0)
+    assert r["sign_p"] == pytest.approx(2 / 64)  # all six one way
+    assert r["mean_delta"] == pytest.approx(0.3) and 0.19 <= r["ci_low"] < 0.3 < r["ci_high"]
+    mixed = across_pairs(pd.DataFrame({"delta_early_minus_final": [0.1, -0.2, 0.05, -0.1]}))
+    assert (mixed["final_better"], mixed["early_better"]) == (2, 2)
+    assert mixed["sign_p"] == pytest.approx(1.0)
+    five_one = across_pairs(pd.DataFrame({"delta_early_minus_final": [-1, -1, -1, -1, -1, 1]}))
+    assert five_one["sign_p"] == pytest.approx(2 * 7 / 64)  # P(X <= 1) of Bin(6, 1/2), twice
+    with_nan = pd.DataFrame({"delta_early_minus_final": [0.1, math.nan, 0.2]})
+    assert across_pairs(with_nan) is None  # fewer than 3 pairs with a comparison
 
 
 def test_cli_errors(capsys, run, data_dir):

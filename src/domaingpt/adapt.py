@@ -482,6 +482,37 @@ def _signed(x: float) -> str:
     return "–" if math.isnan(x) else f"{x:+.3f}".replace("-", "−")
 
 
+def across_pairs(summary: pd.DataFrame) -> dict[str, float] | None:
+    """Early vs final start over the whole run: each pair's mean Δ (early − final target
+    loss) is one observation. With one seed per pair no single pair has a spread, but
+    the pairs together still answer the study's question; ``None`` below 3 pairs.
+
+    Returns the pair counts each way, the mean Δ with a bootstrap 95 % CI over pairs and
+    the two-sided sign-test p-value (exact binomial; ties are dropped).
+    """
+    import pandas as pd
+
+    from .saliency import bootstrap_ci
+
+    d = pd.to_numeric(summary.get("delta_early_minus_final"), errors="coerce").dropna()
+    d = d.to_numpy(dtype=float)
+    if len(d) < 3:
+        return None
+    final_better, early_better = int((d > 0).sum()), int((d < 0).sum())
+    n = final_better + early_better
+    tail = sum(math.comb(n, k) for k in range(min(final_better, early_better) + 1))
+    mean, low, high = bootstrap_ci(d)
+    return {
+        "n_pairs": len(d),
+        "final_better": final_better,
+        "early_better": early_better,
+        "mean_delta": mean,
+        "ci_low": low,
+        "ci_high": high,
+        "sign_p": min(1.0, 2 * tail / 2**n) if n else 1.0,
+    }
+
+
 def verdict(row: dict[str, Any]) -> str:
     """A one-line answer to "does partial training make adaptation easier?" for one pair,
     from its numbers: a difference smaller than twice its spread across seeds is none."""

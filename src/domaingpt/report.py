@@ -1160,6 +1160,8 @@ def _zero_shot_claims(study: Any) -> list[Claim]:
 
 
 def _adapt_claims(study: Any) -> list[Claim]:
+    from .adapt import across_pairs
+
     sec = "Cross-domain"
     tables, _ = _tables(study, "adapt")
     if tables is None:
@@ -1233,14 +1235,28 @@ def _adapt_claims(study: Any) -> list[Claim]:
         unclear = int(verdicts.str.startswith("no clear difference").sum())
         conclusive = early + final_better + unclear
         n = len(verdicts)
-        if conclusive == 0:
-            verdict = UNMEASURED
-            evidence = f"{n} pairs, none with a spread across seeds (run adapt with seeds >= 2)"
-        else:
+        pooled = across_pairs(summary)
+        if conclusive:
             verdict = HOLDS if early == conclusive else (FAILS if early == 0 else PARTLY)
             evidence = (
                 f"early start better in {early}, final start better in {final_better}, "
                 f"no clear difference in {unclear} of {conclusive} pairs (adapt/summary.csv)"
+            )
+        elif pooled is None:
+            verdict = UNMEASURED
+            evidence = f"{n} pairs, none with a spread across seeds (run adapt with seeds >= 2)"
+        else:  # one seed per pair: the pairs are the replicates
+            significant = pooled["sign_p"] < 0.05
+            early_wins = pooled["early_better"] > pooled["final_better"]
+            verdict = HOLDS if significant and early_wins else FAILS
+            evidence = "no pair has a spread across seeds, so the pairs are the replicates"
+        if pooled is not None:
+            evidence += (
+                f"; over all {pooled['n_pairs']} pairs the early start ends lower in "
+                f"{pooled['early_better']} and the final start in {pooled['final_better']}, "
+                f"mean Δ early − final {pooled['mean_delta']:+.3f} nats (95 % CI "
+                f"{pooled['ci_low']:+.3f} to {pooled['ci_high']:+.3f}), sign test "
+                f"p = {pooled['sign_p']:.3g}"
             )
         out.append(
             Claim(
