@@ -57,16 +57,7 @@ def prompt_set(*texts: str) -> PromptSet:
 
 TEXTS = ("The cat sat on the mat.", "x = 1 + 2", "Hello\nworld!")
 # The character classes in their order (and that of the hand-made prompt "Ab1 \n.+é").
-CLASS_ORDER = [
-    "vowel",
-    "consonant",
-    "digit",
-    "whitespace",
-    "newline",
-    "punctuation",
-    "math_symbol",
-    "other",
-]
+CLASS_ORDER = "vowel consonant digit whitespace newline punctuation math_symbol other".split()  # noqa: SIM905
 
 
 def reference_gradients(model: GPT, ps: PromptSet) -> list[tuple[torch.Tensor, torch.Tensor]]:
