@@ -65,6 +65,29 @@ def test_inputs_embeds_equals_ids_and_is_differentiable():
     assert emb.grad is not None and emb.grad[0].abs().sum() > 0 and emb.grad[1].abs().sum() == 0
 
 
+@pytest.mark.parametrize("kw", [{}, {"n_layer": 1, "bias": False}, {"n_layer": 3, "n_head": 4}])
+def test_logits_at_one_position_equal_the_full_forward(kw):
+    """``at=`` runs the last block and the head at one position per row only; the logits
+    and the gradient with respect to the input embeddings are those of the full model."""
+    model = tiny(**kw)
+    g = torch.Generator().manual_seed(3)
+    idx = torch.randint(0, 11, (5, 8), generator=g)
+    pos = torch.tensor([7, 0, 3, 5, 7])
+    rows = torch.arange(5)
+    e1 = model.embed(idx).detach().requires_grad_(True)
+    e2 = e1.detach().clone().requires_grad_(True)
+    full = model(inputs_embeds=e1)[0][rows, pos]
+    at, loss = model(inputs_embeds=e2, at=pos)
+    assert loss is None and at.shape == (5, 11)
+    torch.testing.assert_close(at, full, atol=1e-6, rtol=1e-5)
+    full[rows, idx[:, 0]].sum().backward()
+    at[rows, idx[:, 0]].sum().backward()
+    torch.testing.assert_close(e2.grad, e1.grad, atol=1e-6, rtol=1e-5)
+    assert e2.grad[1, 1:].abs().max() == 0  # position 0 sees nothing after it
+    with pytest.raises(ValueError, match="targets and at"):
+        model(idx, idx, at=pos)
+
+
 def test_causal_mask():
     model = tiny()
     idx = torch.randint(0, 11, (1, 8))

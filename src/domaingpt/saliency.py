@@ -98,10 +98,9 @@ def target_log_prob(
     model: GPT, embeds: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
     """``log p(target | prompt)`` at each prompt's last position, from token embeddings."""
-    logits, _ = model(inputs_embeds=embeds)
+    logits, _ = model(inputs_embeds=embeds, at=lengths - 1)
     rows = torch.arange(embeds.shape[0], device=embeds.device)
-    last = logits[rows, lengths - 1].float()
-    return F.log_softmax(last, dim=-1)[rows, targets]
+    return F.log_softmax(logits.float(), dim=-1)[rows, targets]
 
 
 def _lengths(ids: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
