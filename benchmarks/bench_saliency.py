@@ -6,7 +6,9 @@ input character of every prompt. domaingpt's :class:`~domaingpt.saliency.Gradien
 does one forward and one backward pass for the whole batch; the Captum baseline calls
 ``Saliency.attribute`` once per prompt, as a notebook following Captum's tutorials would.
 
-It checks the values agree to ``--atol`` (default 1e-5) and prints prompts per second
+It checks the values agree to 1e-5 (``torch.allclose`` with ``--atol`` and ``--rtol``,
+both 1e-5 by default: trained models have gradient norms of 10 and more, where float32
+rounding alone moves the fifth significant digit) and prints prompts per second
 for both and the speed-up (medians over ``--repeats`` timed runs, after a warm-up);
 the target is ≥ 10×. Captum is an optional extra: ``pip install 'domaingpt[interpret]'``
 (or ``pip install captum --no-deps`` to keep the installed torch).
@@ -98,7 +100,7 @@ def timed(fn, *args, repeats: int) -> tuple[float, torch.Tensor]:
     return statistics.median(times), result
 
 
-def bench(name: str, model: GPT, n_prompts: int, repeats: int, atol: float) -> bool:
+def bench(name: str, model: GPT, n_prompts: int, repeats: int, atol: float, rtol: float) -> bool:
     T = model.config.block_size
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(1, model.config.vocab_size, (n_prompts, T), generator=g)
@@ -106,14 +108,15 @@ def bench(name: str, model: GPT, n_prompts: int, repeats: int, atol: float) -> b
     t_ours, a = timed(ours, model, ids, targets, repeats=repeats)
     t_captum, b = timed(captum_loop, model, ids, targets, repeats=repeats)
     diff = float((a - b).abs().max())
-    ok = diff <= atol
+    rel = float(((a - b).abs() / b.abs().clamp_min(1e-30)).max())
+    ok = torch.allclose(a, b, atol=atol, rtol=rtol)
     speedup = t_captum / t_ours
     print(
         f"{name:<10} {n_prompts} prompts x {T} chars | batched grad-norm "
         f"{n_prompts / t_ours:9.1f} prompts/s | Captum Saliency loop "
         f"{n_prompts / t_captum:8.1f} prompts/s | speed-up {speedup:5.1f}x "
         f"{'(>= 10x target met)' if speedup >= 10 else '(below the 10x target)'} | "
-        f"max |diff| {diff:.2e} {'ok' if ok else 'MISMATCH'}"
+        f"max |diff| {diff:.2e} (relative {rel:.1e}) {'ok' if ok else 'MISMATCH'}"
     )
     # What one prompt costs, forward plus a backward to the inputs (about as much again):
     # the loop runs the whole model; the batched path (``model(..., at=last)``) skips
@@ -138,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--rtol", type=float, default=1e-5)
     args = p.parse_args(argv)
     try:
         import captum
@@ -154,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         models = {"model": load_model(args.model)}
     else:
         models = {s: make_model(s) for s in args.shapes.split(",") if s}
-    ok = all(bench(n, m, args.prompts, args.repeats, args.atol) for n, m in models.items())
+    ok = all(
+        bench(n, m, args.prompts, args.repeats, args.atol, args.rtol) for n, m in models.items()
+    )
     return 0 if ok else 1
 
 
