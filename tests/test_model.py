@@ -134,6 +134,19 @@ def test_config_validation(kw):
         GPTConfig(**({"vocab_size": 10} | kw))
 
 
+def test_greedy_generation_equals_the_full_forward_loop():
+    """generate() computes only the next character's logits; greedy decoding must pick
+    what the full forward picks, past block_size (8) too."""
+    model = tiny()
+    idx = torch.tensor([[1], [4]])
+    out = model.generate(idx, 12, temperature=0)
+    ref = idx
+    for _ in range(12):
+        nxt = model(ref[:, -8:])[0][:, -1].argmax(-1, keepdim=True)
+        ref = torch.cat((ref, nxt), dim=1)
+    assert torch.equal(out, ref) and out.shape == (2, 13)
+
+
 def test_generate_is_seeded_and_crops_context():
     model = tiny()
     idx = torch.zeros(1, 1, dtype=torch.long)

@@ -220,8 +220,9 @@ class GPT(nn.Module):
         to the last ``block_size`` ids, as in nanoGPT."""
         for _ in range(max_new_tokens):
             context = idx[:, -self.config.block_size :]
-            logits, _ = self(context)
-            logits = logits[:, -1, :].float()
+            last = torch.full((idx.shape[0],), context.shape[1] - 1, device=idx.device)
+            logits, _ = self(context, at=last)  # the next character's logits only
+            logits = logits.float()
             if temperature == 0:
                 nxt = logits.argmax(dim=-1, keepdim=True)
             else:
