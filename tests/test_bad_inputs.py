@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cli_helpers import train_smoke
+from cli_helpers import cli_error, train_smoke
 from domaingpt.cli import main
 
 
@@ -183,3 +183,23 @@ def test_random_prompts_never_traceback(prompt, run_dir, capsys):
     err = capsys.readouterr().err
     assert code in (0, 2) and "Traceback" not in err
     assert (code == 2) == (prompt == "")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "shakespeare", "--preset", "nope"],
+        ["train", "shakespeare", "--set", "train.lrr=1"],
+        ["run", "--preset", "bogus"],
+        ["evaluate"],
+    ],
+)
+def test_a_failed_command_leaves_no_new_run_directory(argv, tmp_path, data_dir, capsys):
+    """Nothing half-written: not even the empty run directory the lock would create."""
+    out = tmp_path / "new" / "run"
+    cli_error(capsys, *argv, "--out", out, "--data-dir", data_dir)
+    assert not out.exists()
+    kept = tmp_path / "kept"  # a directory the user made stays, with its lock file
+    kept.mkdir()
+    cli_error(capsys, *argv, "--out", kept, "--data-dir", data_dir)
+    assert kept.is_dir()

@@ -22,7 +22,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +91,7 @@ class RunDir:
             yield
             return
         self.check_writable()
+        created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / ".lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -108,6 +109,11 @@ class RunDir:
             yield
         finally:
             os.close(fd)  # closing releases the lock
+            if created and [p.name for p in self.root.iterdir()] == [".lock"]:
+                # A command that failed before writing anything leaves no empty run behind.
+                path.unlink(missing_ok=True)
+                with suppress(OSError):
+                    self.root.rmdir()
 
 
 def study_vocab(run: RunDir, corpora: list[Corpus]) -> Vocab:
