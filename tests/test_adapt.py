@@ -17,6 +17,7 @@ from domaingpt.adapt import (
     pick_early,
     run_adapt,
     summarize,
+    summary_markdown,
     verdict,
 )
 from domaingpt.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
@@ -223,6 +224,15 @@ def test_across_pairs_sign_test_and_interval():
     assert five_one["sign_p"] == pytest.approx(2 * 7 / 64)  # P(X <= 1) of Bin(6, 1/2), twice
     with_nan = pd.DataFrame({"delta_early_minus_final": [0.1, math.nan, 0.2]})
     assert across_pairs(with_nan) is None  # fewer than 3 pairs with a comparison
+    rows = [
+        {"source": src, "target": "t", "start": start, "seed": 0, "forgetting": 0.1,
+         "source_iteration": {"early": 100, "final": 1000}[start], "target_loss": loss}
+        for src, early in (("a", 2.4), ("b", 2.5), ("c", 2.6))
+        for start, loss in (("early", early), ("final", 2.2))
+    ]  # fmt: skip
+    md = summary_markdown(summarize(pd.DataFrame(rows)), AdaptSettings())
+    assert "**over all 3 pairs**: the early start ends lower in 0, the final start in 3" in md
+    assert "mean Δ early − final +0.300" in md and "p = 0.25" in md
 
 
 def test_cli_errors(capsys, run, data_dir):

@@ -593,6 +593,15 @@ def summary_markdown(summary: pd.DataFrame, settings: AdaptSettings) -> str:
     lines += [
         f"- **{r['source']} → {r['target']}**: {r['verdict']}" for r in summary.to_dict("records")
     ]
+    pooled = across_pairs(summary)
+    if pooled is not None:
+        lines += [
+            f"- **over all {pooled['n_pairs']} pairs**: the early start ends lower in "
+            f"{pooled['early_better']}, the final start in {pooled['final_better']}; mean Δ "
+            f"early − final {_signed(pooled['mean_delta'])} (95 % CI "
+            f"{_signed(pooled['ci_low'])} to {_signed(pooled['ci_high'])}), sign test "
+            f"p = {pooled['sign_p']:.3g}"
+        ]
     return "\n".join(lines) + "\n"
 
 
