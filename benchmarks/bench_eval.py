@@ -14,6 +14,8 @@ In one run it measures
   block 64; the run vocabulary of the three built-in corpora): characters scored per
   second and MFU = chars/s × forward FLOPs per character / matmul rate, with forward
   FLOPs per character = ``model.flops_per_token(train=False)`` = 2N + 2·L·C·T;
+* both engines, piece by piece in turn: ``native`` (:mod:`domaingpt.cpu_scoring`, the
+  default on a CPU) and ``torch`` (the model's own forward pass), and their ratio;
 
 for a few batch sizes and thread counts, and prints the best. On a CPU shared with other
 jobs, run it with ``OMP_WAIT_POLICY=PASSIVE`` or ``--threads 1``: spinning OpenMP
@@ -33,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from domaingpt import native
 from domaingpt.config import build_config
 from domaingpt.corpus import REGISTRY, resolve_corpus
 from domaingpt.data import encode_corpus
@@ -44,33 +47,45 @@ from matmul_ceiling import matmul_ceiling, matmul_rate
 REPO = Path(__file__).resolve().parents[1]
 
 
-def measure(model: GPT, ids: np.ndarray, batch_size: int, parts: int) -> tuple[float, float, float]:
-    """Score the whole split in ``parts`` consecutive pieces, each between two matmul
-    timings: (chars/s overall, median matmul GFLOP/s, median per-piece MFU). Pairing each
-    piece with the matmul rate measured around it keeps MFU meaningful on a shared CPU
-    whose speed drifts while the benchmark runs."""
+ENGINES = ("native", "torch")
+
+
+def measure(model: GPT, ids: np.ndarray, batch_size: int, parts: int) -> dict[str, tuple]:
+    """Score the whole split in ``parts`` consecutive pieces with each engine in turn,
+    each piece between two matmul timings: per engine (chars/s overall, median matmul
+    GFLOP/s, median per-piece MFU). Pairing each piece with the matmul rate measured
+    around it keeps MFU meaningful on a shared CPU whose speed drifts while the
+    benchmark runs; alternating the engines keeps their comparison fair."""
     flops = model.flops_per_token(train=False)
-    score_windows(model, ids[: 8 * batch_size * model.config.block_size], batch_size=batch_size)
+    warm = ids[: 8 * batch_size * model.config.block_size]
+    for engine in ENGINES:
+        score_windows(model, warm, batch_size=batch_size, engine=engine)
     edges = np.linspace(0, len(ids) - 1, parts + 1).astype(int)
-    peaks, mfus, chars, seconds = [], [], 0, 0.0
+    runs: dict[str, list] = {e: [[], [], 0, 0.0] for e in ENGINES}
     for lo, hi in itertools.pairwise(edges):
-        before = matmul_rate(reps=3) / 1e9
-        t0 = time.perf_counter()
-        n = score_windows(model, ids[lo : hi + 1], batch_size=batch_size).n_scored
-        dt = time.perf_counter() - t0
-        after = matmul_rate(reps=3) / 1e9
-        peak = (before + after) / 2
-        peaks.append(peak)
-        mfus.append(n / dt * flops / 1e9 / peak)
-        chars, seconds = chars + n, seconds + dt
-    return chars / seconds, statistics.median(peaks), statistics.median(mfus)
+        for engine in ENGINES:
+            peaks, mfus, _, _ = run = runs[engine]
+            before = matmul_rate(reps=3) / 1e9
+            t0 = time.perf_counter()
+            n = score_windows(model, ids[lo : hi + 1], batch_size=batch_size, engine=engine)
+            dt = time.perf_counter() - t0
+            after = matmul_rate(reps=3) / 1e9
+            peak = (before + after) / 2
+            peaks.append(peak)
+            mfus.append(n.n_scored / dt * flops / 1e9 / peak)
+            run[2] += n.n_scored
+            run[3] += dt
+    return {
+        e: (chars / seconds, statistics.median(peaks), statistics.median(mfus))
+        for e, (peaks, mfus, chars, seconds) in runs.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--threads", default="", help="thread counts, e.g. 1,2 (default: torch's)")
-    parser.add_argument("--batch-sizes", default="32,64,128,256,512")
+    parser.add_argument("--batch-sizes", default="16,32,64,128")
     parser.add_argument(
         "--parts", type=int, default=5, help="pieces of the split, each timed between matmuls"
     )
@@ -93,35 +108,45 @@ def main() -> None:
     threads = [int(t) for t in args.threads.split(",") if t] or [torch.get_num_threads()]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     print(
-        f"{'threads':>7} {'batch':>5} {'matmul GFLOP/s':>14} {'chars/s':>9} {'GFLOP/s':>8} {'MFU':>6}"
+        f"{'threads':>7} {'batch':>5} {'engine':>6} {'matmul GFLOP/s':>14} {'chars/s':>9} "
+        f"{'GFLOP/s':>8} {'MFU':>6}"
     )
     results = []
     for n_threads in threads:
         torch.set_num_threads(n_threads)
         for bs in batch_sizes:
-            cps, peak, mfu = measure(model, val, bs, args.parts)
-            achieved = cps * flops / 1e9
-            results.append((mfu, n_threads, bs, peak, cps, achieved))
-            print(
-                f"{n_threads:>7} {bs:>5} {peak:>14.1f} {cps:>9,.0f} {achieved:>8.1f} {mfu:>6.1%}",
-                flush=True,
-            )
-    mfu, n_threads, bs, peak, cps, achieved = max(results)
-    print(
-        f"best: threads {n_threads}, batch {bs}: {cps:,.0f} chars/s, {achieved:.1f} GFLOP/s; "
-        f"matmul {peak:.1f} GFLOP/s; MFU {mfu:.1%} (median over {args.parts} pieces)"
-    )
+            by_engine = measure(model, val, bs, args.parts)
+            for engine, (cps, peak, mfu) in by_engine.items():
+                achieved = cps * flops / 1e9
+                results.append((mfu, engine, n_threads, bs, peak, cps, achieved))
+                print(
+                    f"{n_threads:>7} {bs:>5} {engine:>6} {peak:>14.1f} {cps:>9,.0f} "
+                    f"{achieved:>8.1f} {mfu:>6.1%}",
+                    flush=True,
+                )
+            print(f"{'':>14} native / torch: {by_engine['native'][0] / by_engine['torch'][0]:.2f}x")
+    for want in ENGINES:
+        mfu, engine, n_threads, bs, peak, cps, achieved = max(r for r in results if r[1] == want)
+        print(
+            f"best {engine}: threads {n_threads}, batch {bs}: {cps:,.0f} chars/s, "
+            f"{achieved:.1f} GFLOP/s; matmul {peak:.1f} GFLOP/s; MFU {mfu:.1%} "
+            f"(median over {args.parts} pieces)"
+        )
+    print(native.status())
+    mfu, engine, n_threads, bs, *_ = max(r for r in results if r[1] == "native")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
         torch.set_num_threads(n_threads)
         ids = val[: bs * cfg.model.block_size + 1]
-        score_windows(model, ids, batch_size=bs)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(3):
-                score_windows(model, ids, batch_size=bs)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
-        work = lambda: score_windows(model, val, batch_size=bs)  # noqa: E731
+        for engine in ENGINES:
+            score_windows(model, ids, batch_size=bs, engine=engine)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(3):
+                    score_windows(model, ids, batch_size=bs, engine=engine)
+            print(f"{engine}:")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+        work = lambda: score_windows(model, val, batch_size=bs, engine="torch")  # noqa: E731
         print(matmul_ceiling(work, 1, len(val) * flops, matmul_rate()))
 
 

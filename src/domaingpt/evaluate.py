@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import cpu_scoring
 from .data import window_mask, window_starts
 from .device import autocast
 from .errors import CorpusError, DomainGPTError
@@ -65,7 +66,9 @@ class WindowScores:
         return int(self.count.sum())
 
 
-@torch.inference_mode()
+ENGINES = ("auto", "native", "torch")
+
+
 def score_windows(
     model: GPT,
     ids: np.ndarray,
@@ -73,33 +76,56 @@ def score_windows(
     batch_size: int = 128,
     max_windows: int | None = None,
     block_size: int | None = None,
+    engine: str = "auto",
 ) -> WindowScores:
-    """Per-window NLL of ``ids`` under ``model`` (eval mode, no gradient, large batches)."""
+    """Per-window NLL of ``ids`` under ``model`` (eval mode, no gradient, large batches).
+
+    ``engine``: ``"native"`` is :mod:`domaingpt.cpu_scoring` (CPU only: fused native
+    kernels, one worker per thread; same numbers to float rounding, ~1.4x faster),
+    ``"torch"`` the model's own forward pass, ``"auto"`` the first that can run here.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     T = block_size or model.config.block_size
-    device = next(model.parameters()).device
     starts = window_starts(len(ids), T, max_windows)
     mask = window_mask(starts, T)
-    offsets = np.arange(T + 1)
-    nll = np.zeros(len(starts), dtype=np.float64)
     count = mask.sum(axis=1).astype(np.int64)
+    why_not = "torch asked for" if engine == "torch" else cpu_scoring.unsupported(model)
+    if engine == "native" and why_not:
+        raise DomainGPTError(f"the native scoring engine cannot run here: {why_not}")
     was_training = model.training
     model.eval()
     try:
-        for lo in range(0, len(starts), batch_size):
-            s = starts[lo : lo + batch_size]
-            chunk = torch.from_numpy(ids[s[:, None] + offsets].astype(np.int64)).to(device)
-            with autocast(device):
-                logits, _ = model(chunk[:, :-1])
-            losses = F.cross_entropy(
-                logits.float().reshape(-1, logits.size(-1)),
-                chunk[:, 1:].reshape(-1),
-                reduction="none",
-            ).view(len(s), T)
-            m = torch.from_numpy(mask[lo : lo + batch_size]).to(device)
-            nll[lo : lo + batch_size] = (losses * m).sum(dim=1).double().cpu().numpy()
+        if why_not is None:
+            nll = cpu_scoring.score(model, ids, starts, mask, batch_size)
+        else:
+            nll = _score_torch(model, ids, starts, mask, batch_size)
     finally:
         model.train(was_training)
     return WindowScores(nll=nll, count=count, starts=starts)
+
+
+@torch.inference_mode()
+def _score_torch(
+    model: GPT, ids: np.ndarray, starts: np.ndarray, mask: np.ndarray, batch_size: int
+) -> np.ndarray:
+    T = mask.shape[1]
+    device = next(model.parameters()).device
+    offsets = np.arange(T + 1)
+    nll = np.zeros(len(starts), dtype=np.float64)
+    for lo in range(0, len(starts), batch_size):
+        s = starts[lo : lo + batch_size]
+        chunk = torch.from_numpy(ids[s[:, None] + offsets].astype(np.int64)).to(device)
+        with autocast(device):
+            logits, _ = model(chunk[:, :-1])
+        losses = F.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)),
+            chunk[:, 1:].reshape(-1),
+            reduction="none",
+        ).view(len(s), T)
+        m = torch.from_numpy(mask[lo : lo + batch_size]).to(device)
+        nll[lo : lo + batch_size] = (losses * m).sum(dim=1).double().cpu().numpy()
+    return nll
 
 
 # --- the zero-shot matrix --------------------------------------------------------------
