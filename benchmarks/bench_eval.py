@@ -135,18 +135,32 @@ def main() -> None:
     print(native.status())
     mfu, engine, n_threads, bs, *_ = max(r for r in results if r[1] == "native")
     if args.profile:
-        from torch.profiler import ProfilerActivity, profile
+        profile_engines(model, val, bs, n_threads, flops)
 
-        torch.set_num_threads(n_threads)
-        ids = val[: bs * cfg.model.block_size + 1]
-        for engine in ENGINES:
+
+def profile_engines(model: GPT, val: np.ndarray, bs: int, n_threads: int, flops: float) -> None:
+    """Operator breakdown of each engine and the MFU bound set by its matmuls. The
+    native engine is profiled with one thread, so its single worker runs in the profiled
+    (main) thread; its kernels show as ``native::*``."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    for name in ("causal_attention", "gelu_", "layer_norm", "token_nll"):
+        kernel = getattr(native, name)
+
+        def labelled(*args, _kernel=kernel, _name=name):
+            with record_function(f"native::{_name}"):
+                return _kernel(*args)
+
+        setattr(native, name, labelled)
+    ids = val[: 20 * bs * model.config.block_size + 1]
+    for engine, threads in (("native", 1), ("torch", n_threads)):
+        torch.set_num_threads(threads)
+        score_windows(model, ids, batch_size=bs, engine=engine)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
             score_windows(model, ids, batch_size=bs, engine=engine)
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                for _ in range(3):
-                    score_windows(model, ids, batch_size=bs, engine=engine)
-            print(f"{engine}:")
-            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
-        work = lambda: score_windows(model, val, batch_size=bs, engine="torch")  # noqa: E731
+        print(f"{engine}, {threads} thread(s):")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+        work = lambda e=engine: score_windows(model, val, batch_size=bs, engine=e)  # noqa: E731
         print(matmul_ceiling(work, 1, len(val) * flops, matmul_rate()))
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm")
 
 
 def matmul_rate(n: int = 2048, reps: int = 8) -> float:

@@ -135,6 +135,8 @@ def test_native_engine_scores_as_the_model_does(shakespeare, cfg: dict) -> None:
 def test_native_scores_do_not_depend_on_threads_or_batch(shakespeare) -> None:
     vocab, ids = shakespeare
     model = _model(1, vocab_size=vocab.size, n_layer=1, n_head=2, n_embd=32, block_size=32)
+    assert cpu_scoring.unsupported(model) is None
+    assert cpu_scoring.describe(model).startswith("scoring: native CPU engine")
     before = torch.get_num_threads()
     runs = []
     for threads, batch in ((1, 128), (2, 128), (2, 3), (3, 7)):
@@ -149,7 +151,11 @@ def test_native_scores_do_not_depend_on_threads_or_batch(shakespeare) -> None:
 def test_engine_choice_and_fallback(shakespeare) -> None:
     vocab, ids = shakespeare
     odd = _model(2, vocab_size=vocab.size, n_layer=1, n_head=4, n_embd=32, block_size=16)
-    assert "head size 8" in (cpu_scoring.unsupported(odd) or native.status())
+    assert cpu_scoring.unsupported(odd) == "head size 8 is not a multiple of 16"
+    assert (
+        cpu_scoring.describe(odd)
+        == "scoring: the model's forward pass (head size 8 is not a multiple of 16)"
+    )
     with pytest.raises(DomainGPTError, match="native scoring engine cannot run"):
         score_windows(odd, ids, engine="native")
     auto = score_windows(odd, ids)  # falls back to the model's forward pass

@@ -36,15 +36,25 @@ def unsupported(model: torch.nn.Module) -> str | None:
     """Why this engine cannot score ``model`` (``None``: it can)."""
     if type(model) is not GPT:
         return f"{type(model).__name__} is not domaingpt's GPT"
-    if native.load() is None:
-        return native.status()
-    params = list(model.parameters())
-    if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params):
-        return "the model is not float32 on the CPU"
+    first = next(model.parameters())
+    if first.device.type != "cpu":
+        return f"the model is on {first.device}"
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        return "the model is not float32"
     cfg = model.config
     if (cfg.n_embd // cfg.n_head) % 16:
         return f"head size {cfg.n_embd // cfg.n_head} is not a multiple of 16"
+    if native.load() is None:
+        return native.status()
     return None
+
+
+def describe(model: torch.nn.Module) -> str:
+    """Which engine :func:`domaingpt.evaluate.score_windows` will use, in one line."""
+    why_not = unsupported(model)
+    if why_not is None:
+        return f"scoring: native CPU engine, {torch.get_num_threads()} worker thread(s)"
+    return f"scoring: the model's forward pass ({why_not})"
 
 
 class _Buffers:

@@ -429,8 +429,10 @@ def _zero_shot_table(
     rows: list[dict[str, Any]] = []
     warned: set[tuple[str, str]] = set()
     bar = _progress(len(plan) * len(corpora), "evaluate", progress)
-    for name, info in plan:
+    for i, (name, info) in enumerate(plan):
         loaded = load_checkpoint(info, device)
+        if i == 0:
+            log(cpu_scoring.describe(loaded.model))
         block = loaded.model.config.block_size
         val_fraction = val_fraction_of(info, run.model(name))
         for corpus in corpora:
