@@ -84,6 +84,8 @@ def test_kernels_refuse_buffers_they_would_overrun() -> None:
         native.causal_attention(qkv, 2, torch.empty(2, 8, 16))  # out too small
     with pytest.raises(ValueError, match="multiple of 16"):
         native.causal_attention(qkv, 4, torch.empty(2, 8, 32))  # head size 8
+    with pytest.raises(ValueError, match="scratch of 10 floats"):
+        native.causal_attention(qkv, 2, torch.empty(2, 8, 32), torch.empty(10))
     with pytest.raises(ValueError, match="float32"):
         native.gelu_(torch.randn(10, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"\[0, 5\)"):

@@ -10,10 +10,9 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
-int dg_abi_version(void) { return 1; }
+int dg_abi_version(void) { return 2; }
 
 /* exp(x) for x <= 0 (larger x is not needed here): Cephes' single-precision polynomial,
  * branch-free; relative error ~1e-7. Inputs below -87 give exp(-87) ~ 1.6e-38. */
@@ -164,17 +163,24 @@ static void attend_head(const float *q, const float *kt, const float *v, float *
     }
 }
 
+/* Floats of scratch space dg_causal_attention needs for windows of T positions, C columns. */
+long dg_attention_scratch(int T, int C) {
+    const long ldk = (T + 15) & ~15;
+    return 3 * ldk * C + ROWS * ldk;
+}
+
 /* y (B x T x C) = causal softmax attention of the q, k, v packed in qkv (B x T x 3C, the
  * layout of the model's fused qkv projection), H heads of C / H columns, scale
  * 1/sqrt(C / H): what F.scaled_dot_product_attention(is_causal=True) computes.
- * Returns 0; 1 if C / H is not a multiple of 16; 2 if out of memory. */
-int dg_causal_attention(const float *qkv, float *y, long B, int T, int C, int H) {
+ * scratch: dg_attention_scratch(T, C) floats. Returns 0, or 1 if C / H is not a
+ * multiple of 16. */
+int dg_causal_attention(const float *qkv, float *y, long B, int T, int C, int H,
+                        float *scratch) {
     if (H < 1 || C % H || (C / H) % 16 || T < 1) return 1;
     const int hs = C / H, ldk = (T + 15) & ~15;
     /* one window at a time, read row by row: q (scaled) and v copied, k transposed */
-    float *q = malloc(sizeof(float) * ((size_t)3 * ldk * C + ROWS * ldk));
-    if (!q) return 2;
-    float *v = q + (size_t)ldk * C, *kt = v + (size_t)ldk * C, *p = kt + (size_t)ldk * C;
+    float *q = scratch, *v = q + (size_t)ldk * C, *kt = v + (size_t)ldk * C;
+    float *p = kt + (size_t)ldk * C;
     const __m256 scale = _mm256_set1_ps(1.0f / sqrtf((float)hs));
     for (long b = 0; b < B; b++) {
         const float *x = qkv + b * T * 3 * C;
@@ -190,7 +196,6 @@ int dg_causal_attention(const float *qkv, float *y, long B, int T, int C, int H)
             attend_head(q + h * hs, kt + (size_t)h * hs * ldk, v + h * hs, y + b * T * C + h * hs,
                         T, C, hs, ldk, p);
     }
-    free(q);
     return 0;
 }
 
@@ -228,6 +233,26 @@ void dg_gelu(float *x, long n) {
     }
 }
 
+/* Sum of (x[c] - shift)^power over c < C (C a multiple of 8), power 1 or 2: four
+ * accumulators, so a 128-wide row is four short dependency chains, not one long one. */
+static inline __m256 moment_term(__m256 x, __m256 shift, __m256 acc, int power) {
+    const __m256 d = _mm256_sub_ps(x, shift);
+    return power == 1 ? _mm256_add_ps(acc, d) : _mm256_fmadd_ps(d, d, acc);
+}
+
+static inline float row_moment(const float *x, int C, __m256 shift, int power) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int c = 0;
+    for (; c + 32 <= C; c += 32) {
+        a0 = moment_term(_mm256_loadu_ps(x + c), shift, a0, power);
+        a1 = moment_term(_mm256_loadu_ps(x + c + 8), shift, a1, power);
+        a2 = moment_term(_mm256_loadu_ps(x + c + 16), shift, a2, power);
+        a3 = moment_term(_mm256_loadu_ps(x + c + 24), shift, a3, power);
+    }
+    for (; c < C; c += 8) a0 = moment_term(_mm256_loadu_ps(x + c), shift, a0, power);
+    return sum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+}
+
 /* y = LayerNorm(x) over rows of C (C a multiple of 8): (x - mean) / sqrt(var + eps) * w + b
  * with the biased variance, as torch; b may be NULL. */
 void dg_layer_norm(const float *x, const float *w, const float *b, float *y, long rows, int C,
@@ -236,15 +261,8 @@ void dg_layer_norm(const float *x, const float *w, const float *b, float *y, lon
     for (long r = 0; r < rows; r++) {
         const float *xr = x + r * C;
         float *yr = y + r * C;
-        __m256 s = _mm256_setzero_ps();
-        for (int c = 0; c < C; c += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(xr + c));
-        const __m256 mean = _mm256_set1_ps(sum8(s) * inv_c);
-        __m256 var = _mm256_setzero_ps();
-        for (int c = 0; c < C; c += 8) {
-            const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr + c), mean);
-            var = _mm256_fmadd_ps(d, d, var);
-        }
-        const __m256 rstd = _mm256_set1_ps(1.0f / sqrtf(sum8(var) * inv_c + eps));
+        const __m256 mean = _mm256_set1_ps(row_moment(xr, C, _mm256_setzero_ps(), 1) * inv_c);
+        const __m256 rstd = _mm256_set1_ps(1.0f / sqrtf(row_moment(xr, C, mean, 2) * inv_c + eps));
         for (int c = 0; c < C; c += 8) {
             const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr + c), mean);
             __m256 o = _mm256_mul_ps(_mm256_mul_ps(d, rstd), _mm256_loadu_ps(w + c));

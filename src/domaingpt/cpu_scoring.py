@@ -60,7 +60,7 @@ def describe(model: torch.nn.Module) -> str:
 class _Buffers:
     """One worker's activations for up to ``rows`` positions, reused batch after batch."""
 
-    def __init__(self, rows: int, cfg: GPTConfig) -> None:
+    def __init__(self, rows: int, cfg: GPTConfig, window: int) -> None:
         C = cfg.n_embd
         self.x = torch.empty(rows, C)  # the residual stream
         self.h = torch.empty(rows, C)  # LayerNorm output
@@ -69,6 +69,7 @@ class _Buffers:
         self.mlp = torch.empty(rows, 4 * C)
         self.logits = torch.empty(rows, cfg.vocab_size)
         self.nll = torch.empty(rows)
+        self.scratch = native.attention_scratch(window, C)  # for windows of that length
 
 
 def _linear(x: torch.Tensor, layer: torch.nn.Linear, out: torch.Tensor) -> torch.Tensor:
@@ -101,7 +102,9 @@ def window_nll(
     x.view(B, T, C).add_(model.pos_emb.weight[:T])
     for block in model.blocks:
         _linear(_norm(block.ln_1, x, h), block.attn.qkv, qkv)
-        native.causal_attention(qkv.view(B, T, 3 * C), block.attn.n_head, att.view(B, T, C))
+        native.causal_attention(
+            qkv.view(B, T, 3 * C), block.attn.n_head, att.view(B, T, C), buffers.scratch
+        )
         _add_projection(x, att, block.attn.proj)
         native.gelu_(_linear(_norm(block.ln_2, x, h), block.mlp.fc, mlp))
         _add_projection(x, mlp, block.mlp.proj)
@@ -125,7 +128,7 @@ def score(
 
     def work(first: int) -> None:
         with torch.inference_mode():
-            buffers = _Buffers(per_batch * T, model.config)
+            buffers = _Buffers(per_batch * T, model.config, T)
             for lo in batches[first::workers]:
                 s = starts[lo : lo + per_batch]
                 chunk = torch.from_numpy(ids[s[:, None] + offsets].astype(np.int64))

@@ -32,14 +32,15 @@ import torch
 from .corpus import cache_dir
 
 ENV = "DOMAINGPT_NATIVE"  # "0" turns the native kernels off
-ABI_VERSION = 1
+ABI_VERSION = 2
 FLAGS = ("-O3", "-std=c11", "-mavx2", "-mfma", "-fPIC", "-shared")
 
 _P = ctypes.c_void_p
 _SIGNATURES = {
     "dg_abi_version": ([], ctypes.c_int),
+    "dg_attention_scratch": ([ctypes.c_int, ctypes.c_int], ctypes.c_long),
     "dg_causal_attention": (
-        [_P, _P, ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_int],
+        [_P, _P, ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_int, _P],
         ctypes.c_int,
     ),
     "dg_gelu": ([_P, ctypes.c_long], None),
@@ -142,7 +143,15 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
-def causal_attention(qkv: torch.Tensor, n_head: int, out: torch.Tensor) -> torch.Tensor:
+def attention_scratch(T: int, C: int) -> torch.Tensor:
+    """The work space :func:`causal_attention` needs for windows of ``T`` positions and
+    ``C`` columns: allocate it once and pass it to every call."""
+    return torch.empty(_lib().dg_attention_scratch(T, C))
+
+
+def causal_attention(
+    qkv: torch.Tensor, n_head: int, out: torch.Tensor, scratch: torch.Tensor | None = None
+) -> torch.Tensor:
     """``out`` (B, T, C) = causal attention of the fused ``qkv`` (B, T, 3C) projection:
     the values of ``F.scaled_dot_product_attention(q, k, v, is_causal=True)``."""
     B, T, C3 = qkv.shape
@@ -152,8 +161,14 @@ def causal_attention(qkv: torch.Tensor, n_head: int, out: torch.Tensor) -> torch
             f"causal_attention: {C3} columns, {n_head} heads: head size must be a multiple of 16"
         )
     lib = _lib()
-    if lib.dg_causal_attention(_ptr(qkv, B * T * C3), _ptr(out, B * T * C), B, T, C, n_head):
-        raise MemoryError("causal_attention: out of memory")
+    need = lib.dg_attention_scratch(T, C)
+    if scratch is None:
+        scratch = torch.empty(need)
+    if scratch.numel() < need:
+        raise ValueError(f"causal_attention: scratch of {scratch.numel()} floats, needs {need}")
+    lib.dg_causal_attention(
+        _ptr(qkv, B * T * C3), _ptr(out, B * T * C), B, T, C, n_head, _ptr(scratch, scratch.numel())
+    )
     return out
 
 
