@@ -83,6 +83,21 @@ static void transpose_keys(const float *k, int ld, int T, int hs, int ldk, float
         for (int d = 0; d < hs; d++) kt[d * ldk + j] = j < T ? k[j * ld + d] : 0.0f;
 }
 
+/* acc[r] = sum over k < K of a[r][k] * b[k * ldb .. k * ldb + 16), for ROWS rows a[r]:
+ * the register tile (4 rows x 16 columns = 8 accumulators) of both attention products. */
+static inline void tile_x16(const float *const a[ROWS], const float *b, int ldb, int K,
+                            __m256 acc[ROWS][2]) {
+    for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        const __m256 b0 = _mm256_loadu_ps(b + k * ldb), b1 = _mm256_loadu_ps(b + k * ldb + 8);
+        for (int r = 0; r < ROWS; r++) {
+            const __m256 x = _mm256_broadcast_ss(a[r] + k);
+            acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
+        }
+    }
+}
+
 /* One head of one window: q (T x hs, pre-scaled) and v (T x hs) with row stride ld,
  * kt = k^T (hs x ldk); writes y (T x hs, row stride ld). p: ROWS x ldk scratch. */
 static void attend_head(const float *q, const float *kt, const float *v, float *y, int T,
@@ -96,16 +111,7 @@ static void attend_head(const float *q, const float *kt, const float *v, float *
         /* scores: p[r][j] = q_r . k_j for j < n (rounded up to 16) */
         for (int j0 = 0; j0 < n; j0 += 16) {
             __m256 a[ROWS][2];
-            for (int r = 0; r < ROWS; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
-            for (int d = 0; d < hs; d++) {
-                const __m256 k0 = _mm256_loadu_ps(kt + d * ldk + j0);
-                const __m256 k1 = _mm256_loadu_ps(kt + d * ldk + j0 + 8);
-                for (int r = 0; r < ROWS; r++) {
-                    const __m256 b = _mm256_broadcast_ss(qr[r] + d);
-                    a[r][0] = _mm256_fmadd_ps(b, k0, a[r][0]);
-                    a[r][1] = _mm256_fmadd_ps(b, k1, a[r][1]);
-                }
-            }
+            tile_x16(qr, kt + j0, ldk, hs, a);
             for (int r = 0; r < ROWS; r++) {
                 _mm256_storeu_ps(p + r * ldk + j0, a[r][0]);
                 _mm256_storeu_ps(p + r * ldk + j0 + 8, a[r][1]);
@@ -141,18 +147,11 @@ static void attend_head(const float *q, const float *kt, const float *v, float *
         }
 
         /* values: y_r = sum_j p[r][j] v_j / sum_j p[r][j], 16 columns at a time */
+        const float *prow[ROWS];
+        for (int r = 0; r < ROWS; r++) prow[r] = p + r * ldk;
         for (int c = 0; c < hs; c += 16) {
             __m256 a[ROWS][2];
-            for (int r = 0; r < ROWS; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
-            for (int j = 0; j < n; j++) {
-                const __m256 v0 = _mm256_loadu_ps(v + j * ld + c);
-                const __m256 v1 = _mm256_loadu_ps(v + j * ld + c + 8);
-                for (int r = 0; r < ROWS; r++) {
-                    const __m256 b = _mm256_broadcast_ss(p + r * ldk + j);
-                    a[r][0] = _mm256_fmadd_ps(b, v0, a[r][0]);
-                    a[r][1] = _mm256_fmadd_ps(b, v1, a[r][1]);
-                }
-            }
+            tile_x16(prow, v + c, ld, n, a);
             for (int r = 0; r < rows; r++) {
                 const __m256 s = _mm256_set1_ps(inv[r]);
                 float *yr = y + (i0 + r) * ld + c;
