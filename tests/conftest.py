@@ -4,7 +4,7 @@ private cache directory so tests never touch the user's ~/.cache."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,11 +46,13 @@ def real_file() -> Callable[[str], Path]:
     return get
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # One cache for the whole session (encoded corpora are reused across tests), never ~/.cache.
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # One cache for the whole session (encoded corpora and the native kernels are reused
+    # across tests), never ~/.cache. Session-scoped, so module-scoped fixtures that
+    # train or encode already see it.
     cache = tmp_path_factory.getbasetemp() / "xdg-cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.setenv("DOMAINGPT_OFFLINE", "1")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(cache))
+        mp.setenv("DOMAINGPT_OFFLINE", "1")
+        yield
