@@ -95,7 +95,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return None, f"turned off by {ENV}={os.environ[ENV]}"
     if not _cpu_has_avx2_fma():
-        return None, "needs an x86-64 CPU with AVX2 and FMA"
+        return None, "needs an x86-64 CPU with AVX2 and FMA (as /proc/cpuinfo lists them)"
     cc = _compiler()
     if cc is None:
         return None, "no C compiler found (set CC or install gcc/clang)"
