@@ -72,43 +72,77 @@ class _Buffers:
         self.scratch = native.attention_scratch(window, C)  # for windows of that length
 
 
-def _linear(x: torch.Tensor, layer: torch.nn.Linear, out: torch.Tensor) -> torch.Tensor:
-    if layer.bias is None:
-        return torch.mm(x, layer.weight.t(), out=out)
-    return torch.addmm(layer.bias, x, layer.weight.t(), out=out)
+class _Linear:
+    """A Linear layer's transposed weight and bias, looked up once per scoring call."""
+
+    __slots__ = ("bias", "wt")
+
+    def __init__(self, layer: torch.nn.Linear) -> None:
+        self.wt, self.bias = layer.weight.t(), layer.bias
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if self.bias is None:
+            return torch.mm(x, self.wt, out=out)
+        return torch.addmm(self.bias, x, self.wt, out=out)
+
+    def add_to(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """x += layer(y), the matmul accumulating straight into the residual stream."""
+        x.addmm_(y, self.wt)
+        if self.bias is not None:
+            x.add_(self.bias)
 
 
-def _add_projection(x: torch.Tensor, y: torch.Tensor, layer: torch.nn.Linear) -> None:
-    """x += layer(y), the matmul accumulating straight into the residual stream."""
-    x.addmm_(y, layer.weight.t())
-    if layer.bias is not None:
-        x.add_(layer.bias)
+class _Norm:
+    __slots__ = ("bias", "eps", "weight")
+
+    def __init__(self, ln: torch.nn.LayerNorm) -> None:
+        self.weight, self.bias, self.eps = ln.weight, ln.bias, ln.eps
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return native.layer_norm(x, self.weight, self.bias, self.eps, out)
 
 
-def _norm(ln: torch.nn.LayerNorm, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    return native.layer_norm(x, ln.weight, ln.bias, ln.eps, out)
+class _Plan:
+    """The model's tensors as the engine uses them. Taken once per scoring call, so a
+    batch pays no module attribute lookups or weight transposes (with two workers, the
+    Python between kernels holds the GIL the other worker may be waiting for)."""
+
+    def __init__(self, model: GPT) -> None:
+        self.n_embd = model.config.n_embd
+        self.tok, self.pos = model.tok_emb.weight, model.pos_emb.weight
+        self.blocks = [
+            (
+                _Norm(b.ln_1),
+                _Linear(b.attn.qkv),
+                b.attn.n_head,
+                _Linear(b.attn.proj),
+                _Norm(b.ln_2),
+                _Linear(b.mlp.fc),
+                _Linear(b.mlp.proj),
+            )
+            for b in model.blocks
+        ]
+        self.ln_f, self.head = _Norm(model.ln_f), _Linear(model.head)
 
 
 def window_nll(
-    model: GPT, inputs: torch.Tensor, targets: torch.Tensor, buffers: _Buffers
+    plan: _Plan, inputs: torch.Tensor, targets: torch.Tensor, buffers: _Buffers
 ) -> torch.Tensor:
     """Per-position loss (B, T), nats, of ``targets`` after ``inputs`` (B, T); a view into
     ``buffers``, valid until the next call with them."""
     B, T = inputs.shape
-    n, C = B * T, model.config.n_embd
+    n, C = B * T, plan.n_embd
     x, h, qkv = buffers.x[:n], buffers.h[:n], buffers.qkv[:n]
-    att, mlp, logits = buffers.att[:n], buffers.mlp[:n], buffers.logits[:n]
-    torch.index_select(model.tok_emb.weight, 0, inputs.reshape(-1), out=x)
-    x.view(B, T, C).add_(model.pos_emb.weight[:T])
-    for block in model.blocks:
-        _linear(_norm(block.ln_1, x, h), block.attn.qkv, qkv)
-        native.causal_attention(
-            qkv.view(B, T, 3 * C), block.attn.n_head, att.view(B, T, C), buffers.scratch
-        )
-        _add_projection(x, att, block.attn.proj)
-        native.gelu_(_linear(_norm(block.ln_2, x, h), block.mlp.fc, mlp))
-        _add_projection(x, mlp, block.mlp.proj)
-    torch.mm(_norm(model.ln_f, x, h), model.head.weight.t(), out=logits)
+    att, mlp = buffers.att[:n], buffers.mlp[:n]
+    torch.index_select(plan.tok, 0, inputs.reshape(-1), out=x)
+    x.view(B, T, C).add_(plan.pos[:T])
+    for ln_1, qkv_proj, n_head, out_proj, ln_2, fc, fc_proj in plan.blocks:
+        qkv_proj(ln_1(x, h), qkv)
+        native.causal_attention(qkv.view(B, T, 3 * C), n_head, att.view(B, T, C), buffers.scratch)
+        out_proj.add_to(x, att)
+        native.gelu_(fc(ln_2(x, h), mlp))
+        fc_proj.add_to(x, mlp)
+    logits = plan.head(plan.ln_f(x, h), buffers.logits[:n])
     return native.token_nll(logits, targets.reshape(-1), buffers.nll[:n]).view(B, T)
 
 
@@ -126,13 +160,15 @@ def score(
     threads = torch.get_num_threads()
     workers = max(1, min(threads, len(batches)))
 
+    plan = _Plan(model)
+
     def work(first: int) -> None:
         with torch.inference_mode():
             buffers = _Buffers(per_batch * T, model.config, T)
             for lo in batches[first::workers]:
                 s = starts[lo : lo + per_batch]
                 chunk = torch.from_numpy(ids[s[:, None] + offsets].astype(np.int64))
-                losses = window_nll(model, chunk[:, :-1], chunk[:, 1:], buffers)
+                losses = window_nll(plan, chunk[:, :-1], chunk[:, 1:], buffers)
                 summed = (losses * weights[lo : lo + len(s)]).sum(dim=1, dtype=torch.float64)
                 nll[lo : lo + len(s)] = summed.numpy()
 
