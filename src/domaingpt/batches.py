@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .data import window_ids
 from .errors import DomainGPTError
 
 
@@ -39,7 +40,6 @@ class BatchSampler:
         self.batch_size = batch_size
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
-        self._offsets = np.arange(block_size + 1)
         self._high = len(data) - block_size  # exclusive upper bound of a window start
         # Under DDP every rank draws the same global batch and keeps its own rows.
         per_rank = batch_size // world
@@ -48,7 +48,7 @@ class BatchSampler:
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(self._high, (self.batch_size,), generator=self.generator).numpy()
         starts = starts[self._rows]
-        chunk = torch.from_numpy(self.data[starts[:, None] + self._offsets].astype(np.int64))
+        chunk = torch.from_numpy(window_ids(self.data, starts, self.block_size))
         if self.device.type == "cuda":
             chunk = chunk.pin_memory().to(self.device, non_blocking=True)
         elif self.device.type != "cpu":

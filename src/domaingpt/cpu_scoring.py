@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import native
+from .data import window_ids
 from .model import GPT, GPTConfig
 
 #: Positions (windows x block size) per forward pass: 16 windows of 64 characters.
@@ -153,7 +154,6 @@ def score(
     ``ids[s : s + T + 1]`` for ``s`` in ``starts``, ``T = mask.shape[1]``."""
     T = mask.shape[1]
     per_batch = max(1, min(batch_size, ROWS_PER_BATCH // T))
-    offsets = np.arange(T + 1)
     weights = torch.from_numpy(mask.astype(np.float32))
     nll = np.zeros(len(starts), dtype=np.float64)
     batches = range(0, len(starts), per_batch)
@@ -167,7 +167,7 @@ def score(
             buffers = _Buffers(per_batch * T, model.config, T)
             for lo in batches[first::workers]:
                 s = starts[lo : lo + per_batch]
-                chunk = torch.from_numpy(ids[s[:, None] + offsets].astype(np.int64))
+                chunk = torch.from_numpy(window_ids(ids, s, T))
                 losses = window_nll(plan, chunk[:, :-1], chunk[:, 1:], buffers)
                 summed = (losses * weights[lo : lo + len(s)]).sum(dim=1, dtype=torch.float64)
                 nll[lo : lo + len(s)] = summed.numpy()

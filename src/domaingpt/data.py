@@ -113,3 +113,9 @@ def window_mask(starts: np.ndarray, block_size: int) -> np.ndarray:
         if overlap > 0:
             mask[i, :overlap] = False
     return mask
+
+
+def window_ids(ids: np.ndarray, starts: np.ndarray, block_size: int) -> np.ndarray:
+    """(len(starts), block_size + 1) int64: the ids of each window, inputs ``[:, :-1]``
+    and targets ``[:, 1:]``."""
+    return ids[starts[:, None] + np.arange(block_size + 1)].astype(np.int64)

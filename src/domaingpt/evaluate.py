@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from . import cpu_scoring
-from .data import window_mask, window_starts
+from .data import window_ids, window_mask, window_starts
 from .device import autocast
 from .errors import CorpusError, DomainGPTError
 from .model import GPT
@@ -111,11 +111,10 @@ def _score_torch(
 ) -> np.ndarray:
     T = mask.shape[1]
     device = next(model.parameters()).device
-    offsets = np.arange(T + 1)
     nll = np.zeros(len(starts), dtype=np.float64)
     for lo in range(0, len(starts), batch_size):
         s = starts[lo : lo + batch_size]
-        chunk = torch.from_numpy(ids[s[:, None] + offsets].astype(np.int64)).to(device)
+        chunk = torch.from_numpy(window_ids(ids, s, T)).to(device)
         with autocast(device):
             logits, _ = model(chunk[:, :-1])
         losses = F.cross_entropy(
