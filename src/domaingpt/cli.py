@@ -54,11 +54,12 @@ def _add_compute(
 
 
 def _log(args: argparse.Namespace):
-    return (
-        (lambda msg: None)
-        if getattr(args, "quiet", False)
-        else (lambda msg: print(msg, file=sys.stderr))
-    )
+    """A command's log: stderr, above any progress bar (nothing with ``--quiet``)."""
+    if getattr(args, "quiet", False):
+        return lambda msg: None
+    from tqdm.auto import tqdm
+
+    return lambda msg: tqdm.write(msg, file=sys.stderr)
 
 
 # --- corpora -------------------------------------------------------------------------

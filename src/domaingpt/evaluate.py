@@ -431,9 +431,7 @@ def _zero_shot_table(
     for i, (name, info) in enumerate(plan):
         loaded = load_checkpoint(info, device)
         if i == 0:
-            bar.clear()  # the line goes above the progress bar, not into it
             log(cpu_scoring.describe(loaded.model))
-            bar.refresh()
         block = loaded.model.config.block_size
         val_fraction = val_fraction_of(info, run.model(name))
         for corpus in corpora:
