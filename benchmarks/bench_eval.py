@@ -133,8 +133,8 @@ def main() -> None:
             f"(median over {args.parts} pieces)"
         )
     print(native.status())
-    mfu, engine, n_threads, bs, *_ = max(r for r in results if r[1] == "native")
     if args.profile:
+        _, _, n_threads, bs, *_ = max(r for r in results if r[1] == "native")
         profile_engines(model, val, bs, n_threads, flops)
 
 
