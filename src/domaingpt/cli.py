@@ -482,7 +482,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="final",
         help="final, all, or iterations like 0,500,2000 (default: final)",
     )
-    p.add_argument("--batch-size", type=int, default=128, help="windows per forward pass")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        help="windows per forward pass (the native CPU engine uses at most 1024 positions, "
+        "16 windows of 64; default: 128)",
+    )
     p.add_argument(
         "--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95 %% interval"
     )
