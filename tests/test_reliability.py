@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import errno
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import torch
 
 from cli_helpers import train_smoke
 from domaingpt import checkpoint as ckpt_mod
+from domaingpt import faults
 from domaingpt.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, read_tensors
 from domaingpt.errors import DomainGPTError
 from domaingpt.io import read_jsonl
@@ -62,49 +61,80 @@ def _progress(model_dir: Path) -> int:
     return resume[-1].iteration if resume else -1
 
 
+# Where each killed process dies (domaingpt.faults: SITE:N = the N-th time this process
+# reaches SITE): torn checkpoints, torn JSON lines, temp files never renamed, and plain
+# steps, at the start of training and around the history checkpoints 10, 25 and 50.
+KILL_POINTS = [
+    "checkpoint.tensors:1",  # the first history checkpoint has tensors but no record
+    "io.append:1",  # half of the first metrics line
+    "checkpoint.record:2",  # right after the first resumable checkpoint
+    "train.step:3",
+    "io.replace:1",  # a temp file that is never renamed
+    "checkpoint.tensors:1",
+    "train.step:5",
+    "io.append:1",  # the metrics line of iteration 10, torn
+    "checkpoint.record:1",  # history checkpoint 10 written, its sample not yet
+    "io.append:2",  # the sample line of iteration 10, torn
+    "train.step:4",
+    "checkpoint.tensors:2",
+    "io.replace:3",
+    "train.step:10",
+    "io.append:1",
+    "checkpoint.record:3",
+    "train.step:20",
+    "io.append:2",
+    "checkpoint.tensors:3",
+    "train.step:29",
+]
+
+
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path, data_dir):
+def test_sigkill_at_chosen_moments_then_resume_equals_uninterrupted(tmp_path, data_dir):
     env = dict(os.environ, DOMAINGPT_DATA=str(data_dir), OMP_NUM_THREADS="1")
+    env.pop(faults.ENV, None)
     ref = subprocess.run(
         _train_cmd(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=600
     )
     assert ref.returncode == 0, ref.stderr
-    rng = random.Random(0)
     killed_dir = tmp_path / "killed" / "models" / "shakespeare"
-    kills = 0
-    while kills < 20:
-        before = _progress(killed_dir)
-        proc = subprocess.Popen(
+    for i, point in enumerate(KILL_POINTS):
+        proc = subprocess.run(
             _train_cmd(tmp_path / "killed"),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            env={**env, faults.ENV: point},
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
-        deadline = time.monotonic() + 120
-        # wait until this process has trained (written a newer checkpoint), then strike
-        while (
-            proc.poll() is None and _progress(killed_dir) <= before and time.monotonic() < deadline
-        ):
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.15))
-        if proc.poll() is not None:
-            break  # finished before we could kill it: the run is complete
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
+        # Each process must die at its point: one that finished would leave fewer kills.
+        assert proc.returncode == -signal.SIGKILL, (i, point, proc.returncode, proc.stderr)
         _all_checkpoints_valid(killed_dir)  # the newest checkpoint is never a torn one
+    assert _progress(killed_dir) == 78  # the last kill came one step before the end
     final = subprocess.run(
         _train_cmd(tmp_path / "killed"), env=env, capture_output=True, text=True, timeout=600
     )
     assert final.returncode == 0, final.stderr
-    assert kills >= 10, f"only {kills} kills landed before the run finished"
     a = read_tensors(find_checkpoint(tmp_path / "ref" / "models" / "shakespeare"))
     b = read_tensors(find_checkpoint(killed_dir))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    iters = [r["iter"] for r in read_jsonl(killed_dir / "metrics.jsonl")]
-    assert iters == sorted(set(iters))  # no row written twice
-    samples = [r["iter"] for r in read_jsonl(killed_dir / "samples.jsonl")]
-    assert samples == [0, 10, 25, 50, 80]
+    rows = read_jsonl(killed_dir / "metrics.jsonl")
+    ref_rows = read_jsonl(tmp_path / "ref" / "models" / "shakespeare" / "metrics.jsonl")
+    # no row written twice, and the same validation losses as the uninterrupted run
+    iters = [r["iter"] for r in rows]
+    assert iters == [r["iter"] for r in ref_rows] == sorted(set(iters))
+    assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in ref_rows]
+    samples = read_jsonl(killed_dir / "samples.jsonl")
+    ref_samples = read_jsonl(tmp_path / "ref" / "models" / "shakespeare" / "samples.jsonl")
+    assert [r["iter"] for r in samples] == [0, 10, 25, 50, 80]
+    assert [r["text"] for r in samples] == [r["text"] for r in ref_samples]
+
+
+def test_fault_point_is_inert_without_its_variable_and_validates_it():
+    faults.fault_point("train.step")  # unset in the test process: returns
+    assert faults._parse(None) is None
+    assert faults._parse("io.append:3") == ("io.append", 3)
+    for bad in ("io.append", "nowhere:1", "train.step:0", "train.step:x"):
+        with pytest.raises(ValueError):
+            faults._parse(bad)
 
 
 def test_full_disk_during_checkpoint_keeps_previous(tmp_path, data_dir, monkeypatch, capsys):

@@ -25,6 +25,7 @@ import safetensors.torch
 import torch
 
 from .errors import CheckpointError
+from .faults import fault_point
 from .io import atomic_write_bytes, atomic_write_text
 from .model import GPT, GPTConfig
 from .vocab import Vocab
@@ -109,7 +110,9 @@ def save_checkpoint(
         # Tensors first, record last: a checkpoint without its record does not exist.
         json_path.unlink(missing_ok=True)
         atomic_write_bytes(tensor_path, blob)
+        fault_point("checkpoint.tensors")
         atomic_write_text(json_path, json.dumps(record, indent=1, ensure_ascii=False))
+        fault_point("checkpoint.record")
     except OSError as e:
         tensor_path.unlink(missing_ok=True)
         raise CheckpointError(

@@ -692,6 +692,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # joined a process group under torchrun
+            from .distributed import shutdown
+
+            shutdown()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ process would: the loss curve matches one process for the same seed and global b
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from dataclasses import dataclass, field
@@ -64,6 +65,10 @@ def init_distributed(device_name: str = "auto") -> DistContext:
             dist.init_process_group(backend=backend, timeout=timeout)
         except Exception as e:  # a bad rendezvous address, a missing peer
             raise DomainGPTError(f"rank {rank}: cannot join the process group ({e})") from None
+        # Without this, Gloo's worker threads can still hold tensors when the interpreter
+        # finalizes; releasing them then takes the GIL and aborts the rank (SIGABRT;
+        # pytorch/pytorch#179291). Destroyed at exit, while Python is still whole.
+        atexit.register(shutdown)
     return DistContext(rank, world, local_rank, device)
 
 
@@ -90,6 +95,7 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def shutdown(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
+def shutdown() -> None:
+    """Leave the process group (a no-op when not in one); safe to call more than once."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

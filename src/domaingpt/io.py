@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import DomainGPTError
+from .faults import fault_point
 
 __all__ = [
     "append_jsonl",
@@ -42,6 +43,7 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        fault_point("io.replace")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -109,6 +111,7 @@ def append_jsonl(
     text = "".join(_dumps(dict(row)) + "\n" for row in batch)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8", newline="") as fh:
+        fault_point("io.append", lambda: (fh.write(text[: len(text) // 2]), fh.flush()))
         fh.write(text)
         fh.flush()
     return path

@@ -35,6 +35,7 @@ from .device import autocast, set_threads
 from .distributed import DistContext, all_reduce_mean, barrier, check_batch, init_distributed
 from .errors import DomainGPTError
 from .evaluate import score_windows
+from .faults import fault_point
 from .io import append_jsonl, read_jsonl, write_json, write_jsonl
 from .model import GPT, GPTConfig
 from .sample import generate_text
@@ -377,6 +378,7 @@ def train(
     bar = _progress(spec.max_iters, it, corpus_name, progress and main)
     while it < spec.max_iters:
         window_loss += trainer.step()
+        fault_point("train.step")
         window_steps += 1
         it = trainer.iteration
         bar.update(1)
