@@ -23,9 +23,9 @@ from pathlib import Path
 CHILD = r"""
 import json, sys, time, resource
 from pathlib import Path
-from domaingpt.corpus import resolve_corpus
-from domaingpt.data import encode_corpus
-from domaingpt.vocab import Vocab
+from domaingpt.data.corpus import resolve_corpus
+from domaingpt.data.encoding import encode_corpus
+from domaingpt.data.vocab import Vocab
 
 path = sys.argv[1]
 out = {}
@@ -36,9 +36,9 @@ out["rss_after_encode_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
 out["n_ids"] = len(enc.ids)
 out["vocab_size"] = vocab.size
 import torch  # only now: encoding does not need it
-from domaingpt.config import build_config
-from domaingpt.model import GPT, GPTConfig
-from domaingpt.train import Trainer
+from domaingpt.core.config import build_config
+from domaingpt.model.gpt import GPT, GPTConfig
+from domaingpt.training.trainer import Trainer
 
 cfg = build_config("smoke")
 train_ids, _ = enc.split(0.1)

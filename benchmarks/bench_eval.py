@@ -35,13 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from domaingpt import native
-from domaingpt.config import build_config
-from domaingpt.corpus import REGISTRY, resolve_corpus
-from domaingpt.data import encode_corpus
-from domaingpt.evaluate import score_windows
-from domaingpt.model import GPT, GPTConfig
-from domaingpt.vocab import Vocab
+from domaingpt.core.config import build_config
+from domaingpt.data.corpus import REGISTRY, resolve_corpus
+from domaingpt.data.encoding import encode_corpus
+from domaingpt.data.vocab import Vocab
+from domaingpt.model.gpt import GPT, GPTConfig
+from domaingpt.scoring import native, score_windows
 from matmul_ceiling import matmul_ceiling, matmul_rate
 
 REPO = Path(__file__).resolve().parents[1]

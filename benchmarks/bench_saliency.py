@@ -29,8 +29,8 @@ import time
 
 import torch
 
-from domaingpt.model import GPT, GPTConfig
-from domaingpt.saliency import GradientNorm
+from domaingpt.model.gpt import GPT, GPTConfig
+from domaingpt.stages.saliency.compute import GradientNorm
 from matmul_ceiling import matmul_rate
 
 SHAPES = {
@@ -51,7 +51,7 @@ def make_model(shape: str) -> GPT:
 
 
 def load_model(path: str) -> GPT:
-    from domaingpt.checkpoint import find_checkpoint, load_checkpoint
+    from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint
 
     return load_checkpoint(find_checkpoint(path)).model.eval()
 

@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from domaingpt.config import build_config
-from domaingpt.model import GPT, GPTConfig
-from domaingpt.train import Trainer
+from domaingpt.core.config import build_config
+from domaingpt.model.gpt import GPT, GPTConfig
+from domaingpt.training.trainer import Trainer
 from matmul_ceiling import matmul_ceiling, matmul_rate
 
 VOCAB = 330  # about the size of the three corpora's union vocabulary

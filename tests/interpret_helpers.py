@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from domaingpt.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from domaingpt.config import RunConfig, build_config
-from domaingpt.corpus import Corpus, resolve_corpus
-from domaingpt.data import encode_corpus
-from domaingpt.rundir import RunDir, study_vocab
-from domaingpt.train import Trainer, TrainResult, train
-from domaingpt.vocab import Vocab
+from domaingpt.core.config import RunConfig, build_config
+from domaingpt.core.rundir import RunDir, study_vocab
+from domaingpt.data.corpus import Corpus, resolve_corpus
+from domaingpt.data.encoding import encode_corpus
+from domaingpt.data.vocab import Vocab
+from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from domaingpt.training.trainer import Trainer, TrainResult, train
 
 ITERS = 300
 CHECKPOINTS = [0, 50, 150, ITERS]

@@ -10,7 +10,14 @@ import pandas as pd
 import pytest
 
 from cli_helpers import cli_error, train_smoke
-from domaingpt.adapt import (
+from domaingpt.core.io import read_jsonl
+from domaingpt.core.rundir import RunDir
+from domaingpt.data.corpus import resolve_corpus
+from domaingpt.data.encoding import encode_corpus
+from domaingpt.errors import DomainGPTError
+from domaingpt.model.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
+from domaingpt.scoring import score_windows
+from domaingpt.stages.adapt.jobs import (
     AdaptSettings,
     across_pairs,
     load_adapt,
@@ -20,13 +27,7 @@ from domaingpt.adapt import (
     summary_markdown,
     verdict,
 )
-from domaingpt.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
-from domaingpt.corpus import resolve_corpus
-from domaingpt.data import encode_corpus
-from domaingpt.errors import DomainGPTError
-from domaingpt.evaluate import EvalSettings, load_evaluate, run_evaluate, score_windows
-from domaingpt.io import read_jsonl
-from domaingpt.rundir import RunDir
+from domaingpt.stages.evaluate import EvalSettings, load_evaluate, run_evaluate
 
 VAL_FRACTION = 0.02
 QUIET = {"progress": False, "log": lambda m: None}
@@ -118,8 +119,13 @@ def test_step0_equals_evaluate_on_whole_split(run, data_dir, tmp_path):
         **QUIET,
     )
     step0 = load_adapt(other)["curves"].query("step == 0").iloc[0]
-    ev = EvalSettings(models=["shakespeare"], corpora=["math", "shakespeare"], bootstrap=0)
-    ev.data_dir, ev.threads = str(data_dir), 1
+    ev = EvalSettings(
+        models=["shakespeare"],
+        corpora=["math", "shakespeare"],
+        bootstrap=0,
+        data_dir=str(data_dir),
+        threads=1,
+    )
     run_evaluate(other, ev, **QUIET)
     table = load_evaluate(other)["zero_shot"].set_index("corpus")
     assert step0["target_loss"] == pytest.approx(table.loc["math", "loss_nats"], rel=1e-6)

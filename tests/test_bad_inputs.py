@@ -67,12 +67,12 @@ def cases(run: Path, f: dict[str, Path]) -> list[tuple[list[str], str]]:
         (["train", "/nonexistent/corpus.txt"], "does not exist"),
         (["train", "shakespeare", "--preset", str(f["bad_toml"])], "not valid TOML"),
         (["train", "shakespeare", "--preset", str(f["unknown_key"])], "unknown config key"),
-        (["train", "shakespeare", "--preset", str(f["wrong_type"])], "must be int"),
+        (["train", "shakespeare", "--preset", str(f["wrong_type"])], "must be an integer"),
         (["train", "shakespeare", "--preset", "nope"], "unknown preset"),
         (["train", "shakespeare", "--set", "train.max_iters=-5"], "at least 1"),
         (["train", "shakespeare", "--set", "train.lr=0"], "train.lr"),
         (["train", "shakespeare", "--set", "model.n_embd=0"], "at least 1"),
-        (["train", "shakespeare", "--set", "train.batch_size=1.5"], "must be int"),
+        (["train", "shakespeare", "--set", "train.batch_size=1.5"], "must be an integer"),
         (["train", "shakespeare", "--set", "train.device=tpu"], "device"),
         (["train", "shakespeare", "--set", "nokey"], "key=value"),
         (
@@ -155,7 +155,7 @@ VALUES = st.one_of(
 )
 @given(key=st.sampled_from(KEYS), value=VALUES)
 def test_random_config_values_never_traceback(key, value, tmp_path, capsys):
-    from domaingpt.config import build_config
+    from domaingpt.core.config import build_config
     from domaingpt.errors import DomainGPTError
 
     raw = repr(value).replace("'", '"') if not isinstance(value, bool) else str(value).lower()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from domaingpt.charclass import CLASSES, char_class, classes_of, describe_char, is_non_ascii
+from domaingpt.data.charclass import CLASSES, char_class, classes_of, describe_char, is_non_ascii
 
 # Characters of each class, the classes in the order of CLASSES.
 EXPECTED = {

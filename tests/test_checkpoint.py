@@ -9,7 +9,9 @@ import pickle
 import pytest
 import torch
 
-from domaingpt.checkpoint import (
+from domaingpt.data.vocab import Vocab
+from domaingpt.errors import CheckpointError
+from domaingpt.model.checkpoint import (
     find_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -17,9 +19,7 @@ from domaingpt.checkpoint import (
     read_info,
     save_checkpoint,
 )
-from domaingpt.errors import CheckpointError
-from domaingpt.model import GPT, GPTConfig
-from domaingpt.vocab import Vocab
+from domaingpt.model.gpt import GPT, GPTConfig
 
 VOCAB = Vocab.from_texts(["abcdefgh \n"])
 

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from domaingpt.config import apply_overrides, build_config, load_preset, log_schedule, preset_names
+from domaingpt.core.config import (
+    apply_overrides,
+    build_config,
+    load_preset,
+    log_schedule,
+    preset_names,
+)
 from domaingpt.errors import ConfigError
 
 
@@ -46,7 +52,7 @@ def test_overrides_are_typed():
     [
         ("train.lrr=1e-3", "did you mean 'train.lr'"),
         ("model.n_embed=64", "did you mean 'model.n_embd'"),
-        ("train.batch_size=abc", "must be int"),
+        ("train.batch_size=abc", "must be an integer"),
         ("train.batch_size=0", "at least 1"),
         ("train.lr=-1", "0 < train.lr"),
         ("model.n_head=3", "divisible"),

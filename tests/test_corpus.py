@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from domaingpt import corpus as corpus_mod
-from domaingpt.corpus import (
+from domaingpt.data import corpus as corpus_mod
+from domaingpt.data.corpus import (
     REGISTRY,
     CorpusSpec,
     cache_dir,
@@ -18,8 +18,8 @@ from domaingpt.corpus import (
     resolve_corpus,
     sha256_file,
 )
+from domaingpt.data.vocab import Vocab
 from domaingpt.errors import CorpusError
-from domaingpt.vocab import Vocab
 
 
 @pytest.fixture(autouse=True)
@@ -313,7 +313,7 @@ def test_registry_spec_is_frozen() -> None:
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7, 64])
 def test_streamed_text_equals_whole_text_across_chunk_boundaries(tmp_path, chunk):
-    from domaingpt.corpus import iter_text
+    from domaingpt.data.corpus import iter_text
 
     text = "héllo 万 wörld 😀\n" * 7 + "end"
     path = tmp_path / "multi.txt"
@@ -323,7 +323,7 @@ def test_streamed_text_equals_whole_text_across_chunk_boundaries(tmp_path, chunk
 
 
 def test_streamed_invalid_byte_offset_in_a_later_chunk(tmp_path):
-    from domaingpt.corpus import iter_text
+    from domaingpt.data.corpus import iter_text
 
     path = tmp_path / "late.txt"
     path.write_bytes("é".encode() * 50 + b"\xff" + b"abc")

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from domaingpt.checkpoint import find_checkpoint, load_checkpoint, read_tensors
-from domaingpt.io import read_jsonl
+from domaingpt.core.io import read_jsonl
+from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, read_tensors
 
 ARGS = [
     "train",

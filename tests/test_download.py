@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from domaingpt import corpus as corpus_mod
-from domaingpt.corpus import REGISTRY, CorpusSpec, Source, cache_dir, resolve_corpus
-from domaingpt.download import (
+from domaingpt.data import corpus as corpus_mod
+from domaingpt.data.corpus import REGISTRY, CorpusSpec, Source, cache_dir, resolve_corpus
+from domaingpt.data.download import (
     build_from_sources,
     fetch,
     transform_crlf,

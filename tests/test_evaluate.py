@@ -13,19 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from cli_helpers import cli_error, train_smoke
-from domaingpt.checkpoint import find_checkpoint, load_checkpoint
-from domaingpt.corpus import resolve_corpus
-from domaingpt.data import encode_corpus, window_mask, window_starts
-from domaingpt.evaluate import (
-    EvalSettings,
-    WindowScores,
-    bootstrap_ci,
-    load_evaluate,
-    parse_checkpoint_selection,
-    run_evaluate,
-    score_windows,
-)
-from domaingpt.rundir import RunDir
+from domaingpt.core.rundir import RunDir
+from domaingpt.core.statistics import bootstrap_ratio_ci
+from domaingpt.data.corpus import resolve_corpus
+from domaingpt.data.encoding import encode_corpus, window_mask, window_starts
+from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, parse_checkpoint_selection
+from domaingpt.scoring import WindowScores, score_windows
+from domaingpt.stages.evaluate import EvalSettings, load_evaluate, run_evaluate
 
 VAL_FRACTION = 0.05
 
@@ -123,14 +117,14 @@ def test_bootstrap_interval_contains_mean_and_is_deterministic(table):
     scores = WindowScores(
         nll=rng.gamma(4.0, 20.0, size=400), count=count, starts=np.arange(400) * 32
     )
-    a = bootstrap_ci(scores, 500, seed=3)
-    assert a == bootstrap_ci(scores, 500, seed=3)
-    assert a != bootstrap_ci(scores, 500, seed=4)
+    a = bootstrap_ratio_ci(scores.nll, scores.count, 500, seed=3)
+    assert a == bootstrap_ratio_ci(scores.nll, scores.count, 500, seed=3)
+    assert a != bootstrap_ratio_ci(scores.nll, scores.count, 500, seed=4)
     assert a[0] < scores.mean_loss < a[1]
     # a 95 % interval of a mean of 400 windows is about ±2 standard errors wide
     se = (scores.nll / count).std(ddof=1) / math.sqrt(400)
     assert a[1] - a[0] == pytest.approx(4 * se, rel=0.2)
-    assert all(math.isnan(v) for v in bootstrap_ci(scores, 0))
+    assert all(math.isnan(v) for v in bootstrap_ratio_ci(scores.nll, scores.count, 0))
 
 
 def test_outputs_are_written_and_deterministic(run, data_dir, table):

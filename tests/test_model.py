@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from domaingpt.errors import ConfigError
-from domaingpt.model import GPT, GPTConfig
+from domaingpt.model.gpt import GPT, GPTConfig
 
 
 def tiny(**kw) -> GPT:

@@ -12,13 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from domaingpt import cpu_scoring, native
-from domaingpt.corpus import resolve_corpus
-from domaingpt.data import encode_corpus
+from domaingpt.data.corpus import resolve_corpus
+from domaingpt.data.encoding import encode_corpus
+from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
-from domaingpt.evaluate import score_windows
-from domaingpt.model import GPT, GPTConfig
-from domaingpt.vocab import Vocab
+from domaingpt.model.gpt import GPT, GPTConfig
+from domaingpt.scoring import cpu_engine as cpu_scoring
+from domaingpt.scoring import native
+from domaingpt.stages.evaluate.matrix import score_windows
 
 
 @pytest.fixture

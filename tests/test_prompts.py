@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from domaingpt.corpus import resolve_corpus
-from domaingpt.data import encode_corpus
-from domaingpt.errors import DomainGPTError
-from domaingpt.prompts import (
+from domaingpt.core.rundir import RunDir, study_vocab
+from domaingpt.data.corpus import resolve_corpus
+from domaingpt.data.encoding import encode_corpus
+from domaingpt.data.prompts import (
     ModelEntry,
     PromptSet,
     build_prompt_set,
@@ -21,8 +21,8 @@ from domaingpt.prompts import (
     user_prompt,
     validation_prompts,
 )
-from domaingpt.rundir import RunDir, study_vocab
-from domaingpt.vocab import UNK_ID, Vocab
+from domaingpt.data.vocab import UNK_ID, Vocab
+from domaingpt.errors import DomainGPTError
 
 VOCAB = Vocab.from_texts(["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ\n\t.,;:!?'\\$"])
 

@@ -14,12 +14,17 @@ import pytest
 import torch
 
 from cli_helpers import train_smoke
-from domaingpt import checkpoint as ckpt_mod
-from domaingpt import faults
-from domaingpt.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, read_tensors
+from domaingpt.core import faults
+from domaingpt.core.io import read_jsonl
+from domaingpt.core.rundir import RunDir
 from domaingpt.errors import DomainGPTError
-from domaingpt.io import read_jsonl
-from domaingpt.rundir import RunDir
+from domaingpt.model import checkpoint as ckpt_mod
+from domaingpt.model.checkpoint import (
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    read_tensors,
+)
 
 SETTINGS = [
     "--preset",
@@ -170,7 +175,7 @@ def test_second_writer_is_refused_and_a_dead_holder_does_not_block(tmp_path, dat
             sys.executable,
             "-c",
             (
-                "import sys, time; from pathlib import Path; from domaingpt.rundir import RunDir\n"
+                "import sys, time; from pathlib import Path; from domaingpt.core.rundir import RunDir\n"
                 f"with RunDir(Path({str(tmp_path)!r})).lock():\n"
                 "    print('locked', flush=True); time.sleep(60)"
             ),

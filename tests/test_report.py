@@ -11,18 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from domaingpt.report import (
-    FAILS,
-    HOLDS,
-    PARTLY,
-    PUBLISHED_ZERO_SHOT,
-    UNMEASURED,
-    Block,
-    Section,
-    render_html,
-    render_markdown,
-)
-from domaingpt.study import Study, stage_available, stage_def
+from domaingpt.core import published
+from domaingpt.core.claims import Verdict
+from domaingpt.report.document import Section
+from domaingpt.report.html import render_html
+from domaingpt.report.markdown import render_markdown
+from domaingpt.study import Study
 from study_helpers import smoke_run
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> & </td></table>'
@@ -91,7 +85,7 @@ def test_hostile_text_is_escaped_everywhere(tmp_path):
     s.missing(HOSTILE)
     s.table(pd.DataFrame({HOSTILE: [HOSTILE, "ok|pipe\nnewline"], "n": [1.5, 2.0]}), HOSTILE)
     s.figure(_tiny_png(tmp_path), HOSTILE)
-    s.blocks.append(Block("sample", HOSTILE, rows=[{"iter": 0, "val_loss": 1.0, "text": HOSTILE}]))
+    s.samples(HOSTILE, [{"iter": 0, "val_loss": 1.0, "text": HOSTILE}])
     html = render_html(HOSTILE, HOSTILE, [s])
     doc = parse(html)
     assert not doc.mismatched and not doc.stack
@@ -114,7 +108,7 @@ def test_hostile_text_is_escaped_everywhere(tmp_path):
 def test_sample_fences_outlast_backticks(tmp_path):
     s = Section("x", "x")
     text = "code ```` inside"
-    s.blocks.append(Block("sample", "m", rows=[{"iter": 1, "val_loss": 2.0, "text": text}]))
+    s.samples("m", [{"iter": 1, "val_loss": 2.0, "text": text}])
     md = render_markdown("t", "s", [s], tmp_path)
     assert "`````text\n" + text + "\n`````" in md
 
@@ -141,9 +135,7 @@ def test_smoke_report_is_self_contained_and_complete(smoke):
     text = " ".join(doc.text)
     assert "1.3966" in text and "2.7195" in text  # the study's matrix beside ours
     assert "iteration" in text and "Shakespeare model" in text  # the sample timeline
-    for stage in ("evaluate", "adapt", "probe", "saliency", "quality"):
-        if not stage_available(stage_def(stage)):
-            assert "not available in this version" in text
+    assert "Missing:" not in text  # every stage of the smoke study ran
 
 
 def test_markdown_references_existing_figures(smoke):
@@ -157,23 +149,23 @@ def test_markdown_references_existing_figures(smoke):
 
 def test_conclusions_are_checked_claims_with_evidence(smoke):
     table = Study.load(smoke.root).conclusions
-    assert set(table["verdict"]) <= {HOLDS, FAILS, PARTLY, UNMEASURED}
-    measured = table[table["verdict"] != UNMEASURED]
+    assert set(table["verdict"]) <= {str(v) for v in Verdict}
+    measured = table[table["verdict"] != Verdict.UNMEASURED]
     assert len(measured) >= 5
     # A verdict rests on numbers: every measured claim's evidence has some.
     assert all(re.search(r"\d", str(e)) for e in measured["evidence"])
     claims = dict(zip(table["claim"], table["verdict"], strict=False))
-    assert claims["Loss decreases with training"] == HOLDS
-    assert claims["Shakespeare has no unusual symbols"] == HOLDS
-    assert claims["Wikipedia has the most varied characters (study: 292 vs 110 and 65)"] == HOLDS
+    assert claims[published.LOSS_DECREASES] == Verdict.HOLDS
+    assert claims[published.SHAKESPEARE_PLAIN] == Verdict.HOLDS
+    varied = [c for c in claims if c.startswith(published.MOST_VARIED)]
+    assert varied == [f"{published.MOST_VARIED} (study: 292 vs 110 and 65)"]
+    assert claims[varied[0]] == Verdict.HOLDS
     # 60 iterations of a tiny model do not beat nanoGPT's CPU recipe, and the report says so.
     beat = [c for c in claims if c.startswith("The Shakespeare model beats")]
-    assert beat and claims[beat[0]] == FAILS
-    if stage_available(stage_def("evaluate")):
-        col = claims["Each corpus is predicted best by the model trained on it"]
-        assert col == HOLDS
+    assert beat and claims[beat[0]] == Verdict.FAILS
+    assert claims[published.OWN_MODEL_BEST] == Verdict.HOLDS
     # The study's open question gets an answer over the pairs, not only per pair.
     early = table[table["claim"].str.startswith("Partial training makes adaptation easier")]
-    assert len(early) == 1 and early["verdict"].iloc[0] != UNMEASURED
+    assert len(early) == 1 and early["verdict"].iloc[0] != Verdict.UNMEASURED
     assert re.search(r"over all 3 pairs .* sign test p = [0-9.]+", early["evidence"].iloc[0])
-    assert set(PUBLISHED_ZERO_SHOT) == {"shakespeare", "math", "wikipedia"}
+    assert set(published.ZERO_SHOT) == {"shakespeare", "math", "wikipedia"}

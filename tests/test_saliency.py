@@ -11,13 +11,20 @@ import numpy as np
 import pytest
 import torch
 
-from domaingpt.charclass import char_class
-from domaingpt.checkpoint import find_checkpoint, load_checkpoint
 from domaingpt.cli import main
-from domaingpt.heatmap import HeatmapRow, render_heatmap
-from domaingpt.model import GPT, GPTConfig
-from domaingpt.prompts import PromptSet, build_prompt_set, run_vocab, select_models, user_prompt
-from domaingpt.saliency import (
+from domaingpt.data.charclass import char_class
+from domaingpt.data.prompts import (
+    PromptSet,
+    build_prompt_set,
+    run_vocab,
+    select_models,
+    user_prompt,
+)
+from domaingpt.data.vocab import Vocab
+from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint
+from domaingpt.model.gpt import GPT, GPTConfig
+from domaingpt.stages.saliency.claims import saliency_claims
+from domaingpt.stages.saliency.compute import (
     GradientNorm,
     InputXGradient,
     IntegratedGradients,
@@ -31,7 +38,7 @@ from domaingpt.saliency import (
     run_saliency,
     shares,
 )
-from domaingpt.vocab import Vocab
+from domaingpt.stages.saliency.heatmap import HeatmapRow, render_heatmap
 from interpret_helpers import CHECKPOINTS, ITERS, one_thread, trained_run
 
 VOCAB = Vocab.from_texts(
@@ -236,7 +243,7 @@ def test_run_saliency_end_to_end(trained, data_dir):
     total = zf[zf["group_kind"] == "total"].set_index(["method", "stage"])
     assert total.loc[("grad_norm", "few_shot"), "checkpoint_iteration"] == 30
     assert total.loc[("grad_norm", "zero_shot"), "checkpoint_iteration"] == ITERS
-    claims = tables["claims"].set_index(["claim", "model"])["holds"]
+    claims = saliency_claims(tables).set_index(["claim", "model"])["holds"]
     # with every checkpoint attributed, the training-dynamics claims get a verdict
     assert claims[("Gradient norms shrink as training converges", "shakespeare")] in (True, False)
     assert claims[("Attributions become more focused with training", "shakespeare")] in (

@@ -10,15 +10,21 @@ import pandas as pd
 import pytest
 import torch
 
-from domaingpt.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from domaingpt.cli import main
-from domaingpt.config import build_config
-from domaingpt.corpus import resolve_corpus
-from domaingpt.data import encode_corpus
+from domaingpt.core import published
+from domaingpt.core.config import build_config
+from domaingpt.core.rundir import RunDir, study_vocab
+from domaingpt.data.corpus import resolve_corpus
+from domaingpt.data.encoding import encode_corpus
 from domaingpt.errors import ConfigError, DomainGPTError
-from domaingpt.rundir import RunDir, study_vocab
-from domaingpt.sample import generate_text
-from domaingpt.samplequality import (
+from domaingpt.model.checkpoint import (
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from domaingpt.model.generate import generate_text
+from domaingpt.stages.quality.compute import (
     CLAIM_MOVED,
     CLAIM_REPEAT,
     STUDY_SPACING,
@@ -30,7 +36,7 @@ from domaingpt.samplequality import (
     run_sample_quality,
     sample_quality_claims,
 )
-from domaingpt.train import Trainer
+from domaingpt.training.trainer import Trainer
 from interpret_helpers import one_thread, train_quietly
 
 CORPORA = ["shakespeare", "math"]  # the vocabulary is built from all three
@@ -102,7 +108,6 @@ def test_timeline_is_tidy_with_val_loss(trained, first_run) -> None:
         "milestones",
         "style",
         "reference",
-        "claims",
         "summary",
         "timeline_iteration",
         "timeline_val_loss",
@@ -122,7 +127,7 @@ def test_samples_are_those_of_generate_text(trained, first_run) -> None:
 def test_missing_adaptation_is_a_logged_note_and_unmeasured_claims(trained, first_run) -> None:
     _, logs = first_run
     assert any("no adapted models" in m for m in logs)
-    claims = load_sample_quality(trained)["claims"]
+    claims = sample_quality_claims(load_sample_quality(trained))
     moved = claims[claims["claim"] == CLAIM_MOVED]
     assert len(moved) == 1 and moved["holds"].iloc[0] is None
     assert set(claims["holds"].map(repr)) <= {"True", "False", "None"}
@@ -168,7 +173,8 @@ def test_adapted_models_against_target_and_source(trained, first_run, data_dir) 
         tables["samples"].query("kind == 'train' and iteration == 40")["text"]
     )
     assert len(tl) == len(CHECKPOINTS) * 2
-    moved = tables["claims"][tables["claims"]["claim"] == CLAIM_MOVED]
+    claims = sample_quality_claims(tables)
+    moved = claims[claims["claim"] == CLAIM_MOVED]
     assert len(moved) == 1 and moved["holds"].iloc[0] in (True, False)
     assert "shakespeare→math" in moved["evidence"].iloc[0]
     assert (run.root / "quality" / "adapted_style.png").is_file()
@@ -240,7 +246,7 @@ def test_claims_from_known_numbers() -> None:
     )
     v = _verdicts(tables)
     assert v[spacing] is True and v[words] is True
-    assert v["Coherent outputs began around loss ≈ 1.5–1.6."] is True
+    assert v[published.COHERENT_LOSS["shakespeare"][2]] is True
     assert v[CLAIM_REPEAT] is True
     # spacing only at 1000, right after 500: later than 100 × 2.5 -> does not hold
     late = _timeline([(0, 5.0, 0.0, 0.0), (500, 2.0, 0.05, 0.1), (1000, 1.8, 0.15, 0.2)])

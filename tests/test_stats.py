@@ -9,10 +9,10 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from domaingpt.charclass import CLASSES
+from domaingpt.core.io import append_jsonl, read_jsonl, write_json, write_jsonl
+from domaingpt.data.charclass import CLASSES
 from domaingpt.errors import DomainGPTError
-from domaingpt.io import append_jsonl, read_jsonl, write_json, write_jsonl
-from domaingpt.stats import (
+from domaingpt.stages.stats.compute import (
     CorpusStats,
     compute_stats,
     load_stats,

@@ -13,22 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import domaingpt.train
+import domaingpt.training.trainer
 from domaingpt.cli import main
+from domaingpt.core.claims import CLAIM_COLUMNS
+from domaingpt.core.io import read_jsonl
+from domaingpt.core.rundir import RunDir
+from domaingpt.core.tables import read_table
 from domaingpt.errors import ConfigError, DomainGPTError
-from domaingpt.io import read_jsonl
-from domaingpt.study import (
-    STAGE_NAMES,
-    Study,
-    load_study,
-    read_record,
-    run_study,
-    stage_available,
-    stage_def,
-)
+from domaingpt.study import Study, load_study, run_study
 from study_helpers import copy_run, private_env, smoke_run
 
 ANALYSES = ("evaluate", "adapt", "probe", "saliency", "quality")
+STAGE_NAMES = ("stats", "train", *ANALYSES, "report")
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +39,9 @@ def _statuses(result) -> dict[str, str]:
 def test_smoke_study_end_to_end(smoke):
     status = _statuses(smoke.result)
     assert list(status) == list(STAGE_NAMES)
+    assert [s.name for s in load_study(preset="smoke").stages] == list(STAGE_NAMES)
     for stage in STAGE_NAMES:
-        expected = "done" if stage_available(stage_def(stage)) else "unavailable"
-        assert status[stage] == expected, (stage, smoke.log)
+        assert status[stage] == "done", (stage, smoke.log)
     assert smoke.result.exit_code == 0
 
     root = smoke.root
@@ -67,7 +63,7 @@ def test_smoke_study_end_to_end(smoke):
     samples = study["train"]["samples"]
     assert sorted(samples["iter"].unique()) == [0, 10, 30, 60]
 
-    if stage_available(stage_def("evaluate")):
+    if True:
         zs = study["evaluate"]["zero_shot"]
         final = zs[zs["iteration"] == 60]
         assert len(final) == 9
@@ -80,14 +76,17 @@ def test_smoke_study_end_to_end(smoke):
             assert matrix[c].idxmin() == c, matrix
 
     for stage in ANALYSES:
-        rec = read_record(study.run, stage)
-        assert rec is not None and rec["status"] in ("done", "unavailable")
+        rec = study.run.record(stage)
+        assert rec is not None and rec["status"] == "done"
         if rec["status"] == "done":
             assert rec["outputs"] and rec["key"]
             assert all(isinstance(df.columns, object) for df in study[stage].values())
     assert study.figures["stats"] and (root / "report.html").is_file()
     assert (root / "report.md").is_file()
-    assert set(study.conclusions.columns) == {"section", "claim", "verdict", "evidence"}
+    assert list(study.conclusions.columns) == CLAIM_COLUMNS
+    for stage in ("stats", "evaluate", "adapt", "probe", "saliency", "quality"):
+        claims = read_table(root / study.stage(stage).folder / "claims.csv")
+        assert list(claims.columns) == CLAIM_COLUMNS and len(claims), stage
 
 
 def test_second_run_does_no_work(smoke, data_dir, tmp_path_factory):
@@ -140,20 +139,15 @@ def test_force_redoes_one_stage_only(smoke, data_dir, tmp_path, monkeypatch):
 
 
 def test_a_failing_stage_is_reported_and_the_rest_stays(smoke, data_dir, tmp_path, monkeypatch):
-    import domaingpt.study as study_mod
+    import domaingpt.stages.evaluate
 
     root = copy_run(smoke, tmp_path / "run")
-    stage = "evaluate" if stage_available(stage_def("evaluate")) else "stats"
+    stage = "evaluate"
 
     def boom(*args, **kwargs):
         raise DomainGPTError("the disk is full (simulated)")
 
-    if stage == "evaluate":
-        import domaingpt.evaluate
-
-        monkeypatch.setattr(domaingpt.evaluate, "run_evaluate", boom)
-    else:
-        monkeypatch.setitem(study_mod._BUILTIN, "stats", boom)
+    monkeypatch.setattr(domaingpt.stages.evaluate, "run_evaluate", boom)
     log: list[str] = []
     result = run_study(
         load_study(preset="smoke"),
@@ -168,7 +162,7 @@ def test_a_failing_stage_is_reported_and_the_rest_stays(smoke, data_dir, tmp_pat
     assert "the disk is full (simulated)" in result.failed[0].message
     assert status["train"] == "skipped"  # earlier stages stay done
     assert status["report"] == "done"  # the report is rewritten with the part missing
-    rec = read_record(result.run, stage)
+    rec = result.run.record(stage)
     assert rec["status"] == "failed" and "disk is full" in rec["message"]
     html = (root / "report.html").read_text()
     assert "Missing:" in html and "disk is full (simulated)" in html
@@ -186,14 +180,14 @@ def test_a_failing_stage_is_reported_and_the_rest_stays(smoke, data_dir, tmp_pat
 def test_cli_reports_a_failing_stage_in_one_line_per_failure(
     smoke, data_dir, tmp_path, monkeypatch, capsys
 ):
-    import domaingpt.study as study_mod
+    import domaingpt.stages.stats
 
     root = copy_run(smoke, tmp_path / "run")
 
     def boom(*args, **kwargs):
         raise RuntimeError("unexpected bug (simulated)")
 
-    monkeypatch.setitem(study_mod._BUILTIN, "stats", boom)
+    monkeypatch.setattr(domaingpt.stages.stats, "compute_stats", boom)
     code = main(
         [
             *("run", "--preset", "smoke", "--out", str(root), "--data-dir", str(data_dir)),
@@ -272,18 +266,18 @@ def test_a_fourth_user_corpus_joins_and_an_interrupted_run_resumes(
     argv += ["--data-dir", str(data_dir), "--quiet"]
 
     # Ctrl-C while the new model trains (iteration 45 of 60; resumable checkpoint at 30)...
-    real_step = domaingpt.train.Trainer.step
+    real_step = domaingpt.training.trainer.Trainer.step
 
     def step(self):
         if self.iteration == 45:
             raise KeyboardInterrupt
         return real_step(self)
 
-    monkeypatch.setattr(domaingpt.train.Trainer, "step", step)
+    monkeypatch.setattr(domaingpt.training.trainer.Trainer, "step", step)
     assert main(argv) == 130
     assert "interrupted" in capsys.readouterr().err
-    assert read_record(RunDirLike(out), "stats")["status"] == "done"
-    assert read_record(RunDirLike(out), "train") is None  # not done, so not skipped next time
+    assert RunDir(out).record("stats")["status"] == "done"
+    assert RunDir(out).record("train") is None  # not done, so not skipped next time
     ckpts = out / "models" / "notes" / "checkpoints"
     assert max(p.name for p in ckpts.glob("resume-*.json")) == "resume-0000030.json"
     mtime = (out / "models" / "shakespeare" / "metrics.jsonl").stat().st_mtime_ns
@@ -309,20 +303,13 @@ def test_a_fourth_user_corpus_joins_and_an_interrupted_run_resumes(
 
     study = Study.load(out)
     assert study.status("train") == "done"
-    assert list(study["train"]["summary"]["model"]) == ["math", "notes", "shakespeare", "wikipedia"]
-    if stage_available(stage_def("evaluate")):
-        final = study["evaluate"]["zero_shot"]
-        assert len(final[final["iteration"] == 60]) == 16
-    if stage_available(stage_def("adapt")):
-        assert study["adapt"]["summary"]["target"].tolist() == ["notes"]
+    assert list(study["train"]["summary"]["model"]) == ["shakespeare", "math", "wikipedia", "notes"]
+    final = study["evaluate"]["zero_shot"]
+    assert len(final[final["iteration"] == 60]) == 16
+    assert study["adapt"]["summary"]["target"].tolist() == ["notes"]
     html = (out / "report.html").read_text()
     assert "Notes" in html
     assert "<script>" not in html and "&lt;script&gt;alert(&quot;pwned&quot;)" in html
-
-
-class RunDirLike:
-    def __init__(self, root: Path) -> None:
-        self.root = root
 
 
 # --- bad study files: clear errors before any work -----------------------------------
@@ -340,7 +327,7 @@ class RunDirLike:
         ('[study]\ncorpora = "shakespeare"\n', "non-empty list"),
         ('[study]\nname = "../escape"\n', "simple name"),
         ('[study]\npreset = "cpu-mni"\n', "did you mean 'cpu-mini'"),
-        ("[probe]\nprompts_per_corpus = 'many'\n", "'probe.prompts_per_corpus' must be int"),
+        ("[probe]\nprompts_per_corpus = 'many'\n", "probe.prompts_per_corpus must be an integer"),
         ('[evaluate]\noutput_dir = "../../etc"\n', "cannot leave"),
         ("[study\n", "not valid TOML"),
     ],
@@ -348,9 +335,6 @@ class RunDirLike:
 def test_bad_study_file_names_the_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    needs = next((s for s in ("probe", "evaluate") if f"[{s}]" in text), None)
-    if needs and not stage_available(stage_def(needs)) and "cannot leave" not in message:
-        pytest.skip(f"{needs} is not available in this version")
     with pytest.raises(ConfigError) as err:
         load_study(path, preset="smoke")
     assert message in str(err.value)

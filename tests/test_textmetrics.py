@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from domaingpt.charclass import CLASSES
-from domaingpt.textmetrics import (
+from domaingpt.data.charclass import CLASSES
+from domaingpt.stages.quality.textmetrics import (
     CorpusProfile,
     build_profile,
     class_distribution,

@@ -9,15 +9,20 @@ import json
 import pytest
 import torch
 
-from domaingpt import train as train_mod
-from domaingpt.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint, read_tensors
-from domaingpt.config import build_config
-from domaingpt.corpus import resolve_corpus
-from domaingpt.data import encode_corpus
+from domaingpt.core.config import build_config
+from domaingpt.core.io import read_jsonl
+from domaingpt.data.corpus import resolve_corpus
+from domaingpt.data.encoding import encode_corpus
+from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
-from domaingpt.io import read_jsonl
-from domaingpt.train import lr_at, train
-from domaingpt.vocab import Vocab
+from domaingpt.model.checkpoint import (
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    read_tensors,
+)
+from domaingpt.training import loop as train_mod
+from domaingpt.training.loop import lr_at, train
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +62,7 @@ def test_history_checkpoints_and_samples(shakespeare, tmp_path):
     assert [s["iter"] for s in samples] == [0, 20, 60]
     assert all(len(s["text"]) == 60 for s in samples)
     # the sample is a function of the checkpoint: regenerate iteration 20's text
-    from domaingpt.sample import generate_text
+    from domaingpt.model.generate import generate_text
 
     loaded = load_checkpoint(find_checkpoint(tmp_path / "m", 20))
     assert generate_text(loaded.model, loaded.vocab, "\n", 60, seed=1) == samples[1]["text"]

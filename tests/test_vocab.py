@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from domaingpt.corpus import resolve_corpus
+from domaingpt.data.corpus import resolve_corpus
+from domaingpt.data.vocab import UNK, UNK_ID, Vocab
 from domaingpt.errors import DomainGPTError
-from domaingpt.vocab import UNK, UNK_ID, Vocab
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,197 @@
+"""The ``domaingpt`` command line.
+
+Every stage with a command gets one generated from its settings (see
+:mod:`domaingpt.cli.options`); ``run``, ``train``, ``sample`` and ``corpora`` are written
+by hand. Every user-facing failure is a :class:`~domaingpt.errors.DomainGPTError`: it is
+printed as one ``error:`` line on stderr and the exit status is 2. Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import warnings
+from pathlib import Path
+
+from domaingpt import __version__
+from domaingpt.cli.commands import cmd_corpora, cmd_run, cmd_sample, cmd_train, stage_command
+from domaingpt.cli.options import add_settings_arguments
+from domaingpt.core.rundir import RunDir
+from domaingpt.errors import DomainGPTError
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+def count(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected zero or more, got {value}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser, *, offline: bool = True) -> None:
+    if offline:
+        p.add_argument("--offline", action="store_true", help="never download a corpus")
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="directory holding corpus files (default: $DOMAINGPT_DATA, then the cache)",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def _out(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/default", help="run directory (default: runs/default)")
+
+
+def _run_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the whole study (statistics, training, analyses) and write its report",
+        description="Run every stage of a study into runs/NAME and write report.html. "
+        "Finished stages whose inputs are unchanged are skipped; an interrupted run "
+        "continues where it stopped.",
+    )
+    p.add_argument("study", nargs="?", help="study file (TOML); default: the --preset study")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="study preset: smoke, cpu or gpu (default: cpu); a study file is layered over it",
+    )
+    p.add_argument("--out", default=None, help="run directory (default: runs/<study name>)")
+    p.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="redo a stage even if unchanged (repeatable; 'all' for every stage)",
+    )
+    p.add_argument(
+        "--threads",
+        type=count,
+        default=None,
+        help="torch threads for every stage (default: the study's; 1 is often fastest on a "
+        "CPU shared with other jobs)",
+    )
+    _common(p)
+    p.set_defaults(func=cmd_run)
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a character-level GPT on one corpus")
+    p.add_argument("corpus", help="built-in corpus name or path to a text file")
+    p.add_argument(
+        "--preset", default="cpu-mini", help="preset name or TOML file (default: cpu-mini)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=3e-4 (repeatable)",
+    )
+    _out(p)
+    p.add_argument(
+        "--vocab",
+        help="comma-separated corpora whose characters form the vocabulary "
+        "(default: the run's vocab.json, else the built-in corpora plus this one)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the newest valid checkpoint"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="delete an existing model directory first"
+    )
+    _common(p)
+    p.set_defaults(func=cmd_train)
+
+
+def _sample_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="generate text from a trained model")
+    p.add_argument("model", help="model directory (runs/NAME/models/CORPUS) or checkpoint file")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--escapes", action="store_true", help=r"interpret \n, \t, \\ in --prompt")
+    p.add_argument("--chars", type=positive_int, default=300, help="characters to generate")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--iter", default="final", help="history checkpoint iteration (default: final)")
+    p.add_argument("--device", default="auto")
+    _common(p, offline=False)
+    p.set_defaults(func=cmd_sample)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser: hand-written commands, then one generated per stage with a command."""
+    from domaingpt.study.pipeline import BUILTIN_STAGES
+
+    parser = argparse.ArgumentParser(
+        prog="domaingpt",
+        description="Study how the training domain shapes small character-level GPT models.",
+    )
+    parser.add_argument("--version", action="version", version=f"domaingpt {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _run_parser(sub)
+    p = sub.add_parser("corpora", help="list the known corpora, where each was found, checksum ok?")
+    _common(p, offline=False)
+    p.set_defaults(func=cmd_corpora)
+    _train_parser(sub)
+    _sample_parser(sub)
+    for stage in BUILTIN_STAGES:
+        if not stage.command:
+            continue
+        p = sub.add_parser(stage.name, help=stage.help, description=stage.help)
+        _out(p)
+        add_settings_arguments(p, stage.settings)
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+        p.set_defaults(func=stage_command(stage))
+    return parser
+
+
+def _run_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """Every command that writes a run directory (``--out``) holds its lock meanwhile."""
+    out = getattr(args, "out", None)
+    return RunDir(Path(out)).lock() if out else contextlib.nullcontext()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                with _run_lock(args):
+                    return int(args.func(args) or 0)
+            finally:
+                for w in caught:  # library warnings reach the user as plain lines
+                    if issubclass(w.category, UserWarning):
+                        print(f"warning: {w.message}", file=sys.stderr)
+    except DomainGPTError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # joined a process group under torchrun
+            from domaingpt.core.distributed import shutdown
+
+            shutdown()
+
+
+__all__ = ["build_parser", "main"]

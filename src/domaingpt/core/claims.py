@@ -1,0 +1,144 @@
+"""The study's claims checked against a run: one record, one verdict vocabulary.
+
+Every stage turns its tables into :class:`Claim` records with a pure function (its
+``claims``), so a verdict is a fact about the numbers a run wrote, testable on small
+hand-made tables. The claim's wording (and any number quoted from the study) comes from
+:mod:`domaingpt.core.published`; the evidence gives this run's numbers in words, and
+``numbers`` the same numbers as data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from domaingpt.core.tables import read_table, write_table
+
+
+class Verdict(StrEnum):
+    HOLDS = "holds"
+    PARTLY = "partly"
+    FAILS = "does not hold"
+    UNMEASURED = "not measured"
+
+
+VERDICTS = tuple(Verdict)
+CLAIM_COLUMNS = ["stage", "section", "claim", "scope", "verdict", "evidence", "numbers"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One statement of the study, checked on one scope of this run.
+
+    ``scope`` says what the check covers ("Shakespeare, Math, Wikipedia", "math model",
+    "in-domain prompts"); it is empty when the claim is about the whole run. ``stage``
+    and ``section`` are filled in by the stage that made the claim (see
+    :meth:`Claim.of`).
+    """
+
+    claim: str
+    verdict: Verdict
+    evidence: str
+    scope: str = ""
+    numbers: Mapping[str, float | int | str | None] = field(default_factory=dict)
+    stage: str = ""
+    section: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verdict", Verdict(self.verdict))
+
+    @classmethod
+    def of(cls, stage: str, section: str, claims: Iterable[Claim]) -> list[Claim]:
+        """``claims`` labelled with the stage and report section they belong to."""
+        return [
+            Claim(**{**asdict(c), "stage": stage, "section": section, "verdict": c.verdict})
+            for c in claims
+        ]
+
+    def line(self) -> str:
+        """``[holds] claim (scope): evidence`` — how the CLI prints a claim."""
+        scope = f" ({self.scope})" if self.scope else ""
+        return f"[{self.verdict}] {self.claim}{scope}: {self.evidence}"
+
+
+def unmeasured(claim: str, why: str, scope: str = "") -> Claim:
+    return Claim(claim, Verdict.UNMEASURED, why, scope)
+
+
+def verdict_of(flags: Sequence[bool]) -> Verdict:
+    """All true: holds; some: partly; none: does not hold; no data: not measured."""
+    if not flags:
+        return Verdict.UNMEASURED
+    if all(flags):
+        return Verdict.HOLDS
+    return Verdict.PARTLY if any(flags) else Verdict.FAILS
+
+
+def holds_if(condition: bool | None) -> Verdict:
+    """True: holds; False: does not hold; None: not measured."""
+    if condition is None:
+        return Verdict.UNMEASURED
+    return Verdict.HOLDS if condition else Verdict.FAILS
+
+
+def _clean(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def claims_frame(claims: Iterable[Claim]) -> pd.DataFrame:
+    """Claims as a table (``numbers`` as a JSON object per row)."""
+    rows = []
+    for c in claims:
+        row = asdict(c)
+        row["verdict"] = str(c.verdict)
+        row["numbers"] = json.dumps(
+            {k: _clean(v) for k, v in c.numbers.items()}, ensure_ascii=False, sort_keys=True
+        )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+def frame_claims(df: pd.DataFrame) -> list[Claim]:
+    """The inverse of :func:`claims_frame`."""
+    out = []
+    for r in df.to_dict("records"):
+        numbers = r.get("numbers")
+        out.append(
+            Claim(
+                claim=str(r["claim"]),
+                verdict=Verdict(r["verdict"]),
+                evidence="" if pd.isna(r.get("evidence")) else str(r["evidence"]),
+                scope="" if pd.isna(r.get("scope")) else str(r.get("scope", "")),
+                numbers=json.loads(numbers) if isinstance(numbers, str) and numbers else {},
+                stage="" if pd.isna(r.get("stage")) else str(r.get("stage", "")),
+                section="" if pd.isna(r.get("section")) else str(r.get("section", "")),
+            )
+        )
+    return out
+
+
+def write_claims(claims: Iterable[Claim], path: Path) -> Path:
+    return write_table(claims_frame(claims), path)
+
+
+def read_claims(path: Path) -> list[Claim]:
+    return frame_claims(read_table(path))
+
+
+def counts(claims: Iterable[Claim]) -> dict[Verdict, int]:
+    """How many claims have each verdict (every verdict present, in the vocabulary's order)."""
+    out = dict.fromkeys(VERDICTS, 0)
+    for c in claims:
+        out[c.verdict] += 1
+    return out

@@ -1,0 +1,179 @@
+"""How every figure of domaingpt looks and is saved.
+
+* the Agg backend (set at import), so figures render without a display;
+* drawn inside :func:`figure_style`, which selects a font list with per-glyph fallback:
+  DejaVu Sans first (always available, ships with matplotlib), then any installed font
+  with wider coverage (Noto, CJK fonts, STIX ...), so non-ASCII characters render as
+  well as the machine allows;
+* saved with :func:`save_figure`: atomically (temp file + rename), and closed afterwards.
+
+Stages draw their own figures (``stages/<stage>/figures.py``) from their tables with
+these helpers.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+from matplotlib import font_manager
+from matplotlib.figure import Figure
+
+from domaingpt.core.io import atomic_write_bytes
+from domaingpt.data.charclass import CLASSES
+
+# Missing glyphs render as boxes; one warning per glyph per draw is only noise.
+warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+warnings.filterwarnings(
+    "ignore", message=r"Matplotlib currently does not support \w+ natively", category=UserWarning
+)
+
+# One colour per character class, shared by every figure (tab10 order).
+CLASS_COLORS: dict[str, str] = dict(
+    zip(
+        CLASSES,
+        ("#1f77b4", "#aec7e8", "#ff7f0e", "#7f7f7f", "#c7c7c7", "#2ca02c", "#d62728", "#9467bd"),
+        strict=True,
+    )
+)
+
+
+# Tried in order after DejaVu Sans; only installed ones are used.
+_FALLBACK_FONTS = (
+    "Noto Sans",
+    "Noto Sans CJK SC",
+    "Noto Sans CJK JP",
+    "Noto Sans SC",
+    "Noto Sans JP",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Droid Sans Fallback",
+    "Noto Sans Arabic",
+    "Noto Naskh Arabic",
+    "Noto Sans Hebrew",
+    "Noto Sans Devanagari",
+    "Noto Sans Thai",
+    "Noto Sans Math",
+    "Noto Sans Symbols",
+    "Noto Sans Symbols 2",
+    "Arial Unicode MS",
+    "STIXGeneral",
+    "Symbola",
+)
+
+
+@lru_cache(maxsize=1)
+def font_families() -> tuple[str, ...]:
+    """The font families used, DejaVu Sans first, then installed fallbacks."""
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return ("DejaVu Sans", *(f for f in _FALLBACK_FONTS if f in installed))
+
+
+@contextmanager
+def figure_style() -> Iterator[None]:
+    """rc settings for the study's figures; draw and save inside this block."""
+    rc = {
+        "font.family": "sans-serif",
+        "font.sans-serif": list(font_families()),
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "axes.axisbelow": True,
+        "figure.dpi": 100,
+        "savefig.dpi": 150,
+    }
+    fm_logger = logging.getLogger("matplotlib.font_manager")
+    level = fm_logger.level
+    fm_logger.setLevel(max(level, logging.ERROR))  # no "findfont: not found" chatter
+    try:
+        with plt.rc_context(rc), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")
+            yield
+    finally:
+        fm_logger.setLevel(level)
+
+
+def save_figure(
+    fig: Figure, path: str | Path, *, dpi: int | None = None, tight: bool = True
+) -> Path:
+    """Save ``fig`` as PNG (or the format of the suffix) atomically, then close it.
+
+    ``tight`` crops to the drawn content (``bbox_inches="tight"``, an extra layout pass);
+    pass ``False`` for a figure already laid out with ``tight_layout``.
+    """
+    path = Path(path)
+    try:
+        buf = io.BytesIO()
+        fmt = path.suffix.lstrip(".").lower() or "png"
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")
+            fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight" if tight else None)
+        atomic_write_bytes(path, buf.getvalue())
+    finally:
+        plt.close(fig)
+    return path
+
+
+def tick_label(label: str, max_len: int = 12) -> str:
+    """Short form of a :func:`~domaingpt.charclass.describe_char` label for a tick."""
+    if label.startswith("U+") and " <" in label:
+        return label.split(" ", 1)[0]
+    return label if len(label) <= max_len else label[: max_len - 1] + "…"
+
+
+DOMAIN_STYLE = {
+    "in": ("C0", "-", "in-domain"),
+    "out": ("C3", "--", "out-of-domain"),
+    "user": ("C2", ":", "user prompts"),
+}
+
+
+def plain(text: str) -> str:
+    """Text drawn literally: ``$`` would start mathtext, control characters are shown."""
+    shown = str(text).replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
+    return shown.replace("$", r"\$")
+
+
+def iteration_axis(ax, iterations) -> None:
+    its = [int(i) for i in iterations]
+    if its and max(its) >= 100 and min(its) >= 0:
+        ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlabel("iteration")
+
+
+def panels(n: int, width: float = 4.6, height: float = 3.4, max_cols: int = 3):
+    cols = max(1, min(n, max_cols))
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(width * cols, height * rows), squeeze=False, sharey=True
+    )
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def grid(n_rows: int, n_cols: int, cell: tuple[float, float], extra_height: float, **kwargs: Any):
+    """A figure of ``n_rows`` × ``n_cols`` panels (at least one each), ``cell`` inches a
+    panel plus ``extra_height`` inches for titles; ``axes`` is always 2-D."""
+    rows, cols = max(n_rows, 1), max(n_cols, 1)
+    return plt.subplots(
+        rows,
+        cols,
+        figsize=(cell[0] * cols, cell[1] * rows + extra_height),
+        squeeze=False,
+        **kwargs,
+    )

@@ -1,0 +1,392 @@
+"""The run directory: where every command of one study reads and writes.
+
+::
+
+    runs/NAME/
+      vocab.json              the study's shared character vocabulary
+      stats/                  character statistics (CSV, Markdown, PNG)
+      models/<corpus>/        one trained model (see domaingpt.training.loop)
+      eval/                   zero-shot loss matrix
+      adapt/                  few-shot adaptation runs and their models
+      probe/ saliency/ quality/ ...   one folder per analysis stage
+      report.html, report.md, report/  the report
+      stages/<stage>.json     each stage's record (status, key, outputs)
+      study.toml, study.json, versions.json, log.txt
+
+All models of a run share ``vocab.json``: the union of the characters of the study's
+corpora, so that every model can be scored on every corpus. This module is the one place
+that knows where things are: the run's models, what their ``run.json`` says, the adapted
+models, and the stage records.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from domaingpt.core.io import write_json
+from domaingpt.data.corpus import REGISTRY, Corpus, resolve_corpus
+from domaingpt.data.vocab import Vocab
+from domaingpt.errors import DomainGPTError
+from domaingpt.model.checkpoint import CheckpointInfo, find_checkpoint, list_checkpoints
+
+DEFAULT_VAL_FRACTION = 0.1
+_ADAPT_DIR = re.compile(r"^(?P<source>.+)__to__(?P<target>.+)$")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A trained model of a run: its directory and what its ``run.json`` says."""
+
+    name: str
+    directory: Path
+    corpus: str
+    corpus_sha256: str | None
+    val_fraction: float
+    block_size: int
+    config: dict[str, Any] = field(default_factory=dict, compare=False)
+    corpus_path: str | None = None  # where the corpus file was when the model was trained
+
+    @property
+    def checkpoints(self) -> list[CheckpointInfo]:
+        return list_checkpoints(self.directory / "checkpoints", "iter")
+
+
+@dataclass(frozen=True)
+class AdaptedModel:
+    """A model adapted from ``source`` to ``target`` (``adapt/<s>__to__<t>/<start>/seed<k>``)."""
+
+    source: str
+    target: str
+    start: str  # final | early | scratch
+    seed: int | None
+    directory: Path
+
+    @property
+    def pair(self) -> str:
+        return f"{self.source}__to__{self.target}"
+
+    @property
+    def checkpoints(self) -> list[CheckpointInfo]:
+        ckdir = self.directory / "checkpoints"
+        return list_checkpoints(ckdir if ckdir.is_dir() else self.directory, "iter")
+
+
+def study_order(names: Iterable[str]) -> list[str]:
+    """The built-in corpora in the study's order (Shakespeare, Math, Wikipedia), then the
+    others alphabetically."""
+    order = list(REGISTRY)
+    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def read_run_json(model_dir: Path) -> dict[str, Any]:
+    """A model's ``run.json`` (empty when it is missing or unreadable)."""
+    try:
+        record = json.loads((model_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def run_config_of(info: CheckpointInfo, model_dir: Path | None = None) -> dict[str, Any]:
+    """The training config recorded with a checkpoint (else in the model's run.json)."""
+    config = info.meta.get("config")
+    if isinstance(config, dict):
+        return config
+    return read_run_json(model_dir or info.json_path.parent.parent).get("config", {})
+
+
+def val_fraction_of(info: CheckpointInfo, model_dir: Path | None = None) -> float:
+    """The validation fraction of the run that made a checkpoint (0.1 if unrecorded)."""
+    data = run_config_of(info, model_dir).get("data", {})
+    return float(data.get("val_fraction", DEFAULT_VAL_FRACTION))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files_of(paths: Iterable[Path]) -> list[Path]:
+    files: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files.update(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        elif p.is_file():
+            files.add(p)
+    return sorted(files)
+
+
+def fingerprint_outputs(root: Path, paths: Iterable[Path]) -> dict[str, list]:
+    """``{relative path: [size, sha256]}`` of the files a stage wrote (dirs walked)."""
+    out = {}
+    root = root.resolve()
+    for f in _files_of(paths):
+        try:
+            rel = f.resolve().relative_to(root).as_posix()
+        except ValueError:
+            rel = str(f.resolve())
+        out[rel] = [f.stat().st_size, sha256_file(f)]
+    return out
+
+
+def outputs_intact(root: Path, outputs: dict[str, list]) -> bool:
+    """Every recorded file is still there, with its recorded size."""
+    for rel, (size, _sha) in outputs.items():
+        p = root / rel
+        if not p.is_file() or p.stat().st_size != size:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # -- layout ------------------------------------------------------------------------
+    @property
+    def vocab_path(self) -> Path:
+        return self.root / "vocab.json"
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    def model(self, corpus: str) -> Path:
+        return self.models / corpus
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def adapt(self) -> Path:
+        return self.root / "adapt"
+
+    @property
+    def probe(self) -> Path:
+        return self.root / "probe"
+
+    @property
+    def saliency(self) -> Path:
+        return self.root / "saliency"
+
+    # -- stage records ---------------------------------------------------------------
+    def record_path(self, stage: str) -> Path:
+        return self.root / "stages" / f"{stage}.json"
+
+    def record(self, stage: str) -> dict[str, Any] | None:
+        """The stage's record, or None when there is none or it is unreadable."""
+        path = self.record_path(stage)
+        if not path.is_file():
+            return None
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return rec if isinstance(rec, dict) else None
+
+    def write_record(self, stage: str, record: dict[str, Any]) -> None:
+        write_json(self.record_path(stage), record)
+
+    def status(self, stage: str) -> str:
+        """done, failed, blocked, or absent (never run)."""
+        return (self.record(stage) or {}).get("status", "absent")
+
+    # -- models ------------------------------------------------------------------------
+    def trained_models(self) -> list[str]:
+        """Corpus names with a model directory holding at least one checkpoint."""
+        if not self.models.is_dir():
+            return []
+        return sorted(
+            d.name for d in self.models.iterdir() if any((d / "checkpoints").glob("iter-*.json"))
+        )
+
+    def model_names(self, names: Iterable[str] = ()) -> list[str]:
+        """The requested models (all trained ones, in the study's order, when ``names`` is
+        empty); an error says what to train when one is missing."""
+        names = [n for n in names if n]
+        trained = study_order(self.trained_models())
+        first = names[0] if names else "CORPUS"
+        if not trained:
+            raise DomainGPTError(
+                f"no trained models in {self.models}; train one first with "
+                f"`domaingpt train {first} --out {self.root}`"
+            )
+        if not names:
+            return trained
+        missing = [n for n in names if n not in trained]
+        if missing:
+            raise DomainGPTError(
+                f"no model trained on {', '.join(repr(m) for m in missing)} in {self.models} "
+                f"(trained: {', '.join(trained)}); train one with "
+                f"`domaingpt train {missing[0]} --out {self.root}`"
+            )
+        return list(dict.fromkeys(names))
+
+    def model_entries(self, names: Iterable[str] = ()) -> list[ModelEntry]:
+        """:meth:`model_names` with what each model's ``run.json`` says."""
+        entries = []
+        for name in self.model_names(names):
+            directory = self.model(name)
+            record = read_run_json(directory)
+            config = record.get("config", {})
+            block = int(config.get("model", {}).get("block_size", 0)) or int(
+                find_checkpoint(directory).meta["model_config"]["block_size"]
+            )
+            entries.append(
+                ModelEntry(
+                    name=name,
+                    directory=directory,
+                    corpus=str(record.get("corpus", name)),
+                    corpus_sha256=record.get("corpus_sha256"),
+                    val_fraction=float(
+                        config.get("data", {}).get("val_fraction", DEFAULT_VAL_FRACTION)
+                    ),
+                    block_size=block,
+                    config=config,
+                    corpus_path=record.get("corpus_path"),
+                )
+            )
+        return entries
+
+    def adapted_models(self, *, scratch: bool = False) -> list[AdaptedModel]:
+        """Adapted models with at least one checkpoint, by pair, start and seed; runs from
+        ``scratch`` (random weights, no source model) only when asked for."""
+        found = []
+        if not self.adapt.is_dir():
+            return found
+        for seed_dir in sorted(self.adapt.glob("*/*/seed*")):
+            start_dir = seed_dir.parent
+            m = _ADAPT_DIR.match(start_dir.parent.name)
+            if not m or not seed_dir.is_dir() or (start_dir.name == "scratch" and not scratch):
+                continue
+            digits = seed_dir.name[len("seed") :]
+            adapted = AdaptedModel(
+                m["source"],
+                m["target"],
+                start_dir.name,
+                int(digits) if digits.isdigit() else None,
+                seed_dir,
+            )
+            if adapted.checkpoints:
+                found.append(adapted)
+        return found
+
+    def vocab(self) -> Vocab:
+        """The run's vocabulary (``vocab.json``), else the first model checkpoint's."""
+        if self.vocab_path.exists():
+            return study_vocab(self, [])
+        names = self.model_names()
+        return Vocab.from_json(find_checkpoint(self.model(names[0])).meta["vocab"])
+
+    def vocab_corpora(self) -> list[str]:
+        """The corpora the run's vocabulary was built from (``vocab.json``), in order."""
+        try:
+            record = json.loads(self.vocab_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        corpora = record.get("corpora") if isinstance(record, dict) else None
+        return [str(c) for c in corpora] if isinstance(corpora, dict) else []
+
+    # -- writing -----------------------------------------------------------------------
+    def check_writable(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise DomainGPTError(f"--out {self.root} is a file; give a directory")
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive use of the run directory by this process.
+
+        An OS file lock (``flock``) on ``.lock``: the kernel drops it when the process
+        ends, however it ends, so a crashed run never leaves the directory stuck. The
+        lock file is never followed through a symbolic link. Under torchrun only the
+        writing rank (rank 0) takes it.
+        """
+        if os.environ.get("RANK", "0") != "0":
+            yield
+            return
+        self.check_writable()
+        created = not self.root.exists()
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise DomainGPTError(
+                    f"{path} is a symbolic link; domaingpt never writes through one: remove it"
+                ) from None
+            raise
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                raise DomainGPTError(
+                    f"run directory {self.root} is in use by another domaingpt process "
+                    f"(pid {holder}); wait for it to finish or use another --out"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+            if created and [p.name for p in self.root.iterdir()] == [".lock"]:
+                # A command that failed before writing anything leaves no empty run behind.
+                path.unlink(missing_ok=True)
+                with suppress(OSError):
+                    self.root.rmdir()
+
+
+def study_vocab(run: RunDir, corpora: list[Corpus]) -> Vocab:
+    """The run's vocabulary: loaded from ``vocab.json``, or built from ``corpora`` and saved.
+
+    Built once per run, so a model trained later in the same run shares the ids of the
+    earlier ones.
+    """
+    if run.vocab_path.exists():
+        try:
+            data = json.loads(run.vocab_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise DomainGPTError(
+                f"{run.vocab_path} is unreadable ({e}); delete it to rebuild"
+            ) from None
+        return Vocab.from_json(data)
+    vocab = Vocab.from_texts(chunk for c in corpora for chunk in c.iter_text())
+    record = vocab.to_json()
+    record["corpora"] = {c.name: c.sha256 for c in corpora}
+    write_json(run.vocab_path, record)
+    return vocab
+
+
+def default_vocab_corpora(
+    extra: list[Corpus], data_dir: str | Path | None, *, download: bool = True
+) -> list[Corpus]:
+    """The three built-in corpora plus any user corpora being used: the default study.
+
+    ``download=False`` (``--offline``) finds them locally or fails, never downloads.
+    """
+    names = {c.name for c in extra}
+    builtins = [resolve_corpus(n, data_dir, download=download) for n in REGISTRY if n not in names]
+    return builtins + list(extra)

@@ -1,0 +1,500 @@
+"""Prompt sets for the softmax and saliency analyses: which text goes into the models.
+
+A prompt is a context of characters plus the *true* next character (the target), and the
+corpus it came from. Two kinds:
+
+Validation prompts (the default)
+    ``K`` per corpus (the models' training corpora and the run's other corpora, or those
+    asked for), drawn deterministically from the corpus's validation split, cut by
+    the same rule as training (:meth:`domaingpt.data.EncodedCorpus.split` with the
+    ``data.val_fraction`` of the model trained on that corpus): ``K`` windows of ``L``
+    characters whose starts are spread evenly over the split, each followed by its true
+    next character. The same run always gives the same prompts.
+User prompts
+    ``--prompt TEXT`` or ``--prompt-file FILE`` (one prompt per line; blank lines are
+    skipped). The escapes ``\\n``, ``\\t``, ``\\r`` and ``\\\\`` are decoded, every other
+    backslash is kept as typed (so LaTeX like ``\\frac`` survives; write ``\\\\nu`` for a
+    literal ``\\nu``). The **last character of a user prompt is its target** and the
+    characters before it are the context, so ``"To be or not to be"`` asks how likely
+    ``e`` is after ``"To be or not to b"``. Their corpus is ``"user"``.
+
+Every row carries its source corpus, so "in-domain" (the prompt's corpus is the model's
+training corpus) is derived per model by :func:`domain_of`, never hand-labelled. Characters
+outside the vocabulary and control characters (other than newline, tab and carriage
+return) are read as ``<unk>`` and counted (``n_unk``). Contexts longer than the models'
+``block_size`` keep their last ``block_size`` characters.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from domaingpt.core.rundir import RunDir
+from domaingpt.data.charclass import describe_char
+from domaingpt.data.corpus import Corpus, resolve_corpus
+from domaingpt.data.encoding import encode_corpus
+from domaingpt.data.vocab import UNK, UNK_ID, Vocab
+from domaingpt.errors import DomainGPTError
+
+Log = Callable[[str], None]
+
+USER = "user"
+DEFAULT_VAL_FRACTION = 0.1
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+_ALLOWED_CONTROLS = frozenset("\n\t\r")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One context and its true next character."""
+
+    prompt_id: int
+    corpus: str  # source corpus name, or "user"
+    start: int  # offset of the context in the validation split (-1 for user prompts)
+    text: str  # the context as given (unknown characters kept as typed)
+    target: str  # the true next character
+    ids: np.ndarray  # int64 ids of the context (<unk> for unknown/control characters)
+    target_id: int
+    n_unk: int  # context + target characters read as <unk>
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+    @property
+    def next_ids(self) -> np.ndarray:
+        """The true next id at every position: ``ids[1:]`` then the target."""
+        return np.append(self.ids[1:], self.target_id).astype(np.int64)
+
+
+@dataclass
+class PromptSet:
+    """The prompts of one analysis and the character frequencies of their corpora."""
+
+    prompts: list[Prompt]
+    frequencies: dict[str, np.ndarray] = field(default_factory=dict)  # corpus -> (V,) shares
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def corpora(self) -> list[str]:
+        return list(dict.fromkeys(p.corpus for p in self.prompts))
+
+    @property
+    def max_length(self) -> int:
+        return max((p.length for p in self.prompts), default=0)
+
+    def subset(self, keep: Sequence[int]) -> PromptSet:
+        return PromptSet([self.prompts[i] for i in keep], self.frequencies)
+
+    def tensors(
+        self, device: torch.device | str = "cpu", index: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(ids, lengths, targets, next_ids)`` for the prompts at ``index`` (all by default).
+
+        Shorter prompts are right-padded with ``<unk>``: the model is causal, so padding
+        after a prompt's last position never changes its predictions or gradients.
+        ``next_ids`` is ``-1`` on padding.
+        """
+        chosen = self.prompts if index is None else [self.prompts[i] for i in index]
+        T = max(p.length for p in chosen)
+        ids = np.full((len(chosen), T), UNK_ID, dtype=np.int64)
+        nxt = np.full((len(chosen), T), -1, dtype=np.int64)
+        for row, p in enumerate(chosen):
+            ids[row, : p.length] = p.ids
+            nxt[row, : p.length] = p.next_ids
+        lengths = np.array([p.length for p in chosen], dtype=np.int64)
+        targets = np.array([p.target_id for p in chosen], dtype=np.int64)
+        return (
+            torch.from_numpy(ids).to(device),
+            torch.from_numpy(lengths).to(device),
+            torch.from_numpy(targets).to(device),
+            torch.from_numpy(nxt).to(device),
+        )
+
+    def frame(self) -> pd.DataFrame:
+        """One row per prompt (no ids): prompt_id, corpus, start, length, text, target, ..."""
+        return pd.DataFrame(
+            {
+                "prompt_id": [p.prompt_id for p in self.prompts],
+                "corpus": [p.corpus for p in self.prompts],
+                "start": [p.start for p in self.prompts],
+                "length": [p.length for p in self.prompts],
+                "text": [p.text for p in self.prompts],
+                "target": [p.target for p in self.prompts],
+                "target_label": [describe_char(p.target) for p in self.prompts],
+                "n_unk": [p.n_unk for p in self.prompts],
+            }
+        )
+
+
+def domain_of(prompt_corpus: str, model_corpus: str) -> str:
+    """``"in"`` when the prompt comes from the model's training corpus, ``"user"`` for a
+    user prompt, else ``"out"``."""
+    if prompt_corpus == USER:
+        return USER
+    return "in" if prompt_corpus == model_corpus else "out"
+
+
+def decode_escapes(text: str) -> str:
+    """Decode ``\\n``, ``\\t``, ``\\r`` and ``\\\\``; keep any other backslash as typed."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in _ESCAPES:
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def read_prompt_file(path: str | Path) -> list[str]:
+    """The prompts of a file: one per line, escapes decoded, blank lines skipped."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DomainGPTError(f"prompt file {path} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise DomainGPTError(f"prompt file {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise DomainGPTError(f"cannot read prompt file {path}: {e.strerror or e}") from None
+    lines = [decode_escapes(line) for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise DomainGPTError(f"prompt file {path} holds no prompt (every line is blank)")
+    return lines
+
+
+def check_not_empty(prompts: Iterable[str]) -> None:
+    """Refuse an empty prompt: a prompt is context plus the character to predict."""
+    if any(p == "" for p in prompts):
+        raise DomainGPTError(
+            "a prompt is empty; give at least two characters (context + the character to predict)"
+        )
+
+
+def encode_text(vocab: Vocab, text: str) -> tuple[np.ndarray, int]:
+    """Ids of ``text``; unknown characters and control characters become ``<unk>``."""
+    ids = vocab.encode(text).ids.astype(np.int64)
+    for i, ch in enumerate(text):
+        if ch not in _ALLOWED_CONTROLS and unicodedata.category(ch) == "Cc":
+            ids[i] = UNK_ID
+    return ids, int((ids == UNK_ID).sum())
+
+
+def user_prompt(vocab: Vocab, text: str, prompt_id: int, max_length: int) -> Prompt:
+    """A user prompt: context = all but the last character, target = the last character."""
+    check_not_empty([text])
+    if len(text) < 2:
+        raise DomainGPTError(
+            f"prompt {text!r} has one character; a prompt needs context plus the character "
+            "to predict (its last character)"
+        )
+    context, target = text[:-1], text[-1]
+    if len(context) > max_length:
+        context = context[-max_length:]
+    ids, n_unk = encode_text(vocab, context + target)
+    return Prompt(
+        prompt_id=prompt_id,
+        corpus=USER,
+        start=-1,
+        text=context,
+        target=target,
+        ids=ids[:-1],
+        target_id=int(ids[-1]),
+        n_unk=n_unk,
+    )
+
+
+def validation_starts(n_val: int, length: int, k: int) -> np.ndarray:
+    """``k`` window starts spread evenly over a split of ``n_val`` ids (fewer if short)."""
+    last = n_val - length - 1  # the target of the window must exist
+    if last < 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.linspace(0, last, k).round().astype(np.int64))
+
+
+def validation_prompts(
+    corpus: Corpus,
+    vocab: Vocab,
+    *,
+    per_corpus: int,
+    length: int,
+    val_fraction: float,
+    first_id: int = 0,
+) -> tuple[list[Prompt], np.ndarray]:
+    """``per_corpus`` prompts from the validation split of ``corpus`` and the corpus's
+    character frequencies over the vocabulary (shares of the whole text)."""
+    enc = encode_corpus(corpus, vocab)
+    _, val = enc.split(val_fraction)
+    starts = validation_starts(len(val), length, per_corpus)
+    if len(starts) == 0:
+        raise DomainGPTError(
+            f"the validation split of corpus {corpus.name!r} has {len(val)} characters: too "
+            f"short for prompts of {length} characters; use a smaller --length"
+        )
+    n_train = len(enc.ids) - len(val)
+    texts = _text_windows(corpus, [(n_train + s, n_train + s + length + 1) for s in starts])
+    prompts = []
+    for j, (s, chars) in enumerate(zip(starts, texts, strict=True)):
+        window = np.asarray(val[s : s + length + 1], dtype=np.int64)
+        prompts.append(
+            Prompt(
+                prompt_id=first_id + j,
+                corpus=corpus.name,
+                start=int(s),
+                text=chars[:-1],
+                target=chars[-1],
+                ids=window[:-1],
+                target_id=int(window[-1]),
+                n_unk=int((window == UNK_ID).sum()),
+            )
+        )
+    return prompts, char_frequencies(enc.ids, vocab.size)
+
+
+def char_frequencies(ids: np.ndarray, vocab_size: int, chunk: int = 1 << 24) -> np.ndarray:
+    """Share of each id in ``ids`` (counted chunk by chunk: ``ids`` may be a large memmap)."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for lo in range(0, len(ids), chunk):
+        counts += np.bincount(
+            np.asarray(ids[lo : lo + chunk], dtype=np.int64), minlength=vocab_size
+        )
+    return counts / max(int(counts.sum()), 1)
+
+
+def _text_windows(corpus: Corpus, ranges: list[tuple[int, int]]) -> list[str]:
+    """The characters ``text[a:b]`` of each (sorted) range, reading the corpus in chunks."""
+    chunks = corpus.iter_text() if hasattr(corpus, "iter_text") else iter([corpus.read_text()])
+    out = [""] * len(ranges)
+    offset = 0
+    for chunk in chunks:
+        end = offset + len(chunk)
+        for i, (a, b) in enumerate(ranges):
+            if a < end and b > offset:
+                out[i] += chunk[max(a - offset, 0) : b - offset]
+        offset = end
+        if ranges and offset >= ranges[-1][1]:
+            break
+    return out
+
+
+# --- the models of a run -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A trained model of a run: its directory and what its ``run.json`` says."""
+
+    name: str
+    directory: Path
+    corpus: str
+    corpus_sha256: str | None
+    val_fraction: float
+    block_size: int
+
+
+def select_models(run: RunDir, names: Sequence[str] = ()) -> list[ModelEntry]:
+    """The run's trained models (all of them, or ``names``), or an error saying what to do."""
+    available = run.trained_models()
+    if not available:
+        raise DomainGPTError(
+            f"no trained models in {run.models}; train one first "
+            f"(domaingpt train CORPUS --out {run.root})"
+        )
+    wanted = [n for n in names if n] or available
+    unknown = [n for n in wanted if n not in available]
+    if unknown:
+        raise DomainGPTError(
+            f"no trained model {unknown[0]!r} in {run.models}; available: {', '.join(available)}"
+        )
+    entries = []
+    for name in dict.fromkeys(wanted):
+        directory = run.model(name)
+        record: dict = {}
+        try:
+            record = json.loads((directory / "run.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            record = {}
+        config = record.get("config", {}) if isinstance(record, dict) else {}
+        entries.append(
+            ModelEntry(
+                name=name,
+                directory=directory,
+                corpus=str(record.get("corpus", name)),
+                corpus_sha256=record.get("corpus_sha256"),
+                val_fraction=float(
+                    config.get("data", {}).get("val_fraction", DEFAULT_VAL_FRACTION)
+                ),
+                block_size=int(config.get("model", {}).get("block_size", 0))
+                or _block_size(directory),
+            )
+        )
+    return entries
+
+
+def _block_size(directory: Path) -> int:
+    from domaingpt.model.checkpoint import find_checkpoint
+
+    return int(find_checkpoint(directory).meta["model_config"]["block_size"])
+
+
+def run_vocab(run: RunDir, models: Sequence[ModelEntry]) -> Vocab:
+    """The run's ``vocab.json``, else the vocabulary stored in the first model's checkpoint."""
+    from domaingpt.core.rundir import study_vocab
+    from domaingpt.model.checkpoint import find_checkpoint
+
+    if run.vocab_path.exists():
+        return study_vocab(run, [])
+    return Vocab.from_json(find_checkpoint(models[0].directory).meta["vocab"])
+
+
+def run_corpora(run: RunDir) -> list[str]:
+    """The corpora the run's vocabulary was built from (``vocab.json``), in order."""
+    try:
+        record = json.loads(run.vocab_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    corpora = record.get("corpora") if isinstance(record, dict) else None
+    return [str(c) for c in corpora] if isinstance(corpora, dict) else []
+
+
+def resolve_prompt_corpora(
+    models: Sequence[ModelEntry],
+    names: Sequence[str],
+    data_dir: str | Path | None,
+    log: Log,
+    *,
+    optional: Sequence[str] = (),
+) -> list[Corpus]:
+    """The corpora to draw prompts from: ``names`` (built-in names or file paths), by
+    default the models' training corpora plus the ``optional`` ones (the run's other
+    corpora; skipped with a note when they cannot be found). A text whose checksum
+    differs from the one a model was trained on is flagged."""
+    given = [n for n in names if n]
+    wanted = [(n, True) for n in given] or [(m.corpus, True) for m in models] + [
+        (n, False) for n in optional
+    ]
+    corpora: dict[str, Corpus] = {}
+    for name, required in wanted:
+        if not required and name in corpora:
+            continue
+        try:
+            corpus = resolve_corpus(name, data_dir)
+        except DomainGPTError as e:
+            if not required:
+                log(f"note: no prompts from corpus {name!r} ({e})")
+                continue
+            raise DomainGPTError(
+                f"cannot find corpus {name!r} to draw prompts from ({e}); "
+                "pass its file with --corpora PATH"
+            ) from None
+        for m in models:
+            if m.corpus == corpus.name and m.corpus_sha256 and m.corpus_sha256 != corpus.sha256:
+                log(
+                    f"warning: corpus {corpus.name!r} at {corpus.path} is not the text model "
+                    f"{m.name!r} was trained on (checksum differs)"
+                )
+        corpora.setdefault(corpus.name, corpus)
+    return list(corpora.values())
+
+
+def build_prompt_set(
+    run: RunDir,
+    models: Sequence[ModelEntry],
+    vocab: Vocab,
+    *,
+    per_corpus: int = 64,
+    length: int = 64,
+    corpora: Sequence[str] = (),
+    prompts: Sequence[str] = (),
+    prompt_file: str = "",
+    data_dir: str | Path | None = None,
+    log: Log = print,
+) -> PromptSet:
+    """Validation prompts of every corpus plus the user's prompts (see module docstring).
+
+    The corpora are ``corpora``, by default the models' training corpora and the other
+    corpora of the run's vocabulary (so a run with one model still gets out-of-domain
+    prompts). ``length`` is clipped to the smallest ``block_size`` among ``models`` (with
+    a note); ``per_corpus=0`` gives user prompts only.
+    """
+    if per_corpus < 0 or length < 1:
+        raise DomainGPTError(
+            f"prompts per corpus must be >= 0 and length >= 1, got {per_corpus} and {length}"
+        )
+    block = min(m.block_size for m in models)
+    if length > block and per_corpus > 0:
+        log(f"note: prompt length {length} exceeds the models' block_size {block}; using {block}")
+        length = block
+    texts = [decode_escapes(p) for p in prompts]
+    check_not_empty(texts)
+    if prompt_file:
+        texts += read_prompt_file(prompt_file)
+
+    out: list[Prompt] = []
+    freqs: dict[str, np.ndarray] = {}
+    if per_corpus > 0:
+        val_fraction = {m.corpus: m.val_fraction for m in models}
+        found = resolve_prompt_corpora(models, corpora, data_dir, log, optional=run_corpora(run))
+        for corpus in found:
+            got, freq = validation_prompts(
+                corpus,
+                vocab,
+                per_corpus=per_corpus,
+                length=length,
+                val_fraction=val_fraction.get(corpus.name, DEFAULT_VAL_FRACTION),
+                first_id=len(out),
+            )
+            out += got
+            freqs[corpus.name] = freq
+    for text in texts:
+        out.append(user_prompt(vocab, text, len(out), block))
+    if not out:
+        raise DomainGPTError("no prompts: give --prompts-per-corpus > 0 or a --prompt")
+    n_unk = sum(p.n_unk for p in out)
+    if n_unk:
+        log(
+            f"note: {n_unk} prompt character(s) outside the vocabulary or control characters "
+            f"are read as {UNK}"
+        )
+    return PromptSet(out, freqs)
+
+
+def prepare_prompt_stage(
+    run: RunDir, settings: Any, log: Callable[[str], None] = print
+) -> tuple[list[ModelEntry], Vocab, PromptSet, torch.device]:
+    """What probe and saliency both start from: the selected models, the run's vocabulary,
+    the prompt set and the device (``settings`` has the shared prompt fields)."""
+    from domaingpt.core.device import pick_device, set_threads
+
+    models = select_models(run, settings.models)
+    vocab = run_vocab(run, models)
+    prompts = build_prompt_set(
+        run,
+        models,
+        vocab,
+        per_corpus=settings.prompts_per_corpus,
+        length=settings.length,
+        corpora=settings.corpora,
+        prompts=settings.prompts,
+        prompt_file=settings.prompt_file,
+        data_dir=settings.data_dir or None,
+        log=log,
+    )
+    device = pick_device(settings.device)
+    set_threads(settings.threads)
+    return models, vocab, prompts, device

@@ -1,0 +1,301 @@
+"""Checkpoints: safetensors for tensors, JSON for everything else, nothing pickled.
+
+A checkpoint ``iter-0000500`` is two files: ``iter-0000500.safetensors`` (weights, and
+for resumable ones the AdamW moments and RNG states) and ``iter-0000500.json`` (model
+config, vocabulary, iteration, metrics, and the SHA-256 of the tensor file). The tensor
+file is written first and the JSON last, each to a temp name and renamed, so a checkpoint
+whose JSON exists is complete; the checksum catches truncation or tampering afterwards.
+
+Two kinds live side by side in ``models/<corpus>/checkpoints/``:
+``iter-*`` history checkpoints (weights only; the analyses load them) and ``resume-*``
+checkpoints (weights + optimizer + RNG; ``--resume`` continues from the newest valid one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import safetensors.torch
+import torch
+
+from domaingpt.core.faults import fault_point
+from domaingpt.core.io import atomic_write_bytes, atomic_write_text
+from domaingpt.data.vocab import Vocab
+from domaingpt.errors import CheckpointError
+from domaingpt.model.gpt import GPT, GPTConfig
+
+FORMAT = "domaingpt-checkpoint/1"
+_NAME = re.compile(r"^(iter|resume)-(\d{7,})\.json$")
+TIED = "head.weight"  # shares storage with tok_emb.weight; saved once
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint's JSON says, without reading its tensors."""
+
+    json_path: Path
+    kind: str  # "iter" (history) or "resume"
+    iteration: int
+    meta: dict[str, Any]
+
+    @property
+    def tensor_path(self) -> Path:
+        return self.json_path.with_suffix(".safetensors")
+
+    @property
+    def name(self) -> str:
+        return self.json_path.stem
+
+
+@dataclass
+class Loaded:
+    model: GPT
+    vocab: Vocab
+    info: CheckpointInfo
+    tensors: dict[str, torch.Tensor]  # every tensor of the file (optimizer, RNG too)
+
+    @property
+    def iteration(self) -> int:
+        return self.info.iteration
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.info.meta
+
+
+def checkpoint_stem(kind: str, iteration: int) -> str:
+    return f"{kind}-{iteration:07d}"
+
+
+def save_checkpoint(
+    directory: Path,
+    kind: str,
+    iteration: int,
+    model: GPT,
+    vocab: Vocab,
+    meta: dict[str, Any],
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> CheckpointInfo:
+    """Write tensors then JSON, each atomically. ``meta`` is stored as given (JSON-able)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        f"model.{k}": v.detach().to("cpu").contiguous()
+        for k, v in model.state_dict().items()
+        if k != TIED
+    }
+    for k, v in (extra_tensors or {}).items():
+        tensors[k] = v.detach().to("cpu").contiguous()
+    blob = safetensors.torch.save(tensors)
+    stem = checkpoint_stem(kind, iteration)
+    tensor_path = directory / f"{stem}.safetensors"
+    json_path = directory / f"{stem}.json"
+    record = {
+        "format": FORMAT,
+        "kind": kind,
+        "iteration": iteration,
+        "model_config": model.config.to_dict(),
+        "vocab": vocab.to_json(),
+        "tensor_file": tensor_path.name,
+        "tensor_sha256": hashlib.sha256(blob).hexdigest(),
+        "tensor_bytes": len(blob),
+        **meta,
+    }
+    try:
+        # Tensors first, record last: a checkpoint without its record does not exist.
+        json_path.unlink(missing_ok=True)
+        atomic_write_bytes(tensor_path, blob)
+        fault_point("checkpoint.tensors")
+        atomic_write_text(json_path, json.dumps(record, indent=1, ensure_ascii=False))
+        fault_point("checkpoint.record")
+    except OSError as e:
+        tensor_path.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"cannot write checkpoint {tensor_path} ({e.strerror or e}); earlier checkpoints "
+            "are intact: free some disk space, then continue with --resume"
+        ) from None
+    return CheckpointInfo(json_path, kind, iteration, record)
+
+
+def read_info(json_path: Path) -> CheckpointInfo:
+    """Parse a checkpoint's JSON; raises CheckpointError naming the file if it is not one."""
+    try:
+        meta = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {json_path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"checkpoint {json_path} is unreadable or corrupt ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{json_path} is not a domaingpt checkpoint (no {FORMAT!r} marker)")
+    try:
+        return CheckpointInfo(Path(json_path), meta["kind"], int(meta["iteration"]), meta)
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {json_path} has a malformed record ({e})") from None
+
+
+def list_checkpoints(directory: Path, kind: str = "iter") -> list[CheckpointInfo]:
+    """Checkpoints of one kind in ``directory`` by iteration; unreadable JSONs are skipped."""
+    found = []
+    if not directory.is_dir():
+        return found
+    for path in directory.iterdir():
+        m = _NAME.match(path.name)
+        if m and m.group(1) == kind:
+            try:
+                found.append(read_info(path))
+            except CheckpointError:
+                continue
+    return sorted(found, key=lambda c: c.iteration)
+
+
+def read_tensors(info: CheckpointInfo) -> dict[str, torch.Tensor]:
+    """Load the tensor file after checking its size and SHA-256 against the JSON record."""
+    path = info.tensor_path
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint tensor file {path} is missing") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
+    if len(blob) != info.meta.get("tensor_bytes") or (
+        hashlib.sha256(blob).hexdigest() != info.meta.get("tensor_sha256")
+    ):
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or altered (checksum mismatch); "
+            "use an earlier checkpoint or retrain"
+        )
+    try:
+        return safetensors.torch.load(blob)
+    except (safetensors.SafetensorError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path} is not a valid safetensors file ({e})") from None
+
+
+def build_model(info: CheckpointInfo, tensors: dict[str, torch.Tensor]) -> GPT:
+    try:
+        config = GPTConfig.from_dict(info.meta["model_config"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"checkpoint {info.json_path} has no valid model config ({e})"
+        ) from None
+    model = GPT(config)
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[:2]
+        raise CheckpointError(
+            f"checkpoint {info.tensor_path} does not fit its model config: {' '.join(first)}"
+        ) from None
+    if set(missing) - {TIED} or unexpected:
+        raise CheckpointError(
+            f"checkpoint {info.tensor_path} does not fit the model: missing {sorted(set(missing) - {TIED})}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+    model.head.weight = model.tok_emb.weight  # re-tie after loading
+    return model
+
+
+def load_checkpoint(info: CheckpointInfo, device: torch.device | str = "cpu") -> Loaded:
+    tensors = read_tensors(info)
+    model = build_model(info, tensors).to(device)
+    try:
+        vocab = Vocab.from_json(info.meta["vocab"])
+    except (KeyError, Exception) as e:
+        raise CheckpointError(
+            f"checkpoint {info.json_path} has no valid vocabulary ({e})"
+        ) from None
+    if vocab.size != model.config.vocab_size:
+        raise CheckpointError(
+            f"checkpoint {info.json_path}: vocabulary of {vocab.size} ids does not match "
+            f"model vocab_size {model.config.vocab_size}"
+        )
+    model.eval()
+    return Loaded(model, vocab, info, tensors)
+
+
+def newest_valid(directory: Path, kind: str = "resume", warn=None) -> Loaded | None:
+    """The newest checkpoint of ``kind`` whose checksum verifies; skips (and reports) bad ones."""
+    for info in reversed(list_checkpoints(directory, kind)):
+        try:
+            return load_checkpoint(info)
+        except CheckpointError as e:
+            if warn:
+                warn(f"skipping {info.name}: {e}")
+    return None
+
+
+def find_checkpoint(target: str | Path, iteration: int | str | None = "final") -> CheckpointInfo:
+    """What a user passes on the command line -> one history checkpoint.
+
+    ``target`` is a model directory (``runs/x/models/shakespeare``), its ``checkpoints``
+    folder, or a checkpoint's ``.json``/``.safetensors`` file. ``iteration`` is an int,
+    ``"final"`` (the newest history checkpoint) or ``None`` (same as final).
+    """
+    path = Path(target)
+    if path.suffix in (".json", ".safetensors"):
+        json_path = path.with_suffix(".json")
+        if not json_path.exists() and path.exists():
+            raise CheckpointError(
+                f"{path} has no {json_path.name} beside it; a domaingpt checkpoint is a "
+                ".safetensors file with its .json record"
+            )
+        return read_info(json_path)
+    if not path.exists():
+        raise CheckpointError(f"model directory {path} does not exist; train a model first")
+    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    history = list_checkpoints(directory, "iter")
+    if not history:
+        raise CheckpointError(f"no checkpoints in {directory}; train a model there first")
+    if iteration in (None, "final"):
+        return history[-1]
+    try:
+        it = int(iteration)
+    except (TypeError, ValueError):
+        raise CheckpointError(
+            f"checkpoint iteration must be an integer or 'final', got {iteration!r}"
+        ) from None
+    for info in history:
+        if info.iteration == it:
+            return info
+    have = ", ".join(str(c.iteration) for c in history)
+    raise CheckpointError(f"no checkpoint at iteration {it} in {directory}; available: {have}")
+
+
+def parse_checkpoint_selection(spec: str | list[int]) -> str | list[int]:
+    """``"final"`` | ``"all"`` | sorted iterations, from a string or a list."""
+    if isinstance(spec, list):
+        items: list[Any] = spec
+    else:
+        text = str(spec).strip().lower()
+        if text in ("final", "all"):
+            return text
+        items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        iterations = sorted({int(t) for t in items})
+    except (TypeError, ValueError):
+        raise CheckpointError(
+            f"checkpoints must be 'final', 'all' or iterations like 0,500,2000; got {spec!r}"
+        ) from None
+    if not iterations or iterations[0] < 0:
+        raise CheckpointError(
+            f"checkpoints must be 'final', 'all' or iterations >= 0 like 0,500,2000; got {spec!r}"
+        )
+    return iterations
+
+
+def select_checkpoints(model_dir: Path, selection: str | list[int]) -> list[CheckpointInfo]:
+    """History checkpoints of a model: the final one, all of them, or given iterations."""
+    history = list_checkpoints(model_dir / "checkpoints", "iter")
+    if not history:
+        raise CheckpointError(f"no checkpoints in {model_dir / 'checkpoints'}; train it first")
+    selection = parse_checkpoint_selection(selection)
+    if selection == "final":
+        return [history[-1]]
+    if selection == "all":
+        return history
+    return [find_checkpoint(model_dir, it) for it in selection]

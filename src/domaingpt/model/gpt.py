@@ -1,0 +1,236 @@
+"""A character-level GPT: the nanoGPT architecture in one short file.
+
+Token + learned position embeddings -> ``n_layer`` pre-LayerNorm blocks of causal
+self-attention and a GELU MLP -> final LayerNorm -> a head whose weight is tied to the
+token embedding. Initialised as GPT-2 (residual projections scaled by 1/sqrt(2·n_layer)).
+
+Two things differ from a plain language model because the analyses need them:
+``forward`` returns logits for *every* position (softmax inspection looks at all of
+them), and it accepts ``inputs_embeds`` instead of ids, so the gradient of a prediction
+with respect to each input character's embedding is a single autograd call (saliency).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from domaingpt.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    vocab_size: int = 0  # set from the study's vocabulary, never guessed
+    dropout: float = 0.0
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GPTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.proj.residual = True  # marks it for the scaled GPT-2 init
+        self.dropout = cfg.dropout
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        # (B, T, 3C) -> three (B, n_head, T, head_dim) tensors
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_drop(self.proj(y))
+
+    def forward_at(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The output at one position per row, ``pos`` (B,): keys and values for every
+        position, a query only at ``pos`` (B, C). Same values as ``forward(x)[rows, pos]``."""
+        B, T, C = x.shape
+        hs = C // self.n_head
+        rows = torch.arange(B, device=x.device)
+        w, b = self.qkv.weight, self.qkv.bias
+        kv = F.linear(x, w[C:], None if b is None else b[C:])
+        k, v = kv.view(B, T, 2, self.n_head, hs).permute(2, 0, 3, 1, 4)
+        q = F.linear(x[rows, pos], w[:C], None if b is None else b[:C])
+        q = q.view(B, self.n_head, 1, hs)
+        visible = torch.arange(T, device=x.device) <= pos[:, None]  # (B, T): causal mask
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=visible[:, None, None, :],
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.resid_drop(self.proj(y.reshape(B, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.proj.residual = True
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+    def forward_at(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """``forward(x)[rows, pos]`` (B, C), computing only what those positions need."""
+        rows = torch.arange(x.shape[0], device=x.device)
+        h = x[rows, pos] + self.attn.forward_at(self.ln_1(x), pos)
+        return h + self.mlp(self.ln_2(h))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.head.weight = self.tok_emb.weight  # weight tying, as in GPT-2
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            std = 0.02
+            if getattr(module, "residual", False):
+                std = 0.02 / math.sqrt(2 * self.config.n_layer)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; position embeddings excluded by default, as in nanoGPT's MFU."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.pos_emb.weight.numel() if non_embedding else n
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token embeddings of ``idx``: the input whose gradient saliency measures."""
+        return self.tok_emb(idx)
+
+    def forward(
+        self,
+        idx: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+        at: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``(B, T, vocab)`` for every position, and the mean loss if ``targets``.
+
+        With ``at`` (B,), one position per row, the logits there only, ``(B, vocab)``: the
+        last block and the head then run at those positions alone (a quarter less work
+        for a 4-layer model), which is what attributions of one prediction need.
+        """
+        if (idx is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of idx or inputs_embeds")
+        tok = self.tok_emb(idx) if inputs_embeds is None else inputs_embeds
+        T = tok.shape[1]
+        if self.config.block_size < T:
+            raise ValueError(f"sequence of {T} exceeds block_size {self.config.block_size}")
+        x = self.drop(tok + self.pos_emb.weight[:T])
+        if at is not None:
+            if targets is not None:
+                raise ValueError("targets and at cannot be combined")
+            for block in self.blocks[:-1]:
+                x = block(x)
+            return self.head(self.ln_f(self.blocks[-1].forward_at(x, at))), None
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+        return logits, loss
+
+    def flops_per_token(self, train: bool = True) -> float:
+        """nanoGPT's estimate: 6N + 12·L·C·T for a training step, 2N + 2·L·C·T forward only."""
+        cfg = self.config
+        n = self.num_params()
+        attn = cfg.n_layer * cfg.n_embd * cfg.block_size
+        return 6 * n + 12 * attn if train else 2 * n + 2 * attn
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Append ``max_new_tokens`` sampled ids to ``idx`` (B, T); the context is cropped
+        to the last ``block_size`` ids, as in nanoGPT."""
+        for _ in range(max_new_tokens):
+            context = idx[:, -self.config.block_size :]
+            last = torch.full((idx.shape[0],), context.shape[1] - 1, device=idx.device)
+            logits, _ = self(context, at=last)  # the next character's logits only
+            logits = logits.float()
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None and top_k < logits.size(-1):
+                    kth = torch.topk(logits, top_k).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = F.softmax(logits, dim=-1)
+                nxt = torch.multinomial(probs, num_samples=1, generator=generator)
+            idx = torch.cat((idx, nxt), dim=1)
+        return idx

@@ -1,0 +1,76 @@
+"""The report as a document: sections of paragraphs, tables, figures and samples.
+
+Stages build their :class:`Section` from their tables; :mod:`domaingpt.report.html` and
+:mod:`domaingpt.report.markdown` render the same document two ways.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+MAX_TABLE_ROWS = 40
+
+
+@dataclass
+class Block:
+    kind: str  # p | table | figure | sample | missing | note | h3 | verdicts
+    text: str = ""
+    table: pd.DataFrame | None = None
+    path: Path | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    source: str = ""  # the file a table came from (shown when it is truncated)
+    max_rows: int = 0  # 0: MAX_TABLE_ROWS; -1: every row
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    blocks: list[Block] = field(default_factory=list)
+
+    def p(self, text: str) -> None:
+        self.blocks.append(Block("p", text))
+
+    def note(self, text: str) -> None:
+        self.blocks.append(Block("note", text))
+
+    def h3(self, text: str) -> None:
+        self.blocks.append(Block("h3", text))
+
+    def table(
+        self, df: pd.DataFrame, caption: str = "", source: str = "", *, max_rows: int = 0
+    ) -> None:
+        self.blocks.append(Block("table", caption, table=df, source=source, max_rows=max_rows))
+
+    def figure(self, path: Path, caption: str) -> None:
+        if Path(path).is_file():
+            self.blocks.append(Block("figure", caption, path=Path(path)))
+
+    def missing(self, text: str) -> None:
+        self.blocks.append(Block("missing", text))
+
+    def samples(self, title: str, rows: list[dict[str, Any]]) -> None:
+        """Sample texts (rows with ``iter``, ``val_loss``, ``text``) under ``title``."""
+        self.blocks.append(Block("sample", title, rows=rows))
+
+    def embed(self, path: Path, caption: str) -> None:
+        """A whole HTML page, sandboxed in the HTML report and linked from Markdown."""
+        if Path(path).is_file():
+            self.blocks.append(Block("iframe", caption, path=Path(path)))
+
+    @property
+    def is_missing(self) -> bool:
+        return any(b.kind == "missing" for b in self.blocks)
+
+
+def figures_and_heatmap(s: Section, folder: Path, captions: dict[str, str]) -> None:
+    """Every PNG of ``folder`` (captioned from ``captions`` by file stem, else from the
+    name) and its ``heatmap.html``, if any."""
+    for p in sorted(folder.rglob("*.png")) if folder.is_dir() else []:
+        stem = p.stem.replace("_", " ").replace("-", " ")
+        s.figure(p, captions.get(p.stem, stem[:1].upper() + stem[1:]))
+    s.embed(folder / "heatmap.html", "Text heatmaps (hover a character for its value)")

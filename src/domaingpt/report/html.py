@@ -1,0 +1,167 @@
+"""The report as one self-contained HTML file: no script, no external resource.
+
+Figures are embedded as base64 PNG; every text that comes from data (corpora, prompts,
+samples, file names) is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from domaingpt import __version__
+from domaingpt.core.claims import Verdict
+from domaingpt.report.document import Block, Section
+from domaingpt.report.format import cells, fmt, is_numeric, rows_shown
+
+_CSS = """
+:root { --fg:#1d2329; --muted:#5b6670; --line:#d9dee3; --bg:#ffffff; --soft:#f5f7f9;
+        --ok:#1a7f37; --bad:#b42318; --part:#9a6700; --na:#6e7781; }
+* { box-sizing: border-box; }
+body { margin:0; font:15px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
+       color:var(--fg); background:var(--bg); }
+main { max-width:1120px; margin:0 auto; padding:24px 28px 80px; }
+h1 { font-size:28px; margin:8px 0 4px; }
+h2 { font-size:22px; margin:40px 0 10px; padding-top:12px; border-top:2px solid var(--line); }
+h3 { font-size:17px; margin:26px 0 8px; }
+p { margin:8px 0; max-width:78ch; }
+.sub { color:var(--muted); margin:0 0 16px; }
+nav { background:var(--soft); border:1px solid var(--line); border-radius:8px; padding:10px 16px; }
+nav ol { margin:4px 0; padding-left:22px; columns:2; }
+nav a { color:#0b5cad; text-decoration:none; }
+.tablewrap { overflow-x:auto; margin:10px 0 4px; }
+table { border-collapse:collapse; font-size:13.5px; }
+p.cap { color:var(--muted); font-size:13px; margin:14px 0 2px; }
+th, td { border:1px solid var(--line); padding:4px 8px; vertical-align:top; text-align:left; }
+td { max-width:56ch; } td:not(.num) { overflow-wrap:break-word; }
+th { background:var(--soft); font-weight:600; }
+td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
+tr:nth-child(even) td { background:#fbfcfd; }
+figure { margin:14px 0 18px; }
+figure img { max-width:100%; height:auto; border:1px solid var(--line); border-radius:4px; }
+figcaption { color:var(--muted); font-size:13px; margin-top:4px; }
+pre.sample { white-space:pre-wrap; word-break:break-word; background:var(--soft); margin:0;
+             padding:6px 8px; border-radius:4px; font:12.5px/1.4 ui-monospace,"DejaVu Sans Mono",monospace; }
+.note { color:var(--muted); font-size:13.5px; }
+.missing { border-left:4px solid var(--part); background:#fff8e6; padding:8px 12px; margin:10px 0; }
+.verdict { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12.5px;
+           font-weight:600; color:#fff; white-space:nowrap; }
+.v-holds { background:var(--ok); } .v-fails { background:var(--bad); }
+.v-partly { background:var(--part); } .v-na { background:var(--na); }
+details { margin:8px 0; } summary { cursor:pointer; font-weight:600; }
+footer { margin-top:48px; color:var(--muted); font-size:13px; }
+"""
+
+
+_VERDICT_CLASS = {
+    Verdict.HOLDS: "v-holds",
+    Verdict.FAILS: "v-fails",
+    Verdict.PARTLY: "v-partly",
+    Verdict.UNMEASURED: "v-na",
+}
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html_table(df: pd.DataFrame, caption: str, source: str, max_rows: int = 0) -> str:
+    shown = rows_shown(df, max_rows)
+    numeric = [is_numeric(shown[c]) for c in shown.columns]
+    parts = [f'<p class="cap">{_e(caption)}</p>'] if caption else []
+    parts.append('<div class="tablewrap"><table>')
+    parts.append(
+        "<thead><tr>" + "".join(f"<th>{_e(c)}</th>" for c in shown.columns) + "</tr></thead><tbody>"
+    )
+    for row in cells(shown):
+        tds = []
+        for cell, num, col in zip(row, numeric, shown.columns, strict=True):
+            if col == "verdict" and cell in _VERDICT_CLASS:
+                tds.append(
+                    f'<td><span class="verdict {_VERDICT_CLASS[cell]}">{_e(cell)}</span></td>'
+                )
+            elif num:
+                tds.append(f'<td class="num">{_e(cell)}</td>')
+            else:
+                tds.append(f"<td>{_e(cell)}</td>")
+        parts.append("<tr>" + "".join(tds) + "</tr>")
+    parts.append("</tbody></table></div>")
+    if len(df) > len(shown):
+        where = f" in {source}" if source else ""
+        parts.append(f'<p class="note">First {len(shown)} of {len(df):,} rows; all{_e(where)}.</p>')
+    return "".join(parts)
+
+
+def _html_samples(block: Block) -> str:
+    rows = [
+        '<tr><td class="num">{}</td><td class="num">{}</td><td><pre class="sample">{}</pre></td></tr>'.format(
+            _e(fmt(r.get("iter"))), _e(fmt(r.get("val_loss"), "val_loss")), _e(r.get("text", ""))
+        )
+        for r in block.rows
+    ]
+    return (
+        f'<details open><summary>{_e(block.text)}</summary><div class="tablewrap"><table>'
+        "<thead><tr><th>iteration</th><th>val loss</th><th>sample</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></div></details>"
+    )
+
+
+def _html_figure(block: Block) -> str:
+    assert block.path is not None
+    data = base64.b64encode(block.path.read_bytes()).decode("ascii")
+    mime = "image/svg+xml" if block.path.suffix.lower() == ".svg" else "image/png"
+    return (
+        f'<figure><img src="data:{mime};base64,{data}" alt="{_e(block.text)}">'
+        f"<figcaption>{_e(block.text)}</figcaption></figure>"
+    )
+
+
+def render_html(title: str, subtitle: str, sections: list[Section]) -> str:
+    """The report as one HTML document: no script, no external resource."""
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
+        f'<h1>{_e(title)}</h1><p class="sub">{_e(subtitle)}</p>',
+        "<nav><strong>Contents</strong><ol>",
+        *(f'<li><a href="#{_e(s.id)}">{_e(s.title)}</a></li>' for s in sections),
+        "</ol></nav>",
+    ]
+    for s in sections:
+        out.append(f'<section id="{_e(s.id)}"><h2>{_e(s.title)}</h2>')
+        for b in s.blocks:
+            if b.kind == "p":
+                out.append(f"<p>{_e(b.text)}</p>")
+            elif b.kind == "note":
+                out.append(f'<p class="note">{_e(b.text)}</p>')
+            elif b.kind == "h3":
+                out.append(f"<h3>{_e(b.text)}</h3>")
+            elif b.kind == "missing":
+                out.append(f'<div class="missing"><strong>Missing:</strong> {_e(b.text)}</div>')
+            elif b.kind == "table" and b.table is not None:
+                out.append(_html_table(b.table, b.text, b.source, b.max_rows))
+            elif b.kind == "figure":
+                out.append(_html_figure(b))
+            elif b.kind == "sample":
+                out.append(_html_samples(b))
+            elif b.kind == "iframe" and b.path is not None:
+                # Embedded whole, sandboxed (no script can run): the page stays one file.
+                doc = b.path.read_text(encoding="utf-8")
+                out.append(
+                    f'<figure><iframe sandbox="" title="{_e(b.text)}" srcdoc="{_e(doc)}" '
+                    'style="width:100%;height:560px;border:1px solid #d9dee3;border-radius:4px">'
+                    f"</iframe><figcaption>{_e(b.text)}</figcaption></figure>"
+                )
+        out.append("</section>")
+    out.append(
+        f"<footer>Generated by domaingpt {_e(__version__)} on "
+        f"{_e(datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC'))}.</footer>"
+    )
+    out.append("</main></body></html>")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,65 @@
+"""Part 2 of the study, few-shot: each model trained further on every other corpus, from
+its final checkpoint, an early one and from scratch (see :mod:`.jobs`).
+
+Tables in ``adapt/``: ``curves``, ``final``, ``summary`` (per pair: loss by start point,
+early − final, outcome and verdict), plus ``in_domain`` (each model on its own corpus).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from domaingpt.core.stage import Stage, StageContext
+from domaingpt.stages.adapt.claims import claims
+from domaingpt.stages.adapt.jobs import (
+    START_POINTS,
+    AdaptSettings,
+    across_pairs,
+    load_adapt,
+    outcome,
+    parse_pair,
+    pick_early,
+    run_adapt,
+    summarize,
+    verdict,
+)
+from domaingpt.stages.adapt.section import section
+
+
+def run(ctx: StageContext, settings: AdaptSettings) -> dict[str, Path]:
+    return run_adapt(ctx.run, settings, progress=ctx.progress, log=ctx.log)
+
+
+def _summary(written: Mapping[str, Path]) -> str:
+    return written["summary_md"].read_text(encoding="utf-8")
+
+
+stage = Stage(
+    name="adapt",
+    title="few-shot adaptation",
+    settings=AdaptSettings,
+    run=run,
+    load=load_adapt,
+    claims=claims,
+    section=section,
+    needs=("train",),
+    help="few-shot adaptation of each model to each other corpus, from early, final and "
+    "scratch starts",
+    summary=_summary,
+    section_title="Cross-domain evaluation: few-shot adaptation",
+)
+
+__all__ = [
+    "START_POINTS",
+    "AdaptSettings",
+    "across_pairs",
+    "load_adapt",
+    "outcome",
+    "parse_pair",
+    "pick_early",
+    "run_adapt",
+    "stage",
+    "summarize",
+    "verdict",
+]

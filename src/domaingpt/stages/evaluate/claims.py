@@ -1,0 +1,95 @@
+"""The study's zero-shot statements, checked on the zero-shot table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+
+from domaingpt.core import published
+from domaingpt.core.claims import Claim, unmeasured, verdict_of
+from domaingpt.core.rundir import study_order
+from domaingpt.core.stage import Tables
+from domaingpt.report.format import display
+from domaingpt.stages.evaluate.matrix import final_zero_shot
+
+
+def _own_is_lowest(
+    loss: pd.DataFrame, names: list[str], evidence: Callable[[str, str, pd.Series], str]
+) -> tuple[list[bool], list[str]]:
+    """For each name, whether the lowest loss of column ``loss[name]`` is at its own row,
+    and the evidence ``evidence(name, lowest, column)``."""
+    flags, ev = [], []
+    for name in names:
+        col = loss[name].dropna()
+        best = col.idxmin()
+        flags.append(best == name)
+        ev.append(evidence(name, best, col))
+    return flags, ev
+
+
+def claims(tables: Tables) -> list[Claim]:
+    """Own corpus lowest, own model best, and the study's hardest foreign corpus."""
+    if "zero_shot" not in tables or tables["zero_shot"].empty:
+        return [unmeasured(published.OWN_CORPUS_LOWEST, "no zero-shot matrix")]
+    fin = final_zero_shot(tables["zero_shot"])
+    loss = fin.pivot_table(index="model", columns="corpus", values="loss_nats")
+    models = [m for m in study_order(loss.index) if m in loss.columns]
+    scope = ", ".join(display(m) for m in models)
+    out = []
+    flags, ev = _own_is_lowest(
+        loss.T,
+        models,
+        lambda m, best, row: (
+            f"{display(m)} model: own {row[m]:.2f}, best {display(best)} {row[best]:.2f}"
+        ),
+    )
+    out.append(
+        Claim(
+            published.OWN_CORPUS_LOWEST,
+            verdict_of(flags),
+            "; ".join(ev) or "no in-domain pair",
+            scope,
+            {f"own_{m}": float(loss.loc[m, m]) for m in models},
+        )
+    )
+    flags, ev = _own_is_lowest(
+        loss,
+        models,
+        lambda c, best, col: (
+            f"{display(c)}: own model {col[c]:.2f}, best {display(best)} model {col[best]:.2f}"
+        ),
+    )
+    out.append(
+        Claim(
+            published.OWN_MODEL_BEST,
+            verdict_of(flags),
+            "; ".join(ev) or "no in-domain pair",
+            scope,
+        )
+    )
+    flags, ev = [], []
+    for m, row in published.ZERO_SHOT.items():
+        if m not in loss.index:
+            continue
+        foreign = [c for c in row if c != m and c in loss.columns]
+        if len(foreign) < 2:
+            continue
+        theirs = max(foreign, key=lambda c: row[c])
+        ours_row = loss.loc[m, foreign].dropna()
+        if ours_row.empty:
+            continue
+        ours = ours_row.idxmax()
+        flags.append(ours == theirs)
+        ev.append(
+            f"{display(m)} model: hardest {display(ours)} ({ours_row[ours]:.2f}); study: {display(theirs)}"
+        )
+    out.append(
+        Claim(
+            published.HARDEST_FOREIGN,
+            verdict_of(flags),
+            "; ".join(ev) or "needs the three built-in corpora",
+            ", ".join(display(c) for c in published.CORPORA),
+        )
+    )
+    return out

@@ -1,0 +1,52 @@
+"""Part 3 of the study: the softmax output layer of every model at every checkpoint, on
+prompts from every corpus (entropy, p(true), top-k, where probabilities harden).
+
+Tables in ``probe/``: ``last``, ``topk``, ``positions``, ``summary``, ``js``,
+``hardening``, ``overpredicted`` and ``prompts`` (see :mod:`.compute`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from domaingpt.core.stage import Stage, StageContext
+from domaingpt.stages.probe.claims import claims
+from domaingpt.stages.probe.compute import (
+    NextCharStats,
+    ProbeSettings,
+    hardening,
+    load_probe,
+    next_char_stats,
+    run_probe,
+    summarise,
+)
+from domaingpt.stages.probe.section import section
+
+
+def run(ctx: StageContext, settings: ProbeSettings) -> dict[str, Path]:
+    return run_probe(ctx.run, settings, progress=ctx.progress, log=ctx.log)
+
+
+stage = Stage(
+    name="probe",
+    title="softmax inspection",
+    settings=ProbeSettings,
+    run=run,
+    load=load_probe,
+    claims=claims,
+    section=section,
+    needs=("train",),
+    help="softmax inspection: entropy, p(true), top-k at every checkpoint, in vs out of domain",
+    section_title="Softmax inspection",
+)
+
+__all__ = [
+    "NextCharStats",
+    "ProbeSettings",
+    "hardening",
+    "load_probe",
+    "next_char_stats",
+    "run_probe",
+    "stage",
+    "summarise",
+]

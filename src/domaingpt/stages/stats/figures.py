@@ -1,0 +1,102 @@
+"""Figures of character statistics, drawn from the stage's tables (``plot_xxx(table, path) -> Path``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from domaingpt.core.plotting import (
+    CLASS_COLORS,
+    figure_style,
+    save_figure,
+    tick_label,
+)
+from domaingpt.data.charclass import CLASSES
+
+
+def plot_char_distribution(
+    counts: pd.DataFrame,
+    path: str | Path,
+    *,
+    top_n: int = 40,
+    title: str | None = None,
+) -> Path:
+    """Bar chart of the ``top_n`` most frequent characters, coloured by class, with a
+    log-log rank/frequency panel of all characters.
+
+    ``counts`` is :attr:`domaingpt.stats.CorpusStats.counts` (columns label, count,
+    share, rank, char_class).
+    """
+    df = counts.sort_values("rank") if "rank" in counts.columns else counts
+    top = df.head(top_n)
+    with figure_style():
+        fig, (ax, ax_rank) = plt.subplots(
+            1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [3.2, 1]}
+        )
+        x = range(len(top))
+        colors = [CLASS_COLORS.get(c, "#333333") for c in top["char_class"]]
+        ax.bar(x, 100.0 * top["share"], color=colors, edgecolor="none")
+        ax.set_xticks(list(x))
+        ax.set_xticklabels([tick_label(str(s)) for s in top["label"]], rotation=90, fontsize=8)
+        ax.set_xlim(-0.7, max(len(top), 1) - 0.3)
+        ax.set_ylabel("share of characters (%)")
+        ax.grid(axis="x", visible=False)
+        ax.set_title(title or f"Top {len(top)} characters")
+        present = [c for c in CLASSES if c in set(top["char_class"])]
+        handles = [plt.Rectangle((0, 0), 1, 1, color=CLASS_COLORS[c]) for c in present]
+        if handles:
+            ax.legend(handles, present, fontsize=8, frameon=False, ncol=2)
+
+        if len(df):
+            ax_rank.loglog(df["rank"], df["count"], marker=".", markersize=3, linewidth=1)
+        ax_rank.set_xlabel("rank")
+        ax_rank.set_ylabel("count")
+        ax_rank.set_title(f"All {len(df)} characters (log-log)")
+        fig.tight_layout()
+        return save_figure(fig, path, tight=False)
+
+
+def plot_class_shares(class_shares: pd.DataFrame, path: str | Path) -> Path:
+    """Grouped bars: share of each character class, one bar per corpus.
+
+    ``class_shares`` is tidy with columns corpus, char_class, share (as written by
+    :meth:`domaingpt.stats.CorpusStats.class_shares`).
+    """
+    table = class_shares.pivot_table(
+        index="char_class", columns="corpus", values="share", aggfunc="sum", sort=False
+    )
+    table = table.reindex([c for c in CLASSES if c in table.index])
+    corpora = list(dict.fromkeys(class_shares["corpus"]))
+    table = table[corpora].fillna(0.0)
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(11, 4.8))
+        n = max(len(corpora), 1)
+        width = 0.8 / n
+        cmap = plt.get_cmap("tab10")
+        for j, corpus in enumerate(corpora):
+            xs = [i - 0.4 + width * (j + 0.5) for i in range(len(table))]
+            vals = 100.0 * table[corpus].to_numpy()
+            bars = ax.bar(xs, vals, width=width * 0.95, label=str(corpus), color=cmap(j % 10))
+            for bar, v in zip(bars, vals, strict=True):
+                text = "0" if v == 0 else f"{v:.1f}" if v >= 0.1 else f"{v:.1g}"
+                ax.annotate(
+                    text,
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=6.5,
+                    rotation=90 if n > 2 else 0,
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                )
+        ax.set_xticks(range(len(table)))
+        ax.set_xticklabels([c.replace("_", " ") for c in table.index])
+        ax.set_ylabel("share of characters (%)")
+        ax.set_ylim(0, max(float(100.0 * table.to_numpy().max()) * 1.18, 1.0))
+        ax.grid(axis="x", visible=False)
+        ax.set_title("Character classes by corpus")
+        ax.legend(frameon=False)
+        fig.tight_layout()
+        return save_figure(fig, path, tight=False)

@@ -1,0 +1,29 @@
+"""The train stage: one character-level GPT per corpus of the study, with a checkpoint
+history, samples along training and loss curves (see :mod:`domaingpt.training`).
+
+Tables (read from each ``models/<corpus>/``): ``metrics``, ``samples``, ``summary``.
+"""
+
+from __future__ import annotations
+
+from domaingpt.core.stage import Stage
+from domaingpt.stages.train.claims import claims
+from domaingpt.stages.train.run import TrainSettings, load, run, study_vocab_for
+from domaingpt.stages.train.section import section
+
+stage = Stage(
+    name="train",
+    title="training (one model per corpus)",
+    settings=TrainSettings,
+    run=run,
+    load=load,
+    claims=claims,
+    section=section,
+    needs=(),
+    subdir="models",
+    help="train one model per corpus of the study",
+    section_title="Training: loss curves and samples",
+    command=False,
+)
+
+__all__ = ["TrainSettings", "load", "run", "stage", "study_vocab_for"]

@@ -1,0 +1,169 @@
+"""The train stage: one model per corpus of the study, with the run's shared vocabulary."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+
+from domaingpt.core.config import RUNTIME_TRAIN_KEYS, RunConfig, from_dict, load_preset
+from domaingpt.core.io import read_jsonl, write_json
+from domaingpt.core.rundir import RunDir, study_order, study_vocab
+from domaingpt.core.settings import StageSettings, setting
+from domaingpt.core.stage import StageContext
+from domaingpt.data.encoding import encode_corpus
+from domaingpt.data.vocab import Vocab
+from domaingpt.errors import ConfigError, DomainGPTError
+from domaingpt.training.loop import model_outputs, model_state, run_record, train
+
+
+@dataclass(frozen=True)
+class TrainSettings(StageSettings):
+    """The training config of every model of a study: a preset and its overrides.
+
+    In a study file these are ``[study] preset`` and the ``[model]``, ``[train]`` and
+    ``[data]`` tables (see :mod:`domaingpt.core.config`); the cache key is the resolved
+    config without the keys that only change how fast training runs.
+    """
+
+    SECTION = "train"
+    TRAINING: ClassVar[bool] = True  # built from the study's training tables
+    preset: str = setting("cpu-mini", "training preset: a shipped name or a .toml file")
+    model: dict = setting({}, "[model] overrides", cli=False)
+    train: dict = setting({}, "[train] overrides", cli=False)
+    data: dict = setting({}, "[data] overrides", cli=False)
+    _config: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def check(self) -> None:
+        super().check()
+        overrides = {"model": self.model, "train": self.train, "data": self.data}
+        cfg = from_dict(overrides, load_preset(self.preset), source=f"preset {self.preset}")
+        cfg = RunConfig(cfg.model, cfg.train, cfg.data, preset=Path(self.preset).stem)
+        object.__setattr__(self, "_config", cfg.validate())
+
+    @property
+    def config(self) -> RunConfig:
+        return self._config
+
+    def key_dict(self) -> dict[str, Any]:
+        cfg = self.config.to_dict()
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in RUNTIME_TRAIN_KEYS}
+        return cfg
+
+
+def study_vocab_for(ctx: StageContext) -> Vocab:
+    """The run's vocabulary (``vocab.json``), made from the study's corpora.
+
+    When the study's corpora changed since it was made, it is kept if it still holds
+    every character of them (a corpus added with no new characters trains only its own
+    model), and rebuilt otherwise (then every model is retrained with the new one).
+    """
+    want = {c.name: c.sha256 for c in ctx.corpora}
+    path = ctx.run.vocab_path
+    if path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            vocab = Vocab.from_json(data)
+            have = data.get("corpora")
+        except (OSError, ValueError, AttributeError, DomainGPTError):
+            data, vocab, have = None, None, None
+        if have != want:
+            changed = [c for c in ctx.corpora if (have or {}).get(c.name) != c.sha256]
+            needed = Vocab.from_texts(c.read_text() for c in changed)
+            if vocab is not None and set(needed.chars) <= set(vocab.chars):
+                ctx.log(
+                    f"{path} already holds every character of "
+                    f"{', '.join(c.name for c in changed) or 'the corpora'}: kept"
+                )
+                write_json(path, {**vocab.to_json(), "corpora": want})
+                return vocab
+            ctx.log(
+                f"the study's corpora have characters {path} lacks: rebuilding the "
+                "vocabulary (models trained with the old one are retrained)"
+            )
+            path.unlink()
+    return study_vocab(ctx.run, ctx.corpora)
+
+
+def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
+    """Train one model per corpus of the study (each resumed, skipped or retrained as its
+    directory says); every model shares the run's vocabulary."""
+    if not ctx.corpora:
+        raise ConfigError("the train stage trains the study's corpora; none were given")
+    cfg = settings.config
+    vocab = study_vocab_for(ctx)
+    out: dict[str, Path] = {"vocab": ctx.run.vocab_path}
+    for i, corpus in enumerate(ctx.corpora, start=1):
+        model_dir = ctx.run.model(corpus.name)
+        record = run_record(cfg, corpus.name, corpus.sha256, vocab)
+        state = model_state(model_dir, record, cfg.train.max_iters)
+        prefix = f"model {i}/{len(ctx.corpora)} ({corpus.name})"
+        if state == "finished" and not ctx.force:
+            ctx.log(f"{prefix}: finished earlier with this configuration, skipped")
+        else:
+            encoded = encode_corpus(corpus, vocab)
+            if encoded.n_unk:
+                ctx.log(f"warning: {encoded.n_unk} characters of {corpus.name} are <unk>")
+            train_ids, val_ids = encoded.checked_split(cfg.data.val_fraction, cfg.model.block_size)
+            overwrite = state == "different" or ctx.force
+            what = {
+                "absent": "training",
+                "partial": "continuing",
+                "different": "configuration changed: retraining",
+                "finished": "retraining (--force)",
+            }[state]
+            ctx.log(f"{prefix}: {what}, {cfg.train.max_iters} iterations")
+            train(
+                corpus.name,
+                corpus.sha256,
+                train_ids,
+                val_ids,
+                vocab,
+                cfg,
+                model_dir,
+                resume=True,
+                overwrite=overwrite,
+                progress=ctx.progress,
+                log=ctx.log,
+            )
+        for f in model_outputs(model_dir):
+            out[f"{corpus.name}/{f.relative_to(model_dir).as_posix()}"] = f
+    return out
+
+
+def load(run: RunDir) -> dict[str, pd.DataFrame]:
+    """The training results of every model of a run as tidy tables.
+
+    ``metrics``: model, iter, train_loss, val_loss, lr, tokens_per_s, elapsed,
+    val_loss_full (last row of each model). ``samples``: model, iter, val_loss, prompt,
+    seed, temperature, text. ``summary``: one row per model (iterations, final val loss
+    on the whole split, train time).
+    """
+    metrics, samples, summary = [], [], []
+    for name in study_order(run.trained_models()):  # the study's order, then the rest
+        d = run.model(name)
+        rows = read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").exists() else []
+        metrics += [{"model": name, **r} for r in rows]
+        if (d / "samples.jsonl").exists():
+            samples += [{"model": name, **r} for r in read_jsonl(d / "samples.jsonl")]
+        if rows:
+            last = rows[-1]
+            first = rows[0]
+            summary.append(
+                {
+                    "model": name,
+                    "iterations": last["iter"],
+                    "initial_val_loss": first.get("val_loss"),
+                    "final_val_loss": last.get("val_loss_full", last.get("val_loss")),
+                    "train_seconds": last.get("elapsed"),
+                    "finished": "val_loss_full" in last,
+                }
+            )
+    return {
+        "metrics": pd.DataFrame(metrics),
+        "samples": pd.DataFrame(samples),
+        "summary": pd.DataFrame(summary),
+    }

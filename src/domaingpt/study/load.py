@@ -1,0 +1,131 @@
+"""A run directory read back for a notebook: every stage's tables, figures and claims.
+
+``Study.load("runs/cpu")["evaluate"]["zero_shot"]`` is a DataFrame; nothing is re-run.
+The stages are the built-in ones plus any the study file added (recorded in
+``study.json``), so a user's stage loads like a built-in one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from domaingpt.core.claims import Claim, claims_frame
+from domaingpt.core.io import read_json
+from domaingpt.core.rundir import RunDir
+from domaingpt.core.stage import Stage, StageView, Tables, read_stage, stage_view
+from domaingpt.errors import DomainGPTError
+from domaingpt.study.spec import StageRef, resolve_stages
+
+
+class Study:
+    """A run directory read back; nothing is re-run.
+
+    ``study["evaluate"]`` is the dict of DataFrames that stage wrote (its ``load``);
+    ``study.figures["stats"]`` the PNG files of a stage; ``study.records`` the stage
+    records (status, seconds, key); ``study.spec`` the resolved study file;
+    ``study.conclusions`` every claim checked, as a table.
+    """
+
+    def __init__(self, root: str | Path, stages: tuple[Stage, ...] | None = None) -> None:
+        self.root = Path(root)
+        self.run = RunDir(self.root)
+        self._stages = stages
+        self._tables: dict[str, Tables] = {}
+
+    @classmethod
+    def load(cls, root: str | Path) -> Study:
+        root = Path(root)
+        if not root.is_dir():
+            raise DomainGPTError(f"run directory {root} does not exist: run `domaingpt run` first")
+        return cls(root)
+
+    # -- metadata ----------------------------------------------------------------------
+    @property
+    def spec(self) -> dict[str, Any]:
+        p = self.root / "study.json"
+        return read_json(p) if p.is_file() else {}
+
+    @property
+    def versions(self) -> dict[str, str]:
+        p = self.root / "versions.json"
+        return read_json(p) if p.is_file() else {}
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        """The run's stages in order: built in, the study file's own, the report."""
+        if self._stages is None:
+            refs = [StageRef(s["ref"], s["base"]) for s in self.spec.get("stages", [])]
+            self._stages = resolve_stages(refs)
+        return self._stages
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise DomainGPTError(
+            f"unknown stage {name!r}: stages are {', '.join(s.name for s in self.stages)}"
+        )
+
+    @property
+    def records(self) -> dict[str, dict[str, Any]]:
+        return {s.name: rec for s in self.stages if (rec := self.run.record(s.name))}
+
+    def status(self, stage: str) -> str:
+        """done, failed, blocked, or absent (never run)."""
+        self.stage(stage)
+        return self.run.status(stage)
+
+    def corpora(self) -> list[str]:
+        """The study's corpora by name, in the study's order (else the trained models)."""
+        names = [
+            Path(c).stem if ("/" in c or "\\" in c or c.endswith(".txt")) else c
+            for c in self.spec.get("corpora", [])
+        ]
+        return names or self.run.trained_models()
+
+    # -- results -----------------------------------------------------------------------
+    def tables(self, stage: str) -> Tables:
+        """Every table of a stage as DataFrames (read once, then cached)."""
+        if stage not in self._tables:
+            self._tables[stage] = read_stage(self.stage(stage), self.run)
+        return self._tables[stage]
+
+    def __getitem__(self, stage: str) -> Tables:
+        return self.tables(stage)
+
+    def view(self, stage: str, figdir: Path | None = None) -> StageView:
+        """What the report shows of a stage: its tables (or why there are none), claims."""
+        tables = self._tables.get(stage)
+        return stage_view(
+            self.stage(stage), self.run, self.corpora(), figdir or self.root / "report", tables
+        )
+
+    @property
+    def figures(self) -> dict[str, list[Path]]:
+        """PNG figures by stage (sorted by path)."""
+        out: dict[str, list[Path]] = {}
+        for s in self.stages:
+            d = self.root / s.folder
+            if d.is_dir() and (found := sorted(d.rglob("*.png"))):
+                out[s.name] = found
+        return out
+
+    def claims(self) -> list[Claim]:
+        """Every stage's claims, computed from its tables now (missing stages: none)."""
+        return [c for s in self.stages if s.name != "report" for c in self.view(s.name).claims]
+
+    @property
+    def conclusions(self) -> pd.DataFrame:
+        """Every claim checked on this run: stage, section, claim, scope, verdict, evidence."""
+        return claims_frame(self.claims())
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    def __repr__(self) -> str:
+        status = ", ".join(f"{s}={r.get('status')}" for s, r in self.records.items())
+        return f"Study({str(self.root)!r}: {status})"

@@ -1,0 +1,329 @@
+"""Running a study: its stages in order, each skipped when nothing it depends on changed.
+
+Each stage writes into its own folder of the run directory and leaves a record in
+``stages/<stage>.json``: its status, the *key* it ran with, the files it wrote and their
+SHA-256. The key is a hash of the stage's settings (runtime fields left out), the
+checksums of its inputs (the corpora, the files of the stages it needs or uses), the
+tool version, and for a user's stage the SHA-256 of its module. A stage whose key is
+unchanged and whose files are all still there is skipped, so the second run of a command
+does no work; a run stopped anywhere continues where it stopped, since a record is
+written only when its stage has finished.
+
+A stage that fails leaves the stages before it done, the stages that need it blocked,
+and the report marks the parts missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from domaingpt import __version__
+from domaingpt.core.io import append_text, atomic_write_text, write_json
+from domaingpt.core.progress import Log, stderr_log
+from domaingpt.core.rundir import RunDir, fingerprint_outputs, outputs_intact, sha256_file
+from domaingpt.core.stage import Stage, StageContext, run_stage
+from domaingpt.core.threads import torch_threads
+from domaingpt.data.corpus import Corpus, resolve_corpus
+from domaingpt.errors import ConfigError, DomainGPTError
+from domaingpt.study.spec import StudySpec, preset_study_text
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    status: str  # done | skipped | failed | blocked
+    seconds: float = 0.0
+    message: str = ""
+    user_error: bool = True  # False: an unexpected exception (a bug), see stages/<stage>.log
+
+
+@dataclass
+class StudyResult:
+    run: RunDir
+    outcomes: list[StageOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[StageOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def status(self, stage: str) -> str:
+        return next(o.status for o in self.outcomes if o.stage == stage)
+
+    @property
+    def exit_code(self) -> int:
+        if not self.failed:
+            return 0
+        return 2 if all(o.user_error for o in self.failed) else 1
+
+
+@dataclass
+class _Run:
+    """What every stage of one ``run_study`` call shares."""
+
+    run: RunDir
+    spec: StudySpec
+    corpora: list[Corpus]
+    progress: bool
+    log: Log
+    force: set[str]
+    data_dir: str | Path | None
+    download: bool
+    threads: int
+
+
+def _digest(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def fmt_seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 90 else f"{int(s // 60)} min {int(s % 60):02d} s"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the tool and its main dependencies: a run says how it was made."""
+    import numpy
+    import torch
+
+    return {
+        "domaingpt": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pd.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def _make_log(run: RunDir, sink: Log | None) -> Log:
+    log_file = run.root / "log.txt"
+
+    def log(msg: str) -> None:
+        (sink or stderr_log)(msg)
+        append_text(log_file, f"{datetime.now().strftime('%H:%M:%S')} {msg}\n")
+
+    return log
+
+
+def _copy_study(run: RunDir, spec: StudySpec) -> None:
+    """The study file, its resolved form and the versions, written into the run.
+
+    Rewritten only when they changed, so a run that does no work changes no file.
+    """
+    text = spec.text if spec.text is not None else preset_study_text(spec.base)
+    path = run.root / "study.toml"
+    old = path.read_text(encoding="utf-8").split("\n", 1)[-1] if path.is_file() else None
+    if old != text:
+        header = (
+            f"# Copied by domaingpt {__version__} at {_now()}; layered over the "
+            f"{spec.base!r} study preset. Resolved: study.json, versions: versions.json.\n"
+        )
+        atomic_write_text(path, header + text)
+    for name, obj in (("study.json", spec.to_dict()), ("versions.json", versions())):
+        target = run.root / name
+        try:
+            same = target.is_file() and json.loads(target.read_text(encoding="utf-8")) == obj
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            write_json(target, obj)
+
+
+def run_study(
+    spec: StudySpec,
+    out: str | Path | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    force: Iterable[str] = (),
+    progress: bool = True,
+    log: Log | None = None,
+    download: bool = True,
+    threads: int | None = None,
+) -> StudyResult:
+    """Run every stage of ``spec`` into ``out`` (default ``runs/<name>``); see module doc.
+
+    ``threads`` (default: the study's ``threads``) sets torch's thread count for every
+    stage; on a CPU shared with other jobs, 1 can be many times faster for small models.
+    ``log`` receives the log lines (default: stderr above the progress bars). A stage
+    failure does not raise: it is in the result (``result.failed``) and its record.
+    KeyboardInterrupt propagates; running again continues.
+    """
+    run = RunDir(Path(out) if out is not None else Path("runs") / spec.name)
+    run.check_writable()
+    names = [s.name for s in spec.stages]
+    force = set(force)
+    if "all" in force:
+        force = set(names)
+    for name in force:
+        spec.stage(name)
+    corpora = [
+        resolve_corpus(c, data_dir or spec.data_dir, download=download) for c in spec.corpora
+    ]
+    corpus_names = [c.name for c in corpora]
+    if len(set(corpus_names)) != len(corpus_names):
+        raise ConfigError(f"study.corpora names the same corpus twice: {corpus_names}")
+    run.root.mkdir(parents=True, exist_ok=True)
+    log_fn = _make_log(run, log)
+    _copy_study(run, spec)
+    ctx = _Run(
+        run,
+        spec,
+        corpora,
+        progress,
+        log_fn,
+        force,
+        data_dir or spec.data_dir,
+        download,
+        spec.threads if threads is None else threads,
+    )
+    result = StudyResult(run)
+    records = {name: run.record(name) or {} for name in names}
+    n = len(spec.stages)
+    log_fn(f"study {spec.name!r}: {len(corpora)} corpora ({', '.join(corpus_names)}) → {run.root}")
+    for i, stage in enumerate(spec.stages, start=1):
+        outcome = _run_one(stage, ctx, records, f"stage {i}/{n}: {stage.name}")
+        result.outcomes.append(outcome)
+        records[stage.name] = run.record(stage.name) or {}
+    done = sum(o.status in ("done", "skipped") for o in result.outcomes)
+    log_fn(f"study {spec.name!r}: {done}/{n} stages complete; report: {run.root / 'report.html'}")
+    return result
+
+
+def _inputs(stage: Stage, ctx: _Run, records: dict[str, dict]) -> dict[str, Any]:
+    inputs: dict[str, Any] = {"corpora": [[c.name, c.sha256] for c in ctx.corpora]}
+    uses = stage.uses
+    if "*" in uses:  # every stage before this one
+        uses = tuple(s.name for s in ctx.spec.stages[: ctx.spec.stages.index(stage)])
+    for dep in (*stage.needs, *uses):
+        rec = records.get(dep)
+        done = rec is not None and rec.get("status") == "done"
+        inputs[dep] = _digest(rec["outputs"]) if done else (rec or {}).get("status", "absent")
+    for ref in ctx.spec.stage_refs:  # a user's stage: its code is an input too
+        if ref.load() is stage:
+            inputs["code"] = ref.code_digest()
+    return inputs
+
+
+def _failed(
+    stage: Stage, ctx: _Run, head: str, error: BaseException, seconds: float
+) -> StageOutcome:
+    """Record and log a failed stage; the message names the stage and the cause."""
+    user_error = isinstance(error, DomainGPTError)
+    message = str(error) if user_error else f"{type(error).__name__}: {error}"
+    record: dict[str, Any] = {
+        "stage": stage.name,
+        "status": "failed",
+        "message": message,
+        "at": _now(),
+        "seconds": round(seconds, 3),
+    }
+    if not user_error:
+        tb = ctx.run.root / "stages" / f"{stage.name}.log"
+        atomic_write_text(
+            tb, "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        )
+        record["traceback"] = str(tb)
+        message += f" (traceback in {tb})"
+    ctx.run.write_record(stage.name, record)
+    ctx.log(f"{head} — FAILED: {message}")
+    return StageOutcome(stage.name, "failed", seconds, message, user_error)
+
+
+def _run_one(stage: Stage, ctx: _Run, records: dict[str, dict], head: str) -> StageOutcome:
+    run, log = ctx.run, ctx.log
+    missing = [d for d in stage.needs if records.get(d, {}).get("status") != "done"]
+    if missing:
+        reason = f"needs {', '.join(missing)}, which did not complete"
+        log(f"{head} — blocked: {reason}")
+        run.write_record(
+            stage.name, {"stage": stage.name, "status": "blocked", "message": reason, "at": _now()}
+        )
+        return StageOutcome(stage.name, "blocked", message=reason)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        settings = ctx.spec.settings(
+            stage.name, corpora=ctx.corpora, data_dir=ctx.data_dir, offline=not ctx.download
+        )
+        inputs = _inputs(stage, ctx, records)
+        settings_d = settings.key_dict()
+        key = _digest(
+            {"stage": stage.name, "settings": settings_d, "inputs": inputs, "v": __version__}
+        )
+        old = records.get(stage.name) or {}
+        forced = stage.name in ctx.force
+        if (
+            not forced
+            and old.get("status") == "done"
+            and old.get("key") == key
+            and outputs_intact(run.root, old.get("outputs", {}))
+        ):
+            log(f"{head} — unchanged, skipped")
+            return StageOutcome(stage.name, "skipped")
+        if old.get("status") == "done" and not forced:
+            why = "its inputs or settings changed" if old.get("key") != key else "files missing"
+            log(f"{head} — {stage.title}: running again ({why})")
+        else:
+            log(f"{head} — {stage.title}")
+        # Until this stage finishes, no record says it is done.
+        run.record_path(stage.name).unlink(missing_ok=True)
+        sctx = StageContext(
+            run=run,
+            stage=stage,
+            corpora=ctx.corpora,
+            progress=ctx.progress,
+            log=log,
+            force=forced,
+            stages=ctx.spec.stages,
+            study=ctx.spec,
+        )
+        with torch_threads(ctx.threads):
+            written, _ = run_stage(sctx, settings)
+        if not written:
+            written = {"dir": sctx.out}
+        outputs = fingerprint_outputs(run.root, [Path(p) for p in written.values()])
+    except KeyboardInterrupt:
+        log(f"{head} — interrupted; run the same command again to continue")
+        raise
+    except Exception as e:
+        return _failed(stage, ctx, head, e, time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    run.write_record(
+        stage.name,
+        {
+            "stage": stage.name,
+            "status": "done",
+            "key": key,
+            "settings": settings_d,
+            "inputs": inputs,
+            "outputs": outputs,
+            "version": __version__,
+            "at": _now(),
+            "seconds": round(seconds, 3),
+            "cpu_seconds": round(time.process_time() - c0, 3),
+        },
+    )
+    log(f"{head} — done in {fmt_seconds(seconds)}")
+    return StageOutcome(stage.name, "done", seconds)
+
+
+__all__ = ["StageOutcome", "StudyResult", "fmt_seconds", "run_study", "sha256_file", "versions"]

@@ -1,0 +1,371 @@
+"""A study file, read and checked: corpora, the training config, the stages and their tables.
+
+A *study file* is TOML::
+
+    [study]
+    name = "mine"                                   # run directory: runs/mine
+    corpora = ["shakespeare", "math", "wikipedia", "data/notes.txt"]
+    preset = "cpu-fast"                             # the training preset of every model
+    stages = ["my_stages.attention:stage"]          # your own stages (optional)
+    [train]                                         # overrides of the training preset
+    max_iters = 3000
+    [probe]                                         # one table per stage, mapped onto
+    prompts_per_corpus = 32                         # its settings dataclass
+    [attention]                                     # ... your stage's too
+
+It is layered over a shipped study preset (``smoke``, ``cpu`` — the default — or
+``gpu``, in ``domaingpt/studies/``): keys it sets win, everything else comes from the
+preset. Setting ``[study] preset`` drops the preset study's ``[model]``/``[train]``/
+``[data]`` overrides (they were meant for its own training preset). Paths in a study
+file — corpora, prompt files, stage modules — are relative to the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import importlib
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from domaingpt.core.config import TRAIN_SECTIONS, RunConfig, read_config_text, read_toml
+from domaingpt.core.settings import StageSettings, settings_from_table, unknown_key
+from domaingpt.core.stage import Stage
+from domaingpt.data.corpus import Corpus
+from domaingpt.errors import ConfigError
+from domaingpt.study.pipeline import BUILTIN_STAGES, REPORT
+
+STUDY_PRESETS = ("smoke", "cpu", "gpu")
+DEFAULT_PRESET = "cpu"
+STUDY_KEYS = ("name", "corpora", "preset", "data_dir", "description", "threads", "stages")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_STAGE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def preset_study_text(preset: str) -> str:
+    """The shipped study file of a preset (``smoke``, ``cpu``, ``gpu``)."""
+    if preset not in STUDY_PRESETS:
+        close = difflib.get_close_matches(preset, STUDY_PRESETS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(
+            f"unknown study preset {preset!r}: {hint}presets are {', '.join(STUDY_PRESETS)}"
+        )
+    return (resources.files("domaingpt") / "studies" / f"{preset}.toml").read_text("utf-8")
+
+
+# --- a user's own stages -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageRef:
+    """``module.path:attribute`` of a user's stage, and the folder it is imported from."""
+
+    ref: str
+    base: str  # directory put on sys.path while importing (the study file's folder)
+
+    def load(self) -> Stage:
+        module_name, _, attr = self.ref.partition(":")
+        added = self.base not in sys.path
+        if added:
+            sys.path.insert(0, self.base)
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as e:
+            raise ConfigError(
+                f"cannot import stage {self.ref!r} (from {self.base}): {type(e).__name__}: {e}"
+            ) from None
+        finally:
+            if added:
+                sys.path.remove(self.base)
+        stage = getattr(module, attr, None)
+        if not isinstance(stage, Stage):
+            got = "nothing" if stage is None else type(stage).__name__
+            raise ConfigError(
+                f"stage {self.ref!r}: {module_name}.{attr} must be a domaingpt.core.stage.Stage, "
+                f"got {got}"
+            )
+        return stage
+
+    def code_digest(self) -> str:
+        """SHA-256 of the stage module's source: editing it re-runs the stage."""
+        module = sys.modules.get(self.ref.partition(":")[0])
+        path = getattr(module, "__file__", None)
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
+
+
+def resolve_stages(refs: Iterable[StageRef]) -> tuple[Stage, ...]:
+    """The built-in stages, then the user's, then the report (which reads them all).
+
+    A user's stage may need or use any stage before it; names must be unique.
+    """
+    stages = list(BUILTIN_STAGES)
+    for ref in refs:
+        stage = ref.load()
+        known = [s.name for s in stages]
+        if stage.name in known or stage.name in ("study", *TRAIN_SECTIONS):
+            raise ConfigError(f"stage {ref.ref!r} is named {stage.name!r}, which is taken")
+        if not _NAME.match(stage.name):
+            raise ConfigError(f"stage {ref.ref!r}: its name {stage.name!r} must be a simple name")
+        for dep in (*stage.needs, *stage.uses):
+            if dep not in known and dep != "*":
+                raise ConfigError(
+                    f"stage {stage.name!r} needs {dep!r}, which is not a stage before it "
+                    f"(stages: {', '.join(known)})"
+                )
+        stages.append(stage)
+    return (*stages, REPORT)
+
+
+def _stage_refs(value: Any, base: Path, where: str) -> tuple[StageRef, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(
+            f'study.stages in {where} must be a list like ["my_stages.attention:stage"]'
+        )
+    for v in value:
+        if not _STAGE_REF.match(v):
+            raise ConfigError(
+                f"study.stages entry {v!r} in {where} must be module.path:attribute, "
+                'e.g. "my_stages.attention:stage"'
+            )
+    return tuple(StageRef(v, str(base)) for v in value)
+
+
+# --- the spec ------------------------------------------------------------------------
+
+
+def _looks_like_path(name: str) -> bool:
+    return "/" in name or "\\" in name or name.endswith(".txt")
+
+
+def _resolve_input(value: str, base: Path) -> str:
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+# Keys of stage tables that name files to read (relative to the study file) or to write
+# (relative to, and never outside, the run directory).
+_INPUT_SUFFIXES = ("file", "files", "path", "paths", "_dir")
+_OUTPUT_PREFIXES = ("out", "output")
+
+
+def _resolve_paths(section: str, values: dict[str, Any], base: Path, source: str) -> dict:
+    out = {}
+    for key, value in values.items():
+        lowered = key.lower()
+        if lowered.startswith(_OUTPUT_PREFIXES) and isinstance(value, str):
+            p = Path(value)
+            if p.is_absolute() or ".." in p.parts:
+                raise ConfigError(
+                    f"{section}.{key} = {value!r} in {source}: output paths are relative to "
+                    "the run directory and cannot leave it"
+                )
+        elif lowered.endswith(_INPUT_SUFFIXES) and not lowered.startswith(_OUTPUT_PREFIXES):
+            if isinstance(value, str) and value:
+                value = _resolve_input(value, base)
+            elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+                value = [_resolve_input(v, base) for v in value]
+        out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A study, resolved: corpora, training config, its stages and their tables."""
+
+    name: str
+    corpora: tuple[str, ...]  # built-in names or absolute paths
+    preset: str  # training preset: a shipped name or an absolute .toml path
+    overrides: dict[str, dict[str, Any]]  # [model] / [train] / [data]
+    analyses: dict[str, dict[str, Any]]  # stage -> its table, paths resolved
+    base: str  # the study preset this builds on
+    source: Path | None = None  # the study file, if any
+    text: str | None = None  # its text, copied into the run
+    data_dir: str | None = None
+    description: str = ""
+    threads: int = 0  # torch threads for every stage; 0: torch's default
+    stage_refs: tuple[StageRef, ...] = ()
+    stages: tuple[Stage, ...] = field(default=(), compare=False)
+
+    def config(self) -> RunConfig:
+        """The training configuration shared by every model of the study."""
+        return self.settings("train").config
+
+    @property
+    def where(self) -> str:
+        return str(self.source) if self.source else f"the {self.base} study preset"
+
+    def stage(self, name: str) -> Stage:
+        """The study's stage called ``name``; an unknown name suggests the closest one."""
+        for s in self.stages:
+            if s.name == name:
+                return s
+        names = [s.name for s in self.stages]
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown stage {name!r}: {hint}stages are {', '.join(names)}")
+
+    def settings(
+        self,
+        stage: str,
+        *,
+        corpora: list[Corpus] | None = None,
+        data_dir: str | Path | None = None,
+        offline: bool = False,
+    ) -> StageSettings:
+        """The settings of a stage, built from its table and the study.
+
+        Fields the table does not set are filled from the study where the class has them:
+        ``corpora`` (every stage sees the study's corpora), ``data_dir`` and ``offline``.
+        The training stage's settings come from ``[study] preset`` and the
+        ``[model]``/``[train]``/``[data]`` tables instead.
+        """
+        cls = self.stage(stage).settings
+        if getattr(cls, "TRAINING", False):
+            table = {"preset": self.preset, **{k: dict(v) for k, v in self.overrides.items()}}
+        else:
+            table = dict(self.analyses.get(stage, {}))
+        names = {f.name for f in dataclasses.fields(cls)}
+        if "corpora" in names and "corpora" not in table and corpora is not None:
+            table["corpora"] = [c.name if c.builtin else str(c.path) for c in corpora]
+        data_dir = data_dir or self.data_dir
+        if "data_dir" in names and "data_dir" not in table and data_dir:
+            table["data_dir"] = str(data_dir)
+        if "offline" in names and "offline" not in table and offline:
+            table["offline"] = True
+        return settings_from_table(cls, table, stage, source=self.where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "base": self.base,
+            "description": self.description,
+            "source": str(self.source) if self.source else None,
+            "corpora": list(self.corpora),
+            "preset": self.preset,
+            "data_dir": self.data_dir,
+            "threads": self.threads,
+            "stages": [{"ref": r.ref, "base": r.base} for r in self.stage_refs],
+            "overrides": self.overrides,
+            "analyses": self.analyses,
+        }
+
+
+def _check_sections(data: dict[str, Any], source: str, stage_names: Iterable[str]) -> None:
+    known = ("study", *TRAIN_SECTIONS, *(s for s in stage_names if s not in TRAIN_SECTIONS))
+    for section, values in data.items():
+        if section not in known:
+            close = difflib.get_close_matches(section, known, n=1, cutoff=0.5)
+            hint = f"; did you mean [{close[0]}]?" if close else ""
+            raise ConfigError(
+                f"unknown section [{section}] in {source}{hint} (known: {', '.join(known)})"
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] in {source} must be a table")
+    for key in data.get("study", {}):
+        if key not in STUDY_KEYS:
+            raise unknown_key(f"study.{key}", [f"study.{k}" for k in STUDY_KEYS], source)
+
+
+def _merge(base: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    merged = {k: dict(v) for k, v in base.items()}
+    if "preset" in user.get("study", {}):
+        for section in TRAIN_SECTIONS:
+            merged.pop(section, None)
+    for section, values in user.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def load_study(
+    path: str | Path | None = None, *, preset: str | None = None, check: bool = True
+) -> StudySpec:
+    """Read a study file (layered over the study preset ``preset``, default ``cpu``).
+
+    With ``check`` every table is validated now (unknown keys, wrong types, the training
+    config), so a typo fails before hours of training, not after.
+    """
+    base_name = preset or DEFAULT_PRESET
+    base = read_toml(preset_study_text(base_name), f"study preset {base_name!r}")
+    user: dict[str, Any] = {}
+    text = None
+    source = None
+    base_dir = Path.cwd()
+    if path is not None:
+        source = Path(path).expanduser()
+        if not source.is_file():
+            raise ConfigError(f"study file {source} does not exist: check the path")
+        text = read_config_text(source, "study file")
+        user = read_toml(text, f"study file {source}")
+        source = source.resolve()
+        base_dir = source.parent
+    where = str(source) if source else f"study preset {base_name!r}"
+    refs = _stage_refs(user.get("study", {}).get("stages"), base_dir, where)
+    stages = resolve_stages(refs)
+    if path is not None:
+        _check_sections(user, f"study file {source}", [s.name for s in stages])
+    merged = _merge(base, user)
+    study = merged.get("study", {})
+
+    corpora = study.get("corpora")
+    if not isinstance(corpora, list) or not corpora or not all(isinstance(c, str) for c in corpora):
+        raise ConfigError(f"study.corpora in {where} must be a non-empty list of names or paths")
+    user_corpora = user.get("study", {}).get("corpora") is not None
+    resolved = tuple(
+        _resolve_input(c, base_dir) if _looks_like_path(c) and user_corpora else c for c in corpora
+    )
+    train_preset = study.get("preset", "cpu-mini")
+    if not isinstance(train_preset, str):
+        raise ConfigError(f"study.preset in {where} must be a preset name or a .toml path")
+    if "preset" in user.get("study", {}) and (
+        train_preset.endswith(".toml") or _looks_like_path(train_preset)
+    ):
+        train_preset = _resolve_input(train_preset, base_dir)
+    # A study file without a name is named after the file, not after its preset.
+    name = user.get("study", {}).get("name") or (source.stem if source else study.get("name"))
+    name = name or base_name
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(
+            f"study.name {name!r} in {where} must be a simple name (letters, digits, . _ -): "
+            "it names the run directory runs/NAME"
+        )
+    data_dir = study.get("data_dir")
+    if data_dir is not None:
+        if not isinstance(data_dir, str):
+            raise ConfigError(f"study.data_dir in {where} must be a path")
+        if "data_dir" in user.get("study", {}):
+            data_dir = _resolve_input(data_dir, base_dir)
+    threads = study.get("threads", 0)
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+        raise ConfigError(f"study.threads in {where} must be 0 (torch's default) or more")
+    stage_tables = [s.name for s in stages if s.name not in TRAIN_SECTIONS]
+    spec = StudySpec(
+        name=name,
+        corpora=resolved,
+        preset=train_preset,
+        overrides={s: dict(merged[s]) for s in TRAIN_SECTIONS if s in merged},
+        analyses={
+            s: _resolve_paths(s, merged[s], base_dir, where) for s in stage_tables if s in merged
+        },
+        base=base_name,
+        source=source,
+        text=text,
+        data_dir=data_dir,
+        description=str(
+            user.get("study", {}).get("description", "") if source else study.get("description", "")
+        ),
+        threads=threads,
+        stage_refs=refs,
+        stages=stages,
+    )
+    if check:
+        for stage in stages:
+            spec.settings(stage.name)
+    return spec

@@ -1,0 +1,148 @@
+"""The training step: AdamW, nanoGPT's learning-rate schedule, gradient accumulation, DDP.
+
+Shared by ``domaingpt train`` (:mod:`domaingpt.training.loop`) and few-shot adaptation,
+which is training too.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+
+from domaingpt.core.config import TrainSpec
+from domaingpt.core.device import autocast
+from domaingpt.core.distributed import DistContext, check_batch
+from domaingpt.data.batches import BatchSampler
+from domaingpt.model.gpt import GPT
+
+
+def lr_at(it: int, spec: TrainSpec) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr`` at ``decay_iters`` (nanoGPT's schedule)."""
+    if it < spec.warmup_iters:
+        return spec.lr * (it + 1) / (spec.warmup_iters + 1)
+    if it >= spec.decay_iters:
+        return spec.min_lr
+    ratio = (it - spec.warmup_iters) / max(spec.decay_iters - spec.warmup_iters, 1)
+    return spec.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (spec.lr - spec.min_lr)
+
+
+def make_optimizer(model: GPT, spec: TrainSpec, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not biases, LayerNorm gains)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": spec.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    kwargs: dict[str, Any] = {"lr": spec.lr, "betas": (spec.beta1, spec.beta2)}
+    if device.type in ("cpu", "cuda"):
+        kwargs["fused"] = True
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def should_compile(setting: str, device: torch.device) -> bool:
+    """``auto`` compiles on CUDA only: on a 2-core CPU compilation costs more than it saves
+    for the small presets (see benchmarks/bench_train.py)."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+class Trainer:
+    """Optimizer, batch sampler and the training step for one model.
+
+    Shared by :func:`train` and by few-shot adaptation, which is training too.
+    """
+
+    def __init__(
+        self,
+        model: GPT,
+        spec: TrainSpec,
+        train_ids: np.ndarray,
+        device: torch.device,
+        ctx: DistContext | None = None,
+    ) -> None:
+        self.ctx = ctx or DistContext(device=device)
+        check_batch(self.ctx, spec.batch_size)
+        self.model = model.to(device).train()
+        self.spec = spec
+        self.device = device
+        self.optimizer = make_optimizer(model, spec, device)
+        self.sampler = BatchSampler(
+            train_ids,
+            model.config.block_size,
+            spec.batch_size,
+            spec.seed,
+            device,
+            rank=self.ctx.rank,
+            world=self.ctx.world,
+        )
+        self.iteration = 0
+        # The module that all-reduces gradients (DDP under torchrun), and the callable the
+        # step runs: that module, compiled when asked. Compiling the *wrapped* module keeps
+        # DDP's gradient hooks; compiling the bare model would train each rank alone.
+        self._ddp: Any = None
+        wrapped: torch.nn.Module = model
+        if self.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [device.index] if device.type == "cuda" else None
+            self._ddp = wrapped = DistributedDataParallel(model, device_ids=ids)
+        self._forward: Any = wrapped
+        if should_compile(spec.compile, device):
+            try:
+                self._forward = torch.compile(wrapped)
+            except Exception as e:  # compile is an optimisation: fall back, never fail
+                print(f"torch.compile unavailable ({type(e).__name__}: {e}); running eagerly")
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self.tokens_per_iter = spec.batch_size * spec.grad_accum * model.config.block_size
+
+    def step(self) -> torch.Tensor:
+        """One optimizer step (with gradient accumulation); returns the detached mean loss."""
+        lr = lr_at(self.iteration, self.spec)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=self.device)
+        for micro in range(self.spec.grad_accum):
+            x, y = self.sampler.next()
+            # Under DDP, gradients are all-reduced on the last micro-step only.
+            last = micro == self.spec.grad_accum - 1
+            sync = self._ddp.no_sync() if self._ddp is not None and not last else nullcontext()
+            with sync, autocast(self.device):
+                _, loss = self._forward(x, y)
+                (loss / self.spec.grad_accum).backward()
+            total += loss.detach()
+        if self.spec.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self._params, self.spec.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iteration += 1
+        return total / self.spec.grad_accum
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Optimizer moments and RNG states, as flat named tensors for safetensors."""
+        out: dict[str, torch.Tensor] = {}
+        for idx, state in self.optimizer.state_dict()["state"].items():
+            for key, value in state.items():
+                out[f"optim.{idx}.{key}"] = torch.as_tensor(value)
+        out["rng.batch"] = self.sampler.state()
+        out["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            out["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        return out
+
+    def load_state(self, tensors: dict[str, torch.Tensor], iteration: int) -> None:
+        sd = self.optimizer.state_dict()
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in tensors.items():
+            if name.startswith("optim."):
+                _, idx, key = name.split(".", 2)
+                state.setdefault(int(idx), {})[key] = value
+        sd["state"] = state
+        self.optimizer.load_state_dict(sd)
+        self.sampler.set_state(tensors["rng.batch"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.iteration = iteration
