@@ -27,7 +27,6 @@ return) are read as ``<unk>`` and counted (``n_unk``). Contexts longer than the 
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from domaingpt.core.rundir import RunDir
+from domaingpt.core.rundir import DEFAULT_VAL_FRACTION, ModelEntry, RunDir
 from domaingpt.data.charclass import describe_char
 from domaingpt.data.corpus import Corpus, resolve_corpus
 from domaingpt.data.encoding import encode_corpus
@@ -48,7 +47,6 @@ from domaingpt.errors import DomainGPTError
 Log = Callable[[str], None]
 
 USER = "user"
-DEFAULT_VAL_FRACTION = 0.1
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 _ALLOWED_CONTROLS = frozenset("\n\t\r")
 
@@ -295,83 +293,6 @@ def _text_windows(corpus: Corpus, ranges: list[tuple[int, int]]) -> list[str]:
 # --- the models of a run -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    """A trained model of a run: its directory and what its ``run.json`` says."""
-
-    name: str
-    directory: Path
-    corpus: str
-    corpus_sha256: str | None
-    val_fraction: float
-    block_size: int
-
-
-def select_models(run: RunDir, names: Sequence[str] = ()) -> list[ModelEntry]:
-    """The run's trained models (all of them, or ``names``), or an error saying what to do."""
-    available = run.trained_models()
-    if not available:
-        raise DomainGPTError(
-            f"no trained models in {run.models}; train one first "
-            f"(domaingpt train CORPUS --out {run.root})"
-        )
-    wanted = [n for n in names if n] or available
-    unknown = [n for n in wanted if n not in available]
-    if unknown:
-        raise DomainGPTError(
-            f"no trained model {unknown[0]!r} in {run.models}; available: {', '.join(available)}"
-        )
-    entries = []
-    for name in dict.fromkeys(wanted):
-        directory = run.model(name)
-        record: dict = {}
-        try:
-            record = json.loads((directory / "run.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            record = {}
-        config = record.get("config", {}) if isinstance(record, dict) else {}
-        entries.append(
-            ModelEntry(
-                name=name,
-                directory=directory,
-                corpus=str(record.get("corpus", name)),
-                corpus_sha256=record.get("corpus_sha256"),
-                val_fraction=float(
-                    config.get("data", {}).get("val_fraction", DEFAULT_VAL_FRACTION)
-                ),
-                block_size=int(config.get("model", {}).get("block_size", 0))
-                or _block_size(directory),
-            )
-        )
-    return entries
-
-
-def _block_size(directory: Path) -> int:
-    from domaingpt.model.checkpoint import find_checkpoint
-
-    return int(find_checkpoint(directory).meta["model_config"]["block_size"])
-
-
-def run_vocab(run: RunDir, models: Sequence[ModelEntry]) -> Vocab:
-    """The run's ``vocab.json``, else the vocabulary stored in the first model's checkpoint."""
-    from domaingpt.core.rundir import study_vocab
-    from domaingpt.model.checkpoint import find_checkpoint
-
-    if run.vocab_path.exists():
-        return study_vocab(run, [])
-    return Vocab.from_json(find_checkpoint(models[0].directory).meta["vocab"])
-
-
-def run_corpora(run: RunDir) -> list[str]:
-    """The corpora the run's vocabulary was built from (``vocab.json``), in order."""
-    try:
-        record = json.loads(run.vocab_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return []
-    corpora = record.get("corpora") if isinstance(record, dict) else None
-    return [str(c) for c in corpora] if isinstance(corpora, dict) else []
-
-
 def resolve_prompt_corpora(
     models: Sequence[ModelEntry],
     names: Sequence[str],
@@ -449,7 +370,7 @@ def build_prompt_set(
     freqs: dict[str, np.ndarray] = {}
     if per_corpus > 0:
         val_fraction = {m.corpus: m.val_fraction for m in models}
-        found = resolve_prompt_corpora(models, corpora, data_dir, log, optional=run_corpora(run))
+        found = resolve_prompt_corpora(models, corpora, data_dir, log, optional=run.vocab_corpora())
         for corpus in found:
             got, freq = validation_prompts(
                 corpus,
@@ -481,8 +402,8 @@ def prepare_prompt_stage(
     the prompt set and the device (``settings`` has the shared prompt fields)."""
     from domaingpt.core.device import pick_device, set_threads
 
-    models = select_models(run, settings.models)
-    vocab = run_vocab(run, models)
+    models = run.model_entries(settings.models)
+    vocab = run.vocab()
     prompts = build_prompt_set(
         run,
         models,

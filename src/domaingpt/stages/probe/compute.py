@@ -61,13 +61,12 @@ import torch.nn.functional as F
 
 from domaingpt.core.io import read_jsonl, write_json, write_jsonl
 from domaingpt.core.progress import Log, progress_bar, stderr_log
-from domaingpt.core.rundir import RunDir
+from domaingpt.core.rundir import ModelEntry, RunDir
 from domaingpt.core.settings import StageSettings, setting
 from domaingpt.core.statistics import LOG2E, js_divergence_bits, mean_ci
 from domaingpt.core.tables import read_table, write_table
 from domaingpt.data.charclass import describe_char
 from domaingpt.data.prompts import (
-    ModelEntry,
     PromptSet,
     check_not_empty,
     domain_of,

@@ -78,13 +78,12 @@ import torch.nn.functional as F
 
 from domaingpt.core.io import read_jsonl, write_json, write_jsonl
 from domaingpt.core.progress import Log, progress_bar
-from domaingpt.core.rundir import RunDir
+from domaingpt.core.rundir import ModelEntry, RunDir
 from domaingpt.core.settings import StageSettings, setting
 from domaingpt.core.statistics import bootstrap_mean_ci, mean_ci
 from domaingpt.core.tables import read_table, write_table
 from domaingpt.data.charclass import CLASSES, char_class
 from domaingpt.data.prompts import (
-    ModelEntry,
     PromptSet,
     check_not_empty,
     domain_of,
@@ -936,6 +935,9 @@ def _verdicts(drops: pd.DataFrame, settings: SaliencySettings) -> pd.DataFrame:
     rows = []
     if drops.empty:
         return pd.DataFrame(columns=["method", "verdict", "faithful_at_k", "evidence"])
+    # Pooled over models in name order, whatever order they were run in: the bootstrap
+    # resamples rows by position, so the pooled interval must not depend on that order.
+    drops = drops.sort_values("model", kind="stable")
     for method, g in drops.groupby("method", sort=False):
         at_k, ev = [], []
         for k, gk in g.groupby("k", sort=True):

@@ -21,15 +21,14 @@ from domaingpt.core.rundir import RunDir
 from domaingpt.core.tables import read_table
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.study import Study, load_study, run_study
-from study_helpers import copy_run, private_env, smoke_run
 
 ANALYSES = ("evaluate", "adapt", "probe", "saliency", "quality")
 STAGE_NAMES = ("stats", "train", *ANALYSES, "report")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory, data_dir):
-    return smoke_run(tmp_path_factory, data_dir)
+def smoke(smoke_study):
+    return smoke_study
 
 
 def _statuses(result) -> dict[str, str]:
@@ -95,8 +94,7 @@ def test_second_run_does_no_work(smoke, data_dir, tmp_path_factory):
     for name in ("study.toml", "study.json", "versions.json", "report.html"):
         model_files[smoke.root / name] = (smoke.root / name).stat().st_mtime_ns
     log: list[str] = []
-    with pytest.MonkeyPatch.context() as mp:
-        private_env(mp, tmp_path_factory.getbasetemp())
+    if True:
         t0 = time.perf_counter()
         result = run_study(
             load_study(preset="smoke"),
@@ -119,7 +117,7 @@ def test_second_run_does_no_work(smoke, data_dir, tmp_path_factory):
 
 
 def test_force_redoes_one_stage_only(smoke, data_dir, tmp_path, monkeypatch):
-    root = copy_run(smoke, tmp_path / "run")
+    root = smoke.copy(tmp_path / "run")
     log: list[str] = []
     result = run_study(
         load_study(preset="smoke"),
@@ -141,7 +139,7 @@ def test_force_redoes_one_stage_only(smoke, data_dir, tmp_path, monkeypatch):
 def test_a_failing_stage_is_reported_and_the_rest_stays(smoke, data_dir, tmp_path, monkeypatch):
     import domaingpt.stages.evaluate
 
-    root = copy_run(smoke, tmp_path / "run")
+    root = smoke.copy(tmp_path / "run")
     stage = "evaluate"
 
     def boom(*args, **kwargs):
@@ -182,7 +180,7 @@ def test_cli_reports_a_failing_stage_in_one_line_per_failure(
 ):
     import domaingpt.stages.stats
 
-    root = copy_run(smoke, tmp_path / "run")
+    root = smoke.copy(tmp_path / "run")
 
     def boom(*args, **kwargs):
         raise RuntimeError("unexpected bug (simulated)")
@@ -247,7 +245,7 @@ def test_a_fourth_user_corpus_joins_and_an_interrupted_run_resumes(
     smoke, data_dir, tmp_path, capsys, monkeypatch
 ):
     # The shared smoke run gets a fourth corpus: one line in a study file.
-    out = copy_run(smoke, tmp_path / "run")
+    out = smoke.copy(tmp_path / "run")
     vocab_before = json.loads((out / "vocab.json").read_text())["fingerprint"]
     notes = tmp_path / "data" / "notes.txt"
     notes.parent.mkdir()

@@ -17,7 +17,6 @@ from domaingpt.report.document import Section
 from domaingpt.report.html import render_html
 from domaingpt.report.markdown import render_markdown
 from domaingpt.study import Study
-from study_helpers import smoke_run
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> & </td></table>'
 
@@ -60,8 +59,8 @@ def parse(html: str) -> Collector:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory, data_dir):
-    return smoke_run(tmp_path_factory, data_dir)
+def smoke(smoke_study):
+    return smoke_study
 
 
 def _tiny_png(tmp_path: Path) -> Path:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import train_smoke
 from domaingpt.core import faults
 from domaingpt.core.io import read_jsonl
 from domaingpt.core.rundir import RunDir
@@ -142,7 +141,9 @@ def test_fault_point_is_inert_without_its_variable_and_validates_it():
             faults._parse(bad)
 
 
-def test_full_disk_during_checkpoint_keeps_previous(tmp_path, data_dir, monkeypatch, capsys):
+def test_full_disk_during_checkpoint_keeps_previous(
+    train_smoke, tmp_path, data_dir, monkeypatch, capsys
+):
     real = ckpt_mod.atomic_write_bytes
 
     def enospc(path, data):
@@ -151,7 +152,7 @@ def test_full_disk_during_checkpoint_keeps_previous(tmp_path, data_dir, monkeypa
         return real(path, data)
 
     monkeypatch.setattr(ckpt_mod, "atomic_write_bytes", enospc)
-    code = train_smoke(tmp_path, data_dir, "train.resume_interval=10")
+    code = train_smoke(tmp_path, "train.resume_interval=10")
     err = capsys.readouterr().err
     assert code == 2 and "No space left on device" in err and "--resume" in err
     model_dir = tmp_path / "models" / "shakespeare"
@@ -159,13 +160,15 @@ def test_full_disk_during_checkpoint_keeps_previous(tmp_path, data_dir, monkeypa
     _all_checkpoints_valid(model_dir)
     assert not list(model_dir.glob("checkpoints/*0000020*"))
     monkeypatch.setattr(ckpt_mod, "atomic_write_bytes", real)
-    assert train_smoke(tmp_path, data_dir, "train.resume_interval=10", extra=["--resume"]) == 0
+    assert train_smoke(tmp_path, "train.resume_interval=10", extra=["--resume"]) == 0
 
 
-def test_second_writer_is_refused_and_a_dead_holder_does_not_block(tmp_path, data_dir, capsys):
+def test_second_writer_is_refused_and_a_dead_holder_does_not_block(
+    train_smoke, tmp_path, data_dir, capsys
+):
     run = RunDir(tmp_path)
     with run.lock():
-        code = train_smoke(tmp_path, data_dir, quiet=False)
+        code = train_smoke(tmp_path, quiet=False)
         err = capsys.readouterr().err
     assert code == 2 and "in use by another domaingpt process" in err
     assert not (tmp_path / "models").exists()

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from study_helpers import smoke_run
-
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -71,8 +69,8 @@ def browser() -> str:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory, data_dir):
-    return smoke_run(tmp_path_factory, data_dir)
+def smoke(smoke_study):
+    return smoke_study
 
 
 def run_chromium(exe: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from domaingpt.core.rundir import RunDir, study_vocab
+from domaingpt.core.rundir import ModelEntry, RunDir, study_vocab
 from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.prompts import (
-    ModelEntry,
     PromptSet,
     build_prompt_set,
     decode_escapes,

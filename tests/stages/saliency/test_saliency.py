@@ -16,8 +16,6 @@ from domaingpt.data.charclass import char_class
 from domaingpt.data.prompts import (
     PromptSet,
     build_prompt_set,
-    run_vocab,
-    select_models,
     user_prompt,
 )
 from domaingpt.data.vocab import Vocab
@@ -39,17 +37,13 @@ from domaingpt.stages.saliency.compute import (
     shares,
 )
 from domaingpt.stages.saliency.heatmap import HeatmapRow, render_heatmap
-from interpret_helpers import CHECKPOINTS, ITERS, one_thread, trained_run
 
 VOCAB = Vocab.from_texts(
     ["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,;!?\n0123456789+=é"]
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_model(seed: int = 0) -> GPT:
@@ -175,10 +169,10 @@ def test_heatmap_escapes_everything():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir):
-    run = trained_run(tmp_path_factory.getbasetemp(), data_dir)
-    models = select_models(run)
-    vocab = run_vocab(run, models)
+def trained(shakespeare_run, data_dir):
+    run = shakespeare_run.run
+    models = run.model_entries()
+    vocab = run.vocab()
     ps = build_prompt_set(
         run,
         models,
@@ -212,7 +206,7 @@ def test_deletion_of_top_grad_norm_characters_hurts_more_than_random(trained):
     assert row["verdict"] == "faithful" and row["diff_ci_low"] > 0
 
 
-def test_run_saliency_end_to_end(trained, data_dir):
+def test_run_saliency_end_to_end(trained, data_dir, shakespeare_run):
     run, _, _ = trained
     settings = SaliencySettings(
         prompts_per_corpus=4,
@@ -230,7 +224,7 @@ def test_run_saliency_end_to_end(trained, data_dir):
     paths = run_saliency(run, settings, progress=False, log=lambda m: None)
     tables = load_saliency(run)
     bc = tables["by_checkpoint"]
-    assert sorted(bc["iteration"].unique()) == CHECKPOINTS
+    assert sorted(bc["iteration"].unique()) == shakespeare_run.checkpoints
     assert set(bc["method"]) == {"grad_norm", "input_x_grad", "integrated_gradients"}
     comp = tables["completeness"]
     assert (comp["max_abs_delta"] <= 0.01).all()
@@ -242,7 +236,7 @@ def test_run_saliency_end_to_end(trained, data_dir):
     assert set(zf["stage"]) == {"zero_shot", "few_shot"} and set(zf["target"]) == {"math"}
     total = zf[zf["group_kind"] == "total"].set_index(["method", "stage"])
     assert total.loc[("grad_norm", "few_shot"), "checkpoint_iteration"] == 30
-    assert total.loc[("grad_norm", "zero_shot"), "checkpoint_iteration"] == ITERS
+    assert total.loc[("grad_norm", "zero_shot"), "checkpoint_iteration"] == shakespeare_run.iters
     claims = saliency_claims(tables).set_index(["claim", "model"])["holds"]
     # with every checkpoint attributed, the training-dynamics claims get a verdict
     assert claims[("Gradient norms shrink as training converges", "shakespeare")] in (True, False)
@@ -257,7 +251,10 @@ def test_run_saliency_end_to_end(trained, data_dir):
     for key in ("by_class_png", "by_relpos_png", "by_checkpoint_png", "faithfulness_png"):
         assert paths[key].stat().st_size > 5000
     attributions = load_saliency(run, attributions=True)["attributions"]
-    assert len(attributions) == len(CHECKPOINTS) * 3 * 12 and len(attributions["raw"].iloc[0]) == 32
+    assert (
+        len(attributions) == len(shakespeare_run.checkpoints) * 3 * 12
+        and len(attributions["raw"].iloc[0]) == 32
+    )
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -9,7 +9,6 @@ import shutil
 import pandas as pd
 import pytest
 
-from cli_helpers import cli_error, train_smoke
 from domaingpt.core.io import read_jsonl
 from domaingpt.core.rundir import RunDir
 from domaingpt.data.corpus import resolve_corpus
@@ -34,13 +33,12 @@ QUIET = {"progress": False, "log": lambda m: None}
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, data_dir) -> RunDir:
+def run(train_smoke, tmp_path_factory, data_dir) -> RunDir:
     """Two smoke models (Shakespeare, math), 60 iterations, history 0, 10, 30, 60."""
     root = tmp_path_factory.mktemp("adaptrun")
     for corpus in ("shakespeare", "math"):
         code = train_smoke(
             root,
-            data_dir,
             "train.max_iters=60",
             "train.checkpoints=[0, 10, 30, 60]",
             f"data.val_fraction={VAL_FRACTION}",
@@ -241,14 +239,14 @@ def test_across_pairs_sign_test_and_interval():
     assert "mean Δ early − final +0.300" in md and "p = 0.25" in md
 
 
-def test_cli_errors(capsys, run, data_dir):
+def test_cli_errors(cli_error, capsys, run, data_dir):
     common = ("--out", run.root, "--data-dir", data_dir, "-q")
-    assert "at least 1 iteration" in cli_error(capsys, "adapt", "--iters", "0", *common)
-    assert "at least 1 iteration" in cli_error(capsys, "adapt", "--iters", "-5", *common)
-    err = cli_error(capsys, "adapt", "--early", "7", *common)
+    assert "at least 1 iteration" in cli_error("adapt", "--iters", "0", *common)
+    assert "at least 1 iteration" in cli_error("adapt", "--iters", "-5", *common)
+    err = cli_error("adapt", "--early", "7", *common)
     assert "no checkpoint at iteration 7" in err and "0, 10, 30, 60" in err
-    err = cli_error(capsys, "adapt", "--pairs", "wikipedia:math", *common)
+    err = cli_error("adapt", "--pairs", "wikipedia:math", *common)
     assert "trained: shakespeare, math" in err and "domaingpt train wikipedia" in err
-    err = cli_error(capsys, "adapt", "--pairs", "math:math", *common)
+    err = cli_error("adapt", "--pairs", "math:math", *common)
     assert "its own corpus" in err
-    assert "SOURCE:TARGET" in cli_error(capsys, "adapt", "--pairs", "math", *common)
+    assert "SOURCE:TARGET" in cli_error("adapt", "--pairs", "math", *common)

@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cli_helpers import cli_error, train_smoke
 from domaingpt.core.rundir import RunDir
 from domaingpt.core.statistics import bootstrap_ratio_ci
 from domaingpt.data.corpus import resolve_corpus
@@ -25,12 +24,11 @@ VAL_FRACTION = 0.05
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, data_dir) -> RunDir:
+def run(train_smoke, tmp_path_factory, data_dir) -> RunDir:
     """A run with one smoke model trained 100 iterations on Shakespeare (history 0, 100)."""
     root = tmp_path_factory.mktemp("evalrun")
     code = train_smoke(
         root,
-        data_dir,
         "train.max_iters=100",
         "train.checkpoints=[0, 100]",
         f"data.val_fraction={VAL_FRACTION}",
@@ -166,15 +164,15 @@ def test_checkpoint_selection_parsing():
     assert parse_checkpoint_selection([100, 0]) == [0, 100]
 
 
-def test_cli_errors(capsys, run, data_dir):
+def test_cli_errors(cli_error, capsys, run, data_dir):
     common = ("--data-dir", data_dir, "-q")
-    err = cli_error(capsys, "evaluate", "--out", run.root, "--models", "wikipedia", *common)
+    err = cli_error("evaluate", "--out", run.root, "--models", "wikipedia", *common)
     assert "trained: shakespeare" in err and "domaingpt train wikipedia" in err
-    err = cli_error(capsys, "evaluate", "--out", run.root, "--checkpoints", "7", *common)
+    err = cli_error("evaluate", "--out", run.root, "--checkpoints", "7", *common)
     assert "available: 0, 100" in err
-    err = cli_error(capsys, "evaluate", "--out", run.root, "--checkpoints", "x,y", *common)
+    err = cli_error("evaluate", "--out", run.root, "--checkpoints", "x,y", *common)
     assert "final" in err and "all" in err
-    err = cli_error(capsys, "evaluate", "--out", run.root / "nothing", *common)
+    err = cli_error("evaluate", "--out", run.root / "nothing", *common)
     assert "no trained models" in err
-    err = cli_error(capsys, "evaluate", "--out", run.root, "--batch-size", "0", *common)
+    err = cli_error("evaluate", "--out", run.root, "--batch-size", "0", *common)
     assert "batch size" in err

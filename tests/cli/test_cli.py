@@ -8,20 +8,16 @@ import sys
 
 import pytest
 
-from cli_helpers import cli, train_smoke
 
-
-def test_corpora_lists_the_three_with_checksums(capsys, data_dir):
-    code, out, _ = cli(capsys, "corpora", "--data-dir", data_dir)
+def test_corpora_lists_the_three_with_checksums(cli, capsys, data_dir):
+    code, out, _ = cli("corpora", "--data-dir", data_dir)
     assert code == 0
     for name in ("shakespeare", "math", "wikipedia"):
         assert any(line.startswith(name) and " ok " in line for line in out.splitlines())
 
 
-def test_stats_writes_tables_and_figures(capsys, data_dir, tmp_path):
-    code, out, _ = cli(
-        capsys, "stats", "shakespeare", "math", "--out", tmp_path, "--data-dir", data_dir
-    )
+def test_stats_writes_tables_and_figures(cli, data_dir, tmp_path):
+    code, out, _ = cli("stats", "shakespeare", "math", "--out", tmp_path, "--data-dir", data_dir)
     assert code == 0
     assert "| Shakespeare | 65 |" in out
     for f in (
@@ -34,28 +30,28 @@ def test_stats_writes_tables_and_figures(capsys, data_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir):
+def trained(train_smoke, tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("run")
-    code = train_smoke(out, data_dir, "train.max_iters=30")
+    code = train_smoke(out, "train.max_iters=30")
     assert code == 0
     return out
 
 
-def test_train_then_sample_is_seeded(capsys, trained):
+def test_train_then_sample_is_seeded(cli, capsys, trained):
     model = trained / "models" / "shakespeare"
     assert (trained / "vocab.json").exists() and (model / "loss.png").exists()
-    a = cli(capsys, "sample", model, "--prompt", "ROMEO:", "--chars", 80, "--seed", 1)
-    b = cli(capsys, "sample", model, "--prompt", "ROMEO:", "--chars", 80, "--seed", 1)
-    c = cli(capsys, "sample", model, "--prompt", "ROMEO:", "--chars", 80, "--seed", 2)
+    a = cli("sample", model, "--prompt", "ROMEO:", "--chars", 80, "--seed", 1)
+    b = cli("sample", model, "--prompt", "ROMEO:", "--chars", 80, "--seed", 1)
+    c = cli("sample", model, "--prompt", "ROMEO:", "--chars", 80, "--seed", 2)
     assert a[0] == 0 and a[1] == b[1] != c[1]
     assert a[1].startswith("ROMEO:") and len(a[1]) == len("ROMEO:") + 80 + 1
-    d = cli(capsys, "sample", model, "--prompt", "x", "--chars", 5, "--iter", 0)
+    d = cli("sample", model, "--prompt", "x", "--chars", 5, "--iter", 0)
     assert d[0] == 0
 
 
-def test_sample_warns_on_unknown_prompt_chars(capsys, trained):
+def test_sample_warns_on_unknown_prompt_chars(cli, trained):
     code, _out, err = cli(
-        capsys, "sample", trained / "models" / "shakespeare", "--prompt", "héllo\x07", "--chars", 5
+        "sample", trained / "models" / "shakespeare", "--prompt", "héllo\x07", "--chars", 5
     )
     assert code == 0 and "<unk>" in err and "\\x07" in err
 
@@ -101,9 +97,9 @@ def _bad_inputs(tmp_path, trained):
     ]
 
 
-def test_bad_inputs_give_one_line_errors(capsys, tmp_path, trained, data_dir):
+def test_bad_inputs_give_one_line_errors(cli, capsys, tmp_path, trained, data_dir):
     for argv, message in _bad_inputs(tmp_path, trained):
-        code, _out, err = cli(capsys, *argv, "--data-dir", data_dir)
+        code, _out, err = cli(*argv, "--data-dir", data_dir)
         assert code == 2, (argv, err)
         assert message in err, (argv, err)
         assert err.startswith("error: ") and "Traceback" not in err

@@ -23,15 +23,11 @@ from domaingpt.stages.probe.compute import (
     next_char_stats,
     run_probe,
 )
-from interpret_helpers import CHECKPOINTS, ITERS, one_thread, trained_run
 
 VOCAB = Vocab.from_texts(["abcdefghijklmnopqrstuvwxyz .,\n"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_model(block: int = 16) -> GPT:
@@ -108,8 +104,8 @@ def test_hardening_iteration_reached_and_not_reached():
 
 
 @pytest.fixture(scope="module")
-def probed(tmp_path_factory, data_dir):
-    run = trained_run(tmp_path_factory.getbasetemp(), data_dir)
+def probed(shakespeare_run, data_dir):
+    run = shakespeare_run.run
     settings = ProbeSettings(
         prompts_per_corpus=24,
         length=32,
@@ -119,25 +115,25 @@ def probed(tmp_path_factory, data_dir):
         device="cpu",
     )
     paths = run_probe(run, settings, progress=False, log=lambda m: None)
-    return run, paths, load_probe(run)
+    return run, paths, load_probe(run), shakespeare_run
 
 
 def test_probe_writes_every_table_and_figure(probed):
-    _, paths, tables = probed
+    _, paths, tables, trained = probed
     for key in ("last", "topk", "positions", "summary", "js", "hardening"):
         assert paths[key].stat().st_size > 0
     for key in ("entropy_png", "p_true_png", "entropy_positions_png", "topk_shakespeare_png"):
         assert paths[key].stat().st_size > 5000
     last = tables["last"]
-    assert sorted(last["iteration"].unique()) == CHECKPOINTS
+    assert sorted(last["iteration"].unique()) == trained.checkpoints
     assert set(last["domain"]) == {"in", "out", "user"}
-    assert len(last) == len(CHECKPOINTS) * (3 * 24 + 1)
+    assert len(last) == len(trained.checkpoints) * (3 * 24 + 1)
     pos = tables["positions"]
     assert sorted(pos["position"].unique()) == list(range(32))
 
 
 def test_topk_is_sorted_and_agrees_with_rank(probed):
-    _, _, tables = probed
+    _, _, tables, _trained = probed
     topk, last = tables["topk"], tables["last"]
     for (_, _), g in topk.groupby(["iteration", "prompt_id"]):
         probs = g.sort_values("k")["prob"].to_numpy()
@@ -149,21 +145,26 @@ def test_topk_is_sorted_and_agrees_with_rank(probed):
 
 
 def test_in_domain_entropy_is_lower_than_out_of_domain(probed):
-    _, _, tables = probed
+    _, _, tables, trained = probed
     s = tables["summary"].set_index(["iteration", "domain"])
     # averaged over every position of a prompt (one number per prompt, then over prompts)
-    assert s.loc[(ITERS, "in"), "entropy_all_mean"] < s.loc[(ITERS, "out"), "entropy_all_mean"]
+    assert (
+        s.loc[(trained.iters, "in"), "entropy_all_mean"]
+        < s.loc[(trained.iters, "out"), "entropy_all_mean"]
+    )
     last = tables["last"]
-    final = last[last["iteration"] == ITERS].groupby("prompt_corpus")["entropy_all_bits"].mean()
+    final = (
+        last[last["iteration"] == trained.iters].groupby("prompt_corpus")["entropy_all_bits"].mean()
+    )
     assert final["shakespeare"] < min(final["math"], final["wikipedia"])
     # the untrained model is nearly uniform: log2(V) bits whatever the prompt
     V = len(Vocab.from_json(__import__("json").loads(probed[0].vocab_path.read_text())))
     assert s.loc[(0, "in"), "entropy_mean"] == pytest.approx(math.log2(V), abs=0.05)
-    assert s.loc[(ITERS, "in"), "p_true_mean"] > 5 * s.loc[(0, "in"), "p_true_mean"]
+    assert s.loc[(trained.iters, "in"), "p_true_mean"] > 5 * s.loc[(0, "in"), "p_true_mean"]
 
 
 def test_claims_hold_from_the_numbers(probed):
-    _, _, tables = probed
+    _, _, tables, _trained = probed
     claims = probe_claims(tables).set_index(["claim", "model"])
     assert claims.loc[("entropy falls with training", "shakespeare"), "holds"] is True
     assert claims.loc[("out-of-domain entropy is higher", "shakespeare"), "holds"] is True
@@ -174,7 +175,7 @@ def test_claims_hold_from_the_numbers(probed):
 
 
 def test_overpredicted_characters_use_the_prompt_corpus_frequency(probed):
-    _, _, tables = probed
+    _, _, tables, _trained = probed
     over = tables["overpredicted"]
     assert len(over) == 10 and (over["model"] == "shakespeare").all()
     assert np.allclose(over["excess"], over["mean_prob"] - over["corpus_freq"])

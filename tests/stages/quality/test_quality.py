@@ -37,7 +37,6 @@ from domaingpt.stages.quality.compute import (
     sample_quality_claims,
 )
 from domaingpt.training.trainer import Trainer
-from interpret_helpers import one_thread, train_quietly
 
 CORPORA = ["shakespeare", "math"]  # the vocabulary is built from all three
 CHECKPOINTS = [0, 20, 40]
@@ -55,15 +54,11 @@ def _settings(data_dir: Path, **kw) -> SampleQualitySettings:
     return SampleQualitySettings(**{**base, **kw})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one torch thread is many times faster."""
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir) -> RunDir:
+def trained(tmp_path_factory, data_dir, quiet_trainer) -> RunDir:
     """A run with a smoke Shakespeare model (checkpoints 0, 20, 40) and no adaptation."""
     root = tmp_path_factory.mktemp("quality") / "run"
     run = RunDir(root)
@@ -73,7 +68,7 @@ def trained(tmp_path_factory, data_dir) -> RunDir:
         "smoke",
         ["train.max_iters=40", f"train.checkpoints={CHECKPOINTS}", "train.eval_interval=20"],
     )
-    train_quietly(run, corpora[0], vocab, cfg)
+    quiet_trainer(run, corpora[0], vocab, cfg)
     return run
 
 

@@ -10,14 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cli_helpers import cli_error, train_smoke
 from domaingpt.cli import main
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_dir) -> Path:
+def run_dir(train_smoke, tmp_path_factory, data_dir) -> Path:
     out = tmp_path_factory.mktemp("bad")
-    assert train_smoke(out, data_dir, "train.max_iters=20") == 0
+    assert train_smoke(out, "train.max_iters=20") == 0
     return out
 
 
@@ -194,12 +193,12 @@ def test_random_prompts_never_traceback(prompt, run_dir, capsys):
         ["evaluate"],
     ],
 )
-def test_a_failed_command_leaves_no_new_run_directory(argv, tmp_path, data_dir, capsys):
+def test_a_failed_command_leaves_no_new_run_directory(cli_error, argv, tmp_path, data_dir, capsys):
     """Nothing half-written: not even the empty run directory the lock would create."""
     out = tmp_path / "new" / "run"
-    cli_error(capsys, *argv, "--out", out, "--data-dir", data_dir)
+    cli_error(*argv, "--out", out, "--data-dir", data_dir)
     assert not out.exists()
     kept = tmp_path / "kept"  # a directory the user made stays, with its lock file
     kept.mkdir()
-    cli_error(capsys, *argv, "--out", kept, "--data-dir", data_dir)
+    cli_error(*argv, "--out", kept, "--data-dir", data_dir)
     assert kept.is_dir()
