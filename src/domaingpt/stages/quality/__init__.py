@@ -1,6 +1,13 @@
 """What the samples show (the study's judgements by eye, as numbers): word formation,
-layout, repetitiveness and style along training and after adaptation (see :mod:`.compute`,
-:mod:`.textmetrics`).
+layout, repetitiveness and style along training and after adaptation.
+
+The package, by what each part does: :mod:`.settings` (what is generated, the claims'
+thresholds), :mod:`.targets` (which checkpoints of the trained and adapted models are
+sampled), :mod:`.generate` (sampling, with ``samples.jsonl`` as a cache),
+:mod:`.textmetrics` (a text's measures) and :mod:`.profiles` (the same for each corpus),
+:mod:`.milestones` (per-checkpoint means, milestones, adaptation before/after),
+:mod:`.claims` (the study's judgements checked), :mod:`.figures`, :mod:`.section`, and
+:mod:`.run` (the stage: run, load, ``summary.md``).
 """
 
 from __future__ import annotations
@@ -9,16 +16,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from domaingpt.core.stage import Stage, StageContext
-from domaingpt.stages.quality.claims import claims
-from domaingpt.stages.quality.compute import (
-    SampleQualitySettings,
-    load_sample_quality,
-    run_sample_quality,
-)
+from domaingpt.stages.quality.claims import claims, quality_claims
+from domaingpt.stages.quality.milestones import adapt_groups, checkpoint_summary, milestones
+from domaingpt.stages.quality.profiles import corpus_profile, reference_table
+from domaingpt.stages.quality.run import load_sample_quality, run_sample_quality, summary_markdown
 from domaingpt.stages.quality.section import section
+from domaingpt.stages.quality.settings import SampleQualitySettings, thresholds
 
 
-def run(ctx: StageContext, settings: SampleQualitySettings) -> dict[str, Path]:
+def _run(ctx: StageContext, settings: SampleQualitySettings) -> dict[str, Path]:
+    # not named ``run``: that is the module .run
     return run_sample_quality(ctx.run, settings, progress=ctx.progress, log=ctx.log)
 
 
@@ -30,7 +37,7 @@ stage = Stage(
     name="quality",
     title="sample quality metrics",
     settings=SampleQualitySettings,
-    run=run,
+    run=_run,
     load=load_sample_quality,
     claims=claims,
     section=section,
@@ -42,4 +49,18 @@ stage = Stage(
     section_title="Sample quality",
 )
 
-__all__ = ["SampleQualitySettings", "load_sample_quality", "run_sample_quality", "stage"]
+__all__ = [
+    "SampleQualitySettings",
+    "adapt_groups",
+    "checkpoint_summary",
+    "claims",
+    "corpus_profile",
+    "load_sample_quality",
+    "milestones",
+    "quality_claims",
+    "reference_table",
+    "run_sample_quality",
+    "stage",
+    "summary_markdown",
+    "thresholds",
+]

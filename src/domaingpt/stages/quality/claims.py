@@ -1,37 +1,564 @@
 """The study's judgements of its samples, checked on the sample-quality tables.
 
-The thresholds that decide them are settings of the stage, recorded in
-``quality/settings.json`` (the ``settings`` table), so the verdicts are a function of
-what the stage wrote.
+Each check is a :class:`~domaingpt.core.claims.Claim` in the study's words (from
+:mod:`domaingpt.core.published`); its evidence starts with what is measured, then the
+scope and this run's numbers, and ``numbers`` holds the numbers that decide it. The
+thresholds are settings of the stage, recorded in ``quality/settings.json`` (the
+``settings`` table), so the verdicts are a function of what the stage wrote.
+
+A verdict is "not measured" when the run cannot tell: a milestone the checkpoints are too
+sparse to place, a run that stopped before the study's window ended, a pair of corpora
+or an adaptation the run does not have.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
+from typing import Any
 
+import pandas as pd
+
+from domaingpt.core import published
 from domaingpt.core.claims import Claim, holds_if
 from domaingpt.core.stage import Tables
-from domaingpt.stages.quality.compute import SampleQualitySettings, sample_quality_claims
+from domaingpt.stages.quality.milestones import (
+    adapt_groups,
+    checkpoint_summary,
+    milestones,
+    model_histories,
+    reference_value,
+)
+from domaingpt.stages.quality.settings import SampleQualitySettings, thresholds
+from domaingpt.stages.quality.textmetrics import REPETITION_METRICS
 
-
-def thresholds(tables: Tables) -> SampleQualitySettings:
-    """The settings the stage ran with (the defaults for a run that did not record them)."""
-    recorded = tables.get("settings")
-    if recorded is None or recorded.empty:
-        return SampleQualitySettings()
-    row = recorded.iloc[0].to_dict()
-    names = {f.name for f in dataclasses.fields(SampleQualitySettings) if f.init}
-    return SampleQualitySettings(**{k: v for k, v in row.items() if k in names})
+Numbers = dict[str, Any]
 
 
 def claims(tables: Tables) -> list[Claim]:
-    rows = sample_quality_claims(tables, thresholds(tables))
-    return [
-        Claim(
-            r["claim"],
-            holds_if(None if r["holds"] is None else bool(r["holds"])),
-            f"{r['measure']}. {r['evidence']}",
-            str(r["scope"]),
+    """The study's judgements of its samples, with the thresholds the stage ran with."""
+    return quality_claims(tables, thresholds(tables))
+
+
+def quality_claims(tables: Tables, settings: SampleQualitySettings | None = None) -> list[Claim]:
+    """The claims from the ``timeline``, ``reference`` and ``adapted`` tables: when
+    spacing, words and word formation appear (iterations and loss), how the corpora
+    compare, repetitiveness late in training, and what adaptation changed."""
+    s = settings or SampleQualitySettings()
+    timeline = tables.get("timeline", pd.DataFrame())
+    reference = tables["reference"]
+    out: list[Claim] = []
+    if not timeline.empty:
+        summary = checkpoint_summary(timeline)
+        events = milestones(summary, reference, s)
+        out += _iteration_claims(events, reference, s)
+        out += _relative_claims(events)
+        out += _repetition_claims(summary, reference, s)
+    else:
+        out.append(
+            _claim(
+                published.NOT_REPETITIVE,
+                "trained models",
+                "repetitiveness of the samples of late checkpoints",
+                None,
+                "no samples along training in this run",
+                {},
+            )
         )
-        for r in rows.to_dict("records")
+    out += _adapt_claims(tables.get("adapted", pd.DataFrame()), reference, s)
+    return out
+
+
+def _claim(
+    claim: str, scope: str, measure: str, holds: bool | None, evidence: str, numbers: Numbers
+) -> Claim:
+    """One claim; its evidence says what is measured, then names its scope, so it reads
+    on its own."""
+    return Claim(claim, holds_if(holds), f"{measure}. {scope}: {evidence}", scope, numbers)
+
+
+# --- formatting ------------------------------------------------------------------------
+
+
+def _fmt_it(v: Any) -> str:
+    return "—" if v is None else f"{int(v):,}"
+
+
+def _fmt_loss(v: float | None) -> str:
+    return "not reached" if v is None else f"{v:.3f}"
+
+
+def _f(v: float) -> str:
+    return "—" if v is None or math.isnan(v) else f"{v:.3f}"
+
+
+def _pct(v: float) -> str:
+    return "—" if v is None or math.isnan(v) else f"{100 * v:.1f}%"
+
+
+def _range(lo: float, hi: float, fmt: str) -> str:
+    return f"{lo:{fmt}}" if lo == hi else f"{lo:{fmt}}–{hi:{fmt}}"
+
+
+# --- when: iterations and loss ------------------------------------------------------------
+
+
+def _interval_verdict(
+    observed: float | None, lo_end: float, hi_end: float, window: tuple[float, float]
+) -> bool | None:
+    """The event lies between ``lo_end`` and ``hi_end`` (first seen at ``observed``).
+    True: seen inside ``window``; False: the whole interval is outside it; else None
+    (the checkpoints are too sparse to tell)."""
+    w_lo, w_hi = window
+    if observed is not None and w_lo <= observed <= w_hi:
+        return True
+    if hi_end < w_lo or lo_end > w_hi:
+        return False
+    return None
+
+
+def _iteration_claims(
+    events: pd.DataFrame, reference: pd.DataFrame, s: SampleQualitySettings
+) -> list[Claim]:
+    """The study's iteration and loss claims, per model whose corpus it made them for."""
+    out = []
+    for _, e in events.iterrows():
+        coherent = e["event"] == "coherent"
+        claim = _loss_claim(e, s) if coherent else _milestone_claim(e, reference, s)
+        if claim is not None:
+            out.append(claim)
+    return out
+
+
+def _event_numbers(e: pd.Series) -> Numbers:
+    """The numbers a milestone's verdict rests on: where it was first reached and the
+    checkpoint before (it happened in between), or how far the run got."""
+    if pd.isna(e["iteration"]):
+        return {
+            "reached": 0,
+            "last_iteration": int(e["last_iteration"]),
+            "best_value": float(e["best_value"]),
+        }
+    has_prev = pd.notna(e["prev_iteration"])
+    return {
+        "reached": 1,
+        "iteration": int(e["iteration"]),
+        "value": float(e["value"]),
+        "val_loss": float(e["val_loss"]),
+        "prev_iteration": int(e["prev_iteration"]) if has_prev else None,
+        "prev_value": float(e["prev_value"]) if has_prev else None,
+        "prev_val_loss": float(e["prev_val_loss"]) if has_prev else None,
+    }
+
+
+def _milestone_claim(
+    e: pd.Series, reference: pd.DataFrame, s: SampleQualitySettings
+) -> Claim | None:
+    """Spacing (:data:`published.SPACING`) or words (:data:`published.WORDS`): the first
+    iteration the milestone is reached, inside the study's iterations widened by
+    ``iteration_factor``."""
+    corpus, event = e["corpus"], e["event"]
+    study = (published.SPACING if event == "spacing" else published.WORDS).get(corpus)
+    if study is None:
+        return None
+    lo, hi, words = study
+    f = s.iteration_factor
+    window = (lo / f, hi * f)
+    if event == "spacing":
+        label = "space share"
+        ref = reference_value(reference, corpus, "space_share")
+        measure = (
+            f"first iteration where the mean share of spaces is within "
+            f"±{s.spacing_tolerance:.0%} of the corpus's ({ref:.3f}, held-out slices)"
+        )
+    else:
+        label = "long words real"
+        ref = reference_value(reference, corpus, "long_word_known")
+        measure = (
+            f"first iteration where ≥ {s.word_majority:.0%} of generated words of ≥ 4 "
+            f"letters occur in the corpus (its own held-out text: {ref:.2f})"
+        )
+    has_prev = pd.notna(e["prev_iteration"])
+    if pd.isna(e["iteration"]):
+        holds = _interval_verdict(None, e["last_iteration"] + 1, math.inf, window)
+        evidence = (
+            f"not reached by iteration {e['last_iteration']:,} (best {label} {e['best_value']:.3f})"
+        )
+    else:
+        it = float(e["iteration"])
+        since = float(e["prev_iteration"]) + 1 if has_prev else it
+        holds = _interval_verdict(it, since, it, window)
+        evidence = f"iteration {int(it):,} ({label} {e['value']:.3f})"
+        if has_prev:
+            evidence += f"; previous checkpoint {int(e['prev_iteration']):,}: {e['prev_value']:.3f}"
+    evidence += f"; study: {_range(lo, hi, ',.0f')} (accepted {window[0]:,.0f}–{window[1]:,.0f})"
+    numbers = {
+        **_event_numbers(e),
+        "corpus_value": ref,
+        "study_low": lo,
+        "study_high": hi,
+        "accepted_low": window[0],
+        "accepted_high": window[1],
+    }
+    return _claim(words, e["model"], measure, holds, evidence, numbers)
+
+
+def _loss_claim(e: pd.Series, s: SampleQualitySettings) -> Claim | None:
+    """:data:`published.COHERENT_LOSS`: the val loss at which word formation first passes,
+    inside the study's loss range widened by ``loss_tolerance``."""
+    study = published.COHERENT_LOSS.get(e["corpus"])
+    if study is None:
+        return None
+    lo, hi, words = study
+    window = (lo - s.loss_tolerance, hi + s.loss_tolerance)
+    measure = (
+        f"val loss at the first checkpoint where ≥ {s.coherent_words:.0%} of long words "
+        "are real words"
+    )
+    if pd.isna(e["iteration"]):
+        evidence = (
+            f"not reached: best {e['best_value']:.2f} of long words real; lowest val loss "
+            f"{e['lowest_val_loss']:.3f} (iteration {e['lowest_val_loss_iteration']:,})"
+        )
+        holds = False if e["lowest_val_loss"] < window[0] else None
+    else:
+        loss = float(e["val_loss"])
+        has_prev = pd.notna(e["prev_iteration"])
+        upper = float(e["prev_val_loss"]) if has_prev else math.inf
+        evidence = (
+            f"{e['value']:.2f} of long words real at iteration {int(e['iteration']):,}, "
+            f"val loss {loss:.3f}"
+        )
+        if has_prev:
+            evidence += f" (previous checkpoint: {e['prev_value']:.2f} at loss {upper:.3f})"
+        holds = _interval_verdict(loss, loss, upper, window)
+    evidence += f"; study: loss {_range(lo, hi, '.1f')} (accepted {window[0]:.2f}–{window[1]:.2f})"
+    numbers = {
+        **_event_numbers(e),
+        "lowest_val_loss": float(e["lowest_val_loss"]),
+        "study_low": lo,
+        "study_high": hi,
+        "accepted_low": window[0],
+        "accepted_high": window[1],
+    }
+    return _claim(words, e["model"], measure, holds, evidence, numbers)
+
+
+def _relative_claims(events: pd.DataFrame) -> list[Claim]:
+    """Math learns spacing later than Shakespeare; Wikipedia needs a lower loss."""
+    first = {
+        (r["corpus"], r["event"]): (None if pd.isna(r["iteration"]) else r)
+        for _, r in events.iterrows()
+    }
+    corpora = set(events["corpus"])
+    out = []
+    if {"math", "shakespeare"} <= corpora:
+        out.append(_math_spacing_claim(first))
+    if "wikipedia" in corpora and {"shakespeare", "math"} & corpora:
+
+        def loss(c: str) -> float | None:
+            r = first[(c, "coherent")]
+            return None if r is None else float(r["val_loss"])
+
+        w = loss("wikipedia")
+        others = {c: loss(c) for c in ("shakespeare", "math") if c in corpora}
+        known = [v for v in others.values() if v is not None]
+        holds = None if w is None or not known else all(w < v for v in known)
+        out.append(
+            _claim(
+                published.WIKI_LOSS,
+                "wikipedia vs " + " and ".join(others),
+                "val loss at which word formation passes: lower for wikipedia",
+                holds,
+                f"wikipedia: {_fmt_loss(w)}, "
+                + ", ".join(f"{c}: {_fmt_loss(v)}" for c, v in others.items()),
+                {"wikipedia_val_loss": w, **{f"{c}_val_loss": v for c, v in others.items()}},
+            )
+        )
+    return out
+
+
+def _math_spacing_claim(first: dict[tuple[str, str], Any]) -> Claim:
+    """:data:`published.MATH_SPACING`: math reaches corpus-like spacing at a later
+    checkpoint than shakespeare (the same checkpoint cannot order them)."""
+    m, sh = first[("math", "spacing")], first[("shakespeare", "spacing")]
+    mi = None if m is None else int(m["iteration"])
+    si = None if sh is None else int(sh["iteration"])
+    if si is None:
+        holds = None
+    elif mi is None:
+        holds = True
+    else:
+        holds = None if mi == si else mi > si
+    same = " (same checkpoint: too coarse to order)" if mi is not None and mi == si else ""
+    return _claim(
+        published.MATH_SPACING,
+        "math vs shakespeare",
+        "first iteration with corpus-like spacing: later for math than for shakespeare",
+        holds,
+        f"math: {_fmt_it(mi)}, shakespeare: {_fmt_it(si)}" + same,
+        {"math_iteration": mi, "shakespeare_iteration": si},
+    )
+
+
+# --- repetitiveness -----------------------------------------------------------------------
+
+
+def _repetition_claims(
+    summary: pd.DataFrame, reference: pd.DataFrame, s: SampleQualitySettings
+) -> list[Claim]:
+    """:data:`published.NOT_REPETITIVE`, per model: its late checkpoints are no more
+    repetitive than its corpus's own text, and do not grow more repetitive."""
+    return [_repetition_claim(model, g, reference, s) for model, g in model_histories(summary)]
+
+
+def _repetition_claim(
+    model: str, g: pd.DataFrame, reference: pd.DataFrame, s: SampleQualitySettings
+) -> Claim:
+    corpus = g["corpus"].iloc[0]
+    last_it = int(g["iteration"].iloc[-1])
+    late = g[g["iteration"] >= last_it / 2]
+    numbers: Numbers = {"last_iteration": last_it}
+    flagged, parts = [], []
+    for metric, direction in REPETITION_METRICS.items():
+        mean = reference_value(reference, corpus, metric)
+        std = reference_value(reference, corpus, metric, "slice_std")
+        spread = s.repeat_sigmas * std
+        bound = mean - spread if direction == "low" else mean + spread
+        for _, r in late.iterrows():
+            if (r[metric] < bound) if direction == "low" else (r[metric] > bound):
+                flagged.append(f"{metric} {r[metric]:.3f} at iteration {int(r['iteration']):,}")
+        parts.append(f"{metric} {g[metric].iloc[-1]:.3f} (corpus {mean:.3f} ± {std:.3f})")
+        numbers.update(
+            {metric: g[metric].iloc[-1], f"{metric}_corpus": mean, f"{metric}_corpus_std": std}
+        )
+    rising = _rising(late, reference, corpus)
+    evidence = f"at iteration {last_it:,}: " + ", ".join(parts)
+    if flagged:
+        evidence += "; more repetitive than the corpus: " + ", ".join(flagged)
+    if len(late) >= 2:
+        evidence += f"; from iteration {int(late['iteration'].iloc[0]):,} to {last_it:,}: " + (
+            "more repetitive in " + ", ".join(rising) if rising else "no rise"
+        )
+    evidence += f" (the study trained 40,000+ iterations; measured up to {last_it:,})"
+    measure = (
+        f"late checkpoints (iteration ≥ {last_it // 2:,}) within {s.repeat_sigmas:g} std of "
+        "the corpus's held-out slices in distinct 4-grams, zlib ratio and longest repeat, "
+        "and not more repetitive than the corpus and than the first late checkpoint (by > "
+        "one std) in two of them"
+    )
+    numbers.update(flagged=len(flagged), rising=len(rising))
+    holds = not flagged and len(rising) < 2
+    return _claim(published.NOT_REPETITIVE, model, measure, holds, evidence, numbers)
+
+
+def _rising(late: pd.DataFrame, reference: pd.DataFrame, corpus: str) -> list[str]:
+    """The measures more repetitive at the last late checkpoint than at the first by over
+    one corpus std, and more repetitive than the corpus's own mean (random text becoming
+    less random on its way to real text is not a rise)."""
+    if len(late) < 2:
+        return []
+    a, b = late.iloc[0], late.iloc[-1]
+    rising = []
+    for metric, direction in REPETITION_METRICS.items():
+        mean = reference_value(reference, corpus, metric)
+        std = reference_value(reference, corpus, metric, "slice_std")
+        delta = b[metric] - a[metric]
+        if direction == "low":
+            up = delta < -std and b[metric] < mean
+        else:
+            up = delta > std and b[metric] > mean
+        if up:
+            rising.append(f"{metric} {a[metric]:.3f} → {b[metric]:.3f}")
+    return rising
+
+
+# --- adaptation ---------------------------------------------------------------------------
+
+ADAPT_CLAIMS = (published.ADAPT_STYLE, published.ADAPT_TONE, published.ADAPT_SYMBOLS)
+TONE_MEASURE = (
+    "speaker-heading lines after ≥ half of Shakespeare's share and above before; "
+    "long words real after < {:.0%}"
+)
+SYMBOLS_MEASURE = (
+    "share of math-symbol characters rises and ends nearer Math's share than Wikipedia's"
+)
+EARLY_MEASURE = (
+    "share of the JS gap to the target closed: larger from the early checkpoint in most pairs"
+)
+
+
+def _adapt_claims(
+    adapted: pd.DataFrame, reference: pd.DataFrame, s: SampleQualitySettings
+) -> list[Claim]:
+    """What adaptation did to the samples' style, tone and symbols, and whether an early
+    start adapts further (from the ``adapted`` table)."""
+    groups = adapt_groups(adapted)
+    if groups.empty:
+        return [
+            _claim(
+                c,
+                "adaptation",
+                "adapted models' samples",
+                None,
+                "no adapted models in this run",
+                {},
+            )
+            for c in (*ADAPT_CLAIMS, published.EARLY_SHIFT)
+        ]
+    trained = groups[groups["start"] != "scratch"]
+    return [
+        *_moved_claims(trained, reference),
+        *_tone_claims(trained, reference, s),
+        *_symbol_claims(trained, reference),
+        _early_claim(trained),
     ]
+
+
+def _moved_claims(trained: pd.DataFrame, reference: pd.DataFrame) -> list[Claim]:
+    """:data:`published.ADAPT_STYLE`, one claim per start point over every pair: the
+    samples' style distance to the target falls."""
+    out = []
+    for start, gs in trained.groupby("start", sort=True):
+        moved, parts, numbers = [], [], {}
+        for _, g in gs.iterrows():
+            b, a = g["js_target_before"], g["js_target_after"]
+            if not (math.isnan(b) or math.isnan(a)):
+                moved.append(bool(a < b))
+            parts.append(
+                f"{g['source']}→{g['target']} JS to target {_f(b)} → {_f(a)} "
+                f"(target's own text {_f(reference_value(reference, g['target'], 'js_unigram'))}), "
+                f"nearest the target {_pct(g['nearest_target_before'])} → "
+                f"{_pct(g['nearest_target_after'])} of samples"
+            )
+            pair = f"{g['source']}__to__{g['target']}"
+            numbers.update({f"{pair}_js_before": b, f"{pair}_js_after": a})
+        out.append(
+            _claim(
+                published.ADAPT_STYLE,
+                f"every pair, start {start}",
+                "JS distance (characters) of the samples to the target corpus falls from "
+                "before to after adaptation, in every pair",
+                all(moved) if moved else None,
+                "; ".join(parts),
+                numbers,
+            )
+        )
+    return out
+
+
+def _tone_claims(
+    trained: pd.DataFrame, reference: pd.DataFrame, s: SampleQualitySettings
+) -> list[Claim]:
+    """:data:`published.ADAPT_TONE`, per (math or wikipedia → shakespeare, start): the
+    play-like layout arrives but words stay poor."""
+    tone = trained[
+        (trained["target"] == "shakespeare") & trained["source"].isin(["math", "wikipedia"])
+    ]
+    measure = TONE_MEASURE.format(s.coherent_words)
+    if tone.empty:
+        return [
+            _claim(
+                published.ADAPT_TONE,
+                "math/wikipedia → shakespeare",
+                measure,
+                None,
+                "no math or wikipedia model adapted to shakespeare in this run",
+                {},
+            )
+        ]
+    heading_ref = reference_value(reference, "shakespeare", "heading_share")
+    out = []
+    for _, g in tone.iterrows():
+        hb, ha = g["heading_share_before"], g["heading_share_after"]
+        words = g["long_word_known_after"]
+        play = (not math.isnan(ha)) and ha >= 0.5 * heading_ref and (math.isnan(hb) or ha > hb)
+        struggled = (not math.isnan(words)) and words < s.coherent_words
+        holds = None if math.isnan(ha) or math.isnan(words) else bool(play and struggled)
+        out.append(
+            _claim(
+                published.ADAPT_TONE,
+                f"{g['source']} → shakespeare ({g['start']})",
+                measure,
+                holds,
+                f"heading lines {_pct(hb)} → {_pct(ha)} (Shakespeare {_pct(heading_ref)}); "
+                f"long words real after {_pct(words)}",
+                {
+                    "heading_share_before": hb,
+                    "heading_share_after": ha,
+                    "heading_share_corpus": heading_ref,
+                    "long_word_known_after": words,
+                    "coherent_words": s.coherent_words,
+                },
+            )
+        )
+    return out
+
+
+def _symbol_claims(trained: pd.DataFrame, reference: pd.DataFrame) -> list[Claim]:
+    """:data:`published.ADAPT_SYMBOLS`, per (wikipedia → math, start)."""
+    sym = trained[(trained["source"] == "wikipedia") & (trained["target"] == "math")]
+    if sym.empty:
+        return [
+            _claim(
+                published.ADAPT_SYMBOLS,
+                "wikipedia → math",
+                SYMBOLS_MEASURE,
+                None,
+                "no wikipedia model adapted to math in this run",
+                {},
+            )
+        ]
+    ref_math = reference_value(reference, "math", "class_math_symbol")
+    ref_wiki = reference_value(reference, "wikipedia", "class_math_symbol")
+    out = []
+    for _, g in sym.iterrows():
+        before, after = g["math_symbol_before"], g["math_symbol_after"]
+        holds = (
+            None
+            if math.isnan(after) or math.isnan(before)
+            else bool(after > before and abs(after - ref_math) < abs(after - ref_wiki))
+        )
+        out.append(
+            _claim(
+                published.ADAPT_SYMBOLS,
+                f"wikipedia → math ({g['start']})",
+                SYMBOLS_MEASURE,
+                holds,
+                f"math symbols {_pct(before)} → {_pct(after)} (Math {_pct(ref_math)}, "
+                f"Wikipedia {_pct(ref_wiki)})",
+                {
+                    "math_symbol_before": before,
+                    "math_symbol_after": after,
+                    "math_symbol_math": ref_math,
+                    "math_symbol_wikipedia": ref_wiki,
+                },
+            )
+        )
+    return out
+
+
+def _early_claim(trained: pd.DataFrame) -> Claim:
+    """:data:`published.EARLY_SHIFT`: adaptation from an early checkpoint closes more of
+    the style gap to the target than from the final one, in most pairs."""
+    pivot = trained.pivot_table(index=["source", "target"], columns="start", values="gap_closed")
+    early_cols = [c for c in pivot.columns if c != "final"]
+    holds: bool | None = None
+    numbers: Numbers = {}
+    if "final" in pivot.columns and early_cols:
+        early = pivot[early_cols].mean(axis=1)
+        diff = (early - pivot["final"]).dropna()
+        wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+        holds = None if diff.empty or wins == losses else wins > losses
+        evidence = "; ".join(
+            f"{s_}→{t_}: early {_pct(early[(s_, t_)])} vs final {_pct(pivot['final'][(s_, t_)])}"
+            for s_, t_ in diff.index
+        )
+        for s_, t_ in diff.index:
+            numbers[f"{s_}__to__{t_}_early"] = float(early[(s_, t_)])
+            numbers[f"{s_}__to__{t_}_final"] = float(pivot["final"][(s_, t_)])
+        numbers.update(early_larger=wins, final_larger=losses)
+    else:
+        evidence = "needs adaptation from both an early and the final checkpoint"
+    return _claim(
+        published.EARLY_SHIFT, "early vs final start", EARLY_MEASURE, holds, evidence, numbers
+    )

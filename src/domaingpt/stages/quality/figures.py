@@ -12,6 +12,22 @@ from domaingpt.core.plotting import (
     iteration_axis,
     save_figure,
 )
+from domaingpt.stages.quality.milestones import adapt_groups
+
+#: Measures drawn in the timeline figures, with a readable label.
+FIGURE_METRICS: dict[str, str] = {
+    "space_share": "share of spaces",
+    "newline_share": "share of newlines",
+    "heading_share": "speaker-heading lines",
+    "long_word_known": "long words (≥4) that are real",
+    "word_known": "words that are real",
+    "mean_word_len": "mean word length",
+    "distinct_char_4": "distinct 4-grams (chars)",
+    "longest_repeat": "longest repeat (chars)",
+    "zlib_ratio": "zlib ratio (lower = repetitive)",
+    "js_unigram": "JS distance to corpus (chars)",
+    "js_class": "JS distance to corpus (classes)",
+}
 
 
 def plot_metric_timeline(
@@ -105,3 +121,23 @@ def plot_style_shift(groups: pd.DataFrame, path: str | Path) -> Path:
         ax.legend(fontsize=7, frameon=False)
         fig.tight_layout()
         return save_figure(fig, path, tight=False)
+
+
+def draw(tables: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:
+    """The stage's figures from its tables: the timelines against iteration and val loss,
+    and the style shift of the adapted models (removed when there are none)."""
+    written = {}
+    timeline = tables["timeline"]
+    if not timeline.empty:
+        for x, name in (("iteration", "timeline_iteration"), ("val_loss", "timeline_val_loss")):
+            written[name] = plot_metric_timeline(
+                timeline, tables["reference"], FIGURE_METRICS, out / f"{name}.png", x=x
+            )
+    adapted = tables.get("adapted", pd.DataFrame())
+    if not adapted.empty:
+        written["adapted_style"] = plot_style_shift(
+            adapt_groups(adapted), out / "adapted_style.png"
+        )
+    else:
+        (out / "adapted_style.png").unlink(missing_ok=True)
+    return written

@@ -3,7 +3,7 @@
 The study judged its samples by eye ("spaces introduced around iteration 100", "some
 meaningful words", "no repetitive text", "picked up mathematical symbols"). Every
 function here turns one of those judgements into a number computed from a string, so
-the judgement can be checked along training (see :mod:`domaingpt.samplequality`).
+the judgement can be checked along training (see :mod:`domaingpt.stages.quality`).
 
 Definitions used throughout:
 

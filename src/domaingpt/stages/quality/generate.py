@@ -1,0 +1,124 @@
+"""Sampling, with ``samples.jsonl`` as a cache: a text whose checkpoint file (SHA-256),
+seed and generation settings are unchanged is never generated again, and a run stopped
+half-way keeps every sample it finished."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from domaingpt.core.device import pick_device
+from domaingpt.core.io import append_jsonl, read_jsonl
+from domaingpt.core.progress import Log, track
+from domaingpt.core.threads import torch_threads
+from domaingpt.errors import DomainGPTError
+from domaingpt.model.checkpoint import load_checkpoint
+from domaingpt.model.generate import generate_text
+from domaingpt.stages.quality.settings import SampleQualitySettings
+from domaingpt.stages.quality.targets import Target
+
+Samples = dict[tuple, dict[str, Any]]
+
+
+def request(settings: SampleQualitySettings) -> dict[str, Any]:
+    """What a text depends on besides the weights and the seed (the device too: another
+    device computes other floating-point numbers, and may sample another text)."""
+    return {
+        "prompt": settings.prompt,
+        "chars": settings.chars,
+        "temperature": settings.temperature,
+        "top_k": settings.top_k,
+        "device": pick_device(settings.device).type,
+    }
+
+
+def sample_key(row: dict[str, Any]) -> tuple:
+    """The cache key of a sample row (see :func:`request`)."""
+    return (
+        row["tensor_sha256"],
+        row["seed"],
+        row["prompt"],
+        row["chars"],
+        row["temperature"],
+        row["top_k"],
+        row["device"],
+    )
+
+
+def target_key(base: dict[str, Any], t: Target, seed: int) -> tuple:
+    """The cache key of ``t``'s sample with ``seed`` under the request ``base``."""
+    return sample_key({**base, "tensor_sha256": t.info.meta["tensor_sha256"], "seed": seed})
+
+
+def _read_cache(cache_path: Path, log: Log) -> Samples:
+    cache: Samples = {}
+    if cache_path.exists():
+        try:
+            for row in read_jsonl(cache_path):
+                cache[sample_key(row)] = row
+        except (DomainGPTError, KeyError):
+            log(f"{cache_path} is damaged: generating every sample again")
+            cache = {}
+    return cache
+
+
+def generate_all(
+    targets: list[Target],
+    settings: SampleQualitySettings,
+    cache_path: Path,
+    *,
+    progress: bool,
+    log: Log,
+) -> tuple[Samples, dict[str, float]]:
+    """Every (checkpoint, seed) text, from the cache or generated (and appended to it),
+    and how many were generated, reused, and the seconds generation took."""
+    device = pick_device(settings.device)
+    cache = _read_cache(cache_path, log)
+    base = request(settings)
+    keys = [(t, seed, target_key(base, t, seed)) for t in targets for seed in t.seeds]
+    todo = [(t, seed, key) for t, seed, key in keys if key not in cache]
+    stats = {"generated": float(len(todo)), "cached": 0.0, "seconds": 0.0}
+    stats["cached"] = float(len(keys) - len(todo))
+    if not todo:
+        log(f"all {int(stats['cached'])} samples reused from {cache_path.name}")
+        return cache, stats
+    loaded_for: tuple[Path, Any] | None = None
+    with torch_threads(settings.threads):
+        threads = torch.get_num_threads()
+        for t, seed, key in track(todo, "samples", enabled=progress, unit="sample"):
+            if loaded_for is None or loaded_for[0] != t.info.json_path:
+                loaded_for = (t.info.json_path, load_checkpoint(t.info, device))
+            loaded = loaded_for[1]
+            t0 = time.perf_counter()
+            text = generate_text(
+                loaded.model,
+                loaded.vocab,
+                settings.prompt,
+                settings.chars,
+                temperature=settings.temperature,
+                top_k=settings.top_k or None,
+                seed=seed,
+                warn=False,
+            )
+            seconds = time.perf_counter() - t0
+            stats["seconds"] += seconds
+            row = {
+                **base,
+                "tensor_sha256": t.info.meta["tensor_sha256"],
+                "seed": seed,
+                "checkpoint": str(t.info.json_path),
+                "seconds": round(seconds, 4),
+                "text": text,
+            }
+            append_jsonl(cache_path, row)  # a stop here keeps every finished sample
+            cache[key] = row
+    rate = stats["generated"] * settings.chars / stats["seconds"] if stats["seconds"] else 0.0
+    log(
+        f"generated {int(stats['generated'])} samples in {stats['seconds']:.1f} s "
+        f"({rate:,.0f} characters/s, {device.type}, {threads} thread(s)); "
+        f"{int(stats['cached'])} reused from {cache_path.name}"
+    )
+    return cache, stats
