@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from domaingpt.cli import main
+from domaingpt.core.rundir import RunDir
 from domaingpt.data.charclass import char_class
 from domaingpt.data.prompts import (
     PromptSet,
@@ -19,10 +20,10 @@ from domaingpt.data.prompts import (
     user_prompt,
 )
 from domaingpt.data.vocab import Vocab
-from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint
+from domaingpt.errors import DomainGPTError
+from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from domaingpt.model.gpt import GPT, GPTConfig
-from domaingpt.stages.saliency.claims import saliency_claims
-from domaingpt.stages.saliency.compute import (
+from domaingpt.stages.saliency import (
     GradientNorm,
     InputXGradient,
     IntegratedGradients,
@@ -36,7 +37,9 @@ from domaingpt.stages.saliency.compute import (
     run_saliency,
     shares,
 )
+from domaingpt.stages.saliency.claims import saliency_claims
 from domaingpt.stages.saliency.heatmap import HeatmapRow, render_heatmap
+from domaingpt.stages.saliency.zero_few import start_checkpoint
 
 VOCAB = Vocab.from_texts(
     ["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,;!?\n0123456789+=é"]
@@ -268,3 +271,15 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     code = main(["saliency", "--out", str(tmp_path / "r"), "--prompt", "", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "prompt is empty" in err
+
+
+def test_an_adapted_model_without_its_start_iteration_is_named(tmp_path):
+    run = RunDir(tmp_path / "run")
+    out = run.adapt / "shakespeare__to__math" / "final" / "seed0" / "checkpoints"
+    save_checkpoint(out, "iter", 30, tiny_model(), VOCAB, {"source_model": "shakespeare"})
+    (adapted,) = run.adapted_models()
+    with pytest.raises(DomainGPTError) as e:
+        start_checkpoint(run, adapted)
+    message = str(e.value)
+    assert "'source_iteration'" in message and "iter-" in message and "\n" not in message
+    assert "domaingpt adapt" in message

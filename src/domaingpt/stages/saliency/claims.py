@@ -7,7 +7,7 @@ import pandas as pd
 
 from domaingpt.core.claims import Claim, Verdict, holds_if
 from domaingpt.core.stage import Tables
-from domaingpt.stages.saliency.compute import RELPOS
+from domaingpt.stages.saliency.aggregate import RELPOS
 
 #: The deletion test's verdict per method, in the claims' vocabulary.
 FAITHFUL = {
