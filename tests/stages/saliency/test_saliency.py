@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from domaingpt.cli import main
+from domaingpt.core import published
+from domaingpt.core.claims import Verdict
 from domaingpt.core.rundir import RunDir
 from domaingpt.data.charclass import char_class
 from domaingpt.data.prompts import (
@@ -29,6 +31,7 @@ from domaingpt.stages.saliency import (
     IntegratedGradients,
     SaliencySettings,
     aggregate,
+    claims,
     deletion_test,
     faithfulness_rows,
     load_saliency,
@@ -37,7 +40,6 @@ from domaingpt.stages.saliency import (
     run_saliency,
     shares,
 )
-from domaingpt.stages.saliency.claims import saliency_claims
 from domaingpt.stages.saliency.heatmap import HeatmapRow, render_heatmap
 from domaingpt.stages.saliency.zero_few import start_checkpoint
 
@@ -240,15 +242,13 @@ def test_run_saliency_end_to_end(trained, data_dir, shakespeare_run):
     total = zf[zf["group_kind"] == "total"].set_index(["method", "stage"])
     assert total.loc[("grad_norm", "few_shot"), "checkpoint_iteration"] == 30
     assert total.loc[("grad_norm", "zero_shot"), "checkpoint_iteration"] == shakespeare_run.iters
-    claims = saliency_claims(tables).set_index(["claim", "model"])["holds"]
+    verdicts = {(c.claim, c.scope): c.verdict for c in claims(tables)}
     # with every checkpoint attributed, the training-dynamics claims get a verdict
-    assert claims[("Gradient norms shrink as training converges", "shakespeare")] in (True, False)
-    assert claims[("Attributions become more focused with training", "shakespeare")] in (
-        True,
-        False,
-    )
-    assert claims[("Vowels receive the highest gradient norms", "shakespeare")] in (True, False)
-    assert claims[("The Math model relies on digits and math symbols", "math")] is None
+    measured = (Verdict.HOLDS, Verdict.FAILS)
+    assert verdicts[(published.GRADIENTS_SHRINK, "Shakespeare model")] in measured
+    assert verdicts[(published.GRADIENTS_FOCUS, "Shakespeare model")] in measured
+    assert verdicts[(published.VOWELS_TOP, "Shakespeare model")] in measured
+    assert verdicts[(published.MATH_DIGITS, "Math model")] == Verdict.UNMEASURED
     page = paths["heatmap"].read_text(encoding="utf-8")
     assert page.count('class="row"') == 3 * 3  # 1 prompt per corpus x 3 methods
     for key in ("by_class_png", "by_relpos_png", "by_checkpoint_png", "faithfulness_png"):
