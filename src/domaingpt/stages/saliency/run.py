@@ -69,7 +69,9 @@ class _Collected:
     drops: list[pd.DataFrame] = field(default_factory=list)
     heat: list[dict] = field(default_factory=list)
 
-    def add(self, keys: dict, res: PromptAttributions, prompts: PromptSet, domains: list[str]):
+    def add(
+        self, keys: dict, res: PromptAttributions, prompts: PromptSet, domains: list[str]
+    ) -> None:
         """One model, checkpoint and method: raw scores and their aggregates."""
         for i, p in enumerate(prompts.prompts):
             self.attributions.append(
