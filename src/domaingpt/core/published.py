@@ -166,3 +166,14 @@ ZERO_FEW_UNCLEAR = (
     "Zero-shot vs few-shot: the expectation was to compare gradient maps between zero-shot "
     "and few-shot settings, but the precise interpretation remains uncertain"
 )
+#: The two halves of :data:`VOWELS_HIGHEST`, checked apart (vowels first; then consonants
+#: before punctuation).
+VOWELS_TOP = "Vowels consistently receive the highest values"
+CONSONANTS_NEXT = "[Vowels are] followed by consonants and then punctuation marks such as <space>"
+GRADIENTS_FOCUS = "Over time, gradient influence becomes more focused as the model learns"
+#: The part of :data:`WIKI_ALPHA` a run's character classes can check.
+WIKI_SPACE = "The Wikipedia-trained model relies heavily on … <space>"
+#: What the deletion test checks, against the study's caution.
+TRULY_IMPORTANT = (
+    f'The characters an attribution ranks highest are truly important (the study: "{NORM_CAUTION}")'
+)

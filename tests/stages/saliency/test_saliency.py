@@ -12,6 +12,9 @@ import pytest
 import torch
 
 from domaingpt.cli import main
+from domaingpt.core import published
+from domaingpt.core.claims import Verdict
+from domaingpt.core.rundir import RunDir
 from domaingpt.data.charclass import char_class
 from domaingpt.data.prompts import (
     PromptSet,
@@ -19,15 +22,16 @@ from domaingpt.data.prompts import (
     user_prompt,
 )
 from domaingpt.data.vocab import Vocab
-from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint
+from domaingpt.errors import DomainGPTError
+from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from domaingpt.model.gpt import GPT, GPTConfig
-from domaingpt.stages.saliency.claims import saliency_claims
-from domaingpt.stages.saliency.compute import (
+from domaingpt.stages.saliency import (
     GradientNorm,
     InputXGradient,
     IntegratedGradients,
     SaliencySettings,
     aggregate,
+    claims,
     deletion_test,
     faithfulness_rows,
     load_saliency,
@@ -37,6 +41,7 @@ from domaingpt.stages.saliency.compute import (
     shares,
 )
 from domaingpt.stages.saliency.heatmap import HeatmapRow, render_heatmap
+from domaingpt.stages.saliency.zero_few import start_checkpoint
 
 VOCAB = Vocab.from_texts(
     ["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,;!?\n0123456789+=é"]
@@ -237,15 +242,13 @@ def test_run_saliency_end_to_end(trained, data_dir, shakespeare_run):
     total = zf[zf["group_kind"] == "total"].set_index(["method", "stage"])
     assert total.loc[("grad_norm", "few_shot"), "checkpoint_iteration"] == 30
     assert total.loc[("grad_norm", "zero_shot"), "checkpoint_iteration"] == shakespeare_run.iters
-    claims = saliency_claims(tables).set_index(["claim", "model"])["holds"]
+    verdicts = {(c.claim, c.scope): c.verdict for c in claims(tables)}
     # with every checkpoint attributed, the training-dynamics claims get a verdict
-    assert claims[("Gradient norms shrink as training converges", "shakespeare")] in (True, False)
-    assert claims[("Attributions become more focused with training", "shakespeare")] in (
-        True,
-        False,
-    )
-    assert claims[("Vowels receive the highest gradient norms", "shakespeare")] in (True, False)
-    assert claims[("The Math model relies on digits and math symbols", "math")] is None
+    measured = (Verdict.HOLDS, Verdict.FAILS)
+    assert verdicts[(published.GRADIENTS_SHRINK, "Shakespeare model")] in measured
+    assert verdicts[(published.GRADIENTS_FOCUS, "Shakespeare model")] in measured
+    assert verdicts[(published.VOWELS_TOP, "Shakespeare model")] in measured
+    assert verdicts[(published.MATH_DIGITS, "Math model")] == Verdict.UNMEASURED
     page = paths["heatmap"].read_text(encoding="utf-8")
     assert page.count('class="row"') == 3 * 3  # 1 prompt per corpus x 3 methods
     for key in ("by_class_png", "by_relpos_png", "by_checkpoint_png", "faithfulness_png"):
@@ -268,3 +271,15 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     code = main(["saliency", "--out", str(tmp_path / "r"), "--prompt", "", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "prompt is empty" in err
+
+
+def test_an_adapted_model_without_its_start_iteration_is_named(tmp_path):
+    run = RunDir(tmp_path / "run")
+    out = run.adapt / "shakespeare__to__math" / "final" / "seed0" / "checkpoints"
+    save_checkpoint(out, "iter", 30, tiny_model(), VOCAB, {"source_model": "shakespeare"})
+    (adapted,) = run.adapted_models()
+    with pytest.raises(DomainGPTError) as e:
+        start_checkpoint(run, adapted)
+    message = str(e.value)
+    assert "'source_iteration'" in message and "iter-" in message and "\n" not in message
+    assert "domaingpt adapt" in message

@@ -1,6 +1,11 @@
 """Part 4 of the study: gradient-based attributions of the next character to each input
 character, by class, position, checkpoint, domain, zero- vs few-shot, with a deletion
-test of faithfulness (see :mod:`.compute`).
+test of faithfulness.
+
+The modules, in the order the stage uses them: :mod:`.methods` (the attribution methods),
+:mod:`.aggregate` (shares, lifts, tables by class and position), :mod:`.faithfulness`
+(the deletion test), :mod:`.zero_few` (through the adapted models), :mod:`.run` (the
+stage end to end), :mod:`.claims`, :mod:`.figures`, :mod:`.heatmap` and :mod:`.section`.
 """
 
 from __future__ import annotations
@@ -8,19 +13,32 @@ from __future__ import annotations
 from pathlib import Path
 
 from domaingpt.core.stage import Stage, StageContext
+from domaingpt.stages.saliency.aggregate import (
+    RELPOS,
+    aggregate,
+    checkpoint_summary,
+    long_frame,
+    per_prompt,
+    relative_positions,
+    shares,
+)
 from domaingpt.stages.saliency.claims import claims
-from domaingpt.stages.saliency.compute import (
+from domaingpt.stages.saliency.faithfulness import deletion_test, faithfulness_rows
+from domaingpt.stages.saliency.methods import (
     METHODS,
     Attribution,
     GradientNorm,
     InputXGradient,
     IntegratedGradients,
-    SaliencySettings,
+    attribute_prompts,
     check_methods,
-    load_saliency,
-    run_saliency,
+    make_method,
+    quadrature,
+    target_log_prob,
 )
+from domaingpt.stages.saliency.run import load_saliency, run_saliency
 from domaingpt.stages.saliency.section import section
+from domaingpt.stages.saliency.settings import SaliencySettings
 
 
 def run(ctx: StageContext, settings: SaliencySettings) -> dict[str, Path]:
@@ -43,13 +61,27 @@ stage = Stage(
 
 __all__ = [
     "METHODS",
+    "RELPOS",
     "Attribution",
     "GradientNorm",
     "InputXGradient",
     "IntegratedGradients",
     "SaliencySettings",
+    "aggregate",
+    "attribute_prompts",
     "check_methods",
+    "checkpoint_summary",
+    "claims",
+    "deletion_test",
+    "faithfulness_rows",
     "load_saliency",
+    "long_frame",
+    "make_method",
+    "per_prompt",
+    "quadrature",
+    "relative_positions",
     "run_saliency",
+    "shares",
     "stage",
+    "target_log_prob",
 ]

@@ -1,0 +1,184 @@
+"""Attributions as tidy tables: by character class, by position relative to the target,
+by distance, per prompt and per checkpoint.
+
+Raw scores are kept (they compare across checkpoints and domains); the per-prompt
+normalised **share** of character ``i`` is ``|a_i| / Σ_j |a_j|`` (shares sum to 1, as
+ecco and inseq display them), and its **lift** is ``share_i × length``: 1 means the
+character got exactly the average share of its prompt.
+
+Aggregates are by model, checkpoint, method and domain (in / out / user, see
+:func:`domaingpt.data.prompts.domain_of`). Relative positions are defined by whitespace
+(``str.isspace``, so newlines too): the **current word** is the run of non-whitespace
+characters that ends the prompt (the word the target continues; empty when the prompt
+ends in whitespace), the **boundary** is the whitespace before it, the **previous word**
+the non-whitespace run before that, and everything earlier is **further back**.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from domaingpt.core.statistics import mean_ci
+from domaingpt.data.charclass import CLASSES, char_class
+from domaingpt.data.prompts import PromptSet
+
+#: The positions relative to the target, nearest first.
+RELPOS = ("current_word", "boundary", "previous_word", "further_back")
+
+
+def relative_positions(text: str) -> list[str]:
+    """Each character's place relative to the target (see the module docstring)."""
+    n = len(text)
+    labels = ["further_back"] * n
+    j = n
+    while j > 0 and not text[j - 1].isspace():
+        j -= 1
+    labels[j:n] = ["current_word"] * (n - j)
+    k = j
+    while k > 0 and text[k - 1].isspace():
+        k -= 1
+    labels[k:j] = ["boundary"] * (j - k)
+    m = k
+    while m > 0 and not text[m - 1].isspace():
+        m -= 1
+    labels[m:k] = ["previous_word"] * (k - m)
+    return labels
+
+
+def shares(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Per-prompt normalised magnitudes ``|a_i| / Σ_j |a_j|`` (rows sum to 1; 0 on padding)."""
+    mag = np.abs(values)
+    pos = np.arange(values.shape[1])
+    mag = np.where(pos[None, :] < lengths[:, None], mag, 0.0)
+    total = mag.sum(1, keepdims=True)
+    uniform = (pos[None, :] < lengths[:, None]) / lengths[:, None]
+    return np.where(total > 0, mag / np.where(total > 0, total, 1.0), uniform)
+
+
+def long_frame(values: np.ndarray, prompts: PromptSet, domains: Sequence[str]) -> pd.DataFrame:
+    """One row per (prompt, input character): class, relative position, distance to the
+    target (1 = the last character), raw score, magnitude, share and lift."""
+    lengths = np.array([p.length for p in prompts.prompts])
+    sh = shares(values, lengths)
+    rows: dict[str, list] = {
+        k: []
+        for k in (
+            "prompt_id",
+            "prompt_corpus",
+            "domain",
+            "position",
+            "distance",
+            "char",
+            "char_class",
+            "relpos",
+            "raw",
+            "share",
+            "lift",
+        )
+    }
+    for i, p in enumerate(prompts.prompts):
+        L, text = p.length, p.text
+        rows["prompt_id"] += [p.prompt_id] * L
+        rows["prompt_corpus"] += [p.corpus] * L
+        rows["domain"] += [domains[i]] * L
+        rows["position"] += list(range(L))
+        rows["distance"] += list(range(L, 0, -1))
+        rows["char"] += list(text)
+        rows["char_class"] += [char_class(c) for c in text]
+        rows["relpos"] += relative_positions(text)
+        rows["raw"] += values[i, :L].tolist()
+        rows["share"] += sh[i, :L].tolist()
+        rows["lift"] += (sh[i, :L] * L).tolist()
+    df = pd.DataFrame(rows)
+    df["magnitude"] = df["raw"].abs()
+    return df
+
+
+def aggregate(long: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Mean magnitude, mean share, lift and total share per value of ``by`` (and domain).
+
+    ``total_share`` is the fraction of all attribution mass (per prompt, averaged) that
+    falls on the group; ``lift`` is the mean share of a group's characters relative to
+    their prompt's average (1 = average).
+    """
+    n_prompts = long.groupby("domain")["prompt_id"].nunique()
+    g = (
+        long.groupby(["domain", by], sort=True)
+        .agg(
+            n_chars=("share", "size"),
+            mean_magnitude=("magnitude", "mean"),
+            mean_share=("share", "mean"),
+            lift=("lift", "mean"),
+            share_sum=("share", "sum"),
+        )
+        .reset_index()
+    )
+    g["total_share"] = g["share_sum"] / g["domain"].map(n_prompts)
+    return g.drop(columns="share_sum")
+
+
+def per_prompt(
+    values: np.ndarray, log_p: np.ndarray, prompts: PromptSet, domains: Sequence[str]
+) -> pd.DataFrame:
+    """Per prompt: total magnitude, largest share and the entropy of the shares (bits;
+    lower = attribution focused on fewer characters)."""
+    lengths = np.array([p.length for p in prompts.prompts])
+    sh = shares(values, lengths)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(sh > 0, sh * np.log2(sh), 0.0).sum(1)
+    return pd.DataFrame(
+        {
+            "prompt_id": [p.prompt_id for p in prompts.prompts],
+            "prompt_corpus": [p.corpus for p in prompts.prompts],
+            "domain": list(domains),
+            "log_p_true": log_p,
+            "total_magnitude": np.abs(values).sum(1),
+            "max_share": sh.max(1),
+            "share_entropy_bits": ent,
+        }
+    )
+
+
+def checkpoint_summary(pp: pd.DataFrame) -> pd.DataFrame:
+    """Mean (and CI) of the total attribution magnitude per domain, with focus measures."""
+    rows = []
+    for domain, g in pp.groupby("domain", sort=True):
+        s = mean_ci(g["total_magnitude"].to_numpy())
+        rows.append(
+            {
+                "domain": domain,
+                "n": s["n"],
+                "total_magnitude_mean": s["mean"],
+                "total_magnitude_ci_low": s["ci_low"],
+                "total_magnitude_ci_high": s["ci_high"],
+                "max_share_mean": float(g["max_share"].mean()),
+                "share_entropy_bits_mean": float(g["share_entropy_bits"].mean()),
+                "log_p_true_mean": float(g["log_p_true"].mean()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def with_keys(df: pd.DataFrame, keys: dict) -> pd.DataFrame:
+    """``df`` with the columns ``keys`` (model, iteration, method, ...) in front."""
+    df = df.copy()
+    for i, (k, v) in enumerate(keys.items()):
+        df.insert(i, k, v)
+    return df
+
+
+def order_classes(df: pd.DataFrame) -> pd.DataFrame:
+    """The class table sorted by model, iteration, method, domain, then the classes in
+    :data:`~domaingpt.data.charclass.CLASSES` order (vowels first), not alphabetically."""
+    if df.empty:
+        return df
+    order = {c: i for i, c in enumerate(CLASSES)}
+    df = df.assign(_o=df["char_class"].map(order))
+    return (
+        df.sort_values(["model", "iteration", "method", "domain", "_o"])
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )

@@ -1,0 +1,367 @@
+"""The saliency stage end to end: attribute every prompt through every model, checkpoint
+and method, aggregate, test faithfulness, compare zero- and few-shot, and write
+``runs/NAME/saliency/``; :func:`load_saliency` reads the tables back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from domaingpt.core.io import read_jsonl, write_json, write_jsonl
+from domaingpt.core.progress import Log, progress_bar
+from domaingpt.core.rundir import ModelEntry, RunDir
+from domaingpt.core.tables import read_table, write_table
+from domaingpt.data.prompts import PromptSet, domain_of, prepare_prompt_stage
+from domaingpt.errors import DomainGPTError
+from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
+from domaingpt.model.gpt import GPT
+from domaingpt.stages.saliency.aggregate import (
+    aggregate,
+    checkpoint_summary,
+    long_frame,
+    order_classes,
+    per_prompt,
+    with_keys,
+)
+from domaingpt.stages.saliency.faithfulness import (
+    deletion_test,
+    faithfulness_rows,
+    method_verdicts,
+    replacement_id,
+)
+from domaingpt.stages.saliency.figures import (
+    plot_faithfulness,
+    plot_saliency_checkpoints,
+    plot_saliency_groups,
+)
+from domaingpt.stages.saliency.heatmap import HeatmapRow, write_heatmap
+from domaingpt.stages.saliency.methods import PromptAttributions, attribute_prompts, baseline_log_p
+from domaingpt.stages.saliency.settings import SaliencySettings
+from domaingpt.stages.saliency.zero_few import zero_few, zero_few_pairs
+
+#: The tables every run writes (``zero_few`` only when the run has adapted models).
+TABLES = (
+    "per_prompt",
+    "by_class",
+    "by_relpos",
+    "by_distance",
+    "by_checkpoint",
+    "completeness",
+    "faithfulness",
+    "verdicts",
+)
+_PARTS = ("class", "relpos", "distance", "pp", "ckpt")
+
+
+@dataclass
+class _Collected:
+    """What the attribution loop gathers, made into the stage's tables at the end."""
+
+    attributions: list[dict] = field(default_factory=list)
+    parts: dict[str, list[pd.DataFrame]] = field(default_factory=lambda: {k: [] for k in _PARTS})
+    completeness: list[dict] = field(default_factory=list)
+    faithfulness: list[dict] = field(default_factory=list)
+    drops: list[pd.DataFrame] = field(default_factory=list)
+    heat: list[dict] = field(default_factory=list)
+
+    def add(
+        self, keys: dict, res: PromptAttributions, prompts: PromptSet, domains: list[str]
+    ) -> None:
+        """One model, checkpoint and method: raw scores and their aggregates."""
+        for i, p in enumerate(prompts.prompts):
+            self.attributions.append(
+                {
+                    **keys,
+                    "prompt_id": p.prompt_id,
+                    "prompt_corpus": p.corpus,
+                    "domain": domains[i],
+                    "log_p_true": float(res.log_p[i]),
+                    "delta": None if res.delta is None else float(res.delta[i]),
+                    "ig_steps": None if res.steps is None else int(res.steps[i]),
+                    "raw": _round(res.values[i, : p.length]),
+                }
+            )
+        long = long_frame(res.values, prompts, domains)
+        for kind, by in (("class", "char_class"), ("relpos", "relpos"), ("distance", "distance")):
+            self.parts[kind].append(with_keys(aggregate(long, by), keys))
+        pp = per_prompt(res.values, res.log_p, prompts, domains)
+        self.parts["pp"].append(with_keys(pp, keys))
+        self.parts["ckpt"].append(with_keys(checkpoint_summary(pp), keys))
+
+    def tables(self, settings: SaliencySettings) -> dict[str, pd.DataFrame]:
+        def cat(kind: str) -> pd.DataFrame:
+            parts = self.parts[kind]
+            return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+        drops = pd.concat(self.drops, ignore_index=True) if self.drops else pd.DataFrame()
+        return {
+            "per_prompt": cat("pp"),
+            "by_class": order_classes(cat("class")),
+            "by_relpos": cat("relpos"),
+            "by_distance": cat("distance"),
+            "by_checkpoint": cat("ckpt"),
+            "completeness": pd.DataFrame(self.completeness),
+            "faithfulness": pd.DataFrame(self.faithfulness),
+            "verdicts": method_verdicts(drops, n_boot=settings.bootstrap, seed=settings.seed),
+        }
+
+
+def run_saliency(
+    run: RunDir,
+    settings: SaliencySettings | None = None,
+    *,
+    progress: bool = True,
+    log: Log = print,
+) -> dict[str, Path]:
+    """Attribute, aggregate, test faithfulness and write ``runs/NAME/saliency/``.
+
+    Files: attributions.jsonl (per model, checkpoint, method, prompt: raw scores),
+    prompts.jsonl, per_prompt.csv, by_class.csv, by_relpos.csv, by_distance.csv,
+    by_checkpoint.csv, completeness.csv (IG), faithfulness.csv, verdicts.csv,
+    zero_few.csv (when adapted models exist), settings.json, heatmap.html and the figures
+    by_class.png, by_relpos.png, by_checkpoint.png, faithfulness.png.
+    """
+    settings = settings or SaliencySettings()
+    models, vocab, prompts, device = prepare_prompt_stage(run, settings, log)
+    replacement = replacement_id(vocab, settings.deletion_replacement)
+    plan = {m.name: _checkpoints(m, settings.checkpoints) for m in models}
+    # Adapted models are resolved first, so that a missing record fails before hours of work.
+    pairs = zero_few_pairs(run, models, prompts, settings, log)
+    jobs = sum(len(v) for v in plan.values()) + 2 * len(pairs or [])
+    bar = progress_bar(jobs * len(settings.methods), "saliency", enabled=progress, unit="step")
+    got = _Collected()
+    heat_ids = _heatmap_prompts(prompts, settings.heatmap_prompts)
+    for model in models:
+        domains = [domain_of(p.corpus, model.corpus) for p in prompts.prompts]
+        history = plan[model.name]
+        for info in history:
+            loaded = load_checkpoint(info, device)
+            for name in settings.methods:
+                method = settings.method(name, loaded.model)
+                res = attribute_prompts(
+                    method, prompts, batch_size=settings.batch_size, device=device
+                )
+                keys = {"model": model.name, "iteration": info.iteration, "method": name}
+                got.add(keys, res, prompts, domains)
+                if res.delta is not None:
+                    f_0 = baseline_log_p(loaded.model, prompts, device, settings.batch_size)
+                    got.completeness.append(_completeness(keys, res, f_0, settings))
+                if info is history[-1]:
+                    _deletions(got, loaded.model, keys, prompts, res, settings, device, replacement)
+                    got.heat += _heat_rows(keys, prompts, domains, res, heat_ids)
+                bar.update(1)
+    zf = None if pairs is None else zero_few(pairs, settings, device, bar)
+    bar.close()
+    tables = got.tables(settings)
+    if zf is not None:
+        tables["zero_few"] = zf
+    paths = _write(run.saliency, tables, got, prompts, settings)
+    log(
+        f"saliency: {len(models)} model(s), {len(prompts)} prompts, methods "
+        f"{', '.join(settings.methods)}; wrote {len(paths)} files to {run.saliency}"
+    )
+    return paths
+
+
+def _checkpoints(model: ModelEntry, which: str) -> list[CheckpointInfo]:
+    history = model.checkpoints
+    return history if which == "all" else history[-1:]
+
+
+def _round(values: np.ndarray) -> list[float]:
+    return [float(f"{v:.6g}") for v in values]
+
+
+def _completeness(
+    keys: dict, res: PromptAttributions, f_0: np.ndarray, settings: SaliencySettings
+) -> dict:
+    """Integrated gradients' completeness gaps for one model, checkpoint and method."""
+    assert res.delta is not None and res.steps is not None
+    gap = np.abs(res.log_p - f_0)
+    delta = np.abs(res.delta)
+    return {
+        **keys,
+        "n": len(res.log_p),
+        "ig_steps": settings.ig_steps,
+        "ig_method": settings.ig_method,
+        "tolerance": settings.ig_tolerance,
+        "n_refined": int((res.steps > settings.ig_steps).sum()),
+        "max_steps_used": int(res.steps.max()),
+        "n_above_tolerance": int((delta > settings.ig_tolerance).sum()),
+        "max_abs_delta": float(delta.max()),
+        "mean_abs_delta": float(delta.mean()),
+        "mean_abs_f_x_minus_f_baseline": float(gap.mean()),
+        "relative_error": float(delta.mean() / max(gap.mean(), 1e-12)),
+    }
+
+
+def _deletions(
+    got: _Collected,
+    model: GPT,
+    keys: dict,
+    prompts: PromptSet,
+    res: PromptAttributions,
+    settings: SaliencySettings,
+    device: torch.device,
+    replacement: int,
+) -> None:
+    """The deletion test at each ``k`` (on a model's last checkpoint): per-prompt drops,
+    and the per-model verdict at ``k``."""
+    for k in settings.deletion_k:
+        d = deletion_test(
+            model,
+            prompts,
+            res.values,
+            k,
+            replacement_id=replacement,
+            draws=settings.deletion_draws,
+            seed=settings.seed,
+            batch_size=max(settings.batch_size, 128),
+            device=device,
+        )
+        d.insert(0, "k", k)
+        d.insert(0, "method", keys["method"])
+        d.insert(0, "model", keys["model"])
+        got.drops.append(d)
+        row_keys = {
+            "model": keys["model"],
+            "method": keys["method"],
+            "k": k,
+            "iteration": keys["iteration"],
+        }
+        got.faithfulness.append(
+            faithfulness_rows(d, row_keys, n_boot=settings.bootstrap, seed=settings.seed)
+        )
+
+
+def _heatmap_prompts(prompts: PromptSet, per_corpus: int) -> list[int]:
+    """The first ``per_corpus`` prompts of each corpus: the heatmap's rows."""
+    chosen, seen = [], {}
+    for i, p in enumerate(prompts.prompts):
+        if seen.get(p.corpus, 0) < per_corpus:
+            chosen.append(i)
+            seen[p.corpus] = seen.get(p.corpus, 0) + 1
+    return chosen
+
+
+def _heat_rows(
+    keys: dict,
+    prompts: PromptSet,
+    domains: list[str],
+    res: PromptAttributions,
+    heat_ids: list[int],
+) -> list[dict]:
+    rows = []
+    for i in heat_ids:
+        p = prompts.prompts[i]
+        rows.append(
+            {
+                "model": keys["model"],
+                "iteration": keys["iteration"],
+                "method": keys["method"],
+                "prompt_id": p.prompt_id,
+                "corpus": p.corpus,
+                "domain": domains[i],
+                "text": p.text,
+                "target": p.target,
+                "values": res.values[i, : p.length].tolist(),
+                "log_p_true": float(res.log_p[i]),
+            }
+        )
+    return rows
+
+
+def _write_heatmap(heat: list[dict], path: Path) -> Path:
+    rows = [
+        HeatmapRow(
+            label=f"{h['model']} (iteration {h['iteration']}) · {h['method']} · prompt "
+            f"{h['prompt_id']} from {h['corpus']} ({h['domain']}-domain) · "
+            f"log p(true) = {h['log_p_true']:.3f}",
+            text=h["text"][-len(h["values"]) :] if h["text"] else "",
+            values=h["values"],
+            target=h["target"],
+            group=f"{h['model']} · {h['method']}",
+        )
+        for h in heat
+    ]
+    return write_heatmap(
+        rows,
+        path,
+        title="Saliency: attribution of log p(true next character) to each input character",
+        note=(
+            "Each character is tinted by its attribution, scaled per prompt (red supports the "
+            "true next character, blue opposes it; grad_norm is unsigned). Hover a character "
+            "for its raw score and share. The boxed character after each prompt is the target."
+        ),
+    )
+
+
+def _figures(tables: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:
+    paths: dict[str, Path] = {}
+    if not tables["by_class"].empty:
+        paths["by_class_png"] = plot_saliency_groups(
+            tables["by_class"], "char_class", out / "by_class.png", "Attribution by character class"
+        )
+        paths["by_relpos_png"] = plot_saliency_groups(
+            tables["by_relpos"],
+            "relpos",
+            out / "by_relpos.png",
+            "Attribution by position relative to the target",
+        )
+        paths["by_checkpoint_png"] = plot_saliency_checkpoints(
+            tables["by_checkpoint"], out / "by_checkpoint.png"
+        )
+    if not tables["faithfulness"].empty:
+        paths["faithfulness_png"] = plot_faithfulness(
+            tables["faithfulness"], out / "faithfulness.png"
+        )
+    return paths
+
+
+def _write(
+    out: Path,
+    tables: dict[str, pd.DataFrame],
+    got: _Collected,
+    prompts: PromptSet,
+    settings: SaliencySettings,
+) -> dict[str, Path]:
+    """Every file of the stage; a ``zero_few.csv`` of an earlier run with adapted models
+    is removed when this run has none (it would describe other models)."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {
+        "prompts": write_jsonl(out / "prompts.jsonl", prompts.frame().to_dict("records")),
+        "attributions": write_jsonl(out / "attributions.jsonl", got.attributions),
+    }
+    stale = out / "zero_few.csv"
+    if "zero_few" not in tables and stale.exists():
+        stale.unlink()
+    for name, df in tables.items():
+        paths[name] = write_table(df, out / f"{name}.csv")
+    paths["settings"] = write_json(out / "settings.json", settings.to_dict())
+    paths["heatmap"] = _write_heatmap(got.heat, out / "heatmap.html")
+    paths.update(_figures(tables, out))
+    return paths
+
+
+def load_saliency(run: RunDir, *, attributions: bool = False) -> dict[str, pd.DataFrame]:
+    """The tables written by :func:`run_saliency`, keyed by file stem (``zero_few`` when it
+    was written; ``attributions``, one row per model/checkpoint/method/prompt with the
+    list of raw scores, only when asked: it is the largest file)."""
+    out = run.saliency
+    if not (out / "by_class.csv").is_file():
+        raise DomainGPTError(
+            f"no saliency results in {out}; run domaingpt saliency --out {run.root} first"
+        )
+    tables = {}
+    for name in (*TABLES, "zero_few"):
+        path = out / f"{name}.csv"
+        if path.is_file():
+            tables[name] = read_table(path)
+    if attributions:
+        tables["attributions"] = pd.DataFrame(read_jsonl(out / "attributions.jsonl"))
+    return tables
