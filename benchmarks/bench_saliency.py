@@ -30,7 +30,7 @@ import time
 import torch
 
 from domaingpt.model.gpt import GPT, GPTConfig
-from domaingpt.stages.saliency.compute import GradientNorm
+from domaingpt.stages.saliency import GradientNorm
 from matmul_ceiling import matmul_rate
 
 SHAPES = {
