@@ -8,18 +8,38 @@ Two things differ from a plain language model because the analyses need them:
 ``forward`` returns logits for *every* position (softmax inspection looks at all of
 them), and it accepts ``inputs_embeds`` instead of ids, so the gradient of a prediction
 with respect to each input character's embedding is a single autograd call (saliency).
+
+Named activation points (TransformerLens' idea): :meth:`GPT.run_with_cache` records, in
+one ordinary forward pass, the activations named in :data:`HOOK_POINTS` — the residual
+stream around each block, attention patterns, the MLP's hidden layer. They are read
+through PyTorch forward hooks attached for that one call, so ``forward`` itself has no
+branch for them: without a cache it runs exactly as before, at the same speed.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from domaingpt.errors import ConfigError
+from domaingpt.errors import ConfigError, DomainGPTError
+
+#: The activation points of every block ``blocks.{i}.NAME``, in the order they are computed.
+BLOCK_POINTS = (
+    "resid_pre",  # the block's input: the residual stream before it (B, T, C)
+    "attn.pattern",  # softmax attention weights (B, n_head, T, T), query × key
+    "attn.out",  # what attention adds to the residual stream (B, T, C)
+    "mlp.pre",  # the MLP's hidden layer before GELU (B, T, 4C)
+    "mlp.post",  # ... after GELU (B, T, 4C)
+    "resid_post",  # the block's output: the residual stream after it (B, T, C)
+)
+#: Points outside the blocks: ``embed`` (token + position embedding, the stream's start)
+#: and ``ln_f.out`` (the final LayerNorm's output, what the head reads).
+HOOK_POINTS = ("embed", *(f"blocks.{{i}}.{p}" for p in BLOCK_POINTS), "ln_f.out")
 
 
 @dataclass(frozen=True)
@@ -75,6 +95,18 @@ class CausalSelfAttention(nn.Module):
         )
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.proj(y))
+
+    def pattern(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention weights ``forward(x)`` uses, (B, n_head, T, T): softmax over keys,
+        exactly zero above the diagonal. Computed explicitly (scaled_dot_product_attention
+        never materialises them), so only when asked for."""
+        B, T, C = x.shape
+        w, b = self.qkv.weight, self.qkv.bias
+        qk = F.linear(x, w[: 2 * C], None if b is None else b[: 2 * C])
+        q, k = qk.view(B, T, 2, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(C // self.n_head)
+        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+        return scores.masked_fill(future, float("-inf")).softmax(-1)
 
     def forward_at(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """The output at one position per row, ``pos`` (B,): keys and values for every
@@ -198,6 +230,69 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
         return logits, loss
+
+    # -- named activation points -------------------------------------------------------
+    def hook_names(self) -> list[str]:
+        """Every activation point of this model, in the order the forward pass meets them."""
+        blocks = [f"blocks.{i}.{p}" for i in range(self.config.n_layer) for p in BLOCK_POINTS]
+        return ["embed", *blocks, "ln_f.out"]
+
+    def _hook_point(self, name: str) -> tuple[nn.Module, bool, Callable]:
+        """Where ``name`` is read: a module, whether its input (True) or output is meant,
+        and what to record from that module and tensor."""
+        if name == "embed":
+            return self.drop, False, lambda m, t: t
+        if name == "ln_f.out":
+            return self.ln_f, False, lambda m, t: t
+        _, i, point = name.split(".", 2)
+        block = self.blocks[int(i)]
+        return {
+            "resid_pre": (block, True, lambda m, t: t),
+            "attn.pattern": (block.attn, True, lambda m, t: m.pattern(t)),
+            "attn.out": (block.attn, False, lambda m, t: t),
+            "mlp.pre": (block.mlp.fc, False, lambda m, t: t),
+            "mlp.post": (block.mlp.proj, True, lambda m, t: t),  # proj's input: GELU's output
+            "resid_post": (block, False, lambda m, t: t),
+        }[point]
+
+    def run_with_cache(
+        self, idx: torch.Tensor, names: Iterable[str] | str | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits ``(B, T, vocab)`` as ``forward(idx)`` gives them, and the activations
+        ``names`` (default: every one of :meth:`hook_names`) recorded in the same pass.
+
+        The cache keeps the order of ``names``. Its tensors are not detached: call this
+        under ``torch.no_grad()`` unless you differentiate through them.
+        """
+        valid = self.hook_names()
+        if names is None:
+            names = valid
+        wanted = list(dict.fromkeys([names] if isinstance(names, str) else names))
+        unknown = [n for n in wanted if n not in valid]
+        if unknown:
+            raise DomainGPTError(
+                f"unknown activation point(s) {', '.join(map(repr, unknown))} for a "
+                f"{self.config.n_layer}-layer model; valid names: {', '.join(valid)}"
+            )
+        cache: dict[str, torch.Tensor] = {}
+        handles = []
+        try:
+            for name in wanted:
+                module, on_input, record = self._hook_point(name)
+                if on_input:
+                    hook = module.register_forward_pre_hook(
+                        lambda m, args, n=name, f=record: cache.__setitem__(n, f(m, args[0]))
+                    )
+                else:
+                    hook = module.register_forward_hook(
+                        lambda m, args, out, n=name, f=record: cache.__setitem__(n, f(m, out))
+                    )
+                handles.append(hook)
+            logits, _ = self(idx)
+        finally:
+            for hook in handles:
+                hook.remove()
+        return logits, {n: cache[n] for n in wanted}
 
     def flops_per_token(self, train: bool = True) -> float:
         """nanoGPT's estimate: 6N + 12·L·C·T for a training step, 2N + 2·L·C·T forward only."""

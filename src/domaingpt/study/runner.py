@@ -4,7 +4,9 @@ Each stage writes into its own folder of the run directory and leaves a record i
 ``stages/<stage>.json``: its status, the *key* it ran with, the files it wrote and their
 SHA-256. The key is a hash of the stage's settings (runtime fields left out), the
 checksums of its inputs (the corpora, the files of the stages it needs or uses), the
-tool version, and for a user's stage the SHA-256 of its module. A stage whose key is
+tool version, and for a user's stage the SHA-256 of its source (every ``.py`` file of its
+package; a stage that uses a user's stage, like the report, depends on that source too,
+since it draws the user's section and claims with it). A stage whose key is
 unchanged and whose files are all still there is skipped, so the second run of a command
 does no work; a run stopped anywhere continues where it stopped, since a record is
 written only when its stage has finished.
@@ -217,9 +219,10 @@ def _inputs(stage: Stage, ctx: _Run, records: dict[str, dict]) -> dict[str, Any]
         rec = records.get(dep)
         done = rec is not None and rec.get("status") == "done"
         inputs[dep] = _digest(rec["outputs"]) if done else (rec or {}).get("status", "absent")
-    for ref in ctx.spec.stage_refs:  # a user's stage: its code is an input too
-        if ref.load() is stage:
-            inputs["code"] = ref.code_digest()
+        if dep in ctx.spec.stage_code:  # the report draws a user stage's section with its code
+            inputs[f"{dep}.code"] = ctx.spec.stage_code[dep]
+    if stage.name in ctx.spec.stage_code:  # a user's stage: its source is an input too
+        inputs["code"] = ctx.spec.stage_code[stage.name]
     return inputs
 
 

@@ -62,6 +62,10 @@ def preset_study_text(preset: str) -> str:
 # --- a user's own stages -------------------------------------------------------------
 
 
+#: Top-level modules that :meth:`StageRef.load` imported from a study file's folder.
+_LOCAL_MODULES: set[str] = set()
+
+
 @dataclass(frozen=True)
 class StageRef:
     """``module.path:attribute`` of a user's stage, and the folder it is imported from."""
@@ -69,8 +73,33 @@ class StageRef:
     ref: str
     base: str  # directory put on sys.path while importing (the study file's folder)
 
+    @property
+    def module(self) -> str:
+        return self.ref.partition(":")[0]
+
+    @property
+    def top(self) -> str:
+        """The top-level module or package: ``my_stages`` of ``my_stages.attention``."""
+        return self.module.split(".")[0]
+
+    def local_source(self) -> Path | None:
+        """The top-level package (folder, with or without ``__init__.py``) or module (file)
+        in the study file's folder."""
+        folder, file = Path(self.base) / self.top, Path(self.base) / f"{self.top}.py"
+        if folder.is_dir():
+            return folder
+        return file if file.is_file() else None
+
     def load(self) -> Stage:
+        """Import the stage. A module of the study file's folder is imported afresh each
+        time, so an edit takes effect and two study folders holding modules of the same
+        name never get each other's."""
         module_name, _, attr = self.ref.partition(":")
+        local = self.local_source()
+        if local is not None and self.top in _LOCAL_MODULES:
+            for name in [n for n in sys.modules if n == self.top or n.startswith(self.top + ".")]:
+                del sys.modules[name]
+        importlib.invalidate_caches()
         added = self.base not in sys.path
         if added:
             sys.path.insert(0, self.base)
@@ -83,6 +112,14 @@ class StageRef:
         finally:
             if added:
                 sys.path.remove(self.base)
+        if local is not None:
+            found = _source_path(sys.modules.get(self.top))
+            if found is None or found.resolve() != local.resolve():
+                raise ConfigError(
+                    f"stage {self.ref!r}: {local} has the name of a module already imported "
+                    f"from {found or 'elsewhere'}; rename {local.name}"
+                )
+            _LOCAL_MODULES.add(self.top)
         stage = getattr(module, attr, None)
         if not isinstance(stage, Stage):
             got = "nothing" if stage is None else type(stage).__name__
@@ -93,18 +130,37 @@ class StageRef:
         return stage
 
     def code_digest(self) -> str:
-        """SHA-256 of the stage module's source: editing it re-runs the stage."""
-        module = sys.modules.get(self.ref.partition(":")[0])
-        path = getattr(module, "__file__", None)
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else ""
+        """SHA-256 of the stage's source: every ``.py`` file of its top-level package
+        (or its module file), so that editing any of them re-runs the stage."""
+        source = self.local_source() or _source_path(sys.modules.get(self.top))
+        if source is None:
+            return ""
+        files = sorted(source.rglob("*.py")) if source.is_dir() else [source]
+        h = hashlib.sha256()
+        for f in files:
+            rel = f.relative_to(source).as_posix() if source.is_dir() else f.name
+            h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
+        return h.hexdigest()
 
 
-def resolve_stages(refs: Iterable[StageRef]) -> tuple[Stage, ...]:
-    """The built-in stages, then the user's, then the report (which reads them all).
+def _source_path(module: Any) -> Path | None:
+    """A module's file, or its package's folder (a namespace package's first one)."""
+    path = getattr(module, "__file__", None)
+    if path:
+        path = Path(path)
+        return path.parent if path.name == "__init__.py" else path
+    folders = list(getattr(module, "__path__", None) or [])
+    return Path(folders[0]) if folders else None
+
+
+def load_stages(refs: Iterable[StageRef]) -> tuple[tuple[Stage, ...], dict[str, str]]:
+    """The built-in stages, then the user's, then the report (which reads them all); and
+    the SHA-256 of each user stage's source, taken when it was imported.
 
     A user's stage may need or use any stage before it; names must be unique.
     """
     stages = list(BUILTIN_STAGES)
+    code: dict[str, str] = {}
     for ref in refs:
         stage = ref.load()
         known = [s.name for s in stages]
@@ -119,7 +175,13 @@ def resolve_stages(refs: Iterable[StageRef]) -> tuple[Stage, ...]:
                     f"(stages: {', '.join(known)})"
                 )
         stages.append(stage)
-    return (*stages, REPORT)
+        code[stage.name] = ref.code_digest()
+    return (*stages, REPORT), code
+
+
+def resolve_stages(refs: Iterable[StageRef]) -> tuple[Stage, ...]:
+    """:func:`load_stages` without the digests."""
+    return load_stages(refs)[0]
 
 
 def _stage_refs(value: Any, base: Path, where: str) -> tuple[StageRef, ...]:
@@ -193,6 +255,7 @@ class StudySpec:
     threads: int = 0  # torch threads for every stage; 0: torch's default
     stage_refs: tuple[StageRef, ...] = ()
     stages: tuple[Stage, ...] = field(default=(), compare=False)
+    stage_code: dict[str, str] = field(default_factory=dict, compare=False)  # user stage: sha
 
     def config(self) -> RunConfig:
         """The training configuration shared by every model of the study."""
@@ -308,7 +371,7 @@ def load_study(
         base_dir = source.parent
     where = str(source) if source else f"study preset {base_name!r}"
     refs = _stage_refs(user.get("study", {}).get("stages"), base_dir, where)
-    stages = resolve_stages(refs)
+    stages, stage_code = load_stages(refs)
     if path is not None:
         _check_sections(user, f"study file {source}", [s.name for s in stages])
     merged = _merge(base, user)
@@ -364,6 +427,7 @@ def load_study(
         threads=threads,
         stage_refs=refs,
         stages=stages,
+        stage_code=stage_code,
     )
     if check:
         for stage in stages:

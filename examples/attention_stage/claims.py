@@ -1,0 +1,93 @@
+"""The stage's claims: a pure function of its tables, so they can be tested on hand-made
+ones. Each is checked per model on paired differences over the same in-domain prompts
+(a 95 % interval of the mean difference); verdicts are domaingpt's (holds / partly /
+does not hold / not measured): holds for every model, for some, for none."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from domaingpt.core.claims import Claim, unmeasured, verdict_of
+from domaingpt.core.stage import Tables
+from domaingpt.core.statistics import mean_ci
+
+LOCAL = "Attention becomes more local as training progresses"
+DEEPER = "The last layer attends further back than the first"
+
+
+def _by_prompt(per_prompt: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """In-domain distances averaged over heads (and layers unless ``layer`` is in
+    ``columns``): one column per iteration or layer, one row per (model, prompt)."""
+    d = per_prompt[per_prompt["domain"] == "in"]
+    return d.groupby(["model", "prompt_id", *columns], sort=True)["distance"].mean()
+
+
+def _models(per_prompt: pd.DataFrame) -> list[str]:
+    """The models with in-domain prompts, in the table's (the study's) order."""
+    return list(dict.fromkeys(per_prompt.loc[per_prompt["domain"] == "in", "model"]))
+
+
+def _paired(diff: pd.Series) -> dict[str, float]:
+    ci = mean_ci(diff.to_numpy())
+    return {"mean": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n": ci["n"]}
+
+
+def local_with_training(per_prompt: pd.DataFrame) -> Claim:
+    """Per model: the in-domain distance (mean over layers and heads) falls from the first
+    checkpoint to the last, the interval of the paired difference below zero."""
+    wide = _by_prompt(per_prompt, ["iteration"]).unstack("iteration")
+    flags, parts, numbers = [], [], {}
+    for model in _models(per_prompt):
+        w = wide.loc[model].dropna(axis=1, how="all")
+        if w.shape[1] < 2:
+            continue
+        first, last = w.columns[0], w.columns[-1]
+        d = _paired(w[last] - w[first])
+        flags.append(d["ci_high"] < 0)
+        parts.append(
+            f"{model} {w[first].mean():.2f} → {w[last].mean():.2f} characters "
+            f"(iteration {int(first)} → {int(last)}; change {d['mean']:+.2f}, "
+            f"95 % CI [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}], {d['n']} prompts)"
+        )
+        numbers[f"{model}_change"] = d["mean"]
+        numbers[f"{model}_ci_high"] = d["ci_high"]
+    if not flags:
+        return unmeasured(LOCAL, "no model has two checkpoints measured on in-domain prompts")
+    evidence = "in-domain mean attention distance: " + "; ".join(parts)
+    return Claim(LOCAL, verdict_of(flags), evidence, "in-domain prompts", numbers)
+
+
+def deeper_looks_further(per_prompt: pd.DataFrame) -> Claim:
+    """Per model, final checkpoint: the last layer's in-domain distance (mean over heads)
+    exceeds the first layer's, the interval of the paired difference above zero."""
+    final = per_prompt[
+        per_prompt["iteration"] == per_prompt.groupby("model")["iteration"].transform("max")
+    ]
+    wide = _by_prompt(final, ["layer"]).unstack("layer")
+    flags, parts, numbers = [], [], {}
+    for model in _models(final):
+        w = wide.loc[model].dropna(axis=1, how="all")
+        if w.shape[1] < 2:
+            continue
+        first, last = w.columns[0], w.columns[-1]
+        d = _paired(w[last] - w[first])
+        flags.append(d["ci_low"] > 0)
+        parts.append(
+            f"{model} layer {int(first)} {w[first].mean():.2f}, layer {int(last)} "
+            f"{w[last].mean():.2f} characters (difference {d['mean']:+.2f}, 95 % CI "
+            f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}])"
+        )
+        numbers[f"{model}_difference"] = d["mean"]
+        numbers[f"{model}_ci_low"] = d["ci_low"]
+    if not flags:
+        return unmeasured(DEEPER, "no model has two layers measured on in-domain prompts")
+    evidence = "in-domain mean attention distance at the final checkpoint: " + "; ".join(parts)
+    return Claim(DEEPER, verdict_of(flags), evidence, "final checkpoint", numbers)
+
+
+def claims(tables: Tables) -> list[Claim]:
+    per_prompt = tables.get("per_prompt")
+    if per_prompt is None or per_prompt.empty:
+        why = "no attention distances in this run"
+        return [unmeasured(LOCAL, why), unmeasured(DEEPER, why)]
+    return [local_with_training(per_prompt), deeper_looks_further(per_prompt)]
