@@ -16,13 +16,10 @@ from domaingpt.data.prompts import PromptSet, user_prompt
 from domaingpt.data.vocab import Vocab
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.stages.probe.claims import probe_claims
-from domaingpt.stages.probe.compute import (
-    ProbeSettings,
-    hardening,
-    load_probe,
-    next_char_stats,
-    run_probe,
-)
+from domaingpt.stages.probe.compute import next_char_stats
+from domaingpt.stages.probe.hardening import hardening
+from domaingpt.stages.probe.run import load_probe, run_probe
+from domaingpt.stages.probe.settings import ProbeSettings
 
 VOCAB = Vocab.from_texts(["abcdefghijklmnopqrstuvwxyz .,\n"])
 
