@@ -4,6 +4,7 @@ trained briefly on real Shakespeare: in-domain entropy is lower than out-of-doma
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,8 @@ import torch
 
 from domaingpt.cli import main
 from domaingpt.core import published
-from domaingpt.core.claims import Verdict
+from domaingpt.core.claims import Verdict, read_claims
+from domaingpt.core.rundir import RunDir
 from domaingpt.core.statistics import js_divergence_bits
 from domaingpt.data.prompts import PromptSet, user_prompt
 from domaingpt.data.vocab import Vocab
@@ -172,6 +174,27 @@ def test_claims_hold_from_the_numbers(probed):
     # no math model: untestable, said so, not guessed
     math_hardens = by[(published.HARDENING_BY_CORPUS["math"], "math model")]
     assert math_hardens.verdict is Verdict.UNMEASURED and "no math model" in math_hardens.evidence
+
+
+def test_cli_prints_hardening_then_the_claims(shakespeare_run, data_dir, tmp_path, cli):
+    root = shutil.copytree(shakespeare_run.run.root, tmp_path / "run")
+    code, out, _ = cli(
+        "probe",
+        *("--out", root, "--corpora", "shakespeare,math", "--prompts-per-corpus", 3),
+        *("--length", 16, "--data-dir", data_dir, "--device", "cpu", "--offline", "--quiet"),
+    )
+    assert code == 0
+    lines = out.splitlines()
+    hard = load_probe(RunDir(root))["hardening"].set_index("domain")
+    for line, (domain, words) in zip(
+        lines[:2], (("in", "in-domain"), ("out", "out-of-domain")), strict=True
+    ):
+        it = hard.loc[domain, "hardening_iteration"]
+        when = "not reached" if pd.isna(it) else f"iteration {it}"
+        assert line == f"hardening shakespeare ({words}): {when} (of 300)"
+    written = read_claims(root / "probe" / "claims.csv")
+    assert len(written) == 9 and written[0].claim == published.ENTROPY_FALLS
+    assert lines[2:] == [c.line() for c in written]
 
 
 def test_overpredicted_characters_use_the_prompt_corpus_frequency(probed):

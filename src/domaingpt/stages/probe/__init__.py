@@ -16,7 +16,7 @@ from domaingpt.core.stage import Stage, StageContext
 from domaingpt.stages.probe.claims import claims
 from domaingpt.stages.probe.compute import NextCharStats, next_char_stats, summarise
 from domaingpt.stages.probe.hardening import hardening
-from domaingpt.stages.probe.run import load_probe, run_probe
+from domaingpt.stages.probe.run import load_probe, probe_summary, run_probe
 from domaingpt.stages.probe.section import section
 from domaingpt.stages.probe.settings import ProbeSettings
 
@@ -35,6 +35,7 @@ stage = Stage(
     section=section,
     needs=("train",),
     help="softmax inspection: entropy, p(true), top-k at every checkpoint, in vs out of domain",
+    summary=probe_summary,
     section_title="Softmax inspection",
 )
 

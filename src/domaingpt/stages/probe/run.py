@@ -8,6 +8,7 @@ The numbers are defined in :mod:`.compute` (next-character statistics) and
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from domaingpt.core.claims import read_claims
 from domaingpt.core.io import read_jsonl, write_json, write_jsonl
 from domaingpt.core.progress import Log, progress_bar, stderr_log
 from domaingpt.core.rundir import ModelEntry, RunDir
@@ -215,3 +217,22 @@ def load_probe(run: RunDir) -> dict[str, pd.DataFrame]:
     }
     tables["prompts"] = pd.DataFrame(read_jsonl(out / "prompts.jsonl"))
     return tables
+
+
+_DOMAIN_WORDS = {"in": "in-domain", "out": "out-of-domain"}
+
+
+def probe_summary(written: Mapping[str, Path]) -> str:
+    """What ``domaingpt probe`` prints: where each model hardens, then the claims."""
+    lines = []
+    for r in read_hardening(Path(written["hardening"])).itertuples():
+        when = (
+            "not reached"
+            if pd.isna(r.hardening_iteration)
+            else f"iteration {r.hardening_iteration}"
+        )
+        where = _DOMAIN_WORDS.get(r.domain, f"{r.domain} prompts")
+        lines.append(f"hardening {r.model} ({where}): {when} (of {r.final_iteration})")
+    if "claims" in written:
+        lines += [c.line() for c in read_claims(Path(written["claims"]))]
+    return "\n".join(lines)
