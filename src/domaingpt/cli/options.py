@@ -114,7 +114,5 @@ def settings_from_args(cls: type[StageSettings], args: argparse.Namespace) -> St
             values[f.name] = value
     try:
         return cls(**values)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError) as e:  # ConfigError passes through as it is
         raise ConfigError(f"{cls.section()}: {e}") from None
