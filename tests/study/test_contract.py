@@ -261,18 +261,7 @@ def test_a_stage_command_describes_itself(capsys):
 
 #: Stages whose claims still index a table they were not given; owned by the helpers now
 #: converting them (remove the mark when their fix lands).
-_EMPTY_TABLES_RAISE = {"probe", "quality"}
-_CLAIM_STAGES = [
-    pytest.param(
-        s,
-        marks=pytest.mark.xfail(
-            raises=KeyError, reason=f"{s.name}.claims({{}}) raises KeyError", strict=False
-        ),
-    )
-    if s.name in _EMPTY_TABLES_RAISE
-    else s
-    for s in STAGES
-]
+_CLAIM_STAGES = list(STAGES)
 
 
 @pytest.mark.parametrize("stage", _CLAIM_STAGES, ids=_ids(STAGES))

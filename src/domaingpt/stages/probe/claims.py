@@ -240,6 +240,9 @@ def claims(tables: Tables) -> list[Claim]:
     ``tables`` is what :func:`~domaingpt.stages.probe.run.load_probe` returns (``last``,
     ``summary``, ``hardening``, ``overpredicted`` are read).
     """
+    if not {"last", "summary", "hardening"} <= set(tables):
+        why = "no probe tables (the probe stage has not run)"
+        return [unmeasured(c, why) for c in (published.ENTROPY_FALLS, published.OOD_ENTROPY)]
     last, summary = tables["last"], tables["summary"]
     hard = tables["hardening"]
     over = tables.get("overpredicted", pd.DataFrame())
