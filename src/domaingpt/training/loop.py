@@ -15,7 +15,6 @@ A model directory holds::
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -25,8 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from domaingpt import __version__
-from domaingpt.core.config import RUNTIME_TRAIN_KEYS, RunConfig, TrainSpec, log_schedule
+from domaingpt.core.config import RunConfig, TrainSpec, log_schedule
 from domaingpt.core.device import set_threads
 from domaingpt.core.distributed import (
     DistContext,
@@ -36,12 +34,11 @@ from domaingpt.core.distributed import (
     init_distributed,
 )
 from domaingpt.core.faults import fault_point
-from domaingpt.core.io import append_jsonl, read_jsonl, write_json, write_jsonl
+from domaingpt.core.io import append_jsonl, read_jsonl, write_jsonl
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import (
-    CheckpointInfo,
     list_checkpoints,
     newest_valid,
     save_checkpoint,
@@ -49,6 +46,10 @@ from domaingpt.model.checkpoint import (
 from domaingpt.model.generate import generate_text
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.scoring import score_windows
+from domaingpt.training.modeldir import (
+    prepare_model_dir,
+    run_record,
+)
 from domaingpt.training.plots import plot_loss_curves
 from domaingpt.training.trainer import Trainer, lr_at
 
@@ -67,70 +68,6 @@ class TrainResult:
 def history_schedule(spec: TrainSpec) -> list[int]:
     points = log_schedule(spec.max_iters) if spec.checkpoints == "log" else list(spec.checkpoints)
     return sorted({p for p in points if p <= spec.max_iters} | {spec.max_iters})
-
-
-def run_record(cfg: RunConfig, corpus_name: str, corpus_sha: str, vocab: Vocab) -> dict:
-    return {
-        "corpus": corpus_name,
-        "corpus_sha256": corpus_sha,
-        "vocab_fingerprint": vocab.fingerprint,
-        "config": cfg.to_dict(),
-        "domaingpt_version": __version__,
-        "torch_version": torch.__version__,
-    }
-
-
-def config_differences(old: dict, new: dict) -> list[str]:
-    diffs = []
-    for key in ("corpus", "corpus_sha256", "vocab_fingerprint"):
-        if old.get(key) != new.get(key):
-            diffs.append(key)
-    for section, values in new["config"].items():
-        if not isinstance(values, dict):
-            continue
-        before = old.get("config", {}).get(section, {})
-        for k, v in values.items():
-            if k not in RUNTIME_TRAIN_KEYS and before.get(k) != v:
-                diffs.append(f"{section}.{k} ({before.get(k)!r} -> {v!r})")
-    return diffs
-
-
-def prepare_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: bool) -> bool:
-    """Claim ``model_dir`` for this run; True when there is earlier work to resume.
-
-    An existing directory with another configuration is never silently reused.
-    """
-    run_json = model_dir / "run.json"
-    if overwrite and model_dir.exists():
-        import shutil
-
-        shutil.rmtree(model_dir)
-    if run_json.exists():
-        try:
-            old = json.loads(run_json.read_text())
-        except (OSError, json.JSONDecodeError):
-            raise DomainGPTError(
-                f"{run_json} is unreadable; remove {model_dir} or pass --overwrite"
-            ) from None
-        diffs = config_differences(old, record)
-        if diffs:
-            raise DomainGPTError(
-                f"{model_dir} already holds a different run (differs in: {', '.join(diffs)}); "
-                "use another --out or pass --overwrite to replace it"
-            )
-        if not resume:
-            raise DomainGPTError(
-                f"{model_dir} already holds this run; pass --resume to continue it "
-                "or --overwrite to start again"
-            )
-        return True
-    if model_dir.exists() and any(model_dir.iterdir()):
-        raise DomainGPTError(
-            f"{model_dir} exists and is not a domaingpt model directory; use another --out"
-        )
-    model_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_json, record)
-    return False
 
 
 class _Recorder:
@@ -254,14 +191,21 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     log: Log = print,
+    corpus_path: str | Path | None = None,
 ) -> TrainResult:
-    """Train a model from scratch (or resume it) and write its directory (see module doc)."""
+    """Train a model from scratch (or resume it) and write its directory (see module doc).
+
+    ``corpus_path``: the corpus file, recorded in ``run.json`` so that the stages find a
+    user's own text again. With ``resume``, a model is continued from its newest valid
+    resumable checkpoint; a larger ``train.max_iters`` than it was trained with extends it
+    (see :mod:`domaingpt.training.modeldir`, and the README on the learning rate).
+    """
     spec = cfg.train
     set_threads(spec.threads)
     ctx = init_distributed(spec.device)
     check_batch(ctx, spec.batch_size)  # before anything is written
     main = ctx.is_main  # only the main rank writes; the others compute the same steps
-    record = run_record(cfg, corpus_name, corpus_sha, vocab)
+    record = run_record(cfg, corpus_name, corpus_sha, vocab, corpus_path)
     has_work = resume
     if main:
         has_work = prepare_model_dir(model_dir, record, resume=resume, overwrite=overwrite)
@@ -406,36 +350,3 @@ def _prune_resume(ckpt_dir: Path, keep: int) -> None:
 
 def _plot_loss(metrics_path: Path, out: Path, title: str) -> None:
     plot_loss_curves({title: read_jsonl(metrics_path)}, out)
-
-
-def final_checkpoint(model_dir: Path) -> CheckpointInfo | None:
-    history = list_checkpoints(model_dir / "checkpoints", "iter")
-    return history[-1] if history else None
-
-
-def model_outputs(model_dir: Path) -> list[Path]:
-    """The files that define a trained model for the stages after training."""
-    files = [model_dir / n for n in ("run.json", "metrics.jsonl", "samples.jsonl", "loss.png")]
-    files += [c.json_path for c in list_checkpoints(model_dir / "checkpoints", "iter")]
-    return [f for f in files if f.is_file()]
-
-
-def model_state(model_dir: Path, record: dict, max_iters: int) -> str:
-    """``absent``, ``different`` (another config), ``partial`` or ``finished``."""
-    run_json = model_dir / "run.json"
-    if not run_json.exists():
-        return "absent" if not model_dir.exists() or not any(model_dir.iterdir()) else "different"
-    try:
-        old = json.loads(run_json.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "different"
-    if config_differences(old, record):
-        return "different"
-    last = final_checkpoint(model_dir)
-    metrics = model_dir / "metrics.jsonl"
-    if last is None or last.iteration != max_iters or not metrics.exists():
-        return "partial"
-    rows = read_jsonl(metrics)
-    if not rows or "val_loss_full" not in rows[-1] or not (model_dir / "loss.png").exists():
-        return "partial"
-    return "finished"

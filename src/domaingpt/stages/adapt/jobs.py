@@ -284,8 +284,9 @@ def plan_jobs(run: RunDir, settings: AdaptSettings, cache: CorpusCache) -> list[
             )
     jobs = []
     for source, target_ref in dict.fromkeys(pairs):
-        hint = target_ref if target_ref in trained else None  # a model's own corpus
-        target = cache.corpus(target_ref, model_name=hint).name
+        # A trained model's name is its corpus, found from the model's run.json.
+        found = cache.model_corpus(target_ref) if target_ref in trained else None
+        target = (found or cache.corpus(target_ref)).name
         if target == source:
             raise DomainGPTError(
                 f"pair {source}:{target_ref} adapts a model to its own corpus; "
@@ -628,7 +629,7 @@ def run_adapt(
 def _run_adapt(
     run: RunDir, settings: AdaptSettings, device: torch.device, progress: bool, log: Log
 ) -> dict[str, Path]:
-    cache = CorpusCache(settings.data_dir, download=not settings.offline)
+    cache = CorpusCache(settings.data_dir, download=not settings.offline, run=run)
     jobs = plan_jobs(run, settings, cache)
     root = run.adapt
 
@@ -637,7 +638,7 @@ def _run_adapt(
         block = int(job.shape_info.meta["model_config"]["block_size"])
         vf = float(run_config_of(job.shape_info).get("data", {}).get("val_fraction", 0.1))
         tgt = cache.split(cache.corpus(job.target), vocab, vf, block)
-        src = cache.split(cache.corpus(job.source, model_name=job.source), vocab, vf, block)
+        src = cache.split(cache.model_corpus(job.source), vocab, vf, block)
         return tgt, src
 
     for job in jobs:  # corpora found and split before any training
