@@ -167,17 +167,17 @@ def check_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: b
         raise DomainGPTError(
             f"{model_dir} is a symbolic link; domaingpt never writes through one: use another --out"
         )
-    empty = not model_dir.exists() or not any(model_dir.iterdir())
-    if not empty and not is_model_dir(model_dir):
+    if not model_dir.exists() or (model_dir.is_dir() and not any(model_dir.iterdir())):
+        return "fresh"
+    record_there = (model_dir / "run.json").is_file()
+    if not record_there or (overwrite and not is_model_dir(model_dir)):
         raise DomainGPTError(
             f"{model_dir} exists and is not a domaingpt model directory; use another --out"
             + (" (--overwrite deletes only model directories domaingpt wrote)" if overwrite else "")
         )
-    if empty:
-        return "fresh"
     if overwrite:
         return "replace"
-    old = read_record(model_dir) or {}  # is_model_dir: run.json is there
+    old = read_record(model_dir) or {}
     diffs = config_differences(old, record)
     if diffs:
         raise _different(model_dir, diffs, resume)

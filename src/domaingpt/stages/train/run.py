@@ -132,10 +132,11 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
         if split is None:
             ctx.log(f"{prefix}: finished earlier with this configuration, skipped")
         else:
-            what = f"{_WHAT[state]}, {cfg.train.max_iters} iterations"
             if state == "extend":
                 before = read_run_json(model_dir)["config"]["train"]["max_iters"]
                 what = f"extending from {before} to {cfg.train.max_iters} iterations"
+            else:
+                what = f"{_WHAT[state]}, {cfg.train.max_iters} iterations"
             ctx.log(f"{prefix}: {what}")
             train(
                 corpus.name,
