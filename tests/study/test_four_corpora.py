@@ -17,6 +17,10 @@ import pandas as pd
 import pytest
 
 from domaingpt.core.rundir import RunDir
+from domaingpt.core.stage import StageContext
+from domaingpt.data.corpus import resolve_corpus
+from domaingpt.stages import adapt
+from domaingpt.stages.adapt import AdaptSettings
 
 NAMES = ["shakespeare", "math", "wikipedia", "notes"]
 STAGES = ("stats", "train", "evaluate", "adapt", "probe", "saliency", "quality", "report")
@@ -151,6 +155,12 @@ def test_four_corpora_through_the_individual_commands(
     moved_dir = ["--out", out, "--data-dir", moved, "--threads", "1", "-q"]
     code, _, err = cli("adapt", *COMMANDS["adapt"].split(), *moved_dir)
     assert code == 0, err
+    # In a study (its file naming the new place), the study's corpora are looked at first.
+    settings = AdaptSettings(pairs=["notes:shakespeare"], seeds=1, iters=2, data_dir=str(data_dir))
+    study_corpora = [resolve_corpus(n, data_dir) for n in NAMES[:3]]
+    study_corpora.append(resolve_corpus(str(moved / "notes.txt")))
+    ctx = StageContext(RunDir(out), adapt.stage, study_corpora, progress=False, log=print)
+    assert "summary_csv" in adapt.stage.run(ctx, settings)
     code, _, err = cli(
         "quality", *COMMANDS["quality"].split(), *common, "--corpora", moved / "notes.txt"
     )

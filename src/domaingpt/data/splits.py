@@ -6,6 +6,7 @@ corpus once per vocabulary and validation fraction, whatever the number of model
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,12 +46,14 @@ class CorpusCache:
         download: bool = True,
         run: RunDir | None = None,
         corpora_option: bool = False,
+        known: Iterable[Corpus] = (),
     ) -> None:
         self.data_dir = data_dir or None
         self.download = download
         self.run = run
         self.corpora_option = corpora_option  # the command has --corpora (for errors)
-        self._corpora: dict[str, Corpus] = {}
+        # Corpora resolved already (a study's): found by name, and a model's corpus among them.
+        self._corpora: dict[str, Corpus] = {c.name: c for c in known}
         self._models: dict[str, Corpus] = {}
         self._splits: dict[tuple[str, str, float], Split] = {}
 

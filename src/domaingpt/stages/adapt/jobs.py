@@ -41,6 +41,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ from domaingpt.core.rundir import RunDir, run_config_of
 from domaingpt.core.settings import StageSettings, finite, setting
 from domaingpt.core.statistics import bootstrap_mean_ci, sign_test
 from domaingpt.core.threads import torch_threads
+from domaingpt.data.corpus import Corpus
 from domaingpt.data.splits import CorpusCache, Split
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
@@ -618,18 +620,27 @@ def run_adapt(
     *,
     progress: bool = True,
     log: Log = stderr_log,
+    corpora: Sequence[Corpus] = (),
 ) -> dict[str, Path]:
-    """Run (or finish) every adaptation of ``settings`` and write ``adapt/`` (module doc)."""
+    """Run (or finish) every adaptation of ``settings`` and write ``adapt/`` (module doc).
+
+    ``corpora``: corpora already resolved (a study's), where the models' corpora are
+    looked for first; the others are found from the models' ``run.json``."""
     settings = settings or AdaptSettings()
     run.check_writable()
+    cache = CorpusCache(settings.data_dir, download=not settings.offline, run=run, known=corpora)
     with torch_threads(settings.threads):
-        return _run_adapt(run, settings, pick_device(settings.device), progress, log)
+        return _run_adapt(run, settings, cache, pick_device(settings.device), progress, log)
 
 
 def _run_adapt(
-    run: RunDir, settings: AdaptSettings, device: torch.device, progress: bool, log: Log
+    run: RunDir,
+    settings: AdaptSettings,
+    cache: CorpusCache,
+    device: torch.device,
+    progress: bool,
+    log: Log,
 ) -> dict[str, Path]:
-    cache = CorpusCache(settings.data_dir, download=not settings.offline, run=run)
     jobs = plan_jobs(run, settings, cache)
     root = run.adapt
 
