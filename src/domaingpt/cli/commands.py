@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from domaingpt.cli.options import settings_from_args
 from domaingpt.core.config import RunConfig
+from domaingpt.core.distributed import launched_by_torchrun
 from domaingpt.core.progress import Log, quiet_log, stderr_log
 from domaingpt.core.rundir import RunDir, build_vocab, default_vocab_corpora, save_vocab
 from domaingpt.core.stage import Stage, StageContext, run_stage
@@ -65,10 +67,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             stacklevel=1,
         )
     train_ids, val_ids = encoded.checked_split(cfg.data.val_fraction, cfg.model.block_size)
-    record = run_record(cfg, corpus.name, corpus.sha256, vocab, corpus.path)
-    check_model_dir(model_dir, record, resume=args.resume, overwrite=args.overwrite)
-    if vocab_corpora is not None:  # the run's first model: its vocabulary is saved now
-        save_vocab(run, vocab, vocab_corpora)
+    # Under torchrun only rank 0 checks the model directory and writes; train() has the
+    # other ranks wait for it.
+    if not launched_by_torchrun() or os.environ.get("RANK", "0") == "0":
+        record = run_record(cfg, corpus.name, corpus.sha256, vocab, corpus.path)
+        check_model_dir(model_dir, record, resume=args.resume, overwrite=args.overwrite)
+        if vocab_corpora is not None:  # the run's first model: its vocabulary, saved now
+            save_vocab(run, vocab, vocab_corpora)
     result = train(
         corpus.name,
         corpus.sha256,
