@@ -97,7 +97,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a character-level GPT on one corpus")
     p.add_argument("corpus", help="built-in corpus name or path to a text file")
     p.add_argument(
-        "--preset", default="cpu-mini", help="preset name or TOML file (default: cpu-mini)"
+        "--preset",
+        default=None,
+        help="preset name or TOML file (default: cpu-mini; with --resume: the configuration "
+        "the model was trained with, from its run.json)",
     )
     p.add_argument(
         "--set",
@@ -113,10 +116,16 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         "(default: the run's vocab.json, else the built-in corpora plus this one)",
     )
     p.add_argument(
-        "--resume", action="store_true", help="continue from the newest valid checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the model from its newest valid checkpoint, with its recorded "
+        "configuration (--set train.max_iters=N extends it)",
     )
     p.add_argument(
-        "--overwrite", action="store_true", help="delete an existing model directory first"
+        "--overwrite",
+        action="store_true",
+        help="delete an existing model directory first (never a folder domaingpt did not "
+        "write as one)",
     )
     _common(p)
     p.set_defaults(func=cmd_train)

@@ -29,14 +29,14 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from domaingpt.core.io import write_json
-from domaingpt.data.corpus import REGISTRY, Corpus, resolve_corpus
+from domaingpt.data.corpus import REGISTRY, Corpus, data_dir_from_env, resolve_corpus
 from domaingpt.data.vocab import Vocab
-from domaingpt.errors import DomainGPTError
+from domaingpt.errors import CorpusError, DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, find_checkpoint, list_checkpoints
 
 DEFAULT_VAL_FRACTION = 0.1
@@ -59,6 +59,12 @@ class ModelEntry:
     @property
     def checkpoints(self) -> list[CheckpointInfo]:
         return list_checkpoints(self.directory / "checkpoints", "iter")
+
+    @property
+    def builtin(self) -> bool:
+        """Trained on a built-in corpus (its name, and the registry's checksum if recorded)."""
+        spec = REGISTRY.get(self.corpus)
+        return spec is not None and self.corpus_sha256 in (None, spec.sha256)
 
 
 @dataclass(frozen=True)
@@ -270,6 +276,82 @@ class RunDir:
             )
         return entries
 
+    def corpus(
+        self,
+        model: str | ModelEntry,
+        *,
+        data_dir: str | Path | None = None,
+        download: bool = True,
+        given: Iterable[Corpus] = (),
+        corpora_option: bool = False,
+    ) -> Corpus:
+        """The corpus a model of this run was trained on, its checksum verified.
+
+        A built-in corpus is found by name as everywhere (data directory, cache,
+        download). A user's text file is found without being named again: a file among
+        ``given`` (a command's ``--corpora``) with the recorded SHA-256, else the path its
+        ``run.json`` recorded, else a file of the same name in the data directory
+        (``--data-dir``, then ``$DOMAINGPT_DATA``), each used only if its SHA-256 is the
+        recorded one: the model's validation split is a function of those bytes. A moved
+        or changed file is a one-line error naming it and the option that points at it
+        (``--corpora PATH`` where the command has it: ``corpora_option``).
+        """
+        entry = model if isinstance(model, ModelEntry) else self.model_entries([model])[0]
+        if entry.builtin:
+            return _builtin_corpus(entry, data_dir, download)
+        want = entry.corpus_sha256
+        for c in given:
+            if c.sha256 == want or (want is None and c.name == entry.corpus):
+                return replace(c, name=entry.corpus)
+        recorded = Path(entry.corpus_path) if entry.corpus_path else None
+        filename = recorded.name if recorded else f"{entry.corpus}.txt"
+        candidates = [recorded] if recorded else []
+        ddir = data_dir_from_env(data_dir)
+        if ddir is not None:
+            candidates.append(ddir / filename)
+        changed: list[tuple[Path, str]] = []
+        for path in candidates:
+            if path.is_file():
+                sha = sha256_file(path)
+                if want is None or sha == want:
+                    found_in = "path" if path == recorded else "data-dir"
+                    return Corpus(entry.corpus, path.resolve(), sha, None, found_in)
+                changed.append((path, sha))
+        point = f"the folder holding {filename} with --data-dir DIR"
+        if corpora_option:
+            point = f"the file with --corpora PATH, or {point}"
+        if changed:
+            path, sha = changed[0]
+            why = (
+                f"the corpus file {path} of model {entry.name!r} has changed since the model "
+                f"was trained on it (sha256 {sha[:12]}…, trained on {(want or '')[:12]}…); put "
+                "the original text back, or pass"
+            )
+        elif recorded is None:
+            why = (
+                f"model {entry.name!r} in {self.root} does not record where its corpus file "
+                "is (trained by an older domaingpt); pass"
+            )
+        else:
+            why = (
+                f"the corpus file {recorded} of model {entry.name!r} is gone (moved or "
+                "deleted); pass"
+            )
+        raise CorpusError(f"{why} {point}")
+
+    def known_corpus(self, corpus: Corpus) -> Corpus:
+        """A user's ``corpus`` under the name of the run's model trained on the same bytes
+        (a copy of a user's file under another name is still that model's corpus), else
+        as it is. Built-in corpora and names of the run's models are kept."""
+        trained = self.trained_models()
+        if corpus.builtin or corpus.name in trained:
+            return corpus
+        for name in trained:
+            record = read_run_json(self.model(name))
+            if record.get("corpus_sha256") == corpus.sha256:
+                return replace(corpus, name=str(record.get("corpus", name)))
+        return corpus
+
     def adapted_models(self, *, scratch: bool = False) -> list[AdaptedModel]:
         """Adapted models with at least one checkpoint, by pair, start and seed; runs from
         ``scratch`` (random weights, no source model) only when asked for."""
@@ -359,6 +441,33 @@ class RunDir:
                     self.root.rmdir()
 
 
+def _builtin_corpus(entry: ModelEntry, data_dir: str | Path | None, download: bool) -> Corpus:
+    """A built-in corpus: where it is found by name (data directory, cache), else at
+    the path the model recorded (its checksum verified), else downloaded."""
+    spec = REGISTRY[entry.corpus]
+    try:
+        return resolve_corpus(entry.corpus, data_dir, download=False)
+    except CorpusError:
+        recorded = Path(entry.corpus_path) if entry.corpus_path else None
+        if recorded is not None and recorded.is_file() and sha256_file(recorded) == spec.sha256:
+            return Corpus(spec.name, recorded, spec.sha256, spec, "path")
+        if not download:
+            raise
+    return resolve_corpus(entry.corpus, data_dir, download=True)
+
+
+def build_vocab(corpora: list[Corpus]) -> Vocab:
+    """The vocabulary of ``corpora``: every character of them (read in chunks)."""
+    return Vocab.from_texts(chunk for c in corpora for chunk in c.iter_text())
+
+
+def save_vocab(run: RunDir, vocab: Vocab, corpora: list[Corpus]) -> Path:
+    """Write the run's ``vocab.json``, with the corpora (name: SHA-256) it was built from."""
+    record = vocab.to_json()
+    record["corpora"] = {c.name: c.sha256 for c in corpora}
+    return write_json(run.vocab_path, record)
+
+
 def study_vocab(run: RunDir, corpora: list[Corpus]) -> Vocab:
     """The run's vocabulary: loaded from ``vocab.json``, or built from ``corpora`` and saved.
 
@@ -373,10 +482,8 @@ def study_vocab(run: RunDir, corpora: list[Corpus]) -> Vocab:
                 f"{run.vocab_path} is unreadable ({e}); delete it to rebuild"
             ) from None
         return Vocab.from_json(data)
-    vocab = Vocab.from_texts(chunk for c in corpora for chunk in c.iter_text())
-    record = vocab.to_json()
-    record["corpora"] = {c.name: c.sha256 for c in corpora}
-    write_json(run.vocab_path, record)
+    vocab = build_vocab(corpora)
+    save_vocab(run, vocab, corpora)
     return vocab
 
 

@@ -294,31 +294,33 @@ def _text_windows(corpus: Corpus, ranges: list[tuple[int, int]]) -> list[str]:
 
 
 def resolve_prompt_corpora(
+    run: RunDir,
     models: Sequence[ModelEntry],
     names: Sequence[str],
     data_dir: str | Path | None,
     log: Log,
     *,
     optional: Sequence[str] = (),
+    download: bool = True,
 ) -> list[Corpus]:
-    """The corpora to draw prompts from: ``names`` (built-in names or file paths), by
-    default the models' training corpora plus the ``optional`` ones (the run's other
-    corpora; skipped with a note when they cannot be found). A text whose checksum
-    differs from the one a model was trained on is flagged."""
-    given = [n for n in names if n]
-    wanted = [(n, True) for n in given] or [(m.corpus, True) for m in models] + [
-        (n, False) for n in optional
-    ]
+    """The corpora to draw prompts from: ``names`` (built-in names, file paths, or the
+    names of the run's models), by default the models' training corpora (found by
+    :meth:`RunDir.corpus`, a user's file from its recorded path) plus the ``optional``
+    ones (the run's other corpora; skipped with a note when they cannot be found). A
+    given text whose checksum differs from the one a model was trained on is flagged."""
+    trained = set(run.trained_models())
+
+    def find(name: str) -> Corpus:
+        if name in trained and not Path(name).is_file():  # a model's name: its corpus
+            return run.corpus(name, data_dir=data_dir, download=download, corpora_option=True)
+        return run.known_corpus(resolve_corpus(name, data_dir, download=download))
+
     corpora: dict[str, Corpus] = {}
-    for name, required in wanted:
-        if not required and name in corpora:
-            continue
+    given = [n for n in names if n]
+    for name in given:
         try:
-            corpus = resolve_corpus(name, data_dir)
+            corpus = find(name)
         except DomainGPTError as e:
-            if not required:
-                log(f"note: no prompts from corpus {name!r} ({e})")
-                continue
             raise DomainGPTError(
                 f"cannot find corpus {name!r} to draw prompts from ({e}); "
                 "pass its file with --corpora PATH"
@@ -330,6 +332,20 @@ def resolve_prompt_corpora(
                     f"{m.name!r} was trained on (checksum differs)"
                 )
         corpora.setdefault(corpus.name, corpus)
+    if given:
+        return list(corpora.values())
+    for m in models:
+        if m.corpus not in corpora:
+            corpora[m.corpus] = run.corpus(
+                m, data_dir=data_dir, download=download, corpora_option=True
+            )
+    for name in optional:
+        if name in corpora:
+            continue
+        try:
+            corpora[name] = find(name)
+        except DomainGPTError as e:
+            log(f"note: no prompts from corpus {name!r} ({e})")
     return list(corpora.values())
 
 
@@ -345,6 +361,7 @@ def build_prompt_set(
     prompt_file: str = "",
     data_dir: str | Path | None = None,
     log: Log = print,
+    download: bool = True,
 ) -> PromptSet:
     """Validation prompts of every corpus plus the user's prompts (see module docstring).
 
@@ -370,7 +387,9 @@ def build_prompt_set(
     freqs: dict[str, np.ndarray] = {}
     if per_corpus > 0:
         val_fraction = {m.corpus: m.val_fraction for m in models}
-        found = resolve_prompt_corpora(models, corpora, data_dir, log, optional=run.vocab_corpora())
+        found = resolve_prompt_corpora(
+            run, models, corpora, data_dir, log, optional=run.vocab_corpora(), download=download
+        )
         for corpus in found:
             got, freq = validation_prompts(
                 corpus,
@@ -415,6 +434,7 @@ def prepare_prompt_stage(
         prompt_file=settings.prompt_file,
         data_dir=settings.data_dir or None,
         log=log,
+        download=not settings.offline,
     )
     device = pick_device(settings.device)
     set_threads(settings.threads)

@@ -6,15 +6,17 @@ corpus once per vocabulary and validation fraction, whatever the number of model
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from domaingpt.data.corpus import REGISTRY, Corpus, resolve_corpus
+from domaingpt.core.rundir import RunDir
+from domaingpt.data.corpus import Corpus, resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import UNK_ID, Vocab
-from domaingpt.errors import CorpusError, DomainGPTError
+from domaingpt.errors import CorpusError
 
 
 @dataclass(frozen=True)
@@ -30,31 +32,57 @@ class Split:
 class CorpusCache:
     """Corpora resolved once, and their encoded splits per (vocabulary, val_fraction).
 
-    Corpora given by path are also found under their name (the file stem), which is how
-    a model trained on a user file is matched to its corpus.
+    :meth:`corpus` finds a corpus the user names (a built-in name or a path);
+    :meth:`model_corpus` the corpus a model of ``run`` was trained on, by itself
+    (:meth:`RunDir.corpus <domaingpt.core.rundir.RunDir.corpus>`: a user's file from the
+    path its ``run.json`` recorded, its checksum verified). Either is then found under
+    its name.
     """
 
-    def __init__(self, data_dir: str | Path | None = None, *, download: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        download: bool = True,
+        run: RunDir | None = None,
+        corpora_option: bool = False,
+        known: Iterable[Corpus] = (),
+    ) -> None:
         self.data_dir = data_dir or None
         self.download = download
-        self._corpora: dict[str, Corpus] = {}
+        self.run = run
+        self.corpora_option = corpora_option  # the command has --corpora (for errors)
+        # Corpora resolved already (a study's): found by name, and a model's corpus among them.
+        self._corpora: dict[str, Corpus] = {c.name: c for c in known}
+        self._models: dict[str, Corpus] = {}
         self._splits: dict[tuple[str, str, float], Split] = {}
 
-    def corpus(self, ref: str, *, model_name: str | None = None) -> Corpus:
+    def corpus(self, ref: str) -> Corpus:
+        """A corpus by name or path (or one found before under that name)."""
         if ref in self._corpora:
             return self._corpora[ref]
-        try:
-            corpus = resolve_corpus(ref, self.data_dir, download=self.download)
-        except CorpusError as e:
-            if model_name is None or ref in REGISTRY:
-                raise
-            raise DomainGPTError(
-                f"cannot find the corpus of model {model_name!r} ({e}); "
-                "pass its text file with --corpora PATH"
-            ) from None
+        corpus = resolve_corpus(ref, self.data_dir, download=self.download)
+        if self.run is not None:  # a copy of a model's corpus is that corpus
+            corpus = self.run.known_corpus(corpus)
         self._corpora[ref] = corpus
         self._corpora.setdefault(corpus.name, corpus)
         return corpus
+
+    def model_corpus(self, model: str) -> Corpus:
+        """The corpus model ``model`` of the run was trained on (see the class doc)."""
+        if model not in self._models:
+            if self.run is None:
+                raise ValueError("CorpusCache.model_corpus needs the run directory")
+            corpus = self.run.corpus(
+                model,
+                data_dir=self.data_dir,
+                download=self.download,
+                given=list(self._corpora.values()),
+                corpora_option=self.corpora_option,
+            )
+            self._models[model] = corpus
+            self._corpora[corpus.name] = corpus
+        return self._models[model]
 
     def split(self, corpus: Corpus, vocab: Vocab, val_fraction: float, block_size: int) -> Split:
         """The split a model with this vocabulary and ``val_fraction`` trained on."""

@@ -15,7 +15,6 @@ A model directory holds::
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -25,22 +24,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from domaingpt import __version__
-from domaingpt.core.config import RUNTIME_TRAIN_KEYS, RunConfig, TrainSpec, log_schedule
+from domaingpt.core.config import RunConfig, TrainSpec, log_schedule
 from domaingpt.core.device import set_threads
 from domaingpt.core.distributed import (
+    DistContext,
     all_reduce_mean,
     barrier,
     check_batch,
     init_distributed,
 )
 from domaingpt.core.faults import fault_point
-from domaingpt.core.io import append_jsonl, read_jsonl, write_json, write_jsonl
+from domaingpt.core.io import append_jsonl, read_jsonl, write_jsonl
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import (
-    CheckpointInfo,
     list_checkpoints,
     newest_valid,
     save_checkpoint,
@@ -48,6 +46,10 @@ from domaingpt.model.checkpoint import (
 from domaingpt.model.generate import generate_text
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.scoring import score_windows
+from domaingpt.training.modeldir import (
+    prepare_model_dir,
+    run_record,
+)
 from domaingpt.training.plots import plot_loss_curves
 from domaingpt.training.trainer import Trainer, lr_at
 
@@ -68,68 +70,112 @@ def history_schedule(spec: TrainSpec) -> list[int]:
     return sorted({p for p in points if p <= spec.max_iters} | {spec.max_iters})
 
 
-def run_record(cfg: RunConfig, corpus_name: str, corpus_sha: str, vocab: Vocab) -> dict:
-    return {
-        "corpus": corpus_name,
-        "corpus_sha256": corpus_sha,
-        "vocab_fingerprint": vocab.fingerprint,
-        "config": cfg.to_dict(),
-        "domaingpt_version": __version__,
-        "torch_version": torch.__version__,
-    }
+class _Recorder:
+    """What a training run writes at scheduled iterations: metrics rows, history
+    checkpoints with their samples, and resumable checkpoints (main rank only)."""
 
+    def __init__(
+        self,
+        model: GPT,
+        trainer: Trainer,
+        vocab: Vocab,
+        cfg: RunConfig,
+        corpus: tuple[str, str],
+        val_ids: np.ndarray,
+        model_dir: Path,
+        resumed_from: int | None,
+    ) -> None:
+        self.model, self.trainer, self.vocab, self.cfg = model, trainer, vocab, cfg
+        self.spec = cfg.train
+        self.corpus_name, self.corpus_sha = corpus
+        self.val_ids = val_ids
+        self.ckpt_dir = model_dir / "checkpoints"
+        self.metrics_path = model_dir / "metrics.jsonl"
+        self.samples_path = model_dir / "samples.jsonl"
+        self.history = set(history_schedule(self.spec))
+        # History checkpoints past the resume point are redone, so their samples match them.
+        self.done = {
+            c.iteration
+            for c in list_checkpoints(self.ckpt_dir, "iter")
+            if resumed_from is not None and c.iteration <= resumed_from
+        }
+        self.eval_windows = max(1, self.spec.eval_tokens // model.config.block_size)
+        self.t_start = time.perf_counter()
+        self.elapsed_before = _elapsed_before(self.metrics_path)
 
-def config_differences(old: dict, new: dict) -> list[str]:
-    diffs = []
-    for key in ("corpus", "corpus_sha256", "vocab_fingerprint"):
-        if old.get(key) != new.get(key):
-            diffs.append(key)
-    for section, values in new["config"].items():
-        if not isinstance(values, dict):
-            continue
-        before = old.get("config", {}).get(section, {})
-        for k, v in values.items():
-            if k not in RUNTIME_TRAIN_KEYS and before.get(k) != v:
-                diffs.append(f"{section}.{k} ({before.get(k)!r} -> {v!r})")
-    return diffs
+    def evaluate(
+        self, it: int, train_loss: float | None, tps: float | None, full: bool = False
+    ) -> float:
+        """Score the val split (``eval_tokens`` of it, or all of it at the end) and log."""
+        windows = None if full else self.eval_windows
+        val = score_windows(self.model, self.val_ids, max_windows=windows).mean_loss
+        row = {
+            "iter": it,
+            "train_loss": train_loss,
+            "val_loss": val,
+            "lr": lr_at(max(it - 1, 0), self.spec),
+            "tokens_per_s": tps,
+            "elapsed": round(self.elapsed_before + time.perf_counter() - self.t_start, 3),
+        }
+        if full:
+            row["val_loss_full"] = val
+        append_jsonl(self.metrics_path, row)
+        return val
 
+    def meta(self, it: int, val: float | None) -> dict[str, Any]:
+        return {
+            "corpus": self.corpus_name,
+            "corpus_sha256": self.corpus_sha,
+            "val_loss": val,
+            "tokens_seen": it * self.trainer.tokens_per_iter,
+            "config": self.cfg.to_dict(),
+        }
 
-def prepare_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: bool) -> bool:
-    """Claim ``model_dir`` for this run; True when there is earlier work to resume.
-
-    An existing directory with another configuration is never silently reused.
-    """
-    run_json = model_dir / "run.json"
-    if overwrite and model_dir.exists():
-        import shutil
-
-        shutil.rmtree(model_dir)
-    if run_json.exists():
-        try:
-            old = json.loads(run_json.read_text())
-        except (OSError, json.JSONDecodeError):
-            raise DomainGPTError(
-                f"{run_json} is unreadable; remove {model_dir} or pass --overwrite"
-            ) from None
-        diffs = config_differences(old, record)
-        if diffs:
-            raise DomainGPTError(
-                f"{model_dir} already holds a different run (differs in: {', '.join(diffs)}); "
-                "use another --out or pass --overwrite to replace it"
-            )
-        if not resume:
-            raise DomainGPTError(
-                f"{model_dir} already holds this run; pass --resume to continue it "
-                "or --overwrite to start again"
-            )
-        return True
-    if model_dir.exists() and any(model_dir.iterdir()):
-        raise DomainGPTError(
-            f"{model_dir} exists and is not a domaingpt model directory; use another --out"
+    def history_point(self, it: int, val: float) -> None:
+        """A history checkpoint and its fixed-seed sample, at the scheduled iterations."""
+        if it not in self.history or it in self.done:
+            return
+        spec = self.spec
+        save_checkpoint(self.ckpt_dir, "iter", it, self.model, self.vocab, self.meta(it, val))
+        text = generate_text(
+            self.model, self.vocab, spec.sample_prompt, spec.sample_chars, seed=spec.sample_seed
         )
-    model_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_json, record)
-    return False
+        append_jsonl(
+            self.samples_path,
+            {
+                "iter": it,
+                "val_loss": val,
+                "prompt": spec.sample_prompt,
+                "seed": spec.sample_seed,
+                "temperature": 1.0,
+                "text": text,
+            },
+        )
+        self.model.train()
+
+    def resume_point(self, it: int, val: float | None) -> None:
+        save_checkpoint(
+            self.ckpt_dir,
+            "resume",
+            it,
+            self.model,
+            self.vocab,
+            self.meta(it, val),
+            self.trainer.state_tensors(),
+        )
+        _prune_resume(self.ckpt_dir, keep=2)
+
+
+@dataclass
+class _Throughput:
+    """Time and tokens of the training steps (evaluation and checkpoints left out)."""
+
+    seconds: float = 0.0
+    tokens: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else float("nan")
 
 
 def train(
@@ -145,121 +191,98 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     log: Log = print,
+    corpus_path: str | Path | None = None,
 ) -> TrainResult:
-    """Train a model from scratch (or resume it) and write its directory (see module doc)."""
+    """Train a model from scratch (or resume it) and write its directory (see module doc).
+
+    ``corpus_path``: the corpus file, recorded in ``run.json`` so that the stages find a
+    user's own text again. With ``resume``, a model is continued from its newest valid
+    resumable checkpoint; a larger ``train.max_iters`` than it was trained with extends it
+    (see :mod:`domaingpt.training.modeldir`, and the README on the learning rate).
+    """
     spec = cfg.train
     set_threads(spec.threads)
     ctx = init_distributed(spec.device)
-    device = ctx.device
     check_batch(ctx, spec.batch_size)  # before anything is written
     main = ctx.is_main  # only the main rank writes; the others compute the same steps
-    record = run_record(cfg, corpus_name, corpus_sha, vocab)
+    record = run_record(cfg, corpus_name, corpus_sha, vocab, corpus_path)
     has_work = resume
     if main:
         has_work = prepare_model_dir(model_dir, record, resume=resume, overwrite=overwrite)
     barrier(ctx)
-    ckpt_dir = model_dir / "checkpoints"
-    metrics_path, samples_path = model_dir / "metrics.jsonl", model_dir / "samples.jsonl"
 
     torch.manual_seed(spec.seed)
-    gpt_config = GPTConfig(vocab_size=vocab.size, **cfg.model.__dict__)
-    model = GPT(gpt_config)
-    trainer = Trainer(model, spec, train_ids, device, ctx)
-
+    model = GPT(GPTConfig(vocab_size=vocab.size, **cfg.model.__dict__))
+    trainer = Trainer(model, spec, train_ids, ctx.device, ctx)
     resumed_from = None
     if has_work:
-        loaded = newest_valid(ckpt_dir, "resume", warn=log)
-        if loaded is not None:
-            model.load_state_dict(loaded.model.state_dict())
-            trainer.load_state(loaded.tensors, loaded.iteration)
-            resumed_from = loaded.iteration
-            log(f"resuming {corpus_name} from iteration {resumed_from}")
-        # Rows written after the resume point would be written again: drop them.
-        keep_until = -1 if resumed_from is None else resumed_from
-        for path in (metrics_path, samples_path):
-            if main and path.exists():
-                write_jsonl(path, [r for r in read_jsonl(path) if r["iter"] <= keep_until])
+        resumed_from = _restore(model, trainer, model_dir, corpus_name, main, log)
     elif spec.max_iters < 1:
         raise DomainGPTError("train.max_iters must be at least 1")
+    rec = _Recorder(
+        model, trainer, vocab, cfg, (corpus_name, corpus_sha), val_ids, model_dir, resumed_from
+    )
+    val_loss = float("nan")
+    if resumed_from is None and main:  # a fresh start: score and keep the initial model
+        val_loss = rec.evaluate(0, None, None)
+        rec.history_point(0, val_loss)
+        rec.resume_point(0, val_loss)
+    speed = _train_steps(rec, ctx, val_loss, progress=progress and main)
+    if not main:  # the main rank scores and writes the final results
+        barrier(ctx)
+        return TrainResult(
+            model_dir,
+            spec.max_iters,
+            float("nan"),
+            speed.seconds,
+            speed.tokens_per_second,
+            resumed_from,
+            False,
+        )
+    full = _final_loss(rec)
+    _plot_loss(rec.metrics_path, model_dir / "loss.png", corpus_name)
+    barrier(ctx)
+    log(
+        f"{corpus_name}: {spec.max_iters} iterations, val loss {full:.4f} (whole split), "
+        f"{speed.tokens_per_second:,.0f} tokens/s"
+    )
+    return TrainResult(
+        model_dir, spec.max_iters, full, speed.seconds, speed.tokens_per_second, resumed_from
+    )
 
-    history = set(history_schedule(spec))
-    # History checkpoints past the resume point are redone, so their samples match them.
-    done = {
-        c.iteration
-        for c in list_checkpoints(ckpt_dir, "iter")
-        if resumed_from is not None and c.iteration <= resumed_from
-    }
-    eval_windows = max(1, spec.eval_tokens // gpt_config.block_size)
-    t_start = time.perf_counter()
-    elapsed_before = _elapsed_before(metrics_path)
-    window_loss = torch.zeros((), device=device)
+
+def _restore(
+    model: GPT, trainer: Trainer, model_dir: Path, corpus_name: str, main: bool, log: Log
+) -> int | None:
+    """Load the newest valid resumable checkpoint (None: there is none) and drop the
+    metrics and sample rows written after it, which will be written again."""
+    resumed_from = None
+    loaded = newest_valid(model_dir / "checkpoints", "resume", warn=log)
+    if loaded is not None:
+        model.load_state_dict(loaded.model.state_dict())
+        trainer.load_state(loaded.tensors, loaded.iteration)
+        resumed_from = loaded.iteration
+        log(f"resuming {corpus_name} from iteration {resumed_from}")
+    keep_until = -1 if resumed_from is None else resumed_from
+    for path in (model_dir / "metrics.jsonl", model_dir / "samples.jsonl"):
+        if main and path.exists():
+            write_jsonl(path, [r for r in read_jsonl(path) if r["iter"] <= keep_until])
+    return resumed_from
+
+
+def _train_steps(
+    rec: _Recorder, ctx: DistContext, val_loss: float, *, progress: bool
+) -> _Throughput:
+    """Step from the trainer's iteration to ``max_iters``, evaluating and checkpointing
+    at the scheduled iterations; returns the time and tokens of the steps."""
+    spec, trainer, main = rec.spec, rec.trainer, ctx.is_main
+    speed = _Throughput()
+    window_loss = torch.zeros((), device=ctx.device)
     window_steps = 0
     window_t0 = time.perf_counter()
-    train_seconds = 0.0
-    tokens_trained = 0
-    val_loss = float("nan")
-
-    def evaluate_now(
-        it: int, train_loss: float | None, tps: float | None, full: bool = False
-    ) -> float:
-        """Score the val split (``eval_tokens`` of it, or all of it at the end) and log."""
-        val = score_windows(model, val_ids, max_windows=None if full else eval_windows).mean_loss
-        row = {
-            "iter": it,
-            "train_loss": train_loss,
-            "val_loss": val,
-            "lr": lr_at(max(it - 1, 0), spec),
-            "tokens_per_s": tps,
-            "elapsed": round(elapsed_before + time.perf_counter() - t_start, 3),
-        }
-        if full:
-            row["val_loss_full"] = val
-        append_jsonl(metrics_path, row)
-        return val
-
-    def meta(it: int, val: float | None) -> dict[str, Any]:
-        return {
-            "corpus": corpus_name,
-            "corpus_sha256": corpus_sha,
-            "val_loss": val,
-            "tokens_seen": it * trainer.tokens_per_iter,
-            "config": cfg.to_dict(),
-        }
-
-    def history_now(it: int, val: float) -> None:
-        if it in history and it not in done:
-            save_checkpoint(ckpt_dir, "iter", it, model, vocab, meta(it, val))
-            text = generate_text(
-                model, vocab, spec.sample_prompt, spec.sample_chars, seed=spec.sample_seed
-            )
-            append_jsonl(
-                samples_path,
-                {
-                    "iter": it,
-                    "val_loss": val,
-                    "prompt": spec.sample_prompt,
-                    "seed": spec.sample_seed,
-                    "temperature": 1.0,
-                    "text": text,
-                },
-            )
-            model.train()
-
-    def resume_point_now(it: int, val: float | None) -> None:
-        save_checkpoint(
-            ckpt_dir, "resume", it, model, vocab, meta(it, val), trainer.state_tensors()
-        )
-        _prune_resume(ckpt_dir, keep=2)
-
     it = trainer.iteration
-    if resumed_from is None and main:  # a fresh start: score and keep the initial model
-        val_loss = evaluate_now(0, None, None)
-        history_now(0, val_loss)
-        resume_point_now(0, val_loss)
     eval_every = spec.eval_interval or spec.max_iters
-    bar = progress_bar(
-        spec.max_iters, f"train {corpus_name}", enabled=progress and main, initial=it
-    )
+    bar = progress_bar(spec.max_iters, f"train {rec.corpus_name}", enabled=progress, initial=it)
     while it < spec.max_iters:
         window_loss += trainer.step()
         fault_point("train.step")
@@ -267,8 +290,8 @@ def train(
         it = trainer.iteration
         bar.update(1)
         at_end = it == spec.max_iters
-        is_eval = it % eval_every == 0 or it in history or at_end
-        is_resume = it % spec.resume_interval == 0 or it in history or at_end
+        is_eval = it % eval_every == 0 or it in rec.history or at_end
+        is_resume = it % spec.resume_interval == 0 or it in rec.history or at_end
         if not (is_eval or is_resume):
             continue
         # Never checkpoint weights that a non-finite loss has already ruined.
@@ -276,46 +299,38 @@ def train(
         if not math.isfinite(train_loss):
             bar.close()
             raise DomainGPTError(
-                f"training {corpus_name} diverged: loss is {train_loss} between iterations "
+                f"training {rec.corpus_name} diverged: loss is {train_loss} between iterations "
                 f"{it - window_steps} and {it}; the last good checkpoint is kept. "
                 "Lower train.lr or raise train.warmup_iters"
             )
         if is_eval:
             dt = time.perf_counter() - window_t0
-            train_seconds += dt
+            speed.seconds += dt
             tokens = window_steps * trainer.tokens_per_iter
-            tokens_trained += tokens
+            speed.tokens += tokens
             if main:
-                val_loss = evaluate_now(it, train_loss, tokens / dt, full=at_end)
+                val_loss = rec.evaluate(it, train_loss, tokens / dt, full=at_end)
                 bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
-                history_now(it, val_loss)
+                rec.history_point(it, val_loss)
             window_loss.zero_()
             window_steps = 0
             window_t0 = time.perf_counter()
         if is_resume and main:
-            resume_point_now(it, val_loss if window_steps == 0 else None)
+            rec.resume_point(it, val_loss if window_steps == 0 else None)
     bar.close()
-    tps = tokens_trained / train_seconds if train_seconds else float("nan")
-    if not main:  # the main rank scores and writes the final results
-        barrier(ctx)
-        return TrainResult(
-            model_dir, spec.max_iters, float("nan"), train_seconds, tps, resumed_from, False
-        )
+    return speed
 
-    final_rows = read_jsonl(metrics_path)
+
+def _final_loss(rec: _Recorder) -> float:
+    """The loss on the whole validation split at the last iteration (scored now when the
+    run was resumed after it had already reached ``max_iters``)."""
+    final_rows = read_jsonl(rec.metrics_path)
     if "val_loss_full" in final_rows[-1]:
-        full = final_rows[-1]["val_loss_full"]
-    else:  # resumed from a run that had already reached max_iters
-        full = score_windows(model, val_ids).mean_loss
-        final_rows[-1]["val_loss_full"] = full
-        write_jsonl(metrics_path, final_rows)
-    _plot_loss(metrics_path, model_dir / "loss.png", corpus_name)
-    barrier(ctx)
-    log(
-        f"{corpus_name}: {spec.max_iters} iterations, val loss {full:.4f} (whole split), "
-        f"{tps:,.0f} tokens/s"
-    )
-    return TrainResult(model_dir, spec.max_iters, full, train_seconds, tps, resumed_from)
+        return final_rows[-1]["val_loss_full"]
+    full = score_windows(rec.model, rec.val_ids).mean_loss
+    final_rows[-1]["val_loss_full"] = full
+    write_jsonl(rec.metrics_path, final_rows)
+    return full
 
 
 def _elapsed_before(metrics_path: Path) -> float:
@@ -335,36 +350,3 @@ def _prune_resume(ckpt_dir: Path, keep: int) -> None:
 
 def _plot_loss(metrics_path: Path, out: Path, title: str) -> None:
     plot_loss_curves({title: read_jsonl(metrics_path)}, out)
-
-
-def final_checkpoint(model_dir: Path) -> CheckpointInfo | None:
-    history = list_checkpoints(model_dir / "checkpoints", "iter")
-    return history[-1] if history else None
-
-
-def model_outputs(model_dir: Path) -> list[Path]:
-    """The files that define a trained model for the stages after training."""
-    files = [model_dir / n for n in ("run.json", "metrics.jsonl", "samples.jsonl", "loss.png")]
-    files += [c.json_path for c in list_checkpoints(model_dir / "checkpoints", "iter")]
-    return [f for f in files if f.is_file()]
-
-
-def model_state(model_dir: Path, record: dict, max_iters: int) -> str:
-    """``absent``, ``different`` (another config), ``partial`` or ``finished``."""
-    run_json = model_dir / "run.json"
-    if not run_json.exists():
-        return "absent" if not model_dir.exists() or not any(model_dir.iterdir()) else "different"
-    try:
-        old = json.loads(run_json.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "different"
-    if config_differences(old, record):
-        return "different"
-    last = final_checkpoint(model_dir)
-    metrics = model_dir / "metrics.jsonl"
-    if last is None or last.iteration != max_iters or not metrics.exists():
-        return "partial"
-    rows = read_jsonl(metrics)
-    if not rows or "val_loss_full" not in rows[-1] or not (model_dir / "loss.png").exists():
-        return "partial"
-    return "finished"

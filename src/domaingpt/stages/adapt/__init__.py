@@ -30,7 +30,7 @@ from domaingpt.stages.adapt.summary import (
 
 
 def run(ctx: StageContext, settings: AdaptSettings) -> dict[str, Path]:
-    return run_adapt(ctx.run, settings, progress=ctx.progress, log=ctx.log)
+    return run_adapt(ctx.run, settings, progress=ctx.progress, log=ctx.log, corpora=ctx.corpora)
 
 
 def _summary(written: Mapping[str, Path]) -> str:

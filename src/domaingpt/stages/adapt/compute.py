@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from domaingpt.core.io import atomic_write_text, read_jsonl, write_json, write_j
 from domaingpt.core.progress import Log, progress_bar, stderr_log
 from domaingpt.core.rundir import RunDir, run_config_of
 from domaingpt.core.threads import torch_threads
+from domaingpt.data.corpus import Corpus
 from domaingpt.data.splits import CorpusCache, Split
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
@@ -67,18 +68,27 @@ def run_adapt(
     *,
     progress: bool = True,
     log: Log = stderr_log,
+    corpora: Sequence[Corpus] = (),
 ) -> dict[str, Path]:
-    """Run (or finish) every adaptation of ``settings`` and write ``adapt/`` (module doc)."""
+    """Run (or finish) every adaptation of ``settings`` and write ``adapt/`` (module doc).
+
+    ``corpora``: corpora already resolved (a study's), where the models' corpora are
+    looked for first; the others are found from the models' ``run.json``."""
     settings = settings or AdaptSettings()
     run.check_writable()
+    cache = CorpusCache(settings.data_dir, download=not settings.offline, run=run, known=corpora)
     with torch_threads(settings.threads):
-        return _run_adapt(run, settings, pick_device(settings.device), progress, log)
+        return _run_adapt(run, settings, cache, pick_device(settings.device), progress, log)
 
 
 def _run_adapt(
-    run: RunDir, settings: AdaptSettings, device: torch.device, progress: bool, log: Log
+    run: RunDir,
+    settings: AdaptSettings,
+    cache: CorpusCache,
+    device: torch.device,
+    progress: bool,
+    log: Log,
 ) -> dict[str, Path]:
-    cache = CorpusCache(settings.data_dir, download=not settings.offline)
     jobs = plan_jobs(run, settings, cache)
 
     def splits(job: Job) -> tuple[Split, Split]:
@@ -86,7 +96,7 @@ def _run_adapt(
         block = int(job.shape_info.meta["model_config"]["block_size"])
         vf = float(run_config_of(job.shape_info).get("data", {}).get("val_fraction", 0.1))
         tgt = cache.split(cache.corpus(job.target), vocab, vf, block)
-        src = cache.split(cache.corpus(job.source, model_name=job.source), vocab, vf, block)
+        src = cache.split(cache.model_corpus(job.source), vocab, vf, block)
         return tgt, src
 
     for job in jobs:  # corpora found and split before any training

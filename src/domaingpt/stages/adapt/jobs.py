@@ -138,8 +138,9 @@ def plan_jobs(run: RunDir, settings: AdaptSettings, cache: CorpusCache) -> list[
             )
     jobs = []
     for source, target_ref in dict.fromkeys(pairs):
-        hint = target_ref if target_ref in trained else None  # a model's own corpus
-        target = cache.corpus(target_ref, model_name=hint).name
+        # A trained model's name is its corpus, found from the model's run.json.
+        found = cache.model_corpus(target_ref) if target_ref in trained else None
+        target = (found or cache.corpus(target_ref)).name
         if target == source:
             raise DomainGPTError(
                 f"pair {source}:{target_ref} adapts a model to its own corpus; "

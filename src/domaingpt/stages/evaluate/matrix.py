@@ -112,12 +112,14 @@ def _zero_shot_table(
     run: RunDir, settings: EvalSettings, device: torch.device, progress: bool, log: Log
 ) -> pd.DataFrame:
     models = run.model_names(settings.models)
-    cache = CorpusCache(settings.data_dir, download=not settings.offline)
+    cache = CorpusCache(
+        settings.data_dir, download=not settings.offline, run=run, corpora_option=True
+    )
     # Resolve every corpus (and every checkpoint) before scoring anything: errors come first.
     if settings.corpora:
         corpora = [cache.corpus(ref) for ref in dict.fromkeys(settings.corpora)]
     else:
-        corpora = [cache.corpus(name, model_name=name) for name in models]
+        corpora = [cache.model_corpus(name) for name in models]
     plan = [
         (name, info)
         for name in models

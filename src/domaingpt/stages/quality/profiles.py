@@ -32,18 +32,30 @@ def _val_fraction(run: RunDir, corpus: str) -> float:
 def resolve_corpora(
     run: RunDir, settings: SampleQualitySettings, needed: Iterable[str]
 ) -> dict[str, Corpus]:
-    """``settings.corpora`` and every corpus in ``needed``, by name; an error names a
-    needed corpus that cannot be found and how to pass it."""
+    """``settings.corpora`` and every corpus in ``needed``, by name: a model's corpus
+    found by :meth:`RunDir.corpus` (a user's file from its recorded path); an error
+    names a needed corpus that cannot be found and how to pass it."""
     data_dir = settings.data_dir or None
+    download = not settings.offline
     found: dict[str, Corpus] = {}
     for item in settings.corpora:
-        corpus = resolve_corpus(item, data_dir)
+        corpus = run.known_corpus(resolve_corpus(item, data_dir, download=download))
         found.setdefault(corpus.name, corpus)
+    trained = set(run.trained_models())
     for name in needed:
         if name in found:
             continue
+        if name in trained:
+            found[name] = run.corpus(
+                name,
+                data_dir=data_dir,
+                download=download,
+                given=list(found.values()),
+                corpora_option=True,
+            )
+            continue
         try:
-            found[name] = resolve_corpus(name, data_dir)
+            found[name] = resolve_corpus(name, data_dir, download=download)
         except DomainGPTError as e:
             raise DomainGPTError(
                 f"cannot find the corpus {name!r} that models in {run.root} were trained on "

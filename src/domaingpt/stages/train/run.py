@@ -10,14 +10,16 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from domaingpt.core.config import RUNTIME_TRAIN_KEYS, RunConfig, from_dict, load_preset
-from domaingpt.core.io import read_jsonl, write_json
-from domaingpt.core.rundir import RunDir, study_order, study_vocab
+from domaingpt.core.io import read_jsonl
+from domaingpt.core.rundir import RunDir, build_vocab, read_run_json, save_vocab, study_order
 from domaingpt.core.settings import StageSettings, setting
 from domaingpt.core.stage import StageContext
+from domaingpt.data.corpus import Corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
-from domaingpt.training.loop import model_outputs, model_state, run_record, train
+from domaingpt.training.loop import train
+from domaingpt.training.modeldir import model_outputs, model_state, run_record
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,9 @@ class TrainSettings(StageSettings):
         return cfg
 
 
-def study_vocab_for(ctx: StageContext) -> Vocab:
-    """The run's vocabulary (``vocab.json``), made from the study's corpora.
+def study_vocab_for(ctx: StageContext) -> tuple[Vocab, list[Corpus] | None]:
+    """The run's vocabulary (``vocab.json``), made from the study's corpora, and the
+    corpora to save it from (None: ``vocab.json`` is up to date). Nothing is written here.
 
     When the study's corpora changed since it was made, it is kept if it still holds
     every character of them (a corpus added with no new characters trains only its own
@@ -63,71 +66,90 @@ def study_vocab_for(ctx: StageContext) -> Vocab:
     """
     want = {c.name: c.sha256 for c in ctx.corpora}
     path = ctx.run.vocab_path
-    if path.exists():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            vocab = Vocab.from_json(data)
-            have = data.get("corpora")
-        except (OSError, ValueError, AttributeError, DomainGPTError):
-            data, vocab, have = None, None, None
-        if have != want:
-            changed = [c for c in ctx.corpora if (have or {}).get(c.name) != c.sha256]
-            needed = Vocab.from_texts(c.read_text() for c in changed)
-            if vocab is not None and set(needed.chars) <= set(vocab.chars):
-                ctx.log(
-                    f"{path} already holds every character of "
-                    f"{', '.join(c.name for c in changed) or 'the corpora'}: kept"
-                )
-                write_json(path, {**vocab.to_json(), "corpora": want})
-                return vocab
-            ctx.log(
-                f"the study's corpora have characters {path} lacks: rebuilding the "
-                "vocabulary (models trained with the old one are retrained)"
-            )
-            path.unlink()
-    return study_vocab(ctx.run, ctx.corpora)
+    if not path.exists():
+        return build_vocab(ctx.corpora), ctx.corpora
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        vocab = Vocab.from_json(data)
+        have = data.get("corpora")
+    except (OSError, ValueError, AttributeError, DomainGPTError):
+        data, vocab, have = None, None, None
+    if have == want and vocab is not None:
+        return vocab, None
+    changed = [c for c in ctx.corpora if (have or {}).get(c.name) != c.sha256]
+    needed = build_vocab(changed)
+    if vocab is not None and set(needed.chars) <= set(vocab.chars):
+        ctx.log(
+            f"{path} already holds every character of "
+            f"{', '.join(c.name for c in changed) or 'the corpora'}: kept"
+        )
+        return vocab, ctx.corpora
+    ctx.log(
+        f"the study's corpora have characters {path} lacks: rebuilding the "
+        "vocabulary (models trained with the old one are retrained)"
+    )
+    return build_vocab(ctx.corpora), ctx.corpora
+
+
+_WHAT = {
+    "absent": "training",
+    "partial": "continuing",
+    "different": "configuration changed: retraining",
+    "finished": "retraining (--force)",
+}
 
 
 def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
-    """Train one model per corpus of the study (each resumed, skipped or retrained as its
-    directory says); every model shares the run's vocabulary."""
+    """Train one model per corpus of the study (each resumed, extended, skipped or
+    retrained as its directory says); every model shares the run's vocabulary.
+
+    Every corpus is encoded and its split checked before anything is written, so a
+    corpus too short to train on leaves the run's vocabulary as it was.
+    """
     if not ctx.corpora:
         raise ConfigError("the train stage trains the study's corpora; none were given")
     cfg = settings.config
-    vocab = study_vocab_for(ctx)
-    out: dict[str, Path] = {"vocab": ctx.run.vocab_path}
-    for i, corpus in enumerate(ctx.corpora, start=1):
+    vocab, vocab_corpora = study_vocab_for(ctx)
+    plan = []
+    for corpus in ctx.corpora:
         model_dir = ctx.run.model(corpus.name)
-        record = run_record(cfg, corpus.name, corpus.sha256, vocab)
+        record = run_record(cfg, corpus.name, corpus.sha256, vocab, corpus.path)
         state = model_state(model_dir, record, cfg.train.max_iters)
-        prefix = f"model {i}/{len(ctx.corpora)} ({corpus.name})"
         if state == "finished" and not ctx.force:
+            plan.append((corpus, state, None))
+            continue
+        encoded = encode_corpus(corpus, vocab)
+        if encoded.n_unk:
+            ctx.log(f"warning: {encoded.n_unk} characters of {corpus.name} are <unk>")
+        split = encoded.checked_split(cfg.data.val_fraction, cfg.model.block_size)
+        plan.append((corpus, state, split))
+    if vocab_corpora is not None:
+        save_vocab(ctx.run, vocab, vocab_corpora)
+    out: dict[str, Path] = {"vocab": ctx.run.vocab_path}
+    for i, (corpus, state, split) in enumerate(plan, start=1):
+        model_dir = ctx.run.model(corpus.name)
+        prefix = f"model {i}/{len(plan)} ({corpus.name})"
+        if split is None:
             ctx.log(f"{prefix}: finished earlier with this configuration, skipped")
         else:
-            encoded = encode_corpus(corpus, vocab)
-            if encoded.n_unk:
-                ctx.log(f"warning: {encoded.n_unk} characters of {corpus.name} are <unk>")
-            train_ids, val_ids = encoded.checked_split(cfg.data.val_fraction, cfg.model.block_size)
-            overwrite = state == "different" or ctx.force
-            what = {
-                "absent": "training",
-                "partial": "continuing",
-                "different": "configuration changed: retraining",
-                "finished": "retraining (--force)",
-            }[state]
-            ctx.log(f"{prefix}: {what}, {cfg.train.max_iters} iterations")
+            if state == "extend":
+                before = read_run_json(model_dir)["config"]["train"]["max_iters"]
+                what = f"extending from {before} to {cfg.train.max_iters} iterations"
+            else:
+                what = f"{_WHAT[state]}, {cfg.train.max_iters} iterations"
+            ctx.log(f"{prefix}: {what}")
             train(
                 corpus.name,
                 corpus.sha256,
-                train_ids,
-                val_ids,
+                *split,
                 vocab,
                 cfg,
                 model_dir,
                 resume=True,
-                overwrite=overwrite,
+                overwrite=state == "different" or ctx.force,
                 progress=ctx.progress,
                 log=ctx.log,
+                corpus_path=corpus.path,
             )
         for f in model_outputs(model_dir):
             out[f"{corpus.name}/{f.relative_to(model_dir).as_posix()}"] = f

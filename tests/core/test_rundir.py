@@ -1,0 +1,108 @@
+"""RunDir.corpus: a model's corpus found from what its run.json records, its checksum
+verified; a moved or changed file is a one-line error naming the option to point at it.
+
+The model directories here hold only what the lookup reads (run.json and a checkpoint
+name); the corpora are real text (a user's file cut from Shakespeare, and the built-ins).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from domaingpt.core.io import write_json
+from domaingpt.core.rundir import RunDir
+from domaingpt.data.corpus import REGISTRY, resolve_corpus, sha256_file
+from domaingpt.errors import CorpusError
+
+
+def _model(run: RunDir, name: str, path: Path, sha: str | None = None) -> None:
+    """A model of ``run`` trained on the file at ``path`` (as train records it)."""
+    directory = run.model(name)
+    (directory / "checkpoints").mkdir(parents=True)
+    (directory / "checkpoints" / "iter-0000000.json").write_text("{}")
+    record = {
+        "corpus": name,
+        "corpus_sha256": sha or sha256_file(path),
+        "corpus_path": str(path.resolve()),
+        "config": {"model": {"block_size": 16}, "data": {"val_fraction": 0.1}},
+    }
+    write_json(directory / "run.json", record)
+
+
+@pytest.fixture
+def notes(tmp_path: Path, data_dir: Path) -> Path:
+    path = tmp_path / "texts" / "notes.txt"
+    path.parent.mkdir()
+    path.write_text((data_dir / "shakespeare.txt").read_text(encoding="utf-8")[:5000])
+    return path
+
+
+def test_a_users_corpus_is_found_at_its_recorded_path(tmp_path, notes, monkeypatch):
+    run = RunDir(tmp_path / "run")
+    _model(run, "notes", notes)
+    monkeypatch.chdir(tmp_path)  # not where the file is
+    corpus = run.corpus("notes")
+    assert (corpus.name, corpus.path, corpus.sha256) == ("notes", notes, sha256_file(notes))
+    assert not corpus.builtin and corpus.read_text() == notes.read_text()
+
+
+def test_a_moved_corpus_is_named_with_the_option_that_finds_it(tmp_path, notes):
+    run = RunDir(tmp_path / "run")
+    _model(run, "notes", notes)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.move(notes, moved / "notes.txt")
+    with pytest.raises(CorpusError) as e:
+        run.corpus("notes")
+    assert str(e.value) == (
+        f"the corpus file {notes} of model 'notes' is gone (moved or deleted); pass the "
+        "folder holding notes.txt with --data-dir DIR"
+    )
+    with pytest.raises(CorpusError, match=r"pass the file with --corpora PATH, or the folder"):
+        run.corpus("notes", corpora_option=True)
+    found = run.corpus("notes", data_dir=moved)
+    assert found.path == moved / "notes.txt" and found.found_in == "data-dir"
+
+
+def test_a_changed_corpus_is_refused(tmp_path, notes):
+    run = RunDir(tmp_path / "run")
+    _model(run, "notes", notes)
+    trained_on = sha256_file(notes)
+    with notes.open("a") as f:
+        f.write("one more line\n")
+    with pytest.raises(CorpusError) as e:
+        run.corpus("notes")
+    message = str(e.value)
+    assert message.startswith(f"the corpus file {notes} of model 'notes' has changed")
+    assert f"trained on {trained_on[:12]}" in message and "\n" not in message
+
+
+def test_a_given_copy_under_another_name_is_the_models_corpus(tmp_path, notes):
+    run = RunDir(tmp_path / "run")
+    _model(run, "notes", notes)
+    copy = tmp_path / "notes-v1.txt"
+    shutil.copy(notes, copy)
+    notes.unlink()
+    given = resolve_corpus(str(copy))
+    assert given.name == "notes-v1"
+    assert run.corpus("notes", given=[given]).name == "notes"
+    assert run.known_corpus(given).name == "notes"  # e.g. evaluate --corpora notes-v1.txt
+    other = tmp_path / "other.txt"
+    other.write_text("some other text entirely\n" * 20)
+    assert run.known_corpus(resolve_corpus(str(other))).name == "other"
+
+
+def test_a_builtin_corpus_is_found_by_name_or_at_its_recorded_path(tmp_path, data_dir):
+    run = RunDir(tmp_path / "run")
+    _model(run, "shakespeare", data_dir / "shakespeare.txt")
+    assert run.corpus("shakespeare", data_dir=data_dir).builtin
+    # --data-dir pointing at a folder without it (one holding a user's file): found at
+    # the path its model recorded, with the registry's checksum, without downloading.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    corpus = run.corpus("shakespeare", data_dir=elsewhere, download=False)
+    assert corpus.path == (data_dir / "shakespeare.txt").resolve()
+    assert corpus.sha256 == REGISTRY["shakespeare"].sha256

@@ -1,0 +1,166 @@
+"""Model directories (issue 17): --overwrite deletes only a domaingpt model directory,
+--resume reads the model's own configuration, raising train.max_iters extends a model
+deterministically, and --overwrite is never suggested where it would delete work.
+
+Real Shakespeare, the smoke preset, 20-40 iterations, one thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from domaingpt.cli import main
+from domaingpt.core.config import build_config
+from domaingpt.core.io import read_jsonl
+from domaingpt.training import trainer as trainer_mod
+from domaingpt.training.modeldir import is_model_dir
+from domaingpt.training.trainer import lr_at
+
+SETS = ["train.max_iters=20", "train.checkpoints=[0, 10, 20]", "train.eval_tokens=1024"]
+SETS += ["train.resume_interval=5", "train.sample_chars=16", "train.threads=1"]
+
+
+def _train(out: Path, data_dir: Path, *extra: str) -> list:
+    """``domaingpt train shakespeare`` into ``out``, quiet, with ``extra`` options."""
+    return ["train", "shakespeare", "--out", out, "--data-dir", data_dir, "-q", *extra]
+
+
+def _sets(sets: list[str] = SETS) -> list[str]:
+    return [a for s in sets for a in ("--set", s)]
+
+
+def _files(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with its SHA-256: what a refused command must not change."""
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+def _interrupt_at(monkeypatch, iteration: int) -> None:
+    real_step = trainer_mod.Trainer.step
+
+    def step(self):
+        if self.iteration == iteration:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "step", step)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir) -> Path:
+    """A run with a finished 20-iteration Shakespeare model (smoke preset + SETS)."""
+    out = tmp_path_factory.mktemp("modeldir") / "run"
+    assert main([str(a) for a in _train(out, data_dir, "--preset", "smoke", *_sets())]) == 0
+    return out
+
+
+def test_a_trained_model_directory_is_one_and_others_are_not(trained, tmp_path):
+    model = trained / "models" / "shakespeare"
+    assert is_model_dir(model)
+    copy = shutil.copytree(model, tmp_path / "copy")
+    (copy / "my_notes.txt").write_text("mine")
+    assert not is_model_dir(copy)
+    (copy / "my_notes.txt").unlink()
+    (copy / "checkpoints" / "README").write_text("mine")
+    assert not is_model_dir(copy)
+    (tmp_path / "folder").mkdir()
+    assert not is_model_dir(tmp_path / "folder")
+
+
+@pytest.mark.parametrize("extra", [["my_notes.txt"], ["run.json", "my_notes.txt"]])
+def test_overwrite_never_deletes_a_folder_that_is_not_a_model_directory(
+    cli_error, data_dir, tmp_path, extra
+):
+    out = tmp_path / "run"
+    folder = out / "models" / "shakespeare"
+    folder.mkdir(parents=True)
+    for name in extra:  # a user's folder; or one with a run.json among the user's files
+        (folder / name).write_text('{"config": {}}' if name == "run.json" else "precious")
+    before = _files(out)
+    err = cli_error(*_train(out, data_dir, "--preset", "smoke", "--overwrite"))
+    assert "is not a domaingpt model directory" in err
+    assert "--overwrite deletes only model directories domaingpt wrote" in err
+    assert _files(out) == before  # nothing deleted, and no vocab.json written
+
+
+def test_resume_reads_the_models_own_configuration(
+    cli, cli_error, trained, data_dir, tmp_path, monkeypatch
+):
+    # Interrupted at iteration 13 (resumable checkpoint at 10) ...
+    out = tmp_path / "run"
+    _interrupt_at(monkeypatch, 13)
+    assert cli(*_train(out, data_dir, "--preset", "smoke", *_sets()))[0] == 130
+    monkeypatch.undo()
+    # ... then resumed with --resume alone: the preset and every --set come from run.json.
+    code, out_text, err = cli(*_train(out, data_dir, "--resume"))
+    assert code == 0, err
+    ckpts = "models/shakespeare/checkpoints"
+    assert (out / ckpts / "iter-0000020.safetensors").read_bytes() == (
+        trained / ckpts / "iter-0000020.safetensors"
+    ).read_bytes()
+    assert out_text.startswith("val_loss ")
+    # Repeating --preset without the --set options is another configuration: refused,
+    # and --overwrite (which would delete the model) is not suggested.
+    before = _files(out)
+    err = cli_error(*_train(out, data_dir, "--resume", "--preset", "smoke"))
+    assert "already holds a different run" in err and "train.checkpoints" in err
+    assert "drop the --preset and --set options" in err and "--overwrite" not in err
+    err = cli_error(*_train(out, data_dir, "--preset", "smoke", *_sets()))
+    assert "already holds this model (trained to iteration 20); pass --resume" in err
+    assert "--overwrite" not in err
+    assert _files(out) == before
+
+
+def test_extending_a_finished_model_continues_it_deterministically(
+    cli, cli_error, trained, data_dir, tmp_path, monkeypatch
+):
+    a, b = (shutil.copytree(trained, tmp_path / n) for n in ("a", "b"))
+    model = Path("models/shakespeare")
+    iter20 = (trained / model / "checkpoints" / "iter-0000020.safetensors").read_bytes()
+    extend = ["--resume", "--set", "train.max_iters=40"]
+    code, _, err = cli(*_train(a, data_dir, *extend))
+    assert code == 0, err
+    # The same extension, interrupted at iteration 33 and resumed with --resume alone
+    # (run.json now says 40), reaches the same bytes.
+    _interrupt_at(monkeypatch, 33)
+    assert cli(*_train(b, data_dir, *extend))[0] == 130
+    monkeypatch.undo()
+    code, _, err = cli(*_train(b, data_dir, "--resume"))
+    assert code == 0, err
+    for run in (a, b):
+        ckpts = run / model / "checkpoints"
+        assert [p.name for p in sorted(ckpts.glob("iter-*.json"))] == [
+            f"iter-{i:07d}.json" for i in (0, 10, 20, 40)
+        ]
+        assert (ckpts / "iter-0000020.safetensors").read_bytes() == iter20  # kept as it was
+    for name in ("iter-0000040.safetensors", "resume-0000040.safetensors"):
+        assert (a / model / "checkpoints" / name).read_bytes() == (
+            b / model / "checkpoints" / name
+        ).read_bytes()
+    record = json.loads((a / model / "run.json").read_text())
+    assert record["config"]["train"]["max_iters"] == 40
+    assert record["extensions"] == [{"from_iteration": 20, "max_iters": [20, 40]}]
+    # The learning rate: the schedule of max_iters 20 up to iteration 20, then that of
+    # max_iters 40 (lr_decay_iters 0 decays over max_iters): a warm restart at 20.
+    spec20 = build_config("smoke", SETS).train
+    spec40 = dataclasses.replace(spec20, max_iters=40)
+    rows = {r["iter"]: r for r in read_jsonl(a / model / "metrics.jsonl")}
+    assert sorted(rows) == [0, 10, 20, 30, 40]
+    assert rows[20]["lr"] == lr_at(19, spec20) < 1.1 * spec20.min_lr
+    assert rows[30]["lr"] == lr_at(29, spec40) > 3 * spec20.min_lr
+    assert rows[40]["lr"] == lr_at(39, spec40)
+    assert "val_loss_full" in rows[20] and "val_loss_full" in rows[40]
+    # A model is never shortened.
+    before = _files(a)
+    err = cli_error(*_train(a, data_dir, "--resume", "--set", "train.max_iters=30"))
+    assert "trained to iteration 40, past train.max_iters=30" in err
+    assert _files(a) == before
