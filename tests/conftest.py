@@ -76,6 +76,8 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(cache))
         mp.setenv("DOMAINGPT_OFFLINE", "1")
+        if os.environ.get("DOMAINGPT_DATA"):  # .ci/run gives ../shared/data: tests change dir
+            mp.setenv("DOMAINGPT_DATA", str(Path(os.environ["DOMAINGPT_DATA"]).resolve()))
         yield
 
 
