@@ -60,6 +60,7 @@ TEXT_COLUMNS = (
     "kind",
     "model_a",
     "model_b",
+    "own_model",
     "comparison",
     "prompts",
     "baseline",
