@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from domaingpt.core.rundir import RunDir
+from domaingpt.core.stage import StageContext, run_stage
 from domaingpt.data.prompts import Prompt, PromptSet
 from domaingpt.data.vocab import Vocab
 from domaingpt.model import internals as internals_module
@@ -28,6 +30,7 @@ from domaingpt.model.internals import (
     word_groups,
 )
 from domaingpt.stages.saliency.aggregate import relative_positions
+from domaingpt.study import load_study
 
 V = 11
 TEXT = "ab cd ef\nghij klm nop qrs tuv"
@@ -199,4 +202,34 @@ def test_one_forward_pass_per_checkpoint_and_prompt_set(tmp_path, monkeypatch):
     for a, b in zip(alone, both, strict=True):  # the worker count changes no number
         np.testing.assert_array_equal(a.lens_loss, b.lens_loss)
         np.testing.assert_array_equal(a.resid, b.resid)
+    clear_cache()
+
+
+def test_lens_similarity_and_attention_share_one_forward_pass_per_checkpoint(
+    smoke_study, data_dir, tmp_path, monkeypatch
+):
+    """Run again on a copy of the smoke study, the three stages compute each checkpoint's
+    internals once (12 history checkpoints, 12 adapted models) and write the same tables."""
+    root = smoke_study.copy(tmp_path / "run")
+    spec = load_study(preset="smoke")
+    calls = []
+    real = internals_module.compute_internals
+    monkeypatch.setattr(
+        internals_module,
+        "compute_internals",
+        lambda m, p, **kw: calls.append(1) or real(m, p, **kw),
+    )
+    clear_cache()
+    for name in ("lens", "similarity", "attention"):
+        stage = spec.stage(name)
+        settings = spec.settings(name, data_dir=data_dir, offline=True)
+        run_stage(StageContext(RunDir(root), stage, progress=False, log=lambda m: None), settings)
+        for table in ("per_prompt", "cka", "heads"):
+            path = root / stage.folder / f"{table}.csv"
+            if path.is_file():
+                assert (
+                    path.read_bytes()
+                    == (smoke_study.root / stage.folder / f"{table}.csv").read_bytes()
+                )
+    assert len(calls) == 12 + 12
     clear_cache()

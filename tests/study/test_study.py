@@ -22,7 +22,16 @@ from domaingpt.core.tables import read_table
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.study import Study, load_study, run_study
 
-ANALYSES = ("evaluate", "adapt", "probe", "saliency", "quality")
+ANALYSES = (
+    "evaluate",
+    "adapt",
+    "probe",
+    "lens",
+    "similarity",
+    "saliency",
+    "attention",
+    "quality",
+)
 STAGE_NAMES = ("stats", "train", *ANALYSES, "report")
 
 
@@ -83,7 +92,7 @@ def test_smoke_study_end_to_end(smoke):
     assert study.figures["stats"] and (root / "report.html").is_file()
     assert (root / "report.md").is_file()
     assert list(study.conclusions.columns) == CLAIM_COLUMNS
-    for stage in ("stats", "evaluate", "adapt", "probe", "saliency", "quality"):
+    for stage in ("stats", *ANALYSES):
         claims = read_table(root / study.stage(stage).folder / "claims.csv")
         assert list(claims.columns) == CLAIM_COLUMNS and len(claims), stage
 
