@@ -223,6 +223,15 @@ sample_chars = 8
 [probe]
 prompts_per_corpus = 2
 length = 16
+[lens]
+prompts_per_corpus = 2
+length = 16
+[similarity]
+prompts_per_corpus = 2
+length = 16
+[attention]
+prompts_per_corpus = 2
+length = 16
 [saliency]
 methods = ["grad_norm"]
 prompts_per_corpus = 2
@@ -230,6 +239,8 @@ length = 16
 deletion_k = [1]
 deletion_draws = 2
 bootstrap = 10
+occlusion = ["unk"]
+occlusion_checkpoints = 1
 [quality]
 samples = 1
 chars = 40
@@ -298,7 +309,7 @@ def test_a_fourth_user_corpus_joins_and_an_interrupted_run_resumes(
     assert "already holds every character of notes: kept" in log
     assert "model 1/4 (shakespeare): finished earlier with this configuration, skipped" in log
     assert "resuming notes from iteration 30" in log
-    assert "stage 1/8: stats — unchanged, skipped" in log.split("interrupted")[-1]
+    assert "stage 1/11: stats — unchanged, skipped" in log.split("interrupted")[-1]
     # The three models of the smoke run were neither retrained nor touched.
     assert (out / "models" / "shakespeare" / "metrics.jsonl").stat().st_mtime_ns == mtime
     vocab = json.loads((out / "vocab.json").read_text())

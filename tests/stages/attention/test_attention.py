@@ -21,9 +21,9 @@ def test_every_prompt_layer_and_head(study):
     # 3 models x 4 checkpoints x 24 prompts x 2 layers x 2 heads
     assert len(per_prompt) == 3 * 4 * 24 * 2 * 2
     assert set(per_prompt["layer"]) == {1, 2} and set(per_prompt["head"]) == {0, 1}
-    shares = per_prompt[[f"share_{g}" for g in WORD_GROUPS]].sum(1)
+    shares = per_prompt[[f"share_{g}" for g in WORD_GROUPS]].sum(axis=1)
     np.testing.assert_allclose(shares, 1.0, atol=1e-5)
-    chance = prompts[[f"chance_{g}" for g in WORD_GROUPS]].sum(1)
+    chance = prompts[[f"chance_{g}" for g in WORD_GROUPS]].sum(axis=1)
     np.testing.assert_allclose(chance, 1.0, atol=1e-5)
     assert per_prompt["distance"].between(0, 31).all()
     assert per_prompt["entropy_bits"].between(0, np.log2(32)).all()
