@@ -22,163 +22,101 @@ space (``XᵀY`` and a few vectors: no ``n × n`` matrix) from sums over the inp
 same sums over *groups* of inputs (the tokens of one prompt) give the leave-one-group-out
 values of the jackknife interval (:func:`cka_jackknife`) at the cost of a few estimates.
 ``linear_cka(..., debiased=False)`` gives the plain estimator (features centered first).
+Computed in float64 with torch (its matrix products respect the caller's thread count).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from domaingpt.core.statistics import Z95
 
 
-@dataclass
-class _Sums:
-    """The sums over inputs that HSIC₁(K, L), HSIC₁(K, K) and HSIC₁(L, L) are made of."""
-
-    n: float
-    xy: np.ndarray  # XᵀY
-    xx: np.ndarray  # XᵀX
-    yy: np.ndarray  # YᵀY
-    sx: np.ndarray  # Σ x_i
-    sy: np.ndarray  # Σ y_i
-    a: np.ndarray  # Σ ||x_i||²
-    b: np.ndarray  # Σ ||y_i||²
-    aa: np.ndarray  # Σ ||x_i||⁴
-    bb: np.ndarray
-    ab: np.ndarray  # Σ ||x_i||² ||y_i||²
-    ax: np.ndarray  # Σ ||x_i||² x_i
-    ay: np.ndarray  # Σ ||x_i||² y_i
-    bx: np.ndarray  # Σ ||y_i||² x_i
-    by: np.ndarray  # Σ ||y_i||² y_i
-
-    @classmethod
-    def of(cls, x: np.ndarray, y: np.ndarray) -> _Sums:
-        """Sums over the rows of ``x (n, d_x)`` and ``y (n, d_y)``."""
-        a, b = (x * x).sum(-1), (y * y).sum(-1)
-        t = np.swapaxes
-        return cls(
-            float(x.shape[-2]),
-            t(x, -1, -2) @ y,
-            t(x, -1, -2) @ x,
-            t(y, -1, -2) @ y,
-            x.sum(-2),
-            y.sum(-2),
-            a.sum(-1),
-            b.sum(-1),
-            (a * a).sum(-1),
-            (b * b).sum(-1),
-            (a * b).sum(-1),
-            np.einsum("...m,...md->...d", a, x),
-            np.einsum("...m,...md->...d", a, y),
-            np.einsum("...m,...md->...d", b, x),
-            np.einsum("...m,...md->...d", b, y),
-        )
-
-
 def _hsic(
-    n: np.ndarray | float,
-    c: np.ndarray,
-    s1: np.ndarray,
-    s2: np.ndarray,
-    a1: np.ndarray,
-    a2: np.ndarray,
-    a12: np.ndarray,
-    w1: np.ndarray,
-    w2: np.ndarray,
-) -> np.ndarray:
-    """HSIC₁ from feature-space sums: ``c = X₁ᵀX₂``, ``s`` the sums of the features, ``a``
-    the sums of squared norms, ``a12 = Σ ||x₁||²||x₂||²``, ``w1 = Σ ||x₁||² x₂`` and
-    ``w2 = Σ ||x₂||² x₁`` (what ``1ᵀK̃L̃1`` needs); any leading axes broadcast."""
-    trace = (c * c).sum((-1, -2)) - a12
-    k1 = (s1 * s1).sum(-1) - a1
-    l1 = (s2 * s2).sum(-1) - a2
-    kl1 = np.einsum("...d,...de,...e->...", s1, c, s2) - (w1 * s2).sum(-1) - (w2 * s1).sum(-1)
-    kl1 = kl1 + a12
-    return (trace + k1 * l1 / ((n - 1) * (n - 2)) - 2.0 * kl1 / (n - 2)) / (n * (n - 3))
+    x: torch.Tensor,
+    y: torch.Tensor,
+    c: torch.Tensor,
+    px: torch.Tensor,
+    py: torch.Tensor,
+    n: torch.Tensor,
+) -> torch.Tensor:
+    """HSIC₁ of ``x`` and ``y`` (``c = XᵀY``) with each group left out in turn, ``(G,)``.
 
-
-def _debiased(s: _Sums) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):  # fewer than 4 inputs: NaN
-        xy = _hsic(s.n, s.xy, s.sx, s.sy, s.a, s.b, s.ab, s.ay, s.bx)
-        xx = _hsic(s.n, s.xx, s.sx, s.sx, s.a, s.a, s.aa, s.ax, s.ax)
-        yy = _hsic(s.n, s.yy, s.sy, s.sy, s.b, s.b, s.bb, s.by, s.by)
-        ok = (np.asarray(s.n) >= 4) & (xx > 0) & (yy > 0)
-        return np.where(ok, xy / np.sqrt(np.where(ok, xx * yy, 1.0)), np.nan)
-
-
-def _plain(s: _Sums) -> np.ndarray:
-    n = np.asarray(s.n, dtype=np.float64)[..., None, None]
-
-    def centered(c: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return c - u[..., :, None] * v[..., None, :] / n
-
-    xy = centered(s.xy, s.sx, s.sy)
-    xx = centered(s.xx, s.sx, s.sx)
-    yy = centered(s.yy, s.sy, s.sy)
-    den = np.sqrt((xx * xx).sum((-1, -2)) * (yy * yy).sum((-1, -2)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, (xy * xy).sum((-1, -2)) / np.where(den > 0, den, 1.0), np.nan)
-
-
-def _prepare(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
-        raise ValueError(f"CKA needs (n, d) matrices of the same n, got {x.shape} and {y.shape}")
-    # Centering changes neither estimator's value; it keeps the sums well conditioned.
-    return x - x.mean(0), y - y.mean(0)
-
-
-def linear_cka(x: np.ndarray, y: np.ndarray, *, debiased: bool = True) -> float:
-    """Linear CKA of two representations ``(n, d_x)`` and ``(n, d_y)`` of the same ``n``
-    inputs (row ``i`` of each is input ``i``); NaN with fewer than 4 inputs (debiased)."""
-    x, y = _prepare(x, y)
-    s = _Sums.of(x, y)
-    return float(_debiased(s) if debiased else _plain(s))
-
-
-def _padded(values: np.ndarray, groups: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """``(G, m, d)``: each group's rows, padded with zero rows to the largest group."""
-    index = np.searchsorted(labels, groups)
-    counts = np.bincount(index, minlength=len(labels))
-    order = np.argsort(index, kind="stable")
-    slot = np.arange(len(groups)) - np.repeat(np.cumsum(counts) - counts, counts)
-    out = np.zeros((len(labels), int(counts.max()), values.shape[1]))
-    out[index[order], slot] = values[order]
-    return out
-
-
-def _hsic_loo(x: np.ndarray, y: np.ndarray, px: np.ndarray, py: np.ndarray, counts) -> np.ndarray:
-    """HSIC₁ of ``x`` and ``y`` with each group left out in turn, ``(G,)``.
-
-    ``px``, ``py`` are the groups' rows, zero-padded (:func:`_padded`). Every term of
-    HSIC₁ is a total less the group's part; the parts that involve ``XᵀY`` are expanded
-    (``‖C − C_g‖² = ‖C‖² − 2⟨C, C_g⟩ + ‖C_g‖²``, ``uᵀC_g v = Σ_{i∈g}(u·x_i)(y_i·v)``), so
-    nothing of size ``G × d × d`` is ever formed.
+    ``px``, ``py`` ``(G, m, d)`` are the groups' rows, zero-padded; ``n`` the inputs left.
+    Every term of HSIC₁ is a sum over inputs: the total less the group's part. The parts
+    with ``XᵀY`` are expanded (``‖C − C_g‖² = ‖C‖² − 2⟨C, C_g⟩ + ‖C_g‖²``,
+    ``uᵀC_g v = Σ_{i∈g}(u·x_i)(y_i·v)``), so nothing of size ``G × d × d`` is formed.
     """
-    c = x.T @ y
     a, b = (x * x).sum(1), (y * y).sum(1)
     pa, pb = (px * px).sum(2), (py * py).sum(2)  # (G, m), 0 on padding
-    n = len(x) - counts
     a_ = a.sum() - pa.sum(1)
     b_ = b.sum() - pb.sum(1)
     ab_ = a @ b - (pa * pb).sum(1)
     s1 = x.sum(0) - px.sum(1)  # (G, d_x)
     s2 = y.sum(0) - py.sum(1)
-    w1 = a @ y - np.einsum("gm,gmd->gd", pa, py)  # Σ ||x||² y
-    w2 = b @ x - np.einsum("gm,gmd->gd", pb, px)  # Σ ||y||² x
+    w1 = a @ y - torch.einsum("gm,gmd->gd", pa, py)  # Σ ||x||² y
+    w2 = b @ x - torch.einsum("gm,gmd->gd", pb, px)  # Σ ||y||² x
     inner = ((px @ c) * py).sum((1, 2))  # ⟨C, C_g⟩
-    gram = ((px @ px.transpose(0, 2, 1)) * (py @ py.transpose(0, 2, 1))).sum((1, 2))  # ‖C_g‖²
-    trace = float((c * c).sum()) - 2 * inner + gram - ab_
+    gram = ((px @ px.transpose(1, 2)) * (py @ py.transpose(1, 2))).sum((1, 2))  # ‖C_g‖²
+    trace = (c * c).sum() - 2 * inner + gram - ab_
     k1 = (s1 * s1).sum(1) - a_
     l1 = (s2 * s2).sum(1) - b_
-    u = np.einsum("gmd,gd->gm", px, s1)
-    v = np.einsum("gmd,gd->gm", py, s2)
+    u = torch.einsum("gmd,gd->gm", px, s1)
+    v = torch.einsum("gmd,gd->gm", py, s2)
     kl1 = ((s1 @ c) * s2).sum(1) - (u * v).sum(1) - (w1 * s2).sum(1) - (w2 * s1).sum(1) + ab_
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (trace + k1 * l1 / ((n - 1) * (n - 2)) - 2.0 * kl1 / (n - 2)) / (n * (n - 3))
+    return (trace + k1 * l1 / ((n - 1) * (n - 2)) - 2.0 * kl1 / (n - 2)) / (n * (n - 3))
+
+
+def _prepare(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"CKA needs (n, d) matrices of the same n, got {x.shape} and {y.shape}")
+    # Centering changes neither estimator's value; it keeps the sums well conditioned.
+    return torch.from_numpy(x - x.mean(0)), torch.from_numpy(y - y.mean(0))
+
+
+def _padded(values: torch.Tensor, index: np.ndarray, counts: np.ndarray) -> torch.Tensor:
+    """``(G + 1, m, d)``: an empty group (nothing left out), then each group's rows,
+    padded with zero rows (which add nothing to any sum) to the largest group."""
+    order = np.argsort(index, kind="stable")
+    slot = np.arange(len(index)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out = torch.zeros(
+        len(counts) + 1, int(counts.max(initial=0)), values.shape[1], dtype=values.dtype
+    )
+    out[torch.from_numpy(index[order] + 1), torch.from_numpy(slot)] = values[
+        torch.from_numpy(order)
+    ]
+    return out
+
+
+def _debiased(x: torch.Tensor, y: torch.Tensor, index: np.ndarray, groups: int) -> np.ndarray:
+    """Debiased CKA of all inputs, then with each of ``groups`` groups left out."""
+    counts = np.bincount(index, minlength=groups)
+    px, py = _padded(x, index, counts), _padded(y, index, counts)
+    n = torch.from_numpy(len(x) - np.concatenate([[0], counts]).astype(np.float64))
+    xy = _hsic(x, y, x.T @ y, px, py, n)
+    xx = _hsic(x, x, x.T @ x, px, px, n)
+    yy = _hsic(y, y, y.T @ y, py, py, n)
+    ok = (n >= 4) & (xx > 0) & (yy > 0)
+    cka = xy / torch.sqrt(torch.where(ok, xx * yy, torch.ones_like(xx)))
+    return torch.where(ok, cka, torch.full_like(cka, math.nan)).numpy()
+
+
+def _plain(x: torch.Tensor, y: torch.Tensor) -> float:
+    den = float(torch.linalg.norm(x.T @ x) * torch.linalg.norm(y.T @ y))
+    return float(torch.linalg.norm(x.T @ y) ** 2) / den if den > 0 else math.nan
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray, *, debiased: bool = True) -> float:
+    """Linear CKA of two representations ``(n, d_x)`` and ``(n, d_y)`` of the same ``n``
+    inputs (row ``i`` of each is input ``i``); NaN with fewer than 4 inputs (debiased)."""
+    tx, ty = _prepare(x, y)
+    if not debiased:
+        return _plain(tx, ty)
+    return float(_debiased(tx, ty, np.zeros(0, dtype=np.int64), 0)[0])
 
 
 def cka_jackknife(
@@ -192,17 +130,10 @@ def cka_jackknife(
     their context). Every group is left out at once, from the sums, at the cost of a
     few estimates rather than one per group.
     """
-    x, y = _prepare(x, y)
-    groups = np.asarray(groups)
-    labels, counts = np.unique(groups, return_counts=True)
-    px, py = _padded(x, groups, labels), _padded(y, groups, labels)
-    xy = _hsic_loo(x, y, px, py, counts)
-    xx = _hsic_loo(x, x, px, px, counts)
-    yy = _hsic_loo(y, y, py, py, counts)
-    ok = (len(x) - counts >= 4) & (xx > 0) & (yy > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        loo = np.where(ok, xy / np.sqrt(np.where(ok, xx * yy, 1.0)), np.nan)
-    return float(_debiased(_Sums.of(x, y))), labels, loo
+    tx, ty = _prepare(x, y)
+    labels, index = np.unique(np.asarray(groups), return_inverse=True)
+    values = _debiased(tx, ty, index.astype(np.int64), len(labels))
+    return float(values[0]), labels, values[1:]
 
 
 def jackknife_ci(estimate: float, loo: np.ndarray, z: float = Z95) -> tuple[float, float]:

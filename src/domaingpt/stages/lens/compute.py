@@ -25,7 +25,7 @@ from domaingpt.core.io import write_json
 from domaingpt.core.rundir import RunDir
 from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.statistics import mean_ci
-from domaingpt.core.tables import read_table, write_table
+from domaingpt.core.tables import read_table, round_significant, write_table
 from domaingpt.data.prompts import PromptSet, domain_of
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.internals import Internals, InternalsSettings, prepare
@@ -51,11 +51,13 @@ class LensSettings(InternalsSettings):
     SECTION = "lens"
 
 
-def per_prompt_frame(rec: Internals, prompts: PromptSet, model: str, corpus: str, it: int):
-    """One row per prompt and layer (0 = embeddings)."""
+def per_prompt_frame(
+    rec: Internals, prompts: PromptSet, model: str, corpus: str, it: int
+) -> pd.DataFrame:
+    """One row per prompt and layer (0 = embeddings), to 6 significant digits."""
     n, layers = rec.lens_loss.shape
     meta = prompts.frame()
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "model": model,
             "iteration": it,
@@ -71,6 +73,7 @@ def per_prompt_frame(rec: Internals, prompts: PromptSet, model: str, corpus: str
         },
         columns=PER_PROMPT,
     )
+    return round_significant(frame, list(METRICS))
 
 
 def formation_depth(per_prompt: pd.DataFrame) -> pd.DataFrame:

@@ -36,6 +36,7 @@ from domaingpt.core.rundir import AdaptedModel, RunDir
 from domaingpt.core.settings import finite, setting
 from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.tables import read_table, write_table
+from domaingpt.core.threads import map_workers
 from domaingpt.data.prompts import PromptSet
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, find_checkpoint
@@ -91,7 +92,8 @@ class Side:
 class _Comparisons:
     """Collects CKA rows and leave-one-prompt-out values."""
 
-    def __init__(self, prompts: PromptSet) -> None:
+    def __init__(self, prompts: PromptSet, workers: int = 1) -> None:
+        self.workers = workers
         self.prompt_ids = np.array([p.prompt_id for p in prompts.prompts])
         self.corpora = np.array([p.corpus for p in prompts.prompts])
         self.rows: list[dict[str, Any]] = []
@@ -104,9 +106,13 @@ class _Comparisons:
             comparison += ":" + ":".join(str(extra[k]) for k in ("start", "seed"))
         rows = np.isin(a.rec.resid_prompt, np.flatnonzero(keep))
         groups = self.prompt_ids[a.rec.resid_prompt[rows]]
-        for layer in range(a.rec.resid.shape[0]):
-            x, y = a.rec.resid[layer][rows], b.rec.resid[layer][rows]
-            value, labels, loo = cka_jackknife(x, y, groups)
+        layers = range(a.rec.resid.shape[0])
+        results = map_workers(
+            lambda layer: cka_jackknife(a.rec.resid[layer][rows], b.rec.resid[layer][rows], groups),
+            layers,
+            self.workers,
+        )
+        for layer, (value, labels, loo) in zip(layers, results, strict=True):
             low, high = jackknife_ci(value, loo)
             self.rows.append(
                 {
@@ -212,7 +218,7 @@ def _compare(run: RunDir, ready: Prepared, settings: SimilaritySettings, got: _C
 def run(ctx: StageContext, settings: SimilaritySettings) -> dict[str, Path]:
     """Every comparison (see the module docstring); write ``similarity/``."""
     ready = prepare(ctx.run, settings, ctx.log)
-    got = _Comparisons(ready.prompts)
+    got = _Comparisons(ready.prompts, settings.workers)
     _compare(ctx.run, ready, settings, got)
     cka, jack = got.tables()
     tables = {"cka": cka, "jackknife": jack, "hardening": hardening(cka, settings.harden_at)}
