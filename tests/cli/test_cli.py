@@ -3,10 +3,15 @@ error with exit status 2 (never a traceback) for every bad input."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import urllib.request
 
 import pytest
+
+import domaingpt.data.download
+from domaingpt.cli import main
 
 
 def test_corpora_lists_the_three_with_checksums(cli, capsys, data_dir):
@@ -54,6 +59,58 @@ def test_sample_warns_on_unknown_prompt_chars(cli, trained):
         "sample", trained / "models" / "shakespeare", "--prompt", "héllo\x07", "--chars", 5
     )
     assert code == 0 and "<unk>" in err and "\\x07" in err
+
+
+def test_sample_escapes_keep_non_ascii_prompts_intact(cli, trained):
+    """``--escapes`` decodes ``\\n`` and the like, never the UTF-8 bytes of ``é``."""
+    model = trained / "models" / "shakespeare"
+    code, out, err = cli("sample", model, "--escapes", "--prompt", "café\\n", "--chars", 5)
+    assert code == 0, err
+    assert out.startswith("café\n") and "Ã" not in out
+    assert len(out) == len("café\n") + 5 + 1 and "<unk>" not in err
+    code, out, _ = cli("sample", model, "--escapes", "--prompt", "a\\tb\\\\n", "--chars", 1)
+    assert code == 0 and out.startswith("a\tb\\n")
+
+
+def test_sample_refuses_zero_chars_with_a_usage_error(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:  # refused before any model is looked for
+        main(["sample", str(tmp_path / "model"), "--chars", "0"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --chars: expected 1 or more, got 0" in err and "Traceback" not in err
+
+
+def test_train_offline_never_downloads_the_default_vocabulary_corpora(
+    cli_error, data_dir, tmp_path, monkeypatch
+):
+    """Only Shakespeare is at hand and ``--offline`` is given: the default vocabulary
+    (the built-in corpora) cannot be made, so a one-line error names the first missing
+    corpus, and nothing is fetched (downloads are possible but must not be tried)."""
+    fetched: list[object] = []
+
+    def no_network(*args, **kwargs):
+        fetched.append(args)
+        raise OSError("no network in this test")
+
+    monkeypatch.delenv("DOMAINGPT_OFFLINE", raising=False)  # only --offline may stop it
+    monkeypatch.delenv("DOMAINGPT_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(domaingpt.data.download, "build_from_sources", no_network)
+    monkeypatch.setattr(domaingpt.data.download, "fetch", no_network)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    only = tmp_path / "data"
+    only.mkdir()
+    shutil.copy(data_dir / "shakespeare.txt", only)
+    out = tmp_path / "run"
+    argv = ["train", "shakespeare", "--offline", "--data-dir", only, "--out", out, "-q"]
+    err = cli_error(*argv, "--preset", "smoke")
+    assert "corpus 'math' not found" in err and "downloading is off" in err
+    assert "pass --data-dir DIR (or set DOMAINGPT_DATA=DIR)" in err
+    assert fetched == []
+    assert not (tmp_path / "cache" / "domaingpt" / "corpora").exists()
+    assert not out.exists()
+    err = cli_error(*argv, "--vocab", "shakespeare,wikipedia")  # --vocab: the same
+    assert "corpus 'wikipedia' not found" in err and fetched == []
 
 
 def _bad_inputs(tmp_path, trained):

@@ -132,3 +132,39 @@ def test_newest_valid_skips_damaged(tmp_path):
     seen = []
     loaded = newest_valid(tmp_path, "resume", warn=seen.append)
     assert loaded.iteration == 1 and "resume-0000002" in seen[0]
+
+
+@pytest.mark.parametrize(
+    ("vocab", "message"),
+    [
+        (None, "no valid vocabulary ('vocab')"),  # no record at all
+        ({"chars": "ba"}, "sorted by code point"),
+        ({"chars": "ab", "fingerprint": "0" * 64}, "fingerprint"),
+        ({"unk": "<unk>"}, "malformed vocabulary record"),
+        ("abc", "malformed vocabulary record"),
+    ],
+)
+def test_a_missing_or_malformed_vocabulary_is_a_checkpoint_error(tmp_path, vocab, message):
+    _, info = make(tmp_path)
+    record = json.loads(info.json_path.read_text())
+    if vocab is None:
+        del record["vocab"]
+    else:
+        record["vocab"] = vocab
+    info.json_path.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="has no valid vocabulary") as caught:
+        load_checkpoint(read_info(info.json_path))
+    assert message in str(caught.value)
+
+
+def test_a_bug_while_reading_the_vocabulary_is_not_reported_as_a_bad_checkpoint(
+    tmp_path, monkeypatch
+):
+    _, info = make(tmp_path)
+
+    def broken(data):
+        raise ZeroDivisionError("a bug, not a damaged file")
+
+    monkeypatch.setattr(Vocab, "from_json", broken)
+    with pytest.raises(ZeroDivisionError):
+        load_checkpoint(info)

@@ -137,6 +137,46 @@ def test_smoke_report_is_self_contained_and_complete(smoke):
     assert "Missing:" not in text  # every stage of the smoke study ran
 
 
+def test_report_leads_with_its_findings(smoke):
+    html = (smoke.root / "report.html").read_text(encoding="utf-8")
+    doc = parse(html)
+    sections = [a.get("id") for t, a in doc.tags if t == "section"]
+    assert sections[0] == "summary" and sections[1] == "overview"
+    assert html.index('id="summary"') < html.index("<nav>")  # before the contents
+    ids = {a.get("id") for _, a in doc.tags}
+    hrefs = [a["href"] for a in doc.of("a") if (a.get("href") or "").startswith("#")]
+    assert len(hrefs) >= 10 and all(h[1:] in ids for h in hrefs)
+    summary = html[html.index('id="summary"') : html.index("<nav>")]
+    table = Study.load(smoke.root).conclusions
+    n = table["verdict"].value_counts()
+    assert f"{len(table)} claims of the study checked on this run" in summary
+    assert f"{n.get('holds', 0)} hold" in summary
+    assert f"{n.get('does not hold', 0)} do not hold" in summary
+    assert f"{n.get('not measured', 0)} could not be tested" in summary
+    # The flipped claims with their numbers; the early-vs-final answer; the matrix.
+    assert "Where this run disagrees with the study" in summary
+    assert "The Shakespeare model beats nanoGPT" in summary and "3.3458" in summary
+    assert "Does partial training make adaptation easier?" in summary
+    assert "sign test p =" in summary
+    assert summary.count("<img") == 1 and 'href="#adaptation"' in summary
+    # Long tables are collapsed; short ones are not.
+    assert "<details><summary>" in html[html.index("<nav>") :]
+    md = (smoke.root / "report.md").read_text(encoding="utf-8")
+    assert md.index('<a id="summary">') < md.index("## Contents")
+
+
+def test_long_tables_and_lists_collapse(tmp_path):
+    s = Section("x", "x")
+    s.table(pd.DataFrame({"n": range(5)}), "short")
+    s.table(pd.DataFrame({"n": range(30)}), "long")
+    s.items([{"text": f"item {i}", "href": "#x", "link": "x"} for i in range(11)], "more items")
+    html = render_html("t", "s", [s])
+    assert html.count("<details>") == 2
+    assert "<summary>long (30 rows)</summary>" in html and "<summary>3 more items</summary>" in html
+    md = render_markdown("t", "s", [s], tmp_path)
+    assert md.count("<details>") == 2 and "- item 10 ([→ x](#x))" in md
+
+
 def test_markdown_references_existing_figures(smoke):
     md = (smoke.root / "report.md").read_text(encoding="utf-8")
     refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)

@@ -41,10 +41,17 @@ console.error = (...a) => { __errors.push(a.join(" ")); __ce(...a); };
 addEventListener("load", () => {
   const imgs = Array.from(document.images);
   const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt);
+  const links = Array.from(document.querySelectorAll('a[href^="#"]'));
+  const dangling = links.map(a => a.getAttribute("href").slice(1))
+    .filter(id => !document.getElementById(id));
+  const first = document.querySelector("main > section, main > nav");
   const out = document.createElement("pre");
   out.id = "__check";
   out.textContent = JSON.stringify({images: imgs.length, broken: broken, errors: __errors,
-    width: Math.max(0, ...imgs.map(i => i.naturalWidth)), title: document.title});
+    width: Math.max(0, ...imgs.map(i => i.naturalWidth)), title: document.title,
+    first: first ? (first.id || first.tagName) : null, links: links.length,
+    dangling: dangling, summary_top: document.getElementById("summary") ?
+      Math.round(document.getElementById("summary").getBoundingClientRect().top) : null});
   document.body.appendChild(out);
 });
 </script>"""
@@ -108,6 +115,10 @@ def test_report_renders_in_chromium(browser, smoke, tmp_path):
     assert result["errors"] == [], result
     assert result["width"] > 100
     assert result["title"].startswith("Domain-specific GPT study")
+    # The findings come first, above the contents, and every link lands on its target.
+    assert result["first"] == "summary", result
+    assert result["summary_top"] is not None and result["summary_top"] < 200, result
+    assert result["links"] >= 10 and result["dangling"] == [], result
 
     # The report as shipped (no injected script): a screenshot, and a quiet console.
     shot = tmp_path / "report.png"

@@ -2,7 +2,8 @@
 
 Every stage with a command gets one generated from its settings (see
 :mod:`domaingpt.cli.options`); ``run``, ``train``, ``sample`` and ``corpora`` are written
-by hand. Every user-facing failure is a :class:`~domaingpt.errors.DomainGPTError`: it is
+by hand, and so are ``export``/``import-hf`` (:mod:`domaingpt.cli.interop`) and ``runs``/``compare``
+(:mod:`domaingpt.cli.runs`). Every user-facing failure is a :class:`~domaingpt.errors.DomainGPTError`: it is
 printed as one ``error:`` line on stderr and the exit status is 2. Ctrl-C exits with 130.
 """
 
@@ -15,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from domaingpt import __version__
+from domaingpt.cli import interop, runs
 from domaingpt.cli.commands import cmd_corpora, cmd_run, cmd_sample, cmd_train, stage_command
 from domaingpt.cli.options import add_settings_arguments
 from domaingpt.core.rundir import RunDir
@@ -151,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_corpora)
     _train_parser(sub)
     _sample_parser(sub)
+    interop.add_parsers(sub)
+    runs.add_parsers(sub)
     for stage in BUILTIN_STAGES:
         if not stage.command:
             continue

@@ -57,7 +57,7 @@ def _show(default: Any) -> str:
 
 
 def _with_default(help_text: str, default: Any) -> str:
-    if "default" in help_text:  # the help already says what happens by default
+    if "(default" in help_text:  # the help already says what happens by default
         return help_text
     return f"{help_text} (default: {_show(default)})"
 
@@ -82,7 +82,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[StageSetti
         if hint is bool:
             if default:
                 flag = "--no-" + flag[2:]
-                kwargs.update(action="store_false", help=help_text + " (on by default)")
+                kwargs.update(
+                    action="store_false", help=f"{help_text} (default: on; {flag} turns it off)"
+                )
             else:
                 kwargs.update(action="store_true", help=help_text)
             parser.add_argument(flag, **kwargs)
@@ -112,7 +114,5 @@ def settings_from_args(cls: type[StageSettings], args: argparse.Namespace) -> St
             values[f.name] = value
     try:
         return cls(**values)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError) as e:  # ConfigError passes through as it is
         raise ConfigError(f"{cls.section()}: {e}") from None

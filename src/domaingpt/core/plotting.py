@@ -4,7 +4,11 @@
 * drawn inside :func:`figure_style`, which selects a font list with per-glyph fallback:
   DejaVu Sans first (always available, ships with matplotlib), then any installed font
   with wider coverage (Noto, CJK fonts, STIX ...), so non-ASCII characters render as
-  well as the machine allows;
+  well as the machine allows (Debian's ``fonts-noto-cjk`` and ``fonts-noto-core`` cover
+  every character of the three corpora, CJK and Devanagari included). Fonts installed
+  after matplotlib built its font cache are found too. A character that no installed
+  font can draw is reported once per figure, as one warning naming the characters
+  (instead of matplotlib's warning per glyph and per draw);
 * saved with :func:`save_figure`: atomically (temp file + rename), and closed afterwards.
 
 Stages draw their own figures (``stages/<stage>/figures.py``) from their tables with
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,8 +38,8 @@ from matplotlib.figure import Figure
 from domaingpt.core.io import atomic_write_bytes
 from domaingpt.data.charclass import CLASSES
 
-# Missing glyphs render as boxes; one warning per glyph per draw is only noise.
-warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
+# Complex scripts (Devanagari) are drawn glyph by glyph, unshaped: readable for single
+# characters, which is what the figures show.
 warnings.filterwarnings(
     "ignore", message=r"Matplotlib currently does not support \w+ natively", category=UserWarning
 )
@@ -74,18 +79,77 @@ _FALLBACK_FONTS = (
 )
 
 
+#: Font files worth registering when matplotlib's cache predates them (by file name).
+_FALLBACK_FILES = re.compile(r"noto|droid|wqy|wenquanyi|sourcehan|stix|symbola|unicode", re.I)
+
+
+def _register_new_fonts() -> None:
+    """Fonts installed after matplotlib cached its font list (e.g. ``apt-get install
+    fonts-noto-cjk`` on a machine that had drawn before) are invisible to it until the
+    cache is rebuilt; register the fallback candidates among them (under a second)."""
+    manager = font_manager.fontManager
+    known = {f.fname for f in manager.ttflist}
+    for path in font_manager.findSystemFonts():
+        if path not in known and _FALLBACK_FILES.search(Path(path).name):
+            try:
+                manager.addfont(path)
+            except (OSError, RuntimeError, ValueError):
+                continue  # an unreadable font file is skipped, as matplotlib does
+
+
 @lru_cache(maxsize=1)
 def font_families() -> tuple[str, ...]:
     """The font families used, DejaVu Sans first, then installed fallbacks."""
+    _register_new_fonts()
     installed = {f.name for f in font_manager.fontManager.ttflist}
     return ("DejaVu Sans", *(f for f in _FALLBACK_FONTS if f in installed))
+
+
+_GLYPH_WARNING = re.compile(r"Glyph (\d+) .*missing from")
+_watching = 0  # nesting depth of glyph_watch (the outermost one reports)
+
+
+def missing_glyphs_message(chars: set[str]) -> str:
+    shown = " ".join(sorted(chars)[:20]) + (" …" if len(chars) > 20 else "")
+    return (
+        f"Glyphs missing from the installed fonts for {len(chars)} character(s): {shown}; "
+        "they are drawn as boxes (on Debian: apt-get install fonts-noto-cjk fonts-noto-core)"
+    )
+
+
+@contextmanager
+def glyph_watch() -> Iterator[set[str]]:
+    """Collect matplotlib's missing-glyph warnings while drawing and report them once,
+    as one warning naming the characters; every other warning passes through."""
+    global _watching
+    missing: set[str] = set()
+    if _watching:
+        yield missing
+        return
+    _watching += 1
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield missing
+    finally:
+        _watching -= 1
+    for w in caught:
+        found = _GLYPH_WARNING.search(str(w.message))
+        if found:
+            missing.add(chr(int(found.group(1))))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if missing:
+        warnings.warn(missing_glyphs_message(missing), UserWarning, stacklevel=3)
 
 
 @contextmanager
 def figure_style() -> Iterator[None]:
     """rc settings for the study's figures; draw and save inside this block."""
     rc = {
-        "font.family": "sans-serif",
+        # The families themselves, not the generic "sans-serif": matplotlib falls back
+        # glyph by glyph only along an explicit list (a generic resolves to one font).
+        "font.family": list(font_families()),
         "font.sans-serif": list(font_families()),
         "axes.spines.top": False,
         "axes.spines.right": False,
@@ -99,8 +163,7 @@ def figure_style() -> Iterator[None]:
     level = fm_logger.level
     fm_logger.setLevel(max(level, logging.ERROR))  # no "findfont: not found" chatter
     try:
-        with plt.rc_context(rc), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")
+        with plt.rc_context(rc), glyph_watch():
             yield
     finally:
         fm_logger.setLevel(level)
@@ -118,8 +181,7 @@ def save_figure(
     try:
         buf = io.BytesIO()
         fmt = path.suffix.lstrip(".").lower() or "png"
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")
+        with glyph_watch():
             fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight" if tight else None)
         atomic_write_bytes(path, buf.getvalue())
     finally:

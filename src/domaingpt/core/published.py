@@ -141,6 +141,38 @@ HARDENING_WORDS = (
     "iterations. The Wikipedia model was slower and still displayed variability even "
     "after 14,000 iterations"
 )
+#: Where probabilities harden, one model at a time (the study's sentences, split).
+HARDENING_BY_CORPUS = _frozen(
+    {
+        "math": (
+            "The Math model reached this stage [stable probability assignments] much earlier "
+            "at around 1000 iterations"
+        ),
+        "shakespeare": (
+            "The Shakespeare model showed stable probability assignments after roughly 4000 "
+            "iterations"
+        ),
+        "wikipedia": (
+            "The Wikipedia model was slower and still displayed variability even after "
+            "14,000 iterations"
+        ),
+    }
+)
+#: The order in which probabilities harden: (earlier corpus, later corpus, the study's words).
+HARDENING_ORDER = (
+    (
+        "math",
+        "shakespeare",
+        "The Shakespeare model showed stable probability assignments after roughly 4000 "
+        "iterations, while the Math model reached this stage much earlier",
+    ),
+    (
+        "shakespeare",
+        "wikipedia",
+        "The Shakespeare model showed stable probability assignments after roughly 4000 "
+        "iterations ... The Wikipedia model was slower",
+    ),
+)
 #: "Shakespeare & Wikipedia models take ~3,000–4,000 iterations before probabilities harden"
 P_TRUE_RELIABLE_ITER = 3000
 MATH_SPACE = "Math model often mispredicted <space> when given out-of-domain prompts"

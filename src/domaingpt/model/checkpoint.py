@@ -27,7 +27,7 @@ import torch
 from domaingpt.core.faults import fault_point
 from domaingpt.core.io import atomic_write_bytes, atomic_write_text
 from domaingpt.data.vocab import Vocab
-from domaingpt.errors import CheckpointError
+from domaingpt.errors import CheckpointError, DomainGPTError
 from domaingpt.model.gpt import GPT, GPTConfig
 
 FORMAT = "domaingpt-checkpoint/1"
@@ -205,7 +205,7 @@ def load_checkpoint(info: CheckpointInfo, device: torch.device | str = "cpu") ->
     model = build_model(info, tensors).to(device)
     try:
         vocab = Vocab.from_json(info.meta["vocab"])
-    except (KeyError, Exception) as e:
+    except (KeyError, DomainGPTError) as e:  # no record, or a malformed or altered one
         raise CheckpointError(
             f"checkpoint {info.json_path} has no valid vocabulary ({e})"
         ) from None

@@ -13,24 +13,32 @@ from typing import Any
 import pandas as pd
 
 MAX_TABLE_ROWS = 40
+#: Tables longer than this are collapsed (``<details>``): the report reads top down.
+COLLAPSE_ROWS = 12
+#: Lists longer than this show their first items and collapse the rest.
+COLLAPSE_ITEMS = 8
 
 
 @dataclass
 class Block:
-    kind: str  # p | table | figure | sample | missing | note | h3 | verdicts
+    kind: str  # p | table | figure | sample | missing | note | h3 | items | iframe
     text: str = ""
     table: pd.DataFrame | None = None
     path: Path | None = None
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # samples; items (see Section.items)
     source: str = ""  # the file a table came from (shown when it is truncated)
     max_rows: int = 0  # 0: MAX_TABLE_ROWS; -1: every row
 
 
 @dataclass
 class Section:
+    """A part of the report. ``lead`` sections come first, before the table of contents
+    (the findings); the others follow in order."""
+
     id: str
     title: str
     blocks: list[Block] = field(default_factory=list)
+    lead: bool = False
 
     def p(self, text: str) -> None:
         self.blocks.append(Block("p", text))
@@ -56,6 +64,15 @@ class Section:
     def samples(self, title: str, rows: list[dict[str, Any]]) -> None:
         """Sample texts (rows with ``iter``, ``val_loss``, ``text``) under ``title``."""
         self.blocks.append(Block("sample", title, rows=rows))
+
+    def items(
+        self, rows: list[dict[str, Any]], more: str = "more", *, collapse: bool = True
+    ) -> None:
+        """A list: each row has ``text``, and optionally ``verdict`` (shown as a badge)
+        and ``href``/``link`` (a link into the report, e.g. ``#adaptation``). Past
+        :data:`COLLAPSE_ITEMS` rows the rest is collapsed under ``more`` (unless not
+        ``collapse``)."""
+        self.blocks.append(Block("items", more, rows=rows, max_rows=0 if collapse else -1))
 
     def embed(self, path: Path, caption: str) -> None:
         """A whole HTML page, sandboxed in the HTML report and linked from Markdown."""

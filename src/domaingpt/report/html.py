@@ -15,14 +15,15 @@ import pandas as pd
 
 from domaingpt import __version__
 from domaingpt.core.claims import Verdict
-from domaingpt.report.document import Block, Section
+from domaingpt.report.document import COLLAPSE_ITEMS, COLLAPSE_ROWS, Block, Section
 from domaingpt.report.format import cells, fmt, is_numeric, rows_shown
 
 _CSS = """
 :root { --fg:#1d2329; --muted:#5b6670; --line:#d9dee3; --bg:#ffffff; --soft:#f5f7f9;
         --ok:#1a7f37; --bad:#b42318; --part:#9a6700; --na:#6e7781; }
 * { box-sizing: border-box; }
-body { margin:0; font:15px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
+body { margin:0; font:15px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans","Noto Sans",
+       "Noto Sans CJK SC","Noto Sans Devanagari",sans-serif;
        color:var(--fg); background:var(--bg); }
 main { max-width:1120px; margin:0 auto; padding:24px 28px 80px; }
 h1 { font-size:28px; margin:8px 0 4px; }
@@ -53,6 +54,11 @@ pre.sample { white-space:pre-wrap; word-break:break-word; background:var(--soft)
 .v-holds { background:var(--ok); } .v-fails { background:var(--bad); }
 .v-partly { background:var(--part); } .v-na { background:var(--na); }
 details { margin:8px 0; } summary { cursor:pointer; font-weight:600; }
+section.lead { background:var(--soft); border:1px solid var(--line); border-radius:8px;
+               padding:4px 18px 12px; margin:18px 0; }
+section.lead h2 { border-top:none; margin-top:14px; }
+ul.items { padding-left:20px; } ul.items li { margin:4px 0; max-width:92ch; }
+ul.items a { color:#0b5cad; white-space:nowrap; }
 footer { margin-top:48px; color:var(--muted); font-size:13px; }
 """
 
@@ -70,6 +76,15 @@ def _e(text: Any) -> str:
 
 
 def _html_table(df: pd.DataFrame, caption: str, source: str, max_rows: int = 0) -> str:
+    """A table; one longer than :data:`COLLAPSE_ROWS` rows is collapsed under its caption."""
+    table = _html_table_body(df, caption, source, max_rows)
+    if len(df) <= COLLAPSE_ROWS:
+        return table
+    title = f"{caption} ({len(df):,} rows)" if caption else f"Table of {len(df):,} rows"
+    return f"<details><summary>{_e(title)}</summary>{table}</details>"
+
+
+def _html_table_body(df: pd.DataFrame, caption: str, source: str, max_rows: int = 0) -> str:
     shown = rows_shown(df, max_rows)
     numeric = [is_numeric(shown[c]) for c in shown.columns]
     parts = [f'<p class="cap">{_e(caption)}</p>'] if caption else []
@@ -94,6 +109,29 @@ def _html_table(df: pd.DataFrame, caption: str, source: str, max_rows: int = 0) 
         where = f" in {source}" if source else ""
         parts.append(f'<p class="note">First {len(shown)} of {len(df):,} rows; all{_e(where)}.</p>')
     return "".join(parts)
+
+
+def _html_item(row: dict[str, Any]) -> str:
+    parts = []
+    verdict = row.get("verdict")
+    if verdict in _VERDICT_CLASS:
+        parts.append(f'<span class="verdict {_VERDICT_CLASS[verdict]}">{_e(verdict)}</span> ')
+    parts.append(_e(row.get("text", "")))
+    if row.get("href"):
+        parts.append(f' <a href="{_e(row["href"])}">→ {_e(row.get("link") or "details")}</a>')
+    return "<li>" + "".join(parts) + "</li>"
+
+
+def _html_items(block: Block) -> str:
+    limit = len(block.rows) if block.max_rows < 0 else COLLAPSE_ITEMS
+    first, rest = block.rows[:limit], block.rows[limit:]
+    out = '<ul class="items">' + "".join(_html_item(r) for r in first) + "</ul>"
+    if rest:
+        out += (
+            f"<details><summary>{len(rest)} {_e(block.text)}</summary>"
+            '<ul class="items">' + "".join(_html_item(r) for r in rest) + "</ul></details>"
+        )
+    return out
 
 
 def _html_samples(block: Block) -> str:
@@ -121,44 +159,59 @@ def _html_figure(block: Block) -> str:
     )
 
 
+def _html_section(s: Section) -> list[str]:
+    cls = ' class="lead"' if s.lead else ""
+    out = [f'<section id="{_e(s.id)}"{cls}><h2>{_e(s.title)}</h2>']
+    for b in s.blocks:
+        if b.kind == "p":
+            out.append(f"<p>{_e(b.text)}</p>")
+        elif b.kind == "note":
+            out.append(f'<p class="note">{_e(b.text)}</p>')
+        elif b.kind == "h3":
+            out.append(f"<h3>{_e(b.text)}</h3>")
+        elif b.kind == "missing":
+            out.append(f'<div class="missing"><strong>Missing:</strong> {_e(b.text)}</div>')
+        elif b.kind == "table" and b.table is not None:
+            out.append(_html_table(b.table, b.text, b.source, b.max_rows))
+        elif b.kind == "figure":
+            out.append(_html_figure(b))
+        elif b.kind == "sample":
+            out.append(_html_samples(b))
+        elif b.kind == "items":
+            out.append(_html_items(b))
+        elif b.kind == "iframe" and b.path is not None:
+            # Embedded whole, sandboxed (no script can run): the page stays one file.
+            doc = b.path.read_text(encoding="utf-8")
+            out.append(
+                f'<figure><iframe sandbox="" title="{_e(b.text)}" srcdoc="{_e(doc)}" '
+                'style="width:100%;height:560px;border:1px solid #d9dee3;border-radius:4px">'
+                f"</iframe><figcaption>{_e(b.text)}</figcaption></figure>"
+            )
+    out.append("</section>")
+    return out
+
+
 def render_html(title: str, subtitle: str, sections: list[Section]) -> str:
-    """The report as one HTML document: no script, no external resource."""
+    """The report as one HTML document: no script, no external resource. Lead sections
+    (the findings) come first, then the contents, then the detailed sections."""
+    lead = [s for s in sections if s.lead]
+    rest = [s for s in sections if not s.lead]
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
         f'<h1>{_e(title)}</h1><p class="sub">{_e(subtitle)}</p>',
+    ]
+    for s in lead:
+        out += _html_section(s)
+    out += [
         "<nav><strong>Contents</strong><ol>",
         *(f'<li><a href="#{_e(s.id)}">{_e(s.title)}</a></li>' for s in sections),
         "</ol></nav>",
     ]
-    for s in sections:
-        out.append(f'<section id="{_e(s.id)}"><h2>{_e(s.title)}</h2>')
-        for b in s.blocks:
-            if b.kind == "p":
-                out.append(f"<p>{_e(b.text)}</p>")
-            elif b.kind == "note":
-                out.append(f'<p class="note">{_e(b.text)}</p>')
-            elif b.kind == "h3":
-                out.append(f"<h3>{_e(b.text)}</h3>")
-            elif b.kind == "missing":
-                out.append(f'<div class="missing"><strong>Missing:</strong> {_e(b.text)}</div>')
-            elif b.kind == "table" and b.table is not None:
-                out.append(_html_table(b.table, b.text, b.source, b.max_rows))
-            elif b.kind == "figure":
-                out.append(_html_figure(b))
-            elif b.kind == "sample":
-                out.append(_html_samples(b))
-            elif b.kind == "iframe" and b.path is not None:
-                # Embedded whole, sandboxed (no script can run): the page stays one file.
-                doc = b.path.read_text(encoding="utf-8")
-                out.append(
-                    f'<figure><iframe sandbox="" title="{_e(b.text)}" srcdoc="{_e(doc)}" '
-                    'style="width:100%;height:560px;border:1px solid #d9dee3;border-radius:4px">'
-                    f"</iframe><figcaption>{_e(b.text)}</figcaption></figure>"
-                )
-        out.append("</section>")
+    for s in rest:
+        out += _html_section(s)
     out.append(
         f"<footer>Generated by domaingpt {_e(__version__)} on "
         f"{_e(datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC'))}.</footer>"

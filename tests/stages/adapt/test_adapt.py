@@ -16,7 +16,7 @@ from domaingpt.data.encoding import encode_corpus
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
 from domaingpt.scoring import score_windows
-from domaingpt.stages.adapt.jobs import (
+from domaingpt.stages.adapt import (
     AdaptSettings,
     across_pairs,
     load_adapt,

@@ -4,6 +4,7 @@ trained briefly on real Shakespeare: in-domain entropy is lower than out-of-doma
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -11,18 +12,18 @@ import pytest
 import torch
 
 from domaingpt.cli import main
+from domaingpt.core import published
+from domaingpt.core.claims import Verdict, read_claims
+from domaingpt.core.rundir import RunDir
 from domaingpt.core.statistics import js_divergence_bits
 from domaingpt.data.prompts import PromptSet, user_prompt
 from domaingpt.data.vocab import Vocab
 from domaingpt.model.gpt import GPT, GPTConfig
-from domaingpt.stages.probe.claims import probe_claims
-from domaingpt.stages.probe.compute import (
-    ProbeSettings,
-    hardening,
-    load_probe,
-    next_char_stats,
-    run_probe,
-)
+from domaingpt.stages.probe.claims import claims
+from domaingpt.stages.probe.compute import next_char_stats
+from domaingpt.stages.probe.hardening import hardening
+from domaingpt.stages.probe.run import load_probe, run_probe
+from domaingpt.stages.probe.settings import ProbeSettings
 
 VOCAB = Vocab.from_texts(["abcdefghijklmnopqrstuvwxyz .,\n"])
 
@@ -165,13 +166,35 @@ def test_in_domain_entropy_is_lower_than_out_of_domain(probed):
 
 def test_claims_hold_from_the_numbers(probed):
     _, _, tables, _trained = probed
-    claims = probe_claims(tables).set_index(["claim", "model"])
-    assert claims.loc[("entropy falls with training", "shakespeare"), "holds"] is True
-    assert claims.loc[("out-of-domain entropy is higher", "shakespeare"), "holds"] is True
-    assert "bits" in claims.loc[("out-of-domain entropy is higher", "shakespeare"), "evidence"]
+    by = {(c.claim, c.scope): c for c in claims(tables)}
+    assert by[(published.ENTROPY_FALLS, "shakespeare model")].verdict is Verdict.HOLDS
+    ood = by[(published.OOD_ENTROPY, "shakespeare model")]
+    assert ood.verdict is Verdict.HOLDS and "bits" in ood.evidence
+    assert ood.numbers["ci95_low"] > 0 and ood.numbers["n_out"] == 48
     # no math model: untestable, said so, not guessed
-    row = claims.xs("Math hardens by ~1000 iterations", level="claim").iloc[0]
-    assert row["holds"] is None and "no math model" in row["evidence"]
+    math_hardens = by[(published.HARDENING_BY_CORPUS["math"], "math model")]
+    assert math_hardens.verdict is Verdict.UNMEASURED and "no math model" in math_hardens.evidence
+
+
+def test_cli_prints_hardening_then_the_claims(shakespeare_run, data_dir, tmp_path, cli):
+    root = shutil.copytree(shakespeare_run.run.root, tmp_path / "run")
+    code, out, _ = cli(
+        "probe",
+        *("--out", root, "--corpora", "shakespeare,math", "--prompts-per-corpus", 3),
+        *("--length", 16, "--data-dir", data_dir, "--device", "cpu", "--offline", "--quiet"),
+    )
+    assert code == 0
+    lines = out.splitlines()
+    hard = load_probe(RunDir(root))["hardening"].set_index("domain")
+    for line, (domain, words) in zip(
+        lines[:2], (("in", "in-domain"), ("out", "out-of-domain")), strict=True
+    ):
+        it = hard.loc[domain, "hardening_iteration"]
+        when = "not reached" if pd.isna(it) else f"iteration {it}"
+        assert line == f"hardening shakespeare ({words}): {when} (of 300)"
+    written = read_claims(root / "probe" / "claims.csv")
+    assert len(written) == 9 and written[0].claim == published.ENTROPY_FALLS
+    assert lines[2:] == [c.line() for c in written]
 
 
 def test_overpredicted_characters_use_the_prompt_corpus_frequency(probed):

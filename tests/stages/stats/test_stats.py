@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from domaingpt.core.io import append_jsonl, read_jsonl, write_json, write_jsonl
+from domaingpt.core.plotting import font_families
 from domaingpt.data.charclass import CLASSES
 from domaingpt.errors import DomainGPTError
 from domaingpt.stages.stats.compute import (
@@ -21,6 +22,7 @@ from domaingpt.stages.stats.compute import (
     summary_table,
     write_stats,
 )
+from domaingpt.stages.stats.figures import non_ascii_strip, plot_char_distribution
 
 CORPORA = ("shakespeare", "math", "wikipedia")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -196,12 +198,21 @@ def _check_png(path: Path) -> None:
     assert h > 200 and w > 200
 
 
+def fonts_cover_the_corpora() -> bool:
+    """Noto CJK and Devanagari installed (``.ci/run`` installs them on CI); without
+    them the figures draw those characters as boxes and say so in one warning."""
+    families = font_families()
+    return "Noto Sans Devanagari" in families and any("CJK" in f for f in families)
+
+
 def test_write_and_load_stats(real: dict[str, CorpusStats], tmp_path: Path) -> None:
     stats = [real[n] for n in CORPORA]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         paths = write_stats(stats, tmp_path)
-    assert not [w for w in caught if "Glyph" in str(w.message)]
+    glyphs = [str(w.message) for w in caught if "Glyph" in str(w.message)]
+    assert not glyphs or not fonts_cover_the_corpora()
+    assert len(glyphs) <= 1  # one line per figure at most, never one per glyph
     expected = {
         "char_counts.csv",
         "class_shares.csv",
@@ -234,6 +245,42 @@ def test_write_and_load_stats(real: dict[str, CorpusStats], tmp_path: Path) -> N
     assert "| Dataset | Unique Characters | Most Frequent Characters | Notable Features |" in md
     for name in ("Shakespeare", "Math", "Wikipedia"):
         assert f"\n| {name} | " in md
+
+
+def test_wikipedia_distribution_draws_every_character(
+    real: dict[str, CorpusStats], tmp_path: Path
+) -> None:
+    """The figure lists Wikipedia's non-ASCII characters (CJK, Devanagari, Cyrillic ...),
+    and the fonts draw every one: matplotlib warns of no missing glyph."""
+    if not fonts_cover_the_corpora():
+        if os.environ.get("CI"):
+            pytest.fail("Noto CJK/Devanagari fonts missing on CI; .ci/run installs them")
+        pytest.skip("apt-get install fonts-noto-cjk fonts-noto-core (CI installs them)")
+    counts = real["wikipedia"].counts
+    strip = non_ascii_strip(counts)
+    for ch in ("詩", "ア", "ग", "ω", "д", "é"):
+        assert ch in strip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = plot_char_distribution(counts, tmp_path / "wikipedia.png")
+    assert [str(w.message) for w in caught if "Glyph" in str(w.message)] == []
+    _check_png(path)
+
+
+def test_missing_glyphs_are_reported_once(tmp_path: Path) -> None:
+    """A character no font can draw (a private-use code point) is named in one warning."""
+    import matplotlib.pyplot as plt
+
+    from domaingpt.core.plotting import figure_style, save_figure
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with figure_style():
+            fig, ax = plt.subplots()
+            ax.set_title("\ue000\ue001 twice: \ue000")
+            save_figure(fig, tmp_path / "pua.png")
+    glyphs = [str(w.message) for w in caught if "Glyph" in str(w.message)]
+    assert len(glyphs) == 1 and "2 character(s)" in glyphs[0] and "\ue000" in glyphs[0]
 
 
 def test_csv_round_trip_of_awkward_characters(tmp_path: Path) -> None:

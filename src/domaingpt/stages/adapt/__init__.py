@@ -1,5 +1,9 @@
 """Part 2 of the study, few-shot: each model trained further on every other corpus, from
-its final checkpoint, an early one and from scratch (see :mod:`.jobs`).
+its final checkpoint, an early one and from scratch.
+
+``settings`` (what runs), ``jobs`` (planning, and one adaptation from start to finish),
+``compute`` (every job, then the tables and figures; ``load_adapt``), ``summary`` (per pair
+and over all pairs: which start adapts better), ``claims``, ``section``, ``figures``.
 
 Tables in ``adapt/``: ``curves``, ``final``, ``summary`` (per pair: loss by start point,
 early − final, outcome and verdict), plus ``in_domain`` (each model on its own corpus).
@@ -12,19 +16,17 @@ from pathlib import Path
 
 from domaingpt.core.stage import Stage, StageContext
 from domaingpt.stages.adapt.claims import claims
-from domaingpt.stages.adapt.jobs import (
-    START_POINTS,
-    AdaptSettings,
+from domaingpt.stages.adapt.compute import in_domain_losses, load_adapt, run_adapt
+from domaingpt.stages.adapt.jobs import pick_early
+from domaingpt.stages.adapt.section import section
+from domaingpt.stages.adapt.settings import START_POINTS, AdaptSettings, parse_pair
+from domaingpt.stages.adapt.summary import (
     across_pairs,
-    load_adapt,
     outcome,
-    parse_pair,
-    pick_early,
-    run_adapt,
     summarize,
+    summary_markdown,
     verdict,
 )
-from domaingpt.stages.adapt.section import section
 
 
 def run(ctx: StageContext, settings: AdaptSettings) -> dict[str, Path]:
@@ -54,6 +56,7 @@ __all__ = [
     "START_POINTS",
     "AdaptSettings",
     "across_pairs",
+    "in_domain_losses",
     "load_adapt",
     "outcome",
     "parse_pair",
@@ -61,5 +64,6 @@ __all__ = [
     "run_adapt",
     "stage",
     "summarize",
+    "summary_markdown",
     "verdict",
 ]

@@ -1,7 +1,7 @@
 """The study's few-shot statements, checked on the adaptation tables.
 
 Each is measured once: partial adaptation and the slow Shakespeare model by the target
-loss, early vs final by the pairs' outcomes (see :func:`~domaingpt.stages.adapt.jobs.outcome`)
+loss, early vs final by the pairs' outcomes (see :func:`~domaingpt.stages.adapt.summary.outcome`)
 and, with one seed per pair, by the pairs taken together.
 """
 
@@ -13,7 +13,7 @@ from domaingpt.core import published
 from domaingpt.core.claims import Claim, Verdict, holds_if, unmeasured, verdict_of
 from domaingpt.core.stage import Tables
 from domaingpt.report.format import display
-from domaingpt.stages.adapt.jobs import across_pairs, outcome
+from domaingpt.stages.adapt.summary import across_pairs, outcome
 
 
 def claims(tables: Tables) -> list[Claim]:

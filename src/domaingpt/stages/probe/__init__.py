@@ -2,7 +2,10 @@
 prompts from every corpus (entropy, p(true), top-k, where probabilities harden).
 
 Tables in ``probe/``: ``last``, ``topk``, ``positions``, ``summary``, ``js``,
-``hardening``, ``overpredicted`` and ``prompts`` (see :mod:`.compute`).
+``hardening``, ``overpredicted`` and ``prompts``. The numbers are defined in
+:mod:`.compute` (next-character statistics) and :mod:`.hardening` (divergence between
+checkpoints); :mod:`.run` probes the checkpoints and writes the tables, :mod:`.claims`
+checks the study's statements on them.
 """
 
 from __future__ import annotations
@@ -11,16 +14,11 @@ from pathlib import Path
 
 from domaingpt.core.stage import Stage, StageContext
 from domaingpt.stages.probe.claims import claims
-from domaingpt.stages.probe.compute import (
-    NextCharStats,
-    ProbeSettings,
-    hardening,
-    load_probe,
-    next_char_stats,
-    run_probe,
-    summarise,
-)
+from domaingpt.stages.probe.compute import NextCharStats, next_char_stats, summarise
+from domaingpt.stages.probe.hardening import hardening
+from domaingpt.stages.probe.run import load_probe, probe_summary, run_probe
 from domaingpt.stages.probe.section import section
+from domaingpt.stages.probe.settings import ProbeSettings
 
 
 def run(ctx: StageContext, settings: ProbeSettings) -> dict[str, Path]:
@@ -37,6 +35,7 @@ stage = Stage(
     section=section,
     needs=("train",),
     help="softmax inspection: entropy, p(true), top-k at every checkpoint, in vs out of domain",
+    summary=probe_summary,
     section_title="Softmax inspection",
 )
 

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from domaingpt.core import published
-from domaingpt.core.claims import Claim, holds_if
+from domaingpt.core.claims import Claim, holds_if, unmeasured
 from domaingpt.core.stage import Tables
 from domaingpt.stages.quality.milestones import (
     adapt_groups,
@@ -44,6 +44,9 @@ def quality_claims(tables: Tables, settings: SampleQualitySettings | None = None
     spacing, words and word formation appear (iterations and loss), how the corpora
     compare, repetitiveness late in training, and what adaptation changed."""
     s = settings or SampleQualitySettings()
+    if "reference" not in tables:
+        why = "no sample-quality tables (the quality stage has not run)"
+        return [unmeasured(published.NOT_REPETITIVE, why), unmeasured(published.ADAPT_STYLE, why)]
     timeline = tables.get("timeline", pd.DataFrame())
     reference = tables["reference"]
     out: list[Claim] = []

@@ -1,9 +1,12 @@
 """The report stage: ``report.html`` (one self-contained file), ``report.md`` and
 ``report/conclusions.csv``, assembled from the stages' own sections and claims.
 
-Sections follow the study's stages in order; a stage that is missing, failed or blocked
-leaves its section with a note saying so. The conclusions are every stage's claims,
-computed from its tables now (so a run's verdicts always match its numbers).
+The report leads with its findings (:mod:`.summary`: the verdict counts, the claims that
+flipped, the zero-shot matrix beside the study's, the early-vs-final answer, links into
+the sections); the detailed sections follow the study's stages in order, long tables
+collapsed. A stage that is missing, failed or blocked leaves its section with a note
+saying so. The conclusions are every stage's claims, computed from its tables now (so a
+run's verdicts always match its numbers).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from domaingpt.report.document import Section
 from domaingpt.report.format import display
 from domaingpt.report.html import render_html
 from domaingpt.report.markdown import render_markdown
+from domaingpt.stages.report.summary import summary_section
 
 
 @dataclass(frozen=True)
@@ -131,10 +135,14 @@ def build_report(
     figdir.mkdir(parents=True, exist_ok=True)
     corpora = _corpus_names(run)
     views = [stage_view(s, run, corpora, figdir) for s in stages if s.name != "report"]
-    sections = [overview(run, stages, corpora)]
-    sections += [stage_section(v) for v in views if v.stage.section is not None]
+    detailed = [(v.stage.name, stage_section(v)) for v in views if v.stage.section is not None]
     claims = [c for v in views for c in v.claims]
-    sections.append(conclusions_section(claims))
+    conclusions = conclusions_section(claims)
+    section_of = {name: (sec.id, sec.title) for name, sec in detailed}
+    section_of["conclusions"] = (conclusions.id, conclusions.title)
+    summary = summary_section(claims, section_of, run.eval / "zero_shot.png")
+    sections = [summary, overview(run, stages, corpora), *(sec for _, sec in detailed)]
+    sections.append(conclusions)
     return sections, claims
 
 

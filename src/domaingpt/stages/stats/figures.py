@@ -10,10 +10,31 @@ import pandas as pd
 from domaingpt.core.plotting import (
     CLASS_COLORS,
     figure_style,
+    plain,
     save_figure,
     tick_label,
 )
 from domaingpt.data.charclass import CLASSES
+
+
+def non_ascii_strip(counts: pd.DataFrame, limit: int = 180, per_line: int = 64) -> str:
+    """The corpus's non-ASCII characters, most frequent first, as lines of text for a
+    figure (the study's "notable features": °, ℒ, 万, ش ...). Combining marks are shown on
+    a dotted circle, invisible ones by code point."""
+    if "non_ascii" not in counts.columns or "label" not in counts.columns:
+        return ""
+    rows = counts[counts["non_ascii"].astype(bool)]
+    if "rank" in rows.columns:
+        rows = rows.sort_values("rank")
+    shown = [
+        str(label).split(" ", 1)[1]
+        if str(label).startswith("U+") and " ◌" in str(label)
+        else tick_label(str(label))
+        for label in rows["label"].head(limit)
+    ]
+    lines = [" ".join(shown[i : i + per_line]) for i in range(0, len(shown), per_line)]
+    more = f" (+{len(rows) - limit} more)" if len(rows) > limit else ""
+    return plain("\n".join(lines) + more) if lines else ""
 
 
 def plot_char_distribution(
@@ -24,7 +45,8 @@ def plot_char_distribution(
     title: str | None = None,
 ) -> Path:
     """Bar chart of the ``top_n`` most frequent characters, coloured by class, with a
-    log-log rank/frequency panel of all characters.
+    log-log rank/frequency panel of all characters, and below them the corpus's non-ASCII
+    characters (which the default font cannot all draw: see :mod:`domaingpt.core.plotting`).
 
     ``counts`` is :attr:`domaingpt.stats.CorpusStats.counts` (columns label, count,
     share, rank, char_class).
@@ -54,7 +76,20 @@ def plot_char_distribution(
         ax_rank.set_xlabel("rank")
         ax_rank.set_ylabel("count")
         ax_rank.set_title(f"All {len(df)} characters (log-log)")
-        fig.tight_layout()
+        strip = non_ascii_strip(df)
+        if strip:
+            n = int(df["non_ascii"].astype(bool).sum())
+            fig.text(
+                0.01,
+                0.01,
+                f"{n} non-ASCII characters, most frequent first:\n{strip}",
+                fontsize=9,
+                va="bottom",
+                ha="left",
+            )
+            fig.tight_layout(rect=(0, 0.06 + 0.035 * strip.count("\n"), 1, 1))
+        else:
+            fig.tight_layout()
         return save_figure(fig, path, tight=False)
 
 

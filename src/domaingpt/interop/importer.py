@@ -1,0 +1,294 @@
+"""``domaingpt import-hf``: a GPT-2 character model back into a run's ``models/`` folder.
+
+Reads ``config.json``, ``model.safetensors`` (or its shards) and ``tokenizer.json``
+directly: no ``transformers`` needed, and nothing pickled is ever loaded. A folder that
+``domaingpt export`` wrote comes back exactly: the same tensors (so the same checkpoint
+file, byte for byte), its record and ``run.json``. Any other GPT-2 model is accepted when
+it computes what a domaingpt model computes (exact GELU, 4x MLP, LayerNorm eps 1e-5,
+tied head) over a vocabulary of single characters with an unknown token; its token
+embedding rows are reordered to our ids (``<unk>`` 0, then the characters by code point).
+
+An export of a whole history (``step*`` folders) imports as the model's history
+checkpoints, one per step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import safetensors.torch
+import torch
+
+from domaingpt.core.io import write_json
+from domaingpt.core.progress import Log, stderr_log
+from domaingpt.core.rundir import RunDir, study_vocab
+from domaingpt.data.vocab import UNK, Vocab
+from domaingpt.errors import DomainGPTError
+from domaingpt.interop.mapping import LAYER_NORM_EPS, META_KEY, bias_names, from_gpt2
+from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints, save_checkpoint
+from domaingpt.model.gpt import GPT, GPTConfig
+
+_STEP = re.compile(r"^step(\d+)$")
+
+
+@dataclass(frozen=True)
+class HFModel:
+    """A GPT-2 model folder read back: its config, tensors and character vocabulary."""
+
+    folder: Path
+    config: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    tokens: list[str]  # the tokenizer's token of each id
+    unk: str
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What ``domaingpt export`` recorded (empty for a model from elsewhere)."""
+        meta = self.config.get(META_KEY)
+        return meta if isinstance(meta, dict) else {}
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DomainGPTError(f"{path.parent} has no {path.name}: {what}") from None
+    except (OSError, ValueError) as e:
+        raise DomainGPTError(f"{path} is unreadable ({e})") from None
+    if not isinstance(data, dict):
+        raise DomainGPTError(f"{path} is not a JSON object")
+    return data
+
+
+def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """``model.safetensors``, or the shards its index names."""
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        shards = _read_json(index, "").get("weight_map", {})
+        files = [folder / name for name in sorted(set(shards.values()))]
+    else:
+        bins = sorted(p.name for p in folder.glob("*.bin"))
+        hint = f" (found {', '.join(bins)}: pickled weights are never loaded)" if bins else ""
+        raise DomainGPTError(
+            f"{folder} has no model.safetensors{hint}; save the model with "
+            "save_pretrained(..., safe_serialization=True)"
+        )
+    tensors: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            tensors.update(safetensors.torch.load_file(f))
+        except (OSError, safetensors.SafetensorError, ValueError, RuntimeError) as e:
+            raise DomainGPTError(f"{f} is not a valid safetensors file ({e})") from None
+    return tensors
+
+
+def _read_tokens(folder: Path) -> tuple[list[str], str]:
+    """The token of each id, and the unknown token, from ``tokenizer.json``."""
+    data = _read_json(folder / "tokenizer.json", "a character tokenizer is needed")
+    model = data.get("model") or {}
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or not vocab:
+        raise DomainGPTError(
+            f"{folder / 'tokenizer.json'} has no token vocabulary (a {model.get('type')} "
+            "model); a character model's tokenizer maps characters to ids"
+        )
+    tokens: list[str | None] = [None] * (max(vocab.values()) + 1)
+    for token, i in vocab.items():
+        tokens[int(i)] = token
+    for added in data.get("added_tokens") or []:
+        if 0 <= int(added["id"]) < len(tokens) and tokens[int(added["id"])] is None:
+            tokens[int(added["id"])] = added["content"]
+    if None in tokens:
+        raise DomainGPTError(f"{folder / 'tokenizer.json'}: id {tokens.index(None)} has no token")
+    unk = model.get("unk_token") or UNK
+    return [str(t) for t in tokens], str(unk)
+
+
+def read_hf(folder: str | Path) -> HFModel:
+    """A GPT-2 model folder, read without ``transformers``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DomainGPTError(f"{folder} is not a folder; give a Hugging Face model folder")
+    config = _read_json(folder / "config.json", "is it a Hugging Face model folder?")
+    tokens, unk = _read_tokens(folder)
+    return HFModel(folder, config, _read_tensors(folder), tokens, unk)
+
+
+def _check_architecture(hf: HFModel) -> None:
+    """Refuse a model that would not compute what a domaingpt model computes."""
+    c = hf.config
+    n_embd = int(c.get("n_embd", 0))
+    checks = [
+        (c.get("model_type") == "gpt2", f"model_type {c.get('model_type')!r}, not 'gpt2'"),
+        (
+            c.get("activation_function") == "gelu",
+            f"activation {c.get('activation_function')!r}: ours is exact GELU ('gelu')",
+        ),
+        (c.get("n_inner") in (None, 4 * n_embd), f"MLP width {c.get('n_inner')}, not 4 × n_embd"),
+        (
+            float(c.get("layer_norm_epsilon", LAYER_NORM_EPS)) == LAYER_NORM_EPS,
+            f"LayerNorm eps {c.get('layer_norm_epsilon')}, ours is {LAYER_NORM_EPS}",
+        ),
+        (c.get("scale_attn_weights", True), "unscaled attention"),
+        (not c.get("scale_attn_by_inverse_layer_idx"), "attention scaled by layer index"),
+        (c.get("tie_word_embeddings", True), "an untied output head"),
+    ]
+    wrong = [why for ok, why in checks if not ok]
+    head = hf.tensors.get("lm_head.weight")
+    wte = hf.tensors.get("transformer.wte.weight", hf.tensors.get("wte.weight"))
+    if head is not None and wte is not None and not torch.equal(head, wte):
+        wrong.append("an output head that differs from the token embedding")
+    if wrong:
+        raise DomainGPTError(
+            f"{hf.folder} is not a model domaingpt can run unchanged: {'; '.join(wrong)}"
+        )
+
+
+def _vocab_order(hf: HFModel) -> tuple[Vocab, list[int]]:
+    """Our vocabulary of the model's characters, and for each of our ids the model's id."""
+    chars = [t for t in hf.tokens if t != hf.unk]
+    long = [t for t in chars if len(t) != 1]
+    if long:
+        raise DomainGPTError(
+            f"{hf.folder} is not a character model: tokens like {long[:3]} are longer "
+            "than one character"
+        )
+    if hf.unk not in hf.tokens:
+        raise DomainGPTError(
+            f"{hf.folder}'s tokenizer has no unknown token ({hf.unk!r}); a domaingpt "
+            "vocabulary reads unseen characters as <unk>"
+        )
+    vocab = Vocab(tuple(sorted(set(chars))))
+    position = {t: i for i, t in enumerate(hf.tokens)}
+    order = [position[hf.unk]] + [position[ch] for ch in vocab.chars]
+    return vocab, order
+
+
+def _model_config(hf: HFModel, vocab: Vocab) -> GPTConfig:
+    recorded = hf.meta.get("model_config")
+    if isinstance(recorded, dict):
+        return GPTConfig.from_dict(recorded)
+    c = hf.config
+    biases = [hf.tensors[k] for k in bias_names(hf.tensors)]
+    return GPTConfig(
+        n_layer=int(c["n_layer"]),
+        n_head=int(c["n_head"]),
+        n_embd=int(c["n_embd"]),
+        block_size=int(c["n_positions"]),
+        vocab_size=vocab.size,
+        dropout=float(c.get("resid_pdrop", 0.0)),
+        bias=any(bool(b.any()) for b in biases),  # all zero: the same model without them
+    )
+
+
+def to_domaingpt(hf: HFModel) -> tuple[GPT, Vocab]:
+    """The folder's model as ours (eval mode) and its vocabulary."""
+    _check_architecture(hf)
+    vocab, order = _vocab_order(hf)
+    recorded = hf.meta.get("vocab_fingerprint")
+    if recorded and recorded != vocab.fingerprint:
+        raise DomainGPTError(
+            f"{hf.folder}: tokenizer.json does not hold the vocabulary the model was "
+            "exported with (fingerprint differs); export it again"
+        )
+    cfg = _model_config(hf, vocab)
+    if cfg.vocab_size != vocab.size:
+        raise DomainGPTError(
+            f"{hf.folder}: the model has {cfg.vocab_size} ids, its tokenizer {vocab.size}"
+        )
+    if not cfg.bias:
+        nonzero = [k for k in bias_names(hf.tensors) if hf.tensors[k].any()]
+        if nonzero:
+            raise DomainGPTError(
+                f"{hf.folder}: recorded without biases, but {nonzero[0]} is not zero"
+            )
+    try:
+        state = from_gpt2(hf.tensors, cfg)
+    except KeyError as e:
+        raise DomainGPTError(f"{hf.folder}: the weights have no tensor {e}") from None
+    if order != list(range(len(order))):
+        state["tok_emb.weight"] = state["tok_emb.weight"][order].contiguous()
+    model = GPT(cfg)
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise DomainGPTError(f"{hf.folder}: the weights do not fit its config ({e})") from None
+    model.head.weight = model.tok_emb.weight
+    return model.eval(), vocab
+
+
+def _folders(source: Path) -> list[tuple[int | None, Path]]:
+    """``(iteration, folder)`` of one model, or of every ``stepN`` folder of a history."""
+    steps = [(int(m[1]), p) for p in source.iterdir() if (m := _STEP.match(p.name))]
+    if steps and not (source / "config.json").is_file():
+        return sorted(steps)
+    return [(None, source)]
+
+
+def _shared_vocab(run: RunDir, vocab: Vocab, source: Path) -> None:
+    """The run's vocabulary is every model's: write it, or check the model uses it."""
+    if not run.vocab_path.exists():
+        write_json(run.vocab_path, {**vocab.to_json(), "corpora": {}})
+        return
+    have = study_vocab(run, [])
+    if have.fingerprint != vocab.fingerprint:
+        raise DomainGPTError(
+            f"{source}'s vocabulary ({vocab.size} ids) differs from the run's "
+            f"{run.vocab_path} ({have.size} ids); the models of one run share a vocabulary: "
+            "import it into another --out"
+        )
+
+
+def import_hf(
+    source: str | Path,
+    run_dir: str | Path,
+    *,
+    name: str | None = None,
+    overwrite: bool = False,
+    log: Log = stderr_log,
+) -> list[CheckpointInfo]:
+    """Import ``source`` (one exported model, or a ``step*`` history) as
+    ``run_dir/models/NAME``; returns the checkpoints written."""
+    source, run = Path(source), RunDir(Path(run_dir))
+    if not source.is_dir():
+        raise DomainGPTError(f"{source} is not a folder; give a Hugging Face model folder")
+    folders = _folders(source)
+    models = [(it, read_hf(f)) for it, f in folders]
+    first = models[-1][1].meta
+    record = first.get("record", {})
+    name = name or str(record.get("corpus") or first.get("run", {}).get("corpus") or source.name)
+    model_dir = run.model(name)
+    if model_dir.exists() and any(model_dir.iterdir()):
+        if not overwrite:
+            raise DomainGPTError(
+                f"{model_dir} already exists; pass --overwrite to replace it or --name to "
+                "import under another name"
+            )
+        shutil.rmtree(model_dir)
+    run.check_writable()
+    written = []
+    for i, (iteration, hf) in enumerate(models):
+        model, vocab = to_domaingpt(hf)
+        if i == 0:
+            _shared_vocab(run, vocab, source)
+        it = iteration if iteration is not None else int(hf.meta.get("iteration", 0))
+        meta = dict(hf.meta.get("record") or {"corpus": name, "imported_from": str(source)})
+        written.append(save_checkpoint(model_dir / "checkpoints", "iter", it, model, vocab, meta))
+        log(f"imported {hf.folder} as iteration {it}")
+    run_json = models[-1][1].meta.get("run") or {
+        "corpus": name,
+        "corpus_sha256": None,
+        "vocab_fingerprint": written[-1].meta["vocab"]["fingerprint"],
+        "config": {"model": written[-1].meta["model_config"]},
+        "imported_from": str(source),
+    }
+    write_json(model_dir / "run.json", run_json)
+    return list_checkpoints(model_dir / "checkpoints", "iter")

@@ -1,0 +1,206 @@
+"""The adapt stage's computation: every job of the settings, then its tables and figures;
+and ``load_adapt``, the tables back.
+
+Layout under ``runs/NAME/adapt/``::
+
+    <source>__to__<target>/<start>/seed<k>/
+        checkpoints/iter-<iters>.{json,safetensors}   the adapted model
+        curve.jsonl                                   its rows of curves.csv
+        samples.jsonl                                 a fixed-seed text sample
+    curves.csv     source, target, start, seed, step, target_loss, source_loss
+    final.csv      whole-split losses after the last step, one row per run
+    summary.csv    per pair: final target loss mean ± std per start, early − final, verdict
+    summary.md     the same as a table, and the verdicts
+    samples.jsonl  every adapted model's sample
+    curves.png     target loss against step, per pair; forgetting.png: source loss
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from domaingpt.core.device import pick_device
+from domaingpt.core.io import atomic_write_text, read_jsonl, write_json, write_jsonl
+from domaingpt.core.progress import Log, progress_bar, stderr_log
+from domaingpt.core.rundir import RunDir, run_config_of
+from domaingpt.core.threads import torch_threads
+from domaingpt.data.splits import CorpusCache, Split
+from domaingpt.data.vocab import Vocab
+from domaingpt.errors import DomainGPTError
+from domaingpt.stages.adapt.figures import plot_adaptation_curves
+from domaingpt.stages.adapt.jobs import (
+    CURVE_COLUMNS,
+    Job,
+    plan_jobs,
+    run_job,
+    stored_result,
+    training_spec,
+)
+from domaingpt.stages.adapt.settings import AdaptSettings
+from domaingpt.stages.adapt.summary import summarize, summary_markdown
+
+FINAL_COLUMNS = [
+    "source",
+    "target",
+    "start",
+    "seed",
+    "source_iteration",
+    "steps",
+    "target_loss",
+    "source_loss",
+    "target_loss_step0",
+    "source_loss_step0",
+    "forgetting",
+]
+
+
+def run_adapt(
+    run: RunDir,
+    settings: AdaptSettings | None = None,
+    *,
+    progress: bool = True,
+    log: Log = stderr_log,
+) -> dict[str, Path]:
+    """Run (or finish) every adaptation of ``settings`` and write ``adapt/`` (module doc)."""
+    settings = settings or AdaptSettings()
+    run.check_writable()
+    with torch_threads(settings.threads):
+        return _run_adapt(run, settings, pick_device(settings.device), progress, log)
+
+
+def _run_adapt(
+    run: RunDir, settings: AdaptSettings, device: torch.device, progress: bool, log: Log
+) -> dict[str, Path]:
+    cache = CorpusCache(settings.data_dir, download=not settings.offline)
+    jobs = plan_jobs(run, settings, cache)
+
+    def splits(job: Job) -> tuple[Split, Split]:
+        vocab = Vocab.from_json(job.shape_info.meta["vocab"])
+        block = int(job.shape_info.meta["model_config"]["block_size"])
+        vf = float(run_config_of(job.shape_info).get("data", {}).get("val_fraction", 0.1))
+        tgt = cache.split(cache.corpus(job.target), vocab, vf, block)
+        src = cache.split(cache.corpus(job.source, model_name=job.source), vocab, vf, block)
+        return tgt, src
+
+    for job in jobs:  # corpora found and split before any training
+        tgt, _ = splits(job)
+        if tgt.unk_fraction > 0 and job.start == settings.starts[0] and job.seed == settings.seed:
+            log(
+                f"warning: {tgt.unk_fraction:.3%} of {job.target}'s validation characters "
+                f"are not in model {job.source}'s vocabulary; they are read as <unk>"
+            )
+    results = _run_jobs(jobs, settings, splits, run.adapt, device, progress, log)
+    return _write_outputs(jobs, results, settings, run.adapt, log)
+
+
+def _run_jobs(
+    jobs: list[Job],
+    settings: AdaptSettings,
+    splits: Callable[[Job], tuple[Split, Split]],
+    root: Path,
+    device: torch.device,
+    progress: bool,
+    log: Log,
+) -> list[dict[str, Any]]:
+    """Each job's result: reused when its directory holds one with the same key, else run
+    (a directory left by an interrupted run or other settings is redone)."""
+    bar = progress_bar(len(jobs), "adapt", enabled=progress)
+    results, done = [], 0
+    for job in jobs:
+        directory = job.directory(root)
+        _, spec = training_spec(job, settings)
+        key = job.key(settings, spec.lr, spec.min_lr, spec.batch_size)
+        stored = stored_result(directory, key)
+        if stored is not None:
+            done += 1
+            results.append(stored)
+        else:
+            if directory.exists():
+                shutil.rmtree(directory)  # an interrupted run or other settings: redo it
+            tgt, src = splits(job)
+            result = run_job(job, settings, tgt, src, directory, device)
+            results.append(result)
+            with bar.external_write_mode(file=sys.stderr):  # the line above the bar
+                log(
+                    f"{job.source} → {job.target} [{job.start}"
+                    f"{'' if job.source_iteration is None else f' @{job.source_iteration}'}, "
+                    f"seed {job.seed}]: target {result['target_loss_step0']:.3f} → "
+                    f"{result['target_loss']:.3f}, source {result['source_loss_step0']:.3f} → "
+                    f"{result['source_loss']:.3f} ({result['seconds']:.0f} s)"
+                )
+        bar.update(1)
+    bar.close()
+    if done:
+        log(f"reused {done} finished adaptation run(s) from {root}")
+    return results
+
+
+def _write_outputs(
+    jobs: list[Job],
+    results: list[dict[str, Any]],
+    settings: AdaptSettings,
+    root: Path,
+    log: Log,
+) -> dict[str, Path]:
+    """The stage's tables, summary, samples and figures, from every job's files."""
+    curves = pd.DataFrame(
+        [r for job in jobs for r in read_jsonl(job.directory(root) / "curve.jsonl")],
+        columns=CURVE_COLUMNS,
+    )
+    final = pd.DataFrame(
+        [{**r, "source": r["source_model"], "target": r["target_corpus"]} for r in results]
+    )[FINAL_COLUMNS]
+    summary = summarize(final)
+    samples = [s for job in jobs for s in read_jsonl(job.directory(root) / "samples.jsonl")]
+    written = {
+        "curves_csv": atomic_write_text(root / "curves.csv", curves.to_csv(index=False)),
+        "final_csv": atomic_write_text(root / "final.csv", final.to_csv(index=False)),
+        "summary_csv": atomic_write_text(root / "summary.csv", summary.to_csv(index=False)),
+        "summary_md": atomic_write_text(root / "summary.md", summary_markdown(summary, settings)),
+        "samples": write_jsonl(root / "samples.jsonl", samples),
+        "curves_png": plot_adaptation_curves(curves, root / "curves.png"),
+        "forgetting_png": plot_adaptation_curves(
+            curves,
+            root / "forgetting.png",
+            value="source_loss",
+            ylabel="source-corpus loss (nats / character)",
+            title="Forgetting: source-corpus loss during adaptation",
+        ),
+        "settings": write_json(root / "settings.json", settings.to_dict()),
+    }
+    for r in summary.to_dict("records"):
+        log(f"{r['source']} → {r['target']}: {r['verdict']}")
+    log(f"wrote {len(written)} files to {root}")
+    return written
+
+
+def load_adapt(run: RunDir) -> dict[str, pd.DataFrame]:
+    """The tables :func:`run_adapt` wrote: ``curves``, ``final``, ``summary``."""
+    root = run.adapt
+    if not (root / "summary.csv").is_file():
+        raise DomainGPTError(
+            f"no adaptation results in {run.root} ({root / 'summary.csv'} is missing); "
+            f"run `domaingpt adapt --out {run.root}` first"
+        )
+    tables = {name: pd.read_csv(root / f"{name}.csv") for name in ("curves", "final", "summary")}
+    tables["in_domain"] = in_domain_losses(run)
+    return tables
+
+
+def in_domain_losses(run: RunDir) -> pd.DataFrame:
+    """Each trained model's loss on its own corpus (the whole validation split, from its
+    training record): how far an adapted model is from a model trained on the target."""
+    rows = []
+    for name in run.trained_models():
+        metrics = run.model(name) / "metrics.jsonl"
+        last = read_jsonl(metrics)[-1] if metrics.is_file() else {}
+        if "val_loss_full" in last:
+            rows.append({"corpus": name, "loss_nats": float(last["val_loss_full"])})
+    return pd.DataFrame(rows, columns=["corpus", "loss_nats"])

@@ -1,0 +1,238 @@
+"""The probe stage's run and load: every checkpoint of every selected model on one
+prompt set, the tables and figures under ``probe/``, and what ``domaingpt probe`` prints.
+
+The numbers are defined in :mod:`.compute` (next-character statistics) and
+:mod:`.hardening` (divergence between checkpoints).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from domaingpt.core.claims import read_claims
+from domaingpt.core.io import read_jsonl, write_json, write_jsonl
+from domaingpt.core.progress import Log, progress_bar, stderr_log
+from domaingpt.core.rundir import ModelEntry, RunDir
+from domaingpt.core.tables import read_table, write_table
+from domaingpt.data.prompts import PromptSet, domain_of, prepare_prompt_stage
+from domaingpt.data.vocab import Vocab
+from domaingpt.errors import DomainGPTError
+from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints, load_checkpoint
+from domaingpt.stages.probe.compute import (
+    OVERPREDICTED_COLUMNS,
+    NextCharStats,
+    last_table,
+    next_char_stats,
+    overpredicted,
+    position_table,
+    summarise,
+    topk_table,
+)
+from domaingpt.stages.probe.figures import (
+    plot_entropy_positions,
+    plot_probe_curves,
+    plot_topk_bars,
+)
+from domaingpt.stages.probe.hardening import JS_COLUMNS, hardening, js_rows, read_hardening
+from domaingpt.stages.probe.settings import ProbeSettings
+
+#: The CSV tables of ``probe/``, in the order they are written.
+PROBE_TABLES = ("last", "topk", "positions", "summary", "js", "hardening", "overpredicted")
+
+
+@dataclass
+class _Parts:
+    """The tables' pieces, collected checkpoint by checkpoint."""
+
+    last: list[pd.DataFrame] = field(default_factory=list)
+    topk: list[pd.DataFrame] = field(default_factory=list)
+    positions: list[pd.DataFrame] = field(default_factory=list)
+    js: list[dict] = field(default_factory=list)
+    over: list[pd.DataFrame] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What every checkpoint of every model is probed with."""
+
+    prompts: PromptSet
+    frame: pd.DataFrame
+    vocab: Vocab
+    device: torch.device
+    settings: ProbeSettings
+
+
+def _checkpoint_stats(info: CheckpointInfo, inputs: _Inputs) -> NextCharStats:
+    loaded = load_checkpoint(info, inputs.device)
+    if loaded.vocab.fingerprint != inputs.vocab.fingerprint:
+        raise DomainGPTError(
+            f"checkpoint {info.json_path} uses another vocabulary than the run; "
+            "probe the models of one run together"
+        )
+    return next_char_stats(
+        loaded.model,
+        inputs.prompts,
+        batch_size=inputs.settings.batch_size,
+        device=inputs.device,
+    )
+
+
+def _probe_model(
+    model: ModelEntry, history: list[CheckpointInfo], inputs: _Inputs, parts: _Parts, bar: Any
+) -> None:
+    """Probe every checkpoint of one model, adding its rows to ``parts``."""
+    prompts, frame, vocab, settings = inputs.prompts, inputs.frame, inputs.vocab, inputs.settings
+    domains = [domain_of(p.corpus, model.corpus) for p in prompts.prompts]
+    k = min(settings.top_k, vocab.size)
+    previous: tuple[int, np.ndarray] | None = None
+    for info in history:
+        stats = _checkpoint_stats(info, inputs)
+        it = info.iteration
+        parts.last.append(last_table(stats, frame, domains, model, it))
+        parts.topk.append(topk_table(stats, prompts, frame, domains, vocab, k, model, it))
+        parts.positions.append(position_table(stats, frame, domains, prompts.max_length, model, it))
+        if previous is not None:
+            parts.js.extend(js_rows(model.name, domains, previous, it, stats.last_probs))
+        previous = (it, stats.last_probs)
+        if info is history[-1]:
+            parts.over.append(
+                overpredicted(stats, prompts, domains, vocab, model, it, settings.overpredicted)
+            )
+        bar.update(1)
+
+
+def _assemble(parts: _Parts, settings: ProbeSettings, log: Log) -> dict[str, pd.DataFrame]:
+    """The stage's tables from the pieces, with the summaries computed from them."""
+    tables: dict[str, pd.DataFrame] = {
+        "last": pd.concat(parts.last, ignore_index=True),
+        "topk": pd.concat(parts.topk, ignore_index=True),
+        "positions": pd.concat(parts.positions, ignore_index=True),
+        "js": pd.DataFrame(parts.js, columns=JS_COLUMNS),
+    }
+    tables["summary"] = summarise(tables["last"])
+    tables["hardening"] = hardening(
+        tables["js"], tables["summary"], settings.epsilon, settings.delta
+    )
+    over = [o for o in parts.over if len(o)]
+    tables["overpredicted"] = (
+        pd.concat(over, ignore_index=True) if over else pd.DataFrame(columns=OVERPREDICTED_COLUMNS)
+    )
+    if not over:
+        log("note: no out-of-domain prompts, so no over-predicted characters")
+    return tables
+
+
+def _figure_prompts(prompts: PromptSet, per_corpus: int) -> list[int]:
+    chosen, seen = [], {}
+    for p in prompts.prompts:
+        if seen.get(p.corpus, 0) < per_corpus:
+            chosen.append(p.prompt_id)
+            seen[p.corpus] = seen.get(p.corpus, 0) + 1
+    return chosen
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "model"
+
+
+def _probe_figures(
+    tables: dict[str, pd.DataFrame], frame: pd.DataFrame, figure_ids: set[int], out: Path
+) -> dict[str, Path]:
+    paths = {
+        "entropy_png": plot_probe_curves(tables["summary"], out / "entropy.png", "entropy"),
+        "p_true_png": plot_probe_curves(tables["summary"], out / "p_true.png", "p_true"),
+        "entropy_positions_png": plot_entropy_positions(
+            tables["positions"], out / "entropy_positions.png"
+        ),
+    }
+    topk = tables["topk"]
+    for model in sorted(topk["model"].unique()):
+        t = topk[(topk["model"] == model) & topk["prompt_id"].isin(figure_ids)]
+        paths[f"topk_{model}_png"] = plot_topk_bars(
+            t, frame, out / f"topk_{_safe(model)}.png", title=f"{model}: top-k next characters"
+        )
+    return paths
+
+
+def run_probe(
+    run: RunDir,
+    settings: ProbeSettings | None = None,
+    *,
+    progress: bool = True,
+    log: Log = stderr_log,
+) -> dict[str, Path]:
+    """Probe every checkpoint of the selected models and write ``runs/NAME/probe/``.
+
+    Files: prompts.jsonl, last.csv (per model, checkpoint, prompt), topk.csv,
+    positions.csv (mean entropy and p(true) by model, iteration, prompt corpus, position),
+    summary.csv, js.csv, hardening.csv, overpredicted.csv, settings.json and the figures
+    entropy.png, p_true.png, topk_<model>.png, entropy_positions.png (claims.csv is
+    written by the stage runner from these tables).
+    """
+    settings = settings or ProbeSettings()
+    models, vocab, prompts, device = prepare_prompt_stage(run, settings, log)
+    histories = {m.name: list_checkpoints(m.directory / "checkpoints", "iter") for m in models}
+    frame = prompts.frame()
+    inputs = _Inputs(prompts, frame, vocab, device, settings)
+    parts = _Parts()
+    bar = progress_bar(
+        sum(len(h) for h in histories.values()), "probe", enabled=progress, unit="ckpt"
+    )
+    for model in models:
+        _probe_model(model, histories[model.name], inputs, parts, bar)
+    bar.close()
+    tables = _assemble(parts, settings, log)
+
+    out = run.probe
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    paths["prompts"] = write_jsonl(out / "prompts.jsonl", frame.to_dict("records"))
+    for name, df in tables.items():
+        paths[name] = write_table(df, out / f"{name}.csv")
+    paths["settings"] = write_json(out / "settings.json", settings.to_dict())
+    figure_ids = set(_figure_prompts(prompts, settings.figure_prompts))
+    paths.update(_probe_figures(tables, frame, figure_ids, out))
+    log(f"probe: {len(models)} model(s), {len(prompts)} prompts; wrote {len(paths)} files to {out}")
+    return paths
+
+
+def load_probe(run: RunDir) -> dict[str, pd.DataFrame]:
+    """The tables written by :func:`run_probe` (plus ``prompts``), keyed by file stem."""
+    out = run.probe
+    if not (out / "summary.csv").is_file():
+        raise DomainGPTError(
+            f"no probe results in {out}; run domaingpt probe --out {run.root} first"
+        )
+    tables = {
+        name: (read_hardening if name == "hardening" else read_table)(out / f"{name}.csv")
+        for name in PROBE_TABLES
+    }
+    tables["prompts"] = pd.DataFrame(read_jsonl(out / "prompts.jsonl"))
+    return tables
+
+
+_DOMAIN_WORDS = {"in": "in-domain", "out": "out-of-domain"}
+
+
+def probe_summary(written: Mapping[str, Path]) -> str:
+    """What ``domaingpt probe`` prints: where each model hardens, then the claims."""
+    lines = []
+    for r in read_hardening(Path(written["hardening"])).itertuples():
+        when = (
+            "not reached"
+            if pd.isna(r.hardening_iteration)
+            else f"iteration {r.hardening_iteration}"
+        )
+        where = _DOMAIN_WORDS.get(r.domain, f"{r.domain} prompts")
+        lines.append(f"hardening {r.model} ({where}): {when} (of {r.final_iteration})")
+    if "claims" in written:
+        lines += [c.line() for c in read_claims(Path(written["claims"]))]
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""What ``domaingpt probe`` computes: the ``[probe]`` table of a study file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domaingpt.core.settings import StageSettings, setting
+from domaingpt.data.prompts import check_not_empty
+from domaingpt.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ProbeSettings(StageSettings):
+    """Settings of ``domaingpt probe`` (also read from a ``[probe]`` TOML table)."""
+
+    SECTION = "probe"
+    models: list[str] = setting([], "models to probe (default: every trained model)")
+    corpora: list[str] = setting([], "prompt corpora, names or paths (default: the models')")
+    prompts_per_corpus: int = setting(64, "validation prompts per corpus")
+    length: int = setting(64, "prompt length in characters")
+    top_k: int = setting(5, "top-k characters kept")
+    prompts: list[str] = setting(
+        [],
+        "a prompt of your own; its last character is the target; \\n, \\t decoded",
+        flag="--prompt",
+        metavar="TEXT",
+        repeat=True,
+    )
+    prompt_file: str = setting("", "prompts of your own, one per line (as --prompt)")
+    epsilon: float = setting(0.05, "JS divergence (bits) below which a model counts as hardened")
+    delta: float = setting(0.05, "p(true) settling tolerance", cli=False)
+    overpredicted: int = setting(10, "characters per model in overpredicted.csv", cli=False)
+    figure_prompts: int = setting(1, "prompts per corpus in the top-k figures", cli=False)
+    batch_size: int = setting(128, "prompts per forward pass", cli=False)
+
+    def check(self) -> None:
+        super().check()
+        self.validate()
+
+    def validate(self) -> ProbeSettings:
+        check_not_empty(self.prompts)
+        if self.top_k < 1:
+            raise ConfigError(f"top-k must be at least 1, got {self.top_k}")
+        if not self.epsilon > 0 or not self.delta > 0:
+            raise ConfigError("epsilon and delta must be positive")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        return self
