@@ -28,6 +28,11 @@ from domaingpt.stages.saliency.aggregate import (
     per_prompt,
     with_keys,
 )
+from domaingpt.stages.saliency.agreement import (
+    occlusion_agreement,
+    occlusion_jobs,
+    summarise_agreement,
+)
 from domaingpt.stages.saliency.faithfulness import (
     deletion_test,
     faithfulness_rows,
@@ -35,6 +40,7 @@ from domaingpt.stages.saliency.faithfulness import (
     replacement_id,
 )
 from domaingpt.stages.saliency.figures import (
+    plot_agreement,
     plot_faithfulness,
     plot_saliency_checkpoints,
     plot_saliency_groups,
@@ -42,9 +48,9 @@ from domaingpt.stages.saliency.figures import (
 from domaingpt.stages.saliency.heatmap import HeatmapRow, write_heatmap
 from domaingpt.stages.saliency.methods import PromptAttributions, attribute_prompts, baseline_log_p
 from domaingpt.stages.saliency.settings import SaliencySettings
-from domaingpt.stages.saliency.zero_few import zero_few, zero_few_pairs
+from domaingpt.stages.saliency.zero_few import zero_few, zero_few_answers, zero_few_pairs
 
-#: The tables every run writes (``zero_few`` only when the run has adapted models).
+#: The tables every run writes.
 TABLES = (
     "per_prompt",
     "by_class",
@@ -54,6 +60,15 @@ TABLES = (
     "completeness",
     "faithfulness",
     "verdicts",
+)
+#: Tables written when there is something to write: ``zero_few*`` with adapted models,
+#: ``agreement*`` with occlusion baselines.
+OPTIONAL = (
+    "zero_few",
+    "zero_few_prompts",
+    "zero_few_classes",
+    "agreement",
+    "agreement_prompts",
 )
 _PARTS = ("class", "relpos", "distance", "pp", "ckpt")
 
@@ -68,11 +83,21 @@ class _Collected:
     faithfulness: list[dict] = field(default_factory=list)
     drops: list[pd.DataFrame] = field(default_factory=list)
     heat: list[dict] = field(default_factory=list)
+    scores: dict[tuple[str, int, str], np.ndarray] = field(default_factory=dict)
+    occlusion: list[dict] = field(default_factory=list)
+
+    def final_scores(self) -> dict[tuple[str, str], np.ndarray]:
+        """Each model's scores at its last explained checkpoint, by (model, method)."""
+        last: dict[str, int] = {}
+        for model, it, _ in self.scores:
+            last[model] = max(last.get(model, it), it)
+        return {(m, meth): v for (m, it, meth), v in self.scores.items() if it == last[m]}
 
     def add(
         self, keys: dict, res: PromptAttributions, prompts: PromptSet, domains: list[str]
     ) -> None:
         """One model, checkpoint and method: raw scores and their aggregates."""
+        self.scores[(keys["model"], keys["iteration"], keys["method"])] = res.values
         for i, p in enumerate(prompts.prompts):
             self.attributions.append(
                 {
@@ -123,8 +148,10 @@ def run_saliency(
     Files: attributions.jsonl (per model, checkpoint, method, prompt: raw scores),
     prompts.jsonl, per_prompt.csv, by_class.csv, by_relpos.csv, by_distance.csv,
     by_checkpoint.csv, completeness.csv (IG), faithfulness.csv, verdicts.csv,
-    zero_few.csv (when adapted models exist), settings.json, heatmap.html and the figures
-    by_class.png, by_relpos.png, by_checkpoint.png, faithfulness.png.
+    zero_few.csv, zero_few_prompts.csv and zero_few_classes.csv (when adapted models
+    exist), agreement.csv, agreement_prompts.csv and occlusion.jsonl (with occlusion
+    baselines), settings.json, heatmap.html and the figures by_class.png, by_relpos.png,
+    by_checkpoint.png, faithfulness.png, agreement.png.
     """
     settings = settings or SaliencySettings()
     models, vocab, prompts, device = prepare_prompt_stage(run, settings, log)
@@ -133,7 +160,8 @@ def run_saliency(
     # Adapted models are resolved first, so that a missing record fails before hours of work.
     pairs = zero_few_pairs(run, models, prompts, settings, log)
     jobs = sum(len(v) for v in plan.values()) + 2 * len(pairs or [])
-    bar = progress_bar(jobs * len(settings.methods), "saliency", enabled=progress, unit="step")
+    steps = jobs * len(settings.methods) + occlusion_jobs(models, plan, settings)
+    bar = progress_bar(steps, "saliency", enabled=progress, unit="step")
     got = _Collected()
     heat_ids = _heatmap_prompts(prompts, settings.heatmap_prompts)
     for model in models:
@@ -155,11 +183,20 @@ def run_saliency(
                     _deletions(got, loaded.model, keys, prompts, res, settings, device, replacement)
                     got.heat += _heat_rows(keys, prompts, domains, res, heat_ids)
                 bar.update(1)
-    zf = None if pairs is None else zero_few(pairs, settings, device, bar)
+    tables: dict[str, pd.DataFrame] = {}
+    if settings.occlusion:
+        agree, got.occlusion = occlusion_agreement(
+            models, plan, prompts, vocab, got.scores, settings, device, bar
+        )
+        tables["agreement"] = summarise_agreement(agree)
+        tables["agreement_prompts"] = agree
+    if pairs is not None:
+        tables["zero_few"], zf = zero_few(pairs, settings, device, bar)
+        tables["zero_few_prompts"], tables["zero_few_classes"] = zero_few_answers(
+            pairs, zf, got.final_scores(), models, settings.methods
+        )
     bar.close()
-    tables = got.tables(settings)
-    if zf is not None:
-        tables["zero_few"] = zf
+    tables = {**got.tables(settings), **tables}
     paths = _write(run.saliency, tables, got, prompts, settings)
     log(
         f"saliency: {len(models)} model(s), {len(prompts)} prompts, methods "
@@ -316,6 +353,8 @@ def _figures(tables: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:
         paths["by_checkpoint_png"] = plot_saliency_checkpoints(
             tables["by_checkpoint"], out / "by_checkpoint.png"
         )
+    if not tables.get("agreement", pd.DataFrame()).empty:
+        paths["agreement_png"] = plot_agreement(tables["agreement"], out / "agreement.png")
     if not tables["faithfulness"].empty:
         paths["faithfulness_png"] = plot_faithfulness(
             tables["faithfulness"], out / "faithfulness.png"
@@ -337,9 +376,13 @@ def _write(
         "prompts": write_jsonl(out / "prompts.jsonl", prompts.frame().to_dict("records")),
         "attributions": write_jsonl(out / "attributions.jsonl", got.attributions),
     }
-    stale = out / "zero_few.csv"
-    if "zero_few" not in tables and stale.exists():
-        stale.unlink()
+    for name in OPTIONAL:  # an earlier run's table would describe other models or settings
+        if name not in tables:
+            (out / f"{name}.csv").unlink(missing_ok=True)
+    if got.occlusion:
+        paths["occlusion"] = write_jsonl(out / "occlusion.jsonl", got.occlusion)
+    else:
+        (out / "occlusion.jsonl").unlink(missing_ok=True)
     for name, df in tables.items():
         paths[name] = write_table(df, out / f"{name}.csv")
     paths["settings"] = write_json(out / "settings.json", settings.to_dict())
@@ -358,7 +401,7 @@ def load_saliency(run: RunDir, *, attributions: bool = False) -> dict[str, pd.Da
             f"no saliency results in {out}; run domaingpt saliency --out {run.root} first"
         )
     tables = {}
-    for name in (*TABLES, "zero_few"):
+    for name in (*TABLES, *OPTIONAL):
         path = out / f"{name}.csv"
         if path.is_file():
             tables[name] = read_table(path)
