@@ -33,7 +33,13 @@ import pandas as pd
 from domaingpt import __version__
 from domaingpt.core.io import append_text, atomic_write_text, write_json
 from domaingpt.core.progress import Log, stderr_log
-from domaingpt.core.rundir import RunDir, fingerprint_outputs, outputs_intact, sha256_file
+from domaingpt.core.rundir import (
+    RunDir,
+    fingerprint_outputs,
+    outputs_intact,
+    sha256_file,
+    unwritable,
+)
 from domaingpt.core.stage import Stage, StageContext, run_stage
 from domaingpt.core.threads import torch_threads
 from domaingpt.data.corpus import Corpus, resolve_corpus
@@ -183,7 +189,11 @@ def run_study(
     corpus_names = [c.name for c in corpora]
     if len(set(corpus_names)) != len(corpus_names):
         raise ConfigError(f"study.corpora names the same corpus twice: {corpus_names}")
-    run.root.mkdir(parents=True, exist_ok=True)
+    try:
+        run.root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise unwritable(run.root, e) from None
+    run.refuse_links()
     log_fn = _make_log(run, log)
     _copy_study(run, spec)
     ctx = _Run(
