@@ -37,6 +37,7 @@ from domaingpt.core.distributed import (
 from domaingpt.core.faults import fault_point
 from domaingpt.core.io import append_jsonl, read_jsonl, write_json, write_jsonl
 from domaingpt.core.progress import Log, progress_bar
+from domaingpt.data.corpus import check_model_name
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import (
@@ -48,6 +49,7 @@ from domaingpt.model.checkpoint import (
 from domaingpt.model.generate import generate_text
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.scoring import score_windows
+from domaingpt.training.memory import check_fits, out_of_memory
 from domaingpt.training.plots import plot_loss_curves
 from domaingpt.training.trainer import Trainer, lr_at
 
@@ -99,6 +101,9 @@ def prepare_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite:
 
     An existing directory with another configuration is never silently reused.
     """
+    check_model_name(model_dir.name, f"model directory {model_dir}")
+    if model_dir.is_symlink():
+        raise DomainGPTError(f"{model_dir} is a symbolic link; domaingpt never writes through one")
     run_json = model_dir / "run.json"
     if overwrite and model_dir.exists():
         import shutil
@@ -152,6 +157,7 @@ def train(
     ctx = init_distributed(spec.device)
     device = ctx.device
     check_batch(ctx, spec.batch_size)  # before anything is written
+    check_fits(cfg, vocab.size, device_type=device.type)
     main = ctx.is_main  # only the main rank writes; the others compute the same steps
     record = run_record(cfg, corpus_name, corpus_sha, vocab)
     has_work = resume
@@ -163,8 +169,9 @@ def train(
 
     torch.manual_seed(spec.seed)
     gpt_config = GPTConfig(vocab_size=vocab.size, **cfg.model.__dict__)
-    model = GPT(gpt_config)
-    trainer = Trainer(model, spec, train_ids, device, ctx)
+    with out_of_memory("creating the model"):
+        model = GPT(gpt_config)
+        trainer = Trainer(model, spec, train_ids, device, ctx)
 
     resumed_from = None
     if has_work:
