@@ -38,11 +38,14 @@ def cmd_corpora(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from domaingpt.core.config import build_config
+    from domaingpt.core.device import pick_device
     from domaingpt.data.corpus import resolve_corpus
     from domaingpt.data.encoding import encode_corpus
     from domaingpt.training.loop import train
+    from domaingpt.training.memory import check_fits
 
     cfg = build_config(args.preset, args.set)
+    check_fits(cfg, device_type=pick_device(cfg.train.device).type)  # before any write
     run = RunDir(Path(args.out))
     run.check_writable()
     download = not args.offline
@@ -82,15 +85,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    """Print the prompt, then each character as it is sampled: a long text shows as it
+    grows, and Ctrl-C keeps what was printed."""
     from domaingpt.core.device import pick_device
     from domaingpt.data.prompts import decode_escapes
     from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint
-    from domaingpt.model.generate import generate_text
+    from domaingpt.model.generate import check_sampling, stream_text
 
+    check_sampling(args.chars, args.temperature, args.top_k, args.seed)  # before loading
     info = find_checkpoint(args.model, args.iter)
     loaded = load_checkpoint(info, pick_device(args.device))
     prompt = decode_escapes(args.prompt) if args.escapes else args.prompt
-    text = generate_text(
+    chars = stream_text(
         loaded.model,
         loaded.vocab,
         prompt,
@@ -99,7 +105,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         seed=args.seed,
     )
-    sys.stdout.write(prompt + text + "\n")
+    out = sys.stdout
+    every = 1 if out.isatty() else 1024  # a terminal sees each character
+    out.write(prompt)
+    try:
+        for i, ch in enumerate(chars, start=1):
+            out.write(ch)
+            if i % every == 0:
+                out.flush()
+    finally:
+        out.write("\n")
+        out.flush()
     return 0
 
 
