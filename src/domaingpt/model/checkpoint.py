@@ -130,7 +130,7 @@ def read_info(json_path: Path) -> CheckpointInfo:
         raise CheckpointError(f"checkpoint {json_path} does not exist") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(
-            f"checkpoint record {json_path} is not valid JSON ({e}): the file is damaged; "
+            f"checkpoint record {json_path} is not valid JSON ({e}): the file is corrupt; "
             "use another checkpoint (--iter) or retrain"
         ) from None
     except (OSError, UnicodeDecodeError) as e:

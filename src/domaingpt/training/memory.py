@@ -49,8 +49,9 @@ class StepMemory:
 def parameter_count(model: ModelSpec, vocab_size: int) -> int:
     """The GPT's parameters (the output head shares the token embedding)."""
     C, L = model.n_embd, model.n_layer
-    per_layer = 12 * C * C + (13 * C if model.bias else 4 * C)
-    return vocab_size * C + model.block_size * C + L * per_layer + 2 * C
+    norms = 2 * C if model.bias else C  # a LayerNorm's gain (and bias)
+    per_layer = 12 * C * C + (9 * C if model.bias else 0) + 2 * norms
+    return vocab_size * C + model.block_size * C + L * per_layer + norms
 
 
 def step_memory(model: ModelSpec, train: TrainSpec, vocab_size: int) -> StepMemory:
