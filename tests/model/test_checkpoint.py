@@ -167,3 +167,19 @@ def test_a_nanogpt_pickle_checkpoint_is_named_and_never_loaded(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(CheckpointError, match="not a domaingpt checkpoint"):
         find_checkpoint(tmp_path / "notes.txt")
+
+
+def test_selecting_checkpoints_names_a_damaged_record(tmp_path):
+    """evaluate's "final" and "all" never silently skip a record that does not parse."""
+    from domaingpt.model.checkpoint import select_checkpoints
+
+    ckdir = tmp_path / "checkpoints"
+    infos = [make(ckdir, it)[1] for it in (0, 10, 20)]
+    assert [c.iteration for c in select_checkpoints(tmp_path, "all")] == [0, 10, 20]
+    _break_json(infos[1])
+    assert [c.iteration for c in select_checkpoints(tmp_path, "final")] == [20]
+    with pytest.raises(CheckpointError, match=r"iter-0000010\.json is not valid JSON"):
+        select_checkpoints(tmp_path, "all")
+    _break_json(infos[2])
+    with pytest.raises(CheckpointError, match=r"iter-0000020\.json is not valid JSON"):
+        select_checkpoints(tmp_path, "final")

@@ -367,7 +367,10 @@ def select_checkpoints(model_dir: Path, selection: str | list[int]) -> list[Chec
         raise CheckpointError(f"no checkpoints in {model_dir / 'checkpoints'}; train it first")
     selection = parse_checkpoint_selection(selection)
     if selection == "final":
-        return [history[-1]]
+        return [find_checkpoint(model_dir)]  # a damaged final record is named, not skipped
     if selection == "all":
+        bad = _unreadable(model_dir / "checkpoints")
+        if bad:
+            read_info(bad[0])  # raises, naming it: "all" never silently means "all but one"
         return history
     return [find_checkpoint(model_dir, it) for it in selection]
