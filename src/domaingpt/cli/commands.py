@@ -47,10 +47,13 @@ def cmd_corpora(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one model; nothing is written until every input has been checked (the
-    corpus, the configuration, the vocabulary, the split, the model directory)."""
+    corpus, the configuration, the memory a step needs, the vocabulary, the split, the
+    model directory)."""
+    from domaingpt.core.device import pick_device
     from domaingpt.data.corpus import resolve_corpus
     from domaingpt.data.encoding import encode_corpus
     from domaingpt.training.loop import train
+    from domaingpt.training.memory import check_fits
     from domaingpt.training.modeldir import check_model_dir, run_record
 
     run = RunDir(Path(args.out))
@@ -58,6 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     corpus = resolve_corpus(args.corpus, args.data_dir, download=not args.offline)
     model_dir = run.model(corpus.name)
     cfg = _train_config(args, model_dir)
+    check_fits(cfg, device_type=pick_device(cfg.train.device).type)
     vocab, vocab_corpora = _train_vocab(run, corpus, args)
     encoded = encode_corpus(corpus, vocab)
     if encoded.n_unk:
@@ -138,15 +142,18 @@ def _train_vocab(
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    """Print the prompt, then each character as it is sampled: a long text shows as it
+    grows, and Ctrl-C keeps what was printed."""
     from domaingpt.core.device import pick_device
     from domaingpt.data.prompts import decode_escapes
     from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint
-    from domaingpt.model.generate import generate_text
+    from domaingpt.model.generate import check_sampling, stream_text
 
+    check_sampling(args.chars, args.temperature, args.top_k, args.seed)  # before loading
     info = find_checkpoint(args.model, args.iter)
     loaded = load_checkpoint(info, pick_device(args.device))
     prompt = decode_escapes(args.prompt) if args.escapes else args.prompt
-    text = generate_text(
+    chars = stream_text(
         loaded.model,
         loaded.vocab,
         prompt,
@@ -155,7 +162,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         seed=args.seed,
     )
-    sys.stdout.write(prompt + text + "\n")
+    out = sys.stdout
+    every = 1 if out.isatty() else 1024  # a terminal sees each character
+    out.write(prompt)
+    try:
+        for i, ch in enumerate(chars, start=1):
+            out.write(ch)
+            if i % every == 0:
+                out.flush()
+    finally:
+        out.write("\n")
+        out.flush()
     return 0
 
 

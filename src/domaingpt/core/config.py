@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from domaingpt.core.settings import coerce
+from domaingpt.core.settings import coerce, finite, seed
 from domaingpt.errors import ConfigError
 
 #: The study file's tables that configure training (the train stage's settings).
@@ -87,6 +87,14 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         t, m = self.train, self.model
+        # Non-finite values first: NaN passes every comparison below (nan < 0 is False).
+        for section in ("model", "train", "data"):
+            for f in fields(getattr(self, section)):
+                value = getattr(getattr(self, section), f.name)
+                if isinstance(value, float):
+                    finite(f"{section}.{f.name}", value)
+        seed("train.seed", t.seed)
+        seed("train.sample_seed", t.sample_seed)
         positive = {
             "train.batch_size": t.batch_size,
             "train.grad_accum": t.grad_accum,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Iterator
 
 import torch
 
+from domaingpt.core.settings import seed as check_seed
 from domaingpt.data.vocab import UNK, Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.gpt import GPT
@@ -28,6 +31,66 @@ def encode_prompt(vocab: Vocab, prompt: str, *, warn: bool = True) -> list[int]:
     return [int(i) for i in enc.ids]
 
 
+#: The most characters one call generates: 10 million take hours on a CPU; more is a
+#: typo (``--chars 1e20``) that would run for ever.
+MAX_CHARS = 10_000_000
+
+
+def check_sampling(n_chars: int, temperature: float, top_k: int | None, seed: int) -> None:
+    """Refuse, before anything is generated, a request that cannot give a sensible text."""
+    if n_chars < 0:
+        raise DomainGPTError(f"number of characters must be zero or more, got {n_chars}")
+    if n_chars > MAX_CHARS:
+        raise DomainGPTError(
+            f"{n_chars:,} characters asked for; one call generates at most {MAX_CHARS:,} "
+            "(generate longer texts in parts, with different seeds)"
+        )
+    if not math.isfinite(temperature) or temperature < 0:
+        raise DomainGPTError(
+            f"temperature must be a finite number, zero or more, got {temperature}"
+        )
+    if top_k is not None and top_k < 1:
+        raise DomainGPTError(f"top-k must be at least 1, got {top_k}")
+    check_seed("the sampling seed", seed)
+
+
+def stream_text(
+    model: GPT,
+    vocab: Vocab,
+    prompt: str,
+    n_chars: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 1,
+    warn: bool = True,
+) -> Iterator[str]:
+    """The characters :func:`generate_text` returns, one at a time as they are sampled.
+
+    The request is checked now, before the first character: a caller can print the
+    prompt knowing the text will follow, and stop at any point keeping what it printed.
+    """
+    check_sampling(n_chars, temperature, top_k, seed)
+    ids = encode_prompt(vocab, prompt, warn=warn)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+
+    def chars() -> Iterator[str]:
+        was_training = model.training
+        model.eval()
+        try:
+            new = model.generate_ids(
+                idx, n_chars, temperature=temperature, top_k=top_k, generator=generator
+            )
+            for nxt in new:
+                yield vocab.decode([int(nxt[0, 0])])
+        finally:
+            model.train(was_training)
+
+    return chars()
+
+
 def generate_text(
     model: GPT,
     vocab: Vocab,
@@ -40,12 +103,7 @@ def generate_text(
     warn: bool = True,
 ) -> str:
     """``n_chars`` new characters after ``prompt`` (not included). Same seed, same text."""
-    if n_chars < 0:
-        raise DomainGPTError(f"number of characters must be zero or more, got {n_chars}")
-    if temperature < 0:
-        raise DomainGPTError(f"temperature must be zero or more, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise DomainGPTError(f"top-k must be at least 1, got {top_k}")
+    check_sampling(n_chars, temperature, top_k, seed)
     ids = encode_prompt(vocab, prompt, warn=warn)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)

@@ -18,6 +18,7 @@ from domaingpt.core.device import autocast
 from domaingpt.core.distributed import DistContext, check_batch
 from domaingpt.data.batches import BatchSampler
 from domaingpt.model.gpt import GPT
+from domaingpt.training.memory import out_of_memory
 
 
 def lr_at(it: int, spec: TrainSpec) -> float:
@@ -99,7 +100,15 @@ class Trainer:
         self.tokens_per_iter = spec.batch_size * spec.grad_accum * model.config.block_size
 
     def step(self) -> torch.Tensor:
-        """One optimizer step (with gradient accumulation); returns the detached mean loss."""
+        """One optimizer step (with gradient accumulation); returns the detached mean loss.
+
+        Running out of memory is one line naming the settings to lower.
+        """
+        shape = f"in a training step (batch_size {self.spec.batch_size})"
+        with out_of_memory(shape):
+            return self._step()
+
+    def _step(self) -> torch.Tensor:
         lr = lr_at(self.iteration, self.spec)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
