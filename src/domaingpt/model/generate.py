@@ -6,6 +6,7 @@ import warnings
 
 import torch
 
+from domaingpt.core.device import full_precision
 from domaingpt.data.vocab import UNK, Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.gpt import GPT
@@ -53,9 +54,12 @@ def generate_text(
     model.eval()
     try:
         idx = torch.tensor([ids], dtype=torch.long, device=device)
-        out = model.generate(
-            idx, n_chars, temperature=temperature, top_k=top_k, generator=generator
-        )
+        # On the model's device (the GPU if it is there), in float32: sampled text is
+        # never autocast.
+        with torch.inference_mode(), full_precision(device):
+            out = model.generate(
+                idx, n_chars, temperature=temperature, top_k=top_k, generator=generator
+            )
     finally:
         model.train(was_training)
     return vocab.decode(out[0, len(ids) :].tolist())
