@@ -87,7 +87,7 @@ def init_distributed(device_name: str = "auto", backend: str | None = None) -> D
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_name)
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+        device = _rank_gpu(local_rank)
         torch.cuda.set_device(device)
     backend = backend or ("nccl" if device.type == "cuda" else "gloo")
     timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600")))
@@ -101,6 +101,13 @@ def init_distributed(device_name: str = "auto", backend: str | None = None) -> D
         # pytorch/pytorch#179291). Destroyed at exit, while Python is still whole.
         atexit.register(shutdown)
     return DistContext(rank, world, local_rank, device)
+
+
+def _rank_gpu(local_rank: int) -> torch.device:
+    """This rank's GPU: ``cuda:LOCAL_RANK``; with more ranks than GPUs on a node, ranks
+    share them in turn (a study's small models can fill a large GPU several at a time;
+    NCCL refuses two DDP ranks on one GPU)."""
+    return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
 
 
 def check_batch(ctx: DistContext, batch_size: int) -> int:
@@ -150,9 +157,11 @@ def local_context(device_name: str = "auto") -> DistContext:
     """A single process's context on this rank's own device (``cuda:LOCAL_RANK`` under
     torchrun): how a job of a study trains one model alone."""
     device = pick_device(device_name)
-    local = int(os.environ.get("LOCAL_RANK", "0")) if launched_by_torchrun() else 0
+    if not launched_by_torchrun():
+        return DistContext(device=device)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local if launched_by_torchrun() else 0)
+        device = _rank_gpu(local)
     return DistContext(local_rank=local, device=device)
 
 
