@@ -395,8 +395,15 @@ def test_study_file_layers_over_the_preset(tmp_path):
 def test_default_study_is_cpu_on_the_three_corpora():
     spec = load_study()
     assert spec.name == "cpu" and spec.corpora == ("shakespeare", "math", "wikipedia")
-    gpu = load_study(preset="gpu").config()
+    gpu_study = load_study(preset="gpu")
+    gpu = gpu_study.config()
     assert gpu.model.n_layer == 6 and gpu.model.n_embd == 384 and gpu.model.block_size == 256
+    assert gpu.model.n_head == 6 and gpu.model.dropout == 0.2
+    # long enough for the study's hardening claims: history at 1000, 4000 and 14,000
+    assert gpu.train.max_iters >= 15000
+    assert {1000, 4000, 14000, gpu.train.max_iters} <= set(gpu.train.checkpoints)
+    adapt = gpu_study.settings("adapt")
+    assert adapt.iters == 200 and adapt.seeds == 3
 
 
 def test_study_load_needs_a_run(tmp_path):
