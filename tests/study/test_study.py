@@ -348,6 +348,7 @@ def test_a_fourth_user_corpus_joins_and_an_interrupted_run_resumes(
         ("[probe]\nprompts_per_corpus = 'many'\n", "probe.prompts_per_corpus must be an integer"),
         ('[evaluate]\noutput_dir = "../../etc"\n', "cannot leave"),
         ("[study\n", "not valid TOML"),
+        ('[study]\nranks = "both"\n', "study.ranks in"),
     ],
 )
 def test_bad_study_file_names_the_key(tmp_path, text, message):

@@ -283,9 +283,15 @@ def _dispatch(
     box: list[Any] = [None]
     messages = [("map", fn, share, threads, workers) for share in shares]
     dist.scatter_object_list(box, messages, src=0, group=_study.group)
-    mine = _run_share(fn, shares[0], threads, workers, log, each)
+    error = None
+    try:
+        mine = _run_share(fn, shares[0], threads, workers, log, each)
+    except Exception as e:  # ``each`` failed here: the other ranks still hand theirs in
+        mine, error = [], e
     gathered: list[Any] = [None] * len(shares)
     dist.gather_object(mine, gathered, dst=0, group=_study.group)
+    if error is not None:
+        raise error
     return gathered
 
 
