@@ -348,6 +348,7 @@ def test_a_fourth_user_corpus_joins_and_an_interrupted_run_resumes(
         ("[probe]\nprompts_per_corpus = 'many'\n", "probe.prompts_per_corpus must be an integer"),
         ('[evaluate]\noutput_dir = "../../etc"\n', "cannot leave"),
         ("[study\n", "not valid TOML"),
+        ('[study]\nranks = "both"\n', "study.ranks in"),
     ],
 )
 def test_bad_study_file_names_the_key(tmp_path, text, message):
@@ -395,8 +396,15 @@ def test_study_file_layers_over_the_preset(tmp_path):
 def test_default_study_is_cpu_on_the_three_corpora():
     spec = load_study()
     assert spec.name == "cpu" and spec.corpora == ("shakespeare", "math", "wikipedia")
-    gpu = load_study(preset="gpu").config()
+    gpu_study = load_study(preset="gpu")
+    gpu = gpu_study.config()
     assert gpu.model.n_layer == 6 and gpu.model.n_embd == 384 and gpu.model.block_size == 256
+    assert gpu.model.n_head == 6 and gpu.model.dropout == 0.2
+    # long enough for the study's hardening claims: history at 1000, 4000 and 14,000
+    assert gpu.train.max_iters >= 15000
+    assert {1000, 4000, 14000, gpu.train.max_iters} <= set(gpu.train.checkpoints)
+    adapt = gpu_study.settings("adapt")
+    assert adapt.iters == 200 and adapt.seeds == 3
 
 
 def test_study_load_needs_a_run(tmp_path):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from domaingpt.cli.options import settings_from_args
 from domaingpt.core.config import RunConfig
-from domaingpt.core.distributed import launched_by_torchrun
+from domaingpt.core.device import oom_hint
+from domaingpt.core.distributed import launched_by_torchrun, study_ranks
 from domaingpt.core.progress import Log, quiet_log, stderr_log
 from domaingpt.core.rundir import RunDir, build_vocab, default_vocab_corpora, save_vocab
 from domaingpt.core.stage import Stage, StageContext, run_stage
@@ -78,20 +79,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_model_dir(model_dir, record, resume=args.resume, overwrite=args.overwrite)
         if vocab_corpora is not None:  # the run's first model: its vocabulary, saved now
             save_vocab(run, vocab, vocab_corpora)
-    result = train(
-        corpus.name,
-        corpus.sha256,
-        train_ids,
-        val_ids,
-        vocab,
-        cfg,
-        model_dir,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        log=command_log(args),
-        corpus_path=corpus.path,
-    )
+    with oom_hint("train.batch_size", cfg.train.batch_size):
+        result = train(
+            corpus.name,
+            corpus.sha256,
+            train_ids,
+            val_ids,
+            vocab,
+            cfg,
+            model_dir,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            log=command_log(args),
+            corpus_path=corpus.path,
+        )
     if result.is_main:
         print(f"val_loss {result.val_loss:.4f}  model {result.model_dir}")
     return 0
@@ -184,7 +186,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / spec.name
     # main() locks an explicit --out; the default one is known only now.
     lock = contextlib.nullcontext() if args.out else RunDir(out).lock()
-    with lock:
+    # Under torchrun, rank 0 runs the study and the other ranks run its jobs.
+    with lock, study_ranks(spec.ranks, spec.config().train.device) as here:
+        if not here:
+            return 0
         result = run_study(
             spec,
             out,
@@ -214,8 +219,11 @@ def stage_command(stage: Stage) -> Callable[[argparse.Namespace], int]:
         run = RunDir(Path(args.out))
         run.check_writable()
         ctx = StageContext(run=run, stage=stage, progress=not args.quiet, log=command_log(args))
-        with torch_threads(settings.threads):
-            written, claims = run_stage(ctx, settings)
+        with study_ranks("jobs", settings.device) as here:  # under torchrun: jobs over ranks
+            if not here:
+                return 0
+            with torch_threads(settings.threads):
+                written, claims = run_stage(ctx, settings)
         if stage.summary is not None:
             print(stage.summary(written).rstrip("\n"))
         else:

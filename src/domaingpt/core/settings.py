@@ -103,6 +103,15 @@ class StageSettings:
         """The name of the study-file table and CLI command (``EvalSettings`` -> eval)."""
         return getattr(cls, "SECTION", cls.__name__.removesuffix("Settings").lower())
 
+    def memory_setting(self) -> tuple[str, int | None]:
+        """The setting an out-of-memory error tells the user to lower, and its value:
+        the stage's ``batch_size`` when it has one (None: the model's own)."""
+        value = getattr(self, "batch_size", None)
+        name = self.section()
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{name}.batch_size", value or None
+        return f"the batch sizes of [{name}]", None
+
     def replace(self: S, **changes: Any) -> S:
         return dataclasses.replace(self, **changes)
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
+from domaingpt.core.device import full_precision
 from domaingpt.core.settings import seed as check_seed
 from domaingpt.data.vocab import UNK, Vocab
 from domaingpt.errors import DomainGPTError
@@ -111,9 +112,12 @@ def generate_text(
     model.eval()
     try:
         idx = torch.tensor([ids], dtype=torch.long, device=device)
-        out = model.generate(
-            idx, n_chars, temperature=temperature, top_k=top_k, generator=generator
-        )
+        # On the model's device (the GPU if it is there), in float32: sampled text is
+        # never autocast.
+        with torch.inference_mode(), full_precision(device):
+            out = model.generate(
+                idx, n_chars, temperature=temperature, top_k=top_k, generator=generator
+            )
     finally:
         model.train(was_training)
     return vocab.decode(out[0, len(ids) :].tolist())

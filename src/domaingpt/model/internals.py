@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from domaingpt.core.device import pick_device
+from domaingpt.core.device import full_precision, pick_device
 from domaingpt.core.rundir import ModelEntry, RunDir
 from domaingpt.core.settings import StageSettings, positive, setting
 from domaingpt.core.statistics import LOG2E
@@ -198,9 +198,10 @@ def compute_internals(
     for lo in range(0, len(prompts), batch_size):
         index = list(range(lo, min(lo + batch_size, len(prompts))))
         ids, lens, _, nxt = prompts.tensors(device, index)
-        _, cache = model.run_with_cache(ids, names)
-        resid = [cache[n] for n in names[: L + 1]]
-        stats = {f"lens_{k}": v for k, v in lens_stats(model, resid, nxt).items()}
+        with full_precision(ids.device):  # the lens, patterns and residuals: float32
+            _, cache = model.run_with_cache(ids, names)
+            resid = [cache[n] for n in names[: L + 1]]
+            stats = {f"lens_{k}": v for k, v in lens_stats(model, resid, nxt).items()}
         groups = group_onehot(prompts, index, ids.shape[1]).to(device)
         patterns = [cache[n] for n in names[L + 1 :]]
         stats.update(

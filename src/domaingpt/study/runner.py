@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from domaingpt import __version__
+from domaingpt.core.distributed import study_mode, study_world
 from domaingpt.core.io import append_text, atomic_write_text, write_json
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.rundir import (
@@ -227,6 +228,9 @@ def run_study(
     records = {name: run.record(name) or {} for name in names}
     n = len(spec.stages)
     log_fn(f"study {spec.name!r}: {len(corpora)} corpora ({', '.join(corpus_names)}) → {run.root}")
+    if study_world() > 1:
+        how = "jobs spread over them" if study_mode() == "jobs" else "each model trained with DDP"
+        log_fn(f"{study_world()} ranks ({how}); rank 0 writes the tables and the report")
     for i, stage in enumerate(spec.stages, start=1):
         outcome = _run_one(stage, ctx, records, f"stage {i}/{n}: {stage.name}")
         result.outcomes.append(outcome)

@@ -193,6 +193,7 @@ def train(
     progress: bool = True,
     log: Log = print,
     corpus_path: str | Path | None = None,
+    dist: DistContext | None = None,
 ) -> TrainResult:
     """Train a model from scratch (or resume it) and write its directory (see module doc).
 
@@ -200,10 +201,12 @@ def train(
     user's own text again. With ``resume``, a model is continued from its newest valid
     resumable checkpoint; a larger ``train.max_iters`` than it was trained with extends it
     (see :mod:`domaingpt.training.modeldir`, and the README on the learning rate).
+    ``dist``: the process context (default: DDP over torchrun's ranks, if launched so; a
+    study's job passes its own rank's single-process context).
     """
     spec = cfg.train
     set_threads(spec.threads)
-    ctx = init_distributed(spec.device)
+    ctx = dist or init_distributed(spec.device)
     check_batch(ctx, spec.batch_size)  # before anything is written
     check_fits(cfg, vocab.size, device_type=ctx.device.type)
     main = ctx.is_main  # only the main rank writes; the others compute the same steps

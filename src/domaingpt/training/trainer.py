@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from domaingpt.core.config import TrainSpec
-from domaingpt.core.device import autocast
+from domaingpt.core.device import autocast, is_out_of_memory
 from domaingpt.core.distributed import DistContext, check_batch
 from domaingpt.data.batches import BatchSampler
 from domaingpt.model.gpt import GPT
@@ -48,6 +48,11 @@ def should_compile(setting: str, device: torch.device) -> bool:
     """``auto`` compiles on CUDA only: on a 2-core CPU compilation costs more than it saves
     for the small presets (see benchmarks/bench_train.py)."""
     return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def _eagerly(error: Exception) -> None:
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    print(f"torch.compile unavailable ({type(error).__name__}: {first}); running eagerly")
 
 
 class Trainer:
@@ -91,11 +96,12 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             self._ddp = wrapped = DistributedDataParallel(model, device_ids=ids)
         self._forward: Any = wrapped
+        self._eager: Any = None  # while set, the compiled forward has not run yet
         if should_compile(spec.compile, device):
             try:
-                self._forward = torch.compile(wrapped)
+                self._forward, self._eager = torch.compile(wrapped), wrapped
             except Exception as e:  # compile is an optimisation: fall back, never fail
-                print(f"torch.compile unavailable ({type(e).__name__}: {e}); running eagerly")
+                _eagerly(e)
         self._params = [p for p in model.parameters() if p.requires_grad]
         self.tokens_per_iter = spec.batch_size * spec.grad_accum * model.config.block_size
 
@@ -119,7 +125,7 @@ class Trainer:
             last = micro == self.spec.grad_accum - 1
             sync = self._ddp.no_sync() if self._ddp is not None and not last else nullcontext()
             with sync, autocast(self.device):
-                _, loss = self._forward(x, y)
+                _, loss = self._call(x, y)
                 (loss / self.spec.grad_accum).backward()
             total += loss.detach()
         if self.spec.grad_clip > 0:
@@ -128,6 +134,22 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.iteration += 1
         return total / self.spec.grad_accum
+
+    def _call(self, x: torch.Tensor, y: torch.Tensor) -> Any:
+        """The forward pass; the first compiled one falls back to eager if compiling fails
+        (torch.compile compiles on first use: a missing compiler shows only then)."""
+        if self._eager is None:
+            return self._forward(x, y)
+        try:
+            out = self._forward(x, y)
+        except Exception as e:
+            if is_out_of_memory(e):
+                raise
+            _eagerly(e)
+            self._forward = self._eager
+            out = self._forward(x, y)
+        self._eager = None
+        return out
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Optimizer moments and RNG states, as flat named tensors for safetensors."""

@@ -22,19 +22,27 @@ Layer ``ℓ`` is block ``ℓ`` (1-based), heads count from 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import write_json
-from domaingpt.core.rundir import RunDir
+from domaingpt.core.rundir import ModelEntry, RunDir
 from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.statistics import mean_ci
 from domaingpt.core.tables import read_table, round_significant, write_table
 from domaingpt.data.prompts import PromptSet, domain_of
 from domaingpt.errors import DomainGPTError
-from domaingpt.model.internals import WORD_GROUPS, Internals, InternalsSettings, prepare
+from domaingpt.model.internals import (
+    WORD_GROUPS,
+    Internals,
+    InternalsSettings,
+    Prepared,
+    prepare,
+)
 from domaingpt.stages.attention.figures import plot_heads, plot_training
 
 SHARES = [f"share_{g}" for g in WORD_GROUPS]
@@ -106,19 +114,28 @@ def head_summary(per_prompt: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def _model_frames(
+    model: ModelEntry, ready: Prepared, settings: AttentionSettings
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One model's rows (every history checkpoint), and the prompts' chance shares."""
+    history = model.checkpoints
+    recs = ready.read(history, settings)
+    frames = [
+        per_prompt_frame(rec, ready.prompts, model.name, model.corpus, info.iteration)
+        for info, rec in zip(history, recs, strict=True)
+    ]
+    return pd.concat(frames, ignore_index=True), prompt_frame(recs[0], ready.prompts)
+
+
 def run(ctx: StageContext, settings: AttentionSettings) -> dict[str, Path]:
-    """Measure every history checkpoint of every model; write ``attention/``."""
+    """Measure every history checkpoint of every model; write ``attention/``. Under
+    torchrun each model is a job on its own rank (:func:`map_ranks`)."""
     ready = prepare(ctx.run, settings, ctx.log)
-    parts, prompts = [], None
-    for model in ready.models:
-        history = model.checkpoints
-        for info, rec in zip(history, ready.read(history, settings), strict=True):
-            parts.append(
-                per_prompt_frame(rec, ready.prompts, model.name, model.corpus, info.iteration)
-            )
-            if prompts is None:
-                prompts = prompt_frame(rec, ready.prompts)
-    per_prompt = pd.concat(parts, ignore_index=True)
+    parts = map_ranks(
+        partial(_model_frames, ready=ready, settings=settings), ready.models, log=ctx.log
+    )
+    prompts = parts[0][1]
+    per_prompt = pd.concat([frames for frames, _ in parts], ignore_index=True)
     tables = {
         "per_prompt": per_prompt,
         "heads": head_summary(per_prompt, prompts),

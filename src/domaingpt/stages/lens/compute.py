@@ -16,19 +16,21 @@ embeddings' reading already is the final prediction (``KL_0 = 0``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import write_json
-from domaingpt.core.rundir import RunDir
+from domaingpt.core.rundir import ModelEntry, RunDir
 from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.statistics import mean_ci
 from domaingpt.core.tables import read_table, round_significant, write_table
 from domaingpt.data.prompts import PromptSet, domain_of
 from domaingpt.errors import DomainGPTError
-from domaingpt.model.internals import Internals, InternalsSettings, prepare
+from domaingpt.model.internals import Internals, InternalsSettings, Prepared, prepare
 from domaingpt.stages.lens.figures import plot_formation, plot_lens_layers
 
 METRICS = ("loss_nats", "entropy_bits", "p_true", "kl_bits", "top1_agreement")
@@ -118,16 +120,25 @@ def formation_summary(per_prompt: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _model_frames(model: ModelEntry, ready: Prepared, settings: LensSettings) -> pd.DataFrame:
+    """One model's rows: every history checkpoint through the lens."""
+    history = model.checkpoints
+    return pd.concat(
+        [
+            per_prompt_frame(rec, ready.prompts, model.name, model.corpus, info.iteration)
+            for info, rec in zip(history, ready.read(history, settings), strict=True)
+        ],
+        ignore_index=True,
+    )
+
+
 def run(ctx: StageContext, settings: LensSettings) -> dict[str, Path]:
-    """Read every history checkpoint of every model through the lens; write ``lens/``."""
+    """Read every history checkpoint of every model through the lens; write ``lens/``.
+    Under torchrun each model is a job on its own rank (:func:`map_ranks`)."""
     ready = prepare(ctx.run, settings, ctx.log)
-    parts = []
-    for model in ready.models:
-        history = model.checkpoints
-        for info, rec in zip(history, ready.read(history, settings), strict=True):
-            parts.append(
-                per_prompt_frame(rec, ready.prompts, model.name, model.corpus, info.iteration)
-            )
+    parts = map_ranks(
+        partial(_model_frames, ready=ready, settings=settings), ready.models, log=ctx.log
+    )
     per_prompt = pd.concat(parts, ignore_index=True)
     tables = {
         "per_prompt": per_prompt,

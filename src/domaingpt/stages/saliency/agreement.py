@@ -11,7 +11,8 @@ baseline is ``<unk>`` and, separately, a space (``occlusion = ["unk", "space"]``
 Occlusion costs one forward pass per character, so it runs on ``occlusion_checkpoints``
 history checkpoints of each model, spread evenly over the trained ones (iteration > 0),
 the last included; the gradient methods' scores at those checkpoints come from the main
-attribution loop. Checkpoints are occluded on worker threads of one torch thread each.
+attribution loop. Checkpoints are occluded on worker threads of one torch thread each
+(and side by side over torchrun's ranks).
 
 Tables: ``agreement_prompts`` (one Spearman correlation per model, checkpoint, baseline,
 method and prompt) and ``agreement`` (their mean with a 95 % interval, per model,
@@ -22,15 +23,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from domaingpt.core.distributed import map_ranks
 from domaingpt.core.rundir import ModelEntry
 from domaingpt.core.statistics import mean_ci, spearman
-from domaingpt.core.threads import map_workers
 from domaingpt.data.prompts import PromptSet, domain_of
 from domaingpt.data.vocab import Vocab
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
@@ -159,13 +161,15 @@ def occlusion_agreement(
         for baseline in settings.occlusion
     ]
 
-    def one(job: Job) -> np.ndarray:
-        values = occlude(job, prompts, vocab, device, settings.batch_size)
-        bar.update(1)
-        return values
-
     workers = settings.threads or torch.get_num_threads()
-    occluded = map_workers(one, jobs, workers)
+    occluded = map_ranks(
+        partial(
+            occlude, prompts=prompts, vocab=vocab, device=device, batch_size=settings.batch_size
+        ),
+        jobs,
+        workers=workers,
+        each=lambda i, r: bar.update(1),
+    )
     table = agreement_prompts(jobs, occluded, scores, prompts, settings.methods)
     raw = [
         {

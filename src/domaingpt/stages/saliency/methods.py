@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from domaingpt.core.device import full_precision
 from domaingpt.data.prompts import PromptSet
 from domaingpt.data.vocab import UNK_ID
 from domaingpt.errors import ConfigError, DomainGPTError
@@ -55,8 +56,10 @@ from domaingpt.model.gpt import GPT
 def target_log_prob(
     model: GPT, embeds: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
-    """``log p(target | prompt)`` at each prompt's last position, from token embeddings."""
-    logits, _ = model(inputs_embeds=embeds, at=lengths - 1)
+    """``log p(target | prompt)`` at each prompt's last position, from token embeddings
+    (float32 on any device: attributions and their gradients are never autocast)."""
+    with full_precision(embeds.device):
+        logits, _ = model(inputs_embeds=embeds, at=lengths - 1)
     rows = torch.arange(embeds.shape[0], device=embeds.device)
     return F.log_softmax(logits.float(), dim=-1)[rows, targets]
 
@@ -336,7 +339,8 @@ def attribute_prompts(
     for lo in range(0, N, batch_size):
         index = list(range(lo, min(lo + batch_size, N)))
         ids, lens, targets, _ = prompts.tensors(device, index)
-        attr = method.attribute(ids, targets, lens)
+        with full_precision(ids.device):  # the methods' sums (IG's too) in float32
+            attr = method.attribute(ids, targets, lens)
         rows = slice(lo, lo + len(index))
         values[rows, : ids.shape[1]] = attr.detach().double().cpu().numpy()
         with torch.no_grad():

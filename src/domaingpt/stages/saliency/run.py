@@ -6,12 +6,14 @@ and method, aggregate, test faithfulness, compare zero- and few-shot, and write
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import read_jsonl, write_json, write_jsonl
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.rundir import ModelEntry, RunDir
@@ -19,7 +21,6 @@ from domaingpt.core.tables import read_table, write_table
 from domaingpt.data.prompts import PromptSet, domain_of, prepare_prompt_stage
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
-from domaingpt.model.gpt import GPT
 from domaingpt.stages.saliency.aggregate import (
     aggregate,
     checkpoint_summary,
@@ -164,25 +165,27 @@ def run_saliency(
     bar = progress_bar(steps, "saliency", enabled=progress, unit="step")
     got = _Collected()
     heat_ids = _heatmap_prompts(prompts, settings.heatmap_prompts)
-    for model in models:
-        domains = [domain_of(p.corpus, model.corpus) for p in prompts.prompts]
-        history = plan[model.name]
-        for info in history:
-            loaded = load_checkpoint(info, device)
-            for name in settings.methods:
-                method = settings.method(name, loaded.model)
-                res = attribute_prompts(
-                    method, prompts, batch_size=settings.batch_size, device=device
-                )
-                keys = {"model": model.name, "iteration": info.iteration, "method": name}
-                got.add(keys, res, prompts, domains)
-                if res.delta is not None:
-                    f_0 = baseline_log_p(loaded.model, prompts, device, settings.batch_size)
-                    got.completeness.append(_completeness(keys, res, f_0, settings))
-                if info is history[-1]:
-                    _deletions(got, loaded.model, keys, prompts, res, settings, device, replacement)
-                    got.heat += _heat_rows(keys, prompts, domains, res, heat_ids)
-                bar.update(1)
+    jobs = [
+        _Explain(model, info, info is plan[model.name][-1])
+        for model in models
+        for info in plan[model.name]
+    ]
+    # Every checkpoint is explained side by side over torchrun's ranks (one process: in
+    # turn); the tables are made here, in the jobs' order.
+    explain = partial(
+        _explain, prompts=prompts, settings=settings, device=device, replacement=replacement
+    )
+    done = map_ranks(explain, jobs, log=log, each=lambda i, r: bar.update(len(r)))
+    for job, results in zip(jobs, done, strict=True):
+        domains = [domain_of(p.corpus, job.model.corpus) for p in prompts.prompts]
+        for e in results:
+            keys = {"model": job.model.name, "iteration": job.info.iteration, "method": e.method}
+            got.add(keys, e.res, prompts, domains)
+            if e.f_0 is not None:
+                got.completeness.append(_completeness(keys, e.res, e.f_0, settings))
+            if job.final:
+                _record_deletions(got, keys, e.drops, settings)
+                got.heat += _heat_rows(keys, prompts, domains, e.res, heat_ids)
     tables: dict[str, pd.DataFrame] = {}
     if settings.occlusion:
         agree, got.occlusion = occlusion_agreement(
@@ -237,33 +240,70 @@ def _completeness(
     }
 
 
-def _deletions(
-    got: _Collected,
-    model: GPT,
-    keys: dict,
+@dataclass(frozen=True)
+class _Explain:
+    """One checkpoint to explain with every method (a job of :func:`map_ranks`)."""
+
+    model: ModelEntry
+    info: CheckpointInfo
+    final: bool  # the model's last explained checkpoint: the deletion test runs on it
+
+
+@dataclass(frozen=True)
+class _Explained:
+    """One method's attributions at one checkpoint, and what is computed from them."""
+
+    method: str
+    res: PromptAttributions
+    f_0: np.ndarray | None  # integrated gradients' baseline log p(true)
+    drops: list[pd.DataFrame]  # the deletion test at each k (final checkpoint only)
+
+
+def _explain(
+    job: _Explain,
+    *,
     prompts: PromptSet,
-    res: PromptAttributions,
     settings: SaliencySettings,
     device: torch.device,
     replacement: int,
+) -> list[_Explained]:
+    """Every method's attributions at one checkpoint, IG's baseline, and the deletion
+    test on a model's last checkpoint."""
+    loaded = load_checkpoint(job.info, device)
+    out = []
+    for name in settings.methods:
+        method = settings.method(name, loaded.model)
+        res = attribute_prompts(method, prompts, batch_size=settings.batch_size, device=device)
+        f_0 = None
+        if res.delta is not None:
+            f_0 = baseline_log_p(loaded.model, prompts, device, settings.batch_size)
+        drops = []
+        if job.final:
+            for k in settings.deletion_k:
+                d = deletion_test(
+                    loaded.model,
+                    prompts,
+                    res.values,
+                    k,
+                    replacement_id=replacement,
+                    draws=settings.deletion_draws,
+                    seed=settings.seed,
+                    batch_size=max(settings.batch_size, 128),
+                    device=device,
+                )
+                d.insert(0, "k", k)
+                d.insert(0, "method", name)
+                d.insert(0, "model", job.model.name)
+                drops.append(d)
+        out.append(_Explained(name, res, f_0, drops))
+    return out
+
+
+def _record_deletions(
+    got: _Collected, keys: dict, drops: list[pd.DataFrame], settings: SaliencySettings
 ) -> None:
-    """The deletion test at each ``k`` (on a model's last checkpoint): per-prompt drops,
-    and the per-model verdict at ``k``."""
-    for k in settings.deletion_k:
-        d = deletion_test(
-            model,
-            prompts,
-            res.values,
-            k,
-            replacement_id=replacement,
-            draws=settings.deletion_draws,
-            seed=settings.seed,
-            batch_size=max(settings.batch_size, 128),
-            device=device,
-        )
-        d.insert(0, "k", k)
-        d.insert(0, "method", keys["method"])
-        d.insert(0, "model", keys["model"])
+    """The deletion test's per-prompt drops at each ``k``, and the per-model verdicts."""
+    for k, d in zip(settings.deletion_k, drops, strict=True):
         got.drops.append(d)
         row_keys = {
             "model": keys["model"],

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from domaingpt.core.distributed import map_ranks
 from domaingpt.core.progress import Log
 from domaingpt.core.rundir import AdaptedModel, ModelEntry, RunDir
 from domaingpt.core.statistics import spearman
@@ -103,34 +105,52 @@ def zero_few_pairs(
     return pairs
 
 
+def _attribute_pair(
+    pair: ZeroFewPair, settings: SaliencySettings, device: torch.device
+) -> list[tuple[str, str, int, PromptAttributions]]:
+    """Every method's attributions of a pair's prompts through its zero- and few-shot
+    checkpoints: (stage, method, checkpoint iteration, attributions)."""
+    out = []
+    for stage, info in pair.stages():
+        loaded = load_checkpoint(info, device)
+        for name in settings.methods:
+            method = settings.method(name, loaded.model)
+            res = attribute_prompts(
+                method, pair.prompts, batch_size=settings.batch_size, device=device
+            )
+            out.append((stage, name, info.iteration, res))
+    return out
+
+
 def zero_few(
     pairs: Sequence[ZeroFewPair], settings: SaliencySettings, device: torch.device, bar: Any
 ) -> tuple[pd.DataFrame, dict[tuple[int, str, str], PromptAttributions]]:
     """One row per adapted model, stage, method and group (the total, each character
     class, each relative position): mean magnitude, share and lift; and the attributions
-    themselves by (pair's position in ``pairs``, stage, method)."""
+    themselves by (pair's position in ``pairs``, stage, method). Under torchrun the pairs
+    are attributed side by side over the ranks."""
+    done = map_ranks(
+        partial(_attribute_pair, settings=settings, device=device),
+        pairs,
+        each=lambda i, r: bar.update(len(r)),
+    )
     rows: list[dict] = []
     got: dict[tuple[int, str, str], PromptAttributions] = {}
-    for k, pair in enumerate(pairs):
+    for k, (pair, results) in enumerate(zip(pairs, done, strict=True)):
         a, sub = pair.adapted, pair.prompts
-        for stage, info in pair.stages():
-            loaded = load_checkpoint(info, device)
+        for stage, name, iteration, res in results:
             domains = ["in" if stage == "few_shot" else "out"] * len(sub)
-            for name in settings.methods:
-                method = settings.method(name, loaded.model)
-                res = attribute_prompts(method, sub, batch_size=settings.batch_size, device=device)
-                keys = {
-                    "source": a.source,
-                    "target": a.target,
-                    "start": a.start,
-                    "seed": a.directory.name,
-                    "method": name,
-                    "stage": stage,
-                    "checkpoint_iteration": info.iteration,
-                }
-                rows += _rows(keys, res, sub, domains)
-                got[(k, stage, name)] = res
-                bar.update(1)
+            keys = {
+                "source": a.source,
+                "target": a.target,
+                "start": a.start,
+                "seed": a.directory.name,
+                "method": name,
+                "stage": stage,
+                "checkpoint_iteration": iteration,
+            }
+            rows += _rows(keys, res, sub, domains)
+            got[(k, stage, name)] = res
     return pd.DataFrame(rows), got
 
 

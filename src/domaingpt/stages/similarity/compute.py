@@ -23,6 +23,7 @@ prompts gets its own interval. The forward passes are shared with the ``lens`` a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,10 @@ import numpy as np
 import pandas as pd
 
 from domaingpt.core.cka import cka_jackknife, jackknife_ci
+from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import write_json
-from domaingpt.core.rundir import AdaptedModel, RunDir
+from domaingpt.core.progress import Log
+from domaingpt.core.rundir import AdaptedModel, ModelEntry, RunDir
 from domaingpt.core.settings import finite, setting
 from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.tables import read_table, write_table
@@ -184,42 +187,92 @@ def hardening(cka: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "layer", "threshold", "hardened_at", "last_cka"])
 
 
-def _compare(run: RunDir, ready: Prepared, settings: SimilaritySettings, got: _Comparisons):
+Rows = tuple[list[dict[str, Any]], list[pd.DataFrame]]
+
+
+def _training(model: ModelEntry, ready: Prepared, settings: SimilaritySettings) -> Rows:
+    """CKA of each pair of consecutive history checkpoints of one model."""
+    got = _Comparisons(ready.prompts, settings.workers)
+    history = model.checkpoints
+    sides = [
+        Side(model.name, info.iteration, rec)
+        for info, rec in zip(history, ready.read(history, settings), strict=True)
+    ]
     every = np.ones(len(ready.prompts), dtype=bool)
-    finals: dict[str, Side] = {}
-    for model in ready.models:
-        history = model.checkpoints
-        sides = [
-            Side(model.name, info.iteration, rec)
-            for info, rec in zip(history, ready.read(history, settings), strict=True)
-        ]
-        for a, b in pairwise(sides):
-            got.add("training", a, b, "all", every)
-        finals[model.name] = sides[-1]
-    for a, b in combinations(finals.values(), 2):
-        got.add("domains", a, b, "all", every)
-    if not settings.adapted:
-        return
-    names = {m.name: m.corpus for m in ready.models}
-    adapted = [a for a in run.adapted_models() if a.source in names]
-    starts = [start_of(run, a) for a in adapted]  # every record checked before any work
-    ends = ready.read([a.checkpoints[-1] for a in adapted], settings)
-    begins = ready.read(starts, settings)
-    for a, start, begin, end in zip(adapted, starts, begins, ends, strict=True):
-        src = Side(a.source, start.iteration, begin)
-        dst = Side(f"{a.source}→{a.target}", a.checkpoints[-1].iteration, end)
-        extra = {"source": a.source, "target": a.target, "start": a.start, "seed": a.directory.name}
-        for label, corpus in (("target", a.target), ("source", names[a.source])):
-            keep = got.corpora == corpus
-            if keep.sum() >= 4:
-                got.add("adaptation", src, dst, label, keep, **extra)
+    for a, b in pairwise(sides):
+        got.add("training", a, b, "all", every)
+    return got.rows, got.jack
+
+
+def _domains(
+    pair: tuple[ModelEntry, ModelEntry], ready: Prepared, settings: SimilaritySettings
+) -> Rows:
+    """CKA of two domain models' final checkpoints."""
+    got = _Comparisons(ready.prompts, settings.workers)
+    finals = [m.checkpoints[-1] for m in pair]
+    a, b = (
+        Side(m.name, info.iteration, rec)
+        for m, info, rec in zip(pair, finals, ready.read(finals, settings), strict=True)
+    )
+    got.add("domains", a, b, "all", np.ones(len(ready.prompts), dtype=bool))
+    return got.rows, got.jack
+
+
+def _adaptation(
+    job: tuple[AdaptedModel, CheckpointInfo, str],
+    ready: Prepared,
+    settings: SimilaritySettings,
+) -> Rows:
+    """CKA of a source model where its adaptation started and the adapted model, on the
+    target's prompts and on the source's own."""
+    a, start, source_corpus = job
+    got = _Comparisons(ready.prompts, settings.workers)
+    end, begin = ready.read([a.checkpoints[-1], start], settings)
+    src = Side(a.source, start.iteration, begin)
+    dst = Side(f"{a.source}→{a.target}", a.checkpoints[-1].iteration, end)
+    extra = {"source": a.source, "target": a.target, "start": a.start, "seed": a.directory.name}
+    for label, corpus in (("target", a.target), ("source", source_corpus)):
+        keep = got.corpora == corpus
+        if keep.sum() >= 4:
+            got.add("adaptation", src, dst, label, keep, **extra)
+    return got.rows, got.jack
+
+
+def _compare(
+    run: RunDir, ready: Prepared, settings: SimilaritySettings, got: _Comparisons, log: Log
+) -> None:
+    """Every comparison, in order: training, domains, adaptation. Under torchrun each is a
+    job on the rank that reads its first model (where the lens stage left its passes)."""
+    index = {m.name: i for i, m in enumerate(ready.models)}
+    parts = map_ranks(partial(_training, ready=ready, settings=settings), ready.models, log=log)
+    pairs = list(combinations(ready.models, 2))
+    parts += map_ranks(
+        partial(_domains, ready=ready, settings=settings),
+        pairs,
+        log=log,
+        owners=[index[a.name] for a, _ in pairs],
+    )
+    if settings.adapted:
+        names = {m.name: m.corpus for m in ready.models}
+        adapted = [a for a in run.adapted_models() if a.source in names]
+        starts = [start_of(run, a) for a in adapted]  # every record checked before any work
+        jobs = [(a, s, names[a.source]) for a, s in zip(adapted, starts, strict=True)]
+        parts += map_ranks(
+            partial(_adaptation, ready=ready, settings=settings),
+            jobs,
+            log=log,
+            owners=[index[a.source] for a in adapted],
+        )
+    for rows, jack in parts:
+        got.rows += rows
+        got.jack += jack
 
 
 def run(ctx: StageContext, settings: SimilaritySettings) -> dict[str, Path]:
     """Every comparison (see the module docstring); write ``similarity/``."""
     ready = prepare(ctx.run, settings, ctx.log)
     got = _Comparisons(ready.prompts, settings.workers)
-    _compare(ctx.run, ready, settings, got)
+    _compare(ctx.run, ready, settings, got, ctx.log)
     cka, jack = got.tables()
     tables = {"cka": cka, "jackknife": jack, "hardening": hardening(cka, settings.harden_at)}
     out = ctx.out
