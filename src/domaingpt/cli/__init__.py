@@ -34,43 +34,33 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def char_count(text: str) -> int:
-    """An argparse type: a number of characters, 1 or more, also written like ``1e6``."""
+def _integer(text: str, least: int, *, scientific: bool = False) -> int:
+    """``text`` as an integer of at least ``least`` (``scientific``: also ``1e6``)."""
     try:
         value = int(text)
     except ValueError:
         try:
-            number = float(text)
+            number = float(text) if scientific else math.nan
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+            number = math.nan
         if not (math.isfinite(number) and number.is_integer()):
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+            kind = "a whole number" if scientific and not math.isnan(number) else "an integer"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
         value = int(number)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    if value < least:
+        at_least = "1 or more" if least == 1 else "zero or more"
+        raise argparse.ArgumentTypeError(f"expected {at_least}, got {value}")
     return value
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
-    return value
+def char_count(text: str) -> int:
+    """An argparse type: a number of characters, 1 or more, also written like ``1e6``."""
+    return _integer(text, 1, scientific=True)
 
 
 def count(text: str) -> int:
     """An argparse type: an integer of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected zero or more, got {value}")
-    return value
+    return _integer(text, 0)
 
 
 def _common(p: argparse.ArgumentParser, *, offline: bool = True) -> None:

@@ -19,7 +19,6 @@ from domaingpt.core.distributed import launched_by_torchrun, study_ranks
 from domaingpt.core.progress import Log, quiet_log, stderr_log
 from domaingpt.core.rundir import RunDir, build_vocab, default_vocab_corpora, save_vocab
 from domaingpt.core.stage import Stage, StageContext, run_stage
-from domaingpt.core.threads import torch_threads
 from domaingpt.data.corpus import Corpus
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError
@@ -222,10 +221,10 @@ def stage_command(stage: Stage) -> Callable[[argparse.Namespace], int]:
         with study_ranks("jobs", settings.device) as here:  # under torchrun: jobs over ranks
             if not here:
                 return 0
-            with torch_threads(settings.threads):
-                written, claims = run_stage(ctx, settings)
-        if stage.summary is not None:
-            print(stage.summary(written).rstrip("\n"))
+            written, claims = run_stage(ctx, settings)
+        text = stage.summary_text(written)
+        if text is not None:
+            print(text.rstrip("\n"))
         else:
             for c in claims:
                 print(c.line())

@@ -29,7 +29,8 @@ RUNTIME_TRAIN_KEYS = frozenset(
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The model's shape; ``vocab_size`` is not here: it comes from the study's vocabulary."""
+    """The model's shape, a preset's ``[model]`` table. ``vocab_size`` is not here: it comes
+    from the study's vocabulary (:class:`domaingpt.model.gpt.GPTConfig` adds it)."""
 
     n_layer: int = 4
     n_head: int = 4
@@ -37,6 +38,19 @@ class ModelSpec:
     block_size: int = 64
     dropout: float = 0.0
     bias: bool = True
+
+    def check(self) -> None:
+        """Refuse a shape no model can have (a ConfigError naming the ``model.`` key)."""
+        for name in ("n_layer", "n_head", "n_embd", "block_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"model.{name} must be at least 1, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
 
 
 @dataclass(frozen=True)
@@ -86,7 +100,7 @@ class RunConfig:
         return asdict(self)
 
     def validate(self) -> RunConfig:
-        t, m = self.train, self.model
+        t = self.train
         # Non-finite values first: NaN passes every comparison below (nan < 0 is False).
         for section in ("model", "train", "data"):
             for f in fields(getattr(self, section)):
@@ -101,10 +115,6 @@ class RunConfig:
             "train.max_iters": t.max_iters,
             "train.eval_tokens": t.eval_tokens,
             "train.resume_interval": t.resume_interval,
-            "model.n_layer": m.n_layer,
-            "model.n_head": m.n_head,
-            "model.n_embd": m.n_embd,
-            "model.block_size": m.block_size,
         }
         for key, value in positive.items():
             if value < 1:
@@ -134,12 +144,7 @@ class RunConfig:
             raise ConfigError("train.checkpoints must not hold negative iterations")
         if not 0 < self.data.val_fraction < 1:
             raise ConfigError(f"data.val_fraction must be in (0, 1), got {self.data.val_fraction}")
-        if m.n_embd % m.n_head:
-            raise ConfigError(
-                f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head})"
-            )
-        if not 0 <= m.dropout < 1:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {m.dropout}")
+        self.model.check()
         return self
 
 

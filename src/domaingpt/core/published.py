@@ -135,12 +135,6 @@ HARDENING = _frozen(
         "wikipedia": (14000, True),
     }
 )
-HARDENING_WORDS = (
-    "The Shakespeare model showed stable probability assignments after roughly 4000 "
-    "iterations, while the Math model reached this stage much earlier at around 1000 "
-    "iterations. The Wikipedia model was slower and still displayed variability even "
-    "after 14,000 iterations"
-)
 #: Where probabilities harden, one model at a time (the study's sentences, split).
 HARDENING_BY_CORPUS = _frozen(
     {
@@ -173,8 +167,6 @@ HARDENING_ORDER = (
         "iterations ... The Wikipedia model was slower",
     ),
 )
-#: "Shakespeare & Wikipedia models take ~3,000–4,000 iterations before probabilities harden"
-P_TRUE_RELIABLE_ITER = 3000
 MATH_SPACE = "Math model often mispredicted <space> when given out-of-domain prompts"
 
 # --- Part 4: gradient-based interpretability ----------------------------------------------
@@ -194,10 +186,6 @@ WIKI_ALPHA = (
     "The Wikipedia-trained model relies heavily on alphabets, <space>, and <newline> tokens"
 )
 NORM_CAUTION = "A high gradient norm does not always indicate that a token is truly important"
-ZERO_FEW_UNCLEAR = (
-    "Zero-shot vs few-shot: the expectation was to compare gradient maps between zero-shot "
-    "and few-shot settings, but the precise interpretation remains uncertain"
-)
 #: The two halves of :data:`VOWELS_HIGHEST`, checked apart (vowels first; then consonants
 #: before punctuation).
 VOWELS_TOP = "Vowels consistently receive the highest values"

@@ -388,6 +388,32 @@ class RunDir:
                 found.append(adapted)
         return found
 
+    def adaptation_start(self, adapted: AdaptedModel, section: str) -> CheckpointInfo:
+        """The source checkpoint ``adapted`` started from, as its final checkpoint records
+        it (``source_iteration``); the error names what to redo, or the ``[section]``
+        setting ``adapted = false`` that leaves adapted models out."""
+        final = adapted.checkpoints[-1]
+        iteration = final.meta.get("source_iteration")
+        if not isinstance(iteration, int) or isinstance(iteration, bool):
+            raise DomainGPTError(
+                f"{final.json_path} does not record 'source_iteration' (the {adapted.source} "
+                f"checkpoint its adaptation started from): delete {adapted.directory} and run "
+                f"`domaingpt adapt --out {self.root}` again, or set adapted = false under "
+                f"[{section}]"
+            )
+        return find_checkpoint(self.model(adapted.source), iteration)
+
+    def results(self, stage: str, marker: str, folder: str = "") -> Path:
+        """The folder of ``stage``'s results (``folder``, default the stage's name); an
+        error naming the command to run when its ``marker`` file is missing."""
+        out = self.root / (folder or stage)
+        if not (out / marker).is_file():
+            raise DomainGPTError(
+                f"no {stage} results in {out} ({marker} is missing); "
+                f"run `domaingpt {stage} --out {self.root}` first"
+            )
+        return out
+
     def vocab(self) -> Vocab:
         """The run's vocabulary (``vocab.json``), else the first model checkpoint's."""
         if self.vocab_path.exists():

@@ -33,6 +33,7 @@ from domaingpt.core.device import oom_hint
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.rundir import RunDir
 from domaingpt.core.settings import StageSettings
+from domaingpt.core.threads import torch_threads
 from domaingpt.errors import DomainGPTError
 
 if TYPE_CHECKING:
@@ -156,7 +157,9 @@ class Stage:
     uses: tuple[str, ...] = ()
     subdir: str = ""  # the stage's folder in a run; default: its name
     help: str = ""  # one line for `domaingpt --help`
-    summary: Callable[[Mapping[str, Path]], str] | None = None  # what its command prints
+    # what its command prints: a function of the written files, or the key of a written
+    # Markdown file to print as it is
+    summary: Callable[[Mapping[str, Path]], str] | str | None = None
     section_title: str = ""  # the report's heading and the claims' section; default: title
     command: bool = True  # a `domaingpt NAME` command generated from its settings
 
@@ -168,6 +171,12 @@ class Stage:
     def heading(self) -> str:
         return self.section_title or self.title[:1].upper() + self.title[1:]
 
+    def summary_text(self, written: Mapping[str, Path]) -> str | None:
+        """What ``domaingpt NAME`` prints after running the stage (``None``: nothing)."""
+        if isinstance(self.summary, str):
+            return written[self.summary].read_text(encoding="utf-8")
+        return None if self.summary is None else self.summary(written)
+
     def checked_claims(self, tables: Tables) -> list[Claim]:
         """``claims(tables)`` labelled with this stage and its report section."""
         return Claim.of(self.name, self.heading, self.claims(tables))
@@ -177,9 +186,10 @@ def run_stage(ctx: StageContext, settings: StageSettings) -> tuple[dict[str, Pat
     """Run a stage, then check its claims on what it wrote (``<folder>/claims.csv``).
 
     The one way a stage runs, from ``domaingpt run`` and from its own command alike. Out
-    of memory is a one-line error naming the batch size to lower.
+    of memory is a one-line error naming the batch size to lower; ``settings.threads``
+    torch threads inside, restored after.
     """
-    with oom_hint(*settings.memory_setting()):
+    with torch_threads(settings.threads), oom_hint(*settings.memory_setting()):
         written = {k: Path(v) for k, v in (ctx.stage.run(ctx, settings) or {}).items()}
     claims: list[Claim] = []
     if ctx.stage.claims is not _no_claims:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
@@ -95,6 +96,17 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
+def first_to_last(wide: Any) -> tuple[Any, Any, dict[str, float]] | None:
+    """The paired change from the first column of ``wide`` (rows: prompts, columns:
+    iterations, a DataFrame) to its last: ``(first, last, mean_ci of last - first)``, or
+    ``None`` without two columns or two finite pairs."""
+    if wide.shape[1] < 2:
+        return None
+    first, last = wide.columns[0], wide.columns[-1]
+    ci = mean_ci((wide[last] - wide[first]).to_numpy())
+    return None if ci["n"] < 2 else (first, last, ci)
+
+
 def js_divergence_bits(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Jensen–Shannon divergence in bits between rows of ``p`` and ``q`` (0 ≤ JS ≤ 1)."""
     p = np.asarray(p, dtype=np.float64)
@@ -120,14 +132,7 @@ def js_divergence(p: Mapping[str, float], q: Mapping[str, float]) -> float:
     b = np.array([q.get(k, 0.0) for k in keys], dtype=np.float64)
     if a.sum() <= 0 or b.sum() <= 0:
         return math.nan
-    a, b = a / a.sum(), b / b.sum()
-    m = 0.5 * (a + b)
-
-    def kl(x: np.ndarray) -> float:
-        nz = x > 0
-        return float(np.sum(x[nz] * np.log2(x[nz] / m[nz])))
-
-    return min(max(0.5 * kl(a) + 0.5 * kl(b), 0.0), 1.0)
+    return float(js_divergence_bits(a / a.sum(), b / b.sum()))
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

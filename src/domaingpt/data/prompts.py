@@ -31,13 +31,14 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from domaingpt.core.device import pick_device
 from domaingpt.core.rundir import DEFAULT_VAL_FRACTION, ModelEntry, RunDir
+from domaingpt.core.settings import StageSettings, positive, setting
 from domaingpt.data.charclass import describe_char
 from domaingpt.data.corpus import Corpus, resolve_corpus
 from domaingpt.data.encoding import encode_corpus
@@ -182,6 +183,40 @@ def check_not_empty(prompts: Iterable[str]) -> None:
         raise DomainGPTError(
             "a prompt is empty; give at least two characters (context + the character to predict)"
         )
+
+
+@dataclass(frozen=True)
+class PromptSettings(StageSettings):
+    """The prompt fields of every stage that reads validation prompts (probe, saliency and
+    the stages of :mod:`domaingpt.model.internals`): the same names, defaults and checks."""
+
+    models: list[str] = setting([], "models to read (default: every trained model)")
+    corpora: list[str] = setting([], "prompt corpora, names or paths (default: the models')")
+    prompts_per_corpus: int = setting(64, "validation prompts per corpus")
+    length: int = setting(64, "prompt length in characters (at most the models' block_size)")
+
+    def check(self) -> None:
+        super().check()
+        positive(f"{self.section()}.prompts_per_corpus", self.prompts_per_corpus)
+        positive(f"{self.section()}.length", self.length)
+
+
+@dataclass(frozen=True)
+class UserPromptSettings(PromptSettings):
+    """:class:`PromptSettings` and prompts of the user's own."""
+
+    prompts: list[str] = setting(
+        [],
+        "a prompt of your own; its last character is the target; \\n, \\t decoded",
+        flag="--prompt",
+        metavar="TEXT",
+        repeat=True,
+    )
+    prompt_file: str = setting("", "prompts of your own, one per line (as --prompt)")
+
+    def check(self) -> None:
+        super().check()
+        check_not_empty(self.prompts)
 
 
 def encode_text(vocab: Vocab, text: str) -> tuple[np.ndarray, int]:
@@ -415,12 +450,12 @@ def build_prompt_set(
 
 
 def prepare_prompt_stage(
-    run: RunDir, settings: Any, log: Callable[[str], None] = print
+    run: RunDir, settings: PromptSettings, log: Callable[[str], None] = print
 ) -> tuple[list[ModelEntry], Vocab, PromptSet, torch.device]:
-    """What probe and saliency both start from: the selected models, the run's vocabulary,
-    the prompt set and the device (``settings`` has the shared prompt fields)."""
-    from domaingpt.core.device import pick_device, set_threads
-
+    """What every prompt-reading stage starts from: the selected models, the run's
+    vocabulary, the prompt set (with the user's own when ``settings`` has them) and the
+    device."""
+    own = settings if isinstance(settings, UserPromptSettings) else None
     models = run.model_entries(settings.models)
     vocab = run.vocab()
     prompts = build_prompt_set(
@@ -430,12 +465,10 @@ def prepare_prompt_stage(
         per_corpus=settings.prompts_per_corpus,
         length=settings.length,
         corpora=settings.corpora,
-        prompts=settings.prompts,
-        prompt_file=settings.prompt_file,
+        prompts=own.prompts if own else (),
+        prompt_file=own.prompt_file if own else "",
         data_dir=settings.data_dir or None,
         log=log,
         download=not settings.offline,
     )
-    device = pick_device(settings.device)
-    set_threads(settings.threads)
-    return models, vocab, prompts, device
+    return models, vocab, prompts, pick_device(settings.device)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from domaingpt.core.config import ModelSpec
 from domaingpt.errors import ConfigError, DomainGPTError
 
 #: The activation points of every block ``blocks.{i}.NAME``, in the order they are computed.
@@ -43,26 +44,16 @@ HOOK_POINTS = ("embed", *(f"blocks.{{i}}.{p}" for p in BLOCK_POINTS), "ln_f.out"
 
 
 @dataclass(frozen=True)
-class GPTConfig:
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 64
+class GPTConfig(ModelSpec):
+    """A model's shape (a preset's ``[model]`` table) and its vocabulary size."""
+
     vocab_size: int = 0  # set from the study's vocabulary, never guessed
-    dropout: float = 0.0
-    bias: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise ConfigError(
-                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+        self.check()
+        v = self.vocab_size
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"model.vocab_size must be at least 1, got {v!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

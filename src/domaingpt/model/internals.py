@@ -42,12 +42,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from domaingpt.core.device import full_precision, pick_device
+from domaingpt.core.device import full_precision
 from domaingpt.core.rundir import ModelEntry, RunDir
-from domaingpt.core.settings import StageSettings, positive, setting
+from domaingpt.core.settings import positive, setting
 from domaingpt.core.statistics import LOG2E
 from domaingpt.core.threads import map_workers
-from domaingpt.data.prompts import PromptSet, build_prompt_set
+from domaingpt.data.prompts import PromptSet, PromptSettings, prepare_prompt_stage
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
@@ -322,22 +322,15 @@ def internals_of(
 
 
 @dataclass(frozen=True)
-class InternalsSettings(StageSettings):
+class InternalsSettings(PromptSettings):
     """The prompt fields of every stage that reads :func:`internals`: the same values in
     each (the study presets set them alike) share one forward pass per checkpoint."""
 
-    models: list[str] = setting([], "models to read (default: every trained model)")
-    corpora: list[str] = setting([], "prompt corpora, names or paths (default: the models')")
-    prompts_per_corpus: int = setting(64, "validation prompts per corpus")
-    length: int = setting(64, "prompt length in characters (at most the models' block_size)")
     batch_size: int = setting(64, "prompts per forward pass", cli=False)
 
     def check(self) -> None:
         super().check()
-        name = self.section()
-        positive(f"{name}.prompts_per_corpus", self.prompts_per_corpus)
-        positive(f"{name}.length", self.length)
-        positive(f"{name}.batch_size", self.batch_size)
+        positive(f"{self.section()}.batch_size", self.batch_size)
 
     @property
     def workers(self) -> int:
@@ -367,16 +360,4 @@ class Prepared:
 
 def prepare(run: RunDir, settings: InternalsSettings, log: Callable[[str], None]) -> Prepared:
     """The selected models, the run's vocabulary, the validation prompts and the device."""
-    models = run.model_entries(settings.models)
-    vocab = run.vocab()
-    prompts = build_prompt_set(
-        run,
-        models,
-        vocab,
-        per_corpus=settings.prompts_per_corpus,
-        length=settings.length,
-        corpora=settings.corpora,
-        data_dir=settings.data_dir or None,
-        log=log,
-    )
-    return Prepared(models, vocab, prompts, pick_device(settings.device))
+    return Prepared(*prepare_prompt_stage(run, settings, log))

@@ -6,12 +6,13 @@ from the characters before it in its window (0 to ``block_size - 1`` of them). T
 "non-overlapping windows" convention; it scores the same characters as nanoGPT's
 training loss but is exact and repeatable, unlike nanoGPT's random ``estimate_loss``.
 
-Context convention (compare lm-evaluation-harness's rolling windows, which overlap so
-every token gets a long context): here windows do not overlap, so the first character of
-a window is predicted from no context at all and the last from ``block_size - 1``
-characters; each character's loss is that of a model sampling text in ``block_size``
-chunks. It costs one forward pass per ``block_size`` characters instead of one per
-character, and it is the loss the training code reports, so the numbers compare.
+Context convention: windows do not overlap, so the first character of a window is
+predicted from no context at all and the last from ``block_size - 1`` characters. It
+costs one forward pass per ``block_size`` characters (overlapping windows, which give
+every character a long context, cost one per character), it is the loss the training
+code reports, and it is lm-evaluation-harness's ``loglikelihood_rolling`` convention too
+(disjoint windows of ``max_length``): an exported model scores the same there (README,
+"lm-evaluation-harness").
 
 Two engines compute it: the model's own forward pass (any device) and, on a CPU, the
 native engine of :mod:`domaingpt.scoring.cpu_engine` (same numbers to float rounding).

@@ -43,7 +43,6 @@ from domaingpt.stages.saliency import (
     shares,
 )
 from domaingpt.stages.saliency.heatmap import HeatmapRow, render_heatmap
-from domaingpt.stages.saliency.zero_few import start_checkpoint
 
 VOCAB = Vocab.from_texts(
     ["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,;!?\n0123456789+=é"]
@@ -327,7 +326,7 @@ def test_an_adapted_model_without_its_start_iteration_is_named(tmp_path):
     save_checkpoint(out, "iter", 30, tiny_model(), VOCAB, {"source_model": "shakespeare"})
     (adapted,) = run.adapted_models()
     with pytest.raises(DomainGPTError) as e:
-        start_checkpoint(run, adapted)
+        run.adaptation_start(adapted, "saliency")
     message = str(e.value)
     assert "'source_iteration'" in message and "iter-" in message and "\n" not in message
-    assert "domaingpt adapt" in message
+    assert "domaingpt adapt" in message and "[saliency]" in message

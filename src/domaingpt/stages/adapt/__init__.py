@@ -11,7 +11,6 @@ early − final, outcome and verdict), plus ``in_domain`` (each model on its own
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 from domaingpt.core.stage import Stage, StageContext
@@ -33,10 +32,6 @@ def run(ctx: StageContext, settings: AdaptSettings) -> dict[str, Path]:
     return run_adapt(ctx.run, settings, progress=ctx.progress, log=ctx.log, corpora=ctx.corpora)
 
 
-def _summary(written: Mapping[str, Path]) -> str:
-    return written["summary_md"].read_text(encoding="utf-8")
-
-
 stage = Stage(
     name="adapt",
     title="few-shot adaptation",
@@ -48,7 +43,7 @@ stage = Stage(
     needs=("train",),
     help="few-shot adaptation of each model to each other corpus, from early, final and "
     "scratch starts",
-    summary=_summary,
+    summary="summary_md",
     section_title="Cross-domain evaluation: few-shot adaptation",
 )
 

@@ -36,7 +36,6 @@ from domaingpt.core.threads import torch_threads
 from domaingpt.data.corpus import Corpus
 from domaingpt.data.splits import CorpusCache, Split
 from domaingpt.data.vocab import Vocab
-from domaingpt.errors import DomainGPTError
 from domaingpt.stages.adapt.figures import plot_adaptation_curves
 from domaingpt.stages.adapt.jobs import (
     CURVE_COLUMNS,
@@ -218,12 +217,7 @@ def _write_outputs(
 
 def load_adapt(run: RunDir) -> dict[str, pd.DataFrame]:
     """The tables :func:`run_adapt` wrote: ``curves``, ``final``, ``summary``."""
-    root = run.adapt
-    if not (root / "summary.csv").is_file():
-        raise DomainGPTError(
-            f"no adaptation results in {run.root} ({root / 'summary.csv'} is missing); "
-            f"run `domaingpt adapt --out {run.root}` first"
-        )
+    root = run.results("adapt", "summary.csv")
     tables = {name: pd.read_csv(root / f"{name}.csv") for name in ("curves", "final", "summary")}
     tables["in_domain"] = in_domain_losses(run)
     return tables

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domaingpt.core import published
 from domaingpt.core.settings import StageSettings, finite, setting
 from domaingpt.errors import ConfigError
 
@@ -30,7 +31,7 @@ class AdaptSettings(StageSettings):
     """
 
     SECTION = "adapt"
-    iters: int = setting(200, "adaptation iterations (the study: 200)")
+    iters: int = setting(published.ADAPT_ITERS, "adaptation iterations (default: the study's)")
     early: str | int = setting(
         "auto", "early checkpoint iteration, or auto: the one nearest early_fraction of training"
     )

@@ -13,7 +13,7 @@ from domaingpt.core import published
 from domaingpt.core.claims import Claim, unmeasured, verdict_of
 from domaingpt.core.rundir import study_order
 from domaingpt.core.stage import Tables
-from domaingpt.core.statistics import bonferroni_z, mean_ci
+from domaingpt.core.statistics import bonferroni_z, first_to_last, mean_ci
 from domaingpt.report.format import display
 
 
@@ -75,12 +75,10 @@ def focus(per_prompt: pd.DataFrame) -> Claim:
             .mean()
             .unstack("iteration")
         )
-        if wide.shape[1] < 2:
+        change = first_to_last(wide)
+        if change is None:
             continue
-        first, last = wide.columns[0], wide.columns[-1]
-        ci = mean_ci((wide[last] - wide[first]).to_numpy())
-        if ci["n"] < 2:
-            continue
+        first, last, ci = change
         flags.append(ci["ci_high"] < 0)
         parts.append(
             f"{display(model)} {wide[first].mean():.3f} → {wide[last].mean():.3f} bits "

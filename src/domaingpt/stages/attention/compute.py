@@ -35,7 +35,6 @@ from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.statistics import mean_ci
 from domaingpt.core.tables import read_table, round_significant, write_table
 from domaingpt.data.prompts import PromptSet, domain_of
-from domaingpt.errors import DomainGPTError
 from domaingpt.model.internals import (
     WORD_GROUPS,
     Internals,
@@ -152,9 +151,5 @@ def run(ctx: StageContext, settings: AttentionSettings) -> dict[str, Path]:
 
 def load(run: RunDir) -> Tables:
     """The tables :func:`run` wrote: ``per_prompt``, ``heads`` and ``prompts``."""
-    folder = run.root / "attention"
-    if not (folder / "per_prompt.csv").is_file():
-        raise DomainGPTError(
-            f"no attention results in {folder}; run `domaingpt attention --out {run.root}`"
-        )
+    folder = run.results("attention", "per_prompt.csv")
     return {name: read_table(folder / f"{name}.csv") for name in TABLES}

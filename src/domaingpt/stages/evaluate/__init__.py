@@ -7,7 +7,6 @@ corpora); ``zero_shot.md`` lays it out like the study's table, the study's besid
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 from domaingpt.core.stage import Stage, StageContext
@@ -27,10 +26,6 @@ def run(ctx: StageContext, settings: EvalSettings) -> dict[str, Path]:
     return run_evaluate(ctx.run, settings, progress=ctx.progress, log=ctx.log)
 
 
-def _summary(written: Mapping[str, Path]) -> str:
-    return written["zero_shot_md"].read_text(encoding="utf-8")
-
-
 stage = Stage(
     name="evaluate",
     title="zero-shot loss matrix",
@@ -42,7 +37,7 @@ stage = Stage(
     needs=("train",),
     subdir="eval",
     help="zero-shot loss of every model checkpoint on every corpus (the loss matrix)",
-    summary=_summary,
+    summary="zero_shot_md",
     section_title="Cross-domain evaluation: zero-shot loss matrix",
 )
 

@@ -15,7 +15,7 @@ from domaingpt.core import published
 from domaingpt.core.claims import Claim, unmeasured, verdict_of
 from domaingpt.core.rundir import study_order
 from domaingpt.core.stage import Tables
-from domaingpt.core.statistics import mean_ci, welch_ci
+from domaingpt.core.statistics import first_to_last, mean_ci, welch_ci
 from domaingpt.report.format import display
 from domaingpt.stages.lens.compute import formation_depth
 
@@ -69,12 +69,10 @@ def depth_moves(depth: pd.DataFrame) -> Claim:
         wide = d[d["model"] == model].pivot_table(
             index="prompt_id", columns="iteration", values="depth"
         )
-        if wide.shape[1] < 2:
+        change = first_to_last(wide)
+        if change is None:
             continue
-        first, last = wide.columns[0], wide.columns[-1]
-        ci = mean_ci((wide[last] - wide[first]).to_numpy())
-        if ci["n"] < 2:
-            continue
+        first, last, ci = change
         flags.append(ci["ci_low"] > 0 or ci["ci_high"] < 0)
         parts.append(
             f"{display(model)} {wide[first].mean():.2f} → {wide[last].mean():.2f} (iteration "

@@ -29,7 +29,6 @@ from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.statistics import mean_ci
 from domaingpt.core.tables import read_table, round_significant, write_table
 from domaingpt.data.prompts import PromptSet, domain_of
-from domaingpt.errors import DomainGPTError
 from domaingpt.model.internals import Internals, InternalsSettings, Prepared, prepare
 from domaingpt.stages.lens.figures import plot_formation, plot_lens_layers
 
@@ -159,7 +158,5 @@ def run(ctx: StageContext, settings: LensSettings) -> dict[str, Path]:
 
 def load(run: RunDir) -> Tables:
     """The tables :func:`run` wrote: ``per_prompt``, ``layers`` and ``formation``."""
-    folder = run.root / "lens"
-    if not (folder / "per_prompt.csv").is_file():
-        raise DomainGPTError(f"no lens results in {folder}; run `domaingpt lens --out {run.root}`")
+    folder = run.results("lens", "per_prompt.csv")
     return {name: read_table(folder / f"{name}.csv") for name in TABLES}

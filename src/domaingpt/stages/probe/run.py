@@ -214,11 +214,7 @@ def run_probe(
 
 def load_probe(run: RunDir) -> dict[str, pd.DataFrame]:
     """The tables written by :func:`run_probe` (plus ``prompts``), keyed by file stem."""
-    out = run.probe
-    if not (out / "summary.csv").is_file():
-        raise DomainGPTError(
-            f"no probe results in {out}; run domaingpt probe --out {run.root} first"
-        )
+    out = run.results("probe", "summary.csv")
     tables = {
         name: (read_hardening if name == "hardening" else read_table)(out / f"{name}.csv")
         for name in PROBE_TABLES

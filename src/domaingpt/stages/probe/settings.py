@@ -4,29 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from domaingpt.core.settings import StageSettings, setting
-from domaingpt.data.prompts import check_not_empty
+from domaingpt.core.settings import setting
+from domaingpt.data.prompts import UserPromptSettings
 from domaingpt.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class ProbeSettings(StageSettings):
+class ProbeSettings(UserPromptSettings):
     """Settings of ``domaingpt probe`` (also read from a ``[probe]`` TOML table)."""
 
     SECTION = "probe"
-    models: list[str] = setting([], "models to probe (default: every trained model)")
-    corpora: list[str] = setting([], "prompt corpora, names or paths (default: the models')")
-    prompts_per_corpus: int = setting(64, "validation prompts per corpus")
-    length: int = setting(64, "prompt length in characters")
     top_k: int = setting(5, "top-k characters kept")
-    prompts: list[str] = setting(
-        [],
-        "a prompt of your own; its last character is the target; \\n, \\t decoded",
-        flag="--prompt",
-        metavar="TEXT",
-        repeat=True,
-    )
-    prompt_file: str = setting("", "prompts of your own, one per line (as --prompt)")
     epsilon: float = setting(0.05, "JS divergence (bits) below which a model counts as hardened")
     delta: float = setting(0.05, "p(true) settling tolerance", cli=False)
     overpredicted: int = setting(10, "characters per model in overpredicted.csv", cli=False)
@@ -38,7 +26,6 @@ class ProbeSettings(StageSettings):
         self.validate()
 
     def validate(self) -> ProbeSettings:
-        check_not_empty(self.prompts)
         if self.top_k < 1:
             raise ConfigError(f"top-k must be at least 1, got {self.top_k}")
         if not self.epsilon > 0 or not self.delta > 0:

@@ -12,7 +12,6 @@ sampled), :mod:`.generate` (sampling, with ``samples.jsonl`` as a cache),
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 from domaingpt.core.stage import Stage, StageContext
@@ -29,10 +28,6 @@ def _run(ctx: StageContext, settings: SampleQualitySettings) -> dict[str, Path]:
     return run_sample_quality(ctx.run, settings, progress=ctx.progress, log=ctx.log)
 
 
-def _summary(written: Mapping[str, Path]) -> str:
-    return written["summary"].read_text(encoding="utf-8")
-
-
 stage = Stage(
     name="quality",
     title="sample quality metrics",
@@ -45,7 +40,7 @@ stage = Stage(
     uses=("adapt",),
     help="measure what the samples show (spelling, layout, repetitiveness, style) along "
     "training and after adaptation, and check the study's judgements",
-    summary=_summary,
+    summary="summary",
     section_title="Sample quality",
 )
 

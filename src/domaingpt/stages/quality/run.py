@@ -199,11 +199,7 @@ def _measure(
 def load_sample_quality(run: RunDir) -> Tables:
     """The tables :func:`run_sample_quality` wrote: timeline, checkpoints, milestones,
     style, reference, adapted (when there were adapted models), settings and samples."""
-    out = run.root / SUBDIR
-    if not (out / "timeline.csv").exists():
-        raise DomainGPTError(
-            f"no sample-quality results in {out}; run `domaingpt quality --out {run.root}` first"
-        )
+    out = run.results("quality", "timeline.csv")
     tables = {n: read_table(out / f"{n}.csv") for n in TABLES if (out / f"{n}.csv").exists()}
     if (out / "settings.json").is_file():
         tables["settings"] = pd.DataFrame([read_json(out / "settings.json")]).astype(object)

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from domaingpt.core.statistics import js_divergence
 from domaingpt.data.charclass import CLASSES, char_class
 
 PROFILE_FORMAT = "domaingpt-textprofile/1"
@@ -184,27 +185,6 @@ def class_distribution(text: str | Mapping[str, int]) -> dict[str, float]:
         by_class[char_class(ch)] += k
     total = sum(by_class.values())
     return {c: (k / total if total else 0.0) for c, k in by_class.items()}
-
-
-def js_divergence(p: Mapping[str, float], q: Mapping[str, float]) -> float:
-    """Jensen-Shannon divergence in bits (0 = same distribution, 1 = disjoint supports).
-
-    Inputs need not be normalised; keys missing from one side have probability 0 there.
-    NaN when either distribution is empty.
-    """
-    keys = sorted(set(p) | set(q))
-    a = np.array([p.get(k, 0.0) for k in keys], dtype=np.float64)
-    b = np.array([q.get(k, 0.0) for k in keys], dtype=np.float64)
-    if a.sum() <= 0 or b.sum() <= 0:
-        return math.nan
-    a, b = a / a.sum(), b / b.sum()
-    m = 0.5 * (a + b)
-
-    def kl(x: np.ndarray) -> float:
-        nz = x > 0
-        return float(np.sum(x[nz] * np.log2(x[nz] / m[nz])))
-
-    return min(max(0.5 * kl(a) + 0.5 * kl(b), 0.0), 1.0)
 
 
 def _share(k: int | float, n: int | float) -> float:

@@ -20,7 +20,7 @@ from domaingpt.core import published
 from domaingpt.core.claims import Claim, Verdict, holds_if, unmeasured, verdict_of
 from domaingpt.core.rundir import study_order
 from domaingpt.core.stage import Tables
-from domaingpt.core.statistics import bonferroni_z, mean_ci
+from domaingpt.core.statistics import bonferroni_z, first_to_last, mean_ci
 from domaingpt.report.format import display
 from domaingpt.stages.saliency.aggregate import RELPOS
 from domaingpt.stages.saliency.faithfulness import VERDICTS
@@ -250,12 +250,10 @@ def harder_claim(per_prompt: pd.DataFrame) -> Claim:
         wide = d[d["model"] == model].pivot_table(
             index="prompt_id", columns="iteration", values="spearman"
         )
-        if wide.shape[1] < 2:
+        change = first_to_last(wide)
+        if change is None:
             continue
-        first, last = wide.columns[0], wide.columns[-1]
-        ci = mean_ci((wide[last] - wide[first]).to_numpy())
-        if ci["n"] < 2:
-            continue
+        first, last, ci = change
         flags.append(bool(ci["ci_high"] < 0))
         parts.append(
             f"{display(model)} ρ {wide[first].mean():.2f} → {wide[last].mean():.2f} (iteration "

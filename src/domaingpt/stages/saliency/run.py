@@ -19,7 +19,6 @@ from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.rundir import ModelEntry, RunDir
 from domaingpt.core.tables import read_table, write_table
 from domaingpt.data.prompts import PromptSet, domain_of, prepare_prompt_stage
-from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
 from domaingpt.stages.saliency.aggregate import (
     aggregate,
@@ -435,11 +434,7 @@ def load_saliency(run: RunDir, *, attributions: bool = False) -> dict[str, pd.Da
     """The tables written by :func:`run_saliency`, keyed by file stem (``zero_few`` when it
     was written; ``attributions``, one row per model/checkpoint/method/prompt with the
     list of raw scores, only when asked: it is the largest file)."""
-    out = run.saliency
-    if not (out / "by_class.csv").is_file():
-        raise DomainGPTError(
-            f"no saliency results in {out}; run domaingpt saliency --out {run.root} first"
-        )
+    out = run.results("saliency", "by_class.csv")
     tables = {}
     for name in (*TABLES, *OPTIONAL):
         path = out / f"{name}.csv"

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from domaingpt.core.settings import StageSettings, setting
-from domaingpt.data.prompts import check_not_empty
+from domaingpt.core.settings import setting
+from domaingpt.data.prompts import UserPromptSettings
 from domaingpt.errors import ConfigError
 from domaingpt.model.gpt import GPT
 from domaingpt.stages.saliency.methods import Attribution, check_methods, make_method, quadrature
 
 
 @dataclass(frozen=True)
-class SaliencySettings(StageSettings):
+class SaliencySettings(UserPromptSettings):
     """Settings of ``domaingpt saliency`` (also read from a ``[saliency]`` TOML table)."""
 
     SECTION = "saliency"
-    models: list[str] = setting([], "models to explain (default: every trained model)")
-    corpora: list[str] = setting([], "prompt corpora, names or paths (default: the models')")
     methods: list[str] = setting(
         ["grad_norm", "input_x_grad", "integrated_gradients"], "attribution methods"
     )
@@ -28,16 +26,6 @@ class SaliencySettings(StageSettings):
         0.01, "completeness gap (nats) that triggers more steps", cli=False
     )
     ig_max_steps: int = setting(512, "most integrated-gradients steps", cli=False)
-    prompts_per_corpus: int = setting(64, "validation prompts per corpus")
-    length: int = setting(64, "prompt length in characters")
-    prompts: list[str] = setting(
-        [],
-        "a prompt of your own; its last character is the target; \\n, \\t decoded",
-        flag="--prompt",
-        metavar="TEXT",
-        repeat=True,
-    )
-    prompt_file: str = setting("", "prompts of your own, one per line (as --prompt)")
     deletion_k: list[int] = setting([1, 3, 8], "characters replaced in the deletion test")
     deletion_draws: int = setting(10, "random draws per prompt in the deletion test", cli=False)
     deletion_replacement: str = setting("unk", "replacement: unk or space", cli=False)
@@ -56,7 +44,6 @@ class SaliencySettings(StageSettings):
 
     def check(self) -> None:
         super().check()
-        check_not_empty(self.prompts)
         object.__setattr__(self, "methods", check_methods(self.methods))
         if self.checkpoints not in ("final", "all"):
             raise ConfigError(f"checkpoints must be 'final' or 'all', got {self.checkpoints!r}")

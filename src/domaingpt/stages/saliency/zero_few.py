@@ -32,8 +32,8 @@ from domaingpt.core.rundir import AdaptedModel, ModelEntry, RunDir
 from domaingpt.core.statistics import spearman
 from domaingpt.data.charclass import CLASSES, char_class
 from domaingpt.data.prompts import PromptSet
-from domaingpt.errors import CheckpointError, DomainGPTError
-from domaingpt.model.checkpoint import CheckpointInfo, find_checkpoint, load_checkpoint
+from domaingpt.errors import CheckpointError
+from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
 from domaingpt.stages.saliency.aggregate import aggregate, long_frame, per_prompt, shares
 from domaingpt.stages.saliency.methods import PromptAttributions, attribute_prompts
 from domaingpt.stages.saliency.settings import SaliencySettings
@@ -56,20 +56,6 @@ class ZeroFewPair:
 
     def stages(self) -> list[tuple[str, CheckpointInfo]]:
         return [("zero_shot", self.zero_shot), ("few_shot", self.few_shot)]
-
-
-def start_checkpoint(run: RunDir, adapted: AdaptedModel) -> CheckpointInfo:
-    """The source checkpoint an adaptation started from, as the adapted checkpoint records
-    it (``source_iteration``); an error says what is missing when it does not."""
-    final = adapted.checkpoints[-1]
-    iteration = final.meta.get("source_iteration")
-    if not isinstance(iteration, int) or isinstance(iteration, bool):
-        raise DomainGPTError(
-            f"{final.json_path} does not record 'source_iteration' (the {adapted.source} "
-            f"checkpoint its adaptation started from): delete {adapted.directory} and run "
-            f"`domaingpt adapt --out {run.root}` again, or set adapted = false under [saliency]"
-        )
-    return find_checkpoint(run.model(adapted.source), iteration)
 
 
 def zero_few_pairs(
@@ -95,7 +81,7 @@ def zero_few_pairs(
             log(f"note: no prompts from {a.target!r}; skipping {a.source} -> {a.target}")
             continue
         try:
-            zero_shot = start_checkpoint(run, a)
+            zero_shot = run.adaptation_start(a, "saliency")
         except CheckpointError as e:
             log(f"note: skipping {a.directory}: {e}")
             continue

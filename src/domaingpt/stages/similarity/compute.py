@@ -41,8 +41,7 @@ from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.tables import read_table, write_table
 from domaingpt.core.threads import map_workers
 from domaingpt.data.prompts import PromptSet
-from domaingpt.errors import DomainGPTError
-from domaingpt.model.checkpoint import CheckpointInfo, find_checkpoint
+from domaingpt.model.checkpoint import CheckpointInfo
 from domaingpt.model.internals import Internals, InternalsSettings, Prepared, prepare
 from domaingpt.stages.similarity.figures import plot_across, plot_training
 
@@ -147,20 +146,6 @@ class _Comparisons:
         return cka, jack
 
 
-def start_of(run: RunDir, adapted: AdaptedModel) -> CheckpointInfo:
-    """The source checkpoint an adaptation started from (``source_iteration``)."""
-    final = adapted.checkpoints[-1]
-    iteration = final.meta.get("source_iteration")
-    if not isinstance(iteration, int) or isinstance(iteration, bool):
-        raise DomainGPTError(
-            f"{final.json_path} does not record 'source_iteration' (the {adapted.source} "
-            f"checkpoint its adaptation started from): delete {adapted.directory} and run "
-            f"`domaingpt adapt --out {run.root}` again, or set adapted = false under "
-            "[similarity]"
-        )
-    return find_checkpoint(run.model(adapted.source), iteration)
-
-
 def hardening(cka: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Per model and layer: the first checkpoint after which every consecutive pair's
     CKA stays at or above ``threshold`` (NaN: not reached by the last pair)."""
@@ -255,7 +240,9 @@ def _compare(
     if settings.adapted:
         names = {m.name: m.corpus for m in ready.models}
         adapted = [a for a in run.adapted_models() if a.source in names]
-        starts = [start_of(run, a) for a in adapted]  # every record checked before any work
+        starts = [
+            run.adaptation_start(a, "similarity") for a in adapted
+        ]  # every record checked before any work
         jobs = [(a, s, names[a.source]) for a, s in zip(adapted, starts, strict=True)]
         parts += map_ranks(
             partial(_adaptation, ready=ready, settings=settings),
@@ -290,9 +277,5 @@ def run(ctx: StageContext, settings: SimilaritySettings) -> dict[str, Path]:
 
 def load(run: RunDir) -> Tables:
     """The tables :func:`run` wrote: ``cka``, ``jackknife`` and ``hardening``."""
-    folder = run.root / "similarity"
-    if not (folder / "cka.csv").is_file():
-        raise DomainGPTError(
-            f"no similarity results in {folder}; run `domaingpt similarity --out {run.root}`"
-        )
+    folder = run.results("similarity", "cka.csv")
     return {name: read_table(folder / f"{name}.csv") for name in TABLES}

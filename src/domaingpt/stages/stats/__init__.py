@@ -7,7 +7,6 @@ Tables in ``stats/``: ``char_counts``, ``class_shares``, ``category_shares``, ``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +49,6 @@ def load(run: RunDir) -> Tables:
     return load_stats(run.stats)
 
 
-def _summary(written: Mapping[str, Path]) -> str:
-    return written["summary_md"].read_text(encoding="utf-8")
-
-
 stage = Stage(
     name="stats",
     title="character statistics",
@@ -63,6 +58,6 @@ stage = Stage(
     claims=claims,
     section=section,
     help="character statistics of corpora (tables and figures)",
-    summary=_summary,
+    summary="summary_md",
     section_title="Corpora: character statistics",
 )
