@@ -353,6 +353,8 @@ def test_streamed_invalid_byte_offset_in_a_later_chunk(tmp_path):
         ("", False),
         ("x" * 101, False),
         ("tab\there", False),
+        ("math__to__wiki", False),
+        ("math_to_wiki", True),
     ],
 )
 def test_a_model_name_is_one_safe_path_component(name: str, ok: bool) -> None:

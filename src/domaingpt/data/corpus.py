@@ -293,7 +293,8 @@ def unsafe_name_reason(name: str) -> str | None:
     A model's name becomes ``models/<name>`` and ``adapt/<a>__to__<b>``, and
     ``--overwrite`` deletes that directory: ``.`` or ``..`` would be the run's ``models/``
     folder or the run itself. So a name is one safe path component: letters, digits,
-    ``.``, ``_`` and ``-``, not starting with ``.``, at most :data:`MAX_NAME` characters.
+    ``.``, ``_`` and ``-``, not starting with ``.``, at most :data:`MAX_NAME` characters,
+    and without ``__to__``, which would make an adaptation's pair name ambiguous.
     """
     if not name:
         return "it is empty"
@@ -304,6 +305,8 @@ def unsafe_name_reason(name: str) -> str | None:
     bad = sorted({c for c in name if not (c.isalnum() or c in _NAME_PUNCTUATION)})
     if bad:
         return f"it holds {', '.join(repr(c) for c in bad[:5])}"
+    if "__to__" in name:
+        return "it holds '__to__', which separates the two models of an adaptation"
     return None
 
 
