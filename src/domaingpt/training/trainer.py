@@ -18,6 +18,8 @@ from domaingpt.core.device import autocast
 from domaingpt.core.distributed import DistContext, check_batch
 from domaingpt.data.batches import BatchSampler
 from domaingpt.model.gpt import GPT
+from domaingpt.training.adamw import AdamW, make_adamw
+from domaingpt.training.workers import ParallelGrads
 
 
 def lr_at(it: int, spec: TrainSpec) -> float:
@@ -30,23 +32,40 @@ def lr_at(it: int, spec: TrainSpec) -> float:
     return spec.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (spec.lr - spec.min_lr)
 
 
-def make_optimizer(model: GPT, spec: TrainSpec, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, LayerNorm gains)."""
+def make_optimizer(
+    model: GPT, spec: TrainSpec, device: torch.device
+) -> AdamW | torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not biases, LayerNorm gains): the fused
+    kernel of ``torch.optim.AdamW(fused=True)``, called without ``torch.optim`` (see
+    :mod:`domaingpt.training.adamw`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": spec.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    kwargs: dict[str, Any] = {"lr": spec.lr, "betas": (spec.beta1, spec.beta2)}
-    if device.type in ("cpu", "cuda"):
-        kwargs["fused"] = True
-    return torch.optim.AdamW(groups, **kwargs)
+    return make_adamw(groups, spec.lr, (spec.beta1, spec.beta2), device)
 
 
 def should_compile(setting: str, device: torch.device) -> bool:
     """``auto`` compiles on CUDA only: on a 2-core CPU compilation costs more than it saves
     for the small presets (see benchmarks/bench_train.py)."""
     return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def step_workers(
+    model: GPT, spec: TrainSpec, device: torch.device, plain_only: bool, wanted: int | None = None
+) -> int:
+    """How many workers compute a step's gradients (see :mod:`domaingpt.training.workers`):
+    ``wanted``, by default one per torch thread, at most one per row of the batch; 1 is
+    the plain step: one autograd pass over the whole batch, with torch's own threads.
+
+    The plain step stays the reference, and the step wherever the workers do not apply:
+    another device than the CPU, DDP or ``torch.compile`` (``plain_only``), dropout (the
+    workers would draw its masks from one generator in a racing order), one core.
+    """
+    if plain_only or device.type != "cpu" or model.config.dropout > 0:
+        return 1
+    return max(1, min(wanted or torch.get_num_threads(), spec.batch_size))
 
 
 class Trainer:
@@ -62,7 +81,11 @@ class Trainer:
         train_ids: np.ndarray,
         device: torch.device,
         ctx: DistContext | None = None,
+        *,
+        workers: int | None = None,
     ) -> None:
+        """``workers``: how many compute each step's gradients (1: the plain step); by
+        default one per torch thread where :func:`step_workers` allows it."""
         self.ctx = ctx or DistContext(device=device)
         check_batch(self.ctx, spec.batch_size)
         self.model = model.to(device).train()
@@ -96,6 +119,11 @@ class Trainer:
             except Exception as e:  # compile is an optimisation: fall back, never fail
                 print(f"torch.compile unavailable ({type(e).__name__}: {e}); running eagerly")
         self._params = [p for p in model.parameters() if p.requires_grad]
+        plain_only = self.ctx.enabled or self._forward is not wrapped
+        self.workers = step_workers(model, spec, device, plain_only, workers)
+        self._parallel = None
+        if self.workers > 1:
+            self._parallel = ParallelGrads(lambda x, y: model(x, y)[1], self._params, self.workers)
         self.tokens_per_iter = spec.batch_size * spec.grad_accum * model.config.block_size
 
     def step(self) -> torch.Tensor:
@@ -103,6 +131,20 @@ class Trainer:
         lr = lr_at(self.iteration, self.spec)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self._parallel is not None:
+            total = self._parallel([self.sampler.next() for _ in range(self.spec.grad_accum)])
+        else:
+            total = self._accumulate()
+        if self.spec.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self._params, self.spec.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iteration += 1
+        return total
+
+    def _accumulate(self) -> torch.Tensor:
+        """The plain step's gradients: one autograd pass per micro-batch, accumulated in
+        ``.grad``; returns the mean loss, detached."""
         total = torch.zeros((), device=self.device)
         for micro in range(self.spec.grad_accum):
             x, y = self.sampler.next()
@@ -113,11 +155,6 @@ class Trainer:
                 _, loss = self._forward(x, y)
                 (loss / self.spec.grad_accum).backward()
             total += loss.detach()
-        if self.spec.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self._params, self.spec.grad_clip, foreach=True)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.iteration += 1
         return total / self.spec.grad_accum
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
