@@ -6,6 +6,7 @@ import warnings
 
 import torch
 
+from domaingpt.core.threads import torch_threads
 from domaingpt.data.vocab import UNK, Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.gpt import GPT
@@ -39,7 +40,13 @@ def generate_text(
     seed: int = 1,
     warn: bool = True,
 ) -> str:
-    """``n_chars`` new characters after ``prompt`` (not included). Same seed, same text."""
+    """``n_chars`` new characters after ``prompt`` (not included). Same seed, same text.
+
+    On a CPU the model runs single-threaded: one position's forward pass is too small to
+    share (with two threads on a busy machine each character cost 100 ms instead of 2),
+    and the text no longer depends on the machine's core count (matmuls round
+    differently with another thread count, which can flip a sampled character).
+    """
     if n_chars < 0:
         raise DomainGPTError(f"number of characters must be zero or more, got {n_chars}")
     if temperature < 0:
@@ -53,9 +60,10 @@ def generate_text(
     model.eval()
     try:
         idx = torch.tensor([ids], dtype=torch.long, device=device)
-        out = model.generate(
-            idx, n_chars, temperature=temperature, top_k=top_k, generator=generator
-        )
+        with torch_threads(1 if device.type == "cpu" else 0):
+            out = model.generate(
+                idx, n_chars, temperature=temperature, top_k=top_k, generator=generator
+            )
     finally:
         model.train(was_training)
     return vocab.decode(out[0, len(ids) :].tolist())
