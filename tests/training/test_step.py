@@ -14,8 +14,9 @@ import torch
 from domaingpt.core.config import build_config
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.training.adamw import AdamW
+from domaingpt.training.native_step import NativeWorker
 from domaingpt.training.trainer import Trainer, make_optimizer, step_workers
-from domaingpt.training.workers import shard_bounds
+from domaingpt.training.workers import ParallelGrads, pick_engine, shard_bounds
 
 VOCAB = 60
 
@@ -28,22 +29,33 @@ def ids(data_dir) -> np.ndarray:
     return np.array([index[c] for c in text], dtype=np.uint16)
 
 
-def trained(ids, workers: int, steps: int = 30, **train) -> tuple[list[float], torch.Tensor]:
+def trained(
+    ids, workers: int, steps: int = 30, engine: str = "auto", model: dict | None = None, **train
+) -> tuple[list[float], torch.Tensor]:
     cfg = build_config("smoke")
     spec = dataclasses.replace(cfg.train, **train)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=VOCAB, **cfg.model.__dict__))
-    trainer = Trainer(model, spec, ids, torch.device("cpu"), workers=workers)
+    model = GPT(GPTConfig(vocab_size=VOCAB, **{**cfg.model.__dict__, **(model or {})}))
+    trainer = Trainer(model, spec, ids, torch.device("cpu"), workers=workers, engine=engine)
     assert trainer.workers == workers
+    if workers > 1:
+        assert trainer._parallel.engine == pick_engine(model, engine)
     losses = [float(trainer.step()) for _ in range(steps)]
     return losses, torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-@pytest.mark.parametrize("workers", [2, 3])
-def test_worker_step_follows_the_plain_step(ids, workers):
+@pytest.mark.parametrize(("workers", "engine"), [(2, "native"), (3, "native"), (2, "autograd")])
+def test_worker_step_follows_the_plain_step(ids, workers, engine):
     plain, _ = trained(ids, 1)
-    parallel, _ = trained(ids, workers)
+    parallel, _ = trained(ids, workers, engine=engine)
     assert plain[-1] < plain[0] - 0.3  # it trains
+    np.testing.assert_allclose(parallel, plain, rtol=2e-5)
+
+
+def test_native_step_without_biases_follows_the_plain_step(ids):
+    no_bias = {"bias": False, "n_embd": 64, "n_head": 4}  # cpu-mini's: no biases, head size 16
+    plain, _ = trained(ids, 1, model=no_bias)
+    parallel, _ = trained(ids, 2, engine="native", model=no_bias)
     np.testing.assert_allclose(parallel, plain, rtol=2e-5)
 
 
@@ -53,12 +65,51 @@ def test_worker_step_with_accumulation_follows_the_plain_step(ids):
     np.testing.assert_allclose(parallel, plain, rtol=2e-5)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_run_repeats_bit_for_bit(ids, workers):
-    first_losses, first = trained(ids, workers, steps=15)
-    again_losses, again = trained(ids, workers, steps=15)
+@pytest.mark.parametrize(("workers", "engine"), [(1, "auto"), (2, "native"), (2, "autograd")])
+def test_a_run_repeats_bit_for_bit(ids, workers, engine):
+    first_losses, first = trained(ids, workers, steps=15, engine=engine)
+    again_losses, again = trained(ids, workers, steps=15, engine=engine)
     assert first_losses == again_losses
     assert torch.equal(first, again)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_native_worker_gradients_equal_autograd(bias):
+    """Every parameter's gradient, tied head and embedding included, on the cpu-mini shape
+    with weights moved away from their initial values."""
+    torch.manual_seed(1)
+    cfg = GPTConfig(vocab_size=VOCAB, n_layer=2, n_head=4, n_embd=128, block_size=64, bias=bias)
+    model = GPT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    x, y = torch.randint(0, VOCAB, (2, 5, 64))
+    _, loss = model(x, y)
+    want = torch.autograd.grad(loss, list(model.parameters()))
+    grad = torch.zeros(model.num_params(False))
+    got_loss = NativeWorker(model, 5, grad).add(x, y, 0.5)
+    assert float(got_loss) == pytest.approx(0.5 * float(loss), rel=1e-6)
+    offset = 0
+    for (name, p), g in zip(model.named_parameters(), want, strict=True):
+        mine = grad[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
+        torch.testing.assert_close(
+            mine, 0.5 * g, rtol=1e-4, atol=1e-5 * g.abs().max().item(), msg=name
+        )
+
+
+def test_engine_choice():
+    cfg = build_config("smoke")
+    ok = GPT(GPTConfig(vocab_size=VOCAB, **cfg.model.__dict__))
+    assert pick_engine(ok) == "native" and pick_engine(ok, "autograd") == "autograd"
+    small_heads = GPT(GPTConfig(vocab_size=VOCAB, n_layer=1, n_head=4, n_embd=32, block_size=8))
+    assert pick_engine(small_heads) == "autograd"  # head size 8: the kernels need 16
+    with pytest.raises(ValueError, match="head size 8 is not a multiple of 16"):
+        pick_engine(small_heads, "native")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        pick_engine(ok, "fast")
+    with pytest.raises(ValueError, match="at least 1 worker"):
+        ParallelGrads(ok, 8, 0)
 
 
 def test_shards_cover_the_batch_once():

@@ -81,9 +81,11 @@ class Trainer:
         ctx: DistContext | None = None,
         *,
         workers: int | None = None,
+        engine: str = "auto",
     ) -> None:
         """``workers``: how many compute each step's gradients (1: the plain step); by
-        default one per torch thread where :func:`step_workers` allows it."""
+        default one per torch thread where :func:`step_workers` allows it. ``engine``:
+        what each of them computes with (see :func:`~domaingpt.training.workers.pick_engine`)."""
         self.ctx = ctx or DistContext(device=device)
         check_batch(self.ctx, spec.batch_size)
         self.model = model.to(device).train()
@@ -120,8 +122,8 @@ class Trainer:
         plain_only = self.ctx.enabled or self._forward is not wrapped
         self.workers = step_workers(model, spec, device, plain_only, workers)
         self._parallel = None
-        if self.workers > 1:
-            self._parallel = ParallelGrads(lambda x, y: model(x, y)[1], self._params, self.workers)
+        if self.workers > 1 or (engine == "native" and not plain_only):  # 1: benchmarks
+            self._parallel = ParallelGrads(model, spec.batch_size, self.workers, engine)
         self.tokens_per_iter = spec.batch_size * spec.grad_accum * model.config.block_size
 
     def step(self) -> torch.Tensor:
