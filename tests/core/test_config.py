@@ -94,3 +94,65 @@ def test_log_schedule():
     assert log_schedule(2000) == [0, 10, 25, 50, 100, 250, 500, 1000, 2000]
     assert log_schedule(5000) == [0, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000]
     assert log_schedule(7) == [0, 7]
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.lr=inf",
+        "train.lr=nan",
+        "train.min_lr=nan",
+        "train.weight_decay=nan",
+        "train.grad_clip=nan",
+        "train.beta1=nan",
+        "model.dropout=nan",
+        "data.val_fraction=nan",
+        "train.lr=1e999",
+    ],
+)
+def test_every_float_of_the_config_must_be_finite(override):
+    """NaN passes every comparison (nan < 0 is False): it was accepted and trained to a
+    different loss; now it is refused with the key named."""
+    with pytest.raises(ConfigError, match=f"{override.split('=')[0]} must be a finite number"):
+        build_config("smoke", [override])
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["train.seed=-1", "train.seed=18446744073709551616", "train.sample_seed=18446744073709551616"],
+)
+def test_seeds_must_fit_the_generators(override):
+    with pytest.raises(ConfigError, match="seed"):
+        build_config("smoke", [override])
+
+
+def test_largest_seed_is_accepted_and_usable():
+    import torch
+
+    cfg = build_config("smoke", [f"train.seed={2**63 - 1}"])
+    torch.Generator().manual_seed(cfg.train.seed)
+
+
+def test_every_stage_setting_gets_the_finite_and_seed_checks():
+    """Checked once in StageSettings for every stage, a user's own included."""
+    from dataclasses import dataclass
+
+    from domaingpt.core.settings import StageSettings, setting
+
+    @dataclass(frozen=True)
+    class MySettings(StageSettings):
+        alpha: float = setting(0.5, "a float")
+        steps: list[float] = setting([0.1], "floats")
+        seed: int = setting(0, "a seed")
+        first_seed: int = setting(1, "another seed")
+
+    MySettings(alpha=1e300, seed=2**63 - 1)
+    for kw in (
+        {"alpha": float("nan")},
+        {"alpha": float("-inf")},
+        {"steps": [0.1, float("inf")]},
+        {"seed": -1},
+        {"first_seed": 2**64},
+    ):
+        with pytest.raises(ConfigError, match=r"finite|seed"):
+            MySettings(**kw)

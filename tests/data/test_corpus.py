@@ -335,3 +335,37 @@ def test_streamed_invalid_byte_offset_in_a_later_chunk(tmp_path):
     path.write_bytes(b"abc\xe4\xb8")  # truncated 3-byte sequence at the end
     with pytest.raises(CorpusError, match="byte offset 3"):
         list(iter_text(path, chunk_bytes=2))
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("notes", True),
+        ("my_notes-2.v1", True),
+        ("données", True),
+        ("-rf", True),
+        (".", False),
+        ("..", False),
+        (".hidden", False),
+        ("my notes", False),
+        ("a/b", False),
+        ("a\\b", False),
+        ("", False),
+        ("x" * 101, False),
+        ("tab\there", False),
+    ],
+)
+def test_a_model_name_is_one_safe_path_component(name: str, ok: bool) -> None:
+    assert (corpus_mod.unsafe_name_reason(name) is None) == ok
+
+
+@pytest.mark.parametrize("filename", ["..txt", "...txt", ".txt", ".notes.txt", "my notes.txt"])
+def test_a_corpus_file_whose_name_cannot_name_a_model_is_refused(
+    tmp_path: Path, filename: str
+) -> None:
+    """``..txt`` has the stem ``.``: its model directory would be the run's models/ folder
+    (``...txt``: the run itself), deleted by --overwrite."""
+    path = tmp_path / filename
+    path.write_text("some text\n" * 10)
+    with pytest.raises(CorpusError, match="cannot name a model"):
+        resolve_corpus(str(path))

@@ -168,3 +168,54 @@ def test_a_bug_while_reading_the_vocabulary_is_not_reported_as_a_bad_checkpoint(
     monkeypatch.setattr(Vocab, "from_json", broken)
     with pytest.raises(ZeroDivisionError):
         load_checkpoint(info)
+
+
+def _break_json(info):
+    text = info.json_path.read_text()
+    info.json_path.write_text(text.replace('"format"', '"format" oops', 1))
+
+
+def test_a_record_with_a_syntax_error_is_named_not_taken_for_absent(tmp_path):
+    """It said "no checkpoint at iteration 0"; it says the record is not valid JSON."""
+    infos = [make(tmp_path, it)[1] for it in (0, 10, 20)]
+    _break_json(infos[0])
+    with pytest.raises(CheckpointError, match=r"iter-0000000\.json is not valid JSON"):
+        find_checkpoint(tmp_path, 0)
+    assert find_checkpoint(tmp_path, 10).iteration == 10  # the others still load
+    _break_json(infos[2])  # the final one: never silently replaced by iteration 10
+    with pytest.raises(CheckpointError, match=r"iter-0000020\.json is not valid JSON"):
+        find_checkpoint(tmp_path)
+    _break_json(infos[1])  # none left: the newest damaged one is named
+    with pytest.raises(CheckpointError, match=r"iter-0000020\.json is not valid JSON"):
+        find_checkpoint(tmp_path)
+
+
+def test_a_nanogpt_pickle_checkpoint_is_named_and_never_loaded(tmp_path):
+    """nanoGPT writes out/ckpt.pt with torch.save; it said "no checkpoints in ckpt.pt"."""
+    out = tmp_path / "out"
+    out.mkdir()
+    torch.save({"model": {"w": torch.zeros(2)}, "iter_num": 5}, out / "ckpt.pt")
+    (tmp_path / "model.bin").write_bytes(pickle.dumps({"a": 1}))
+    for target in (out / "ckpt.pt", out, tmp_path / "model.bin"):
+        with pytest.raises(CheckpointError, match="PyTorch pickle checkpoint") as e:
+            find_checkpoint(target)
+        assert "never unpickles" in str(e.value) and "domaingpt train" in str(e.value)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a domaingpt checkpoint"):
+        find_checkpoint(tmp_path / "notes.txt")
+
+
+def test_selecting_checkpoints_names_a_damaged_record(tmp_path):
+    """evaluate's "final" and "all" never silently skip a record that does not parse."""
+    from domaingpt.model.checkpoint import select_checkpoints
+
+    ckdir = tmp_path / "checkpoints"
+    infos = [make(ckdir, it)[1] for it in (0, 10, 20)]
+    assert [c.iteration for c in select_checkpoints(tmp_path, "all")] == [0, 10, 20]
+    _break_json(infos[1])
+    assert [c.iteration for c in select_checkpoints(tmp_path, "final")] == [20]
+    with pytest.raises(CheckpointError, match=r"iter-0000010\.json is not valid JSON"):
+        select_checkpoints(tmp_path, "all")
+    _break_json(infos[2])
+    with pytest.raises(CheckpointError, match=r"iter-0000020\.json is not valid JSON"):
+        select_checkpoints(tmp_path, "final")

@@ -153,3 +153,56 @@ def test_generate_is_seeded_and_crops_context():
     g = lambda s: model.generate(idx, 20, generator=torch.Generator().manual_seed(s))  # noqa: E731
     assert torch.equal(g(1), g(1)) and g(1).shape == (1, 21)
     assert not torch.equal(g(1), g(2))
+
+
+def _generate_reference(model, idx, n, temperature, top_k, generator):
+    """generate() as it was before it streamed: the whole sequence grown by torch.cat."""
+    with torch.no_grad():
+        for _ in range(n):
+            context = idx[:, -model.config.block_size :]
+            last = torch.full((idx.shape[0],), context.shape[1] - 1)
+            logits = model(context, at=last)[0].float() / temperature
+            if top_k is not None:
+                kth = torch.topk(logits, top_k).values[:, [-1]]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            idx = torch.cat((idx, nxt), dim=1)
+    return idx
+
+
+@pytest.mark.parametrize(("temperature", "top_k"), [(1.0, None), (0.7, 3)])
+def test_streamed_ids_are_the_ids_generate_returned_before(temperature, top_k):
+    """Streaming keeps only block_size ids of context: same draws, same ids, past the
+    block size (8) too, so every sample the runs stored stays the same."""
+    model = tiny().eval()
+    idx = torch.tensor([[1, 2, 3]])
+    kw = {"temperature": temperature, "top_k": top_k}
+    ref = _generate_reference(model, idx, 30, generator=torch.Generator().manual_seed(7), **kw)
+    out = model.generate(idx, 30, generator=torch.Generator().manual_seed(7), **kw)
+    streamed = model.generate_ids(idx, 30, generator=torch.Generator().manual_seed(7), **kw)
+    assert torch.equal(out, ref)
+    assert torch.equal(torch.cat([idx, *streamed], dim=1), ref)
+
+
+def test_stream_text_is_generate_text_and_checks_before_the_first_character():
+    from domaingpt.data.vocab import Vocab
+    from domaingpt.errors import DomainGPTError
+    from domaingpt.model.generate import MAX_CHARS, generate_text, stream_text
+
+    vocab = Vocab.from_texts(["abcdefghijklmnopqrstuvwxyz \n"])
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=vocab.size))
+    text = generate_text(model, vocab, "ab", 40, seed=3, top_k=5)
+    assert "".join(stream_text(model, vocab, "ab", 40, seed=3, top_k=5)) == text
+    bad = [
+        {"temperature": float("nan")},
+        {"temperature": float("inf")},
+        {"seed": 2**64},
+        {"seed": -1},
+        {"top_k": 0},
+    ]
+    for kw in bad:
+        with pytest.raises(DomainGPTError):
+            stream_text(model, vocab, "ab", 5, **kw)  # raised on the call, not on next()
+    with pytest.raises(DomainGPTError, match="at most 10,000,000"):
+        stream_text(model, vocab, "ab", MAX_CHARS + 1)

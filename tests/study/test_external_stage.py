@@ -1,4 +1,4 @@
-"""A user's own stage, added by a study file: examples/attention_stage in the smoke study.
+"""A user's own stage, added by a study file: examples/norms_stage in the smoke study.
 
 The example runs from a copy of ``examples/`` (so a test can edit it) into a copy of the
 smoke study's run, so only the new stage and the report do work.
@@ -17,7 +17,9 @@ import pytest
 import torch
 
 from domaingpt.core.claims import VERDICTS, Verdict
+from domaingpt.data.prompts import Prompt, PromptSet
 from domaingpt.errors import ConfigError
+from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.study import StageRef, Study, load_study, run_study
 from domaingpt.study.pipeline import BUILTIN_STAGES
 
@@ -26,15 +28,15 @@ BUILT_IN = [s.name for s in BUILTIN_STAGES]
 
 
 def copy_examples(dest: Path) -> Path:
-    """``examples/attention_study.toml`` and its stage package, copied under ``dest``."""
+    """``examples/norms_study.toml`` and its stage package, copied under ``dest``."""
     dest.mkdir(parents=True)
-    shutil.copy(EXAMPLES / "attention_study.toml", dest)
+    shutil.copy(EXAMPLES / "norms_study.toml", dest)
     shutil.copytree(
-        EXAMPLES / "attention_stage",
-        dest / "attention_stage",
+        EXAMPLES / "norms_stage",
+        dest / "norms_stage",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
-    return dest / "attention_study.toml"
+    return dest / "norms_study.toml"
 
 
 def run(study_file: Path, out: Path, data_dir: Path):
@@ -52,7 +54,7 @@ def statuses(result) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def attention_run(smoke_study, tmp_path_factory, data_dir) -> tuple[Path, Path, dict]:
+def norms_run(smoke_study, tmp_path_factory, data_dir) -> tuple[Path, Path, dict]:
     """The smoke run with the example stage added: (study file, run dir, first statuses)."""
     tmp = tmp_path_factory.mktemp("external")
     study_file = copy_examples(tmp / "examples")
@@ -62,65 +64,71 @@ def attention_run(smoke_study, tmp_path_factory, data_dir) -> tuple[Path, Path, 
     return study_file, root, statuses(result)
 
 
-def test_only_the_new_stage_and_the_report_run(attention_run):
-    _, _, status = attention_run
-    assert list(status) == [*BUILT_IN, "attention", "report"]
+def test_only_the_new_stage_and_the_report_run(norms_run):
+    _, _, status = norms_run
+    assert list(status) == [*BUILT_IN, "norms", "report"]
     assert all(status[s] == "skipped" for s in BUILT_IN), status
-    assert status["attention"] == "done" and status["report"] == "done"
+    assert status["norms"] == "done" and status["report"] == "done"
 
 
-def test_its_tables_load_like_a_built_in_stages(attention_run):
-    _, root, _ = attention_run
+def test_the_example_never_duplicates_a_built_in_stage():
+    stage = StageRef("norms_stage:stage", str(EXAMPLES)).load()
+    assert stage.name not in BUILT_IN and stage.settings.section() not in BUILT_IN
+
+
+def test_its_tables_load_like_a_built_in_stages(norms_run):
+    _, root, _ = norms_run
     study = Study.load(root)
-    assert study.status("attention") == "done"
-    tables = study["attention"]
-    distance, per_prompt = tables["distance"], tables["per_prompt"]
-    # smoke: 3 models x 4 checkpoints x 3 prompt corpora x 2 layers x 2 heads
-    assert len(distance) == 3 * 4 * 3 * 2 * 2
-    assert set(distance["iteration"]) == {0, 10, 30, 60}
-    assert (distance["n"] == 8).all() and (distance["length"] == 32).all()
-    assert len(per_prompt) == 3 * 4 * 24 * 2 * 2
+    assert study.status("norms") == "done"
+    tables = study["norms"]
+    norms, per_prompt = tables["norms"], tables["per_prompt"]
+    # smoke: 3 models x 4 checkpoints x 3 prompt corpora x 3 layers (embeddings + 2 blocks)
+    assert len(norms) == 3 * 4 * 3 * 3
+    assert set(norms["iteration"]) == {0, 10, 30, 60}
+    assert (norms["n"] == 8).all()
+    assert len(per_prompt) == 3 * 4 * 24 * 3
     assert set(per_prompt["domain"]) == {"in", "out"}
-    assert ((per_prompt["distance"] >= 0) & (per_prompt["distance"] <= 31)).all()
-    # An untrained model (std-0.02 weights) attends almost uniformly: (L - 1) / 4 = 7.75.
-    init = distance[distance["iteration"] == 0]["mean_distance"]
-    assert np.allclose(init, 7.75, atol=0.1)
+    assert (per_prompt["norm"] > 0).all()
+    # Untrained embeddings (token + position, std 0.02 each, 32 dims): sqrt(32 * 2 * 0.02²).
+    init = norms[(norms["iteration"] == 0) & (norms["layer"] == 0)]["mean_norm"]
+    assert np.allclose(init, 0.16, atol=0.01)
     # The table is the per-prompt values averaged per corpus.
-    g = per_prompt.groupby(["model", "iteration", "prompt_corpus", "layer", "head"])["distance"]
-    means = distance.set_index(["model", "iteration", "prompt_corpus", "layer", "head"])
+    g = per_prompt.groupby(["model", "iteration", "prompt_corpus", "layer"])["norm"]
+    means = norms.set_index(["model", "iteration", "prompt_corpus", "layer"])
     pd.testing.assert_series_equal(
-        g.mean().sort_index(), means["mean_distance"].sort_index(), check_names=False
+        g.mean().sort_index(), means["mean_norm"].sort_index(), check_names=False
     )
-    assert study.figures["attention"] == [root / "attention" / "distance.png"]
+    assert study.figures["norms"] == [root / "norms" / "norms.png"]
 
 
-def test_its_claims_and_section_reach_the_conclusions_and_the_report(attention_run):
-    _, root, _ = attention_run
+def test_its_claims_and_section_reach_the_conclusions_and_the_report(norms_run):
+    _, root, _ = norms_run
     conclusions = Study.load(root).conclusions
-    mine = conclusions[conclusions["stage"] == "attention"]
+    mine = conclusions[conclusions["stage"] == "norms"]
     assert len(mine) == 2
     assert set(mine["verdict"]) <= {str(v) for v in VERDICTS}
-    assert (mine["section"] == "Attention: how far back each head looks").all()
+    heading = "The residual stream: how large it grows, layer by layer"
+    assert (mine["section"] == heading).all()
     html = (root / "report.html").read_text(encoding="utf-8")
-    assert 'id="attention"' in html and "Attention: how far back each head looks" in html
-    assert "Attention becomes more local as training progresses" in html
+    assert 'id="norms"' in html and heading in html
+    assert "The residual stream grows as training progresses" in html
     written = pd.read_csv(root / "report" / "conclusions.csv")
-    assert (written["stage"] == "attention").sum() == 2
+    assert (written["stage"] == "norms").sum() == 2
 
 
-def test_a_second_run_skips_it_and_an_edit_runs_it_again(attention_run, data_dir):
-    study_file, root, _ = attention_run
+def test_a_second_run_skips_it_and_an_edit_runs_it_again(norms_run, data_dir):
+    study_file, root, _ = norms_run
     again = statuses(run(study_file, root, data_dir))
     assert set(again.values()) == {"skipped"}, again
-    key = Study.load(root).records["attention"]["key"]
+    key = Study.load(root).records["norms"]["key"]
 
     # Its source is part of its key: any file of the package, not only __init__.py.
-    section = study_file.parent / "attention_stage" / "section.py"
+    section = study_file.parent / "norms_stage" / "section.py"
     section.write_text(section.read_text() + "\n# edited\n")
     edited = statuses(run(study_file, root, data_dir))
-    assert edited["attention"] == "done" and edited["report"] == "done", edited
+    assert edited["norms"] == "done" and edited["report"] == "done", edited
     assert all(edited[s] == "skipped" for s in BUILT_IN)
-    assert Study.load(root).records["attention"]["key"] != key
+    assert Study.load(root).records["norms"]["key"] != key
 
 
 # --- the example's parts, on hand-made input -------------------------------------------
@@ -128,26 +136,28 @@ def test_a_second_run_skips_it_and_an_edit_runs_it_again(attention_run, data_dir
 
 @pytest.fixture(scope="module")
 def example():
-    stage = StageRef("attention_stage:stage", str(EXAMPLES)).load()
-    return stage, sys.modules["attention_stage.compute"]
+    stage = StageRef("norms_stage:stage", str(EXAMPLES)).load()
+    return stage, sys.modules["norms_stage.compute"]
 
 
-def test_mean_distance_by_hand(example):
+def test_norms_by_hand(example):
     _, compute = example
-    T = 4
-    uniform = torch.tril(torch.ones(T, T))
-    uniform = uniform / uniform.sum(-1, keepdim=True)
-    previous = torch.zeros(T, T)
-    previous[0, 0] = 1
-    previous[torch.arange(1, T), torch.arange(T - 1)] = 1  # each query looks one back
-    pattern = torch.stack([uniform, previous, torch.eye(T)])[None]  # (1, 3 heads, T, T)
-    got = compute.mean_distance(pattern)
-    # uniform: query i averages 0..i back, i/2; mean over i = 0..3 is 0.75 = (T - 1)/4
-    torch.testing.assert_close(got, torch.tensor([[0.75, 0.75, 0.0]]))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11)).eval()
+    ids = torch.randint(0, 11, (3, 8), generator=torch.Generator().manual_seed(1))
+    prompts = PromptSet([Prompt(i, "c", 0, "x" * 8, "x", ids[i].numpy(), 0, 0) for i in range(3)])
+    got = compute.prompt_norms(model, prompts, batch_size=2, device=torch.device("cpu"))
+    with torch.no_grad():
+        x = model.tok_emb(ids) + model.pos_emb.weight[:8]
+        expected = [x.norm(dim=-1).mean(-1)]
+        for block in model.blocks:
+            x = block(x)
+            expected.append(x.norm(dim=-1).mean(-1))
+    np.testing.assert_allclose(got, torch.stack(expected, 1).numpy(), rtol=1e-5)
 
 
 def per_prompt_table(values: dict[tuple[str, int, int], list[float]]) -> pd.DataFrame:
-    """In-domain rows: ``{(model, iteration, layer): [distance of prompt 0, 1, ...]}``."""
+    """In-domain rows: ``{(model, iteration, layer): [norm of prompt 0, 1, ...]}``."""
     rows = [
         {
             "model": model,
@@ -157,8 +167,7 @@ def per_prompt_table(values: dict[tuple[str, int, int], list[float]]) -> pd.Data
             "prompt_corpus": model,
             "domain": "in",
             "layer": layer,
-            "head": 0,
-            "distance": d,
+            "norm": d,
         }
         for (model, it, layer), ds in values.items()
         for i, d in enumerate(ds)
@@ -170,24 +179,24 @@ def test_claims_on_a_hand_made_table(example):
     stage, _ = example
     table = per_prompt_table(
         {
-            # a: more local with training (every prompt falls), last layer further back
-            ("a", 0, 0): [8.0, 8.1, 7.9, 8.0],
-            ("a", 0, 1): [8.0, 8.0, 8.0, 8.0],
-            ("a", 100, 0): [2.0, 2.5, 1.5, 2.2],
-            ("a", 100, 1): [6.0, 6.2, 5.9, 6.1],
-            # b: unchanged by training (paired differences straddle zero)
-            ("b", 0, 0): [8.0, 8.0, 8.0, 8.0],
-            ("b", 0, 1): [8.0, 8.0, 8.0, 8.0],
-            ("b", 100, 0): [8.5, 7.5, 8.4, 7.6],
-            ("b", 100, 1): [7.5, 8.5, 7.6, 8.4],
+            # a: grows with training (every prompt), the last layer larger
+            ("a", 0, 0): [0.2, 0.2, 0.2, 0.2],
+            ("a", 0, 1): [0.2, 0.2, 0.2, 0.2],
+            ("a", 100, 0): [0.5, 0.6, 0.4, 0.5],
+            ("a", 100, 1): [4.0, 4.2, 3.9, 4.1],
+            # b: unchanged by training (paired differences straddle zero), layers alike
+            ("b", 0, 0): [2.0, 2.0, 2.0, 2.0],
+            ("b", 0, 1): [2.0, 2.0, 2.0, 2.0],
+            ("b", 100, 0): [2.5, 1.5, 2.4, 1.6],
+            ("b", 100, 1): [1.5, 2.5, 1.6, 2.4],
         }
     )
-    local, deeper = stage.claims({"per_prompt": table})
-    assert local.verdict == Verdict.PARTLY  # a holds, b does not
-    assert local.numbers["a_change"] == pytest.approx(4.05 - 8.0)
-    assert "a 8.00 → 4.05 characters" in local.evidence
+    grows, deeper = stage.claims({"per_prompt": table})
+    assert grows.verdict == Verdict.PARTLY  # a holds, b does not
+    assert grows.numbers["a_change"] == pytest.approx(2.275 - 0.2)
+    assert "a 0.20 → " in grows.evidence and "iteration 0 → 100" in grows.evidence
     assert deeper.verdict == Verdict.PARTLY
-    assert deeper.numbers["a_difference"] == pytest.approx(6.05 - 2.05)
+    assert deeper.numbers["a_difference"] == pytest.approx(4.05 - 0.5)
     only_a = table[table["model"] == "a"]
     assert [c.verdict for c in stage.claims({"per_prompt": only_a})] == [Verdict.HOLDS] * 2
     one_checkpoint = only_a[(only_a["iteration"] == 100) & (only_a["layer"] == 0)]

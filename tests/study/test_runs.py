@@ -40,8 +40,8 @@ def test_runs_are_found_and_summarised(two_runs):
     assert find_runs(a) == [a]
     table = runs_table(root).set_index("run")
     assert table.loc[str(a), "study"] == "smoke"
-    assert table.loc[str(a), "stages"] == "8 done"
-    assert table.loc[str(b), "stages"] == "7 done, quality failed"
+    assert table.loc[str(a), "stages"] == "11 done"
+    assert table.loc[str(b), "stages"] == "10 done, quality failed"
     assert table.loc[str(a), "models"] == "shakespeare math wikipedia"
     losses = in_domain_losses(RunDir(a))
     zs = pd.read_csv(a / "eval" / "zero_shot.csv")

@@ -22,7 +22,16 @@ from domaingpt.core.tables import read_table
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.study import Study, load_study, run_study
 
-ANALYSES = ("evaluate", "adapt", "probe", "saliency", "quality")
+ANALYSES = (
+    "evaluate",
+    "adapt",
+    "probe",
+    "lens",
+    "similarity",
+    "saliency",
+    "attention",
+    "quality",
+)
 STAGE_NAMES = ("stats", "train", *ANALYSES, "report")
 
 
@@ -83,7 +92,7 @@ def test_smoke_study_end_to_end(smoke):
     assert study.figures["stats"] and (root / "report.html").is_file()
     assert (root / "report.md").is_file()
     assert list(study.conclusions.columns) == CLAIM_COLUMNS
-    for stage in ("stats", "evaluate", "adapt", "probe", "saliency", "quality"):
+    for stage in ("stats", *ANALYSES):
         claims = read_table(root / study.stage(stage).folder / "claims.csv")
         assert list(claims.columns) == CLAIM_COLUMNS and len(claims), stage
 
@@ -214,6 +223,15 @@ sample_chars = 8
 [probe]
 prompts_per_corpus = 2
 length = 16
+[lens]
+prompts_per_corpus = 2
+length = 16
+[similarity]
+prompts_per_corpus = 2
+length = 16
+[attention]
+prompts_per_corpus = 2
+length = 16
 [saliency]
 methods = ["grad_norm"]
 prompts_per_corpus = 2
@@ -221,6 +239,8 @@ length = 16
 deletion_k = [1]
 deletion_draws = 2
 bootstrap = 10
+occlusion = ["unk"]
+occlusion_checkpoints = 1
 [quality]
 samples = 1
 chars = 40
@@ -289,7 +309,7 @@ def test_a_fourth_user_corpus_joins_and_an_interrupted_run_resumes(
     assert "already holds every character of notes: kept" in log
     assert "model 1/4 (shakespeare): finished earlier with this configuration, skipped" in log
     assert "resuming notes from iteration 30" in log
-    assert "stage 1/8: stats — unchanged, skipped" in log.split("interrupted")[-1]
+    assert "stage 1/11: stats — unchanged, skipped" in log.split("interrupted")[-1]
     # The three models of the smoke run were neither retrained nor touched.
     assert (out / "models" / "shakespeare" / "metrics.jsonl").stat().st_mtime_ns == mtime
     vocab = json.loads((out / "vocab.json").read_text())
@@ -328,6 +348,7 @@ def test_a_fourth_user_corpus_joins_and_an_interrupted_run_resumes(
         ("[probe]\nprompts_per_corpus = 'many'\n", "probe.prompts_per_corpus must be an integer"),
         ('[evaluate]\noutput_dir = "../../etc"\n', "cannot leave"),
         ("[study\n", "not valid TOML"),
+        ('[study]\nranks = "both"\n', "study.ranks in"),
     ],
 )
 def test_bad_study_file_names_the_key(tmp_path, text, message):
@@ -375,8 +396,15 @@ def test_study_file_layers_over_the_preset(tmp_path):
 def test_default_study_is_cpu_on_the_three_corpora():
     spec = load_study()
     assert spec.name == "cpu" and spec.corpora == ("shakespeare", "math", "wikipedia")
-    gpu = load_study(preset="gpu").config()
+    gpu_study = load_study(preset="gpu")
+    gpu = gpu_study.config()
     assert gpu.model.n_layer == 6 and gpu.model.n_embd == 384 and gpu.model.block_size == 256
+    assert gpu.model.n_head == 6 and gpu.model.dropout == 0.2
+    # long enough for the study's hardening claims: history at 1000, 4000 and 14,000
+    assert gpu.train.max_iters >= 15000
+    assert {1000, 4000, 14000, gpu.train.max_iters} <= set(gpu.train.checkpoints)
+    adapt = gpu_study.settings("adapt")
+    assert adapt.iters == 200 and adapt.seeds == 3
 
 
 def test_study_load_needs_a_run(tmp_path):

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from domaingpt.core.config import build_config
+from domaingpt.core.config import RUNTIME_TRAIN_KEYS, build_config
+from domaingpt.errors import ConfigError
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.training.adamw import AdamW
 from domaingpt.training.native_step import NativeWorker
-from domaingpt.training.trainer import Trainer, make_optimizer, step_workers
+from domaingpt.training.trainer import Trainer, make_optimizer, step_kind
 from domaingpt.training.workers import ParallelGrads, pick_engine, shard_bounds
 
 VOCAB = 60
@@ -30,24 +31,26 @@ def ids(data_dir) -> np.ndarray:
 
 
 def trained(
-    ids, workers: int, steps: int = 30, engine: str = "auto", model: dict | None = None, **train
+    ids, workers: int, steps: int = 30, step: str = "workers", model: dict | None = None, **train
 ) -> tuple[list[float], torch.Tensor]:
+    """``workers`` 1: the plain step; else ``step`` (``workers`` or ``native``) on that many."""
     cfg = build_config("smoke")
-    spec = dataclasses.replace(cfg.train, **train)
+    spec = dataclasses.replace(cfg.train, step=step if workers > 1 else "plain", **train)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=VOCAB, **{**cfg.model.__dict__, **(model or {})}))
-    trainer = Trainer(model, spec, ids, torch.device("cpu"), workers=workers, engine=engine)
+    trainer = Trainer(model, spec, ids, torch.device("cpu"), workers=workers)
     assert trainer.workers == workers
+    assert trainer.step_kind == spec.step
     if workers > 1:
-        assert trainer._parallel.engine == pick_engine(model, engine)
+        assert trainer._parallel.engine == ("native" if step == "native" else "autograd")
     losses = [float(trainer.step()) for _ in range(steps)]
     return losses, torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-@pytest.mark.parametrize(("workers", "engine"), [(2, "native"), (3, "native"), (2, "autograd")])
-def test_worker_step_follows_the_plain_step(ids, workers, engine):
+@pytest.mark.parametrize(("workers", "step"), [(2, "native"), (3, "native"), (2, "workers")])
+def test_worker_step_follows_the_plain_step(ids, workers, step):
     plain, _ = trained(ids, 1)
-    parallel, _ = trained(ids, workers, engine=engine)
+    parallel, _ = trained(ids, workers, step=step)
     assert plain[-1] < plain[0] - 0.3  # it trains
     np.testing.assert_allclose(parallel, plain, rtol=2e-5)
 
@@ -55,7 +58,7 @@ def test_worker_step_follows_the_plain_step(ids, workers, engine):
 def test_native_step_without_biases_follows_the_plain_step(ids):
     no_bias = {"bias": False, "n_embd": 64, "n_head": 4}  # cpu-mini's: no biases, head size 16
     plain, _ = trained(ids, 1, model=no_bias)
-    parallel, _ = trained(ids, 2, engine="native", model=no_bias)
+    parallel, _ = trained(ids, 2, step="native", model=no_bias)
     np.testing.assert_allclose(parallel, plain, rtol=2e-5)
 
 
@@ -65,10 +68,10 @@ def test_worker_step_with_accumulation_follows_the_plain_step(ids):
     np.testing.assert_allclose(parallel, plain, rtol=2e-5)
 
 
-@pytest.mark.parametrize(("workers", "engine"), [(1, "auto"), (2, "native"), (2, "autograd")])
-def test_a_run_repeats_bit_for_bit(ids, workers, engine):
-    first_losses, first = trained(ids, workers, steps=15, engine=engine)
-    again_losses, again = trained(ids, workers, steps=15, engine=engine)
+@pytest.mark.parametrize(("workers", "step"), [(1, "plain"), (2, "native"), (2, "workers")])
+def test_a_run_repeats_bit_for_bit(ids, workers, step):
+    first_losses, first = trained(ids, workers, steps=15, step=step)
+    again_losses, again = trained(ids, workers, steps=15, step=step)
     assert first_losses == again_losses
     assert torch.equal(first, again)
 
@@ -118,16 +121,34 @@ def test_shards_cover_the_batch_once():
     assert shard_bounds(2, 4) == [0, 0, 1, 2, 2]  # empty shards are skipped
 
 
-def test_the_plain_step_where_workers_do_not_apply():
+def test_the_plain_step_is_the_default_and_where_workers_do_not_apply(monkeypatch):
     cfg = build_config("smoke")
+    assert cfg.train.step == build_config("cpu-mini").train.step == "plain"
     model = GPT(GPTConfig(vocab_size=VOCAB, **cfg.model.__dict__))
     cpu = torch.device("cpu")
+    ids = np.arange(5000, dtype=np.uint16) % VOCAB
+    trainer = Trainer(model, cfg.train, ids, cpu, workers=2)
+    assert (trainer.step_kind, trainer.workers, trainer._parallel) == ("plain", 1, None)
+    native = dataclasses.replace(cfg.train, step="native")
+    assert step_kind(model, native, cpu, plain_only=False) == "native"
     with_dropout = GPT(GPTConfig(vocab_size=VOCAB, **{**cfg.model.__dict__, "dropout": 0.1}))
-    assert step_workers(with_dropout, cfg.train, cpu, plain_only=False) == 1
-    assert step_workers(model, cfg.train, cpu, plain_only=True) == 1
-    assert step_workers(model, cfg.train, torch.device("meta"), plain_only=False) == 1
-    one_row = dataclasses.replace(cfg.train, batch_size=1)
-    assert step_workers(model, one_row, cpu, plain_only=False) == 1
+    assert step_kind(with_dropout, native, cpu, plain_only=False) == "plain"
+    assert step_kind(model, native, cpu, plain_only=True) == "plain"  # DDP, torch.compile
+    assert step_kind(model, native, torch.device("meta"), plain_only=False) == "plain"
+    small_heads = GPT(GPTConfig(vocab_size=VOCAB, n_layer=1, n_head=4, n_embd=32, block_size=8))
+    assert step_kind(small_heads, native, cpu, plain_only=False) == "workers"
+    workers = dataclasses.replace(cfg.train, step="workers")
+    assert Trainer(model, workers, ids, cpu, workers=1).step_kind == "plain"  # one core
+    assert Trainer(model, native, ids, cpu, workers=1).step_kind == "native"
+    monkeypatch.setenv("DOMAINGPT_AUTOCAST", "cpu:bfloat16")  # the workers are float32 only
+    assert step_kind(model, native, cpu, plain_only=False) == "plain"
+
+
+def test_the_step_setting_is_checked_and_changes_no_model():
+    with pytest.raises(ConfigError, match=r"train\.step must be 'plain', 'workers' or 'native'"):
+        build_config("smoke", ["train.step=fast"])
+    assert build_config("smoke", ["train.step=native"]).train.step == "native"
+    assert "step" in RUNTIME_TRAIN_KEYS  # changing it re-runs nothing
 
 
 def test_adamw_updates_bitwise_as_torch_fused_adamw():

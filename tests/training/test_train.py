@@ -21,8 +21,10 @@ from domaingpt.model.checkpoint import (
     load_checkpoint,
     read_tensors,
 )
+from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.training import loop as train_mod
 from domaingpt.training.loop import lr_at, train
+from domaingpt.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +157,29 @@ def test_lr_schedule_shape():
     assert all(
         a >= b for a, b in zip(lrs[spec.warmup_iters :], lrs[spec.warmup_iters + 1 :], strict=False)
     )
+
+
+def test_compile_that_fails_on_first_use_falls_back_to_eager(monkeypatch, capsys):
+    """torch.compile compiles on the first call, where a missing compiler shows: that
+    step runs eagerly instead, with one line saying so, and trains as eager does."""
+
+    def broken_compile(module):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("InductorError: no working C++ compiler found\n(details)")
+
+        return compiled
+
+    cfg = build_config("smoke", ["train.grad_accum=2"])
+    ids = torch.randint(1, 20, (2000,)).numpy()
+    losses = {}
+    for setting in ("off", "on"):
+        monkeypatch.setattr(torch, "compile", broken_compile)
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=20, **cfg.model.__dict__))
+        spec = dataclasses.replace(cfg.train, compile=setting)
+        trainer = Trainer(model, spec, ids, torch.device("cpu"))
+        losses[setting] = [float(trainer.step()) for _ in range(3)]
+    assert losses["on"] == losses["off"]
+    out = capsys.readouterr().out
+    assert out.count("running eagerly") == 1
+    assert "torch.compile unavailable (RuntimeError: InductorError: no working C++" in out

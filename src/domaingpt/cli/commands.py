@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from domaingpt.cli.options import settings_from_args
 from domaingpt.core.config import RunConfig
-from domaingpt.core.distributed import launched_by_torchrun
+from domaingpt.core.device import oom_hint
+from domaingpt.core.distributed import launched_by_torchrun, study_ranks
 from domaingpt.core.progress import Log, quiet_log, stderr_log
 from domaingpt.core.rundir import RunDir, build_vocab, default_vocab_corpora, save_vocab
 from domaingpt.core.threads import torch_threads
@@ -50,10 +51,13 @@ def cmd_corpora(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one model; nothing is written until every input has been checked (the
-    corpus, the configuration, the vocabulary, the split, the model directory)."""
+    corpus, the configuration, the memory a step needs, the vocabulary, the split, the
+    model directory)."""
+    from domaingpt.core.device import pick_device
     from domaingpt.data.corpus import resolve_corpus
     from domaingpt.data.encoding import encode_corpus
     from domaingpt.training.loop import train
+    from domaingpt.training.memory import check_fits
     from domaingpt.training.modeldir import check_model_dir, run_record
 
     run = RunDir(Path(args.out))
@@ -61,6 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     corpus = resolve_corpus(args.corpus, args.data_dir, download=not args.offline)
     model_dir = run.model(corpus.name)
     cfg = _train_config(args, model_dir)
+    check_fits(cfg, device_type=pick_device(cfg.train.device).type)
     vocab, vocab_corpora = _train_vocab(run, corpus, args)
     encoded = encode_corpus(corpus, vocab)
     if encoded.n_unk:
@@ -77,20 +82,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_model_dir(model_dir, record, resume=args.resume, overwrite=args.overwrite)
         if vocab_corpora is not None:  # the run's first model: its vocabulary, saved now
             save_vocab(run, vocab, vocab_corpora)
-    result = train(
-        corpus.name,
-        corpus.sha256,
-        train_ids,
-        val_ids,
-        vocab,
-        cfg,
-        model_dir,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        log=command_log(args),
-        corpus_path=corpus.path,
-    )
+    with oom_hint("train.batch_size", cfg.train.batch_size):
+        result = train(
+            corpus.name,
+            corpus.sha256,
+            train_ids,
+            val_ids,
+            vocab,
+            cfg,
+            model_dir,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            log=command_log(args),
+            corpus_path=corpus.path,
+        )
     if result.is_main:
         print(f"val_loss {result.val_loss:.4f}  model {result.model_dir}")
     return 0
@@ -141,15 +147,18 @@ def _train_vocab(
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    """Print the prompt, then each character as it is sampled: a long text shows as it
+    grows, and Ctrl-C keeps what was printed."""
     from domaingpt.core.device import pick_device
     from domaingpt.data.prompts import decode_escapes
     from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint
-    from domaingpt.model.generate import generate_text
+    from domaingpt.model.generate import check_sampling, stream_text
 
+    check_sampling(args.chars, args.temperature, args.top_k, args.seed)  # before loading
     info = find_checkpoint(args.model, args.iter)
     loaded = load_checkpoint(info, pick_device(args.device))
     prompt = decode_escapes(args.prompt) if args.escapes else args.prompt
-    text = generate_text(
+    chars = stream_text(
         loaded.model,
         loaded.vocab,
         prompt,
@@ -158,7 +167,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         seed=args.seed,
     )
-    sys.stdout.write(prompt + text + "\n")
+    out = sys.stdout
+    every = 1 if out.isatty() else 1024  # a terminal sees each character
+    out.write(prompt)
+    try:
+        for i, ch in enumerate(chars, start=1):
+            out.write(ch)
+            if i % every == 0:
+                out.flush()
+    finally:
+        out.write("\n")
+        out.flush()
     return 0
 
 
@@ -170,7 +189,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / spec.name
     # main() locks an explicit --out; the default one is known only now.
     lock = contextlib.nullcontext() if args.out else RunDir(out).lock()
-    with lock:
+    # Under torchrun, rank 0 runs the study and the other ranks run its jobs.
+    with lock, study_ranks(spec.ranks, spec.config().train.device) as here:
+        if not here:
+            return 0
         result = run_study(
             spec,
             out,
@@ -203,8 +225,11 @@ def stage_command(stage: Stage) -> Callable[[argparse.Namespace], int]:
         run = RunDir(Path(args.out))
         run.check_writable()
         ctx = StageContext(run=run, stage=stage, progress=not args.quiet, log=command_log(args))
-        with torch_threads(settings.threads):
-            written, claims = run_stage(ctx, settings)
+        with study_ranks("jobs", settings.device) as here:  # under torchrun: jobs over ranks
+            if not here:
+                return 0
+            with torch_threads(settings.threads):
+                written, claims = run_stage(ctx, settings)
         if stage.summary is not None:
             print(stage.summary(written).rstrip("\n"))
         else:

@@ -62,10 +62,14 @@ class Claim:
             for c in claims
         ]
 
+    def headline(self) -> str:
+        """``claim (scope)``: the claim as one phrase (a closing full stop dropped)."""
+        scope = f" ({self.scope})" if self.scope else ""
+        return f"{self.claim.rstrip().rstrip('.')}{scope}"
+
     def line(self) -> str:
         """``[holds] claim (scope): evidence`` — how the CLI prints a claim."""
-        scope = f" ({self.scope})" if self.scope else ""
-        return f"[{self.verdict}] {self.claim}{scope}: {self.evidence}"
+        return f"[{self.verdict}] {self.headline()}: {self.evidence}"
 
 
 def unmeasured(claim: str, why: str, scope: str = "") -> Claim:

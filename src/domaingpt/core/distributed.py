@@ -1,14 +1,28 @@
-"""Data-parallel training on PyTorch's own engine: ``torchrun`` + DistributedDataParallel.
+"""Several processes on PyTorch's own engine (``torchrun``): data-parallel training of one
+model, and a study's independent jobs spread over the ranks.
 
-Launched by ``torchrun --nproc_per_node=K -m domaingpt train ...``: torchrun sets
-``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address; this module joins
-the process group (NCCL on CUDA, Gloo on CPU). Without those variables everything runs
-as a single process and none of this is touched.
+Launched by ``torchrun --nproc_per_node=K -m domaingpt ...``: torchrun sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address (one node or several); this
+module joins the process group. Without those variables everything runs as a single
+process and none of this is touched.
 
-How the work is split: every rank draws the *same* global batch of ``batch_size`` windows
-(same generator, same seed) and keeps its own contiguous slice of ``batch_size / world``
-rows. DDP averages the gradients, so a step sees exactly the global batch a single
-process would: the loss curve matches one process for the same seed and global batch.
+**One model over all ranks** (``domaingpt train``, and a study with ``ranks = "ddp"``):
+DistributedDataParallel, NCCL on CUDA, Gloo on CPU. Every rank draws the *same* global
+batch of ``batch_size`` windows (same generator, same seed) and keeps its own contiguous
+slice of ``batch_size / world`` rows. DDP averages the gradients, so a step sees exactly
+the global batch a single process would: the loss curve matches one process.
+
+**A study's jobs over the ranks** (``domaingpt run``, default ``ranks = "jobs"``):
+rank 0 runs the study as one process would and writes every table, record and the
+report; the other ranks serve (:func:`serve`). Where a stage has independent jobs (the
+models of the train stage, the adaptation runs, the per-model or per-checkpoint work of
+the analyses) it hands them to :func:`map_ranks`: each rank runs its share on its own
+device (``cuda:LOCAL_RANK``, or the CPU) and the results come back to rank 0 in the
+jobs' order. A job is computed the same way on any rank, so the tables are those of one
+process. Jobs and results travel pickled over a Gloo group (a job is a module-level
+function, or a ``functools.partial`` of one, and picklable arguments); what a job writes
+(checkpoints) goes to the run directory, which every node must see at the same path (a
+shared filesystem on several nodes).
 """
 
 from __future__ import annotations
@@ -16,15 +30,29 @@ from __future__ import annotations
 import atexit
 import datetime
 import os
+import pickle
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from domaingpt.core.device import pick_device
+from domaingpt.core.progress import Log, stderr_log
+from domaingpt.core.threads import map_workers, torch_threads
 from domaingpt.errors import ConfigError, DomainGPTError
 
+T = TypeVar("T")
 TIMEOUT_ENV = "DOMAINGPT_DIST_TIMEOUT"  # seconds a collective waits for a dead peer
+#: Seconds a rank of a study waits for rank 0's next jobs (rank 0 may work alone for
+#: hours: its own share of the models, the report). torchrun ends every rank when one dies.
+STUDY_TIMEOUT_ENV = "DOMAINGPT_STUDY_TIMEOUT"
+#: How a study uses its ranks: its independent jobs spread over them, or every model
+#: trained by all of them together (DDP).
+RANK_MODES = ("jobs", "ddp")
 
 
 @dataclass(frozen=True)
@@ -48,17 +76,20 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_distributed(device_name: str = "auto") -> DistContext:
-    """Join the process group if launched by torchrun; otherwise a one-process context."""
+def init_distributed(device_name: str = "auto", backend: str | None = None) -> DistContext:
+    """Join the process group if launched by torchrun; otherwise a one-process context.
+
+    ``backend``: default NCCL on CUDA, Gloo on CPU (a study over ranks passes Gloo: its
+    ranks exchange jobs, never gradients)."""
     if not launched_by_torchrun():
         return DistContext(device=pick_device(device_name))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_name)
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+        device = _rank_gpu(local_rank)
         torch.cuda.set_device(device)
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    backend = backend or ("nccl" if device.type == "cuda" else "gloo")
     timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600")))
     if not dist.is_initialized():
         try:
@@ -70,6 +101,13 @@ def init_distributed(device_name: str = "auto") -> DistContext:
         # pytorch/pytorch#179291). Destroyed at exit, while Python is still whole.
         atexit.register(shutdown)
     return DistContext(rank, world, local_rank, device)
+
+
+def _rank_gpu(local_rank: int) -> torch.device:
+    """This rank's GPU: ``cuda:LOCAL_RANK``; with more ranks than GPUs on a node, ranks
+    share them in turn (a study's small models can fill a large GPU several at a time;
+    NCCL refuses two DDP ranks on one GPU)."""
+    return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
 
 
 def check_batch(ctx: DistContext, batch_size: int) -> int:
@@ -99,3 +137,264 @@ def shutdown() -> None:
     """Leave the process group (a no-op when not in one); safe to call more than once."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# --- a study's jobs over the ranks ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Study:
+    ctx: DistContext
+    mode: str
+    group: Any  # a Gloo group with a long timeout: jobs and results travel on it
+
+
+_study: _Study | None = None
+_task_log: Log | None = None  # the log of the job running now (None: not in a job)
+
+
+def local_context(device_name: str = "auto") -> DistContext:
+    """A single process's context on this rank's own device (``cuda:LOCAL_RANK`` under
+    torchrun): how a job of a study trains one model alone."""
+    device = pick_device(device_name)
+    if not launched_by_torchrun():
+        return DistContext(device=device)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda" and device.index is None:
+        device = _rank_gpu(local)
+    return DistContext(local_rank=local, device=device)
+
+
+def join_study(mode: str = "jobs", device_name: str = "auto") -> DistContext:
+    """Join the study's process group under torchrun (a one-process context otherwise).
+
+    ``jobs``: Gloo only, each rank on its own device. ``ddp``: the DDP process group of
+    ``device_name`` (NCCL on CUDA) for the models; jobs still travel over Gloo.
+    """
+    global _study
+    if mode not in RANK_MODES:
+        raise ConfigError(f"study.ranks must be one of {', '.join(RANK_MODES)}, got {mode!r}")
+    if not launched_by_torchrun():
+        return DistContext(device=pick_device(device_name))
+    if _study is not None:
+        return _study.ctx
+    ctx = init_distributed(device_name, backend=None if mode == "ddp" else "gloo")
+    seconds = float(os.environ.get(STUDY_TIMEOUT_ENV, str(7 * 24 * 3600)))
+    group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=seconds))
+    _study = _Study(ctx, mode, group)
+    return ctx
+
+
+def study_world() -> int:
+    """How many ranks the study's jobs are spread over (1: a single process)."""
+    return _study.ctx.world if _study is not None else 1
+
+
+def study_mode() -> str:
+    """``jobs`` or ``ddp`` under torchrun; ``jobs`` for a single process."""
+    return _study.mode if _study is not None else "jobs"
+
+
+def is_worker() -> bool:
+    """True on a rank other than 0 of a study: it never writes tables or shows bars."""
+    return _study is not None and _study.ctx.rank != 0
+
+
+def task_log() -> Log:
+    """The log of the job running now: the stage's log on rank 0, stderr (with the rank)
+    on the others."""
+    return _task_log or stderr_log
+
+
+def _worker_log(rank: int) -> Log:
+    return lambda msg: stderr_log(f"[rank {rank}] {msg}")
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    index: int
+    ok: bool
+    value: Any  # the result, or the exception
+    trace: str = ""
+
+
+def _portable(error: Exception) -> Exception:
+    """``error`` if it survives pickling, else a RuntimeError with its type and message."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def _attempt(fn: Callable[[Any], Any], index: int, item: Any) -> _Outcome:
+    try:
+        return _Outcome(index, True, fn(item))
+    except Exception as e:
+        return _Outcome(index, False, _portable(e), traceback.format_exc())
+
+
+def _run_share(
+    fn: Callable[[Any], Any],
+    share: Sequence[tuple[int, Any]],
+    threads: int,
+    workers: int,
+    log: Log,
+    each: Callable[[int, Any], None] | None = None,
+) -> list[_Outcome]:
+    """This rank's jobs, in order (on ``workers`` threads); ``each`` sees every result."""
+    global _task_log
+    before, _task_log = _task_log, log
+    try:
+        with torch_threads(threads):
+            if workers > 1:
+                out = map_workers(lambda p: _attempt(fn, *p), share, workers)
+                for o in out:
+                    if each is not None and o.ok:
+                        each(o.index, o.value)
+                return out
+            out = []
+            for index, item in share:
+                out.append(_attempt(fn, index, item))
+                if each is not None and out[-1].ok:
+                    each(index, out[-1].value)
+            return out
+    finally:
+        _task_log = before
+
+
+def _raise(failed: _Outcome, rank: int) -> None:
+    error = failed.value
+    if rank != 0 and failed.trace:
+        error.add_note(f"raised on rank {rank}:\n{failed.trace}")
+    raise error
+
+
+def _dispatch(
+    fn: Callable[[Any], Any],
+    shares: list[list[tuple[int, Any]]],
+    workers: int,
+    log: Log,
+    each: Callable[[int, Any], None] | None,
+) -> list[list[_Outcome]]:
+    """Rank 0: send each rank its share, run its own, gather every outcome."""
+    assert _study is not None
+    threads = torch.get_num_threads()
+    box: list[Any] = [None]
+    messages = [("map", fn, share, threads, workers) for share in shares]
+    dist.scatter_object_list(box, messages, src=0, group=_study.group)
+    error = None
+    try:
+        mine = _run_share(fn, shares[0], threads, workers, log, each)
+    except Exception as e:  # ``each`` failed here: the other ranks still hand theirs in
+        mine, error = [], e
+    gathered: list[Any] = [None] * len(shares)
+    dist.gather_object(mine, gathered, dst=0, group=_study.group)
+    if error is not None:
+        raise error
+    return gathered
+
+
+def map_ranks(
+    fn: Callable[[Any], T],
+    items: Sequence[Any],
+    *,
+    log: Log | None = None,
+    each: Callable[[int, T], None] | None = None,
+    workers: int = 1,
+    owners: Sequence[int] | None = None,
+) -> list[T]:
+    """``[fn(x) for x in items]``, the items spread over the study's ranks (see the module
+    documentation); every result back on rank 0, in the items' order.
+
+    Item ``i`` runs on rank ``owners[i] % world`` (default ``i % world``): give the items
+    that read the same checkpoints the same owner and they share its cached forward
+    passes. Each rank runs its items in order on ``workers`` threads of one torch thread
+    each (``workers`` 1: on the caller's torch threads). ``each(i, result)`` is called on
+    rank 0 as results arrive (progress, log lines); ``log`` is what :func:`task_log`
+    gives a job on rank 0. A job that fails fails the call, after every rank finished
+    its share; the first failure in item order is raised (with the rank's traceback
+    as a note). In a single process, or inside a job, everything runs here.
+    """
+    items = list(items)
+    log = log or task_log()
+    if _study is None or _study.ctx.world == 1 or _task_log is not None or not items:
+        outcomes = _run_share(
+            fn, list(enumerate(items)), torch.get_num_threads(), workers, log, each
+        )
+        for o in outcomes:
+            if not o.ok:
+                raise o.value
+        return [o.value for o in outcomes]
+    world = _study.ctx.world
+    if _study.ctx.rank != 0:
+        raise RuntimeError("map_ranks is called on rank 0; the other ranks serve()")
+    owner = [(owners[i] if owners is not None else i) % world for i in range(len(items))]
+    shares: list[list[tuple[int, Any]]] = [[] for _ in range(world)]
+    for i, item in enumerate(items):
+        shares[owner[i]].append((i, item))
+    gathered = _dispatch(fn, shares, workers, log, each)
+    results: list[Any] = [None] * len(items)
+    failures: list[tuple[_Outcome, int]] = []
+    for rank, part in enumerate(gathered):
+        for o in part:
+            results[o.index] = o.value
+            if not o.ok:
+                failures.append((o, rank))
+            elif rank != 0 and each is not None:
+                each(o.index, o.value)
+    if failures:
+        _raise(*min(failures, key=lambda f: f[0].index))
+    return results
+
+
+def on_every_rank(fn: Callable[[Any], T], item: Any, *, log: Log | None = None) -> T:
+    """``fn(item)`` on every rank at once (a model trained with DDP over all of them);
+    rank 0's result. In a single process, or inside a job, ``fn(item)`` here."""
+    log = log or task_log()
+    if _study is None or _study.ctx.world == 1 or _task_log is not None:
+        return map_ranks(fn, [item], log=log)[0]
+    world = _study.ctx.world
+    gathered = _dispatch(fn, [[(0, item)] for _ in range(world)], 1, log, None)
+    failed = [(part[0], rank) for rank, part in enumerate(gathered) if not part[0].ok]
+    if failed:
+        _raise(*failed[0])
+    return gathered[0][0].value
+
+
+def serve() -> None:
+    """A rank other than 0: run the jobs rank 0 sends until it says stop."""
+    assert _study is not None
+    log = _worker_log(_study.ctx.rank)
+    while True:
+        box: list[Any] = [None]
+        dist.scatter_object_list(box, None, src=0, group=_study.group)
+        kind, fn, share, threads, workers = box[0]
+        if kind == "stop":
+            return
+        outcomes = _run_share(fn, share, threads, workers, log)
+        dist.gather_object(outcomes, None, dst=0, group=_study.group)
+
+
+@contextmanager
+def study_ranks(mode: str = "jobs", device_name: str = "auto") -> Iterator[bool]:
+    """Run a study (or a stage) over torchrun's ranks: yields True where it runs (rank 0,
+    or a single process); a rank other than 0 serves rank 0's jobs and gets False once
+    rank 0 has finished, with or without an error."""
+    global _study
+    if not launched_by_torchrun():
+        yield True
+        return
+    ctx = join_study(mode, device_name)
+    try:
+        if ctx.rank != 0:
+            serve()
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            stop = [("stop", None, [], 0, 1)] * ctx.world
+            dist.scatter_object_list([None], stop, src=0, group=_study.group)
+    finally:
+        _study = None

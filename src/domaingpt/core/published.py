@@ -209,3 +209,55 @@ WIKI_SPACE = "The Wikipedia-trained model relies heavily on … <space>"
 TRULY_IMPORTANT = (
     f'The characters an attribution ranks highest are truly important (the study: "{NORM_CAUTION}")'
 )
+
+# --- Open questions, answered with analyses the study did not run --------------------------
+# Each is a statement this tool can check; the study's own words, where it has some, are
+# quoted beside it.
+
+#: The logit lens (each layer's residual read through the final LayerNorm and head).
+LENS_DEPTH = "Each domain's model forms its next-character prediction at its own depth"
+LENS_MOVES = "The depth at which a model's prediction forms moves with training"
+LENS_OOD_LATER = (
+    "Out-of-domain prompts resolve later in the model than in-domain ones (the study: "
+    '"Out-of-domain prompts introduced confusion, producing flatter distributions")'
+)
+#: Representation similarity (linear CKA).
+SIM_HARDENS = (
+    "The representations harden as training progresses: consecutive checkpoints grow more "
+    'alike (the study, of the softmax: "Where Probabilities Harden")'
+)
+SIM_DOMAINS = (
+    "Models trained on different domains represent the same text more differently the "
+    'deeper the layer (the study: "training data domain directly shapes the style and '
+    'behavior of language models")'
+)
+EARLY_MOVES_MORE = (
+    "Adaptation moves the representations of a partially trained model more than those of "
+    'a fully trained one (the study: "The partially trained models had not yet fully '
+    "learned the distribution of their original corpus, making it comparatively easier "
+    'for them to shift towards the new style.")'
+)
+#: Attention along training.
+ATTN_PREVIOUS_WORD = (
+    "An attention head reads the previous word more than uniform attention would: a "
+    f'mechanism for "{PREVIOUS_WORD}"'
+)
+ATTN_FOCUS = (
+    "Attention becomes more focused as the model learns (the study, of gradients: "
+    f'"{GRADIENTS_FOCUS}")'
+)
+#: Occlusion against the gradient methods.
+NORM_HARDER = (
+    "After training, gradients typically become small because the model is near "
+    "convergence, but this makes it harder to distinguish which tokens are most influential"
+)
+#: Zero- vs few-shot attributions, answered.
+ZERO_FEW_TOWARDS = (
+    "Few-shot adaptation moves a model's attributions towards those of the target "
+    'domain\'s own model (the study: "the precise interpretation remains uncertain")'
+)
+ZERO_FEW_SHIFT = (
+    "Few-shot adaptation shifts token importance between character classes (the study: "
+    '"Additional exploration would be needed to fully understand how examples in the '
+    'prompt shift token importance")'
+)

@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from domaingpt.core.io import atomic_write_text, write_json
-from domaingpt.data.corpus import REGISTRY, Corpus, cache_dir, data_dir_from_env, resolve_corpus
+from domaingpt.data.corpus import (
+    REGISTRY,
+    Corpus,
+    cache_dir,
+    check_model_name,
+    data_dir_from_env,
+    resolve_corpus,
+    unsafe_name_reason,
+)
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import CorpusError, DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, find_checkpoint, list_checkpoints
@@ -179,7 +187,9 @@ class RunDir:
         return self.root / "models"
 
     def model(self, corpus: str) -> Path:
-        return self.models / corpus
+        """``models/<corpus>``; a name that is not one safe path component is refused, so
+        no model directory is ever ``models/`` itself, the run, or outside it."""
+        return self.models / check_model_name(corpus)
 
     @property
     def eval(self) -> Path:
@@ -225,7 +235,11 @@ class RunDir:
         if not self.models.is_dir():
             return []
         return sorted(
-            d.name for d in self.models.iterdir() if any((d / "checkpoints").glob("iter-*.json"))
+            d.name
+            for d in self.models.iterdir()
+            if unsafe_name_reason(d.name) is None
+            and not d.is_symlink()
+            and any((d / "checkpoints").glob("iter-*.json"))
         )
 
     def model_names(self, names: Iterable[str] = ()) -> list[str]:
@@ -396,49 +410,116 @@ class RunDir:
         if self.root.exists() and not self.root.is_dir():
             raise DomainGPTError(f"--out {self.root} is a file; give a directory")
 
+    def refuse_links(self) -> None:
+        """Refuse a run directory holding a symbolic link anywhere inside it.
+
+        Every write of a command goes inside its run directory; a link planted there (a
+        log, a metrics file, a model folder pointing elsewhere) would carry a write, an
+        append or a deletion outside it. Atomic writes replace a link rather than follow
+        it and appends refuse one (``O_NOFOLLOW``), but a linked *directory* would still
+        be followed, so a run with any link is refused before anything is written.
+        """
+        if not self.root.is_dir():
+            return
+        for folder, dirs, files in os.walk(self.root):  # never follows links
+            for name in sorted(dirs + files):
+                path = Path(folder) / name
+                if path.is_symlink():
+                    raise DomainGPTError(
+                        f"{path} is a symbolic link; domaingpt never writes through one in a "
+                        "run directory: remove the link (or copy what it points to there)"
+                    )
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Exclusive use of the run directory by this process.
 
         An OS file lock (``flock``) on ``.lock``: the kernel drops it when the process
         ends, however it ends, so a crashed run never leaves the directory stuck. The
-        lock file is never followed through a symbolic link. Under torchrun only the
+        lock file is never followed through a symbolic link, and a run directory holding
+        a link is refused (:meth:`refuse_links`). A directory that cannot be written is
+        an error naming it. A command that fails leaves no lock file it made (nor the run
+        directory, when it made that and wrote nothing else). Under torchrun only the
         writing rank (rank 0) takes it.
         """
         if os.environ.get("RANK", "0") != "0":
             yield
             return
         self.check_writable()
-        created = not self.root.exists()
-        self.root.mkdir(parents=True, exist_ok=True)
+        created = _first_missing(self.root)
         path = self.root / ".lock"
+        had_lock = path.exists() or path.is_symlink()
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise DomainGPTError(
                     f"{path} is a symbolic link; domaingpt never writes through one: remove it"
                 ) from None
-            raise
+            raise unwritable(self.root, e) from None
+        failed, held = True, False
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-                raise DomainGPTError(
-                    f"run directory {self.root} is in use by another domaingpt process "
-                    f"(pid {holder}); wait for it to finish or use another --out"
-                ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            _take(fd, path, self.root)
+            held = True
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise unwritable(self.root, PermissionError(errno.EACCES, "Permission denied"))
+            self.refuse_links()
+            pid = str(os.getpid()).encode()
+            if os.pread(fd, 64, 0) != pid:  # the same process again changes nothing
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, pid, 0)
             yield
+            failed = False
         finally:
+            if failed and held and not had_lock:
+                # Removed while still held: a process that opened it meanwhile finds
+                # the name gone (see _take) instead of a lock nobody else sees.
+                with suppress(OSError):
+                    if os.path.samestat(os.fstat(fd), os.lstat(path)):
+                        path.unlink()
             os.close(fd)  # closing releases the lock
-            if created and [p.name for p in self.root.iterdir()] == [".lock"]:
-                # A command that failed before writing anything leaves no empty run behind.
+            if created is not None and [p.name for p in self.root.iterdir()] in ([], [".lock"]):
+                # A command that failed before writing anything leaves no empty run behind,
+                # nor the parent folders it made for it.
                 path.unlink(missing_ok=True)
                 with suppress(OSError):
-                    self.root.rmdir()
+                    for folder in (self.root, *self.root.parents):
+                        folder.rmdir()
+                        if folder == created:
+                            break
+
+
+def _take(fd: int, path: Path, root: Path) -> None:
+    """``flock`` the open lock file ``fd``, or say who holds it. A lock on a file that is
+    no longer ``path`` (removed by a failing holder meanwhile) counts as held."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        current = os.lstat(path)
+    except (BlockingIOError, FileNotFoundError):
+        current = None
+    if current is None or not os.path.samestat(os.fstat(fd), current):
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        raise DomainGPTError(
+            f"run directory {root} is in use by another domaingpt process "
+            f"(pid {holder}); wait for it to finish or use another --out"
+        )
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (``None``: it exists)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing = folder
+    return missing
+
+
+def unwritable(root: Path, error: OSError) -> DomainGPTError:
+    """The one-line error for a run directory that cannot be created or written."""
+    why = error.strerror or str(error)
+    return DomainGPTError(f"cannot write the run directory {root} ({why}); give a writable --out")
 
 
 def _builtin_corpus(entry: ModelEntry, data_dir: str | Path | None, download: bool) -> Corpus:

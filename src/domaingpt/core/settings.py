@@ -28,6 +28,9 @@ S = TypeVar("S", bound="StageSettings")
 
 #: Fields that say where or how fast a stage runs, not what it computes.
 RUNTIME_FIELDS = frozenset({"device", "threads", "data_dir", "offline"})
+#: The largest seed: every random generator used (torch, numpy) accepts 0..2**63 - 1,
+#: also after adding the number of seeds a stage draws from it.
+MAX_SEED = 2**63 - 1
 
 
 def setting(
@@ -83,9 +86,11 @@ class StageSettings:
             if not f.init:
                 continue
             value = getattr(self, f.name)
-            coerced = coerce(f"{type(self).section()}.{f.name}", value, type(self), f.name)
+            key = f"{type(self).section()}.{f.name}"
+            coerced = coerce(key, value, type(self), f.name)
             if coerced is not value:
                 object.__setattr__(self, f.name, coerced)
+            checked_number(key, coerced)
         self.check()
 
     def check(self) -> None:
@@ -97,6 +102,15 @@ class StageSettings:
     def section(cls) -> str:
         """The name of the study-file table and CLI command (``EvalSettings`` -> eval)."""
         return getattr(cls, "SECTION", cls.__name__.removesuffix("Settings").lower())
+
+    def memory_setting(self) -> tuple[str, int | None]:
+        """The setting an out-of-memory error tells the user to lower, and its value:
+        the stage's ``batch_size`` when it has one (None: the model's own)."""
+        value = getattr(self, "batch_size", None)
+        name = self.section()
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{name}.batch_size", value or None
+        return f"the batch sizes of [{name}]", None
 
     def replace(self: S, **changes: Any) -> S:
         return dataclasses.replace(self, **changes)
@@ -124,6 +138,25 @@ def finite(name: str, value: float, low: float | None = None, high: float | None
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
         raise ConfigError(f"{name} must be in {bounds}, got {value}")
+
+
+def seed(name: str, value: int) -> None:
+    """Refuse a seed the random generators cannot take (below 0 or above MAX_SEED)."""
+    if not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{name} must be a seed from 0 to 2**63 - 1, got {value}")
+
+
+def checked_number(key: str, value: Any) -> None:
+    """The checks every number of every settings class gets, whatever the stage: a float
+    (or a float in a list) must be finite, and a field named ``seed``/``*_seed`` must be
+    a seed the generators accept."""
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, float):
+            finite(key, item)
+    name = key.rsplit(".", 1)[-1]
+    if (name == "seed" or name.endswith("_seed")) and isinstance(value, int):
+        seed(key, value)
 
 
 def coerce(key: str, value: Any, cls: type, name: str) -> Any:

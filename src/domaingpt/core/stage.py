@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from domaingpt.core.claims import Claim, unmeasured, write_claims
+from domaingpt.core.device import oom_hint
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.rundir import RunDir
 from domaingpt.core.settings import StageSettings
@@ -175,9 +176,11 @@ class Stage:
 def run_stage(ctx: StageContext, settings: StageSettings) -> tuple[dict[str, Path], list[Claim]]:
     """Run a stage, then check its claims on what it wrote (``<folder>/claims.csv``).
 
-    The one way a stage runs, from ``domaingpt run`` and from its own command alike.
+    The one way a stage runs, from ``domaingpt run`` and from its own command alike. Out
+    of memory is a one-line error naming the batch size to lower.
     """
-    written = {k: Path(v) for k, v in (ctx.stage.run(ctx, settings) or {}).items()}
+    with oom_hint(*settings.memory_setting()):
+        written = {k: Path(v) for k, v in (ctx.stage.run(ctx, settings) or {}).items()}
     claims: list[Claim] = []
     if ctx.stage.claims is not _no_claims:
         claims = ctx.stage.checked_claims(ctx.stage.load(ctx.run))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from statistics import NormalDist
 
 import numpy as np
 
@@ -15,9 +16,9 @@ Z95 = 1.959963984540054
 LOG2E = 1.0 / math.log(2.0)
 
 
-def mean_ci(values: np.ndarray) -> dict[str, float]:
+def mean_ci(values: np.ndarray, z: float = Z95) -> dict[str, float]:
     """n, mean, sd and the normal-approximation 95 % CI (mean ± 1.96·sd/√n) of the finite
-    ``values``; NaN interval for fewer than two."""
+    ``values``; NaN interval for fewer than two. ``z`` widens it (:func:`bonferroni_z`)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     n = len(v)
@@ -25,16 +26,23 @@ def mean_ci(values: np.ndarray) -> dict[str, float]:
         return {"n": 0, "mean": np.nan, "std": np.nan, "ci_low": np.nan, "ci_high": np.nan}
     mean = float(v.mean())
     sd = float(v.std(ddof=1)) if n > 1 else 0.0
-    half = Z95 * sd / math.sqrt(n) if n > 1 else np.nan
+    half = z * sd / math.sqrt(n) if n > 1 else np.nan
     return {"n": n, "mean": mean, "std": sd, "ci_low": mean - half, "ci_high": mean + half}
 
 
-def welch_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+def welch_ci(a: np.ndarray, b: np.ndarray, z: float = Z95) -> tuple[float, float, float]:
     """Difference of means ``mean(a) - mean(b)`` and its Welch normal 95 % interval."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     diff = float(a.mean() - b.mean())
     se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
-    return diff, diff - Z95 * se, diff + Z95 * se
+    return diff, diff - z * se, diff + z * se
+
+
+def bonferroni_z(tests: int, confidence: float = 0.95) -> float:
+    """The normal quantile of a two-sided interval that keeps ``confidence`` over
+    ``tests`` intervals at once (Bonferroni): 1.96 for one test, 2.64 for six."""
+    alpha = (1.0 - confidence) / max(tests, 1)
+    return NormalDist().inv_cdf(1.0 - alpha / 2)
 
 
 def bootstrap_mean_ci(

@@ -282,9 +282,48 @@ def _looks_like_path(name: str) -> bool:
     return any(s in name for s in seps) or name.endswith(".txt")
 
 
+#: The longest model name: it is a directory name, and adaptation joins two of them.
+MAX_NAME = 100
+_NAME_PUNCTUATION = frozenset("._-")
+
+
+def unsafe_name_reason(name: str) -> str | None:
+    """Why ``name`` cannot name a model directory (``None``: it can).
+
+    A model's name becomes ``models/<name>`` and ``adapt/<a>__to__<b>``, and
+    ``--overwrite`` deletes that directory: ``.`` or ``..`` would be the run's ``models/``
+    folder or the run itself. So a name is one safe path component: letters, digits,
+    ``.``, ``_`` and ``-``, not starting with ``.``, at most :data:`MAX_NAME` characters.
+    """
+    if not name:
+        return "it is empty"
+    if name.startswith("."):
+        return "it starts with '.'"
+    if len(name) > MAX_NAME:
+        return f"it is longer than {MAX_NAME} characters"
+    bad = sorted({c for c in name if not (c.isalnum() or c in _NAME_PUNCTUATION)})
+    if bad:
+        return f"it holds {', '.join(repr(c) for c in bad[:5])}"
+    return None
+
+
+def check_model_name(name: str, source: str = "") -> str:
+    """``name`` when it can name a model directory, else a one-line :class:`CorpusError`."""
+    reason = unsafe_name_reason(name)
+    if reason is None:
+        return name
+    where = f" (from {source})" if source else ""
+    raise CorpusError(
+        f"{name!r}{where} cannot name a model: {reason}; a model's name is its corpus file's "
+        "name without .txt and must be letters, digits, '.', '_' or '-', not starting "
+        "with '.': rename the file (e.g. my_notes.txt)"
+    )
+
+
 def _user_corpus(path: Path) -> Corpus:
     _check_file(path, "corpus file")
     path = path.resolve()
+    check_model_name(path.stem, f"corpus file {path}")
     return Corpus(path.stem, path, sha256_file(path), None, "path")
 
 
@@ -345,6 +384,11 @@ def resolve_corpus(
 def corpus_table(data_dir: str | Path | None = None) -> list[dict]:
     """One row per built-in corpus for ``domaingpt corpora``; looks, never downloads."""
     ddir = data_dir_from_env(data_dir)
+    if ddir is not None and not ddir.is_dir():
+        raise CorpusError(
+            f"data directory {ddir} (from --data-dir or {DATA_ENV}) is not a directory: "
+            "fix the path or unset it"
+        )
     rows: list[dict] = []
     for spec in REGISTRY.values():
         path: Path | None = None

@@ -128,7 +128,12 @@ def read_info(json_path: Path) -> CheckpointInfo:
         meta = json.loads(Path(json_path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {json_path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except json.JSONDecodeError as e:
+        raise CheckpointError(
+            f"checkpoint record {json_path} is not valid JSON ({e}): the file is corrupt; "
+            "use another checkpoint (--iter) or retrain"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
         raise CheckpointError(f"checkpoint {json_path} is unreadable or corrupt ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{json_path} is not a domaingpt checkpoint (no {FORMAT!r} marker)")
@@ -229,12 +234,59 @@ def newest_valid(directory: Path, kind: str = "resume", warn=None) -> Loaded | N
     return None
 
 
+#: Suffixes of PyTorch's pickled checkpoints (nanoGPT writes ``out/ckpt.pt``).
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+
+
+def _looks_pickled(path: Path) -> bool:
+    """A PyTorch pickle (``torch.save``: a zip archive, or a bare pickle stream)."""
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return head[:2] == b"PK" or (len(head) == 2 and head[0] == 0x80 and head[1] <= 5)
+
+
+def _pickle_error(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is a PyTorch pickle checkpoint (like nanoGPT's ckpt.pt); domaingpt never "
+        "unpickles files (loading one can run arbitrary code) and reads only its own "
+        "checkpoints, a .safetensors file with its .json record: train a model with "
+        "`domaingpt train CORPUS --out RUN` and sample from RUN/models/CORPUS"
+    )
+
+
+def _iteration_of(path: Path) -> int:
+    m = _NAME.match(path.name)
+    return int(m.group(2)) if m else -1
+
+
+def _unreadable(directory: Path, iteration: int | None = None) -> list[Path]:
+    """History checkpoint records in ``directory`` that do not parse (all, or one)."""
+    if not directory.is_dir():
+        return []
+    bad = []
+    for path in sorted(directory.glob("iter-*.json")):
+        if _NAME.match(path.name) is None or iteration not in (None, _iteration_of(path)):
+            continue
+        try:
+            read_info(path)
+        except CheckpointError:
+            bad.append(path)
+    return bad
+
+
 def find_checkpoint(target: str | Path, iteration: int | str | None = "final") -> CheckpointInfo:
     """What a user passes on the command line -> one history checkpoint.
 
     ``target`` is a model directory (``runs/x/models/shakespeare``), its ``checkpoints``
     folder, or a checkpoint's ``.json``/``.safetensors`` file. ``iteration`` is an int,
-    ``"final"`` (the newest history checkpoint) or ``None`` (same as final).
+    ``"final"`` (the newest history checkpoint) or ``None`` (same as final). A record
+    that does not parse is named with its error, not skipped as if it were absent; a
+    pickled checkpoint (nanoGPT's ``ckpt.pt``) is named as such.
     """
     path = Path(target)
     if path.suffix in (".json", ".safetensors"):
@@ -247,23 +299,43 @@ def find_checkpoint(target: str | Path, iteration: int | str | None = "final") -
         return read_info(json_path)
     if not path.exists():
         raise CheckpointError(f"model directory {path} does not exist; train a model first")
+    if path.is_file():
+        if _looks_pickled(path):
+            raise _pickle_error(path)
+        raise CheckpointError(
+            f"{path} is not a domaingpt checkpoint: give a model directory "
+            "(RUN/models/CORPUS) or a checkpoint's .json file"
+        )
     directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     history = list_checkpoints(directory, "iter")
+    wanted = None
+    if iteration not in (None, "final"):
+        try:
+            wanted = int(iteration)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise CheckpointError(
+                f"checkpoint iteration must be an integer or 'final', got {iteration!r}"
+            ) from None
+    bad = _unreadable(directory, wanted)
     if not history:
+        if bad:
+            read_info(bad[-1])  # raises: names the file and what is wrong with it
+        pickles = [p for p in sorted(directory.iterdir()) if p.is_file() and _looks_pickled(p)]
+        if pickles:
+            raise _pickle_error(pickles[0])
         raise CheckpointError(f"no checkpoints in {directory}; train a model there first")
-    if iteration in (None, "final"):
+    if wanted is None:
+        newer = [p for p in bad if _iteration_of(p) > history[-1].iteration]
+        if newer:
+            read_info(newer[-1])  # the final checkpoint is damaged: say so, never fall back
         return history[-1]
-    try:
-        it = int(iteration)
-    except (TypeError, ValueError):
-        raise CheckpointError(
-            f"checkpoint iteration must be an integer or 'final', got {iteration!r}"
-        ) from None
     for info in history:
-        if info.iteration == it:
+        if info.iteration == wanted:
             return info
+    if bad:
+        read_info(bad[0])
     have = ", ".join(str(c.iteration) for c in history)
-    raise CheckpointError(f"no checkpoint at iteration {it} in {directory}; available: {have}")
+    raise CheckpointError(f"no checkpoint at iteration {wanted} in {directory}; available: {have}")
 
 
 def parse_checkpoint_selection(spec: str | list[int]) -> str | list[int]:
@@ -295,7 +367,10 @@ def select_checkpoints(model_dir: Path, selection: str | list[int]) -> list[Chec
         raise CheckpointError(f"no checkpoints in {model_dir / 'checkpoints'}; train it first")
     selection = parse_checkpoint_selection(selection)
     if selection == "final":
-        return [history[-1]]
+        return [find_checkpoint(model_dir)]  # a damaged final record is named, not skipped
     if selection == "all":
+        bad = _unreadable(model_dir / "checkpoints")
+        if bad:
+            read_info(bad[0])  # raises, naming it: "all" never silently means "all but one"
         return history
     return [find_checkpoint(model_dir, it) for it in selection]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Iterator
 
 import torch
 
+from domaingpt.core.device import full_precision
+from domaingpt.core.settings import seed as check_seed
 from domaingpt.core.threads import torch_threads
 from domaingpt.data.vocab import UNK, Vocab
 from domaingpt.errors import DomainGPTError
@@ -29,6 +33,81 @@ def encode_prompt(vocab: Vocab, prompt: str, *, warn: bool = True) -> list[int]:
     return [int(i) for i in enc.ids]
 
 
+#: The most characters one call generates: 10 million take hours on a CPU; more is a
+#: typo (``--chars 1e20``) that would run for ever.
+MAX_CHARS = 10_000_000
+
+
+def check_sampling(n_chars: int, temperature: float, top_k: int | None, seed: int) -> None:
+    """Refuse, before anything is generated, a request that cannot give a sensible text."""
+    if n_chars < 0:
+        raise DomainGPTError(f"number of characters must be zero or more, got {n_chars}")
+    if n_chars > MAX_CHARS:
+        raise DomainGPTError(
+            f"{n_chars:,} characters asked for; one call generates at most {MAX_CHARS:,} "
+            "(generate longer texts in parts, with different seeds)"
+        )
+    if not math.isfinite(temperature) or temperature < 0:
+        raise DomainGPTError(
+            f"temperature must be a finite number, zero or more, got {temperature}"
+        )
+    if top_k is not None and top_k < 1:
+        raise DomainGPTError(f"top-k must be at least 1, got {top_k}")
+    check_seed("the sampling seed", seed)
+
+
+def sample_threads(device: torch.device) -> int:
+    """The torch threads a sampled text is generated with: 1 on a CPU (0: as is).
+
+    One position's forward pass is too small to share (with two threads on a busy machine
+    each character cost 100 ms instead of 2), and the text no longer depends on the
+    machine's core count (matmuls round differently with another thread count, which can
+    flip a sampled character).
+    """
+    return 1 if device.type == "cpu" else 0
+
+
+def stream_text(
+    model: GPT,
+    vocab: Vocab,
+    prompt: str,
+    n_chars: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 1,
+    warn: bool = True,
+) -> Iterator[str]:
+    """The characters :func:`generate_text` returns, one at a time as they are sampled.
+
+    The request is checked now, before the first character: a caller can print the
+    prompt knowing the text will follow, and stop at any point keeping what it printed.
+    """
+    check_sampling(n_chars, temperature, top_k, seed)
+    ids = encode_prompt(vocab, prompt, warn=warn)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+
+    def chars() -> Iterator[str]:
+        was_training = model.training
+        model.eval()
+        try:
+            new = model.generate_ids(
+                idx, n_chars, temperature=temperature, top_k=top_k, generator=generator
+            )
+            while True:  # each character sampled with generate_text's thread count
+                with torch_threads(sample_threads(device)):
+                    nxt = next(new, None)
+                if nxt is None:
+                    return
+                yield vocab.decode([int(nxt[0, 0])])
+        finally:
+            model.train(was_training)
+
+    return chars()
+
+
 def generate_text(
     model: GPT,
     vocab: Vocab,
@@ -42,17 +121,9 @@ def generate_text(
 ) -> str:
     """``n_chars`` new characters after ``prompt`` (not included). Same seed, same text.
 
-    On a CPU the model runs single-threaded: one position's forward pass is too small to
-    share (with two threads on a busy machine each character cost 100 ms instead of 2),
-    and the text no longer depends on the machine's core count (matmuls round
-    differently with another thread count, which can flip a sampled character).
+    On a CPU the model runs single-threaded (see :func:`sample_threads`).
     """
-    if n_chars < 0:
-        raise DomainGPTError(f"number of characters must be zero or more, got {n_chars}")
-    if temperature < 0:
-        raise DomainGPTError(f"temperature must be zero or more, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise DomainGPTError(f"top-k must be at least 1, got {top_k}")
+    check_sampling(n_chars, temperature, top_k, seed)
     ids = encode_prompt(vocab, prompt, warn=warn)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -60,7 +131,9 @@ def generate_text(
     model.eval()
     try:
         idx = torch.tensor([ids], dtype=torch.long, device=device)
-        with torch_threads(1 if device.type == "cpu" else 0):
+        # On the model's device (the GPU if it is there), in float32: sampled text is
+        # never autocast.
+        with torch.inference_mode(), full_precision(device), torch_threads(sample_threads(device)):
             out = model.generate(
                 idx, n_chars, temperature=temperature, top_k=top_k, generator=generator
             )

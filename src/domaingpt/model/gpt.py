@@ -19,7 +19,7 @@ branch for them: without a cache it runs exactly as before, at the same speed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -313,19 +313,37 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """Append ``max_new_tokens`` sampled ids to ``idx`` (B, T); the context is cropped
         to the last ``block_size`` ids, as in nanoGPT."""
+        new = self.generate_ids(
+            idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator
+        )
+        return torch.cat([idx, *new], dim=1)
+
+    def generate_ids(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """The ids :meth:`generate` appends, one (B, 1) tensor at a time, as they are
+        sampled: a long text streams in constant memory (only the last ``block_size`` ids
+        are kept) and a caller can stop at any point keeping what it has."""
+        context = idx[:, -self.config.block_size :]
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]
-            last = torch.full((idx.shape[0],), context.shape[1] - 1, device=idx.device)
-            logits, _ = self(context, at=last)  # the next character's logits only
-            logits = logits.float()
-            if temperature == 0:
-                nxt = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None and top_k < logits.size(-1):
-                    kth = torch.topk(logits, top_k).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = F.softmax(logits, dim=-1)
-                nxt = torch.multinomial(probs, num_samples=1, generator=generator)
-            idx = torch.cat((idx, nxt), dim=1)
-        return idx
+            with torch.no_grad():
+                last = torch.full((idx.shape[0],), context.shape[1] - 1, device=idx.device)
+                logits, _ = self(context, at=last)  # the next character's logits only
+                logits = logits.float()
+                if temperature == 0:
+                    nxt = logits.argmax(dim=-1, keepdim=True)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None and top_k < logits.size(-1):
+                        kth = torch.topk(logits, top_k).values[:, [-1]]
+                        logits = logits.masked_fill(logits < kth, float("-inf"))
+                    probs = F.softmax(logits, dim=-1)
+                    nxt = torch.multinomial(probs, num_samples=1, generator=generator)
+            yield nxt
+            context = torch.cat((context, nxt), dim=1)[:, -self.config.block_size :]

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from domaingpt.core.device import AUTOCAST_ENV, autocast_dtype
 from domaingpt.data.encoding import window_ids
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.scoring import native
@@ -38,8 +39,10 @@ def unsupported(model: torch.nn.Module) -> str | None:
     if type(model) is not GPT:
         return f"{type(model).__name__} is not domaingpt's GPT"
     first = next(model.parameters())
-    if first.device.type != "cpu":
+    if first.device.type != "cpu":  # a GPU never uses this engine
         return f"the model is on {first.device}"
+    if autocast_dtype(first.device) is not None:  # a float32 engine; scoring is asked in bf16
+        return f"{AUTOCAST_ENV} asks for {autocast_dtype(first.device)} autocast on the CPU"
     if any(p.dtype != torch.float32 for p in model.parameters()):
         return "the model is not float32"
     cfg = model.config

@@ -1,5 +1,8 @@
 """The study's stages, in the order they run: a plain list of imported stage values.
 
+``lens``, ``similarity`` and ``attention`` read the same forward pass per checkpoint
+(:mod:`domaingpt.model.internals` keeps it for the stages after the first).
+
 A user's stages (``[study] stages = [...]`` in a study file) run after the built-in
 analyses and before the report, which reads them all.
 """
@@ -7,7 +10,19 @@ analyses and before the report, which reads them all.
 from __future__ import annotations
 
 from domaingpt.core.stage import Stage
-from domaingpt.stages import adapt, evaluate, probe, quality, report, saliency, stats, train
+from domaingpt.stages import (
+    adapt,
+    attention,
+    evaluate,
+    lens,
+    probe,
+    quality,
+    report,
+    saliency,
+    similarity,
+    stats,
+    train,
+)
 
 BUILTIN_STAGES: tuple[Stage, ...] = (
     stats.stage,
@@ -15,7 +30,10 @@ BUILTIN_STAGES: tuple[Stage, ...] = (
     evaluate.stage,
     adapt.stage,
     probe.stage,
+    lens.stage,
+    similarity.stage,
     saliency.stage,
+    attention.stage,
     quality.stage,
 )
 REPORT: Stage = report.stage

@@ -31,9 +31,16 @@ from typing import Any
 import pandas as pd
 
 from domaingpt import __version__
+from domaingpt.core.distributed import study_mode, study_world
 from domaingpt.core.io import append_text, atomic_write_text, write_json
 from domaingpt.core.progress import Log, stderr_log
-from domaingpt.core.rundir import RunDir, fingerprint_outputs, outputs_intact, sha256_file
+from domaingpt.core.rundir import (
+    RunDir,
+    fingerprint_outputs,
+    outputs_intact,
+    sha256_file,
+    unwritable,
+)
 from domaingpt.core.stage import Stage, StageContext, run_stage
 from domaingpt.core.threads import torch_threads
 from domaingpt.data.corpus import Corpus, resolve_corpus
@@ -101,8 +108,11 @@ def fmt_seconds(s: float) -> str:
     return f"{s:.1f} s" if s < 90 else f"{int(s // 60)} min {int(s % 60):02d} s"
 
 
-def versions() -> dict[str, str]:
-    """Versions of the tool and its main dependencies: a run says how it was made."""
+def versions(threads: int = 0) -> dict[str, Any]:
+    """Versions of the tool and its main dependencies, and what else decides the last
+    bits of every number (README, "Reproducibility"): the CPU's instruction set, which
+    picks the kernels, and the number of torch threads (``threads``; 0: torch's default).
+    """
     import numpy
     import torch
 
@@ -113,7 +123,20 @@ def versions() -> dict[str, str]:
         "numpy": numpy.__version__,
         "pandas": pd.__version__,
         "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": threads or torch.get_num_threads(),
     }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _make_log(run: RunDir, sink: Log | None) -> Log:
@@ -126,7 +149,7 @@ def _make_log(run: RunDir, sink: Log | None) -> Log:
     return log
 
 
-def _copy_study(run: RunDir, spec: StudySpec) -> None:
+def _copy_study(run: RunDir, spec: StudySpec, threads: int = 0) -> None:
     """The study file, its resolved form and the versions, written into the run.
 
     Rewritten only when they changed, so a run that does no work changes no file.
@@ -140,7 +163,7 @@ def _copy_study(run: RunDir, spec: StudySpec) -> None:
             f"{spec.base!r} study preset. Resolved: study.json, versions: versions.json.\n"
         )
         atomic_write_text(path, header + text)
-    for name, obj in (("study.json", spec.to_dict()), ("versions.json", versions())):
+    for name, obj in (("study.json", spec.to_dict()), ("versions.json", versions(threads))):
         target = run.root / name
         try:
             same = target.is_file() and json.loads(target.read_text(encoding="utf-8")) == obj
@@ -183,9 +206,13 @@ def run_study(
     corpus_names = [c.name for c in corpora]
     if len(set(corpus_names)) != len(corpus_names):
         raise ConfigError(f"study.corpora names the same corpus twice: {corpus_names}")
-    run.root.mkdir(parents=True, exist_ok=True)
+    try:
+        run.root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise unwritable(run.root, e) from None
+    run.refuse_links()
     log_fn = _make_log(run, log)
-    _copy_study(run, spec)
+    _copy_study(run, spec, spec.threads if threads is None else threads)
     ctx = _Run(
         run,
         spec,
@@ -201,6 +228,9 @@ def run_study(
     records = {name: run.record(name) or {} for name in names}
     n = len(spec.stages)
     log_fn(f"study {spec.name!r}: {len(corpora)} corpora ({', '.join(corpus_names)}) → {run.root}")
+    if study_world() > 1:
+        how = "jobs spread over them" if study_mode() == "jobs" else "each model trained with DDP"
+        log_fn(f"{study_world()} ranks ({how}); rank 0 writes the tables and the report")
     for i, stage in enumerate(spec.stages, start=1):
         outcome = _run_one(stage, ctx, records, f"stage {i}/{n}: {stage.name}")
         result.outcomes.append(outcome)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from domaingpt.core.config import TRAIN_SECTIONS, RunConfig, read_config_text, read_toml
+from domaingpt.core.distributed import RANK_MODES
 from domaingpt.core.settings import StageSettings, settings_from_table, unknown_key
 from domaingpt.core.stage import Stage
 from domaingpt.data.corpus import Corpus
@@ -43,7 +44,16 @@ from domaingpt.study.pipeline import BUILTIN_STAGES, REPORT
 
 STUDY_PRESETS = ("smoke", "cpu", "gpu")
 DEFAULT_PRESET = "cpu"
-STUDY_KEYS = ("name", "corpora", "preset", "data_dir", "description", "threads", "stages")
+STUDY_KEYS = (
+    "name",
+    "corpora",
+    "preset",
+    "data_dir",
+    "description",
+    "threads",
+    "stages",
+    "ranks",
+)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _STAGE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -253,6 +263,7 @@ class StudySpec:
     data_dir: str | None = None
     description: str = ""
     threads: int = 0  # torch threads for every stage; 0: torch's default
+    ranks: str = "jobs"  # under torchrun: "jobs" spread over the ranks, or "ddp" per model
     stage_refs: tuple[StageRef, ...] = ()
     stages: tuple[Stage, ...] = field(default=(), compare=False)
     stage_code: dict[str, str] = field(default_factory=dict, compare=False)  # user stage: sha
@@ -315,6 +326,7 @@ class StudySpec:
             "preset": self.preset,
             "data_dir": self.data_dir,
             "threads": self.threads,
+            "ranks": self.ranks,
             "stages": [{"ref": r.ref, "base": r.base} for r in self.stage_refs],
             "overrides": self.overrides,
             "analyses": self.analyses,
@@ -408,6 +420,12 @@ def load_study(
     threads = study.get("threads", 0)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
         raise ConfigError(f"study.threads in {where} must be 0 (torch's default) or more")
+    ranks = study.get("ranks", "jobs")
+    if ranks not in RANK_MODES:
+        raise ConfigError(
+            f"study.ranks in {where} must be {' or '.join(map(repr, RANK_MODES))}: the "
+            "study's jobs spread over torchrun's ranks, or each model trained by all of them"
+        )
     stage_tables = [s.name for s in stages if s.name not in TRAIN_SECTIONS]
     spec = StudySpec(
         name=name,
@@ -425,6 +443,7 @@ def load_study(
             user.get("study", {}).get("description", "") if source else study.get("description", "")
         ),
         threads=threads,
+        ranks=ranks,
         stage_refs=refs,
         stages=stages,
         stage_code=stage_code,

@@ -46,6 +46,7 @@ from domaingpt.model.checkpoint import (
 from domaingpt.model.generate import generate_text
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.scoring import score_windows
+from domaingpt.training.memory import check_fits, out_of_memory
 from domaingpt.training.modeldir import (
     prepare_model_dir,
     run_record,
@@ -191,6 +192,7 @@ def train(
     progress: bool = True,
     log: Log = print,
     corpus_path: str | Path | None = None,
+    dist: DistContext | None = None,
 ) -> TrainResult:
     """Train a model from scratch (or resume it) and write its directory (see module doc).
 
@@ -198,11 +200,14 @@ def train(
     user's own text again. With ``resume``, a model is continued from its newest valid
     resumable checkpoint; a larger ``train.max_iters`` than it was trained with extends it
     (see :mod:`domaingpt.training.modeldir`, and the README on the learning rate).
+    ``dist``: the process context (default: DDP over torchrun's ranks, if launched so; a
+    study's job passes its own rank's single-process context).
     """
     spec = cfg.train
     set_threads(spec.threads)
-    ctx = init_distributed(spec.device)
+    ctx = dist or init_distributed(spec.device)
     check_batch(ctx, spec.batch_size)  # before anything is written
+    check_fits(cfg, vocab.size, device_type=ctx.device.type)
     main = ctx.is_main  # only the main rank writes; the others compute the same steps
     record = run_record(cfg, corpus_name, corpus_sha, vocab, corpus_path)
     has_work = resume
@@ -211,8 +216,9 @@ def train(
     barrier(ctx)
 
     torch.manual_seed(spec.seed)
-    model = GPT(GPTConfig(vocab_size=vocab.size, **cfg.model.__dict__))
-    trainer = Trainer(model, spec, train_ids, ctx.device, ctx)
+    with out_of_memory("creating the model"):
+        model = GPT(GPTConfig(vocab_size=vocab.size, **cfg.model.__dict__))
+        trainer = Trainer(model, spec, train_ids, ctx.device, ctx)
     resumed_from = None
     if has_work:
         resumed_from = _restore(model, trainer, model_dir, corpus_name, main, log)

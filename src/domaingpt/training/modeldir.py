@@ -29,6 +29,7 @@ from domaingpt.core.config import (
     from_dict,
 )
 from domaingpt.core.io import read_jsonl, write_json
+from domaingpt.data.corpus import check_model_name
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints
@@ -163,6 +164,7 @@ def check_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: b
     with ``overwrite``), a model with another configuration or a shorter ``max_iters``
     than it has already trained, and an existing model without ``resume``.
     """
+    check_model_name(model_dir.name, f"model directory {model_dir}")
     if model_dir.is_symlink():
         raise DomainGPTError(
             f"{model_dir} is a symbolic link; domaingpt never writes through one: use another --out"

@@ -14,11 +14,13 @@ import numpy as np
 import torch
 
 from domaingpt.core.config import TrainSpec
-from domaingpt.core.device import autocast
+from domaingpt.core.device import autocast, autocast_dtype, is_out_of_memory
 from domaingpt.core.distributed import DistContext, check_batch
 from domaingpt.data.batches import BatchSampler
 from domaingpt.model.gpt import GPT
+from domaingpt.training import native_step
 from domaingpt.training.adamw import AdamW, make_adamw
+from domaingpt.training.memory import out_of_memory
 from domaingpt.training.workers import ParallelGrads
 
 
@@ -50,20 +52,43 @@ def should_compile(setting: str, device: torch.device) -> bool:
     return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
-def step_workers(
-    model: GPT, spec: TrainSpec, device: torch.device, plain_only: bool, wanted: int | None = None
-) -> int:
-    """How many workers compute a step's gradients (see :mod:`domaingpt.training.workers`):
-    ``wanted``, by default one per torch thread, at most one per row of the batch; 1 is
-    the plain step: one autograd pass over the whole batch, with torch's own threads.
+def step_kind(model: GPT, spec: TrainSpec, device: torch.device, plain_only: bool) -> str:
+    """The step that runs: ``train.step`` where it can, else the nearest one that can.
 
-    The plain step stays the reference, and the step wherever the workers do not apply:
-    another device than the CPU, DDP or ``torch.compile`` (``plain_only``), dropout (the
-    workers would draw its masks from one generator in a racing order), one core.
+    ``plain`` (the default, and the reference): one autograd pass over the whole batch,
+    with torch's own threads. ``workers`` and ``native`` (opt-in, for many-core CPUs; see
+    :mod:`domaingpt.training.workers`): one single-threaded worker per torch thread, on
+    autograd or on the native training step. On a 2-core machine neither pays (README,
+    "Training speed"). The plain step runs wherever the workers do not apply: another
+    device than the CPU, DDP or ``torch.compile`` (``plain_only``), autocast (the workers
+    compute in float32), dropout (the workers would draw its masks from one generator in
+    a racing order); ``native`` becomes ``workers`` where the native step does not
+    support the model (:func:`domaingpt.training.native_step.unsupported`).
     """
-    if plain_only or device.type != "cpu" or model.config.dropout > 0:
+    if (
+        spec.step == "plain"
+        or plain_only
+        or device.type != "cpu"
+        or autocast_dtype(device) is not None
+        or model.config.dropout > 0
+    ):
+        return "plain"
+    if spec.step == "native" and native_step.unsupported(model) is None:
+        return "native"
+    return "workers"
+
+
+def step_workers(kind: str, spec: TrainSpec, wanted: int | None = None) -> int:
+    """How many workers compute a step's gradients: 1 for the plain step; else
+    ``wanted``, by default one per torch thread, at most one per row of the batch."""
+    if kind == "plain":
         return 1
     return max(1, min(wanted or torch.get_num_threads(), spec.batch_size))
+
+
+def _eagerly(error: Exception) -> None:
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    print(f"torch.compile unavailable ({type(error).__name__}: {first}); running eagerly")
 
 
 class Trainer:
@@ -81,11 +106,9 @@ class Trainer:
         ctx: DistContext | None = None,
         *,
         workers: int | None = None,
-        engine: str = "auto",
     ) -> None:
-        """``workers``: how many compute each step's gradients (1: the plain step); by
-        default one per torch thread where :func:`step_workers` allows it. ``engine``:
-        what each of them computes with (see :func:`~domaingpt.training.workers.pick_engine`)."""
+        """``workers``: how many workers compute each step's gradients when ``spec.step``
+        asks for them (by default one per torch thread; see :func:`step_workers`)."""
         self.ctx = ctx or DistContext(device=device)
         check_batch(self.ctx, spec.batch_size)
         self.model = model.to(device).train()
@@ -113,21 +136,36 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             self._ddp = wrapped = DistributedDataParallel(model, device_ids=ids)
         self._forward: Any = wrapped
+        self._eager: Any = None  # while set, the compiled forward has not run yet
         if should_compile(spec.compile, device):
             try:
-                self._forward = torch.compile(wrapped)
+                self._forward, self._eager = torch.compile(wrapped), wrapped
             except Exception as e:  # compile is an optimisation: fall back, never fail
-                print(f"torch.compile unavailable ({type(e).__name__}: {e}); running eagerly")
+                _eagerly(e)
         self._params = [p for p in model.parameters() if p.requires_grad]
         plain_only = self.ctx.enabled or self._forward is not wrapped
-        self.workers = step_workers(model, spec, device, plain_only, workers)
+        kind = step_kind(model, spec, device, plain_only)
+        self.workers = step_workers(kind, spec, workers)
+        if kind == "workers" and self.workers == 1:  # one core: autograd workers are plain
+            kind = "plain"
+        #: The step that runs (``plain``, ``workers`` or ``native``): see :func:`step_kind`.
+        self.step_kind = kind
         self._parallel = None
-        if self.workers > 1 or (engine == "native" and not plain_only):  # 1: benchmarks
+        if kind != "plain":  # native on one worker too: the native kernels on one core
+            engine = "native" if kind == "native" else "autograd"
             self._parallel = ParallelGrads(model, spec.batch_size, self.workers, engine)
         self.tokens_per_iter = spec.batch_size * spec.grad_accum * model.config.block_size
 
     def step(self) -> torch.Tensor:
-        """One optimizer step (with gradient accumulation); returns the detached mean loss."""
+        """One optimizer step (with gradient accumulation); returns the detached mean loss.
+
+        Running out of memory is one line naming the settings to lower.
+        """
+        shape = f"in a training step (batch_size {self.spec.batch_size})"
+        with out_of_memory(shape):
+            return self._step()
+
+    def _step(self) -> torch.Tensor:
         lr = lr_at(self.iteration, self.spec)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -152,10 +190,26 @@ class Trainer:
             last = micro == self.spec.grad_accum - 1
             sync = self._ddp.no_sync() if self._ddp is not None and not last else nullcontext()
             with sync, autocast(self.device):
-                _, loss = self._forward(x, y)
+                _, loss = self._call(x, y)
                 (loss / self.spec.grad_accum).backward()
             total += loss.detach()
         return total / self.spec.grad_accum
+
+    def _call(self, x: torch.Tensor, y: torch.Tensor) -> Any:
+        """The forward pass; the first compiled one falls back to eager if compiling fails
+        (torch.compile compiles on first use: a missing compiler shows only then)."""
+        if self._eager is None:
+            return self._forward(x, y)
+        try:
+            out = self._forward(x, y)
+        except Exception as e:
+            if is_out_of_memory(e):
+                raise
+            _eagerly(e)
+            self._forward = self._eager
+            out = self._forward(x, y)
+        self._eager = None
+        return out
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Optimizer moments and RNG states, as flat named tensors for safetensors."""

@@ -261,3 +261,195 @@ def test_without_grad_norm_the_gradient_claims_are_not_measured(tables):
         (published.GRADIENTS_SHRINK, Verdict.UNMEASURED),
     ]
     assert all("grad_norm was not run" in c.evidence for c in found)
+
+
+# --- occlusion against the gradient norm -------------------------------------------------
+
+
+def agreement(rows: dict[tuple[str, int, str, str], tuple[float, float, float]]) -> pd.DataFrame:
+    """``{(model, iteration, baseline, method): (mean ρ, ci_low, ci_high)}``, in-domain."""
+    return pd.DataFrame(
+        [
+            {
+                "model": model,
+                "iteration": it,
+                "baseline": baseline,
+                "method": method,
+                "domain": "in",
+                "n": 8,
+                "spearman": rho,
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+            for (model, it, baseline, method), (rho, lo, hi) in rows.items()
+        ]
+    )
+
+
+def agreement_prompts(values: dict[tuple[str, int], list[float]]) -> pd.DataFrame:
+    """``{(model, iteration): [ρ of prompt 0, 1, ...]}``: grad_norm, <unk>, in-domain."""
+    return pd.DataFrame(
+        [
+            {
+                "model": model,
+                "iteration": it,
+                "baseline": "unk",
+                "method": "grad_norm",
+                "prompt_id": i,
+                "prompt_corpus": model,
+                "domain": "in",
+                "spearman": rho,
+            }
+            for (model, it), rhos in values.items()
+            for i, rho in enumerate(rhos)
+        ]
+    )
+
+
+def test_the_caution_holds_when_gradient_norms_rank_unlike_occlusion():
+    table = agreement(
+        {
+            ("shakespeare", 60, "unk", "grad_norm"): (0.1, -0.1, 0.3),
+            ("shakespeare", 60, "unk", "integrated_gradients"): (0.7, 0.6, 0.8),
+            ("shakespeare", 10, "unk", "grad_norm"): (0.9, 0.8, 1.0),  # not the final one
+            ("math", 60, "unk", "grad_norm"): (0.2, 0.05, 0.35),
+            ("shakespeare", 60, "space", "grad_norm"): (0.8, 0.7, 0.9),
+            ("math", 60, "space", "grad_norm"): (0.3, 0.15, 0.45),
+        }
+    )
+    prompts = agreement_prompts({("shakespeare", 60): [0.1, 0.2]})
+    found = claims({"agreement": table, "agreement_prompts": prompts})
+    unk = find(found, published.NORM_CAUTION, "grad_norm vs occlusion with <unk>")
+    assert unk.verdict is Verdict.HOLDS
+    assert unk.numbers == {"shakespeare_spearman": 0.1, "math_spearman": 0.2}
+    assert "Shakespeare ρ 0.10 [-0.10, 0.30] (other methods: integrated_gradients 0.70)" in (
+        unk.evidence
+    )
+    space = find(found, published.NORM_CAUTION, "grad_norm vs occlusion with a space")
+    assert space.verdict is Verdict.PARTLY
+    strong = agreement({("math", 60, "unk", "grad_norm"): (0.8, 0.6, 0.9)})
+    found = claims({"agreement": strong, "agreement_prompts": prompts})
+    assert find(found, published.NORM_CAUTION, "grad_norm vs occlusion with <unk>").verdict is (
+        Verdict.FAILS
+    )
+    unclear = agreement({("math", 60, "unk", "grad_norm"): (0.5, 0.3, 0.7)})
+    found = claims({"agreement": unclear, "agreement_prompts": prompts})
+    assert find(found, published.NORM_CAUTION, "grad_norm vs occlusion with <unk>").verdict is (
+        Verdict.PARTLY
+    )
+
+
+def test_agreement_falls_after_training_for_one_model_of_two():
+    prompts = agreement_prompts(
+        {
+            ("shakespeare", 10): [0.6, 0.5, 0.7, 0.55],
+            ("shakespeare", 60): [0.2, 0.1, 0.3, 0.15],
+            ("math", 10): [0.6, 0.5, 0.7, 0.55],
+            ("math", 60): [0.62, 0.45, 0.72, 0.56],
+        }
+    )
+    table = agreement({("math", 60, "unk", "grad_norm"): (0.2, 0.1, 0.3)})
+    found = claims({"agreement": table, "agreement_prompts": prompts})
+    (harder,) = [c for c in found if c.claim == published.NORM_HARDER]
+    assert harder.verdict is Verdict.PARTLY
+    assert harder.numbers["shakespeare_first"] == pytest.approx(0.5875)
+    assert harder.numbers["shakespeare_last"] == pytest.approx(0.1875)
+    assert "iteration 10 → 60" in harder.evidence
+    one = prompts[prompts["iteration"] == 60]
+    (harder,) = [
+        c
+        for c in claims({"agreement": table, "agreement_prompts": one})
+        if c.claim == published.NORM_HARDER
+    ]
+    assert harder.verdict is Verdict.UNMEASURED
+
+
+# --- zero- vs few-shot, answered ------------------------------------------------------
+
+
+def zero_few_prompts(values: dict[tuple[str, str, str], tuple[list, list]]) -> pd.DataFrame:
+    """``{(source, target, start): (ρ zero-own per prompt, ρ few-own per prompt)}``, the
+    same for two seeds."""
+    return pd.DataFrame(
+        [
+            {
+                "source": s,
+                "target": t,
+                "start": start,
+                "seed": f"seed{seed}",
+                "method": "grad_norm",
+                "own_model": t,
+                "prompt_id": i,
+                "log_p_zero": -3.0,
+                "log_p_few": -2.0,
+                "rho_zero_few": 0.6,
+                "rho_zero_own": zero,
+                "rho_few_own": few + 0.01 * seed,
+            }
+            for (s, t, start), (zeros, fews) in values.items()
+            for seed in (0, 1)
+            for i, (zero, few) in enumerate(zip(zeros, fews, strict=True))
+        ]
+    )
+
+
+def zero_few_classes(shifts: dict[tuple[str, str, str], dict[str, list[float]]]) -> pd.DataFrame:
+    """``{(source, target, start): {class: [few − zero share per prompt]}}``."""
+    return pd.DataFrame(
+        [
+            {
+                "source": s,
+                "target": t,
+                "start": start,
+                "seed": "seed0",
+                "method": "grad_norm",
+                "own_model": t,
+                "prompt_id": i,
+                "char_class": c,
+                "share_zero": 0.3,
+                "share_few": 0.3 + d,
+                "share_own": 0.5,
+            }
+            for (s, t, start), classes in shifts.items()
+            for c, deltas in classes.items()
+            for i, d in enumerate(deltas)
+        ]
+    )
+
+
+def test_few_shot_attributions_move_towards_the_targets_own_model():
+    prompts = zero_few_prompts(
+        {
+            ("math", "wikipedia", "final"): ([0.3, 0.35, 0.25, 0.3], [0.3, 0.34, 0.27, 0.29]),
+            ("shakespeare", "math", "final"): ([0.3, 0.35, 0.25, 0.3], [0.7, 0.8, 0.6, 0.72]),
+        }
+    )
+    classes = zero_few_classes(
+        {
+            ("shakespeare", "math", "final"): {
+                "vowel": [0.2, 0.21, 0.19, 0.2],
+                "digit": [0.0, 0.01, -0.01, 0.0],
+            },
+            ("math", "wikipedia", "final"): {"vowel": [0.01, -0.01, 0.02, -0.02]},
+        }
+    )
+    found = claims({"zero_few_prompts": prompts, "zero_few_classes": classes})
+    (towards,) = [c for c in found if c.claim == published.ZERO_FEW_TOWARDS]
+    assert towards.verdict is Verdict.PARTLY
+    assert towards.numbers["shakespeare_math_final_change"] == pytest.approx(0.705 + 0.005 - 0.3)
+    assert towards.evidence.index("Shakespeare → Math") < towards.evidence.index("Math → Wikipedia")
+    (shift,) = [c for c in found if c.claim == published.ZERO_FEW_SHIFT]
+    assert shift.verdict is Verdict.PARTLY
+    assert "Shakespeare → Math from final: vowel +0.200" in shift.evidence
+    assert "Math → Wikipedia from final: none (largest vowel" in shift.evidence
+
+
+def test_zero_few_without_the_targets_own_model_is_not_measured():
+    prompts = zero_few_prompts({("shakespeare", "math", "final"): ([0.3, 0.3], [0.7, 0.7])})
+    prompts["rho_zero_own"] = math.nan
+    prompts["rho_few_own"] = math.nan
+    empty = zero_few_classes({})
+    found = claims({"zero_few_prompts": prompts, "zero_few_classes": empty})
+    verdicts_ = {c.claim: c.verdict for c in found}
+    assert verdicts_[published.ZERO_FEW_TOWARDS] is Verdict.UNMEASURED
+    assert verdicts_[published.ZERO_FEW_SHIFT] is Verdict.UNMEASURED

@@ -14,6 +14,7 @@ import torch
 from domaingpt.cli import main
 from domaingpt.core import published
 from domaingpt.core.claims import Verdict
+from domaingpt.core.io import read_jsonl
 from domaingpt.core.rundir import RunDir
 from domaingpt.data.charclass import char_class
 from domaingpt.data.prompts import (
@@ -29,6 +30,7 @@ from domaingpt.stages.saliency import (
     GradientNorm,
     InputXGradient,
     IntegratedGradients,
+    Occlusion,
     SaliencySettings,
     aggregate,
     claims,
@@ -112,6 +114,34 @@ def test_integrated_gradients_completeness_on_random_model():
             f_0 = torch.log_softmax(model(inputs_embeds=0 * e)[0][0, -1], -1)[p.target_id]
             assert attr[i].sum().item() == pytest.approx((f_x - f_0).item(), abs=1e-3)
             assert abs(delta[i].item()) < 1e-3
+
+
+@pytest.mark.parametrize("baseline", ["<unk>", " "])
+def test_occlusion_equals_a_plain_loop_over_positions(baseline):
+    model, ps = tiny_model(3), prompt_set(*TEXTS, "a b")
+    ids, lengths, targets, _ = ps.tensors()
+    replacement = VOCAB.id_of(baseline) if baseline != "<unk>" else 0
+    got = Occlusion(model, replacement, batch_size=7).attribute(ids, targets, lengths)
+
+    def log_p(x: np.ndarray, target: int) -> float:
+        logits, _ = model(torch.tensor(x).unsqueeze(0))
+        return torch.log_softmax(logits[0, -1], -1)[target].item()
+
+    with torch.no_grad():
+        for i, p in enumerate(ps.prompts):
+            base = log_p(p.ids, p.target_id)
+            for j in range(p.length):
+                varied = p.ids.copy()
+                varied[j] = replacement
+                drop = base - log_p(varied, p.target_id)
+                assert got[i, j].item() == pytest.approx(drop, abs=1e-5)
+            assert torch.all(got[i, p.length :] == 0)  # padding gets nothing
+    # a character that is the baseline already scores exactly 0
+    spaces = ids == VOCAB.id_of(" ")
+    if baseline == " ":
+        assert torch.all(got[spaces] == 0)
+    else:
+        assert torch.all(got[spaces] != 0)
 
 
 def test_relative_positions_by_whitespace():
@@ -253,6 +283,24 @@ def test_run_saliency_end_to_end(trained, data_dir, shakespeare_run):
     assert page.count('class="row"') == 3 * 3  # 1 prompt per corpus x 3 methods
     for key in ("by_class_png", "by_relpos_png", "by_checkpoint_png", "faithfulness_png"):
         assert paths[key].stat().st_size > 5000
+    # occlusion at every trained checkpoint (3 by default), with <unk> and with a space
+    agree, per = tables["agreement"], tables["agreement_prompts"]
+    assert set(agree["baseline"]) == {"unk", "space"}
+    assert sorted(agree["iteration"].unique()) == shakespeare_run.checkpoints[1:]
+    assert set(agree["method"]) == {"grad_norm", "input_x_grad", "integrated_gradients"}
+    assert len(per) == 3 * 2 * 3 * 12 and per["spearman"].dropna().between(-1, 1).all()
+    assert len(read_jsonl(run.saliency / "occlusion.jsonl")) == 3 * 2 * 12
+    assert verdicts[(published.NORM_CAUTION, "grad_norm vs occlusion with <unk>")] in (
+        Verdict.HOLDS,
+        Verdict.PARTLY,
+        Verdict.FAILS,
+    )
+    # zero- vs few-shot answered: no Math model in this run, so nothing to move towards
+    zp = tables["zero_few_prompts"]
+    assert len(zp) == 3 * 4 and zp["own_model"].isna().all()
+    assert zp["rho_zero_few"].between(-1, 1).all() and zp["rho_few_own"].isna().all()
+    assert verdicts[(published.ZERO_FEW_TOWARDS, "")] == Verdict.UNMEASURED
+    assert set(tables["zero_few_classes"]["char_class"]) <= set(CLASS_ORDER)
     attributions = load_saliency(run, attributions=True)["attributions"]
     assert (
         len(attributions) == len(shakespeare_run.checkpoints) * 3 * 12

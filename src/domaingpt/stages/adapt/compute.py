@@ -20,6 +20,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import pandas as pd
 import torch
 
 from domaingpt.core.device import pick_device
+from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from domaingpt.core.progress import Log, progress_bar, stderr_log
 from domaingpt.core.rundir import RunDir, run_config_of
@@ -110,6 +112,25 @@ def _run_adapt(
     return _write_outputs(jobs, results, settings, run.adapt, log)
 
 
+@dataclass(frozen=True)
+class _Todo:
+    """One adaptation to run (a job of :func:`map_ranks`)."""
+
+    job: Job
+    settings: AdaptSettings
+    target: Split
+    source: Split
+    directory: Path
+    device: torch.device
+
+
+def _adapt_one(todo: _Todo) -> dict[str, Any]:
+    """Run one adaptation into its directory (an interrupted run's is redone)."""
+    if todo.directory.exists():
+        shutil.rmtree(todo.directory)  # an interrupted run or other settings: redo it
+    return run_job(todo.job, todo.settings, todo.target, todo.source, todo.directory, todo.device)
+
+
 def _run_jobs(
     jobs: list[Job],
     settings: AdaptSettings,
@@ -120,36 +141,40 @@ def _run_jobs(
     log: Log,
 ) -> list[dict[str, Any]]:
     """Each job's result: reused when its directory holds one with the same key, else run
-    (a directory left by an interrupted run or other settings is redone)."""
+    (spread over the ranks under torchrun; a directory left by an interrupted run or
+    other settings is redone)."""
     bar = progress_bar(len(jobs), "adapt", enabled=progress)
-    results, done = [], 0
-    for job in jobs:
+    results: list[dict[str, Any] | None] = []
+    todo: list[tuple[int, _Todo]] = []
+    for i, job in enumerate(jobs):
         directory = job.directory(root)
         _, spec = training_spec(job, settings)
         key = job.key(settings, spec.lr, spec.min_lr, spec.batch_size)
         stored = stored_result(directory, key)
-        if stored is not None:
-            done += 1
-            results.append(stored)
+        results.append(stored)
+        if stored is None:
+            todo.append((i, _Todo(job, settings, *splits(job), directory, device)))
         else:
-            if directory.exists():
-                shutil.rmtree(directory)  # an interrupted run or other settings: redo it
-            tgt, src = splits(job)
-            result = run_job(job, settings, tgt, src, directory, device)
-            results.append(result)
-            with bar.external_write_mode(file=sys.stderr):  # the line above the bar
-                log(
-                    f"{job.source} → {job.target} [{job.start}"
-                    f"{'' if job.source_iteration is None else f' @{job.source_iteration}'}, "
-                    f"seed {job.seed}]: target {result['target_loss_step0']:.3f} → "
-                    f"{result['target_loss']:.3f}, source {result['source_loss_step0']:.3f} → "
-                    f"{result['source_loss']:.3f} ({result['seconds']:.0f} s)"
-                )
+            bar.update(1)
+
+    def finished(k: int, result: dict[str, Any]) -> None:
+        job = todo[k][1].job
+        results[todo[k][0]] = result
+        with bar.external_write_mode(file=sys.stderr):  # the line above the bar
+            log(
+                f"{job.source} → {job.target} [{job.start}"
+                f"{'' if job.source_iteration is None else f' @{job.source_iteration}'}, "
+                f"seed {job.seed}]: target {result['target_loss_step0']:.3f} → "
+                f"{result['target_loss']:.3f}, source {result['source_loss_step0']:.3f} → "
+                f"{result['source_loss']:.3f} ({result['seconds']:.0f} s)"
+            )
         bar.update(1)
+
+    map_ranks(_adapt_one, [t for _, t in todo], log=log, each=finished)
     bar.close()
-    if done:
-        log(f"reused {done} finished adaptation run(s) from {root}")
-    return results
+    if len(todo) < len(jobs):
+        log(f"reused {len(jobs) - len(todo)} finished adaptation run(s) from {root}")
+    return [r for r in results if r is not None]
 
 
 def _write_outputs(

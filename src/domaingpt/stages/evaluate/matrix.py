@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,18 @@ import torch
 
 from domaingpt.core import published
 from domaingpt.core.device import pick_device
+from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import atomic_write_text, write_json
 from domaingpt.core.progress import Log, progress_bar, stderr_log
 from domaingpt.core.rundir import RunDir, val_fraction_of
 from domaingpt.core.settings import StageSettings, positive, setting
 from domaingpt.core.statistics import bootstrap_ratio_ci
 from domaingpt.core.threads import torch_threads
+from domaingpt.data.corpus import Corpus
 from domaingpt.data.splits import CorpusCache
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model.checkpoint import (
+    CheckpointInfo,
     load_checkpoint,
     parse_checkpoint_selection,
     select_checkpoints,
@@ -125,44 +129,62 @@ def _zero_shot_table(
         for name in models
         for info in select_checkpoints(run.model(name), settings.checkpoints)
     ]
+    bar = progress_bar(len(plan) * len(corpora), "evaluate", enabled=progress)
+    # The checkpoints are scored side by side over torchrun's ranks (one process: in turn).
+    score = partial(
+        _score_checkpoint, run=run, corpora=corpora, cache=cache, settings=settings, device=device
+    )
+    done = map_ranks(score, plan, log=log, each=lambda i, r: bar.update(len(r[0])))
+    bar.close()
     rows: list[dict[str, Any]] = []
     warned: set[tuple[str, str]] = set()
-    bar = progress_bar(len(plan) * len(corpora), "evaluate", enabled=progress)
-    for i, (name, info) in enumerate(plan):
-        loaded = load_checkpoint(info, device)
+    for i, ((name, _), (scored, engine)) in enumerate(zip(plan, done, strict=True)):
         if i == 0:
-            log(cpu_engine.describe(loaded.model))
-        block = loaded.model.config.block_size
-        val_fraction = val_fraction_of(info, run.model(name))
-        for corpus in corpora:
-            split = cache.split(corpus, loaded.vocab, val_fraction, block)
-            if split.unk_fraction > 0 and (corpus.name, loaded.vocab.fingerprint) not in warned:
-                warned.add((corpus.name, loaded.vocab.fingerprint))
+            log(engine)
+        for row, fingerprint in scored:
+            corpus = row["corpus"]
+            if row["unk_fraction"] > 0 and (corpus, fingerprint) not in warned:
+                warned.add((corpus, fingerprint))
                 log(
-                    f"warning: {split.unk_fraction:.3%} of {corpus.name}'s validation "
+                    f"warning: {row['unk_fraction']:.3%} of {corpus}'s validation "
                     f"characters are not in model {name}'s vocabulary; they are scored as <unk>"
                 )
-            scores = score_windows(loaded.model, split.val, batch_size=settings.batch_size)
-            summary = loss_summary(
-                scores,
-                bootstrap=settings.bootstrap,
-                seed=settings.seed,
-                confidence=settings.confidence,
-            )
-            rows.append(
-                {
-                    "model": name,
-                    "iteration": info.iteration,
-                    "corpus": corpus.name,
-                    "in_domain": corpus.name == name,
-                    "unk_fraction": split.unk_fraction,
-                    **summary,
-                }
-            )
-            bar.set_postfix(model=name, it=info.iteration, corpus=corpus.name)
-            bar.update(1)
-    bar.close()
+            rows.append(row)
     return pd.DataFrame(rows, columns=ZERO_SHOT_COLUMNS)
+
+
+def _score_checkpoint(
+    job: tuple[str, CheckpointInfo],
+    *,
+    run: RunDir,
+    corpora: list[Corpus],
+    cache: CorpusCache,
+    settings: EvalSettings,
+    device: torch.device,
+) -> tuple[list[tuple[dict[str, Any], str]], str]:
+    """One checkpoint's row on every corpus (with its vocabulary's fingerprint), and which
+    scoring engine it used."""
+    name, info = job
+    loaded = load_checkpoint(info, device)
+    block = loaded.model.config.block_size
+    val_fraction = val_fraction_of(info, run.model(name))
+    out = []
+    for corpus in corpora:
+        split = cache.split(corpus, loaded.vocab, val_fraction, block)
+        scores = score_windows(loaded.model, split.val, batch_size=settings.batch_size)
+        summary = loss_summary(
+            scores, bootstrap=settings.bootstrap, seed=settings.seed, confidence=settings.confidence
+        )
+        row = {
+            "model": name,
+            "iteration": info.iteration,
+            "corpus": corpus.name,
+            "in_domain": corpus.name == name,
+            "unk_fraction": split.unk_fraction,
+            **summary,
+        }
+        out.append((row, loaded.vocab.fingerprint))
+    return out, cpu_engine.describe(loaded.model)
 
 
 def final_zero_shot(zs: pd.DataFrame) -> pd.DataFrame:

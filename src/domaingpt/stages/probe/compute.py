@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from domaingpt.core.device import full_precision
 from domaingpt.core.rundir import ModelEntry
 from domaingpt.core.statistics import LOG2E, mean_ci
 from domaingpt.data.charclass import describe_char
@@ -106,7 +107,8 @@ def next_char_stats(
     for lo in range(0, N, batch_size):
         index = list(range(lo, min(lo + batch_size, N)))
         ids, lens, _, nxt = prompts.tensors(device, index)
-        logits, _ = model(ids)
+        with full_precision(ids.device):  # entropies and p(true): float32 on any device
+            logits, _ = model(ids)
         logp = F.log_softmax(logits.float(), dim=-1).double()  # (B, t, V)
         valid = nxt >= 0
         safe = nxt.clamp(min=0)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from domaingpt.core.claims import read_claims
+from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import read_jsonl, write_json, write_jsonl
 from domaingpt.core.progress import Log, progress_bar, stderr_log
 from domaingpt.core.rundir import ModelEntry, RunDir
@@ -86,15 +87,18 @@ def _checkpoint_stats(info: CheckpointInfo, inputs: _Inputs) -> NextCharStats:
 
 
 def _probe_model(
-    model: ModelEntry, history: list[CheckpointInfo], inputs: _Inputs, parts: _Parts, bar: Any
+    model: ModelEntry,
+    history: list[CheckpointInfo],
+    stats_of: list[NextCharStats],
+    inputs: _Inputs,
+    parts: _Parts,
 ) -> None:
-    """Probe every checkpoint of one model, adding its rows to ``parts``."""
+    """Every checkpoint's statistics of one model, as rows added to ``parts``."""
     prompts, frame, vocab, settings = inputs.prompts, inputs.frame, inputs.vocab, inputs.settings
     domains = [domain_of(p.corpus, model.corpus) for p in prompts.prompts]
     k = min(settings.top_k, vocab.size)
     previous: tuple[int, np.ndarray] | None = None
-    for info in history:
-        stats = _checkpoint_stats(info, inputs)
+    for info, stats in zip(history, stats_of, strict=True):
         it = info.iteration
         parts.last.append(last_table(stats, frame, domains, model, it))
         parts.topk.append(topk_table(stats, prompts, frame, domains, vocab, k, model, it))
@@ -106,7 +110,6 @@ def _probe_model(
             parts.over.append(
                 overpredicted(stats, prompts, domains, vocab, model, it, settings.overpredicted)
             )
-        bar.update(1)
 
 
 def _assemble(parts: _Parts, settings: ProbeSettings, log: Log) -> dict[str, pd.DataFrame]:
@@ -183,12 +186,17 @@ def run_probe(
     frame = prompts.frame()
     inputs = _Inputs(prompts, frame, vocab, device, settings)
     parts = _Parts()
-    bar = progress_bar(
-        sum(len(h) for h in histories.values()), "probe", enabled=progress, unit="ckpt"
+    every = [info for model in models for info in histories[model.name]]
+    bar = progress_bar(len(every), "probe", enabled=progress, unit="ckpt")
+    # The checkpoints are probed side by side over torchrun's ranks (one process: in turn).
+    stats = map_ranks(
+        partial(_checkpoint_stats, inputs=inputs), every, log=log, each=lambda i, r: bar.update()
     )
-    for model in models:
-        _probe_model(model, histories[model.name], inputs, parts, bar)
     bar.close()
+    for model in models:
+        n = len(histories[model.name])
+        _probe_model(model, histories[model.name], stats[:n], inputs, parts)
+        stats = stats[n:]
     tables = _assemble(parts, settings, log)
 
     out = run.probe

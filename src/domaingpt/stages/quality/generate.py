@@ -5,14 +5,17 @@ half-way keeps every sample it finished."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from domaingpt.core.device import pick_device
+from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import append_jsonl, read_jsonl
-from domaingpt.core.progress import Log, track
+from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.threads import torch_threads
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import load_checkpoint
@@ -65,6 +68,48 @@ def _read_cache(cache_path: Path, log: Log) -> Samples:
     return cache
 
 
+@dataclass(frozen=True)
+class _Checkpoint:
+    """One checkpoint's samples to generate (a job of :func:`map_ranks`)."""
+
+    target: Target
+    seeds: tuple[int, ...]
+    settings: SampleQualitySettings
+    device: torch.device
+    base: dict[str, Any]
+
+
+def _generate(job: _Checkpoint) -> list[dict[str, Any]]:
+    """The sample rows of one checkpoint, one per seed."""
+    settings, info = job.settings, job.target.info
+    loaded = load_checkpoint(info, job.device)
+    rows = []
+    for seed in job.seeds:
+        t0 = time.perf_counter()
+        text = generate_text(
+            loaded.model,
+            loaded.vocab,
+            settings.prompt,
+            settings.chars,
+            temperature=settings.temperature,
+            top_k=settings.top_k or None,
+            seed=seed,
+            warn=False,
+        )
+        seconds = time.perf_counter() - t0
+        rows.append(
+            {
+                **job.base,
+                "tensor_sha256": info.meta["tensor_sha256"],
+                "seed": seed,
+                "checkpoint": str(info.json_path),
+                "seconds": round(seconds, 4),
+                "text": text,
+            }
+        )
+    return rows
+
+
 def generate_all(
     targets: list[Target],
     settings: SampleQualitySettings,
@@ -74,7 +119,8 @@ def generate_all(
     log: Log,
 ) -> tuple[Samples, dict[str, float]]:
     """Every (checkpoint, seed) text, from the cache or generated (and appended to it),
-    and how many were generated, reused, and the seconds generation took."""
+    and how many were generated, reused, and the seconds generation took. Under torchrun
+    the checkpoints are sampled side by side over the ranks; rank 0 appends every row."""
     device = pick_device(settings.device)
     cache = _read_cache(cache_path, log)
     base = request(settings)
@@ -85,36 +131,24 @@ def generate_all(
     if not todo:
         log(f"all {int(stats['cached'])} samples reused from {cache_path.name}")
         return cache, stats
-    loaded_for: tuple[Path, Any] | None = None
+    # One job per checkpoint (loaded once), its seeds in order.
+    jobs = [
+        _Checkpoint(t, tuple(seed for _, seed, _ in group), settings, device, base)
+        for t, group in groupby(todo, key=lambda x: x[0])
+    ]
+    bar = progress_bar(len(todo), "samples", enabled=progress, unit="sample")
+
+    def keep(i: int, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            append_jsonl(cache_path, row)  # a stop here keeps every finished sample
+            cache[sample_key(row)] = row
+            stats["seconds"] += row["seconds"]
+            bar.update(1)
+
     with torch_threads(settings.threads):
         threads = torch.get_num_threads()
-        for t, seed, key in track(todo, "samples", enabled=progress, unit="sample"):
-            if loaded_for is None or loaded_for[0] != t.info.json_path:
-                loaded_for = (t.info.json_path, load_checkpoint(t.info, device))
-            loaded = loaded_for[1]
-            t0 = time.perf_counter()
-            text = generate_text(
-                loaded.model,
-                loaded.vocab,
-                settings.prompt,
-                settings.chars,
-                temperature=settings.temperature,
-                top_k=settings.top_k or None,
-                seed=seed,
-                warn=False,
-            )
-            seconds = time.perf_counter() - t0
-            stats["seconds"] += seconds
-            row = {
-                **base,
-                "tensor_sha256": t.info.meta["tensor_sha256"],
-                "seed": seed,
-                "checkpoint": str(t.info.json_path),
-                "seconds": round(seconds, 4),
-                "text": text,
-            }
-            append_jsonl(cache_path, row)  # a stop here keeps every finished sample
-            cache[key] = row
+        map_ranks(_generate, jobs, log=log, each=keep)
+    bar.close()
     rate = stats["generated"] * settings.chars / stats["seconds"] if stats["seconds"] else 0.0
     log(
         f"generated {int(stats['generated'])} samples in {stats['seconds']:.1f} s "

@@ -42,8 +42,7 @@ def tally(claims: list[Claim]) -> str:
 
 
 def _claim_text(c: Claim, limit: int = EVIDENCE_CHARS) -> str:
-    scope = f" ({c.scope})" if c.scope else ""
-    return f"{c.claim}{scope}: {_short(c.evidence, limit)}"
+    return f"{c.headline()}: {_short(c.evidence, limit)}"
 
 
 def _link(c: Claim, section_of: Mapping[str, tuple[str, str]]) -> dict[str, str]:

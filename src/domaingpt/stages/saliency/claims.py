@@ -5,6 +5,11 @@ The gradient-norm claims read ``grad_norm`` (the study's method) on in-domain pr
 each model's last checkpoint; "norms shrink" and "more focused" need the saliency of
 several checkpoints (``checkpoints = "all"``). The deletion test's verdict per method
 (pooled over the models) says whether the characters a method ranks highest matter.
+
+Occlusion answers the study's caution (``agreement``): does the gradient norm rank
+characters as occlusion does, and less so after training? The zero- vs few-shot tables
+answer its "less clear": do the attributions move towards the target domain's own model,
+and between character classes?
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from __future__ import annotations
 import pandas as pd
 
 from domaingpt.core import published
-from domaingpt.core.claims import Claim, Verdict, holds_if, unmeasured
+from domaingpt.core.claims import Claim, Verdict, holds_if, unmeasured, verdict_of
 from domaingpt.core.rundir import study_order
 from domaingpt.core.stage import Tables
+from domaingpt.core.statistics import bonferroni_z, mean_ci
 from domaingpt.report.format import display
 from domaingpt.stages.saliency.aggregate import RELPOS
 from domaingpt.stages.saliency.faithfulness import VERDICTS
@@ -181,6 +187,179 @@ def faithfulness_claims(verdicts: pd.DataFrame) -> list[Claim]:
     return out
 
 
+#: A Spearman correlation with occlusion at or above this: the method ranks characters
+#: as occlusion does (0.5: at least a moderate rank correlation).
+AGREE = 0.5
+_BASELINE = {"unk": "<unk>", "space": "a space"}
+
+
+def _final_rows(table: pd.DataFrame) -> pd.DataFrame:
+    last = table.groupby("model")["iteration"].transform("max") == table["iteration"]
+    return table[last & (table["domain"] == "in")]
+
+
+def _interval(mean: float, low: float, high: float, digits: int = 2) -> str:
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def caution_claims(agreement: pd.DataFrame) -> list[Claim]:
+    """Per occlusion baseline: does the gradient norm rank characters as occlusion does
+    (in-domain prompts, final checkpoint)? The caution holds for a model when the 95 %
+    interval of its mean Spearman correlation lies below :data:`AGREE`, fails when it
+    lies at or above; holds for every model: holds, for none (all above): does not hold."""
+    final = _final_rows(agreement)
+    out = []
+    for baseline, b in final.groupby("baseline", sort=False):
+        weak, strong, parts, numbers = [], [], [], {}
+        for model in study_order(b["model"].unique()):
+            m = b[b["model"] == model].set_index("method")
+            if METHOD not in m.index:
+                continue
+            r = m.loc[METHOD]
+            weak.append(bool(r["ci_high"] < AGREE))
+            strong.append(bool(r["ci_low"] >= AGREE))
+            others = ", ".join(
+                f"{meth} {m.loc[meth, 'spearman']:.2f}" for meth in m.index if meth != METHOD
+            )
+            parts.append(
+                f"{display(model)} ρ {_interval(r['spearman'], r['ci_low'], r['ci_high'])}"
+                + (f" (other methods: {others})" if others else "")
+            )
+            numbers[f"{model}_spearman"] = float(r["spearman"])
+        if not weak:
+            continue
+        verdict = Verdict.HOLDS if all(weak) else Verdict.FAILS if all(strong) else Verdict.PARTLY
+        evidence = (
+            f"Spearman correlation of the gradient norm with |occlusion| ({_BASELINE.get(baseline, baseline)} "
+            f"as baseline), in-domain prompts at the final checkpoint; {AGREE} or more would "
+            f"rank characters alike: " + "; ".join(parts)
+        )
+        scope = f"grad_norm vs occlusion with {_BASELINE.get(baseline, baseline)}"
+        out.append(Claim(published.NORM_CAUTION, verdict, evidence, scope, numbers))
+    return out or [unmeasured(published.NORM_CAUTION, f"{METHOD} was not compared with occlusion")]
+
+
+def harder_claim(per_prompt: pd.DataFrame) -> Claim:
+    """Per model: the gradient norm's agreement with occlusion (``<unk>``, in-domain)
+    lower at the last occluded checkpoint than at the first, paired over prompts."""
+    d = per_prompt[(per_prompt["method"] == METHOD) & (per_prompt["domain"] == "in")]
+    baseline = "unk" if (d["baseline"] == "unk").any() else next(iter(d["baseline"]), "unk")
+    d = d[d["baseline"] == baseline]
+    flags, parts, numbers = [], [], {}
+    for model in study_order(d["model"].unique()):
+        wide = d[d["model"] == model].pivot_table(
+            index="prompt_id", columns="iteration", values="spearman"
+        )
+        if wide.shape[1] < 2:
+            continue
+        first, last = wide.columns[0], wide.columns[-1]
+        ci = mean_ci((wide[last] - wide[first]).to_numpy())
+        if ci["n"] < 2:
+            continue
+        flags.append(bool(ci["ci_high"] < 0))
+        parts.append(
+            f"{display(model)} ρ {wide[first].mean():.2f} → {wide[last].mean():.2f} (iteration "
+            f"{int(first)} → {int(last)}; change {_interval(ci['mean'], ci['ci_low'], ci['ci_high'])})"
+        )
+        numbers[f"{model}_first"] = float(wide[first].mean())
+        numbers[f"{model}_last"] = float(wide[last].mean())
+    if not flags:
+        return unmeasured(published.NORM_HARDER, "needs occlusion at two trained checkpoints")
+    evidence = (
+        f"Spearman correlation of the gradient norm with |occlusion| ({_BASELINE.get(baseline, baseline)}), "
+        "in-domain prompts: " + "; ".join(parts)
+    )
+    return Claim(
+        published.NORM_HARDER, verdict_of(flags), evidence, "grad_norm vs occlusion", numbers
+    )
+
+
+def _by_start(table: pd.DataFrame) -> list[tuple[tuple[str, str, str], pd.DataFrame]]:
+    """The rows of ``grad_norm`` by (source, target, start), sources in the study's order."""
+    if table.empty or "method" not in table.columns:
+        return []
+    t = table[table["method"] == METHOD]
+    groups = dict(list(t.groupby(["source", "target", "start"], sort=True)))
+    order = study_order({k[0] for k in groups})
+    return sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1], kv[0][2]))
+
+
+def _scope_pair(source: str, target: str, start: str) -> str:
+    return f"{display(source)} → {display(target)} from {start}"
+
+
+def towards_claim(prompts: pd.DataFrame) -> Claim:
+    """Per adapted pair and start: the few-shot attributions rank the target prompts'
+    characters more like the target's own model than the zero-shot ones do (paired over
+    prompts, seeds averaged; interval above 0)."""
+    flags, parts, numbers = [], [], {}
+    for (source, target, start), g in _by_start(prompts):
+        g = g.dropna(subset=["rho_few_own", "rho_zero_own"])
+        if g.empty:
+            continue
+        per = g.groupby("prompt_id")[["rho_zero_own", "rho_few_own", "rho_zero_few"]].mean()
+        ci = mean_ci((per["rho_few_own"] - per["rho_zero_own"]).to_numpy())
+        if ci["n"] < 2:
+            continue
+        flags.append(bool(ci["ci_low"] > 0))
+        parts.append(
+            f"{_scope_pair(source, target, start)}: ρ with the {display(target)} model "
+            f"{per['rho_zero_own'].mean():.2f} → {per['rho_few_own'].mean():.2f} (change "
+            f"{_interval(ci['mean'], ci['ci_low'], ci['ci_high'])}); before vs after "
+            f"{per['rho_zero_few'].mean():.2f}"
+        )
+        numbers[f"{source}_{target}_{start}_change"] = ci["mean"]
+    if not flags:
+        return unmeasured(
+            published.ZERO_FEW_TOWARDS, "needs adapted models and the target corpora's own models"
+        )
+    evidence = (
+        "Spearman correlation of gradient-norm attributions on the target's prompts, "
+        "zero-shot → few-shot, with the target domain's own model: " + "; ".join(parts)
+    )
+    return Claim(
+        published.ZERO_FEW_TOWARDS, verdict_of(flags), evidence, "adapted pairs and starts", numbers
+    )
+
+
+def _shift(name: str, ci: dict) -> str:
+    return f"{name} {ci['mean']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]"
+
+
+def shift_claim(classes: pd.DataFrame) -> Claim:
+    """Per adapted pair and start: some character class's share of the attribution moves
+    (few − zero, paired over prompts, seeds averaged; intervals Bonferroni-widened over
+    the classes)."""
+    flags, parts, numbers = [], [], {}
+    for (source, target, start), g in _by_start(classes):
+        per = g.groupby(["char_class", "prompt_id"])[["share_zero", "share_few"]].mean()
+        shift = (per["share_few"] - per["share_zero"]).groupby(level="char_class")
+        if shift.ngroups == 0:
+            continue
+        z = bonferroni_z(shift.ngroups)
+        cis = {c: mean_ci(v.to_numpy(), z) for c, v in shift}
+        moved = [c for c, ci in cis.items() if ci["ci_low"] > 0 or ci["ci_high"] < 0]
+        top = max(cis, key=lambda c: abs(cis[c]["mean"]) if cis[c]["n"] else -1)
+        flags.append(bool(moved))
+        what = (
+            ", ".join(_shift(c, cis[c]) for c in moved)
+            if moved
+            else f"none (largest {_shift(top, cis[top])})"
+        )
+        parts.append(f"{_scope_pair(source, target, start)}: {what}")
+        numbers[f"{source}_{target}_{start}_moved"] = len(moved)
+    if not flags:
+        return unmeasured(published.ZERO_FEW_SHIFT, "no adapted models in this run")
+    evidence = (
+        "change of each character class's share of the gradient-norm attribution, few-shot "
+        "minus zero-shot, on the target's prompts (intervals Bonferroni-widened over the "
+        "classes); the classes that moved: " + "; ".join(parts)
+    )
+    return Claim(
+        published.ZERO_FEW_SHIFT, verdict_of(flags), evidence, "adapted pairs and starts", numbers
+    )
+
+
 def claims(tables: Tables) -> list[Claim]:
     """Vowels, previous word, digits and symbols, shrinking norms, faithfulness."""
     by_class, by_ckpt = tables.get("by_class"), tables.get("by_checkpoint")
@@ -197,4 +376,12 @@ def claims(tables: Tables) -> list[Claim]:
         out.append(unmeasured(published.GRADIENTS_SHRINK, f"{METHOD} was not run"))
     if verdicts is not None and not verdicts.empty:
         out += faithfulness_claims(verdicts)
+    agreement, agree_prompts = tables.get("agreement"), tables.get("agreement_prompts")
+    if agreement is not None and not agreement.empty and agree_prompts is not None:
+        out += caution_claims(agreement)
+        out.append(harder_claim(agree_prompts))
+    zf_prompts, zf_classes = tables.get("zero_few_prompts"), tables.get("zero_few_classes")
+    if zf_prompts is not None and zf_classes is not None:
+        out.append(towards_claim(zf_prompts))
+        out.append(shift_claim(zf_classes))
     return out

@@ -119,3 +119,41 @@ def plot_faithfulness(faithfulness: pd.DataFrame, path: str | Path) -> Path:
         fig.suptitle("Faithfulness: deleting the top-attributed characters vs random ones")
         fig.tight_layout()
         return save_figure(fig, path, tight=False)
+
+
+def plot_agreement(agreement: pd.DataFrame, path: str | Path) -> Path:
+    """Spearman correlation of each gradient method with occlusion against iteration
+    (in-domain prompts, 95 % CI): a panel per model, a colour per method, solid for the
+    ``<unk>`` baseline and dashed for a space."""
+    d = agreement[agreement["domain"] == "in"]
+    models = sorted(d["model"].unique())
+    methods = list(dict.fromkeys(d["method"]))
+    with figure_style():
+        fig, axes = panels(len(models))
+        for ax, model in zip(axes, models, strict=True):
+            m = d[d["model"] == model]
+            for j, method in enumerate(methods):
+                for baseline, ls in (("unk", "-"), ("space", "--")):
+                    r = m[(m["method"] == method) & (m["baseline"] == baseline)]
+                    r = r.sort_values("iteration")
+                    if r.empty:
+                        continue
+                    ax.errorbar(
+                        r["iteration"],
+                        r["spearman"],
+                        yerr=[r["spearman"] - r["ci_low"], r["ci_high"] - r["spearman"]],
+                        color=f"C{j}",
+                        ls=ls,
+                        marker="o",
+                        ms=3,
+                        capsize=2,
+                        label=f"{method} ({baseline})",
+                    )
+            ax.axhline(0.0, color="#555", lw=0.8)
+            iteration_axis(ax, m["iteration"])
+            ax.set_title(f"{model} model")
+        axes[0].set_ylabel("Spearman ρ with occlusion")
+        axes[0].legend(fontsize=7, frameon=False)
+        fig.suptitle("Do gradient attributions rank characters as occlusion does?")
+        fig.tight_layout()
+        return save_figure(fig, path, tight=False)

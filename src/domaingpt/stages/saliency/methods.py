@@ -21,8 +21,15 @@ the token embeddings ``e`` (``model.embed``) with the position embeddings left i
     the steps, up to ``ig_max_steps`` (512); ``completeness.csv`` reports the gaps and
     how many prompts needed more steps.
 
-The classes (:class:`GradientNorm`, :class:`InputXGradient`, :class:`IntegratedGradients`)
-follow Captum's shape: construct with the model, call ``attribute(ids, target)``. They are
+``occlusion``
+    ``f(x) − f(x with character i replaced)``: the perturbation method the gradient
+    methods are checked against (Captum's and inseq's ``Occlusion`` with a window of one
+    character). The baseline is the vocabulary's ``<unk>`` (another character can be
+    given); the saliency stage runs it with ``<unk>`` and, separately, a space
+    (:mod:`.agreement`).
+
+The classes (:class:`GradientNorm`, :class:`InputXGradient`, :class:`IntegratedGradients`,
+:class:`Occlusion`) follow Captum's shape: construct with the model, call ``attribute(ids, target)``. They are
 batched: one forward and one backward pass serve a whole batch of prompts (a prompt's
 prediction depends only on its own embeddings, so the gradient of the batch's summed
 ``f`` holds every prompt's gradient). ``benchmarks/bench_saliency.py`` checks the values
@@ -39,7 +46,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from domaingpt.core.device import full_precision
 from domaingpt.data.prompts import PromptSet
+from domaingpt.data.vocab import UNK_ID
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model.gpt import GPT
 
@@ -47,8 +56,10 @@ from domaingpt.model.gpt import GPT
 def target_log_prob(
     model: GPT, embeds: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:
-    """``log p(target | prompt)`` at each prompt's last position, from token embeddings."""
-    logits, _ = model(inputs_embeds=embeds, at=lengths - 1)
+    """``log p(target | prompt)`` at each prompt's last position, from token embeddings
+    (float32 on any device: attributions and their gradients are never autocast)."""
+    with full_precision(embeds.device):
+        logits, _ = model(inputs_embeds=embeds, at=lengths - 1)
     rows = torch.arange(embeds.shape[0], device=embeds.device)
     return F.log_softmax(logits.float(), dim=-1)[rows, targets]
 
@@ -220,10 +231,48 @@ class IntegratedGradients(Attribution):
         return (attr, delta) if return_convergence_delta else attr
 
 
+class Occlusion(Attribution):
+    """The drop in ``log p(true)`` when one character is replaced by a baseline character.
+
+    ``a_i = f(x) − f(x with character i replaced by baseline_id)``: positive when the
+    character supports the true next character. No gradient: every position of every
+    prompt is one forward pass of a variant prompt, ``batch_size`` variants at a time
+    (the last block only at the prompt's last position). A character equal to the
+    baseline scores exactly 0 (its variant is the prompt itself).
+    """
+
+    name = "occlusion"
+    signed = True
+
+    def __init__(self, model: GPT, baseline_id: int = UNK_ID, batch_size: int = 128) -> None:
+        super().__init__(model)
+        self.baseline_id = baseline_id
+        self.batch_size = max(1, batch_size)
+
+    @torch.no_grad()
+    def attribute(
+        self, ids: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        lengths = _lengths(ids, lengths)
+        B, T = ids.shape
+        f = target_log_prob(self.model, self.model.embed(ids), lengths, target)
+        valid = torch.arange(T, device=ids.device)[None, :] < lengths[:, None]
+        rows, pos = (valid & (ids != self.baseline_id)).nonzero(as_tuple=True)
+        drops = torch.zeros(B, T, dtype=f.dtype, device=ids.device)
+        for lo in range(0, len(rows), self.batch_size):
+            r, p = rows[lo : lo + self.batch_size], pos[lo : lo + self.batch_size]
+            variant = ids[r].clone()
+            variant[torch.arange(len(r), device=ids.device), p] = self.baseline_id
+            lp = target_log_prob(self.model, self.model.embed(variant), lengths[r], target[r])
+            drops[r, p] = f[r] - lp
+        return drops
+
+
 METHODS: dict[str, type[Attribution]] = {
     "grad_norm": GradientNorm,
     "input_x_grad": InputXGradient,
     "integrated_gradients": IntegratedGradients,
+    "occlusion": Occlusion,
 }
 
 
@@ -290,7 +339,8 @@ def attribute_prompts(
     for lo in range(0, N, batch_size):
         index = list(range(lo, min(lo + batch_size, N)))
         ids, lens, targets, _ = prompts.tensors(device, index)
-        attr = method.attribute(ids, targets, lens)
+        with full_precision(ids.device):  # the methods' sums (IG's too) in float32
+            attr = method.attribute(ids, targets, lens)
         rows = slice(lo, lo + len(index))
         values[rows, : ids.shape[1]] = attr.detach().double().cpu().numpy()
         with torch.no_grad():

@@ -6,12 +6,14 @@ and method, aggregate, test faithfulness, compare zero- and few-shot, and write
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import read_jsonl, write_json, write_jsonl
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.rundir import ModelEntry, RunDir
@@ -19,7 +21,6 @@ from domaingpt.core.tables import read_table, write_table
 from domaingpt.data.prompts import PromptSet, domain_of, prepare_prompt_stage
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
-from domaingpt.model.gpt import GPT
 from domaingpt.stages.saliency.aggregate import (
     aggregate,
     checkpoint_summary,
@@ -28,6 +29,11 @@ from domaingpt.stages.saliency.aggregate import (
     per_prompt,
     with_keys,
 )
+from domaingpt.stages.saliency.agreement import (
+    occlusion_agreement,
+    occlusion_jobs,
+    summarise_agreement,
+)
 from domaingpt.stages.saliency.faithfulness import (
     deletion_test,
     faithfulness_rows,
@@ -35,6 +41,7 @@ from domaingpt.stages.saliency.faithfulness import (
     replacement_id,
 )
 from domaingpt.stages.saliency.figures import (
+    plot_agreement,
     plot_faithfulness,
     plot_saliency_checkpoints,
     plot_saliency_groups,
@@ -42,9 +49,9 @@ from domaingpt.stages.saliency.figures import (
 from domaingpt.stages.saliency.heatmap import HeatmapRow, write_heatmap
 from domaingpt.stages.saliency.methods import PromptAttributions, attribute_prompts, baseline_log_p
 from domaingpt.stages.saliency.settings import SaliencySettings
-from domaingpt.stages.saliency.zero_few import zero_few, zero_few_pairs
+from domaingpt.stages.saliency.zero_few import zero_few, zero_few_answers, zero_few_pairs
 
-#: The tables every run writes (``zero_few`` only when the run has adapted models).
+#: The tables every run writes.
 TABLES = (
     "per_prompt",
     "by_class",
@@ -54,6 +61,15 @@ TABLES = (
     "completeness",
     "faithfulness",
     "verdicts",
+)
+#: Tables written when there is something to write: ``zero_few*`` with adapted models,
+#: ``agreement*`` with occlusion baselines.
+OPTIONAL = (
+    "zero_few",
+    "zero_few_prompts",
+    "zero_few_classes",
+    "agreement",
+    "agreement_prompts",
 )
 _PARTS = ("class", "relpos", "distance", "pp", "ckpt")
 
@@ -68,11 +84,21 @@ class _Collected:
     faithfulness: list[dict] = field(default_factory=list)
     drops: list[pd.DataFrame] = field(default_factory=list)
     heat: list[dict] = field(default_factory=list)
+    scores: dict[tuple[str, int, str], np.ndarray] = field(default_factory=dict)
+    occlusion: list[dict] = field(default_factory=list)
+
+    def final_scores(self) -> dict[tuple[str, str], np.ndarray]:
+        """Each model's scores at its last explained checkpoint, by (model, method)."""
+        last: dict[str, int] = {}
+        for model, it, _ in self.scores:
+            last[model] = max(last.get(model, it), it)
+        return {(m, meth): v for (m, it, meth), v in self.scores.items() if it == last[m]}
 
     def add(
         self, keys: dict, res: PromptAttributions, prompts: PromptSet, domains: list[str]
     ) -> None:
         """One model, checkpoint and method: raw scores and their aggregates."""
+        self.scores[(keys["model"], keys["iteration"], keys["method"])] = res.values
         for i, p in enumerate(prompts.prompts):
             self.attributions.append(
                 {
@@ -123,8 +149,10 @@ def run_saliency(
     Files: attributions.jsonl (per model, checkpoint, method, prompt: raw scores),
     prompts.jsonl, per_prompt.csv, by_class.csv, by_relpos.csv, by_distance.csv,
     by_checkpoint.csv, completeness.csv (IG), faithfulness.csv, verdicts.csv,
-    zero_few.csv (when adapted models exist), settings.json, heatmap.html and the figures
-    by_class.png, by_relpos.png, by_checkpoint.png, faithfulness.png.
+    zero_few.csv, zero_few_prompts.csv and zero_few_classes.csv (when adapted models
+    exist), agreement.csv, agreement_prompts.csv and occlusion.jsonl (with occlusion
+    baselines), settings.json, heatmap.html and the figures by_class.png, by_relpos.png,
+    by_checkpoint.png, faithfulness.png, agreement.png.
     """
     settings = settings or SaliencySettings()
     models, vocab, prompts, device = prepare_prompt_stage(run, settings, log)
@@ -133,33 +161,45 @@ def run_saliency(
     # Adapted models are resolved first, so that a missing record fails before hours of work.
     pairs = zero_few_pairs(run, models, prompts, settings, log)
     jobs = sum(len(v) for v in plan.values()) + 2 * len(pairs or [])
-    bar = progress_bar(jobs * len(settings.methods), "saliency", enabled=progress, unit="step")
+    steps = jobs * len(settings.methods) + occlusion_jobs(models, plan, settings)
+    bar = progress_bar(steps, "saliency", enabled=progress, unit="step")
     got = _Collected()
     heat_ids = _heatmap_prompts(prompts, settings.heatmap_prompts)
-    for model in models:
-        domains = [domain_of(p.corpus, model.corpus) for p in prompts.prompts]
-        history = plan[model.name]
-        for info in history:
-            loaded = load_checkpoint(info, device)
-            for name in settings.methods:
-                method = settings.method(name, loaded.model)
-                res = attribute_prompts(
-                    method, prompts, batch_size=settings.batch_size, device=device
-                )
-                keys = {"model": model.name, "iteration": info.iteration, "method": name}
-                got.add(keys, res, prompts, domains)
-                if res.delta is not None:
-                    f_0 = baseline_log_p(loaded.model, prompts, device, settings.batch_size)
-                    got.completeness.append(_completeness(keys, res, f_0, settings))
-                if info is history[-1]:
-                    _deletions(got, loaded.model, keys, prompts, res, settings, device, replacement)
-                    got.heat += _heat_rows(keys, prompts, domains, res, heat_ids)
-                bar.update(1)
-    zf = None if pairs is None else zero_few(pairs, settings, device, bar)
+    jobs = [
+        _Explain(model, info, info is plan[model.name][-1])
+        for model in models
+        for info in plan[model.name]
+    ]
+    # Every checkpoint is explained side by side over torchrun's ranks (one process: in
+    # turn); the tables are made here, in the jobs' order.
+    explain = partial(
+        _explain, prompts=prompts, settings=settings, device=device, replacement=replacement
+    )
+    done = map_ranks(explain, jobs, log=log, each=lambda i, r: bar.update(len(r)))
+    for job, results in zip(jobs, done, strict=True):
+        domains = [domain_of(p.corpus, job.model.corpus) for p in prompts.prompts]
+        for e in results:
+            keys = {"model": job.model.name, "iteration": job.info.iteration, "method": e.method}
+            got.add(keys, e.res, prompts, domains)
+            if e.f_0 is not None:
+                got.completeness.append(_completeness(keys, e.res, e.f_0, settings))
+            if job.final:
+                _record_deletions(got, keys, e.drops, settings)
+                got.heat += _heat_rows(keys, prompts, domains, e.res, heat_ids)
+    tables: dict[str, pd.DataFrame] = {}
+    if settings.occlusion:
+        agree, got.occlusion = occlusion_agreement(
+            models, plan, prompts, vocab, got.scores, settings, device, bar
+        )
+        tables["agreement"] = summarise_agreement(agree)
+        tables["agreement_prompts"] = agree
+    if pairs is not None:
+        tables["zero_few"], zf = zero_few(pairs, settings, device, bar)
+        tables["zero_few_prompts"], tables["zero_few_classes"] = zero_few_answers(
+            pairs, zf, got.final_scores(), models, settings.methods
+        )
     bar.close()
-    tables = got.tables(settings)
-    if zf is not None:
-        tables["zero_few"] = zf
+    tables = {**got.tables(settings), **tables}
     paths = _write(run.saliency, tables, got, prompts, settings)
     log(
         f"saliency: {len(models)} model(s), {len(prompts)} prompts, methods "
@@ -200,33 +240,70 @@ def _completeness(
     }
 
 
-def _deletions(
-    got: _Collected,
-    model: GPT,
-    keys: dict,
+@dataclass(frozen=True)
+class _Explain:
+    """One checkpoint to explain with every method (a job of :func:`map_ranks`)."""
+
+    model: ModelEntry
+    info: CheckpointInfo
+    final: bool  # the model's last explained checkpoint: the deletion test runs on it
+
+
+@dataclass(frozen=True)
+class _Explained:
+    """One method's attributions at one checkpoint, and what is computed from them."""
+
+    method: str
+    res: PromptAttributions
+    f_0: np.ndarray | None  # integrated gradients' baseline log p(true)
+    drops: list[pd.DataFrame]  # the deletion test at each k (final checkpoint only)
+
+
+def _explain(
+    job: _Explain,
+    *,
     prompts: PromptSet,
-    res: PromptAttributions,
     settings: SaliencySettings,
     device: torch.device,
     replacement: int,
+) -> list[_Explained]:
+    """Every method's attributions at one checkpoint, IG's baseline, and the deletion
+    test on a model's last checkpoint."""
+    loaded = load_checkpoint(job.info, device)
+    out = []
+    for name in settings.methods:
+        method = settings.method(name, loaded.model)
+        res = attribute_prompts(method, prompts, batch_size=settings.batch_size, device=device)
+        f_0 = None
+        if res.delta is not None:
+            f_0 = baseline_log_p(loaded.model, prompts, device, settings.batch_size)
+        drops = []
+        if job.final:
+            for k in settings.deletion_k:
+                d = deletion_test(
+                    loaded.model,
+                    prompts,
+                    res.values,
+                    k,
+                    replacement_id=replacement,
+                    draws=settings.deletion_draws,
+                    seed=settings.seed,
+                    batch_size=max(settings.batch_size, 128),
+                    device=device,
+                )
+                d.insert(0, "k", k)
+                d.insert(0, "method", name)
+                d.insert(0, "model", job.model.name)
+                drops.append(d)
+        out.append(_Explained(name, res, f_0, drops))
+    return out
+
+
+def _record_deletions(
+    got: _Collected, keys: dict, drops: list[pd.DataFrame], settings: SaliencySettings
 ) -> None:
-    """The deletion test at each ``k`` (on a model's last checkpoint): per-prompt drops,
-    and the per-model verdict at ``k``."""
-    for k in settings.deletion_k:
-        d = deletion_test(
-            model,
-            prompts,
-            res.values,
-            k,
-            replacement_id=replacement,
-            draws=settings.deletion_draws,
-            seed=settings.seed,
-            batch_size=max(settings.batch_size, 128),
-            device=device,
-        )
-        d.insert(0, "k", k)
-        d.insert(0, "method", keys["method"])
-        d.insert(0, "model", keys["model"])
+    """The deletion test's per-prompt drops at each ``k``, and the per-model verdicts."""
+    for k, d in zip(settings.deletion_k, drops, strict=True):
         got.drops.append(d)
         row_keys = {
             "model": keys["model"],
@@ -316,6 +393,8 @@ def _figures(tables: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:
         paths["by_checkpoint_png"] = plot_saliency_checkpoints(
             tables["by_checkpoint"], out / "by_checkpoint.png"
         )
+    if not tables.get("agreement", pd.DataFrame()).empty:
+        paths["agreement_png"] = plot_agreement(tables["agreement"], out / "agreement.png")
     if not tables["faithfulness"].empty:
         paths["faithfulness_png"] = plot_faithfulness(
             tables["faithfulness"], out / "faithfulness.png"
@@ -337,9 +416,13 @@ def _write(
         "prompts": write_jsonl(out / "prompts.jsonl", prompts.frame().to_dict("records")),
         "attributions": write_jsonl(out / "attributions.jsonl", got.attributions),
     }
-    stale = out / "zero_few.csv"
-    if "zero_few" not in tables and stale.exists():
-        stale.unlink()
+    for name in OPTIONAL:  # an earlier run's table would describe other models or settings
+        if name not in tables:
+            (out / f"{name}.csv").unlink(missing_ok=True)
+    if got.occlusion:
+        paths["occlusion"] = write_jsonl(out / "occlusion.jsonl", got.occlusion)
+    else:
+        (out / "occlusion.jsonl").unlink(missing_ok=True)
     for name, df in tables.items():
         paths[name] = write_table(df, out / f"{name}.csv")
     paths["settings"] = write_json(out / "settings.json", settings.to_dict())
@@ -358,7 +441,7 @@ def load_saliency(run: RunDir, *, attributions: bool = False) -> dict[str, pd.Da
             f"no saliency results in {out}; run domaingpt saliency --out {run.root} first"
         )
     tables = {}
-    for name in (*TABLES, "zero_few"):
+    for name in (*TABLES, *OPTIONAL):
         path = out / f"{name}.csv"
         if path.is_file():
             tables[name] = read_table(path)

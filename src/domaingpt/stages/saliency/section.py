@@ -29,6 +29,44 @@ def _final_by_model(df: pd.DataFrame, columns: str, order: list[str]) -> pd.Data
     return wide.reindex(ordered(wide.index, order))
 
 
+def _answers(s: Section, tables: dict[str, pd.DataFrame], order: list[str]) -> None:
+    """Zero- vs few-shot answered, and the agreement of each method with occlusion."""
+    zp = tables.get("zero_few_prompts")
+    if zp is not None and not zp.empty:
+        g = zp[zp["method"] == "grad_norm"]
+        cols = ["rho_zero_few", "rho_zero_own", "rho_few_own"]
+        answer = g.groupby(["source", "target", "start"], sort=False)[cols].mean().reset_index()
+        answer.columns = [
+            "source",
+            "target",
+            "start",
+            "ρ zero vs few",
+            "ρ zero vs target's model",
+            "ρ few vs target's model",
+        ]
+        s.table(
+            answer,
+            "Zero- vs few-shot, answered: Spearman correlation of the gradient-norm "
+            "attributions of the same target prompts before and after adaptation, and with "
+            "the target domain's own model (mean over prompts and seeds)",
+            "saliency/zero_few_prompts.csv",
+        )
+    ag = tables.get("agreement")
+    if ag is not None and not ag.empty:
+        a = ag[ag["domain"] == "in"]
+        wide = a.pivot_table(
+            index=["model", "iteration"], columns=["baseline", "method"], values="spearman"
+        )
+        wide.columns = [f"{m} ({b})" for b, m in wide.columns]
+        s.table(
+            wide.reindex(ordered(wide.index.get_level_values(0), order), level=0).reset_index(),
+            "Agreement with occlusion: Spearman correlation of each method's ranking of a "
+            "prompt's characters with occlusion's (<unk> or a space as the replacement; "
+            "the gradient norm against |occlusion|), in-domain prompts, mean over prompts",
+            "saliency/agreement.csv",
+        )
+
+
 def section(view: StageView) -> Section:
     """Attributions by class, by position, along training, zero- vs few-shot, faithfulness."""
     s = Section("interpretability", view.stage.heading)
@@ -37,8 +75,9 @@ def section(view: StageView) -> Section:
         "Attribution of log p(true next character) to each input character, by the study's "
         "method (the L2 norm of the gradient with respect to the input embedding) and by "
         "input × gradient and integrated gradients; aggregated by character class, by position "
-        "relative to the target, along training, zero- vs few-shot; and a deletion test of "
-        "how faithful each method is."
+        "relative to the target, along training, zero- vs few-shot; a deletion test of "
+        "how faithful each method is; and occlusion (each character replaced in turn, the drop "
+        "in log p(true)) as the reference the gradient methods are checked against."
     )
     order = view.corpora
     bc = tables.get("by_class")
@@ -83,6 +122,7 @@ def section(view: StageView) -> Section:
                 "before and after adaptation (gradient norm, mean over seeds)",
                 "saliency/zero_few.csv",
             )
+    _answers(s, tables, order)
     ver = tables.get("verdicts")
     if ver is not None and not ver.empty:
         s.table(

@@ -46,6 +46,13 @@ class SaliencySettings(StageSettings):
     heatmap_prompts: int = setting(2, "prompts per corpus in heatmap.html", cli=False)
     adapted: bool = setting(True, "zero- vs few-shot through the adapted models", cli=False)
     batch_size: int = setting(64, "prompts per forward pass", cli=False)
+    occlusion: list[str] = setting(
+        ["unk", "space"],
+        "occlusion baselines (unk, space) the gradient methods are compared with; empty: none",
+    )
+    occlusion_checkpoints: int = setting(
+        3, "history checkpoints occluded, spread over the trained ones (0: every one)", cli=False
+    )
 
     def check(self) -> None:
         super().check()
@@ -60,6 +67,14 @@ class SaliencySettings(StageSettings):
             )
         if any(k < 1 for k in self.deletion_k) or self.deletion_draws < 1:
             raise ConfigError("deletion k values and deletion draws must be at least 1")
+        bad = [b for b in self.occlusion if b not in ("unk", "space")]
+        if bad:
+            raise ConfigError(f"occlusion baselines are 'unk' and 'space', got {bad[0]!r}")
+        object.__setattr__(self, "occlusion", list(dict.fromkeys(self.occlusion)))
+        if self.occlusion_checkpoints < 0:
+            raise ConfigError(
+                f"occlusion_checkpoints must be 0 (every one) or more, got {self.occlusion_checkpoints}"
+            )
         if self.batch_size < 1 or self.bootstrap < 10:
             raise ConfigError("batch size must be >= 1 and bootstrap >= 10")
 

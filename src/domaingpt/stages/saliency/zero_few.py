@@ -6,23 +6,35 @@ attributed through the source model at the checkpoint adaptation started from (z
 the ``source_iteration`` the adapt stage records in the adapted checkpoint) and through
 the adapted model's last checkpoint (few-shot). ``scratch`` runs have no source model and
 are left out; without adapted models there is no table (``zero_few.csv``).
+
+The answer to the study's open question (:func:`zero_few_answers`): per target prompt,
+how alike the zero- and few-shot attributions rank its characters (Spearman), how alike
+each ranks them to the target corpus's own model (its final checkpoint), and each
+character class's share of the attribution under the three (``zero_few_prompts.csv``,
+``zero_few_classes.csv``); the claims test whether adaptation moves the attributions
+towards the target's own model and shifts them between classes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
+from domaingpt.core.distributed import map_ranks
 from domaingpt.core.progress import Log
 from domaingpt.core.rundir import AdaptedModel, ModelEntry, RunDir
+from domaingpt.core.statistics import spearman
+from domaingpt.data.charclass import CLASSES, char_class
 from domaingpt.data.prompts import PromptSet
 from domaingpt.errors import CheckpointError, DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, find_checkpoint, load_checkpoint
-from domaingpt.stages.saliency.aggregate import aggregate, long_frame, per_prompt
+from domaingpt.stages.saliency.aggregate import aggregate, long_frame, per_prompt, shares
 from domaingpt.stages.saliency.methods import PromptAttributions, attribute_prompts
 from domaingpt.stages.saliency.settings import SaliencySettings
 
@@ -35,6 +47,12 @@ class ZeroFewPair:
     prompts: PromptSet
     zero_shot: CheckpointInfo  # the source model where adaptation started
     few_shot: CheckpointInfo  # the adapted model's last checkpoint
+    index: tuple[int, ...] = ()  # the prompts' rows in the stage's whole prompt set
+
+    @property
+    def keys(self) -> dict[str, Any]:
+        a = self.adapted
+        return {"source": a.source, "target": a.target, "start": a.start, "seed": a.directory.name}
 
     def stages(self) -> list[tuple[str, CheckpointInfo]]:
         return [("zero_shot", self.zero_shot), ("few_shot", self.few_shot)]
@@ -81,36 +99,59 @@ def zero_few_pairs(
         except CheckpointError as e:
             log(f"note: skipping {a.directory}: {e}")
             continue
-        pairs.append(ZeroFewPair(a, prompts.subset(keep), zero_shot, a.checkpoints[-1]))
+        pairs.append(
+            ZeroFewPair(a, prompts.subset(keep), zero_shot, a.checkpoints[-1], tuple(keep))
+        )
     return pairs
+
+
+def _attribute_pair(
+    pair: ZeroFewPair, settings: SaliencySettings, device: torch.device
+) -> list[tuple[str, str, int, PromptAttributions]]:
+    """Every method's attributions of a pair's prompts through its zero- and few-shot
+    checkpoints: (stage, method, checkpoint iteration, attributions)."""
+    out = []
+    for stage, info in pair.stages():
+        loaded = load_checkpoint(info, device)
+        for name in settings.methods:
+            method = settings.method(name, loaded.model)
+            res = attribute_prompts(
+                method, pair.prompts, batch_size=settings.batch_size, device=device
+            )
+            out.append((stage, name, info.iteration, res))
+    return out
 
 
 def zero_few(
     pairs: Sequence[ZeroFewPair], settings: SaliencySettings, device: torch.device, bar: Any
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, dict[tuple[int, str, str], PromptAttributions]]:
     """One row per adapted model, stage, method and group (the total, each character
-    class, each relative position): mean magnitude, share and lift."""
+    class, each relative position): mean magnitude, share and lift; and the attributions
+    themselves by (pair's position in ``pairs``, stage, method). Under torchrun the pairs
+    are attributed side by side over the ranks."""
+    done = map_ranks(
+        partial(_attribute_pair, settings=settings, device=device),
+        pairs,
+        each=lambda i, r: bar.update(len(r)),
+    )
     rows: list[dict] = []
-    for pair in pairs:
+    got: dict[tuple[int, str, str], PromptAttributions] = {}
+    for k, (pair, results) in enumerate(zip(pairs, done, strict=True)):
         a, sub = pair.adapted, pair.prompts
-        for stage, info in pair.stages():
-            loaded = load_checkpoint(info, device)
+        for stage, name, iteration, res in results:
             domains = ["in" if stage == "few_shot" else "out"] * len(sub)
-            for name in settings.methods:
-                method = settings.method(name, loaded.model)
-                res = attribute_prompts(method, sub, batch_size=settings.batch_size, device=device)
-                keys = {
-                    "source": a.source,
-                    "target": a.target,
-                    "start": a.start,
-                    "seed": a.directory.name,
-                    "method": name,
-                    "stage": stage,
-                    "checkpoint_iteration": info.iteration,
-                }
-                rows += _rows(keys, res, sub, domains)
-                bar.update(1)
-    return pd.DataFrame(rows)
+            keys = {
+                "source": a.source,
+                "target": a.target,
+                "start": a.start,
+                "seed": a.directory.name,
+                "method": name,
+                "stage": stage,
+                "checkpoint_iteration": iteration,
+            }
+            rows += _rows(keys, res, sub, domains)
+            got[(k, stage, name)] = res
+    return pd.DataFrame(rows), got
 
 
 def _rows(
@@ -145,3 +186,95 @@ def _rows(
                 }
             )
     return rows
+
+
+# --- the answer: rank agreement, class shares, towards the target's own model ----------
+
+ZERO_FEW_PROMPT_COLUMNS = [
+    "source",
+    "target",
+    "start",
+    "seed",
+    "method",
+    "own_model",
+    "prompt_id",
+    "log_p_zero",
+    "log_p_few",
+    "rho_zero_few",
+    "rho_zero_own",
+    "rho_few_own",
+]
+
+
+def _class_shares(values: np.ndarray, prompts: PromptSet) -> list[dict[str, float]]:
+    """Per prompt: the share of its attribution mass on each character class present."""
+    lengths = np.array([p.length for p in prompts.prompts])
+    sh = shares(values, lengths)
+    out = []
+    for i, p in enumerate(prompts.prompts):
+        by: dict[str, float] = {}
+        for ch, v in zip(p.text[-p.length :], sh[i, : p.length], strict=True):
+            c = char_class(ch)
+            by[c] = by.get(c, 0.0) + float(v)
+        out.append(by)
+    return out
+
+
+def zero_few_answers(
+    pairs: Sequence[ZeroFewPair],
+    got: dict[tuple[int, str, str], PromptAttributions],
+    own_scores: dict[tuple[str, str], np.ndarray],
+    models: Sequence[ModelEntry],
+    methods: Sequence[str],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per adapted model, method and target prompt: Spearman correlations of the zero-shot,
+    few-shot and the target's own model's attributions (``zero_few_prompts``); and each
+    character class's share of the attribution under the three (``zero_few_classes``).
+
+    ``own_scores[(model, method)]`` are a model's final-checkpoint scores on the whole
+    prompt set (the rows ``pair.index`` are the pair's prompts); the own model is the
+    trained model of the target corpus, absent (NaN) when it was not explained.
+    """
+    rows: list[dict] = []
+    classes: list[dict] = []
+    for k, pair in enumerate(pairs):
+        own = next((m.name for m in models if m.corpus == pair.adapted.target), "")
+        for method in methods:
+            zero, few = got.get((k, "zero_shot", method)), got.get((k, "few_shot", method))
+            if zero is None or few is None:
+                continue
+            full = own_scores.get((own, method))
+            mine = full[list(pair.index)] if full is not None and pair.index else None
+            sides = {"zero": zero.values, "few": few.values}
+            if mine is not None:
+                sides["own"] = mine
+            keys = {**pair.keys, "method": method, "own_model": own if mine is not None else ""}
+            by_side = {s: _class_shares(v, pair.prompts) for s, v in sides.items()}
+            for i, p in enumerate(pair.prompts.prompts):
+                cut = {s: v[i, : p.length] for s, v in sides.items()}
+
+                def rho(a: str, b: str, cut: dict = cut) -> float:
+                    return spearman(cut[a], cut[b]) if a in cut and b in cut else np.nan
+
+                rows.append(
+                    {
+                        **keys,
+                        "prompt_id": p.prompt_id,
+                        "log_p_zero": float(zero.log_p[i]),
+                        "log_p_few": float(few.log_p[i]),
+                        "rho_zero_few": rho("zero", "few"),
+                        "rho_zero_own": rho("zero", "own"),
+                        "rho_few_own": rho("few", "own"),
+                    }
+                )
+                for c in sorted(by_side["zero"][i], key=CLASSES.index):
+                    classes.append(
+                        {
+                            **keys,
+                            "prompt_id": p.prompt_id,
+                            "char_class": c,
+                            **{f"share_{s}": by_side[s][i].get(c, 0.0) for s in by_side},
+                        }
+                    )
+    prompts = pd.DataFrame(rows, columns=ZERO_FEW_PROMPT_COLUMNS)
+    return prompts, pd.DataFrame(classes)

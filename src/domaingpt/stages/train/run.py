@@ -7,9 +7,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 
 from domaingpt.core.config import RUNTIME_TRAIN_KEYS, RunConfig, from_dict, load_preset
+from domaingpt.core.distributed import (
+    is_worker,
+    local_context,
+    map_ranks,
+    on_every_rank,
+    study_mode,
+    task_log,
+)
 from domaingpt.core.io import read_jsonl
 from domaingpt.core.rundir import RunDir, build_vocab, read_run_json, save_vocab, study_order
 from domaingpt.core.settings import StageSettings, setting
@@ -49,6 +58,9 @@ class TrainSettings(StageSettings):
     @property
     def config(self) -> RunConfig:
         return self._config
+
+    def memory_setting(self) -> tuple[str, int | None]:
+        return "train.batch_size", self.config.train.batch_size
 
     def key_dict(self) -> dict[str, Any]:
         cfg = self.config.to_dict()
@@ -99,12 +111,57 @@ _WHAT = {
 }
 
 
+@dataclass(frozen=True)
+class _ModelJob:
+    """One model to train, everything checked: what a rank needs to train it."""
+
+    corpus: Corpus
+    state: str
+    split: tuple[np.ndarray, np.ndarray]
+    vocab: Vocab
+    config: RunConfig
+    model_dir: Path
+    overwrite: bool
+    progress: bool
+    prefix: str
+
+
+def _train_model(job: _ModelJob) -> None:
+    """Train one model (a job of :func:`distributed.map_ranks`: on this rank's device, as
+    one process; under ``ranks = "ddp"`` every rank runs it together)."""
+    log = task_log()
+    cfg = job.config
+    if job.state == "extend":
+        before = read_run_json(job.model_dir)["config"]["train"]["max_iters"]
+        what = f"extending from {before} to {cfg.train.max_iters} iterations"
+    else:
+        what = f"{_WHAT[job.state]}, {cfg.train.max_iters} iterations"
+    if not is_worker() or study_mode() != "ddp":
+        log(f"{job.prefix}: {what}")
+    train(
+        job.corpus.name,
+        job.corpus.sha256,
+        *job.split,
+        job.vocab,
+        cfg,
+        job.model_dir,
+        resume=True,
+        overwrite=job.overwrite,
+        progress=job.progress and not is_worker(),
+        log=log,
+        corpus_path=job.corpus.path,
+        dist=None if study_mode() == "ddp" else local_context(cfg.train.device),
+    )
+
+
 def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
     """Train one model per corpus of the study (each resumed, extended, skipped or
     retrained as its directory says); every model shares the run's vocabulary.
 
     Every corpus is encoded and its split checked before anything is written, so a
-    corpus too short to train on leaves the run's vocabulary as it was.
+    corpus too short to train on leaves the run's vocabulary as it was. Under torchrun
+    the models are trained side by side, one per rank (``ranks = "jobs"``), or one after
+    the other by every rank together (``ranks = "ddp"``).
     """
     if not ctx.corpora:
         raise ConfigError("the train stage trains the study's corpora; none were given")
@@ -125,32 +182,25 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
         plan.append((corpus, state, split))
     if vocab_corpora is not None:
         save_vocab(ctx.run, vocab, vocab_corpora)
-    out: dict[str, Path] = {"vocab": ctx.run.vocab_path}
+    jobs = []
     for i, (corpus, state, split) in enumerate(plan, start=1):
-        model_dir = ctx.run.model(corpus.name)
         prefix = f"model {i}/{len(plan)} ({corpus.name})"
         if split is None:
             ctx.log(f"{prefix}: finished earlier with this configuration, skipped")
-        else:
-            if state == "extend":
-                before = read_run_json(model_dir)["config"]["train"]["max_iters"]
-                what = f"extending from {before} to {cfg.train.max_iters} iterations"
-            else:
-                what = f"{_WHAT[state]}, {cfg.train.max_iters} iterations"
-            ctx.log(f"{prefix}: {what}")
-            train(
-                corpus.name,
-                corpus.sha256,
-                *split,
-                vocab,
-                cfg,
-                model_dir,
-                resume=True,
-                overwrite=state == "different" or ctx.force,
-                progress=ctx.progress,
-                log=ctx.log,
-                corpus_path=corpus.path,
-            )
+            continue
+        overwrite = state == "different" or ctx.force
+        model_dir = ctx.run.model(corpus.name)
+        jobs.append(
+            _ModelJob(corpus, state, split, vocab, cfg, model_dir, overwrite, ctx.progress, prefix)
+        )
+    if study_mode() == "ddp":
+        for job in jobs:
+            on_every_rank(_train_model, job, log=ctx.log)
+    else:
+        map_ranks(_train_model, jobs, log=ctx.log)
+    out: dict[str, Path] = {"vocab": ctx.run.vocab_path}
+    for corpus, _, _ in plan:
+        model_dir = ctx.run.model(corpus.name)
         for f in model_outputs(model_dir):
             out[f"{corpus.name}/{f.relative_to(model_dir).as_posix()}"] = f
     return out

@@ -11,15 +11,15 @@ from domaingpt.core.claims import Claim, unmeasured, verdict_of
 from domaingpt.core.stage import Tables
 from domaingpt.core.statistics import mean_ci
 
-LOCAL = "Attention becomes more local as training progresses"
-DEEPER = "The last layer attends further back than the first"
+GROWS = "The residual stream grows as training progresses"
+DEEPER = "The last layer's residual stream is larger than the embeddings"
 
 
 def _by_prompt(per_prompt: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """In-domain distances averaged over heads (and layers unless ``layer`` is in
-    ``columns``): one column per iteration or layer, one row per (model, prompt)."""
+    """In-domain norms (averaged over layers unless ``layer`` is in ``columns``): one
+    column per iteration or layer, one row per (model, prompt)."""
     d = per_prompt[per_prompt["domain"] == "in"]
-    return d.groupby(["model", "prompt_id", *columns], sort=True)["distance"].mean()
+    return d.groupby(["model", "prompt_id", *columns], sort=True)["norm"].mean()
 
 
 def _models(per_prompt: pd.DataFrame) -> list[str]:
@@ -32,9 +32,9 @@ def _paired(diff: pd.Series) -> dict[str, float]:
     return {"mean": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n": ci["n"]}
 
 
-def local_with_training(per_prompt: pd.DataFrame) -> Claim:
-    """Per model: the in-domain distance (mean over layers and heads) falls from the first
-    checkpoint to the last, the interval of the paired difference below zero."""
+def grows_with_training(per_prompt: pd.DataFrame) -> Claim:
+    """Per model: the in-domain norm (mean over layers) rises from the first checkpoint to
+    the last, the interval of the paired difference above zero."""
     wide = _by_prompt(per_prompt, ["iteration"]).unstack("iteration")
     flags, parts, numbers = [], [], {}
     for model in _models(per_prompt):
@@ -43,23 +43,23 @@ def local_with_training(per_prompt: pd.DataFrame) -> Claim:
             continue
         first, last = w.columns[0], w.columns[-1]
         d = _paired(w[last] - w[first])
-        flags.append(d["ci_high"] < 0)
+        flags.append(d["ci_low"] > 0)
         parts.append(
-            f"{model} {w[first].mean():.2f} → {w[last].mean():.2f} characters "
-            f"(iteration {int(first)} → {int(last)}; change {d['mean']:+.2f}, "
-            f"95 % CI [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}], {d['n']} prompts)"
+            f"{model} {w[first].mean():.2f} → {w[last].mean():.2f} (iteration {int(first)} → "
+            f"{int(last)}; change {d['mean']:+.2f}, 95 % CI [{d['ci_low']:+.2f}, "
+            f"{d['ci_high']:+.2f}], {d['n']} prompts)"
         )
         numbers[f"{model}_change"] = d["mean"]
-        numbers[f"{model}_ci_high"] = d["ci_high"]
+        numbers[f"{model}_ci_low"] = d["ci_low"]
     if not flags:
-        return unmeasured(LOCAL, "no model has two checkpoints measured on in-domain prompts")
-    evidence = "in-domain mean attention distance: " + "; ".join(parts)
-    return Claim(LOCAL, verdict_of(flags), evidence, "in-domain prompts", numbers)
+        return unmeasured(GROWS, "no model has two checkpoints measured on in-domain prompts")
+    evidence = "in-domain mean residual-stream norm: " + "; ".join(parts)
+    return Claim(GROWS, verdict_of(flags), evidence, "in-domain prompts", numbers)
 
 
-def deeper_looks_further(per_prompt: pd.DataFrame) -> Claim:
-    """Per model, final checkpoint: the last layer's in-domain distance (mean over heads)
-    exceeds the first layer's, the interval of the paired difference above zero."""
+def deeper_is_larger(per_prompt: pd.DataFrame) -> Claim:
+    """Per model, final checkpoint: the last layer's in-domain norm exceeds the
+    embeddings', the interval of the paired difference above zero."""
     final = per_prompt[
         per_prompt["iteration"] == per_prompt.groupby("model")["iteration"].transform("max")
     ]
@@ -74,20 +74,20 @@ def deeper_looks_further(per_prompt: pd.DataFrame) -> Claim:
         flags.append(d["ci_low"] > 0)
         parts.append(
             f"{model} layer {int(first)} {w[first].mean():.2f}, layer {int(last)} "
-            f"{w[last].mean():.2f} characters (difference {d['mean']:+.2f}, 95 % CI "
+            f"{w[last].mean():.2f} (difference {d['mean']:+.2f}, 95 % CI "
             f"[{d['ci_low']:+.2f}, {d['ci_high']:+.2f}])"
         )
         numbers[f"{model}_difference"] = d["mean"]
         numbers[f"{model}_ci_low"] = d["ci_low"]
     if not flags:
         return unmeasured(DEEPER, "no model has two layers measured on in-domain prompts")
-    evidence = "in-domain mean attention distance at the final checkpoint: " + "; ".join(parts)
+    evidence = "in-domain mean residual-stream norm at the final checkpoint: " + "; ".join(parts)
     return Claim(DEEPER, verdict_of(flags), evidence, "final checkpoint", numbers)
 
 
 def claims(tables: Tables) -> list[Claim]:
     per_prompt = tables.get("per_prompt")
     if per_prompt is None or per_prompt.empty:
-        why = "no attention distances in this run"
-        return [unmeasured(LOCAL, why), unmeasured(DEEPER, why)]
-    return [local_with_training(per_prompt), deeper_looks_further(per_prompt)]
+        why = "no residual-stream norms in this run"
+        return [unmeasured(GROWS, why), unmeasured(DEEPER, why)]
+    return [grows_with_training(per_prompt), deeper_is_larger(per_prompt)]

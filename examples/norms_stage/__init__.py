@@ -1,10 +1,10 @@
-"""A user's own stage: mean attention distance per layer and head along training.
+"""A user's own stage: the size of the residual stream per layer along training.
 
 Not part of domaingpt: a study file adds it with ::
 
     [study]
-    stages = ["attention_stage:stage"]     # module:attribute, relative to the study file
-    [attention]                             # its settings (AttentionSettings' fields)
+    stages = ["norms_stage:stage"]         # module:attribute, relative to the study file
+    [norms]                                 # its settings (NormSettings' fields)
     prompts_per_corpus = 8
 
 It then runs after the built-in analyses, is skipped when nothing it depends on changed
@@ -17,20 +17,20 @@ from __future__ import annotations
 from domaingpt.core.stage import Stage
 
 from .claims import claims
-from .compute import AttentionSettings, load, run
+from .compute import NormSettings, load, run
 from .section import section
 
 stage = Stage(
-    name="attention",
-    title="mean attention distance",
-    settings=AttentionSettings,
+    name="norms",
+    title="residual-stream norm",
+    settings=NormSettings,
     run=run,
     load=load,
     claims=claims,
     section=section,
     needs=("train",),  # reads the trained models' checkpoint histories
-    help="how far back each attention head looks, per layer and head, along training",
-    section_title="Attention: how far back each head looks",
+    help="the size of the residual stream per layer along training",
+    section_title="The residual stream: how large it grows, layer by layer",
 )
 
-__all__ = ["AttentionSettings", "claims", "load", "run", "section", "stage"]
+__all__ = ["NormSettings", "claims", "load", "run", "section", "stage"]

@@ -1,0 +1,160 @@
+"""Attention along training: per layer and head, how spread out attention is and where
+it goes, per checkpoint and domain, from the shared per-checkpoint forward pass
+(:mod:`domaingpt.model.internals`).
+
+Per prompt (averaged over its query positions ``i``, keys ``j ≤ i``):
+
+``entropy_bits``
+    ``−Σ_j p_ij log2 p_ij``: 0 when a head looks at one character, ``log2(i + 1)`` when
+    it spreads evenly over every visible one;
+``distance``
+    ``Σ_j p_ij (i − j)``: how far back it looks, in characters;
+``share_<group>``
+    the attention on the query's current word, the whitespace before it (boundary), the
+    previous word and further back (the same words as the saliency stage's positions
+    relative to the target, here relative to every query).
+
+``prompts.csv`` has, per prompt, the shares uniform attention over the visible keys would
+give (``chance_<group>``): a head *reads* a group when its share exceeds that chance.
+Layer ``ℓ`` is block ``ℓ`` (1-based), heads count from 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from domaingpt.core.distributed import map_ranks
+from domaingpt.core.io import write_json
+from domaingpt.core.rundir import ModelEntry, RunDir
+from domaingpt.core.stage import StageContext, Tables
+from domaingpt.core.statistics import mean_ci
+from domaingpt.core.tables import read_table, round_significant, write_table
+from domaingpt.data.prompts import PromptSet, domain_of
+from domaingpt.errors import DomainGPTError
+from domaingpt.model.internals import (
+    WORD_GROUPS,
+    Internals,
+    InternalsSettings,
+    Prepared,
+    prepare,
+)
+from domaingpt.stages.attention.figures import plot_heads, plot_training
+
+SHARES = [f"share_{g}" for g in WORD_GROUPS]
+CHANCE = [f"chance_{g}" for g in WORD_GROUPS]
+MEASURES = ["entropy_bits", "distance", *SHARES]
+KEYS = ["model", "iteration", "domain", "layer", "head"]
+TABLES = ("per_prompt", "heads", "prompts")
+
+
+@dataclass(frozen=True)
+class AttentionSettings(InternalsSettings):
+    """Settings of ``domaingpt attention`` (and a study's ``[attention]`` table)."""
+
+    SECTION = "attention"
+
+
+def per_prompt_frame(
+    rec: Internals, prompts: PromptSet, model: str, corpus: str, iteration: int
+) -> pd.DataFrame:
+    """One row per prompt, layer and head."""
+    n, layers, heads = rec.attn_entropy.shape
+    per = layers * heads
+    ids = np.array([p.prompt_id for p in prompts.prompts])
+    corpora = np.array([p.corpus for p in prompts.prompts])
+    shares = rec.attn_share.reshape(n * per, len(WORD_GROUPS))
+    frame = pd.DataFrame(
+        {
+            "model": model,
+            "iteration": iteration,
+            "prompt_id": np.repeat(ids, per),
+            "prompt_corpus": np.repeat(corpora, per),
+            "domain": np.repeat([domain_of(c, corpus) for c in corpora], per),
+            "layer": np.tile(np.repeat(np.arange(1, layers + 1), heads), n),
+            "head": np.tile(np.arange(heads), n * layers),
+            "entropy_bits": rec.attn_entropy.reshape(-1),
+            "distance": rec.attn_distance.reshape(-1),
+            **{col: shares[:, k] for k, col in enumerate(SHARES)},
+        }
+    )
+    return round_significant(frame, MEASURES)
+
+
+def prompt_frame(rec: Internals, prompts: PromptSet) -> pd.DataFrame:
+    """Per prompt: its corpus, length and uniform attention's share of each group."""
+    frame = pd.DataFrame(
+        {
+            "prompt_id": [p.prompt_id for p in prompts.prompts],
+            "prompt_corpus": [p.corpus for p in prompts.prompts],
+            "length": rec.lengths,
+            **{col: rec.attn_chance[:, k] for k, col in enumerate(CHANCE)},
+        }
+    )
+    return round_significant(frame, CHANCE)
+
+
+def head_summary(per_prompt: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
+    """Mean of every measure with its 95 % interval over prompts, per model, checkpoint,
+    domain, layer and head; with the mean chance shares of the same prompts."""
+    chance = prompts.set_index("prompt_id")[CHANCE]
+    rows = []
+    for key, g in per_prompt.groupby(KEYS, sort=True):
+        row = dict(zip(KEYS, key, strict=True))
+        row["n"] = len(g)
+        for col in MEASURES:
+            ci = mean_ci(g[col].to_numpy())
+            row.update({col: ci["mean"], f"{col}_low": ci["ci_low"], f"{col}_high": ci["ci_high"]})
+        row.update(chance.loc[g["prompt_id"]].mean().to_dict())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _model_frames(
+    model: ModelEntry, ready: Prepared, settings: AttentionSettings
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One model's rows (every history checkpoint), and the prompts' chance shares."""
+    history = model.checkpoints
+    recs = ready.read(history, settings)
+    frames = [
+        per_prompt_frame(rec, ready.prompts, model.name, model.corpus, info.iteration)
+        for info, rec in zip(history, recs, strict=True)
+    ]
+    return pd.concat(frames, ignore_index=True), prompt_frame(recs[0], ready.prompts)
+
+
+def run(ctx: StageContext, settings: AttentionSettings) -> dict[str, Path]:
+    """Measure every history checkpoint of every model; write ``attention/``. Under
+    torchrun each model is a job on its own rank (:func:`map_ranks`)."""
+    ready = prepare(ctx.run, settings, ctx.log)
+    parts = map_ranks(
+        partial(_model_frames, ready=ready, settings=settings), ready.models, log=ctx.log
+    )
+    prompts = parts[0][1]
+    per_prompt = pd.concat([frames for frames, _ in parts], ignore_index=True)
+    tables = {
+        "per_prompt": per_prompt,
+        "heads": head_summary(per_prompt, prompts),
+        "prompts": prompts,
+    }
+    out = ctx.out
+    paths = {name: write_table(df, out / f"{name}.csv") for name, df in tables.items()}
+    paths["settings"] = write_json(out / "settings.json", settings.to_dict())
+    paths["heads_png"] = plot_heads(tables["heads"], out / "heads.png")
+    paths["training_png"] = plot_training(tables["heads"], out / "training.png")
+    ctx.log(f"attention: {len(ready.models)} model(s), {len(ready.prompts)} prompts; wrote {out}")
+    return paths
+
+
+def load(run: RunDir) -> Tables:
+    """The tables :func:`run` wrote: ``per_prompt``, ``heads`` and ``prompts``."""
+    folder = run.root / "attention"
+    if not (folder / "per_prompt.csv").is_file():
+        raise DomainGPTError(
+            f"no attention results in {folder}; run `domaingpt attention --out {run.root}`"
+        )
+    return {name: read_table(folder / f"{name}.csv") for name in TABLES}

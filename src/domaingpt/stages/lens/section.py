@@ -1,0 +1,74 @@
+"""The report's section on the logit lens."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from domaingpt.core.stage import StageView
+from domaingpt.report.document import Section
+from domaingpt.report.format import ordered
+
+
+def _final(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["iteration"] == df.groupby("model")["iteration"].transform("max")]
+
+
+def _interval(df: pd.DataFrame, col: str) -> pd.Series:
+    return df.apply(
+        lambda r: f"{r[col]:.2f} [{r[f'{col}_low']:.2f}, {r[f'{col}_high']:.2f}]", axis=1
+    )
+
+
+def section(view: StageView) -> Section:
+    """What the lens is, each layer at the final checkpoint, formation depth along training."""
+    s = Section("lens", view.stage.heading)
+    s.p(
+        "The logit lens reads each layer's residual stream as the model reads its last one "
+        "(through the final LayerNorm and the tied head), on the same validation prompts at "
+        "every history checkpoint: layer 0 is the embeddings, layer ℓ the output of block "
+        "ℓ, and the last layer is the model's own prediction. The formation depth of a "
+        "prompt is the area under its KL-to-final curve normalised by the embeddings' KL "
+        "(Σ over layers before the last of min(1, KL_ℓ / KL_0)): a prediction formed at once "
+        "by block k has depth k."
+    )
+    tables = view.tables or {}
+    layers, formation = tables.get("layers"), tables.get("formation")
+    if layers is None or layers.empty or formation is None:
+        s.missing("no lens results in this run")
+        return s
+    order = ordered(layers["model"], view.corpora)
+    final = _final(layers).copy()
+    final["model"] = pd.Categorical(final["model"], order, ordered=True)
+    final = final.sort_values(["model", "domain", "layer"])
+    shown = final[["model", "iteration", "domain", "layer"]].copy()
+    for col in ("loss_nats", "kl_bits", "top1_agreement"):
+        shown[col.replace("_", " ") + " [95 % CI]"] = _interval(final, col)
+    s.table(
+        shown,
+        "Each layer through the lens at the final checkpoint: loss of the true next "
+        "character, KL to the final prediction and the share of positions whose top-1 "
+        "is already the final one",
+        "lens/layers.csv",
+        max_rows=-1,
+    )
+    f = formation.copy()
+    f["model"] = pd.Categorical(f["model"], order, ordered=True)
+    f = f.sort_values(["model", "domain", "iteration"])
+    wide = f.assign(depth=_interval(f, "depth")).pivot_table(
+        index=["model", "iteration"],
+        columns="domain",
+        values="depth",
+        aggfunc="first",
+        observed=True,
+    )
+    wide.columns = [f"formation depth, {d}-domain [95 % CI]" for d in wide.columns]
+    s.table(
+        wide.reset_index(),
+        "Formation depth (layers) along training",
+        "lens/formation.csv",
+        max_rows=-1,
+    )
+    s.figure(view.out / "formation.png", "At which depth the prediction forms, along training")
+    s.figure(view.out / "layers.png", "Lens loss and KL to the final prediction, layer by layer")
+    s.note("Its claims are checked against these numbers in the Conclusions.")
+    return s

@@ -1,0 +1,298 @@
+"""Representation similarity: linear CKA (:mod:`domaingpt.core.cka`, the debiased
+estimator) of each layer's residual stream on the same validation prompts, for three
+kinds of comparison:
+
+``training``
+    consecutive history checkpoints of each model (every prompt): does the
+    representation harden as the softmax does?
+``domains``
+    the final checkpoints of two domain models (every prompt);
+``adaptation``
+    a source model at the checkpoint its adaptation started from (final or early) against
+    the adapted model, on the target corpus's prompts (``prompts = target``) and on the
+    source's own (``source``): which start moves its representations more?
+
+Layer 0 is the embeddings, layer ``ℓ`` the output of block ``ℓ``. The residual stream of
+every 4th position of each prompt (counted back from its last) is compared; prompts, not
+tokens, are the unit of the 95 % jackknife interval (leave one prompt out). The leave-one-
+out values are kept (``jackknife.csv``) so that a difference of two CKAs on the same
+prompts gets its own interval. The forward passes are shared with the ``lens`` and
+``attention`` stages (:mod:`domaingpt.model.internals`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from itertools import combinations, pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from domaingpt.core.cka import cka_jackknife, jackknife_ci
+from domaingpt.core.distributed import map_ranks
+from domaingpt.core.io import write_json
+from domaingpt.core.progress import Log
+from domaingpt.core.rundir import AdaptedModel, ModelEntry, RunDir
+from domaingpt.core.settings import finite, setting
+from domaingpt.core.stage import StageContext, Tables
+from domaingpt.core.tables import read_table, write_table
+from domaingpt.core.threads import map_workers
+from domaingpt.data.prompts import PromptSet
+from domaingpt.errors import DomainGPTError
+from domaingpt.model.checkpoint import CheckpointInfo, find_checkpoint
+from domaingpt.model.internals import Internals, InternalsSettings, Prepared, prepare
+from domaingpt.stages.similarity.figures import plot_across, plot_training
+
+CKA_COLUMNS = [
+    "comparison",
+    "kind",
+    "model_a",
+    "iteration_a",
+    "model_b",
+    "iteration_b",
+    "source",
+    "target",
+    "start",
+    "seed",
+    "prompts",
+    "layer",
+    "cka",
+    "ci_low",
+    "ci_high",
+    "n_tokens",
+    "n_prompts",
+]
+TABLES = ("cka", "jackknife", "hardening")
+
+
+@dataclass(frozen=True)
+class SimilaritySettings(InternalsSettings):
+    """Settings of ``domaingpt similarity`` (and a study's ``[similarity]`` table)."""
+
+    SECTION = "similarity"
+    adapted: bool = setting(True, "compare source models with their adapted versions")
+    harden_at: float = setting(
+        0.95, "CKA of consecutive checkpoints above which a layer counts as hardened", cli=False
+    )
+
+    def check(self) -> None:
+        super().check()
+        finite("similarity.harden_at", self.harden_at, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: a checkpoint's internals and what to call it."""
+
+    model: str
+    iteration: int
+    rec: Internals
+
+
+class _Comparisons:
+    """Collects CKA rows and leave-one-prompt-out values."""
+
+    def __init__(self, prompts: PromptSet, workers: int = 1) -> None:
+        self.workers = workers
+        self.prompt_ids = np.array([p.prompt_id for p in prompts.prompts])
+        self.corpora = np.array([p.corpus for p in prompts.prompts])
+        self.rows: list[dict[str, Any]] = []
+        self.jack: list[pd.DataFrame] = []
+
+    def add(self, kind: str, a: Side, b: Side, prompts: str, keep: np.ndarray, **extra: Any):
+        """CKA of ``a`` and ``b`` at every layer over the prompts ``keep`` (a mask)."""
+        comparison = f"{kind}:{a.model}@{a.iteration}:{b.model}@{b.iteration}:{prompts}"
+        if extra:
+            comparison += ":" + ":".join(str(extra[k]) for k in ("start", "seed"))
+        rows = np.isin(a.rec.resid_prompt, np.flatnonzero(keep))
+        groups = self.prompt_ids[a.rec.resid_prompt[rows]]
+        layers = range(a.rec.resid.shape[0])
+        results = map_workers(
+            lambda layer: cka_jackknife(a.rec.resid[layer][rows], b.rec.resid[layer][rows], groups),
+            layers,
+            self.workers,
+        )
+        for layer, (value, labels, loo) in zip(layers, results, strict=True):
+            low, high = jackknife_ci(value, loo)
+            self.rows.append(
+                {
+                    "comparison": comparison,
+                    "kind": kind,
+                    "model_a": a.model,
+                    "iteration_a": a.iteration,
+                    "model_b": b.model,
+                    "iteration_b": b.iteration,
+                    "prompts": prompts,
+                    "layer": layer,
+                    "cka": value,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_tokens": int(rows.sum()),
+                    "n_prompts": len(labels),
+                    **extra,
+                }
+            )
+            self.jack.append(
+                pd.DataFrame(
+                    {"comparison": comparison, "layer": layer, "prompt_id": labels, "cka": loo}
+                )
+            )
+
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        cka = pd.DataFrame(self.rows).reindex(columns=CKA_COLUMNS)
+        jack = pd.concat(self.jack, ignore_index=True) if self.jack else pd.DataFrame()
+        return cka, jack
+
+
+def start_of(run: RunDir, adapted: AdaptedModel) -> CheckpointInfo:
+    """The source checkpoint an adaptation started from (``source_iteration``)."""
+    final = adapted.checkpoints[-1]
+    iteration = final.meta.get("source_iteration")
+    if not isinstance(iteration, int) or isinstance(iteration, bool):
+        raise DomainGPTError(
+            f"{final.json_path} does not record 'source_iteration' (the {adapted.source} "
+            f"checkpoint its adaptation started from): delete {adapted.directory} and run "
+            f"`domaingpt adapt --out {run.root}` again, or set adapted = false under "
+            "[similarity]"
+        )
+    return find_checkpoint(run.model(adapted.source), iteration)
+
+
+def hardening(cka: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Per model and layer: the first checkpoint after which every consecutive pair's
+    CKA stays at or above ``threshold`` (NaN: not reached by the last pair)."""
+    rows = []
+    t = cka[cka["kind"] == "training"]
+    for (model, layer), g in t.groupby(["model_a", "layer"], sort=False):
+        g = g.sort_values("iteration_b")
+        below = np.flatnonzero(g["cka"].to_numpy() < threshold)
+        if not len(below):
+            at = g["iteration_a"].iloc[0]
+        elif below[-1] == len(g) - 1:
+            at = np.nan
+        else:
+            at = g["iteration_b"].iloc[below[-1]]
+        rows.append(
+            {
+                "model": model,
+                "layer": layer,
+                "threshold": threshold,
+                "hardened_at": at,
+                "last_cka": float(g["cka"].iloc[-1]),
+            }
+        )
+    return pd.DataFrame(rows, columns=["model", "layer", "threshold", "hardened_at", "last_cka"])
+
+
+Rows = tuple[list[dict[str, Any]], list[pd.DataFrame]]
+
+
+def _training(model: ModelEntry, ready: Prepared, settings: SimilaritySettings) -> Rows:
+    """CKA of each pair of consecutive history checkpoints of one model."""
+    got = _Comparisons(ready.prompts, settings.workers)
+    history = model.checkpoints
+    sides = [
+        Side(model.name, info.iteration, rec)
+        for info, rec in zip(history, ready.read(history, settings), strict=True)
+    ]
+    every = np.ones(len(ready.prompts), dtype=bool)
+    for a, b in pairwise(sides):
+        got.add("training", a, b, "all", every)
+    return got.rows, got.jack
+
+
+def _domains(
+    pair: tuple[ModelEntry, ModelEntry], ready: Prepared, settings: SimilaritySettings
+) -> Rows:
+    """CKA of two domain models' final checkpoints."""
+    got = _Comparisons(ready.prompts, settings.workers)
+    finals = [m.checkpoints[-1] for m in pair]
+    a, b = (
+        Side(m.name, info.iteration, rec)
+        for m, info, rec in zip(pair, finals, ready.read(finals, settings), strict=True)
+    )
+    got.add("domains", a, b, "all", np.ones(len(ready.prompts), dtype=bool))
+    return got.rows, got.jack
+
+
+def _adaptation(
+    job: tuple[AdaptedModel, CheckpointInfo, str],
+    ready: Prepared,
+    settings: SimilaritySettings,
+) -> Rows:
+    """CKA of a source model where its adaptation started and the adapted model, on the
+    target's prompts and on the source's own."""
+    a, start, source_corpus = job
+    got = _Comparisons(ready.prompts, settings.workers)
+    end, begin = ready.read([a.checkpoints[-1], start], settings)
+    src = Side(a.source, start.iteration, begin)
+    dst = Side(f"{a.source}→{a.target}", a.checkpoints[-1].iteration, end)
+    extra = {"source": a.source, "target": a.target, "start": a.start, "seed": a.directory.name}
+    for label, corpus in (("target", a.target), ("source", source_corpus)):
+        keep = got.corpora == corpus
+        if keep.sum() >= 4:
+            got.add("adaptation", src, dst, label, keep, **extra)
+    return got.rows, got.jack
+
+
+def _compare(
+    run: RunDir, ready: Prepared, settings: SimilaritySettings, got: _Comparisons, log: Log
+) -> None:
+    """Every comparison, in order: training, domains, adaptation. Under torchrun each is a
+    job on the rank that reads its first model (where the lens stage left its passes)."""
+    index = {m.name: i for i, m in enumerate(ready.models)}
+    parts = map_ranks(partial(_training, ready=ready, settings=settings), ready.models, log=log)
+    pairs = list(combinations(ready.models, 2))
+    parts += map_ranks(
+        partial(_domains, ready=ready, settings=settings),
+        pairs,
+        log=log,
+        owners=[index[a.name] for a, _ in pairs],
+    )
+    if settings.adapted:
+        names = {m.name: m.corpus for m in ready.models}
+        adapted = [a for a in run.adapted_models() if a.source in names]
+        starts = [start_of(run, a) for a in adapted]  # every record checked before any work
+        jobs = [(a, s, names[a.source]) for a, s in zip(adapted, starts, strict=True)]
+        parts += map_ranks(
+            partial(_adaptation, ready=ready, settings=settings),
+            jobs,
+            log=log,
+            owners=[index[a.source] for a in adapted],
+        )
+    for rows, jack in parts:
+        got.rows += rows
+        got.jack += jack
+
+
+def run(ctx: StageContext, settings: SimilaritySettings) -> dict[str, Path]:
+    """Every comparison (see the module docstring); write ``similarity/``."""
+    ready = prepare(ctx.run, settings, ctx.log)
+    got = _Comparisons(ready.prompts, settings.workers)
+    _compare(ctx.run, ready, settings, got, ctx.log)
+    cka, jack = got.tables()
+    tables = {"cka": cka, "jackknife": jack, "hardening": hardening(cka, settings.harden_at)}
+    out = ctx.out
+    paths = {name: write_table(df, out / f"{name}.csv") for name, df in tables.items()}
+    paths["settings"] = write_json(out / "settings.json", settings.to_dict())
+    paths["training_png"] = plot_training(cka, out / "training.png")
+    if (cka["kind"] != "training").any():
+        paths["across_png"] = plot_across(cka, out / "across.png")
+    ctx.log(
+        f"similarity: {len(ready.models)} model(s), {len(ready.prompts)} prompts, "
+        f"{cka['comparison'].nunique()} comparisons; wrote {out}"
+    )
+    return paths
+
+
+def load(run: RunDir) -> Tables:
+    """The tables :func:`run` wrote: ``cka``, ``jackknife`` and ``hardening``."""
+    folder = run.root / "similarity"
+    if not (folder / "cka.csv").is_file():
+        raise DomainGPTError(
+            f"no similarity results in {folder}; run `domaingpt similarity --out {run.root}`"
+        )
+    return {name: read_table(folder / f"{name}.csv") for name in TABLES}
