@@ -3,6 +3,7 @@
 Run by hand (not a test)::
 
     python benchmarks/bench_nanogpt.py --nanogpt DIR [--rounds 3] [--data-dir ../shared/data]
+    python benchmarks/bench_nanogpt.py --nanogpt DIR --quick   # does it run? (~2 min)
 
 ``DIR`` is a checkout of karpathy/nanoGPT (commit 3adf61e) *outside* this repository;
 nothing of it is copied here: its ``train.py`` runs as a process, and its
@@ -30,6 +31,8 @@ Per round:
   2000-iteration run (whole-split losses), each from process start.
 
 The load of the machine (``/proc/loadavg``) is recorded before every run and printed.
+``--quick`` checks that everything runs (one round of 30 and 100 iterations, no cpu-fast
+run): its figures measure nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -167,11 +171,8 @@ def one_round(k: int, args: argparse.Namespace, scratch: Path) -> dict:
         rec["load"].append(f"{name} {load()}")
         rec[name] = run_nanogpt(args.nanogpt, iters, scratch / f"{name}-{k}")
 
-    pairs = [
-        (lambda: theirs("nanogpt_300", 300), lambda: ours("domaingpt_300", "cpu-mini", 300)),
-        (lambda: theirs("nanogpt_2000", 2000), lambda: ours("domaingpt_2000", "cpu-mini", 2000)),
-    ]
-    for a, b in pairs:
+    for n in args.iters:
+        a, b = partial(theirs, f"nanogpt_{n}", n), partial(ours, f"domaingpt_{n}", "cpu-mini", n)
         for run in (a, b) if k % 2 == 0 else (b, a):
             run()
         rec["matmul"].append(matmul_rate())
@@ -181,38 +182,42 @@ def one_round(k: int, args: argparse.Namespace, scratch: Path) -> dict:
     return rec
 
 
-def summarize(rounds: list[dict]) -> dict:
+def summarize(rounds: list[dict], iters: tuple[int, int]) -> dict:
+    """Medians over rounds; steady state and time to target from the longer runs."""
     med = statistics.median
     out: dict = {}
-    for name in ("nanogpt_300", "domaingpt_300", "nanogpt_2000", "domaingpt_2000"):
-        out[f"{name}_wall_s"] = med(r[name]["wall"] for r in rounds)
-    for n in ("300", "2000"):
+    for n in iters:
+        for name in (f"nanogpt_{n}", f"domaingpt_{n}"):
+            out[f"{name}_wall_s"] = med(r[name]["wall"] for r in rounds)
+    for n in iters:
         out[f"whole_process_{n}_speedup"] = med(
             r[f"nanogpt_{n}"]["wall"] / r[f"domaingpt_{n}"]["wall"] for r in rounds
         )
+    long = iters[-1]
     ng_f = flops_per_token(65)
-    dg_f = flops_per_token(rounds[0]["domaingpt_2000"]["vocab_size"])
+    dg_f = flops_per_token(rounds[0][f"domaingpt_{long}"]["vocab_size"])
     for who, f in (("nanogpt", ng_f), ("domaingpt", dg_f)):
-        tps = [r[f"{who}_2000"]["tokens_per_s"] for r in rounds]
+        tps = [r[f"{who}_{long}"]["tokens_per_s"] for r in rounds]
         out[f"{who}_tokens_per_s"] = med(tps)
         out[f"{who}_mfu"] = med(
             t * f / statistics.median(r["matmul"]) for t, r in zip(tps, rounds, strict=True)
         )
     out["steady_state_speedup"] = med(
-        r["domaingpt_2000"]["tokens_per_s"] / r["nanogpt_2000"]["tokens_per_s"] for r in rounds
+        r[f"domaingpt_{long}"]["tokens_per_s"] / r[f"nanogpt_{long}"]["tokens_per_s"]
+        for r in rounds
     )
     out["matmul_gflops"] = med(m for r in rounds for m in r["matmul"]) / 1e9
-    ng_ttq = [r["nanogpt_2000"]["time_to_target"] for r in rounds]
+    ng_ttq = [r[f"nanogpt_{long}"]["time_to_target"] for r in rounds]
     out["nanogpt_time_to_target_s"] = med(t for t in ng_ttq if t) if any(ng_ttq) else None
-    for name in ("domaingpt_fast", "domaingpt_2000"):
+    for name in ("domaingpt_fast", f"domaingpt_{long}"):
         got = [r[name]["time_to_target"] for r in rounds if name in r]
         hits = [t for t in got if t is not None]
         out[f"{name}_time_to_target_s"] = med(hits) if hits else None
         out[f"{name}_reached"] = f"{len(hits)}/{len(got)}"
         ratios = [
-            r[name]["time_to_target"] / r["nanogpt_2000"]["time_to_target"]
+            r[name]["time_to_target"] / r[f"nanogpt_{long}"]["time_to_target"]
             for r in rounds
-            if name in r and r[name]["time_to_target"] and r["nanogpt_2000"]["time_to_target"]
+            if name in r and r[name]["time_to_target"] and r[f"nanogpt_{long}"]["time_to_target"]
         ]
         out[f"{name}_time_to_target_ratio"] = med(ratios) if ratios else None
     return out
@@ -226,7 +231,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-fast", action="store_true", help="no cpu-fast time-to-target run")
     ap.add_argument("--json", type=Path, help="write every measurement here")
+    ap.add_argument(
+        "--quick", action="store_true", help="check that it runs: 1 round, 30 and 100 iterations"
+    )
     args = ap.parse_args()
+    args.iters = (30, 100) if args.quick else (300, 2000)
+    if args.quick:
+        args.rounds, args.skip_fast = 1, True
     args.data_dir = args.data_dir.resolve()
     prepare_nanogpt(args.nanogpt, args.data_dir)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load {load()}")
@@ -238,7 +249,7 @@ def main() -> None:
         for k in range(args.rounds):
             rounds.append(one_round(k, args, scratch))
             print(f"round {k + 1}: " + json.dumps(rounds[-1], default=str), flush=True)
-    summary = summarize(rounds)
+    summary = summarize(rounds, args.iters)
     print(f"load at the end {load()}")
     for key, value in summary.items():
         print(f"  {key:<36} {value:.3f}" if isinstance(value, float) else f"  {key:<36} {value}")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from domaingpt.core.config import RUNTIME_TRAIN_KEYS, build_config
+from domaingpt.core.io import read_jsonl
 from domaingpt.errors import ConfigError
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.training.adamw import AdamW
@@ -208,3 +209,18 @@ def test_a_cpu_training_step_never_imports_the_compiler():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_domaingpt_train_with_the_native_step_follows_the_plain_step(tmp_path, train_smoke):
+    """The opt-in end to end: the same losses to float32 rounding, the same model (a
+    run trained with one step is the model the other would train: nothing re-trains)."""
+    losses = {}
+    for step in ("plain", "native"):
+        assert train_smoke(tmp_path / step, f"train.step={step}", "train.threads=2") == 0
+        rows = read_jsonl(tmp_path / step / "models" / "shakespeare" / "metrics.jsonl")
+        losses[step] = [(r["train_loss"] or 0.0, r["val_loss"]) for r in rows]
+    assert len(losses["native"]) == len(losses["plain"]) > 3
+    np.testing.assert_allclose(losses["native"], losses["plain"], rtol=1e-4)
+    assert losses["plain"][-1][1] < losses["plain"][0][1] - 1  # it trains
+    again = train_smoke(tmp_path / "plain", "train.step=native", "train.threads=2")
+    assert again == 2  # "already holds this model": the step is not part of it

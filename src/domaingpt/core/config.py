@@ -66,7 +66,7 @@ class TrainSpec:
     compile: str = "auto"  # "auto" | "on" | "off"
     # "plain" | "workers" | "native": one autograd pass with torch's threads, or one
     # single-threaded worker per core (autograd, or the native step). Opt-in: on a 2-core
-    # machine the plain step is the fastest (README, "Training speed").
+    # machine the plain step is the fastest (README, "The training step").
     step: str = "plain"
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "mps" | "cuda:1" ...
     threads: int = 0  # 0: torch's default

@@ -59,7 +59,7 @@ def step_kind(model: GPT, spec: TrainSpec, device: torch.device, plain_only: boo
     with torch's own threads. ``workers`` and ``native`` (opt-in, for many-core CPUs; see
     :mod:`domaingpt.training.workers`): one single-threaded worker per torch thread, on
     autograd or on the native training step. On a 2-core machine neither pays (README,
-    "Training speed"). The plain step runs wherever the workers do not apply: another
+    "The training step"). The plain step runs wherever the workers do not apply: another
     device than the CPU, DDP or ``torch.compile`` (``plain_only``), autocast (the workers
     compute in float32), dropout (the workers would draw its masks from one generator in
     a racing order); ``native`` becomes ``workers`` where the native step does not
