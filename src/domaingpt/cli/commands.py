@@ -11,6 +11,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from domaingpt.cli.options import settings_from_args
 from domaingpt.core.config import RunConfig
@@ -18,10 +19,12 @@ from domaingpt.core.device import oom_hint
 from domaingpt.core.distributed import launched_by_torchrun, study_ranks
 from domaingpt.core.progress import Log, quiet_log, stderr_log
 from domaingpt.core.rundir import RunDir, build_vocab, default_vocab_corpora, save_vocab
-from domaingpt.core.stage import Stage, StageContext, run_stage
 from domaingpt.data.corpus import Corpus
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError
+
+if TYPE_CHECKING:
+    from domaingpt.core.stage import Stage
 
 #: The training preset of ``domaingpt train`` when none is given (and none is recorded).
 DEFAULT_TRAIN_PRESET = "cpu-mini"
@@ -212,6 +215,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def stage_command(stage: Stage) -> Callable[[argparse.Namespace], int]:
     """``domaingpt NAME``: run one stage into ``--out`` and print what it found."""
+    # Here, not at the top: the stage contract imports pandas, which the commands that
+    # are not stages (train: a 3-second start) never need.
+    from domaingpt.core.stage import StageContext, run_stage
 
     def command(args: argparse.Namespace) -> int:
         settings = settings_from_args(stage.settings, args)

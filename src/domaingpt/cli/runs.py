@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # imported where used: every command's parser imports this module
+    import pandas as pd
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +36,8 @@ def _cell(value: object) -> str:
 
 def _show(df: pd.DataFrame) -> str:
     """A plain-text table: text left-aligned, numbers right-aligned, two spaces apart."""
+    import pandas as pd
+
     numeric = [pd.api.types.is_float_dtype(df[c]) for c in df.columns]
     rows = [[str(c) for c in df.columns]]
     rows += [[_cell(v) for v in row] for row in df.itertuples(index=False)]

@@ -23,8 +23,10 @@ TRAIN_SECTIONS = ("model", "train", "data")
 #: Training settings that change how fast a run goes, not what it computes: they may
 #: differ on resume, and they are not part of the train stage's cache key.
 RUNTIME_TRAIN_KEYS = frozenset(
-    {"compile", "device", "threads", "eval_interval", "eval_tokens", "resume_interval"}
+    {"compile", "device", "threads", "step", "eval_interval", "eval_tokens", "resume_interval"}
 )
+#: How a training step computes its gradients (see :func:`domaingpt.training.trainer.step_kind`).
+TRAIN_STEPS = ("plain", "workers", "native")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,10 @@ class TrainSpec:
     sample_prompt: str = "\n"
     sample_seed: int = 1
     compile: str = "auto"  # "auto" | "on" | "off"
+    # "plain" | "workers" | "native": one autograd pass with torch's threads, or one
+    # single-threaded worker per core (autograd, or the native step). Opt-in: on a 2-core
+    # machine the plain step is the fastest (README, "The training step").
+    step: str = "plain"
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "mps" | "cuda:1" ...
     threads: int = 0  # 0: torch's default
 
@@ -138,6 +144,8 @@ class RunConfig:
             raise ConfigError("train.weight_decay and train.grad_clip must be zero or more")
         if t.compile not in ("auto", "on", "off"):
             raise ConfigError(f"train.compile must be 'auto', 'on' or 'off', got {t.compile!r}")
+        if t.step not in TRAIN_STEPS:
+            raise ConfigError(f"train.step must be 'plain', 'workers' or 'native', got {t.step!r}")
         if isinstance(t.checkpoints, str) and t.checkpoints != "log":
             raise ConfigError('train.checkpoints must be "log" or a list of iterations')
         if isinstance(t.checkpoints, list) and any(i < 0 for i in t.checkpoints):

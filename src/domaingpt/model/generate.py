@@ -10,6 +10,7 @@ import torch
 
 from domaingpt.core.device import full_precision
 from domaingpt.core.settings import seed as check_seed
+from domaingpt.core.threads import torch_threads
 from domaingpt.data.vocab import UNK, Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.gpt import GPT
@@ -55,6 +56,17 @@ def check_sampling(n_chars: int, temperature: float, top_k: int | None, seed: in
     check_seed("the sampling seed", seed)
 
 
+def sample_threads(device: torch.device) -> int:
+    """The torch threads a sampled text is generated with: 1 on a CPU (0: as is).
+
+    One position's forward pass is too small to share (with two threads on a busy machine
+    each character cost 100 ms instead of 2), and the text no longer depends on the
+    machine's core count (matmuls round differently with another thread count, which can
+    flip a sampled character).
+    """
+    return 1 if device.type == "cpu" else 0
+
+
 def stream_text(
     model: GPT,
     vocab: Vocab,
@@ -84,7 +96,11 @@ def stream_text(
             new = model.generate_ids(
                 idx, n_chars, temperature=temperature, top_k=top_k, generator=generator
             )
-            for nxt in new:
+            while True:  # each character sampled with generate_text's thread count
+                with torch_threads(sample_threads(device)):
+                    nxt = next(new, None)
+                if nxt is None:
+                    return
                 yield vocab.decode([int(nxt[0, 0])])
         finally:
             model.train(was_training)
@@ -103,7 +119,10 @@ def generate_text(
     seed: int = 1,
     warn: bool = True,
 ) -> str:
-    """``n_chars`` new characters after ``prompt`` (not included). Same seed, same text."""
+    """``n_chars`` new characters after ``prompt`` (not included). Same seed, same text.
+
+    On a CPU the model runs single-threaded (see :func:`sample_threads`).
+    """
     check_sampling(n_chars, temperature, top_k, seed)
     ids = encode_prompt(vocab, prompt, warn=warn)
     device = next(model.parameters()).device
@@ -114,7 +133,7 @@ def generate_text(
         idx = torch.tensor([ids], dtype=torch.long, device=device)
         # On the model's device (the GPU if it is there), in float32: sampled text is
         # never autocast.
-        with torch.inference_mode(), full_precision(device):
+        with torch.inference_mode(), full_precision(device), torch_threads(sample_threads(device)):
             out = model.generate(
                 idx, n_chars, temperature=temperature, top_k=top_k, generator=generator
             )

@@ -51,7 +51,6 @@ from domaingpt.training.modeldir import (
     prepare_model_dir,
     run_record,
 )
-from domaingpt.training.plots import plot_loss_curves
 from domaingpt.training.trainer import Trainer, lr_at
 
 
@@ -355,4 +354,7 @@ def _prune_resume(ckpt_dir: Path, keep: int) -> None:
 
 
 def _plot_loss(metrics_path: Path, out: Path, title: str) -> None:
+    # Imported here: matplotlib is 0.4 s of CPU that a run only needs at its end.
+    from domaingpt.training.plots import plot_loss_curves
+
     plot_loss_curves({title: read_jsonl(metrics_path)}, out)

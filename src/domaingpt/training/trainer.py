@@ -14,11 +14,14 @@ import numpy as np
 import torch
 
 from domaingpt.core.config import TrainSpec
-from domaingpt.core.device import autocast, is_out_of_memory
+from domaingpt.core.device import autocast, autocast_dtype, is_out_of_memory
 from domaingpt.core.distributed import DistContext, check_batch
 from domaingpt.data.batches import BatchSampler
 from domaingpt.model.gpt import GPT
+from domaingpt.training import native_step
+from domaingpt.training.adamw import AdamW, make_adamw
 from domaingpt.training.memory import out_of_memory
+from domaingpt.training.workers import ParallelGrads
 
 
 def lr_at(it: int, spec: TrainSpec) -> float:
@@ -31,23 +34,56 @@ def lr_at(it: int, spec: TrainSpec) -> float:
     return spec.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (spec.lr - spec.min_lr)
 
 
-def make_optimizer(model: GPT, spec: TrainSpec, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, LayerNorm gains)."""
+def make_optimizer(model: GPT, spec: TrainSpec, device: torch.device) -> AdamW | torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not biases, LayerNorm gains): the fused
+    kernel of ``torch.optim.AdamW(fused=True)``, called without ``torch.optim`` (see
+    :mod:`domaingpt.training.adamw`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": spec.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    kwargs: dict[str, Any] = {"lr": spec.lr, "betas": (spec.beta1, spec.beta2)}
-    if device.type in ("cpu", "cuda"):
-        kwargs["fused"] = True
-    return torch.optim.AdamW(groups, **kwargs)
+    return make_adamw(groups, spec.lr, (spec.beta1, spec.beta2), device)
 
 
 def should_compile(setting: str, device: torch.device) -> bool:
     """``auto`` compiles on CUDA only: on a 2-core CPU compilation costs more than it saves
     for the small presets (see benchmarks/bench_train.py)."""
     return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def step_kind(model: GPT, spec: TrainSpec, device: torch.device, plain_only: bool) -> str:
+    """The step that runs: ``train.step`` where it can, else the nearest one that can.
+
+    ``plain`` (the default, and the reference): one autograd pass over the whole batch,
+    with torch's own threads. ``workers`` and ``native`` (opt-in, for many-core CPUs; see
+    :mod:`domaingpt.training.workers`): one single-threaded worker per torch thread, on
+    autograd or on the native training step. On a 2-core machine neither pays (README,
+    "The training step"). The plain step runs wherever the workers do not apply: another
+    device than the CPU, DDP or ``torch.compile`` (``plain_only``), autocast (the workers
+    compute in float32), dropout (the workers would draw its masks from one generator in
+    a racing order); ``native`` becomes ``workers`` where the native step does not
+    support the model (:func:`domaingpt.training.native_step.unsupported`).
+    """
+    if (
+        spec.step == "plain"
+        or plain_only
+        or device.type != "cpu"
+        or autocast_dtype(device) is not None
+        or model.config.dropout > 0
+    ):
+        return "plain"
+    if spec.step == "native" and native_step.unsupported(model) is None:
+        return "native"
+    return "workers"
+
+
+def step_workers(kind: str, spec: TrainSpec, wanted: int | None = None) -> int:
+    """How many workers compute a step's gradients: 1 for the plain step; else
+    ``wanted``, by default one per torch thread, at most one per row of the batch."""
+    if kind == "plain":
+        return 1
+    return max(1, min(wanted or torch.get_num_threads(), spec.batch_size))
 
 
 def _eagerly(error: Exception) -> None:
@@ -68,7 +104,11 @@ class Trainer:
         train_ids: np.ndarray,
         device: torch.device,
         ctx: DistContext | None = None,
+        *,
+        workers: int | None = None,
     ) -> None:
+        """``workers``: how many workers compute each step's gradients when ``spec.step``
+        asks for them (by default one per torch thread; see :func:`step_workers`)."""
         self.ctx = ctx or DistContext(device=device)
         check_batch(self.ctx, spec.batch_size)
         self.model = model.to(device).train()
@@ -103,6 +143,17 @@ class Trainer:
             except Exception as e:  # compile is an optimisation: fall back, never fail
                 _eagerly(e)
         self._params = [p for p in model.parameters() if p.requires_grad]
+        plain_only = self.ctx.enabled or self._forward is not wrapped
+        kind = step_kind(model, spec, device, plain_only)
+        self.workers = step_workers(kind, spec, workers)
+        if kind == "workers" and self.workers == 1:  # one core: autograd workers are plain
+            kind = "plain"
+        #: The step that runs (``plain``, ``workers`` or ``native``): see :func:`step_kind`.
+        self.step_kind = kind
+        self._parallel = None
+        if kind != "plain":  # native on one worker too: the native kernels on one core
+            engine = "native" if kind == "native" else "autograd"
+            self._parallel = ParallelGrads(model, spec.batch_size, self.workers, engine)
         self.tokens_per_iter = spec.batch_size * spec.grad_accum * model.config.block_size
 
     def step(self) -> torch.Tensor:
@@ -118,6 +169,20 @@ class Trainer:
         lr = lr_at(self.iteration, self.spec)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self._parallel is not None:
+            total = self._parallel([self.sampler.next() for _ in range(self.spec.grad_accum)])
+        else:
+            total = self._accumulate()
+        if self.spec.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self._params, self.spec.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iteration += 1
+        return total
+
+    def _accumulate(self) -> torch.Tensor:
+        """The plain step's gradients: one autograd pass per micro-batch, accumulated in
+        ``.grad``; returns the mean loss, detached."""
         total = torch.zeros((), device=self.device)
         for micro in range(self.spec.grad_accum):
             x, y = self.sampler.next()
@@ -128,11 +193,6 @@ class Trainer:
                 _, loss = self._call(x, y)
                 (loss / self.spec.grad_accum).backward()
             total += loss.detach()
-        if self.spec.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self._params, self.spec.grad_clip, foreach=True)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.iteration += 1
         return total / self.spec.grad_accum
 
     def _call(self, x: torch.Tensor, y: torch.Tensor) -> Any:
