@@ -26,9 +26,8 @@ from domaingpt.errors import ConfigError
 
 S = TypeVar("S", bound="StageSettings")
 
-#: Fields that say where or how fast a stage runs, or where its scalars are logged
-#: (``loggers``, see :mod:`domaingpt.core.loggers`), not what it computes.
-RUNTIME_FIELDS = frozenset({"device", "threads", "data_dir", "offline", "loggers"})
+#: Fields that say where or how fast a stage runs, not what it computes.
+RUNTIME_FIELDS = frozenset({"device", "threads", "data_dir", "offline"})
 #: The largest seed: every random generator used (torch, numpy) accepts 0..2**63 - 1,
 #: also after adding the number of seeds a stage draws from it.
 MAX_SEED = 2**63 - 1

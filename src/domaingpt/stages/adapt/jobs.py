@@ -216,10 +216,10 @@ def run_job(
     torch.manual_seed(job.seed)
     model, vocab = _start_model(job, device)
     trainer = Trainer(model, spec, target.train, device)
-    t0 = time.perf_counter()
     directory.mkdir(parents=True, exist_ok=True)  # whole only once its checkpoint is there
     info = RunInfo(directory, job.run_name, "adapt", {"adapt": key})
     loggers = open_loggers(job_loggers(job, settings), info)
+    t0 = time.perf_counter()  # the run's own time, not the loggers' start-up
     try:
         rows = _train_recording(job, settings, trainer, model, (target, source), loggers)
     finally:

@@ -93,6 +93,11 @@ class AdaptSettings(StageSettings):
         for pair in self.pairs:
             parse_pair(pair)
 
+    def key_dict(self) -> dict:
+        """Without ``loggers``: where the curves are shown changes none of them, so a
+        change of loggers reruns nothing (as ``train.loggers`` retrains nothing)."""
+        return {k: v for k, v in super().key_dict().items() if k != "loggers"}
+
     def early_iteration(self) -> int | None:
         """The requested early iteration, or None for ``auto``."""
         if isinstance(self.early, int) and not isinstance(self.early, bool):
