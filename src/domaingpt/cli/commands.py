@@ -53,6 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     corpus, the configuration, the memory a step needs, the vocabulary, the split, the
     model directory)."""
     from domaingpt.core.device import pick_device
+    from domaingpt.core.loggers import require_loggers
     from domaingpt.data.corpus import resolve_corpus
     from domaingpt.data.encoding import encode_corpus
     from domaingpt.training.loop import train
@@ -64,6 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     corpus = resolve_corpus(args.corpus, args.data_dir, download=not args.offline)
     model_dir = run.model(corpus.name)
     cfg = _train_config(args, model_dir)
+    require_loggers(cfg.train.loggers)
     check_fits(cfg, device_type=pick_device(cfg.train.device).type)
     vocab, vocab_corpora = _train_vocab(run, corpus, args)
     encoded = encode_corpus(corpus, vocab)

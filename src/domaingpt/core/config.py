@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from domaingpt.core.loggers import DEFAULT_LOGGERS, check_logger_names
 from domaingpt.core.settings import coerce, finite, seed
 from domaingpt.errors import ConfigError
 
@@ -23,7 +24,16 @@ TRAIN_SECTIONS = ("model", "train", "data")
 #: Training settings that change how fast a run goes, not what it computes: they may
 #: differ on resume, and they are not part of the train stage's cache key.
 RUNTIME_TRAIN_KEYS = frozenset(
-    {"compile", "device", "threads", "step", "eval_interval", "eval_tokens", "resume_interval"}
+    {
+        "compile",
+        "device",
+        "threads",
+        "step",
+        "eval_interval",
+        "eval_tokens",
+        "resume_interval",
+        "loggers",
+    }
 )
 #: How a training step computes its gradients (see :func:`domaingpt.training.trainer.step_kind`).
 TRAIN_STEPS = ("plain", "workers", "native")
@@ -84,6 +94,8 @@ class TrainSpec:
     step: str = "plain"
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "mps" | "cuda:1" ...
     threads: int = 0  # 0: torch's default
+    # Where the scalars go besides metrics.jsonl: names of core.loggers.LOGGERS.
+    loggers: list[str] = field(default_factory=lambda: list(DEFAULT_LOGGERS))
 
     @property
     def decay_iters(self) -> int:
@@ -146,6 +158,7 @@ class RunConfig:
             raise ConfigError(f"train.compile must be 'auto', 'on' or 'off', got {t.compile!r}")
         if t.step not in TRAIN_STEPS:
             raise ConfigError(f"train.step must be 'plain', 'workers' or 'native', got {t.step!r}")
+        check_logger_names("train.loggers", t.loggers)
         if isinstance(t.checkpoints, str) and t.checkpoints != "log":
             raise ConfigError('train.checkpoints must be "log" or a list of iterations')
         if isinstance(t.checkpoints, list) and any(i < 0 for i in t.checkpoints):
@@ -157,6 +170,9 @@ class RunConfig:
 
 
 SECTIONS: dict[str, type] = {"model": ModelSpec, "train": TrainSpec, "data": DataSpec}
+#: Lists of names that may also be given as one comma-separated string (``--set`` reads a
+#: value as TOML, and ``csv,tensorboard`` is not TOML), as the stages' list options are.
+_COMMA_LISTS = frozenset({"loggers"})
 
 
 def _all_keys() -> list[str]:
@@ -177,6 +193,8 @@ def _apply(cfg: RunConfig, section: str, values: dict[str, Any]) -> RunConfig:
         key = f"{section}.{name}"
         if name not in names:
             raise _unknown_key(key)
+        if name in _COMMA_LISTS and isinstance(value, str):  # --set train.loggers=csv,wandb
+            value = [v.strip() for v in value.split(",") if v.strip()]
         updates[name] = coerce(f"config key {key!r}", value, cls, name)
     return replace(cfg, **{section: replace(getattr(cfg, section), **updates)})
 

@@ -11,6 +11,8 @@ A model directory holds::
     samples.jsonl       a fixed-seed sample at every history checkpoint
     checkpoints/        iter-*.{safetensors,json} (history) and resume-* (resumable)
     loss.png            the loss curve
+    tensorboard/        event files, with train.loggers = ["tensorboard"] (and wandb/ with
+                        "wandb"): the scalars of metrics.jsonl (see core.loggers)
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from domaingpt.core.distributed import (
 )
 from domaingpt.core.faults import fault_point
 from domaingpt.core.io import append_jsonl, read_jsonl, write_jsonl
+from domaingpt.core.loggers import Loggers, RunInfo, open_loggers, require_loggers
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
@@ -52,6 +55,9 @@ from domaingpt.training.modeldir import (
     run_record,
 )
 from domaingpt.training.trainer import Trainer, lr_at
+
+#: The columns of ``metrics.jsonl`` that go to ``train.loggers`` (under the same names).
+LOGGED_SCALARS = ("train_loss", "val_loss", "lr", "tokens_per_s")
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ class _Recorder:
         self.eval_windows = max(1, self.spec.eval_tokens // model.config.block_size)
         self.t_start = time.perf_counter()
         self.elapsed_before = _elapsed_before(self.metrics_path)
+        self.loggers = Loggers([])  # train.loggers, opened by train() on the main rank
 
     def evaluate(
         self, it: int, train_loss: float | None, tps: float | None, full: bool = False
@@ -120,6 +127,7 @@ class _Recorder:
         if full:
             row["val_loss_full"] = val
         append_jsonl(self.metrics_path, row)
+        self.loggers.log(it, {k: row[k] for k in LOGGED_SCALARS})
         return val
 
     def meta(self, it: int, val: float | None) -> dict[str, Any]:
@@ -208,6 +216,7 @@ def train(
     ctx = dist or init_distributed(spec.device)
     check_batch(ctx, spec.batch_size)  # before anything is written
     check_fits(cfg, vocab.size, device_type=ctx.device.type)
+    require_loggers(spec.loggers)
     main = ctx.is_main  # only the main rank writes; the others compute the same steps
     record = run_record(cfg, corpus_name, corpus_sha, vocab, corpus_path)
     has_work = resume
@@ -228,11 +237,17 @@ def train(
         model, trainer, vocab, cfg, (corpus_name, corpus_sha), val_ids, model_dir, resumed_from
     )
     val_loss = float("nan")
-    if resumed_from is None and main:  # a fresh start: score and keep the initial model
-        val_loss = rec.evaluate(0, None, None)
-        rec.history_point(0, val_loss)
-        rec.resume_point(0, val_loss)
-    speed = _train_steps(rec, ctx, val_loss, progress=progress and main)
+    if main:
+        info = RunInfo(model_dir, model_dir.name, "train", cfg.to_dict(), resumed_from)
+        rec.loggers = open_loggers(spec.loggers, info)
+    try:
+        if resumed_from is None and main:  # a fresh start: score and keep the initial model
+            val_loss = rec.evaluate(0, None, None)
+            rec.history_point(0, val_loss)
+            rec.resume_point(0, val_loss)
+        speed = _train_steps(rec, ctx, val_loss, progress=progress and main)
+    finally:
+        rec.loggers.close()
     if not main:  # the main rank scores and writes the final results
         barrier(ctx)
         return TrainResult(

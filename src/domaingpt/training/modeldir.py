@@ -37,7 +37,10 @@ from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints
 #: Training keys a model may be continued with a new value of: raising max_iters extends it.
 EXTENDABLE_TRAIN_KEYS = frozenset({"max_iters"})
 #: What domaingpt writes in a model directory (and ``checkpoints/`` holds only checkpoints).
-MODEL_FILES = frozenset({"run.json", "metrics.jsonl", "samples.jsonl", "loss.png", "checkpoints"})
+MODEL_FILES = frozenset(
+    {"run.json", "metrics.jsonl", "samples.jsonl", "loss.png", "checkpoints"}
+    | {"tensorboard", "wandb"}  # train.loggers' folders (core.loggers)
+)
 _CHECKPOINT_FILE = re.compile(r"^(iter|resume)-\d{7,}\.(json|safetensors)$")
 _TEMP_FILE = re.compile(r"^\..+\.tmp$")  # an atomic write's temporary file (core.io)
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import math
 import shutil
+import types
 
 import pandas as pd
 import pytest
 
+from domaingpt.core.config import build_config
 from domaingpt.core.io import read_jsonl
 from domaingpt.core.rundir import RunDir
+from domaingpt.core.stage import StageContext
 from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus
+from domaingpt.data.splits import CorpusCache
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
 from domaingpt.scoring import score_windows
@@ -26,6 +30,7 @@ from domaingpt.stages.adapt import (
     summary_markdown,
     verdict,
 )
+from domaingpt.stages.adapt import jobs as jobs_mod
 from domaingpt.stages.evaluate import EvalSettings, load_evaluate, run_evaluate
 
 VAL_FRACTION = 0.02
@@ -250,3 +255,58 @@ def test_cli_errors(cli_error, capsys, run, data_dir):
     err = cli_error("adapt", "--pairs", "math:math", *common)
     assert "its own corpus" in err
     assert "SOURCE:TARGET" in cli_error("adapt", "--pairs", "math", *common)
+
+
+def test_adaptation_curves_reach_the_loggers(run, data_dir, tmp_path):
+    """Each adaptation run's curve goes to TensorBoard in its own folder (the path names
+    source → target, start and seed), with the values and steps of curves.csv."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    other = RunDir(tmp_path / "r")
+    shutil.copytree(run.models, other.models)
+    shutil.copy(run.vocab_path, other.vocab_path)
+    chosen = {"seeds": 1, "starts": ["final", "early"], "loggers": ["tensorboard"]}
+    run_adapt(other, settings(data_dir, **chosen), **QUIET)
+    curves = load_adapt(other)["curves"]
+    for start in ("final", "early"):
+        folder = other.adapt / "shakespeare__to__math" / start / "seed0" / "tensorboard"
+        events = accumulator.EventAccumulator(str(folder))
+        events.Reload()
+        assert sorted(events.Tags()["scalars"]) == ["source_loss", "target_loss"]
+        rows = curves[curves["start"] == start]
+        for tag in ("target_loss", "source_loss"):
+            logged = [(e.step, e.value) for e in events.Scalars(tag)]
+            assert [s for s, _ in logged] == [0, 10, 20]
+            assert [v for _, v in logged] == pytest.approx(list(rows[tag]), rel=1e-6, abs=1e-6)
+    # loggers are a runtime setting: the same runs with other loggers are reused
+    lines: list[str] = []
+    run_adapt(other, settings(data_dir, **{**chosen, "loggers": ["csv"]}), progress=False,
+              log=lines.append)  # fmt: skip
+    assert any("reused 2" in line for line in lines)
+
+
+def test_adapt_loggers_default_to_the_source_models(run, data_dir, monkeypatch):
+    """Without adapt.loggers a run logs where its source model was trained to log, and
+    the run name tells source → target, start and seed."""
+
+    cache = CorpusCache(str(data_dir), download=False, run=run)
+    plan = jobs_mod.plan_jobs(run, settings(data_dir, seeds=1, starts=["early"]), cache)
+    (job,) = plan
+    assert job.run_name == "shakespeare→math early@10 seed0"
+    assert jobs_mod.job_loggers(job, settings(data_dir)) == ["csv"]
+    assert jobs_mod.job_loggers(job, settings(data_dir, loggers=["wandb"])) == ["wandb"]
+
+
+def test_adapt_in_a_study_logs_where_the_study_trains(run, monkeypatch):
+    """Under ``domaingpt run``, adapt.loggers left empty takes the study's train.loggers;
+    set, it is kept."""
+    import domaingpt.stages.adapt as adapt_pkg
+
+    seen = []
+    monkeypatch.setattr(adapt_pkg, "run_adapt", lambda r, s, **kw: seen.append(s.loggers) or {})
+    cfg = build_config("smoke", ["train.loggers=csv,tensorboard"])
+    study = types.SimpleNamespace(config=lambda: cfg)
+    ctx = StageContext(run=run, stage=adapt_pkg.stage, study=study)
+    adapt_pkg.stage.run(ctx, AdaptSettings())
+    adapt_pkg.stage.run(ctx, AdaptSettings(loggers=["wandb"]))
+    adapt_pkg.stage.run(StageContext(run=run, stage=adapt_pkg.stage), AdaptSettings())
+    assert seen == [["csv", "tensorboard"], ["wandb"], []]

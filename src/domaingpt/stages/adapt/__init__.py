@@ -29,6 +29,8 @@ from domaingpt.stages.adapt.summary import (
 
 
 def run(ctx: StageContext, settings: AdaptSettings) -> dict[str, Path]:
+    if not settings.loggers and ctx.study is not None:  # the study's train.loggers
+        settings = settings.replace(loggers=list(ctx.study.config().train.loggers))
     return run_adapt(ctx.run, settings, progress=ctx.progress, log=ctx.log, corpora=ctx.corpora)
 
 

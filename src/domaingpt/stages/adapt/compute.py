@@ -30,6 +30,7 @@ import torch
 from domaingpt.core.device import pick_device
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import atomic_write_text, read_jsonl, write_json, write_jsonl
+from domaingpt.core.loggers import require_loggers
 from domaingpt.core.progress import Log, progress_bar, stderr_log
 from domaingpt.core.rundir import RunDir, run_config_of
 from domaingpt.core.threads import torch_threads
@@ -40,6 +41,7 @@ from domaingpt.stages.adapt.figures import plot_adaptation_curves
 from domaingpt.stages.adapt.jobs import (
     CURVE_COLUMNS,
     Job,
+    job_loggers,
     plan_jobs,
     run_job,
     stored_result,
@@ -91,6 +93,7 @@ def _run_adapt(
     log: Log,
 ) -> dict[str, Path]:
     jobs = plan_jobs(run, settings, cache)
+    require_loggers({name: None for job in jobs for name in job_loggers(job, settings)})
 
     def splits(job: Job) -> tuple[Split, Split]:
         vocab = Vocab.from_json(job.shape_info.meta["vocab"])

@@ -30,6 +30,7 @@ import torch
 
 from domaingpt.core.config import RunConfig, TrainSpec, from_dict
 from domaingpt.core.io import write_jsonl
+from domaingpt.core.loggers import Loggers, RunInfo, open_loggers
 from domaingpt.core.rundir import RunDir, run_config_of
 from domaingpt.data.splits import CorpusCache, Split
 from domaingpt.data.vocab import Vocab
@@ -56,6 +57,8 @@ CURVE_COLUMNS = [
     "source_loss",
     "source_iteration",
 ]
+#: The columns of ``curve.jsonl`` that go to the loggers (``adapt.loggers``).
+LOGGED_SCALARS = ("target_loss", "source_loss")
 
 
 def pick_early(history: list[CheckpointInfo], settings: AdaptSettings) -> CheckpointInfo:
@@ -97,6 +100,12 @@ class Job:
     @property
     def source_iteration(self) -> int | None:
         return None if self.start_info is None else self.start_info.iteration
+
+    @property
+    def run_name(self) -> str:
+        """How the loggers show the run: ``shakespeare→math final@500 seed0``."""
+        at = "" if self.source_iteration is None else f"@{self.source_iteration}"
+        return f"{self.source}→{self.target} {self.start}{at} seed{self.seed}"
 
     def directory(self, root: Path) -> Path:
         return root / f"{self.source}__to__{self.target}" / self.start / f"seed{self.seed}"
@@ -179,6 +188,11 @@ def training_spec(job: Job, settings: AdaptSettings) -> tuple[RunConfig, TrainSp
     return cfg, spec
 
 
+def job_loggers(job: Job, settings: AdaptSettings) -> list[str]:
+    """The loggers of a run: ``adapt.loggers``, else the source model's ``train.loggers``."""
+    return list(settings.loggers) or list(training_spec(job, settings)[1].loggers)
+
+
 def stored_result(directory: Path, key: dict) -> dict | None:
     """The meta of a finished run with this key, or None (absent, other settings, damaged)."""
     history = list_checkpoints(directory / "checkpoints", "iter")
@@ -202,12 +216,17 @@ def run_job(
     torch.manual_seed(job.seed)
     model, vocab = _start_model(job, device)
     trainer = Trainer(model, spec, target.train, device)
-    t0 = time.perf_counter()
-    rows = _train_recording(job, settings, trainer, model, target, source)
+    directory.mkdir(parents=True, exist_ok=True)  # whole only once its checkpoint is there
+    info = RunInfo(directory, job.run_name, "adapt", {"adapt": key})
+    loggers = open_loggers(job_loggers(job, settings), info)
+    t0 = time.perf_counter()  # the run's own time, not the loggers' start-up
+    try:
+        rows = _train_recording(job, settings, trainer, model, (target, source), loggers)
+    finally:
+        loggers.close()
     target_full, source_full = _losses(model, settings, target, source, settings.final_windows)
     seconds = time.perf_counter() - t0
     # The curve and the sample first, the checkpoint last: a run with a checkpoint is whole.
-    directory.mkdir(parents=True, exist_ok=True)
     write_jsonl(directory / "curve.jsonl", rows)
     _write_sample(job, settings, model, vocab, target_full, directory)
     result = {
@@ -268,10 +287,12 @@ def _train_recording(
     settings: AdaptSettings,
     trainer: Trainer,
     model: GPT,
-    target: Split,
-    source: Split,
+    splits: tuple[Split, Split],
+    loggers: Loggers,
 ) -> list[dict[str, Any]]:
-    """Train ``settings.iters`` steps; the curve's rows at each step of the schedule."""
+    """Train ``settings.iters`` steps; the curve's rows at each step of the schedule (each
+    also sent to ``loggers``)."""
+    target, source = splits
     rows = []
     steps = settings.steps()
     for step in range(settings.iters + 1):
@@ -297,6 +318,7 @@ def _train_recording(
                     "source_iteration": job.source_iteration,
                 }
             )
+            loggers.log(step, {k: rows[-1][k] for k in LOGGED_SCALARS})
     return rows
 
 

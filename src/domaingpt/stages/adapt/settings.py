@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domaingpt.core import published
+from domaingpt.core.loggers import check_logger_names
 from domaingpt.core.settings import StageSettings, finite, setting
 from domaingpt.errors import ConfigError
 
@@ -27,7 +28,8 @@ class AdaptSettings(StageSettings):
     ``batch_size = 0`` the source model's. ``early`` is ``"auto"`` (the history checkpoint
     nearest ``early_fraction`` of training, iteration 0 and the final one excluded) or an
     iteration. ``pairs`` are ``"source:target"``; empty means every ordered pair of the
-    run's trained models.
+    run's trained models. ``loggers`` empty: the study's ``train.loggers`` (under
+    ``domaingpt run``), else those the source model was trained with.
     """
 
     SECTION = "adapt"
@@ -53,6 +55,11 @@ class AdaptSettings(StageSettings):
     sample_chars: int = setting(200, "characters of each adapted model's sample", cli=False)
     sample_prompt: str = setting("\n", "prompt of the samples", cli=False)
     sample_seed: int = setting(1, "seed of the samples", cli=False)
+    loggers: list[str] = setting(
+        [],
+        "where each run's loss curve is logged besides curves.csv: csv, tensorboard, wandb "
+        "(default: the study's train.loggers, else the source model's)",
+    )
 
     def check(self) -> None:
         super().check()
@@ -82,9 +89,15 @@ class AdaptSettings(StageSettings):
             raise ConfigError(
                 f"start points must be among {', '.join(START_POINTS)}, got {self.starts}"
             )
+        check_logger_names("adapt.loggers", self.loggers)
         self.early_iteration()
         for pair in self.pairs:
             parse_pair(pair)
+
+    def key_dict(self) -> dict:
+        """Without ``loggers``: where the curves are shown changes none of them, so a
+        change of loggers reruns nothing (as ``train.loggers`` retrains nothing)."""
+        return {k: v for k, v in super().key_dict().items() if k != "loggers"}
 
     def early_iteration(self) -> int | None:
         """The requested early iteration, or None for ``auto``."""

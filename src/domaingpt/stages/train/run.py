@@ -20,6 +20,7 @@ from domaingpt.core.distributed import (
     task_log,
 )
 from domaingpt.core.io import read_jsonl
+from domaingpt.core.loggers import require_loggers
 from domaingpt.core.rundir import RunDir, build_vocab, read_run_json, save_vocab, study_order
 from domaingpt.core.settings import StageSettings, setting
 from domaingpt.core.stage import StageContext
@@ -166,6 +167,7 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
     if not ctx.corpora:
         raise ConfigError("the train stage trains the study's corpora; none were given")
     cfg = settings.config
+    require_loggers(cfg.train.loggers)  # a missing extra: before anything is written
     vocab, vocab_corpora = study_vocab_for(ctx)
     plan = []
     for corpus in ctx.corpora:
