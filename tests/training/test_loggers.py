@@ -157,6 +157,20 @@ def test_missing_extra_stops_train_before_writing(cli_error, data_dir, tmp_path,
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_missing_extra_stops_a_study_before_writing(cli_error, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    study = tmp_path / "study.toml"
+    study.write_text(
+        '[study]\nname = "logged"\ncorpora = ["shakespeare"]\npreset = "smoke"\n'
+        '[train]\nloggers = ["csv", "tensorboard"]\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "run"
+    err = cli_error("run", study, "--out", out, "--data-dir", data_dir, "--quiet")
+    assert "the tensorboard logger needs" in err
+    assert not out.exists()
+
+
 def test_unknown_logger_names_the_known_ones(cli_error, data_dir, tmp_path):
     out = tmp_path / "run"
     err = cli_error(

@@ -33,6 +33,7 @@ import pandas as pd
 from domaingpt import __version__
 from domaingpt.core.distributed import study_mode, study_world
 from domaingpt.core.io import append_text, atomic_write_text, write_json
+from domaingpt.core.loggers import require_loggers
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.rundir import (
     RunDir,
@@ -206,6 +207,8 @@ def run_study(
     corpus_names = [c.name for c in corpora]
     if len(set(corpus_names)) != len(corpus_names):
         raise ConfigError(f"study.corpora names the same corpus twice: {corpus_names}")
+    if "train" in names:  # a logger's missing extra, named before anything is written
+        require_loggers(spec.config().train.loggers)
     try:
         run.root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
