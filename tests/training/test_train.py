@@ -183,3 +183,15 @@ def test_compile_that_fails_on_first_use_falls_back_to_eager(monkeypatch, capsys
     out = capsys.readouterr().out
     assert out.count("running eagerly") == 1
     assert "torch.compile unavailable (RuntimeError: InductorError: no working C++" in out
+
+
+def test_train_threads_apply_while_training_and_are_restored(train_smoke, tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert train_smoke(tmp_path, "train.threads=1", "train.max_iters=5") == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    record = json.loads((tmp_path / "models" / "shakespeare" / "run.json").read_text())
+    assert record["config"]["train"]["threads"] == 1

@@ -93,11 +93,6 @@ def full_precision(device: torch.device | str) -> contextlib.AbstractContextMana
         return contextlib.nullcontext()
 
 
-def set_threads(n: int) -> None:
-    if n > 0:
-        torch.set_num_threads(n)
-
-
 class OutOfMemory(DomainGPTError):
     """The device ran out of memory; the message names the batch size to lower."""
 

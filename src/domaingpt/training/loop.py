@@ -27,7 +27,6 @@ import numpy as np
 import torch
 
 from domaingpt.core.config import RunConfig, TrainSpec, log_schedule
-from domaingpt.core.device import set_threads
 from domaingpt.core.distributed import (
     DistContext,
     all_reduce_mean,
@@ -39,6 +38,7 @@ from domaingpt.core.faults import fault_point
 from domaingpt.core.io import append_jsonl, read_jsonl, write_jsonl
 from domaingpt.core.loggers import Loggers, RunInfo, open_loggers, require_loggers
 from domaingpt.core.progress import Log, progress_bar
+from domaingpt.core.threads import torch_threads
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import (
@@ -212,63 +212,63 @@ def train(
     study's job passes its own rank's single-process context).
     """
     spec = cfg.train
-    set_threads(spec.threads)
-    ctx = dist or init_distributed(spec.device)
-    check_batch(ctx, spec.batch_size)  # before anything is written
-    check_fits(cfg, vocab.size, device_type=ctx.device.type)
-    require_loggers(spec.loggers)
-    main = ctx.is_main  # only the main rank writes; the others compute the same steps
-    record = run_record(cfg, corpus_name, corpus_sha, vocab, corpus_path)
-    has_work = resume
-    if main:
-        has_work = prepare_model_dir(model_dir, record, resume=resume, overwrite=overwrite)
-    barrier(ctx)
-
-    torch.manual_seed(spec.seed)
-    with out_of_memory("creating the model"):
-        model = GPT(GPTConfig(vocab_size=vocab.size, **cfg.model.__dict__))
-        trainer = Trainer(model, spec, train_ids, ctx.device, ctx)
-    resumed_from = None
-    if has_work:
-        resumed_from = _restore(model, trainer, model_dir, corpus_name, main, log)
-    elif spec.max_iters < 1:
-        raise DomainGPTError("train.max_iters must be at least 1")
-    rec = _Recorder(
-        model, trainer, vocab, cfg, (corpus_name, corpus_sha), val_ids, model_dir, resumed_from
-    )
-    val_loss = float("nan")
-    if main:
-        info = RunInfo(model_dir, model_dir.name, "train", cfg.to_dict(), resumed_from)
-        rec.loggers = open_loggers(spec.loggers, info)
-    try:
-        if resumed_from is None and main:  # a fresh start: score and keep the initial model
-            val_loss = rec.evaluate(0, None, None)
-            rec.history_point(0, val_loss)
-            rec.resume_point(0, val_loss)
-        speed = _train_steps(rec, ctx, val_loss, progress=progress and main)
-    finally:
-        rec.loggers.close()
-    if not main:  # the main rank scores and writes the final results
+    with torch_threads(spec.threads):  # restored when training ends
+        ctx = dist or init_distributed(spec.device)
+        check_batch(ctx, spec.batch_size)  # before anything is written
+        check_fits(cfg, vocab.size, device_type=ctx.device.type)
+        require_loggers(spec.loggers)
+        main = ctx.is_main  # only the main rank writes; the others compute the same steps
+        record = run_record(cfg, corpus_name, corpus_sha, vocab, corpus_path)
+        has_work = resume
+        if main:
+            has_work = prepare_model_dir(model_dir, record, resume=resume, overwrite=overwrite)
         barrier(ctx)
-        return TrainResult(
-            model_dir,
-            spec.max_iters,
-            float("nan"),
-            speed.seconds,
-            speed.tokens_per_second,
-            resumed_from,
-            False,
+
+        torch.manual_seed(spec.seed)
+        with out_of_memory("creating the model"):
+            model = GPT(GPTConfig(vocab_size=vocab.size, **cfg.model.__dict__))
+            trainer = Trainer(model, spec, train_ids, ctx.device, ctx)
+        resumed_from = None
+        if has_work:
+            resumed_from = _restore(model, trainer, model_dir, corpus_name, main, log)
+        elif spec.max_iters < 1:
+            raise DomainGPTError("train.max_iters must be at least 1")
+        rec = _Recorder(
+            model, trainer, vocab, cfg, (corpus_name, corpus_sha), val_ids, model_dir, resumed_from
         )
-    full = _final_loss(rec)
-    _plot_loss(rec.metrics_path, model_dir / "loss.png", corpus_name)
-    barrier(ctx)
-    log(
-        f"{corpus_name}: {spec.max_iters} iterations, val loss {full:.4f} (whole split), "
-        f"{speed.tokens_per_second:,.0f} tokens/s"
-    )
-    return TrainResult(
-        model_dir, spec.max_iters, full, speed.seconds, speed.tokens_per_second, resumed_from
-    )
+        val_loss = float("nan")
+        if main:
+            info = RunInfo(model_dir, model_dir.name, "train", cfg.to_dict(), resumed_from)
+            rec.loggers = open_loggers(spec.loggers, info)
+        try:
+            if resumed_from is None and main:  # a fresh start: score and keep the initial model
+                val_loss = rec.evaluate(0, None, None)
+                rec.history_point(0, val_loss)
+                rec.resume_point(0, val_loss)
+            speed = _train_steps(rec, ctx, val_loss, progress=progress and main)
+        finally:
+            rec.loggers.close()
+        if not main:  # the main rank scores and writes the final results
+            barrier(ctx)
+            return TrainResult(
+                model_dir,
+                spec.max_iters,
+                float("nan"),
+                speed.seconds,
+                speed.tokens_per_second,
+                resumed_from,
+                False,
+            )
+        full = _final_loss(rec)
+        _plot_loss(rec.metrics_path, model_dir / "loss.png", corpus_name)
+        barrier(ctx)
+        log(
+            f"{corpus_name}: {spec.max_iters} iterations, val loss {full:.4f} (whole split), "
+            f"{speed.tokens_per_second:,.0f} tokens/s"
+        )
+        return TrainResult(
+            model_dir, spec.max_iters, full, speed.seconds, speed.tokens_per_second, resumed_from
+        )
 
 
 def _restore(
