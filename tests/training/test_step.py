@@ -92,7 +92,7 @@ def test_native_worker_gradients_equal_autograd(bias):
     want = torch.autograd.grad(loss, list(model.parameters()))
     grad = torch.zeros(model.num_params(False))
     got_loss = NativeWorker(model, 5, grad).add(x, y, 0.5)
-    assert float(got_loss) == pytest.approx(0.5 * loss.item(), rel=1e-6)
+    assert float(got_loss) == pytest.approx(0.5 * float(loss.detach()), rel=1e-6)
     offset = 0
     for (name, p), g in zip(model.named_parameters(), want, strict=True):
         mine = grad[offset : offset + p.numel()].view_as(p)
