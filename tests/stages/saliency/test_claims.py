@@ -430,7 +430,8 @@ def test_few_shot_attributions_move_towards_the_targets_own_model():
                 "vowel": [0.2, 0.21, 0.19, 0.2],
                 "digit": [0.0, 0.01, -0.01, 0.0],
             },
-            ("math", "wikipedia", "final"): {"vowel": [0.01, -0.01, 0.02, -0.02]},
+            # a class in one prompt only: a share but no interval, never "[+nan, +nan]"
+            ("math", "wikipedia", "final"): {"vowel": [0.01, -0.01, 0.02, -0.02], "digit": [0.3]},
         }
     )
     found = claims({"zero_few_prompts": prompts, "zero_few_classes": classes})
@@ -442,6 +443,7 @@ def test_few_shot_attributions_move_towards_the_targets_own_model():
     assert shift.verdict is Verdict.PARTLY
     assert "Shakespeare → Math from final: vowel +0.200" in shift.evidence
     assert "Math → Wikipedia from final: none (largest vowel" in shift.evidence
+    assert "nan" not in shift.evidence
 
 
 def test_zero_few_without_the_targets_own_model_is_not_measured():

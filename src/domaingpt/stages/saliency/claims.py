@@ -321,6 +321,8 @@ def towards_claim(prompts: pd.DataFrame) -> Claim:
 
 
 def _shift(name: str, ci: dict) -> str:
+    if ci["n"] < 2:  # a class in one prompt only has a share but no interval
+        return f"{name} {ci['mean']:+.3f} (one prompt)"
     return f"{name} {ci['mean']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]"
 
 
@@ -337,7 +339,8 @@ def shift_claim(classes: pd.DataFrame) -> Claim:
         z = bonferroni_z(shift.ngroups)
         cis = {c: mean_ci(v.to_numpy(), z) for c, v in shift}
         moved = [c for c, ci in cis.items() if ci["ci_low"] > 0 or ci["ci_high"] < 0]
-        top = max(cis, key=lambda c: abs(cis[c]["mean"]) if cis[c]["n"] else -1)
+        # the largest shift among the classes with an interval (else any)
+        top = max(cis, key=lambda c: (cis[c]["n"] >= 2, abs(cis[c]["mean"]) if cis[c]["n"] else -1))
         flags.append(bool(moved))
         what = (
             ", ".join(_shift(c, cis[c]) for c in moved)
