@@ -41,6 +41,7 @@ from domaingpt.data.corpus import (
     check_model_name,
     data_dir_from_env,
     resolve_corpus,
+    sha256_file,
     unsafe_name_reason,
 )
 from domaingpt.data.vocab import Vocab
@@ -123,47 +124,6 @@ def val_fraction_of(info: CheckpointInfo, model_dir: Path | None = None) -> floa
     """The validation fraction of the run that made a checkpoint (0.1 if unrecorded)."""
     data = run_config_of(info, model_dir).get("data", {})
     return float(data.get("val_fraction", DEFAULT_VAL_FRACTION))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _files_of(paths: Iterable[Path]) -> list[Path]:
-    files: set[Path] = set()
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            files.update(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-        elif p.is_file():
-            files.add(p)
-    return sorted(files)
-
-
-def fingerprint_outputs(root: Path, paths: Iterable[Path]) -> dict[str, list]:
-    """``{relative path: [size, sha256]}`` of the files a stage wrote (dirs walked)."""
-    out = {}
-    root = root.resolve()
-    for f in _files_of(paths):
-        try:
-            rel = f.resolve().relative_to(root).as_posix()
-        except ValueError:
-            rel = str(f.resolve())
-        out[rel] = [f.stat().st_size, sha256_file(f)]
-    return out
-
-
-def outputs_intact(root: Path, outputs: dict[str, list]) -> bool:
-    """Every recorded file is still there, with its recorded size."""
-    for rel, (size, _sha) in outputs.items():
-        p = root / rel
-        if not p.is_file() or p.stat().st_size != size:
-            return False
-    return True
 
 
 @dataclass(frozen=True)

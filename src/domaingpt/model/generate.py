@@ -82,6 +82,9 @@ def stream_text(
 
     The request is checked now, before the first character: a caller can print the
     prompt knowing the text will follow, and stop at any point keeping what it printed.
+    Each character is sampled on the model's device (the GPU if it is there), in float32
+    (sampled text is never autocast) and, on a CPU, single-threaded (see
+    :func:`sample_threads`); the caller's own settings hold between characters.
     """
     check_sampling(n_chars, temperature, top_k, seed)
     ids = encode_prompt(vocab, prompt, warn=warn)
@@ -96,8 +99,12 @@ def stream_text(
             new = model.generate_ids(
                 idx, n_chars, temperature=temperature, top_k=top_k, generator=generator
             )
-            while True:  # each character sampled with generate_text's thread count
-                with torch_threads(sample_threads(device)):
+            while True:
+                with (
+                    torch.inference_mode(),
+                    full_precision(device),
+                    torch_threads(sample_threads(device)),
+                ):
                     nxt = next(new, None)
                 if nxt is None:
                     return
@@ -119,24 +126,10 @@ def generate_text(
     seed: int = 1,
     warn: bool = True,
 ) -> str:
-    """``n_chars`` new characters after ``prompt`` (not included). Same seed, same text.
-
-    On a CPU the model runs single-threaded (see :func:`sample_threads`).
-    """
-    check_sampling(n_chars, temperature, top_k, seed)
-    ids = encode_prompt(vocab, prompt, warn=warn)
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    try:
-        idx = torch.tensor([ids], dtype=torch.long, device=device)
-        # On the model's device (the GPU if it is there), in float32: sampled text is
-        # never autocast.
-        with torch.inference_mode(), full_precision(device), torch_threads(sample_threads(device)):
-            out = model.generate(
-                idx, n_chars, temperature=temperature, top_k=top_k, generator=generator
-            )
-    finally:
-        model.train(was_training)
-    return vocab.decode(out[0, len(ids) :].tolist())
+    """``n_chars`` new characters after ``prompt`` (not included). Same seed, same text."""
+    return "".join(
+        stream_text(
+            model, vocab, prompt, n_chars, temperature=temperature, top_k=top_k, seed=seed,
+            warn=warn,
+        )
+    )  # fmt: skip

@@ -104,9 +104,9 @@ static inline void tile_x16(const float *const a[ROWS], const float *b, int ldb,
     }
 }
 
-/* Exact (erf) GELU, 0.5 x (1 + erf(x / sqrt 2)), with erf from Abramowitz & Stegun 7.1.26
- * (absolute error < 1.5e-7, as oneDNN's gelu_erf). */
-static inline __m256 gelu8(__m256 x) {
+/* erf(x / sqrt 2) from Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7, as oneDNN's
+ * gelu_erf); *gauss = exp(-x^2 / 2), which GELU's derivative needs too. */
+static inline __m256 erf_sqrt2_8(__m256 x, __m256 *gauss) {
     const __m256 s = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
     const __m256 sign = _mm256_and_ps(s, _mm256_set1_ps(-0.0f));
     const __m256 a = _mm256_xor_ps(s, sign);
@@ -118,8 +118,14 @@ static inline __m256 gelu8(__m256 x) {
     poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
     poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
     poly = _mm256_mul_ps(poly, t);
-    const __m256 e = exp_nonpositive(_mm256_mul_ps(_mm256_xor_ps(a, _mm256_set1_ps(-0.0f)), a));
-    const __m256 erf = _mm256_xor_ps(_mm256_fnmadd_ps(poly, e, _mm256_set1_ps(1.0f)), sign);
+    *gauss = exp_nonpositive(_mm256_mul_ps(_mm256_xor_ps(a, _mm256_set1_ps(-0.0f)), a));
+    return _mm256_xor_ps(_mm256_fnmadd_ps(poly, *gauss, _mm256_set1_ps(1.0f)), sign);
+}
+
+/* Exact (erf) GELU, 0.5 x (1 + erf(x / sqrt 2)). */
+static inline __m256 gelu8(__m256 x) {
+    __m256 gauss;
+    const __m256 erf = erf_sqrt2_8(x, &gauss);
     return _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.5f)),
                          _mm256_add_ps(erf, _mm256_set1_ps(1.0f)));
 }

@@ -133,19 +133,8 @@ int dg_attention_backward(const float *qkv, const float *P, const float *dy, flo
 
 /* GELU'(x) = Phi(x) + x phi(x), with the erf of gelu8 (Abramowitz & Stegun 7.1.26). */
 static inline __m256 gelu_grad8(__m256 x) {
-    const __m256 s = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
-    const __m256 sign = _mm256_and_ps(s, _mm256_set1_ps(-0.0f));
-    const __m256 a = _mm256_xor_ps(s, sign);
-    const __m256 t = _mm256_div_ps(
-        _mm256_set1_ps(1.0f), _mm256_fmadd_ps(a, _mm256_set1_ps(0.3275911f), _mm256_set1_ps(1.0f)));
-    __m256 poly = _mm256_set1_ps(1.061405429f);
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
-    poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
-    poly = _mm256_mul_ps(poly, t);
-    const __m256 e = exp_nonpositive(_mm256_mul_ps(_mm256_xor_ps(a, _mm256_set1_ps(-0.0f)), a));
-    const __m256 erf = _mm256_xor_ps(_mm256_fnmadd_ps(poly, e, _mm256_set1_ps(1.0f)), sign);
+    __m256 e;
+    const __m256 erf = erf_sqrt2_8(x, &e);
     const __m256 cdf = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_add_ps(erf, _mm256_set1_ps(1.0f)));
     const __m256 pdf = _mm256_mul_ps(e, _mm256_set1_ps(0.39894228040143268f)); /* 1/sqrt(2 pi) */
     return _mm256_fmadd_ps(x, pdf, cdf);

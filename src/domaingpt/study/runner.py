@@ -35,18 +35,45 @@ from domaingpt.core.distributed import study_mode, study_world
 from domaingpt.core.io import append_text, atomic_write_text, write_json
 from domaingpt.core.loggers import require_loggers
 from domaingpt.core.progress import Log, stderr_log
-from domaingpt.core.rundir import (
-    RunDir,
-    fingerprint_outputs,
-    outputs_intact,
-    sha256_file,
-    unwritable,
-)
+from domaingpt.core.rundir import RunDir, unwritable
 from domaingpt.core.stage import Stage, StageContext, run_stage
 from domaingpt.core.threads import torch_threads
-from domaingpt.data.corpus import Corpus, resolve_corpus
+from domaingpt.data.corpus import Corpus, resolve_corpus, sha256_file
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.study.spec import StudySpec, preset_study_text
+
+
+def _files_of(paths: Iterable[Path]) -> list[Path]:
+    files: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files.update(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        elif p.is_file():
+            files.add(p)
+    return sorted(files)
+
+
+def fingerprint_outputs(root: Path, paths: Iterable[Path]) -> dict[str, list]:
+    """``{relative path: [size, sha256]}`` of the files a stage wrote (dirs walked)."""
+    out = {}
+    root = root.resolve()
+    for f in _files_of(paths):
+        try:
+            rel = f.resolve().relative_to(root).as_posix()
+        except ValueError:
+            rel = str(f.resolve())
+        out[rel] = [f.stat().st_size, sha256_file(f)]
+    return out
+
+
+def outputs_intact(root: Path, outputs: dict[str, list]) -> bool:
+    """Every recorded file is still there, with its recorded size."""
+    for rel, (size, _sha) in outputs.items():
+        p = root / rel
+        if not p.is_file() or p.stat().st_size != size:
+            return False
+    return True
 
 
 @dataclass
