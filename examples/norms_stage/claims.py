@@ -9,7 +9,7 @@ import pandas as pd
 
 from domaingpt.core.claims import Claim, unmeasured, verdict_of
 from domaingpt.core.stage import Tables
-from domaingpt.core.statistics import mean_ci
+from domaingpt.core.statistics import first_to_last
 
 GROWS = "The residual stream grows as training progresses"
 DEEPER = "The last layer's residual stream is larger than the embeddings"
@@ -27,11 +27,6 @@ def _models(per_prompt: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(per_prompt.loc[per_prompt["domain"] == "in", "model"]))
 
 
-def _paired(diff: pd.Series) -> dict[str, float]:
-    ci = mean_ci(diff.to_numpy())
-    return {"mean": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n": ci["n"]}
-
-
 def grows_with_training(per_prompt: pd.DataFrame) -> Claim:
     """Per model: the in-domain norm (mean over layers) rises from the first checkpoint to
     the last, the interval of the paired difference above zero."""
@@ -39,15 +34,15 @@ def grows_with_training(per_prompt: pd.DataFrame) -> Claim:
     flags, parts, numbers = [], [], {}
     for model in _models(per_prompt):
         w = wide.loc[model].dropna(axis=1, how="all")
-        if w.shape[1] < 2:
+        change = first_to_last(w)  # None without two columns of paired prompts
+        if change is None:
             continue
-        first, last = w.columns[0], w.columns[-1]
-        d = _paired(w[last] - w[first])
+        first, last, d = change
         flags.append(d["ci_low"] > 0)
         parts.append(
             f"{model} {w[first].mean():.2f} → {w[last].mean():.2f} (iteration {int(first)} → "
             f"{int(last)}; change {d['mean']:+.2f}, 95 % CI [{d['ci_low']:+.2f}, "
-            f"{d['ci_high']:+.2f}], {d['n']} prompts)"
+            f"{d['ci_high']:+.2f}], {int(d['n'])} prompts)"
         )
         numbers[f"{model}_change"] = d["mean"]
         numbers[f"{model}_ci_low"] = d["ci_low"]
@@ -67,10 +62,10 @@ def deeper_is_larger(per_prompt: pd.DataFrame) -> Claim:
     flags, parts, numbers = [], [], {}
     for model in _models(final):
         w = wide.loc[model].dropna(axis=1, how="all")
-        if w.shape[1] < 2:
+        change = first_to_last(w)  # None without two columns of paired prompts
+        if change is None:
             continue
-        first, last = w.columns[0], w.columns[-1]
-        d = _paired(w[last] - w[first])
+        first, last, d = change
         flags.append(d["ci_low"] > 0)
         parts.append(
             f"{model} layer {int(first)} {w[first].mean():.2f}, layer {int(last)} "
