@@ -220,12 +220,9 @@ void dg_token_nll(const float *logits, const int64_t *target, float *nll, long r
     const unsigned int mxcsr = flush_denormals();
     for (long r = 0; r < rows; r++) {
         const float *l = logits + r * V;
-        __m256 vm = _mm256_set1_ps(l[0]);
-        int c = 0;
-        for (; c + 8 <= V; c += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(l + c));
-        float mx = max8(vm);
-        for (int i = c; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+        const float mx = row_max(l, V);
         const __m256 shift = _mm256_set1_ps(mx);
+        int c;
         __m256 sum = _mm256_setzero_ps();
         for (c = 0; c + 8 <= V; c += 8)
             sum = _mm256_add_ps(sum, exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(l + c), shift)));

@@ -104,6 +104,16 @@ static inline void tile_x16(const float *const a[ROWS], const float *b, int ldb,
     }
 }
 
+/* The largest of the n floats at l (n >= 1). */
+static inline float row_max(const float *l, int n) {
+    __m256 vm = _mm256_set1_ps(l[0]);
+    int c = 0;
+    for (; c + 8 <= n; c += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(l + c));
+    float mx = max8(vm);
+    for (int i = c; i < n; i++) mx = l[i] > mx ? l[i] : mx;
+    return mx;
+}
+
 /* erf(x / sqrt 2) from Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7, as oneDNN's
  * gelu_erf); *gauss = exp(-x^2 / 2), which GELU's derivative needs too. */
 static inline __m256 erf_sqrt2_8(__m256 x, __m256 *gauss) {
