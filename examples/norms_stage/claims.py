@@ -5,6 +5,9 @@ does not hold / not measured): holds for every model, for some, for none."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pandas as pd
 
 from domaingpt.core.claims import Claim, unmeasured, verdict_of
@@ -27,17 +30,24 @@ def _models(per_prompt: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(per_prompt.loc[per_prompt["domain"] == "in", "model"]))
 
 
+def _changes(
+    frame: pd.DataFrame, across: str
+) -> Iterator[tuple[str, pd.DataFrame, Any, Any, dict]]:
+    """Per model with in-domain prompts: ``(model, wide, first, last, change)``, the paired
+    change of the per-prompt norm from the first ``across`` value to the last."""
+    wide = _by_prompt(frame, [across]).unstack(across)
+    for model in _models(frame):
+        w = wide.loc[model].dropna(axis=1, how="all")
+        change = first_to_last(w)  # None without two columns of paired prompts
+        if change is not None:
+            yield (model, w, *change)
+
+
 def grows_with_training(per_prompt: pd.DataFrame) -> Claim:
     """Per model: the in-domain norm (mean over layers) rises from the first checkpoint to
     the last, the interval of the paired difference above zero."""
-    wide = _by_prompt(per_prompt, ["iteration"]).unstack("iteration")
     flags, parts, numbers = [], [], {}
-    for model in _models(per_prompt):
-        w = wide.loc[model].dropna(axis=1, how="all")
-        change = first_to_last(w)  # None without two columns of paired prompts
-        if change is None:
-            continue
-        first, last, d = change
+    for model, w, first, last, d in _changes(per_prompt, "iteration"):
         flags.append(d["ci_low"] > 0)
         parts.append(
             f"{model} {w[first].mean():.2f} → {w[last].mean():.2f} (iteration {int(first)} → "
@@ -58,14 +68,8 @@ def deeper_is_larger(per_prompt: pd.DataFrame) -> Claim:
     final = per_prompt[
         per_prompt["iteration"] == per_prompt.groupby("model")["iteration"].transform("max")
     ]
-    wide = _by_prompt(final, ["layer"]).unstack("layer")
     flags, parts, numbers = [], [], {}
-    for model in _models(final):
-        w = wide.loc[model].dropna(axis=1, how="all")
-        change = first_to_last(w)  # None without two columns of paired prompts
-        if change is None:
-            continue
-        first, last, d = change
+    for model, w, first, last, d in _changes(final, "layer"):
         flags.append(d["ci_low"] > 0)
         parts.append(
             f"{model} layer {int(first)} {w[first].mean():.2f}, layer {int(last)} "
