@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from domaingpt.core.tables import read_table, write_table
@@ -26,11 +27,22 @@ class Verdict(StrEnum):
     HOLDS = "holds"
     PARTLY = "partly"
     FAILS = "does not hold"
+    ONE_MODEL = "one model"  # measured on a single model of the domain: no verdict about it
     UNMEASURED = "not measured"
 
 
 VERDICTS = tuple(Verdict)
-CLAIM_COLUMNS = ["stage", "section", "claim", "scope", "verdict", "evidence", "numbers"]
+CLAIM_COLUMNS = [
+    "stage",
+    "section",
+    "claim",
+    "scope",
+    "verdict",
+    "evidence",
+    "numbers",
+    "effect",
+    "per_model",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,16 @@ class Claim:
     "in-domain prompts"); it is empty when the claim is about the whole run. ``stage``
     and ``section`` are filled in by the stage that made the claim (see
     :meth:`Claim.of`).
+
+    A claim is made on one trained model per domain (one replicate), then combined
+    across replicates (:mod:`domaingpt.core.inference`), where the model is the unit of
+    inference. ``effect`` is what is combined: this model's estimate of the claim's
+    effect, signed so that a positive value supports the claim and zero is its null
+    (out- minus in-domain entropy for "out-of-domain prompts show higher entropy",
+    first minus final entropy for "entropy falls"). ``None``: the claim has no such
+    number, and its replicates are combined by their verdicts alone. ``per_model``:
+    the claim is about one named model (e.g. "this model beats nanoGPT's 1.8857"), not
+    about its domain; it is listed for every replicate, never combined.
     """
 
     claim: str
@@ -50,9 +72,14 @@ class Claim:
     numbers: Mapping[str, float | int | str | None] = field(default_factory=dict)
     stage: str = ""
     section: str = ""
+    effect: float | None = None
+    per_model: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verdict", Verdict(self.verdict))
+        if self.effect is not None:
+            effect = float(self.effect)
+            object.__setattr__(self, "effect", effect if math.isfinite(effect) else None)
 
     @classmethod
     def of(cls, stage: str, section: str, claims: Iterable[Claim]) -> list[Claim]:
@@ -109,6 +136,7 @@ def claims_frame(claims: Iterable[Claim]) -> pd.DataFrame:
         row["numbers"] = json.dumps(
             {k: _clean(v) for k, v in c.numbers.items()}, ensure_ascii=False, sort_keys=True
         )
+        row["effect"] = np.nan if c.effect is None else c.effect
         rows.append(row)
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
@@ -127,6 +155,8 @@ def frame_claims(df: pd.DataFrame) -> list[Claim]:
                 numbers=json.loads(numbers) if isinstance(numbers, str) and numbers else {},
                 stage="" if pd.isna(r.get("stage")) else str(r.get("stage", "")),
                 section="" if pd.isna(r.get("section")) else str(r.get("section", "")),
+                effect=None if pd.isna(r.get("effect", np.nan)) else float(r["effect"]),
+                per_model=str(r.get("per_model", False)).lower() == "true",
             )
         )
     return out
