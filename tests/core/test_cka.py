@@ -102,7 +102,8 @@ def test_jackknife_interval():
     loo = np.array([0.5, 0.52, 0.48, 0.51, 0.49])
     low, high = jackknife_ci(0.5, loo)
     se = math.sqrt(4 / 5 * ((loo - loo.mean()) ** 2).sum())
-    assert (low, high) == pytest.approx((0.5 - 1.959964 * se, 0.5 + 1.959964 * se), rel=1e-6)
+    t4 = 2.7764451051977987  # scipy.stats.t.ppf(0.975, 4): Student's t, G - 1 = 4 df
+    assert (low, high) == pytest.approx((0.5 - t4 * se, 0.5 + t4 * se), rel=1e-9)
     assert all(math.isnan(v) for v in jackknife_ci(0.5, np.array([0.5])))
     # an interval from the jackknife covers a related pair's CKA, not zero
     x, y = related(200)

@@ -32,7 +32,7 @@ import math
 import numpy as np
 import torch
 
-from domaingpt.core.statistics import Z95
+from domaingpt.core.statistics import t_quantile
 
 
 def _hsic(
@@ -136,13 +136,15 @@ def cka_jackknife(
     return float(values[0]), labels, values[1:]
 
 
-def jackknife_ci(estimate: float, loo: np.ndarray, z: float = Z95) -> tuple[float, float]:
-    """``estimate ± z·SE`` with the jackknife standard error of the leave-one-out values
-    ``loo`` (``SE² = (G−1)/G · Σ (θ₍ᵢ₎ − θ̄)²``); NaN with fewer than two."""
+def jackknife_ci(estimate: float, loo: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """``estimate ± t·SE`` with the jackknife standard error of the leave-one-out values
+    ``loo`` (``SE² = (G−1)/G · Σ (θ₍ᵢ₎ − θ̄)²``) and Student's t with G − 1 degrees of
+    freedom (the usual jackknife reference); NaN with fewer than two."""
     loo = np.asarray(loo, dtype=np.float64)
     loo = loo[np.isfinite(loo)]
     g = len(loo)
     if g < 2 or not math.isfinite(estimate):
         return (math.nan, math.nan)
     se = math.sqrt((g - 1) / g * float(((loo - loo.mean()) ** 2).sum()))
-    return (estimate - z * se, estimate + z * se)
+    half = t_quantile(0.5 + confidence / 2, g - 1) * se
+    return (estimate - half, estimate + half)

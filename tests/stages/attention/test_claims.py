@@ -70,12 +70,13 @@ def test_a_head_reads_the_previous_word_in_one_model_of_two():
 
 
 def test_the_intervals_hold_together_over_a_models_heads():
-    """An excess a single 95 % interval would call real is not one among many heads."""
-    small = {(1, h): (2.0, CHANCE + 0.013) for h in range(12)}
+    """An excess a single 95 % interval would call real is not one among many heads
+    (the excess sits between the single t-interval's edge and the Bonferroni one)."""
+    small = {(1, h): (2.0, CHANCE + 0.015) for h in range(12)}
     t = table(rows("a", 100, small))
     head = by_claim(claims({"per_prompt": t, "prompts": prompts()}))[published.ATTN_PREVIOUS_WORD]
     assert head.verdict is Verdict.FAILS
-    one = table(rows("a", 100, {(1, 0): (2.0, CHANCE + 0.013)}))
+    one = table(rows("a", 100, {(1, 0): (2.0, CHANCE + 0.015)}))
     head = by_claim(claims({"per_prompt": one, "prompts": prompts()}))[published.ATTN_PREVIOUS_WORD]
     assert head.verdict is Verdict.HOLDS
 

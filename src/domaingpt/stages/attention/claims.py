@@ -13,7 +13,7 @@ from domaingpt.core import published
 from domaingpt.core.claims import Claim, unmeasured, verdict_of
 from domaingpt.core.rundir import study_order
 from domaingpt.core.stage import Tables
-from domaingpt.core.statistics import bonferroni_z, first_to_last, mean_ci
+from domaingpt.core.statistics import bonferroni, first_to_last, mean_ci
 from domaingpt.report.format import display
 
 
@@ -33,11 +33,11 @@ def previous_word_head(per_prompt: pd.DataFrame, prompts: pd.DataFrame) -> Claim
     for model in study_order(d["model"].unique()):
         m = d[d["model"] == model]
         heads = list(m.groupby(["layer", "head"], sort=True))
-        z = bonferroni_z(len(heads))
+        confidence = bonferroni(len(heads))
         tested = []
         for (layer, head), g in heads:
             excess = g["share_previous_word"].to_numpy() - chance.loc[g["prompt_id"]].to_numpy()
-            tested.append(((int(layer), int(head)), mean_ci(excess, z), g))
+            tested.append(((int(layer), int(head)), mean_ci(excess, confidence), g))
         (layer, head), ci, g = max(tested, key=lambda t: t[1]["mean"])
         if ci["n"] < 2:
             continue

@@ -17,7 +17,7 @@ import pandas as pd
 from domaingpt.core import published
 from domaingpt.core.claims import Claim, Verdict, holds_if, unmeasured
 from domaingpt.core.stage import Tables
-from domaingpt.core.statistics import Z95
+from domaingpt.core.statistics import welch_ci
 
 
 def _model_for(last: pd.DataFrame, corpus: str) -> str | None:
@@ -96,9 +96,7 @@ def _ood_claim(summary: pd.DataFrame, last: pd.DataFrame, model: str) -> Claim:
         )
     last_in = g.loc[g["domain"] == "in", "entropy_bits"].mean()
     last_out = g.loc[g["domain"] == "out", "entropy_bits"].mean()
-    diff = e_out.mean() - e_in.mean()
-    se = math.sqrt(e_out.var(ddof=1) / len(e_out) + e_in.var(ddof=1) / len(e_in))
-    lo, hi = diff - Z95 * se, diff + Z95 * se
+    diff, lo, hi = welch_ci(e_out, e_in)
     return Claim(
         published.OOD_ENTROPY,
         holds_if(True if lo > 0 else False if hi < 0 else None),

@@ -20,7 +20,7 @@ from domaingpt.core import published
 from domaingpt.core.claims import Claim, Verdict, holds_if, unmeasured, verdict_of
 from domaingpt.core.rundir import study_order
 from domaingpt.core.stage import Tables
-from domaingpt.core.statistics import bonferroni_z, first_to_last, mean_ci
+from domaingpt.core.statistics import bonferroni, first_to_last, mean_ci
 from domaingpt.report.format import display
 from domaingpt.stages.saliency.aggregate import RELPOS
 from domaingpt.stages.saliency.faithfulness import VERDICTS
@@ -336,8 +336,8 @@ def shift_claim(classes: pd.DataFrame) -> Claim:
         shift = (per["share_few"] - per["share_zero"]).groupby(level="char_class")
         if shift.ngroups == 0:
             continue
-        z = bonferroni_z(shift.ngroups)
-        cis = {c: mean_ci(v.to_numpy(), z) for c, v in shift}
+        confidence = bonferroni(shift.ngroups)
+        cis = {c: mean_ci(v.to_numpy(), confidence) for c, v in shift}
         moved = [c for c, ci in cis.items() if ci["ci_low"] > 0 or ci["ci_high"] < 0]
         # the largest shift among the classes with an interval (else any)
         top = max(cis, key=lambda c: (cis[c]["n"] >= 2, abs(cis[c]["mean"]) if cis[c]["n"] else -1))
