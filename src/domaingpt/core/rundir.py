@@ -42,6 +42,7 @@ from domaingpt.data.corpus import (
     data_dir_from_env,
     resolve_corpus,
     sha256_file,
+    split_replicate,
     unsafe_name_reason,
 )
 from domaingpt.data.vocab import Vocab
@@ -100,7 +101,12 @@ def study_order(names: Iterable[str]) -> list[str]:
     """The built-in corpora in the study's order (Shakespeare, Math, Wikipedia), then the
     others alphabetically."""
     order = list(REGISTRY)
-    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+    def key(name: str) -> tuple[int, str, int]:
+        corpus, replicate = split_replicate(name)  # a corpus's replicates follow it
+        return (order.index(corpus) if corpus in order else len(order), corpus, replicate)
+
+    return sorted(names, key=key)
 
 
 def read_run_json(model_dir: Path) -> dict[str, Any]:

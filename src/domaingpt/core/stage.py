@@ -30,6 +30,7 @@ import pandas as pd
 
 from domaingpt.core.claims import Claim, unmeasured, write_claims
 from domaingpt.core.device import oom_hint
+from domaingpt.core.inference import combine, replicate_tables, replicates_of
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.rundir import RunDir
 from domaingpt.core.settings import StageSettings
@@ -178,8 +179,15 @@ class Stage:
         return None if self.summary is None else self.summary(written)
 
     def checked_claims(self, tables: Tables) -> list[Claim]:
-        """``claims(tables)`` labelled with this stage and its report section."""
-        return Claim.of(self.name, self.heading, self.claims(tables))
+        """``claims(tables)`` labelled with this stage and its report section: made on
+        each replicate model's rows, then combined across the replicates
+        (:mod:`domaingpt.core.inference`). Tables that name no model (a corpus's
+        statistics) are checked once, as they are."""
+        replicates = replicates_of(tables)
+        if not replicates:
+            return Claim.of(self.name, self.heading, self.claims(tables))
+        per = {r: self.claims(replicate_tables(tables, r)) for r in replicates}
+        return Claim.of(self.name, self.heading, combine(per))
 
 
 def run_stage(ctx: StageContext, settings: StageSettings) -> tuple[dict[str, Path], list[Claim]]:

@@ -67,6 +67,7 @@ _VERDICT_CLASS = {
     Verdict.HOLDS: "v-holds",
     Verdict.FAILS: "v-fails",
     Verdict.PARTLY: "v-partly",
+    Verdict.ONE_MODEL: "v-na",
     Verdict.UNMEASURED: "v-na",
 }
 

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from domaingpt.core.claims import Claim, claims_frame
+from domaingpt.core.inference import adjust
 from domaingpt.core.io import read_json
 from domaingpt.core.rundir import RunDir
 from domaingpt.core.stage import Stage, StageView, Tables, read_stage, stage_view
@@ -114,8 +115,11 @@ class Study:
         return out
 
     def claims(self) -> list[Claim]:
-        """Every stage's claims, computed from its tables now (missing stages: none)."""
-        return [c for s in self.stages if s.name != "report" for c in self.view(s.name).claims]
+        """Every stage's claims, computed from its tables now (missing stages: none), their
+        p-values adjusted together as the report does."""
+        return adjust(
+            c for s in self.stages if s.name != "report" for c in self.view(s.name).claims
+        )
 
     @property
     def conclusions(self) -> pd.DataFrame:

@@ -32,6 +32,7 @@ from domaingpt.core.config import RunConfig, TrainSpec, from_dict
 from domaingpt.core.io import write_jsonl
 from domaingpt.core.loggers import Loggers, RunInfo, open_loggers
 from domaingpt.core.rundir import RunDir, run_config_of
+from domaingpt.data.corpus import replicate_name, split_replicate
 from domaingpt.data.splits import CorpusCache, Split
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
@@ -134,23 +135,32 @@ class Job:
 def plan_jobs(run: RunDir, settings: AdaptSettings, cache: CorpusCache) -> list[Job]:
     """Every (pair, start, seed) to run, checked before any training starts."""
     trained = run.model_names()
+    # Pairs name corpora; each replicate's model of the source corpus adapts to the target
+    bases = list(dict.fromkeys(split_replicate(n)[0] for n in trained))
     if settings.pairs:
         pairs = [parse_pair(p) for p in settings.pairs]
         run.model_names(list(dict.fromkeys(s for s, _ in pairs)))
     else:
-        pairs = [(s, t) for s in trained for t in trained if s != t]
+        pairs = [(s, t) for s in bases for t in bases if s != t]
         if not pairs:
             raise DomainGPTError(
                 f"adaptation needs two trained models (source and target); {run.models} has "
                 f"only {', '.join(trained)}; train another, or pass --pairs "
                 f"{trained[0]}:CORPUS"
             )
+    replicates = sorted({split_replicate(n)[1] for n in trained})
+    sourced = [
+        (replicate_name(s, r), t)
+        for r in replicates
+        for s, t in dict.fromkeys(pairs)
+        if replicate_name(s, r) in trained
+    ]
     jobs = []
-    for source, target_ref in dict.fromkeys(pairs):
+    for source, target_ref in sourced:
         # A trained model's name is its corpus, found from the model's run.json.
         found = cache.model_corpus(target_ref) if target_ref in trained else None
         target = (found or cache.corpus(target_ref)).name
-        if target == source:
+        if target == split_replicate(source)[0]:
             raise DomainGPTError(
                 f"pair {source}:{target_ref} adapts a model to its own corpus; "
                 "give a different target"

@@ -48,6 +48,7 @@ from domaingpt.core.progress import Log
 from domaingpt.core.rundir import RunDir
 from domaingpt.core.stage import Tables
 from domaingpt.core.tables import read_table, write_table
+from domaingpt.data.corpus import split_replicate
 from domaingpt.errors import DomainGPTError
 from domaingpt.stages.quality.claims import quality_claims
 from domaingpt.stages.quality.figures import draw
@@ -172,13 +173,14 @@ def _measure(
             if t.kind == "train":
                 timeline.append({**ident, **measures, **nearest})
                 continue
-            vs_source = word_formation(text, profiles[t.source].lexicon)
+            source = split_replicate(t.source)[0]  # the source model's corpus
+            vs_source = word_formation(text, profiles[source].lexicon)
             adapted_rows.append(
                 {
                     **ident,
                     **measures,
-                    "js_class_source": dist[t.source]["js_class"],
-                    "js_unigram_source": dist[t.source]["js_unigram"],
+                    "js_class_source": dist[source]["js_class"],
+                    "js_unigram_source": dist[source]["js_unigram"],
                     "word_known_source": vs_source["word_known"],
                     "long_word_known_source": vs_source["long_word_known"],
                     **nearest,

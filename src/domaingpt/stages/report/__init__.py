@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from domaingpt.core.claims import VERDICTS, Claim, claims_frame
+from domaingpt.core.inference import adjust
 from domaingpt.core.io import atomic_write_text, read_json
 from domaingpt.core.rundir import RunDir
 from domaingpt.core.settings import StageSettings
@@ -109,8 +110,14 @@ def conclusions_section(claims: list[Claim]) -> Section:
     parts = [f"{counts.get(v, 0)} {v}" for v in VERDICTS if counts.get(v, 0)]
     s.p(
         f"{len(table)} claims: " + ", ".join(parts) + ". Each verdict is computed from "
-        'this run\'s tables and the evidence gives the numbers it rests on; "not measured" '
-        "means this run has no data that can test the claim (for example, a run that ends "
+        "this run's tables and the evidence gives the numbers it rests on. A claim about a "
+        "domain is checked on every replicate model of the domain and decided across them "
+        "(the model is the unit of inference): it holds when a t-test over the models' "
+        "effects rejects the null in the claim's direction after Holm's correction over "
+        "every tested claim of this report; partly when every model agrees in direction "
+        'but the test does not reject; "one model" when a single model measured it (its '
+        'own verdict is in the evidence: train more with [train] seeds); "not measured" '
+        "when this run has no data that can test the claim (for example, a run that ends "
         "before the iteration the claim is about). Small models trained briefly need not "
         "reproduce a study of larger models trained far longer."
     )
@@ -135,6 +142,9 @@ def build_report(
     figdir.mkdir(parents=True, exist_ok=True)
     corpora = _corpus_names(run)
     views = [stage_view(s, run, corpora, figdir) for s in stages if s.name != "report"]
+    adjusted = iter(adjust([c for v in views for c in v.claims]))  # one family: the report
+    for v in views:
+        v.claims = [next(adjusted) for _ in v.claims]
     detailed = [(v.stage.name, stage_section(v)) for v in views if v.stage.section is not None]
     claims = [c for v in views for c in v.claims]
     conclusions = conclusions_section(claims)

@@ -35,7 +35,9 @@ def tally(claims: list[Claim]) -> str:
     return (
         f"{_plural(len(claims), 'claim', 'claims')} of the study checked on this run: "
         f"{n[Verdict.HOLDS]} hold, {n[Verdict.PARTLY]} partly hold, "
-        f"{n[Verdict.FAILS]} do not hold, and {n[Verdict.UNMEASURED]} could not be tested "
+        f"{n[Verdict.FAILS]} do not hold, {n[Verdict.ONE_MODEL]} rest on one model of "
+        f"their domain (no verdict: a claim about a domain needs at least two replicate "
+        f"models, [train] seeds), and {n[Verdict.UNMEASURED]} could not be tested "
         "at this run's scale (the run has no data for them, e.g. it ends before the "
         "iteration a claim is about)."
     )

@@ -31,6 +31,7 @@ from domaingpt.core.progress import Log
 from domaingpt.core.rundir import AdaptedModel, ModelEntry, RunDir
 from domaingpt.core.statistics import spearman
 from domaingpt.data.charclass import CLASSES, char_class
+from domaingpt.data.corpus import split_replicate
 from domaingpt.data.prompts import PromptSet
 from domaingpt.errors import CheckpointError
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
@@ -224,7 +225,16 @@ def zero_few_answers(
     rows: list[dict] = []
     classes: list[dict] = []
     for k, pair in enumerate(pairs):
-        own = next((m.name for m in models if m.corpus == pair.adapted.target), "")
+        # the target corpus's model of the source's replicate (same initial weights)
+        replicate = split_replicate(pair.adapted.source)[1]
+        own = next(
+            (
+                m.name
+                for m in models
+                if m.corpus == pair.adapted.target and split_replicate(m.name)[1] == replicate
+            ),
+            "",
+        )
         for method in methods:
             zero, few = got.get((k, "zero_shot", method)), got.get((k, "few_shot", method))
             if zero is None or few is None:

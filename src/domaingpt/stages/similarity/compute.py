@@ -40,6 +40,7 @@ from domaingpt.core.settings import finite, setting
 from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.tables import read_table, write_table
 from domaingpt.core.threads import map_workers
+from domaingpt.data.corpus import split_replicate
 from domaingpt.data.prompts import PromptSet
 from domaingpt.model.checkpoint import CheckpointInfo
 from domaingpt.model.internals import Internals, InternalsSettings, Prepared, prepare
@@ -230,7 +231,12 @@ def _compare(
     job on the rank that reads its first model (where the lens stage left its passes)."""
     index = {m.name: i for i, m in enumerate(ready.models)}
     parts = map_ranks(partial(_training, ready=ready, settings=settings), ready.models, log=log)
-    pairs = list(combinations(ready.models, 2))
+    # domain models are compared within a replicate (the models that share initial weights)
+    pairs = [
+        (a, b)
+        for a, b in combinations(ready.models, 2)
+        if split_replicate(a.name)[1] == split_replicate(b.name)[1]
+    ]
     parts += map_ranks(
         partial(_domains, ready=ready, settings=settings),
         pairs,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +24,7 @@ from domaingpt.core.loggers import require_loggers
 from domaingpt.core.rundir import RunDir, build_vocab, read_run_json, save_vocab, study_order
 from domaingpt.core.settings import StageSettings, setting
 from domaingpt.core.stage import StageContext
-from domaingpt.data.corpus import Corpus
+from domaingpt.data.corpus import Corpus, replicate_name, replicate_seed
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
@@ -39,6 +39,12 @@ class TrainSettings(StageSettings):
     In a study file these are ``[study] preset`` and the ``[model]``, ``[train]`` and
     ``[data]`` tables (see :mod:`domaingpt.core.config`); the cache key is the resolved
     config without the keys that only change how fast training runs.
+
+    ``[train] seeds = N`` trains N replicate models per corpus (default 1): replicate r
+    of every corpus starts from the same initial weights (seed ``train.seed + r``), so
+    the domains stay paired within a replicate, and replicates differ in initial weights
+    and batch order. It is a property of the study, not of a model: a model's own
+    config (and so whether it is retrained) does not depend on it.
     """
 
     SECTION = "train"
@@ -48,17 +54,40 @@ class TrainSettings(StageSettings):
     train: dict = setting({}, "[train] overrides", cli=False)
     data: dict = setting({}, "[data] overrides", cli=False)
     _config: Any = field(default=None, init=False, repr=False, compare=False)
+    _replicates: int = field(default=1, init=False, repr=False, compare=False)
 
     def check(self) -> None:
         super().check()
-        overrides = {"model": self.model, "train": self.train, "data": self.data}
+        train = dict(self.train)
+        replicates = train.pop("seeds", 1)
+        if not isinstance(replicates, int) or isinstance(replicates, bool) or replicates < 1:
+            raise ConfigError(
+                f"train.seeds (replicate models per corpus) must be a whole number of at "
+                f"least 1, got {replicates!r}"
+            )
+        if replicates > MAX_REPLICATES:
+            raise ConfigError(
+                f"train.seeds = {replicates}: at most {MAX_REPLICATES} replicate models per corpus"
+            )
+        overrides = {"model": self.model, "train": train, "data": self.data}
         cfg = from_dict(overrides, load_preset(self.preset), source=f"preset {self.preset}")
         cfg = RunConfig(cfg.model, cfg.train, cfg.data, preset=Path(self.preset).stem)
         object.__setattr__(self, "_config", cfg.validate())
+        object.__setattr__(self, "_replicates", replicates)
 
     @property
     def config(self) -> RunConfig:
         return self._config
+
+    @property
+    def replicates(self) -> int:
+        return self._replicates
+
+    def replicate_config(self, replicate: int) -> RunConfig:
+        """The config of replicate ``replicate``'s models: the study's, with its seed."""
+        cfg = self.config
+        seed = replicate_seed(cfg.train.seed, replicate)
+        return replace(cfg, train=replace(cfg.train, seed=seed)) if replicate else cfg
 
     def memory_setting(self) -> tuple[str, int | None]:
         return "train.batch_size", self.config.train.batch_size
@@ -66,7 +95,13 @@ class TrainSettings(StageSettings):
     def key_dict(self) -> dict[str, Any]:
         cfg = self.config.to_dict()
         cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in RUNTIME_TRAIN_KEYS}
+        if self.replicates != 1:  # one replicate keeps the key of a run made before them
+            cfg["replicates"] = self.replicates
         return cfg
+
+
+#: Replicate models per corpus at most: each is a whole training run.
+MAX_REPLICATES = 64
 
 
 def study_vocab_for(ctx: StageContext) -> tuple[Vocab, list[Corpus] | None]:
@@ -170,30 +205,39 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
     require_loggers(cfg.train.loggers)  # a missing extra: before anything is written
     vocab, vocab_corpora = study_vocab_for(ctx)
     plan = []
-    for corpus in ctx.corpora:
-        model_dir = ctx.run.model(corpus.name)
-        record = run_record(cfg, corpus.name, corpus.sha256, vocab, corpus.path)
-        state = model_state(model_dir, record, cfg.train.max_iters)
-        if state == "finished" and not ctx.force:
-            plan.append((corpus, state, None))
-            continue
-        encoded = encode_corpus(corpus, vocab)
-        if encoded.n_unk:
-            ctx.log(f"warning: {encoded.n_unk} characters of {corpus.name} are <unk>")
-        split = encoded.checked_split(cfg.data.val_fraction, cfg.model.block_size)
-        plan.append((corpus, state, split))
+    splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for replicate in range(settings.replicates):  # replicate 0 of every corpus first
+        cfg_r = settings.replicate_config(replicate)
+        for corpus in ctx.corpora:
+            name = replicate_name(corpus.name, replicate)
+            model_dir = ctx.run.model(name)
+            record = run_record(cfg_r, corpus.name, corpus.sha256, vocab, corpus.path)
+            state = model_state(model_dir, record, cfg.train.max_iters)
+            if state == "finished" and not ctx.force:
+                plan.append((corpus, name, cfg_r, state, None))
+                continue
+            if corpus.name not in splits:  # one encoding per corpus, whatever the replicates
+                encoded = encode_corpus(corpus, vocab)
+                if encoded.n_unk:
+                    ctx.log(f"warning: {encoded.n_unk} characters of {corpus.name} are <unk>")
+                splits[corpus.name] = encoded.checked_split(
+                    cfg.data.val_fraction, cfg.model.block_size
+                )
+            plan.append((corpus, name, cfg_r, state, splits[corpus.name]))
     if vocab_corpora is not None:
         save_vocab(ctx.run, vocab, vocab_corpora)
     jobs = []
-    for i, (corpus, state, split) in enumerate(plan, start=1):
-        prefix = f"model {i}/{len(plan)} ({corpus.name})"
+    for i, (corpus, name, cfg_r, state, split) in enumerate(plan, start=1):
+        prefix = f"model {i}/{len(plan)} ({name})"
         if split is None:
             ctx.log(f"{prefix}: finished earlier with this configuration, skipped")
             continue
         overwrite = state == "different" or ctx.force
-        model_dir = ctx.run.model(corpus.name)
+        model_dir = ctx.run.model(name)
         jobs.append(
-            _ModelJob(corpus, state, split, vocab, cfg, model_dir, overwrite, ctx.progress, prefix)
+            _ModelJob(
+                corpus, state, split, vocab, cfg_r, model_dir, overwrite, ctx.progress, prefix
+            )
         )
     if study_mode() == "ddp":
         for job in jobs:
@@ -201,10 +245,10 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
     else:
         map_ranks(_train_model, jobs, log=ctx.log)
     out: dict[str, Path] = {"vocab": ctx.run.vocab_path}
-    for corpus, _, _ in plan:
-        model_dir = ctx.run.model(corpus.name)
+    for _, name, _, _, _ in plan:
+        model_dir = ctx.run.model(name)
         for f in model_outputs(model_dir):
-            out[f"{corpus.name}/{f.relative_to(model_dir).as_posix()}"] = f
+            out[f"{name}/{f.relative_to(model_dir).as_posix()}"] = f
     return out
 
 
