@@ -66,7 +66,13 @@ def test_compare_shows_what_differs(two_runs):
     flipped = c.verdicts[c.verdicts["stage"] == "evaluate"]
     assert len(flipped) >= 1
     assert set(flipped["verdict A"]) != set(flipped["verdict B"])
-    assert set(c.verdict_counts["verdict"]) <= {"holds", "partly", "does not hold", "not measured"}
+    assert set(c.verdict_counts["verdict"]) <= {
+        "holds",
+        "partly",
+        "does not hold",
+        "one model",
+        "not measured",
+    }
 
 
 def test_cli_runs_and_compare(two_runs, cli, cli_error, tmp_path):

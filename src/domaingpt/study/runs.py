@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from domaingpt.core.claims import claims_frame
+from domaingpt.core.claims import Verdict, claims_frame
 from domaingpt.core.io import read_json
 from domaingpt.core.rundir import RunDir, read_run_json, study_order
 from domaingpt.errors import DomainGPTError
@@ -214,6 +214,16 @@ def _matrices(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "corpus", "A", "B", "B - A"])
 
 
+def _labelled(claims: pd.DataFrame) -> pd.DataFrame:
+    """Claims whose verdict rests on one model labelled with that model's own verdict
+    (``one model (holds)``), so two one-replicate runs show what changed in the model."""
+    own = claims["numbers"].map(lambda n: json.loads(n).get("model_verdict") if n else None)
+    one = (claims["verdict"] == str(Verdict.ONE_MODEL)) & own.notna()
+    out = claims.copy()
+    out.loc[one, "verdict"] = "one model (" + own[one].astype(str) + ")"
+    return out
+
+
 def _verdicts(a: Study, b: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Verdict counts of both runs, and the claims whose verdict differs."""
     key = ["stage", "claim", "scope"]
@@ -224,8 +234,8 @@ def _verdicts(a: Study, b: Study) -> tuple[pd.DataFrame, pd.DataFrame]:
         .astype(int)
     )
     counts = counts.rename_axis("verdict").reset_index()
-    both = ta[[*key, "verdict"]].merge(
-        tb[[*key, "verdict"]], on=key, how="outer", suffixes=(" A", " B")
+    both = _labelled(ta)[[*key, "verdict"]].merge(
+        _labelled(tb)[[*key, "verdict"]], on=key, how="outer", suffixes=(" A", " B")
     )
     both = both.fillna({"verdict A": "(absent)", "verdict B": "(absent)"})
     changed = both[both["verdict A"] != both["verdict B"]].reset_index(drop=True)
