@@ -10,17 +10,22 @@ from scipy import stats
 from domaingpt.core.claims import Claim, Verdict
 from domaingpt.core.inference import (
     adjust,
-    base_name,
     combine,
     holm,
-    replicate_of,
     replicate_tables,
     replicates_of,
     verdict,
+    with_replicate_column,
+)
+from domaingpt.core.replicates import (
+    base_name,
+    is_reserved,
+    replicate_name,
+    replicate_of,
+    split_replicate,
 )
 from domaingpt.core.stage import Stage
 from domaingpt.core.statistics import mean_ci
-from domaingpt.data.corpus import replicate_name, split_replicate
 
 CLAIM = "out-of-domain prompts show higher entropy"
 
@@ -35,6 +40,7 @@ def test_replicate_names_round_trip():
         base_name("domains:math__r2@60:wikipedia__r2@60:all") == "domains:math@60:wikipedia@60:all"
     )
     assert base_name("shakespeare__r12__to__math") == "shakespeare__to__math"
+    assert is_reserved("a__r1__b") and is_reserved("notes__r2") and not is_reserved("a__rb")
 
 
 def test_replicate_tables_split_rows_and_restore_names():
@@ -64,6 +70,14 @@ def test_replicate_tables_split_rows_and_restore_names():
     assert one["matrix"].index.tolist() == ["math"] and one["matrix"]["math"].tolist() == [2.0]
     assert one["prompts"].equals(tables["prompts"])
     assert replicate_tables(tables, 0)["per_prompt"]["value"].tolist() == [1.0, 4.0]
+    # a row about two models (no adaptation source) belongs to its models' replicate
+    cka = pd.DataFrame({"model_a": ["math", "math__r1"], "source": [None, None]})
+    assert replicate_tables({"cka": cka}, 1)["cka"]["model_a"].tolist() == ["math"]
+    marked = with_replicate_column(tables)
+    assert marked["per_prompt"].columns.tolist() == ["model", "replicate", "value"]
+    assert marked["per_prompt"]["replicate"].tolist() == [0, 1, 1, 0]
+    assert "replicate" not in marked["prompts"]
+    assert replicate_tables(marked, 1)["per_prompt"].columns.tolist() == ["model", "value"]
 
 
 def _entropy_claims(tables):

@@ -1,7 +1,7 @@
 """Claims across replicate models: the model is the unit of inference.
 
-A study trains ``[train] seeds = N`` replicate models per corpus (see
-:mod:`domaingpt.data.corpus`: replicate k of corpus C is the model ``C__r<k>``). A claim
+A study trains ``[train] seeds = N`` replicate models per corpus (named as
+:mod:`domaingpt.core.replicates` says: replicate k of corpus C is the model ``C__r<k>``). A claim
 about a domain is made once per replicate, by the stage's own ``claims`` function on that
 replicate's rows (:func:`replicate_tables`), and the per-model claims are then combined
 (:func:`combine`):
@@ -26,7 +26,6 @@ The verdict rule is :func:`verdict`, written once.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
@@ -34,32 +33,25 @@ import numpy as np
 import pandas as pd
 
 from domaingpt.core.claims import Claim, Verdict
+from domaingpt.core.replicates import base_name, replicate_of
 from domaingpt.core.statistics import mean_ci, sign_test, t_test_p
 
 ALPHA = 0.05
 #: Columns of a stage's tables that name a model of the run; the first one a table has
 #: says which replicate a row belongs to.
 MODEL_COLUMNS = ("model", "source", "model_a", "own_model", "comparison")
-# ``__r<k>`` in a model name, an adaptation pair (``math__r1__to__wikipedia``) or a label
-# built from them (``domains:math__r1@60:wikipedia__r1@60:all``)
-_REPLICATE = re.compile(r"__r([1-9][0-9]*)(?=$|__|[@:/ ,;)\]])")
-
-
-def replicate_of(name: object) -> int:
-    """The replicate a model name (or a label holding one) belongs to; 0 for none."""
-    if not isinstance(name, str):
-        return 0
-    m = _REPLICATE.search(name)
-    return int(m.group(1)) if m else 0
-
-
-def base_name(text: str) -> str:
-    """``text`` with every replicate suffix removed (``math__r2`` -> ``math``)."""
-    return _REPLICATE.sub("", text)
 
 
 def _model_column(df: pd.DataFrame) -> str | None:
     return next((c for c in MODEL_COLUMNS if c in df.columns), None)
+
+
+def _row_replicates(df: pd.DataFrame) -> pd.Series:
+    """The replicate of each row: the one its model columns name (a row never mixes two
+    replicates; an empty cell, such as an adaptation's ``source`` on a row about one
+    model, names none)."""
+    cols = [c for c in MODEL_COLUMNS if c in df.columns]
+    return pd.concat([df[c].map(replicate_of) for c in cols], axis=1).max(axis=1)
 
 
 def _named_index(df: pd.DataFrame) -> bool:
@@ -69,16 +61,29 @@ def _named_index(df: pd.DataFrame) -> bool:
     )
 
 
+def with_replicate_column(tables: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """``tables`` with a ``replicate`` column beside the first model column of each table
+    that has one (how a notebook tells replicate models apart)."""
+    out = {}
+    for name, df in tables.items():
+        col = _model_column(df) if isinstance(df, pd.DataFrame) else None
+        if col is not None and "replicate" not in df.columns:
+            df = df.copy()
+            df.insert(df.columns.get_loc(col) + 1, "replicate", _row_replicates(df))
+        out[name] = df
+    return out
+
+
 def replicates_of(tables: Mapping[str, pd.DataFrame]) -> list[int]:
     """The replicates whose models appear in ``tables`` (empty: no table names a model)."""
     found: set[int] = set()
     for df in tables.values():
         if not isinstance(df, pd.DataFrame):
             continue
-        col = _model_column(df)
-        values = df[col] if col else (df.index if _named_index(df) else None)
-        if values is not None:
-            found |= {replicate_of(v) for v in pd.unique(np.asarray(values, dtype=object))}
+        if _model_column(df) is not None:
+            found |= set(_row_replicates(df).tolist())
+        elif _named_index(df):
+            found |= {replicate_of(v) for v in df.index}
     return sorted(found)
 
 
@@ -86,9 +91,9 @@ def replicate_tables(tables: Mapping[str, pd.DataFrame], replicate: int) -> dict
     """The rows of ``tables`` that belong to ``replicate``, its model names made the
     corpus names again, so a stage's claims see one model per domain as they always did.
 
-    A row belongs to the replicate of its first model column (:data:`MODEL_COLUMNS`; a
-    matrix: of its index label); a table without one (corpus statistics, prompts) is
-    the same for every replicate.
+    A row belongs to the replicate its model columns name (:data:`MODEL_COLUMNS`; a
+    matrix: its index label); a table without one (corpus statistics, prompts) is the
+    same for every replicate.
     """
     out = {}
     for name, df in tables.items():
@@ -97,8 +102,8 @@ def replicate_tables(tables: Mapping[str, pd.DataFrame], replicate: int) -> dict
             continue
         col = _model_column(df)
         if col is not None:
-            keep = df[col].map(replicate_of) == replicate
-            df = df[keep.to_numpy()]
+            keep = _row_replicates(df) == replicate
+            df = df[keep.to_numpy()].drop(columns="replicate", errors="ignore")
         elif _named_index(df):
             df = df[[replicate_of(i) == replicate for i in df.index]]
             df = df.rename(index=lambda i: base_name(i) if isinstance(i, str) else i)

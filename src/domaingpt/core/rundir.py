@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from domaingpt.core.io import atomic_write_text, write_json
+from domaingpt.core.replicates import split_replicate
 from domaingpt.data.corpus import (
     REGISTRY,
     Corpus,
@@ -42,7 +43,6 @@ from domaingpt.data.corpus import (
     data_dir_from_env,
     resolve_corpus,
     sha256_file,
-    split_replicate,
     unsafe_name_reason,
 )
 from domaingpt.data.vocab import Vocab

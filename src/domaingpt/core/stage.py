@@ -30,7 +30,12 @@ import pandas as pd
 
 from domaingpt.core.claims import Claim, unmeasured, write_claims
 from domaingpt.core.device import oom_hint
-from domaingpt.core.inference import combine, replicate_tables, replicates_of
+from domaingpt.core.inference import (
+    combine,
+    replicate_tables,
+    replicates_of,
+    with_replicate_column,
+)
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.rundir import RunDir
 from domaingpt.core.settings import StageSettings
@@ -100,11 +105,12 @@ ALWAYS_READ = ("stats", "train")
 
 
 def read_stage(stage: Stage, run: RunDir) -> Tables:
-    """A stage's tables; an error naming the stage when it has not completed."""
+    """A stage's tables (with a ``replicate`` column beside each table's model column);
+    an error naming the stage when it has not completed."""
     status = run.status(stage.name)
     if status != "done" and stage.name not in ALWAYS_READ:
         raise DomainGPTError(f"{stage.name} has not completed in {run.root} (status: {status})")
-    return stage.load(run)
+    return with_replicate_column(stage.load(run))
 
 
 def stage_view(

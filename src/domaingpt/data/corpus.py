@@ -13,11 +13,11 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from domaingpt.core.replicates import SEPARATOR, is_reserved
 from domaingpt.errors import CorpusError
 
 SOURCE_KINDS = ("plain", "math-jsonl", "wikitext-zip", "crlf-text")
@@ -311,30 +311,6 @@ def unsafe_name_reason(name: str) -> str | None:
     return None
 
 
-#: Replicate k >= 1 of the model of corpus C is named ``C__r<k>`` (replicate 0 keeps the
-#: corpus's own name, so a run made before replicates is replicate 0 of every corpus).
-REPLICATE_SEPARATOR = "__r"
-_REPLICATE = re.compile(r"^(?P<base>.+)__r(?P<k>[1-9][0-9]*)$")
-
-
-def replicate_name(corpus: str, replicate: int) -> str:
-    """The model name of ``replicate`` of ``corpus``'s model (``corpus`` for replicate 0)."""
-    return corpus if replicate == 0 else f"{corpus}{REPLICATE_SEPARATOR}{replicate}"
-
-
-def split_replicate(name: str) -> tuple[str, int]:
-    """``(corpus, replicate)`` of a model name: the inverse of :func:`replicate_name`."""
-    m = _REPLICATE.match(name)
-    return (m["base"], int(m["k"])) if m else (name, 0)
-
-
-def replicate_seed(seed: int, replicate: int) -> int:
-    """The training seed (initial weights and batch order) of ``replicate``: every corpus's
-    model of one replicate starts from the same weights (the paired design), replicates
-    from different ones."""
-    return seed + replicate
-
-
 def check_model_name(name: str, source: str = "") -> str:
     """``name`` when it can name a model directory, else a one-line :class:`CorpusError`."""
     reason = unsafe_name_reason(name)
@@ -352,10 +328,10 @@ def _user_corpus(path: Path) -> Corpus:
     _check_file(path, "corpus file")
     path = path.resolve()
     check_model_name(path.stem, f"corpus file {path}")
-    if split_replicate(path.stem)[1]:
+    if is_reserved(path.stem):
         raise CorpusError(
-            f"corpus file {path}: a name ending in '{REPLICATE_SEPARATOR}<number>' names a "
-            "replicate model of another corpus; rename the file (e.g. without that ending)"
+            f"corpus file {path}: '{SEPARATOR}<number>' in a name marks a replicate model of "
+            "another corpus; rename the file (e.g. without that part)"
         )
     return Corpus(path.stem, path, sha256_file(path), None, "path")
 

@@ -31,8 +31,8 @@ import torch
 from domaingpt.core.config import RunConfig, TrainSpec, from_dict
 from domaingpt.core.io import write_jsonl
 from domaingpt.core.loggers import Loggers, RunInfo, open_loggers
+from domaingpt.core.replicates import replicate_name, split_replicate
 from domaingpt.core.rundir import RunDir, run_config_of
-from domaingpt.data.corpus import replicate_name, split_replicate
 from domaingpt.data.splits import CorpusCache, Split
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError

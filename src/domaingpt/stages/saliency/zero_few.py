@@ -28,10 +28,10 @@ import torch
 
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.progress import Log
+from domaingpt.core.replicates import split_replicate
 from domaingpt.core.rundir import AdaptedModel, ModelEntry, RunDir
 from domaingpt.core.statistics import spearman
 from domaingpt.data.charclass import CLASSES, char_class
-from domaingpt.data.corpus import split_replicate
 from domaingpt.data.prompts import PromptSet
 from domaingpt.errors import CheckpointError
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint

@@ -35,12 +35,12 @@ from domaingpt.core.cka import cka_jackknife, jackknife_ci
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import write_json
 from domaingpt.core.progress import Log
+from domaingpt.core.replicates import split_replicate
 from domaingpt.core.rundir import AdaptedModel, ModelEntry, RunDir
 from domaingpt.core.settings import finite, setting
 from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.tables import read_table, write_table
 from domaingpt.core.threads import map_workers
-from domaingpt.data.corpus import split_replicate
 from domaingpt.data.prompts import PromptSet
 from domaingpt.model.checkpoint import CheckpointInfo
 from domaingpt.model.internals import Internals, InternalsSettings, Prepared, prepare

@@ -21,10 +21,11 @@ from domaingpt.core.distributed import (
 )
 from domaingpt.core.io import read_jsonl
 from domaingpt.core.loggers import require_loggers
+from domaingpt.core.replicates import replicate_name, replicate_seed
 from domaingpt.core.rundir import RunDir, build_vocab, read_run_json, save_vocab, study_order
 from domaingpt.core.settings import StageSettings, setting
 from domaingpt.core.stage import StageContext
-from domaingpt.data.corpus import Corpus, replicate_name, replicate_seed
+from domaingpt.data.corpus import Corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
