@@ -24,7 +24,7 @@ from domaingpt.core import published
 from domaingpt.core.claims import Claim, Verdict, holds_if, unmeasured
 from domaingpt.core.stage import Tables
 from domaingpt.core.statistics import welch_ci
-from domaingpt.stages.pooling import pooled_line
+from domaingpt.stages.pooling import per_corpus
 
 
 def _model_for(last: pd.DataFrame, corpus: str) -> str | None:
@@ -93,12 +93,11 @@ def _training_claims(summary: pd.DataFrame, model: str) -> list[Claim]:
     ]
 
 
-def _entropy_gap(g: pd.DataFrame, out: pd.Series, final: int, scope: str) -> Claim:
+def _entropy_gap(g: pd.DataFrame, final: int, scope: str) -> Claim:
     """Out- minus in-domain entropy (averaged over every position of a prompt) on the
-    rows of ``g`` (one model's final checkpoint) whose out-of-domain prompts are those
-    ``out`` selects, with a Welch 95% interval: above zero holds, below fails; the
-    difference is the effect."""
-    inside, outside = g[g["domain"] == "in"], g[out & (g["domain"] == "out")]
+    rows ``g`` of one model's final checkpoint, with a Welch 95% interval: above zero
+    holds, below fails; the difference is the effect."""
+    inside, outside = g[g["domain"] == "in"], g[g["domain"] == "out"]
     e_in, e_out = inside["entropy_all_bits"].to_numpy(), outside["entropy_all_bits"].to_numpy()
     if len(e_in) < 2 or len(e_out) < 2:
         return Claim(
@@ -137,21 +136,10 @@ def _ood_claims(summary: pd.DataFrame, last: pd.DataFrame, model: str) -> list[C
     """Out- vs in-domain entropy at the final checkpoint, once per out-of-domain prompt
     corpus ("shakespeare model, math prompts"), and pooled over them all ("shakespeare
     model, all out-of-domain prompts") where there are two or more: the pooled line holds
-    only where every corpus points the same way (:func:`pooled_line`)."""
+    only where every corpus points the same way (:mod:`domaingpt.stages.pooling`)."""
     final = int(summary.loc[summary["model"] == model, "iteration"].max())
     g = last[(last["model"] == model) & (last["iteration"] == final)]
-    out = g["domain"] == "out"
-    corpora = sorted(g.loc[out, "prompt_corpus"].unique()) if "prompt_corpus" in g else []
-    if len(corpora) < 2:  # one corpus (or none): its claim is the pooled one
-        scope = f"{model} model" + (f", {corpora[0]} prompts" if corpora else "")
-        return [_entropy_gap(g, out, final, scope)]
-    per_corpus = {
-        c: _entropy_gap(g, g["prompt_corpus"] == c, final, f"{model} model, {c} prompts")
-        for c in corpora
-    }
-    whole = _entropy_gap(g, out, final, f"{model} model, all out-of-domain prompts")
-    pooled = pooled_line(per_corpus, whole)
-    return [*per_corpus.values(), *([pooled] if pooled is not None else [])]
+    return per_corpus(g, f"{model} model", lambda rows, scope: _entropy_gap(rows, final, scope))
 
 
 def _hard_row(
