@@ -46,7 +46,7 @@ def pooled_line(per_corpus: Mapping[str, Claim], whole: Claim) -> Claim | None:
         numbers["corpora_agree"] = "yes"
         return replace(whole, effect=smallest, numbers=numbers)
     parts = "; ".join(
-        f"{display(c)} prompts {e:+.3f} ({measured[c].verdict})" for c, e in effects.items()
+        f"{display(c)} prompts {e:+.3f} [{measured[c].verdict}]" for c, e in effects.items()
     )
     numbers["corpora_agree"] = "no"
     return replace(

@@ -8,8 +8,9 @@ import pytest
 
 from domaingpt.core import published
 from domaingpt.core.claims import Claim, Verdict
+from domaingpt.errors import ConfigError
 from domaingpt.stages.lens import claims, formation_depth
-from domaingpt.stages.lens.compute import FORMATION_KL_BITS
+from domaingpt.stages.lens.compute import FORMATION_KL_BITS, LensSettings
 
 NOISE = (-0.02, 0.01, 0.0, 0.02, -0.01, 0.0)  # six prompts, a little spread
 TAU = FORMATION_KL_BITS
@@ -231,13 +232,20 @@ def test_out_of_domain_claims_per_prompt_corpus_and_pooled():
     pooled = claim(found, published.LENS_OOD_LATER, "Shakespeare model, all out-of-domain prompts")
     assert pooled.verdict is Verdict.PARTLY and pooled.effect == pytest.approx(-0.3)
     assert pooled.numbers["corpora_agree"] == "no"
-    assert "Math prompts +0.400 (holds)" in pooled.evidence
-    assert "Wikipedia prompts -0.300 (does not hold)" in pooled.evidence
+    assert "Math prompts +0.400 [holds]" in pooled.evidence
+    assert "Wikipedia prompts -0.300 [does not hold]" in pooled.evidence
     scope = "Shakespeare model, all out-of-domain prompts, every layer's lens"
     entropy = claim(found, published.OOD_ENTROPY, scope)
     assert entropy.verdict is Verdict.HOLDS and entropy.numbers["corpora_agree"] == "yes"
     assert entropy.effect == pytest.approx(0.1)
     assert len([c for c in found if c.claim == published.OOD_ENTROPY]) == 3
+
+
+@pytest.mark.parametrize("bits", [0.0, -0.1, float("nan")])
+def test_the_threshold_must_be_a_positive_number_of_bits(bits):
+    with pytest.raises(ConfigError, match=r"lens\.formation_kl_bits"):
+        LensSettings(formation_kl_bits=bits).check()
+    LensSettings(formation_kl_bits=0.05).check()
 
 
 def test_not_measured():

@@ -238,8 +238,8 @@ def test_opposite_corpora_give_opposite_verdicts_and_no_pooled_holds():
     assert pooled.verdict is Verdict.PARTLY and pooled.numbers["corpora_agree"] == "no"
     assert pooled.effect == pytest.approx(-0.2)
     assert pooled.evidence.startswith("not pooled: the prompt corpora point in opposite")
-    assert "Math prompts +2.025 (holds)" in pooled.evidence
-    assert "Wikipedia prompts -0.200 (does not hold)" in pooled.evidence
+    assert "Math prompts +2.025 [holds]" in pooled.evidence
+    assert "Wikipedia prompts -0.200 [does not hold]" in pooled.evidence
 
 
 @pytest.mark.parametrize(

@@ -34,11 +34,12 @@ import pandas as pd
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import write_json
 from domaingpt.core.rundir import ModelEntry, RunDir
-from domaingpt.core.settings import positive, setting
+from domaingpt.core.settings import finite, setting
 from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.statistics import mean_ci
 from domaingpt.core.tables import read_table, round_significant, write_table
 from domaingpt.data.prompts import PromptSet, domain_of
+from domaingpt.errors import ConfigError
 from domaingpt.model.internals import Internals, InternalsSettings, Prepared, prepare
 from domaingpt.stages.lens.figures import plot_formation, plot_lens_layers
 
@@ -72,7 +73,10 @@ class LensSettings(InternalsSettings):
 
     def check(self) -> None:
         super().check()
-        positive(f"{self.section()}.formation_kl_bits", self.formation_kl_bits)
+        key = f"{self.section()}.formation_kl_bits"
+        finite(key, self.formation_kl_bits)
+        if not self.formation_kl_bits > 0:  # 0 would call no reading formed before the last
+            raise ConfigError(f"{key} must be above 0 bits, got {self.formation_kl_bits}")
 
 
 def per_prompt_frame(
