@@ -38,7 +38,7 @@ def pooled_line(per_corpus: Mapping[str, Claim], whole: Claim) -> Claim | None:
     measured = {c: k for c, k in per_corpus.items() if k.effect is not None}
     if len(measured) < 2:
         return None
-    effects = {c: float(k.effect) for c, k in measured.items()}  # type: ignore[arg-type]
+    effects = {c: float(k.effect) for c, k in measured.items() if k.effect is not None}
     smallest = min(effects.values())
     signs = {float(np.sign(e)) for e in effects.values()}
     numbers = {**whole.numbers, "smallest_corpus_effect": smallest}
