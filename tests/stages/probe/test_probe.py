@@ -168,9 +168,13 @@ def test_claims_hold_from_the_numbers(probed):
     _, _, tables, _trained = probed
     by = {(c.claim, c.scope): c for c in claims(tables)}
     assert by[(published.ENTROPY_FALLS, "shakespeare model")].verdict is Verdict.HOLDS
-    ood = by[(published.OOD_ENTROPY, "shakespeare model")]
+    ood = by[(published.OOD_ENTROPY, "shakespeare model, all out-of-domain prompts")]
     assert ood.verdict is Verdict.HOLDS and "bits" in ood.evidence
     assert ood.numbers["ci95_low"] > 0 and ood.numbers["n_out"] == 48
+    for corpus in ("math", "wikipedia"):  # and once per prompt corpus, each its own way
+        one = by[(published.OOD_ENTROPY, f"shakespeare model, {corpus} prompts")]
+        assert one.verdict is Verdict.HOLDS and one.numbers["n_out"] == 24 and one.effect > 0
+    assert ood.numbers["corpora_agree"] == "yes" and ood.effect > 0
     # no math model: untestable, said so, not guessed
     math_hardens = by[(published.HARDENING_BY_CORPUS["math"], "math model")]
     assert math_hardens.verdict is Verdict.UNMEASURED and "no math model" in math_hardens.evidence

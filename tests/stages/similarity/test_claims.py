@@ -87,9 +87,17 @@ def test_representations_harden_for_one_model_of_two():
     assert hard.verdict is Verdict.PARTLY and hard.scope == "layer 2"
     assert hard.numbers["shakespeare_first"] == 0.3 and hard.numbers["shakespeare_last"] == 0.97
     assert "Shakespeare 0.300 (0→10) → 0.970 (100→1000)" in hard.evidence
+    # the effect: the smallest last-minus-first CKA (math's, unchanged)
+    assert hard.effect == pytest.approx(0.0) == hard.numbers["smallest_change"]
     only = Tables()
     only.training("shakespeare", [(0, 10, 0.3), (10, 100, 0.8)])
-    assert by_claim(claims(only.tables()))[published.SIM_HARDENS].verdict is Verdict.HOLDS
+    hard = by_claim(claims(only.tables()))[published.SIM_HARDENS]
+    assert hard.verdict is Verdict.HOLDS and hard.effect == pytest.approx(0.5)
+    apart = Tables()
+    apart.training("shakespeare", [(0, 10, 0.9), (10, 100, 0.5)])
+    hard = by_claim(claims(apart.tables()))[published.SIM_HARDENS]
+    assert hard.verdict is Verdict.FAILS and hard.effect == pytest.approx(-0.4)
+    assert not hard.per_model
 
 
 def test_the_hardening_iteration():
@@ -111,6 +119,16 @@ def test_domain_models_diverge_with_depth():
     assert diverge.verdict is Verdict.PARTLY
     assert diverge.numbers["shakespeare_math_layer1"] == 0.8
     assert diverge.numbers["shakespeare_math_layer2"] == 0.4
+    # layer 1 minus the last: +0.4 for math, 0 for wikipedia; the smaller is the effect
+    assert diverge.effect == pytest.approx(0.0)
+    apart = Tables()
+    apart.add("domains", {0: 0.9, 1: 0.8, 2: 0.4}, model_a="shakespeare", model_b="math")
+    diverge = by_claim(claims(apart.tables()))[published.SIM_DOMAINS]
+    assert diverge.verdict is Verdict.HOLDS and diverge.effect == pytest.approx(0.4)
+    closer = Tables()
+    closer.add("domains", {0: 0.9, 1: 0.4, 2: 0.7}, model_a="shakespeare", model_b="math")
+    diverge = by_claim(claims(closer.tables()))[published.SIM_DOMAINS]
+    assert diverge.verdict is Verdict.FAILS and diverge.effect == pytest.approx(-0.3)
     one_layer = Tables()
     one_layer.add("domains", {0: 0.9, 1: 0.8}, model_a="shakespeare", model_b="math")
     assert by_claim(claims(one_layer.tables()))[published.SIM_DOMAINS].verdict is Verdict.UNMEASURED
@@ -130,6 +148,8 @@ def test_which_start_moves_its_representations_more():
     assert moved.numbers["shakespeare_math_early"] == pytest.approx(0.5)
     assert "early moves more" in moved.evidence and "final moves more" in moved.evidence
     assert moved.evidence.index("Shakespeare → Math") < moved.evidence.index("Math → Wikipedia")
+    # final minus early: +0.305 shakespeare → math, -0.2 math → wikipedia
+    assert moved.effect == pytest.approx(-0.2) == moved.numbers["smallest_difference"]
     final_only = Tables()
     final_only.adaptation("shakespeare", "math", "final", 0.8, 0)
     verdict = by_claim(claims(final_only.tables()))[published.EARLY_MOVES_MORE].verdict
@@ -144,3 +164,4 @@ def test_nothing_to_check():
     found = by_claim(claims(t.tables()))
     assert found[published.SIM_HARDENS].verdict is Verdict.UNMEASURED  # one pair only
     assert found[published.EARLY_MOVES_MORE].verdict is Verdict.UNMEASURED
+    assert found[published.SIM_HARDENS].effect is None

@@ -6,11 +6,20 @@ lens is the model's own prediction. Per prompt (averaged over its positions): lo
 true next character (nats), entropy (bits), p(true), KL(final ‖ layer) in bits and the
 share of positions whose top-1 character is already the final one.
 
-**Formation depth** (per prompt): ``D = Σ_{ℓ<L} min(1, KL_ℓ / KL_0)`` layers, the area
-under the normalised KL-to-final curve. A prediction formed at once by block ``k`` (KL
-at its full value before, 0 from block ``k`` on) has ``D = k``; ``D = 1`` means the first
-block already forms it, ``D = L`` that only the last does. Undefined (NaN) when the
-embeddings' reading already is the final prediction (``KL_0 = 0``).
+**Formation depth** (per prompt): the depth from which on the lens reading stays within
+a fixed ``τ`` bits of KL of the final prediction (``τ``: the ``formation_kl_bits``
+setting, 0.1 bits by default), interpolated linearly between the last layer ``j`` still
+above it and the next: ``D = j + (KL_j − τ) / (KL_j − KL_{j+1})``, in layers. ``D = 0``:
+the embeddings' reading already is within ``τ``; ``D`` in ``(k − 1, k]``: block ``k``
+brings it there; the last layer's reading is the model's prediction (KL 0), so every
+prompt forms by ``D = L`` (were its KL above ``τ``, the prompt counts as formed at ``L``).
+
+The threshold is in bits, not a share of the embeddings' KL: that KL grows by two orders
+of magnitude over training (0.22 → 16.2 bits in the cpu study), so a depth normalised by
+it (the area under ``min(1, KL_ℓ / KL_0)``, this stage's earlier definition) "falls"
+while no later layer moves closer to the final prediction (issue 22). Here ``KL_0`` enters
+only when the reading crosses ``τ`` between the embeddings and block 1, and then moves
+``D`` within that one layer.
 """
 
 from __future__ import annotations
@@ -25,10 +34,12 @@ import pandas as pd
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import write_json
 from domaingpt.core.rundir import ModelEntry, RunDir
+from domaingpt.core.settings import finite, setting
 from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.statistics import mean_ci
 from domaingpt.core.tables import read_table, round_significant, write_table
 from domaingpt.data.prompts import PromptSet, domain_of
+from domaingpt.errors import ConfigError
 from domaingpt.model.internals import Internals, InternalsSettings, Prepared, prepare
 from domaingpt.stages.lens.figures import plot_formation, plot_lens_layers
 
@@ -45,11 +56,27 @@ PER_PROMPT = [
 TABLES = ("per_prompt", "layers", "formation")
 
 
+#: The default ``τ`` of the formation depth (bits of KL to the final prediction).
+FORMATION_KL_BITS = 0.1
+
+
 @dataclass(frozen=True)
 class LensSettings(InternalsSettings):
     """Settings of ``domaingpt lens`` (and a study's ``[lens]`` table)."""
 
     SECTION = "lens"
+    formation_kl_bits: float = setting(
+        FORMATION_KL_BITS,
+        "KL to the final prediction (bits) within which a layer's reading counts as formed",
+        cli=False,
+    )
+
+    def check(self) -> None:
+        super().check()
+        key = f"{self.section()}.formation_kl_bits"
+        finite(key, self.formation_kl_bits)
+        if not self.formation_kl_bits > 0:  # 0 would call no reading formed before the last
+            raise ConfigError(f"{key} must be above 0 bits, got {self.formation_kl_bits}")
 
 
 def per_prompt_frame(
@@ -77,20 +104,44 @@ def per_prompt_frame(
     return round_significant(frame, list(METRICS))
 
 
-def formation_depth(per_prompt: pd.DataFrame) -> pd.DataFrame:
+def depth_of(kl: np.ndarray, threshold_bits: float) -> np.ndarray:
+    """The formation depth of each row of ``kl`` (KL to the final prediction in bits,
+    one column per layer, embeddings first): see the module doc. NaN where a row has a
+    missing layer."""
+    kl = np.asarray(kl, dtype=np.float64)
+    last = kl.shape[1] - 1
+    above = kl > threshold_bits
+    # j: the last layer still above the threshold (-1: none is)
+    j = np.where(above.any(axis=1), last - np.argmax(above[:, ::-1], axis=1), -1)
+    rows = np.arange(len(kl))
+    here = kl[rows, np.clip(j, 0, last)]
+    after = kl[rows, np.clip(j + 1, 0, last)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crossed = j + (here - threshold_bits) / (here - after)
+    depth = np.where(j < 0, 0.0, np.where(j >= last, float(last), crossed))
+    return np.where(np.isnan(kl).any(axis=1), np.nan, depth)
+
+
+def formation_depth(
+    per_prompt: pd.DataFrame, threshold_bits: float = FORMATION_KL_BITS
+) -> pd.DataFrame:
     """Per (model, iteration, prompt): the formation depth ``D`` (see the module doc)."""
     keys = ["model", "iteration", "prompt_id", "prompt_corpus", "domain"]
     kl = per_prompt.pivot_table(index=keys, columns="layer", values="kl_bits", sort=True)
     kl = kl.reindex(columns=sorted(kl.columns))
-    values = kl.to_numpy()
-    first = values[:, :1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.minimum(1.0, values[:, :-1] / first)
-    depth = np.where(first[:, 0] > 0, np.nansum(ratio, axis=1), np.nan)
     out = kl.index.to_frame(index=False)
-    out["depth"] = depth
-    out["layers"] = values.shape[1] - 1
+    out["depth"] = depth_of(kl.to_numpy(), threshold_bits)
+    out["layers"] = kl.shape[1] - 1
     return out
+
+
+def formation_threshold(tables: Tables) -> float:
+    """The ``τ`` the run's formation table was computed with (the default for a table
+    written before it was recorded)."""
+    formation = tables.get("formation")
+    if formation is None or "threshold_bits" not in formation or formation.empty:
+        return FORMATION_KL_BITS
+    return float(formation["threshold_bits"].iloc[0])
 
 
 def _ci_rows(df: pd.DataFrame, keys: list[str], columns: tuple[str, ...]) -> pd.DataFrame:
@@ -111,11 +162,15 @@ def layer_summary(per_prompt: pd.DataFrame) -> pd.DataFrame:
     return _ci_rows(per_prompt, ["model", "iteration", "domain", "layer"], METRICS)
 
 
-def formation_summary(per_prompt: pd.DataFrame) -> pd.DataFrame:
-    """Mean formation depth with its 95 % interval, per model, checkpoint and domain."""
-    depth = formation_depth(per_prompt)
+def formation_summary(
+    per_prompt: pd.DataFrame, threshold_bits: float = FORMATION_KL_BITS
+) -> pd.DataFrame:
+    """Mean formation depth with its 95 % interval, per model, checkpoint and domain,
+    and the threshold it was computed with (``threshold_bits``)."""
+    depth = formation_depth(per_prompt, threshold_bits)
     out = _ci_rows(depth, ["model", "iteration", "domain"], ("depth",))
     out["layers"] = int(depth["layers"].max()) if len(depth) else 0
+    out["threshold_bits"] = threshold_bits
     return out
 
 
@@ -142,7 +197,7 @@ def run(ctx: StageContext, settings: LensSettings) -> dict[str, Path]:
     tables = {
         "per_prompt": per_prompt,
         "layers": layer_summary(per_prompt),
-        "formation": formation_summary(per_prompt),
+        "formation": formation_summary(per_prompt, settings.formation_kl_bits),
     }
     out = ctx.out
     paths = {name: write_table(df, out / f"{name}.csv") for name, df in tables.items()}
@@ -157,6 +212,12 @@ def run(ctx: StageContext, settings: LensSettings) -> dict[str, Path]:
 
 
 def load(run: RunDir) -> Tables:
-    """The tables :func:`run` wrote: ``per_prompt``, ``layers`` and ``formation``."""
+    """The tables :func:`run` wrote: ``per_prompt``, ``layers`` and ``formation``. A
+    formation table without its threshold was written under the earlier definition of
+    the depth (normalised by the embeddings' KL): it is recomputed from ``per_prompt``
+    with the default threshold, so an old run reads as a new one."""
     folder = run.results("lens", "per_prompt.csv")
-    return {name: read_table(folder / f"{name}.csv") for name in TABLES}
+    tables = {name: read_table(folder / f"{name}.csv") for name in TABLES}
+    if "threshold_bits" not in tables["formation"]:
+        tables["formation"] = formation_summary(tables["per_prompt"])
+    return tables

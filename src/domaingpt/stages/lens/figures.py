@@ -70,7 +70,7 @@ def plot_formation(formation: pd.DataFrame, path: Path) -> Path:
                     d["iteration"], d["depth_low"], d["depth_high"], color=colour, alpha=0.2, lw=0
                 )
             iteration_axis(ax, m["iteration"])
-            ax.set_ylim(0.9, layers + 0.1)
+            ax.set_ylim(-0.1, layers + 0.1)
             ax.set_title(f"{model} model", fontsize=10)
         axes[0][0].set_ylabel("formation depth (layers)")
         axes[0][-1].legend(fontsize=8, frameon=False)

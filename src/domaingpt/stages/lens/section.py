@@ -7,6 +7,7 @@ import pandas as pd
 from domaingpt.core.stage import StageView
 from domaingpt.report.document import Section
 from domaingpt.report.format import ordered
+from domaingpt.stages.lens.compute import formation_threshold
 
 
 def _final(df: pd.DataFrame) -> pd.DataFrame:
@@ -19,6 +20,10 @@ def _interval(df: pd.DataFrame, col: str) -> pd.Series:
     )
 
 
+def _threshold(view: StageView) -> str:
+    return f"{formation_threshold(view.tables or {}):g}"
+
+
 def section(view: StageView) -> Section:
     """What the lens is, each layer at the final checkpoint, formation depth along training."""
     s = Section("lens", view.stage.heading)
@@ -27,9 +32,12 @@ def section(view: StageView) -> Section:
         "(through the final LayerNorm and the tied head), on the same validation prompts at "
         "every history checkpoint: layer 0 is the embeddings, layer ℓ the output of block "
         "ℓ, and the last layer is the model's own prediction. The formation depth of a "
-        "prompt is the area under its KL-to-final curve normalised by the embeddings' KL "
-        "(Σ over layers before the last of min(1, KL_ℓ / KL_0)): a prediction formed at once "
-        "by block k has depth k."
+        f"prompt is the depth from which on its lens reading stays within {_threshold(view)} "
+        "bits of KL of the final prediction, interpolated linearly between the last layer "
+        "still above that and the next: 0 when the embeddings' reading already is within "
+        "it, between k − 1 and k when block k brings it there. The threshold is fixed in "
+        "bits, not a share of the embeddings' KL, which grows by orders of magnitude over "
+        "training and would make the depth fall with it."
     )
     tables = view.tables or {}
     layers, formation = tables.get("layers"), tables.get("formation")

@@ -1,9 +1,15 @@
 """The study's Part 3 statements (the softmax output layer), checked on the probe tables.
 
-Each claim is scoped to one model ("shakespeare model") or a pair of models, and worded
-from :mod:`domaingpt.core.published`. A claim the run cannot test (no model trained on
-the corpus, fewer than two checkpoints, a run that ends before the study's iteration, an
+Each claim is scoped to one model ("shakespeare model"), one model on one prompt corpus
+("shakespeare model, math prompts"), or a pair of models, and worded from
+:mod:`domaingpt.core.published`. A claim the run cannot test (no model trained on the
+corpus, fewer than two checkpoints, a run that ends before the study's iteration, an
 interval that straddles zero) is "not measured", never guessed.
+
+Every claim carries its ``effect`` (see :class:`~domaingpt.core.claims.Claim`): this
+model's estimate, positive where it supports the claim, zero at its null; the unit is
+the claim's own (bits, probability, iterations). None of these claims is about one
+named model rather than its domain, so none is ``per_model``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from domaingpt.core import published
 from domaingpt.core.claims import Claim, Verdict, holds_if, unmeasured
 from domaingpt.core.stage import Tables
 from domaingpt.core.statistics import welch_ci
+from domaingpt.stages.pooling import per_corpus
 
 
 def _model_for(last: pd.DataFrame, corpus: str) -> str | None:
@@ -66,26 +73,32 @@ def _training_claims(summary: pd.DataFrame, model: str) -> list[Claim]:
                 "entropy_final_bits": float(e[-1]),
                 "steps_fallen": falls,
                 "steps": len(e) - 1,
+                "entropy_fall_bits": float(e[0] - e[-1]),
             },
+            effect=float(e[0] - e[-1]),
         ),
         Claim(
             published.P_TRUE_RISES,
             holds_if(bool(p[-1] > p[0])),
             f"in-domain mean p(true) {p[0]:.3f} at iteration {it[0]} -> {p[-1]:.3f} at {it[-1]}",
             scope,
-            {**span, "p_true_first": float(p[0]), "p_true_final": float(p[-1])},
+            {
+                **span,
+                "p_true_first": float(p[0]),
+                "p_true_final": float(p[-1]),
+                "p_true_rise": float(p[-1] - p[0]),
+            },
+            effect=float(p[-1] - p[0]),
         ),
     ]
 
 
-def _ood_claim(summary: pd.DataFrame, last: pd.DataFrame, model: str) -> Claim:
-    """Out- minus in-domain entropy (averaged over every position of a prompt) at the
-    final checkpoint, with a Welch 95% interval: above zero holds, below fails."""
-    scope = f"{model} model"
-    final = int(summary.loc[summary["model"] == model, "iteration"].max())
-    g = last[(last["model"] == model) & (last["iteration"] == final)]
-    e_in = g.loc[g["domain"] == "in", "entropy_all_bits"].to_numpy()
-    e_out = g.loc[g["domain"] == "out", "entropy_all_bits"].to_numpy()
+def _entropy_gap(g: pd.DataFrame, final: int, scope: str) -> Claim:
+    """Out- minus in-domain entropy (averaged over every position of a prompt) on the
+    rows ``g`` of one model's final checkpoint, with a Welch 95% interval: above zero
+    holds, below fails; the difference is the effect."""
+    inside, outside = g[g["domain"] == "in"], g[g["domain"] == "out"]
+    e_in, e_out = inside["entropy_all_bits"].to_numpy(), outside["entropy_all_bits"].to_numpy()
     if len(e_in) < 2 or len(e_out) < 2:
         return Claim(
             published.OOD_ENTROPY,
@@ -94,8 +107,7 @@ def _ood_claim(summary: pd.DataFrame, last: pd.DataFrame, model: str) -> Claim:
             scope,
             {"n_out": len(e_out), "n_in": len(e_in)},
         )
-    last_in = g.loc[g["domain"] == "in", "entropy_bits"].mean()
-    last_out = g.loc[g["domain"] == "out", "entropy_bits"].mean()
+    last_in, last_out = inside["entropy_bits"].mean(), outside["entropy_bits"].mean()
     diff, lo, hi = welch_ci(e_out, e_in)
     return Claim(
         published.OOD_ENTROPY,
@@ -116,7 +128,18 @@ def _ood_claim(summary: pd.DataFrame, last: pd.DataFrame, model: str) -> Claim:
             "n_out": len(e_out),
             "n_in": len(e_in),
         },
+        effect=float(diff),
     )
+
+
+def _ood_claims(summary: pd.DataFrame, last: pd.DataFrame, model: str) -> list[Claim]:
+    """Out- vs in-domain entropy at the final checkpoint, once per out-of-domain prompt
+    corpus ("shakespeare model, math prompts"), and pooled over them all ("shakespeare
+    model, all out-of-domain prompts") where there are two or more: the pooled line holds
+    only where every corpus points the same way (:mod:`domaingpt.stages.pooling`)."""
+    final = int(summary.loc[summary["model"] == model, "iteration"].max())
+    g = last[(last["model"] == model) & (last["iteration"] == final)]
+    return per_corpus(g, f"{model} model", lambda rows, scope: _entropy_gap(rows, final, scope))
 
 
 def _hard_row(
@@ -151,6 +174,20 @@ def _hardening_verdict(
     return holds_if(later)
 
 
+def _hardening_margin(
+    reached: bool | None, hit: Any, final: int, bound: int, later: bool
+) -> float | None:
+    """The effect of a hardening claim, in iterations: ``bound − hardening iteration``
+    for "hardens by ``bound``" (``later``: the reverse, for "still moving after
+    ``bound``"). A model that has not hardened by the end of the run is counted at its
+    final iteration, a bound on a hardening that comes later still (censored: the margin
+    is at most this for "by", at least this for "after")."""
+    if reached is None:
+        return None
+    at = int(hit) if reached else final
+    return float(at - bound if later else bound - at)
+
+
 def _hardening_claim(last: pd.DataFrame, hard: pd.DataFrame, corpus: str) -> Claim:
     """Where the model of ``corpus`` hardens in domain, against the study's iteration."""
     words = published.HARDENING_BY_CORPUS[corpus]
@@ -178,12 +215,16 @@ def _hardening_claim(last: pd.DataFrame, hard: pd.DataFrame, corpus: str) -> Cla
         "epsilon_bits": float(h["epsilon"]),
         "last_js_bits": float(h["last_js_bits"]),
     }
-    return Claim(words, verdict, evidence, scope, numbers)
+    effect = None if short else _hardening_margin(reached, hit, final, bound, later)
+    numbers["margin_iterations"] = effect
+    return Claim(words, verdict, evidence, scope, numbers, effect=effect)
 
 
 def _order_claim(last: pd.DataFrame, hard: pd.DataFrame, a: str, b: str, words: str) -> Claim:
     """The model of ``a`` hardens (in domain) before the model of ``b``; never hardening
-    counts as later than any iteration, and neither hardening is not measured."""
+    counts as later than any iteration, and neither hardening is not measured. The effect
+    is ``b``'s hardening iteration minus ``a``'s, a model that never hardens counted at
+    its final iteration (a lower bound of its hardening iteration)."""
     (ma, ha), (mb, hb) = _hard_row(last, hard, a), _hard_row(last, hard, b)
     scope = f"{ma or a} and {mb or b} models"
     if ha is None or hb is None:
@@ -194,7 +235,28 @@ def _order_claim(last: pd.DataFrame, hard: pd.DataFrame, a: str, b: str, words: 
     if va is not None or vb is not None:
         before = (math.inf if va is None else va) < (math.inf if vb is None else vb)
     numbers = {f"{a}_hardening_iteration": va, f"{b}_hardening_iteration": vb}
-    return Claim(words, holds_if(before), evidence, scope, numbers)
+    effect = None
+    if before is not None:
+        at_a = va if va is not None else int(ha["final_iteration"])
+        at_b = vb if vb is not None else int(hb["final_iteration"])
+        effect = float(at_b - at_a)
+    numbers["gap_iterations"] = effect
+    return Claim(words, holds_if(before), evidence, scope, numbers, effect=effect)
+
+
+def _space_margin(o: pd.DataFrame) -> float | None:
+    """The effect of the <space> claim (probability): how far <space>'s excess is above
+    both zero and the third-highest excess of the other characters, the smaller of the
+    two, so positive exactly when the claim's test (excess > 0, rank <= 3) passes. When
+    <space> is not listed, its excess is at most the lowest listed one, and the margin
+    computed from that is a bound (the margin is at most this); None with fewer than
+    three other characters listed (a rank past the list cannot be placed)."""
+    others = o.loc[o["char"] != " ", "excess"].sort_values(ascending=False).to_numpy()
+    space = o.loc[o["char"] == " ", "excess"]
+    if len(others) < 3:
+        return float(space.iloc[0]) if len(space) else None
+    excess = float(space.iloc[0]) if len(space) else float(o["excess"].min())
+    return min(excess, excess - float(others[2]))
 
 
 def _space_claim(last: pd.DataFrame, over: pd.DataFrame) -> Claim:
@@ -207,13 +269,15 @@ def _space_claim(last: pd.DataFrame, over: pd.DataFrame) -> Claim:
     o = over[over["model"] == model].sort_values("excess", ascending=False)
     space = o[o["char"] == " "]
     top3 = ", ".join(f"{r.label} {r.excess:+.3f}" for r in o.head(3).itertuples())
+    margin = _space_margin(o)
     if not len(space):
         return Claim(
             published.MATH_SPACE,
             Verdict.FAILS,
             f"<space> is not among the listed over-predicted characters; top 3: {top3}",
             scope,
-            {"space_rank": None, "listed": len(o)},
+            {"space_rank": None, "listed": len(o), "space_margin": margin},
+            effect=margin,
         )
     r = space.iloc[0]
     return Claim(
@@ -227,7 +291,9 @@ def _space_claim(last: pd.DataFrame, over: pd.DataFrame) -> Claim:
             "space_corpus_freq": float(r["corpus_freq"]),
             "space_excess": float(r["excess"]),
             "space_rank": int(r["rank"]),
+            "space_margin": margin,
         },
+        effect=margin,
     )
 
 
@@ -247,7 +313,7 @@ def claims(tables: Tables) -> list[Claim]:
     out: list[Claim] = []
     for model in sorted(summary["model"].unique()) if len(summary) else []:
         out += _training_claims(summary, model)
-        out.append(_ood_claim(summary, last, model))
+        out += _ood_claims(summary, last, model)
     out += [_hardening_claim(last, hard, corpus) for corpus in published.HARDENING]
     out += [_order_claim(last, hard, a, b, words) for a, b, words in published.HARDENING_ORDER]
     out.append(_space_claim(last, over))

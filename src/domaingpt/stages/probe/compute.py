@@ -15,10 +15,11 @@ top-k
 
 "In-domain" means the prompt comes from the model's training corpus
 (:func:`domaingpt.data.prompts.domain_of`). Aggregates give mean, standard deviation and a
-normal-approximation 95 % confidence interval (mean ± 1.96·sd/√n) over prompts. The
-claim "out-of-domain entropy is higher" is tested on each prompt's entropy averaged over
-all its positions (``entropy_all_bits``: L predictions per prompt instead of one, so the
-test has power with a few dozen prompts), with a Welch 95 % CI of the difference.
+Student-t 95 % confidence interval (mean ± t·sd/√n, n − 1 degrees of freedom) over
+prompts. The claim "out-of-domain entropy is higher" is tested on each prompt's entropy
+averaged over all its positions (``entropy_all_bits``: L predictions per prompt instead
+of one, so the test has power with a few dozen prompts), with a Welch 95 % CI of the
+difference, once per out-of-domain prompt corpus (see :mod:`.claims`).
 
 Over-predicted characters
     On out-of-domain prompts at the final checkpoint: the model's mean predicted

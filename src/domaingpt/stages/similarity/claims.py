@@ -1,11 +1,18 @@
 """The similarity stage's claims: a pure function of its ``cka`` and ``jackknife`` tables.
 
 A difference between two CKAs on the same prompts gets a jackknife interval from the
-leave-one-prompt-out values of both (95 %, normal). Layer ``L`` is the last block's
-output, the residual stream the head reads.
+leave-one-prompt-out values of both (95 %, Student's t with G − 1 degrees of freedom).
+Layer ``L`` is the last block's output, the residual stream the head reads.
+
+Each claim is checked on every model (or pair of models, or adapted pair) at once and
+holds where it holds for every one; its ``effect`` (:class:`~domaingpt.core.claims.Claim`)
+is the smallest of their CKA differences, so positive only where every one is. No claim
+here pools out-of-domain prompts of several corpora, and none is about one named model.
 """
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 
@@ -46,14 +53,21 @@ def _last_layer(cka: pd.DataFrame) -> int:
     return int(cka["layer"].max())
 
 
+def _smallest(effects: list[float]) -> float | None:
+    """The effect of a claim checked on several models or pairs at once."""
+    finite = [e for e in effects if math.isfinite(e)]
+    return min(finite) if finite else None
+
+
 def hardens(tables: Tables) -> Claim:
-    """Per model: the last consecutive pair's CKA (last layer) above the first pair's."""
+    """Per model: the last consecutive pair's CKA (last layer) above the first pair's;
+    the effect is the smallest last-minus-first CKA."""
     cka = tables["cka"]
     t = cka[cka["kind"] == "training"]
     if t.empty:
         return unmeasured(published.SIM_HARDENS, "needs two checkpoints of a model")
     layer = _last_layer(t)
-    flags, parts, numbers = [], [], {}
+    flags, parts, numbers, effects = [], [], {}, []
     for model in study_order(t["model_a"].unique()):
         m = t[(t["model_a"] == model) & (t["layer"] == layer)].sort_values("iteration_b")
         if len(m) < 2:
@@ -63,6 +77,7 @@ def hardens(tables: Tables) -> Claim:
             tables, ([last["comparison"]], layer), ([first["comparison"]], layer)
         )
         flags.append(low > 0)
+        effects.append(diff)
         parts.append(
             f"{display(model)} {first['cka']:.3f} ({int(first['iteration_a'])}→"
             f"{int(first['iteration_b'])}) → {last['cka']:.3f} ({int(last['iteration_a'])}→"
@@ -73,21 +88,31 @@ def hardens(tables: Tables) -> Claim:
     if not flags:
         return unmeasured(published.SIM_HARDENS, "needs three checkpoints of a model")
     evidence = f"CKA of consecutive checkpoints at layer {layer}: " + "; ".join(parts)
-    return Claim(published.SIM_HARDENS, verdict_of(flags), evidence, f"layer {layer}", numbers)
+    effect = numbers["smallest_change"] = _smallest(effects)
+    return Claim(
+        published.SIM_HARDENS,
+        verdict_of(flags),
+        evidence,
+        f"layer {layer}",
+        numbers,
+        effect=effect,
+    )
 
 
 def domains_diverge(tables: Tables) -> Claim:
-    """Per pair of domain models: CKA at layer 1 above CKA at the last layer."""
+    """Per pair of domain models: CKA at layer 1 above CKA at the last layer; the effect
+    is the smallest layer-1-minus-last CKA."""
     cka = tables["cka"]
     d = cka[cka["kind"] == "domains"]
     if d.empty or _last_layer(d) < 2:
         return unmeasured(published.SIM_DOMAINS, "needs two domain models of two layers or more")
     layer = _last_layer(d)
-    flags, parts, numbers = [], [], {}
+    flags, parts, numbers, effects = [], [], {}, []
     for comparison, g in d.groupby("comparison", sort=False):
         by = g.set_index("layer")["cka"]
         diff, low, high = _difference(tables, ([comparison], 1), ([comparison], layer))
         flags.append(low > 0)
+        effects.append(diff)
         a, b = g["model_a"].iloc[0], g["model_b"].iloc[0]
         parts.append(
             f"{display(a)} vs {display(b)}: layer 1 {by[1]:.3f}, layer {layer} {by[layer]:.3f} "
@@ -96,20 +121,23 @@ def domains_diverge(tables: Tables) -> Claim:
         numbers[f"{a}_{b}_layer1"] = float(by[1])
         numbers[f"{a}_{b}_layer{layer}"] = float(by[layer])
     evidence = "CKA of the final checkpoints on every prompt: " + "; ".join(parts)
-    return Claim(published.SIM_DOMAINS, verdict_of(flags), evidence, "domain models", numbers)
+    effect = numbers["smallest_difference"] = _smallest(effects)
+    return Claim(
+        published.SIM_DOMAINS, verdict_of(flags), evidence, "domain models", numbers, effect=effect
+    )
 
 
 def early_moves_more(tables: Tables) -> Claim:
     """Per adapted pair: on the target's prompts at the last layer, the final start keeps
     more of its representation than the early start (CKA source-vs-adapted higher),
-    seeds averaged."""
+    seeds averaged; the effect is the smallest final-minus-early CKA."""
     cka = tables["cka"]
     a = cka[(cka["kind"] == "adaptation") & (cka["prompts"] == "target")]
     if a.empty:
         return unmeasured(published.EARLY_MOVES_MORE, "no adapted models in this run")
     layer = _last_layer(a)
     a = a[a["layer"] == layer]
-    flags, parts, numbers = [], [], {}
+    flags, parts, numbers, effects = [], [], {}, []
     pairs = dict(list(a.groupby(["source", "target"], sort=True)))
     order = study_order({s for s, _ in pairs})
     for (source, target), g in sorted(pairs.items(), key=lambda kv: order.index(kv[0][0])):
@@ -120,6 +148,7 @@ def early_moves_more(tables: Tables) -> Claim:
         final = float(g.loc[g["start"] == "final", "cka"].mean())
         early = float(g.loc[g["start"] == "early", "cka"].mean())
         flags.append(low > 0)
+        effects.append(diff)
         moved = "early moves more" if low > 0 else "final moves more" if high < 0 else "unclear"
         parts.append(
             f"{display(source)} → {display(target)}: final start keeps {final:.3f}, early "
@@ -134,12 +163,14 @@ def early_moves_more(tables: Tables) -> Claim:
         f"CKA of the source model at its start and the adapted model, layer {layer}, on the "
         "target corpus's prompts (higher: the representation moved less): " + "; ".join(parts)
     )
+    effect = numbers["smallest_difference"] = _smallest(effects)
     return Claim(
         published.EARLY_MOVES_MORE,
         verdict_of(flags),
         evidence,
         f"representations (CKA, layer {layer})",
         numbers,
+        effect=effect,
     )
 
 
