@@ -2,6 +2,6 @@
 
 import sys
 
-from domaingpt.cli import main
+from domaingpt.launch import main
 
 sys.exit(main())

@@ -5,7 +5,7 @@ prompt's lens reading stays within the run's threshold of KL to the final predic
 of each model's prompts; intervals are 95 % Student-t intervals over prompts (paired where
 the same prompts are compared at two checkpoints, Welch where two sets of prompts are
 compared). Out-of-domain claims are made once per (model, prompt corpus), with a pooled
-line per model that holds only where its corpora agree (:mod:`domaingpt.stages.pooling`).
+line per model that holds only where its corpora agree (:mod:`domaingpt.core.pooling`).
 
 Effects (:class:`~domaingpt.core.claims.Claim`), positive where they support the claim:
 a claim checked on every model (or pair) at once takes the smallest of their effects,
@@ -27,12 +27,12 @@ import pandas as pd
 
 from domaingpt.core import published
 from domaingpt.core.claims import Claim, unmeasured, verdict_of
+from domaingpt.core.pooling import per_corpus
 from domaingpt.core.rundir import study_order
 from domaingpt.core.stage import Tables
 from domaingpt.core.statistics import first_to_last, mean_ci, welch_ci
 from domaingpt.report.format import display
 from domaingpt.stages.lens.compute import formation_depth, formation_threshold
-from domaingpt.stages.pooling import per_corpus
 
 
 def _final(df: pd.DataFrame) -> pd.DataFrame:

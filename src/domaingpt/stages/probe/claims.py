@@ -22,9 +22,9 @@ import pandas as pd
 
 from domaingpt.core import published
 from domaingpt.core.claims import Claim, Verdict, holds_if, unmeasured
+from domaingpt.core.pooling import per_corpus
 from domaingpt.core.stage import Tables
 from domaingpt.core.statistics import welch_ci
-from domaingpt.stages.pooling import per_corpus
 
 
 def _model_for(last: pd.DataFrame, corpus: str) -> str | None:
@@ -136,7 +136,7 @@ def _ood_claims(summary: pd.DataFrame, last: pd.DataFrame, model: str) -> list[C
     """Out- vs in-domain entropy at the final checkpoint, once per out-of-domain prompt
     corpus ("shakespeare model, math prompts"), and pooled over them all ("shakespeare
     model, all out-of-domain prompts") where there are two or more: the pooled line holds
-    only where every corpus points the same way (:mod:`domaingpt.stages.pooling`)."""
+    only where every corpus points the same way (:mod:`domaingpt.core.pooling`)."""
     final = int(summary.loc[summary["model"] == model, "iteration"].max())
     g = last[(last["model"] == model) & (last["iteration"] == final)]
     return per_corpus(g, f"{model} model", lambda rows, scope: _entropy_gap(rows, final, scope))
