@@ -89,6 +89,8 @@ def test_partial_adaptation_and_a_slow_shakespeare_model_hold():
 
 def test_adaptation_that_fails_to_move_or_overshoots_does_not_hold():
     t = tables(pairs(), drops={"shakespeare": 1.5, "math": 1.0, "wikipedia": 0.5})
+    fast = claims(t)[1]  # Shakespeare's target loss falls most, 1.0 more than Wikipedia's
+    assert fast.verdict == Verdict.FAILS and fast.effect == pytest.approx(-1.0)
     t["final"]["target_loss_step0"] = t["final"]["target_loss"] - 0.1  # the loss rises
     partial, slow = claims(t)[:2]
     assert partial.verdict == Verdict.FAILS and partial.effect == pytest.approx(-0.1)

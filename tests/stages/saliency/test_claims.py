@@ -417,6 +417,13 @@ def test_agreement_falls_after_training_for_one_model_of_two():
     # effect: the smaller fall of ρ over the two models (Shakespeare 0.4, Math none)
     assert harder.effect == pytest.approx(0.0) and harder.numbers["smallest_fall"] == harder.effect
     assert "iteration 10 → 60" in harder.evidence
+    rising = prompts.assign(iteration=prompts["iteration"].map({10: 60, 60: 10}))
+    (harder,) = [
+        c
+        for c in claims({"agreement": table, "agreement_prompts": rising})
+        if c.claim == published.NORM_HARDER
+    ]  # Shakespeare's ρ rises 0.4 along training: a negative effect
+    assert harder.verdict is Verdict.FAILS and harder.effect == pytest.approx(-0.4)
     one = prompts[prompts["iteration"] == 60]
     (harder,) = [
         c
