@@ -7,6 +7,7 @@ import math
 import shutil
 import types
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,10 +23,12 @@ from domaingpt.model.checkpoint import find_checkpoint, list_checkpoints, load_c
 from domaingpt.scoring import score_windows
 from domaingpt.stages.adapt import (
     AdaptSettings,
-    across_pairs,
+    across_sources,
     load_adapt,
+    per_source,
     pick_early,
     run_adapt,
+    sign_flip_p,
     summarize,
     summary_markdown,
     verdict,
@@ -219,20 +222,29 @@ def test_verdict_follows_the_numbers():
     assert "one seed" in one
 
 
-def test_across_pairs_sign_test_and_interval():
-    """One seed per pair: the pairs are the replicates (exact two-sided sign test)."""
-    six_final = pd.DataFrame({"delta_early_minus_final": [0.31, 0.24, 0.19, 0.22, 0.31, 0.53]})
-    r = across_pairs(six_final)
-    assert (r["n_pairs"], r["final_better"], r["early_better"]) == (6, 6, 0)
-    assert r["sign_p"] == pytest.approx(2 / 64)  # all six one way
-    assert r["mean_delta"] == pytest.approx(0.3) and 0.19 <= r["ci_low"] < 0.3 < r["ci_high"]
-    mixed = across_pairs(pd.DataFrame({"delta_early_minus_final": [0.1, -0.2, 0.05, -0.1]}))
-    assert (mixed["final_better"], mixed["early_better"]) == (2, 2)
-    assert mixed["sign_p"] == pytest.approx(1.0)
-    five_one = across_pairs(pd.DataFrame({"delta_early_minus_final": [-1, -1, -1, -1, -1, 1]}))
-    assert five_one["sign_p"] == pytest.approx(2 * 7 / 64)  # P(X <= 1) of Bin(6, 1/2), twice
-    with_nan = pd.DataFrame({"delta_early_minus_final": [0.1, math.nan, 0.2]})
-    assert across_pairs(with_nan) is None  # fewer than 3 pairs with a comparison
+def test_across_sources_exact_tests_and_interval():
+    """The source model is the unit: each source's pairs averaged first."""
+    six = pd.DataFrame(
+        {
+            "source": ["a", "a", "b", "b", "c", "c"],
+            "delta_early_minus_final": [0.31, 0.24, 0.19, 0.22, 0.31, 0.53],
+        }
+    )
+    r = across_sources(six)
+    assert (r["n_sources"], r["n_pairs"], r["final_better"], r["early_better"]) == (3, 6, 3, 0)
+    assert r["sign_p"] == pytest.approx(2 / 8) and r["permutation_p"] == pytest.approx(2 / 8)
+    assert r["final_minus_early_a"] == pytest.approx(-0.275)
+    assert r["mean_final_minus_early"] == pytest.approx(-0.3)
+    assert r["ci_low"] < -0.3 < r["ci_high"]
+    assert list(per_source(six).index) == ["a", "b", "c"]
+    assert across_sources(six[six["source"] == "a"]) is None  # one source: no test
+    # the sign-flip p against a few by-hand values
+    assert sign_flip_p(np.array([1.0, 1.0, 1.0, 1.0])) == pytest.approx(2 / 16)
+    assert sign_flip_p(np.array([1.0, -1.0])) == pytest.approx(1.0)
+    # sums of ±3 ±1 ±1 (observed 3 + 1 − 1 = 3): 5, 3, 3, 1 and their negatives, 6 of 8
+    assert sign_flip_p(np.array([3.0, 1.0, -1.0])) == pytest.approx(6 / 8)
+    many = sign_flip_p(np.full(20, 0.5))  # Monte Carlo beyond 16 sources
+    assert many < 1e-3
     rows = [
         {"source": src, "target": "t", "start": start, "seed": 0, "forgetting": 0.1,
          "source_iteration": {"early": 100, "final": 1000}[start], "target_loss": loss}
@@ -240,8 +252,9 @@ def test_across_pairs_sign_test_and_interval():
         for start, loss in (("early", early), ("final", 2.2))
     ]  # fmt: skip
     md = summary_markdown(summarize(pd.DataFrame(rows)), AdaptSettings())
-    assert "**over all 3 pairs**: the early start ends lower in 0, the final start in 3" in md
-    assert "mean Δ early − final +0.300" in md and "p = 0.25" in md
+    assert "**over the 3 source models**" in md
+    assert "the early start ends lower for 0, the final start for 3" in md
+    assert "mean final − early −0.300 nats" in md and "permutation p = 0.25" in md
 
 
 def test_cli_errors(cli_error, capsys, run, data_dir):

@@ -4,6 +4,7 @@ a matrix that breaks them, one with only some of the study's corpora, and a four
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from domaingpt.core.claims import Verdict
 from domaingpt.core.published import (
@@ -42,7 +43,16 @@ def test_the_study_s_matrix_makes_every_claim_hold():
         "own_shakespeare": 1.3966,
         "own_math": 1.2258,
         "own_wikipedia": 1.3786,
+        "smallest_margin": pytest.approx(2.3861 - 1.3966),
     }
+    # effects, the smallest margin over the models (nats): the Shakespeare model's own
+    # corpus 1.3966 under its next best (Wikipedia 2.3861); Wikipedia's own model 1.3786
+    # under the next best model on it (Shakespeare's 2.3861); the Wikipedia model's
+    # hardest corpus, the study's Math 2.7195, over Shakespeare 2.5144
+    assert [c.effect for c in out] == pytest.approx(
+        [2.3861 - 1.3966, 2.3861 - 1.3786, 2.7195 - 2.5144]
+    )
+    assert not any(c.per_model for c in out)
     assert "Shakespeare model: hardest Math (3.95); study: Math" in out[2].evidence
 
 
@@ -57,11 +67,19 @@ def test_broken_matrices_fail_or_hold_partly():
     m["math"]["math"] = 3.0  # the Math model does better on Wikipedia (2.53), and the
     # Wikipedia model on Math (2.72) than the Math model
     assert verdicts(m)[:2] == [Verdict.PARTLY, Verdict.PARTLY]
+    # the Math model's own corpus 3.0 against its Wikipedia 2.5259; the Math corpus's own
+    # model 3.0 against the Wikipedia model's 2.7195: negative effects
+    out = claims({"zero_shot": zero_shot(m)})
+    assert [c.effect for c in out[:2]] == pytest.approx([2.5259 - 3.0, 2.7195 - 3.0])
     flat = {m: {c: 2.0 + (0.5 if c == m else 0.0) for c in row} for m, row in study().items()}
     assert verdicts(flat)[:2] == [Verdict.FAILS, Verdict.FAILS]
+    out = claims({"zero_shot": zero_shot(flat)})
+    assert [c.effect for c in out[:2]] == pytest.approx([-0.5, -0.5])
     swapped = study()  # Shakespeare model finds Wikipedia hardest, unlike the study
     swapped["shakespeare"]["wikipedia"] = 5.0
     assert verdicts(swapped) == [Verdict.HOLDS, Verdict.HOLDS, Verdict.PARTLY]
+    hardest = claims({"zero_shot": zero_shot(swapped)})[2]
+    assert hardest.effect == pytest.approx(3.9497 - 5.0)  # Math 3.95 below Wikipedia 5.0
 
 
 def test_no_table_or_too_few_corpora_is_not_measured():
@@ -71,7 +89,7 @@ def test_no_table_or_too_few_corpora_is_not_measured():
     two.pop("wikipedia")
     out = claims({"zero_shot": zero_shot(two)})
     assert [c.verdict for c in out] == [Verdict.HOLDS, Verdict.HOLDS, Verdict.UNMEASURED]
-    assert out[2].evidence == "needs the three built-in corpora"
+    assert out[2].evidence == "needs the three built-in corpora" and out[2].effect is None
 
 
 def test_a_fourth_corpus_joins_the_own_corpus_claims_but_not_the_study_s_matrix():

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from domaingpt.core import published
 from domaingpt.core.claims import Claim, Verdict, claims_frame, frame_claims
+from domaingpt.core.statistics import welch_ci
 from domaingpt.stages.quality import (
     SampleQualitySettings,
     checkpoint_summary,
@@ -54,14 +56,21 @@ def _reference(corpora: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: The two seeds of a checkpoint: its space share and long-word share 10 % below and above
+#: the row's value (the checkpoint's mean).
+SPREAD = {1: 0.9, 2: 1.1}
+#: Student's t(0.975) with 1 degree of freedom: two samples' 95 % interval.
+T1 = 12.706204736174707
+
+
 def _timeline(rows: list[tuple], corpus: str = "shakespeare") -> pd.DataFrame:
     """Two seeds per checkpoint (iteration, val_loss, space_share, long_word_known[,
-    distinct_char_4, zlib_ratio, longest_repeat])."""
+    distinct_char_4, zlib_ratio, longest_repeat]); see :data:`SPREAD`."""
     recs = []
     for row in rows:
         it, loss, space, known = row[:4]
         distinct, zlib, repeat = row[4:] if len(row) > 4 else (0.9, 0.7, 10.0)
-        for seed in (1, 2):
+        for seed, f in SPREAD.items():
             recs.append(
                 {
                     "kind": "train",
@@ -70,11 +79,11 @@ def _timeline(rows: list[tuple], corpus: str = "shakespeare") -> pd.DataFrame:
                     "iteration": it,
                     "val_loss": loss,
                     "seed": seed,
-                    "space_share": space,
+                    "space_share": space * f,
                     "n_words": 10,
                     "word_known": known,
                     "n_long_words": 10,
-                    "long_word_known": known,
+                    "long_word_known": known * f,
                     "distinct_char_4": distinct,
                     "zlib_ratio": zlib,
                     "longest_repeat": repeat,
@@ -131,24 +140,39 @@ def test_iteration_claims_from_known_numbers() -> None:
     assert spacing.numbers["iteration"] == 100 and spacing.numbers["prev_iteration"] == 50
     assert spacing.numbers["value"] == pytest.approx(0.14)
     assert (spacing.numbers["accepted_low"], spacing.numbers["accepted_high"]) == (40, 250)
+    # effect: iteration 100 lies ln 2.5 inside 40-250 (log-iterations) on both sides
+    assert spacing.effect == pytest.approx(math.log(2.5)) == spacing.numbers["effect"]
+    # the interval over the checkpoint's two samples (0.126 and 0.154): 0.14 ± t·0.014
+    assert spacing.numbers["space_share_n"] == 2
+    assert spacing.numbers["space_share_ci_low"] == pytest.approx(0.14 - T1 * 0.014)
+    assert spacing.numbers["space_share_ci_high"] == pytest.approx(0.14 + T1 * 0.014)
+    assert "space share at iteration 100: 0.140 [-0.038, 0.318] over 2 samples" in (
+        spacing.evidence
+    )
+    words = _one(found, WORDS)  # 1,000 in 320-2,500: the nearer end is 2.5 times away
+    assert words.effect == pytest.approx(math.log(2500 / 1000))
+    assert words.numbers["long_word_known_mean"] == pytest.approx(0.6)
 
 
 def test_iteration_claim_does_not_hold_or_is_not_measured() -> None:
     # spacing only at 1000, right after 500: later than 100 × 2.5 -> does not hold
     late = _tables(shakespeare=[(0, 5.0, 0.0, 0.0), (500, 2.0, 0.05, 0.1), (1000, 1.8, 0.15, 0.2)])
     assert _verdict(late, SPACING) is FAILS
+    assert _one(quality_claims(late), SPACING).effect == pytest.approx(math.log(250 / 1000))
     # first seen at 1000 but the previous checkpoint is 10: too sparse to tell
     sparse = _tables(shakespeare=[(0, 5.0, 0.0, 0.0), (10, 4.0, 0.0, 0.0), (1000, 1.8, 0.15, 0.2)])
     assert _verdict(sparse, SPACING) is UNMEASURED
     # training stopped at 200, before the word window (320-2,500) ended: not measured
     short = _tables(shakespeare=[(0, 5.0, 0.0, 0.0), (200, 3.0, 0.15, 0.1)])
     words = _one(quality_claims(short), WORDS)
-    assert words.verdict is UNMEASURED
+    assert words.verdict is UNMEASURED and words.effect is None
     assert words.numbers["reached"] == 0 and words.numbers["last_iteration"] == 200
     assert words.numbers["best_value"] == pytest.approx(0.1) and "iteration" not in words.numbers
     # never reached although training went far past the window: does not hold
     never = _tables(shakespeare=[(0, 5.0, 0.0, 0.0), (5000, 1.5, 0.15, 0.2)])
     assert _verdict(never, WORDS) is FAILS
+    # not by 5,000: at least ln(5001 / 2500) past the window's end
+    assert _one(quality_claims(never), WORDS).effect == pytest.approx(math.log(2500 / 5001))
 
 
 def test_a_corpus_the_study_did_not_judge_has_no_iteration_claims() -> None:
@@ -164,23 +188,27 @@ def test_a_corpus_the_study_did_not_judge_has_no_iteration_claims() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rows", "verdict"),
+    ("rows", "verdict", "effect"),
     [
-        # ≥ 75 % real first at loss 1.6, inside the study's 1.5-1.6 (accepted 1.35-1.75)
-        ([(0, 5.0, 0.1, 0.0), (1000, 1.8, 0.15, 0.6), (2000, 1.6, 0.15, 0.8)], HOLDS),
-        # passes between loss 1.3 and 1.2: both below the accepted range
-        ([(0, 5.0, 0.1, 0.0), (1000, 1.3, 0.15, 0.6), (2000, 1.2, 0.15, 0.8)], FAILS),
-        # never passes although the loss went below the range
-        ([(0, 5.0, 0.1, 0.0), (1000, 1.2, 0.15, 0.6)], FAILS),
+        # ≥ 75 % real first at loss 1.6, inside the study's 1.5-1.6 (accepted 1.35-1.75),
+        # 0.15 nats from its top
+        ([(0, 5.0, 0.1, 0.0), (1000, 1.8, 0.15, 0.6), (2000, 1.6, 0.15, 0.8)], HOLDS, 0.15),
+        # passes between loss 1.3 and 1.2: both below the accepted range; first seen at
+        # 1.2, 0.15 below it
+        ([(0, 5.0, 0.1, 0.0), (1000, 1.3, 0.15, 0.6), (2000, 1.2, 0.15, 0.8)], FAILS, -0.15),
+        # never passes although the loss went 0.15 below the range
+        ([(0, 5.0, 0.1, 0.0), (1000, 1.2, 0.15, 0.6)], FAILS, -0.15),
         # never passes, loss still above the range: not measured
-        ([(0, 5.0, 0.1, 0.0), (1000, 2.0, 0.15, 0.6)], UNMEASURED),
+        ([(0, 5.0, 0.1, 0.0), (1000, 2.0, 0.15, 0.6)], UNMEASURED, None),
         # passes somewhere between loss 2.0 and 1.2: too sparse to tell
-        ([(0, 5.0, 0.1, 0.0), (1000, 2.0, 0.15, 0.6), (2000, 1.2, 0.15, 0.8)], UNMEASURED),
+        ([(0, 5.0, 0.1, 0.0), (1000, 2.0, 0.15, 0.6), (2000, 1.2, 0.15, 0.8)], UNMEASURED, None),
     ],
 )
-def test_loss_claim(rows: list[tuple], verdict: Verdict) -> None:
+def test_loss_claim(rows: list[tuple], verdict: Verdict, effect: float | None) -> None:
     claim = _one(quality_claims(_tables(shakespeare=rows)), LOSS)
     assert claim.verdict is verdict
+    assert claim.effect == (None if effect is None else pytest.approx(effect))
+    assert claim.numbers["long_word_known_n"] == 2  # the interval over that checkpoint's samples
     assert claim.evidence.startswith("val loss at the first checkpoint where ≥ 75%")
     assert (claim.numbers["accepted_low"], claim.numbers["accepted_high"]) == pytest.approx(
         (1.35, 1.75)
@@ -192,19 +220,30 @@ def test_relative_claims_between_corpora() -> None:
     slower = [(0, 5.0, 0.0, 0.0), (100, 2.5, 0.05, 0.5), (1000, 1.6, 0.15, 0.8)]
     claim = _one(quality_claims(_tables(shakespeare=sh, math=slower)), published.MATH_SPACING)
     assert claim.verdict is HOLDS and claim.scope == "math vs shakespeare"
-    assert claim.numbers == {"math_iteration": 1000, "shakespeare_iteration": 100}
+    assert claim.numbers["math_iteration"] == 1000
+    assert claim.numbers["shakespeare_iteration"] == 100
+    assert claim.effect == pytest.approx(math.log(1000 / 100))  # log-iterations later
+    # at Shakespeare's spacing iteration, both models' space share over their samples
+    assert claim.numbers["math_space_share_mean"] == pytest.approx(0.05)
+    assert claim.numbers["shakespeare_space_share_ci_low"] == pytest.approx(0.15 - T1 * 0.015)
+    assert "space share at iteration 100: math 0.050 [" in claim.evidence
     # math spaced first: does not hold; at the same checkpoint: too coarse to order
-    assert _verdict(_tables(shakespeare=slower, math=sh), published.MATH_SPACING) is FAILS
+    early = _one(quality_claims(_tables(shakespeare=slower, math=sh)), published.MATH_SPACING)
+    assert early.verdict is FAILS and early.effect == pytest.approx(-math.log(10))
     same = _one(quality_claims(_tables(shakespeare=sh, math=sh)), published.MATH_SPACING)
     assert same.verdict is UNMEASURED and "too coarse to order" in same.evidence
+    assert same.effect is None
     # word formation passes at loss 1.0 for wikipedia, 1.6 for shakespeare: lower
     wiki = [(0, 5.0, 0.0, 0.0), (1000, 1.5, 0.15, 0.6), (2000, 1.0, 0.15, 0.8)]
     tables = _tables(shakespeare=sh, wikipedia=wiki)
     claim = _one(quality_claims(tables), published.WIKI_LOSS, "wikipedia vs shakespeare")
-    assert claim.verdict is HOLDS
-    assert claim.numbers == {"wikipedia_val_loss": 1.0, "shakespeare_val_loss": 1.6}
+    assert claim.verdict is HOLDS and claim.effect == pytest.approx(0.6)  # nats lower
+    assert claim.numbers["wikipedia_val_loss"] == 1.0
+    assert claim.numbers["shakespeare_val_loss"] == 1.6
+    assert claim.numbers["wikipedia_long_word_known_mean"] == pytest.approx(0.8)
     tables = _tables(shakespeare=wiki, wikipedia=sh)
-    assert _verdict(tables, published.WIKI_LOSS, "wikipedia vs shakespeare") is FAILS
+    claim = _one(quality_claims(tables), published.WIKI_LOSS, "wikipedia vs shakespeare")
+    assert claim.verdict is FAILS and claim.effect == pytest.approx(-0.6)
 
 
 def test_milestones_from_known_numbers() -> None:
@@ -232,6 +271,10 @@ def test_repetition_holds_without_late_repetition() -> None:
     assert claim.evidence.startswith("late checkpoints (iteration ≥ 500) within 2 std")
     assert claim.numbers["zlib_ratio"] == 0.7 and claim.numbers["zlib_ratio_corpus_std"] == 0.02
     assert claim.numbers["flagged"] == 0 and claim.numbers["rising"] == 0
+    # effect, in corpus stds: every late mean 2 std inside its bound, and each measure one
+    # std short of a rise (the second smallest of those decides): min(2, 1)
+    assert claim.effect == pytest.approx(1.0)
+    assert claim.numbers["zlib_ratio_n"] == 2 and claim.numbers["zlib_ratio_ci_low"] == 0.7
 
 
 def test_late_repetition_is_detected() -> None:
@@ -247,6 +290,7 @@ def test_late_repetition_is_detected() -> None:
     assert claim.verdict is FAILS
     assert "zlib_ratio 0.300 at iteration 1,000" in claim.evidence
     assert claim.numbers["flagged"] == 2
+    assert claim.effect == pytest.approx(-(80 - 16) / 3)  # the longest repeat, 21 std out
 
 
 def test_repetition_rising_in_two_measures_does_not_hold() -> None:
@@ -263,6 +307,8 @@ def test_repetition_rising_in_two_measures_does_not_hold() -> None:
     assert claim.verdict is FAILS and claim.numbers == pytest.approx(
         {**claim.numbers, "flagged": 0, "rising": 2}
     )
+    # inside the bounds by 0.5 std, but two measures rose by 2.5 std: 1.5 std past a rise
+    assert claim.effect == pytest.approx(-1.5)
     assert "more repetitive in distinct_char_4 0.920 → 0.870, zlib_ratio 0.720 → 0.670" in (
         claim.evidence
     )
@@ -305,6 +351,7 @@ def _adapted(groups: list[dict]) -> pd.DataFrame:
                         "adapt_seed": seed,
                         "nearest_corpus": nearest,
                         **m,
+                        "js_unigram": m["js_unigram"] * SPREAD[seed + 1],
                     }
                 )
     return pd.DataFrame(rows)
@@ -341,9 +388,19 @@ def test_style_moves_to_the_target() -> None:
     assert claim.numbers["shakespeare__to__math_js_after"] == 0.2
     assert "shakespeare→math JS to target 0.500 → 0.200" in claim.evidence
     assert "nearest the target 0.0% → 100.0% of samples" in claim.evidence
+    # effect: the smaller fall (bits) over the pairs; each fall's Welch interval over the
+    # samples before (0.45, 0.55) and after (0.18, 0.22)
+    assert claim.effect == pytest.approx(0.3)
+    _, low, high = welch_ci(np.array([0.45, 0.55]), np.array([0.18, 0.22]))
+    assert claim.numbers["shakespeare__to__math_fall_ci_low"] == pytest.approx(low)
+    assert claim.numbers["shakespeare__to__math_fall_ci_high"] == pytest.approx(high)
+    assert f"(fall +0.300 [{low:+.3f}, {high:+.3f}] (2 vs 2 samples)" in claim.evidence
     # one pair moves away from its target: does not hold, for every pair
     groups[1] = _group("math", "wikipedia", "final", {"js_unigram": 0.4}, {"js_unigram": 0.45})
     assert _verdict(_adapt_tables(groups), published.ADAPT_STYLE) is FAILS
+    assert _one(quality_claims(_adapt_tables(groups)), published.ADAPT_STYLE).effect == (
+        pytest.approx(-0.05)
+    )
     # no sample before adaptation to compare with: not measured
     only_after = [{**groups[0], "before": None}]
     del only_after[0]["before"]
@@ -360,23 +417,32 @@ def test_style_claims_leave_scratch_starts_out() -> None:
 
 
 @pytest.mark.parametrize(
-    ("after", "verdict"),
+    ("after", "verdict", "effect"),
     [
-        # play-like headings (≥ half of Shakespeare's 20 %, more than before), words poor
-        ({"heading_share": 0.15, "long_word_known": 0.3}, HOLDS),
+        # play-like headings (≥ half of Shakespeare's 20 %, more than before), words poor;
+        # the nearest margin: headings 0.05 above half of Shakespeare's
+        ({"heading_share": 0.15, "long_word_known": 0.3}, HOLDS, 0.05),
         # headings did not come
-        ({"heading_share": 0.05, "long_word_known": 0.3}, FAILS),
-        # words did not struggle
-        ({"heading_share": 0.15, "long_word_known": 0.9}, FAILS),
+        ({"heading_share": 0.05, "long_word_known": 0.3}, FAILS, -0.05),
+        # words did not struggle: 0.9 real, 0.15 above the 0.75 threshold
+        ({"heading_share": 0.15, "long_word_known": 0.9}, FAILS, -0.15),
         # no long word to judge after adaptation
-        ({"heading_share": 0.15, "long_word_known": math.nan, "n_long_words": 0}, UNMEASURED),
+        (
+            {"heading_share": 0.15, "long_word_known": math.nan, "n_long_words": 0},
+            UNMEASURED,
+            None,
+        ),
     ],
 )
-def test_tone_after_adapting_to_shakespeare(after: dict, verdict: Verdict) -> None:
+def test_tone_after_adapting_to_shakespeare(
+    after: dict, verdict: Verdict, effect: float | None
+) -> None:
     groups = [_group("math", "shakespeare", "final", {"heading_share": 0.0}, after)]
     claim = _one(quality_claims(_adapt_tables(groups)), published.ADAPT_TONE)
     assert claim.verdict is verdict and claim.scope == "math → shakespeare (final)"
     assert claim.numbers["heading_share_corpus"] == 0.2
+    assert claim.effect == (None if effect is None else pytest.approx(effect))
+    assert claim.numbers["heading_share_after_n"] == 2
 
 
 def test_tone_and_symbols_without_their_pairs_are_not_measured() -> None:
@@ -389,16 +455,17 @@ def test_tone_and_symbols_without_their_pairs_are_not_measured() -> None:
 
 
 @pytest.mark.parametrize(
-    ("before", "after", "verdict"),
+    ("before", "after", "verdict", "effect"),
     [
-        (0.01, 0.04, HOLDS),  # rises, nearer Math's 5 % than Wikipedia's 0.5 %
-        (0.01, 0.008, FAILS),  # falls
-        (0.01, 0.02, FAILS),  # rises, but still nearer Wikipedia's share
-        (math.nan, 0.04, UNMEASURED),
+        # rises 0.03, ends 0.025 nearer Math's 5 % than Wikipedia's 0.5 %
+        (0.01, 0.04, HOLDS, 0.025),
+        (0.01, 0.008, FAILS, -0.039),  # falls, and ends 0.039 nearer Wikipedia's share
+        (0.01, 0.02, FAILS, -0.015),  # rises, but still 0.015 nearer Wikipedia's share
+        (math.nan, 0.04, UNMEASURED, None),
     ],
 )
 def test_symbols_after_adapting_wikipedia_to_math(
-    before: float, after: float, verdict: Verdict
+    before: float, after: float, verdict: Verdict, effect: float | None
 ) -> None:
     groups = [
         _group(
@@ -411,6 +478,7 @@ def test_symbols_after_adapting_wikipedia_to_math(
     ]
     claim = _one(quality_claims(_adapt_tables(groups)), published.ADAPT_SYMBOLS)
     assert claim.verdict is verdict
+    assert claim.effect == (None if effect is None else pytest.approx(effect))
 
 
 def _starts(pairs: dict[tuple[str, str], tuple[float, float]]) -> list[dict]:
@@ -430,9 +498,16 @@ def test_early_start_shifts_more() -> None:
     assert claim.numbers["shakespeare__to__math_early"] == pytest.approx(0.6)
     assert claim.numbers["shakespeare__to__math_final"] == pytest.approx(0.2)
     assert claim.numbers["early_larger"] == 2 and claim.numbers["final_larger"] == 0
+    assert claim.effect == 1.0  # (early larger - final larger) / pairs
+    # per pair, early − final gap closed over the after samples: each sample's share of the
+    # gap (before 0.45/0.55, mean 0.5) closed: 1 - (0.18, 0.22) / 0.5 vs 1 - (0.36, 0.44) / 0.5
+    _, low, high = welch_ci(1 - np.array([0.18, 0.22]) / 0.5, 1 - np.array([0.36, 0.44]) / 0.5)
+    assert claim.numbers["shakespeare__to__math_ci_low"] == pytest.approx(low)
+    assert claim.numbers["shakespeare__to__math_ci_high"] == pytest.approx(high)
     # the final start closes more of the gap in most pairs: does not hold
     pairs = {("shakespeare", "math"): (0.4, 0.2), ("math", "wikipedia"): (0.3, 0.1)}
-    assert _verdict(_adapt_tables(_starts(pairs)), published.EARLY_SHIFT) is FAILS
+    claim = _one(quality_claims(_adapt_tables(_starts(pairs))), published.EARLY_SHIFT)
+    assert claim.verdict is FAILS and claim.effect == -1.0
     # a tie: not measured
     pairs = {("shakespeare", "math"): (0.4, 0.2), ("math", "wikipedia"): (0.1, 0.3)}
     assert _verdict(_adapt_tables(_starts(pairs)), published.EARLY_SHIFT) is UNMEASURED

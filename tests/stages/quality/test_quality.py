@@ -30,6 +30,7 @@ from domaingpt.stages.quality import (
     load_sample_quality,
     run_sample_quality,
 )
+from domaingpt.stages.quality.generate import generate_batch
 from domaingpt.training.trainer import Trainer
 
 CORPORA = ["shakespeare", "math"]  # the vocabulary is built from all three
@@ -113,6 +114,24 @@ def test_samples_are_those_of_generate_text(trained, first_run) -> None:
     assert row["text"] == generate_text(loaded.model, loaded.vocab, "\n", 64, seed=2)
 
 
+def test_a_batch_of_samples_is_each_seed_s_own_text(trained) -> None:
+    """Drawn together, each seed's text is the one generate_text draws alone, whichever
+    seeds share its batch (the cache may hold the others): with top-k and temperature
+    too, and greedy decoding gives one text for every seed."""
+    loaded = load_checkpoint(find_checkpoint(trained.model("shakespeare"), 40))
+    model, vocab = loaded.model, loaded.vocab
+    seeds = [5, 1, 9, 2]
+    batch = generate_batch(model, vocab, "\n", 48, seeds, temperature=0.8, top_k=10)
+    alone = [
+        generate_text(model, vocab, "\n", 48, seed=s, temperature=0.8, top_k=10) for s in seeds
+    ]
+    assert batch == alone and len(set(batch)) == 4
+    assert generate_batch(model, vocab, "\n", 48, [9], temperature=0.8, top_k=10) == [batch[2]]
+    greedy = generate_batch(model, vocab, "\n", 20, [1, 2], temperature=0.0)
+    assert greedy[0] == greedy[1] == generate_text(model, vocab, "\n", 20, temperature=0.0)
+    assert generate_batch(model, vocab, "\n", 20, []) == []
+
+
 def test_missing_adaptation_is_a_logged_note_and_unmeasured_claims(trained, first_run) -> None:
     _, logs = first_run
     assert any("no adapted models" in m for m in logs)
@@ -164,10 +183,14 @@ def test_adapted_models_against_target_and_source(trained, first_run, data_dir) 
     moved = [c for c in claims(tables) if c.claim == published.ADAPT_STYLE]
     assert len(moved) == 1 and moved[0].verdict in (Verdict.HOLDS, Verdict.FAILS)
     assert "shakespeare→math" in moved[0].evidence
-    assert set(moved[0].numbers) == {
+    assert set(moved[0].numbers) >= {
         "shakespeare__to__math_js_before",
         "shakespeare__to__math_js_after",
+        "shakespeare__to__math_fall_ci_low",  # one after sample: no interval (NaN)
     }
+    assert moved[0].effect == pytest.approx(
+        before["js_unigram"].mean() - after["js_unigram"].mean()
+    )
     assert (run.root / "quality" / "adapted_style.png").is_file()
 
 

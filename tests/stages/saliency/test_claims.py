@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from domaingpt.core import published
 from domaingpt.core.claims import Claim, Verdict
+from domaingpt.core.statistics import bonferroni, mean_ci
 from domaingpt.stages.saliency.claims import claims
 from domaingpt.stages.saliency.faithfulness import method_verdicts
 
@@ -119,6 +121,9 @@ RELPOS = by_relpos(
 )
 
 
+CLASS_CLAIMS = (published.VOWELS_TOP, published.CONSONANTS_NEXT, published.PREVIOUS_WORD)
+
+
 def test_class_claims_hold_or_not_per_model():
     found = claims({"by_class": CLASSES, "by_relpos": RELPOS})
     vowels = find(found, published.VOWELS_TOP, "Shakespeare model")
@@ -130,11 +135,26 @@ def test_class_claims_hold_or_not_per_model():
     )
     consonants = find(found, published.CONSONANTS_NEXT, "Shakespeare model")
     assert consonants.verdict == Verdict.HOLDS
-    assert consonants.numbers == {"mean_consonant": 0.5, "mean_punctuation": 0.2}
+    assert consonants.numbers == pytest.approx(
+        {"mean_consonant": 0.5, "mean_punctuation": 0.2, "consonant_minus_punctuation": 0.3}
+    )
     assert find(found, published.CONSONANTS_NEXT, "Math model").verdict == Verdict.FAILS
     previous = find(found, published.PREVIOUS_WORD, "Shakespeare model")
     assert previous.verdict == Verdict.HOLDS and previous.numbers["lift_previous_word"] == 1.2
     assert find(found, published.PREVIOUS_WORD, "Math model").verdict == Verdict.FAILS
+    # effects: vowels over the next class (Shakespeare: 0.9 - 0.5; Math: 0.3 - newline 0.9),
+    # consonants over punctuation (0.5 - 0.2; Math 0.1 - 0.2), previous-word lift above 1
+    effects = {(c.claim, c.scope): c.effect for c in found if c.claim in CLASS_CLAIMS}
+    assert effects == pytest.approx(
+        {
+            (published.VOWELS_TOP, "Shakespeare model"): 0.4,
+            (published.VOWELS_TOP, "Math model"): -0.6,
+            (published.CONSONANTS_NEXT, "Shakespeare model"): 0.3,
+            (published.CONSONANTS_NEXT, "Math model"): -0.1,
+            (published.PREVIOUS_WORD, "Shakespeare model"): 0.2,
+            (published.PREVIOUS_WORD, "Math model"): -0.6,
+        }
+    )
 
 
 def test_a_model_without_vowels_in_its_prompts_is_not_measured():
@@ -148,7 +168,10 @@ def test_domain_claims_rest_on_the_lift_of_their_classes():
     found = claims({"by_class": CLASSES, "by_relpos": RELPOS})
     math_digits = find(found, published.MATH_DIGITS, "Math model")
     assert math_digits.verdict == Verdict.HOLDS
-    assert math_digits.numbers == {"lift_digit": 1.3, "lift_math_symbol": 2.8}
+    assert math_digits.numbers == pytest.approx(
+        {"lift_digit": 1.3, "lift_math_symbol": 2.8, "lowest_lift_above_1": 0.3}
+    )
+    assert math_digits.effect == pytest.approx(0.3)  # the lower of the two lifts, above 1
     # no Wikipedia model in this run: the claim is not measured, not failed
     assert find(found, published.WIKI_SPACE, "Wikipedia model").verdict == Verdict.UNMEASURED
 
@@ -158,11 +181,13 @@ def test_domain_claims_rest_on_the_lift_of_their_classes():
     ] = 0.9
     found = claims({"by_class": low_digits, "by_relpos": RELPOS})
     assert find(found, published.MATH_DIGITS, "Math model").verdict == Verdict.FAILS
+    assert find(found, published.MATH_DIGITS, "Math model").effect == pytest.approx(-0.1)
 
     wiki = by_class({("wikipedia", 60, "in"): {"whitespace": (0.2, 2.4), "vowel": (0.1, 0.9)}})
     found = claims({"by_class": wiki, "by_relpos": by_relpos({})})
     space = find(found, published.WIKI_SPACE, "Wikipedia model")
-    assert space.verdict == Verdict.HOLDS and space.numbers == {"lift_whitespace": 2.4}
+    assert space.verdict == Verdict.HOLDS and space.numbers["lift_whitespace"] == 2.4
+    assert space.effect == pytest.approx(1.4)
     # a Math model whose prompts have no math symbols cannot test the claim
     found = claims(
         {
@@ -192,7 +217,13 @@ def test_norms_shrink_and_attributions_focus_along_training():
         "peak_iteration": 10,
         "last_norm": 1.5,
         "last_iteration": 60,
+        "earlier_peak_minus_last": 4.5,
     }
+    # effects: the earlier peak above the last norm; the fall of the shares' entropy
+    assert shrink.effect == 4.5
+    assert find(found, published.GRADIENTS_SHRINK, "Math model").effect == -1.0  # 2 - 3
+    assert find(found, published.GRADIENTS_FOCUS, "Shakespeare model").effect == 1.0
+    assert find(found, published.GRADIENTS_FOCUS, "Math model").effect == pytest.approx(-1.1)
     assert find(found, published.GRADIENTS_FOCUS, "Shakespeare model").verdict == Verdict.HOLDS
     assert find(found, published.GRADIENTS_SHRINK, "Math model").verdict == Verdict.FAILS
     focus = find(found, published.GRADIENTS_FOCUS, "Math model")
@@ -242,6 +273,29 @@ def test_faithful_at_some_k_only_is_partly_from_the_drops_on():
     ]
     (c,) = [c for c in claims({"verdicts": table}) if c.claim == published.TRULY_IMPORTANT]
     assert c.verdict == Verdict.PARTLY and c.scope == "input_x_grad on the Shakespeare, Math models"
+    assert c.effect is None  # no per-model faithfulness table to take the drops from
+
+
+def test_the_faithfulness_effect_is_the_smallest_pooled_extra_drop():
+    """Per k the models' mean extra drops weighted by their prompts (the pooled mean the
+    verdict tests), then the smallest over k."""
+    faithfulness = pd.DataFrame(
+        [
+            {"model": model, "method": method, "k": k, "iteration": 60, "n": n, "diff_mean": d}
+            for method, rows in {
+                "grad_norm": [(1, 0.4, 0.2), (3, -0.1, 0.1)],
+                "input_x_grad": [(1, 0.1, -0.3), (3, 0.2, 0.2)],
+            }.items()
+            for k, sh, ma in rows
+            for model, n, d in (("shakespeare", 10, sh), ("math", 30, ma))
+        ]
+    )
+    table = verdicts(("grad_norm", "faithful", "1,3"), ("input_x_grad", "partly faithful", "3"))
+    found = claims({"verdicts": table, "faithfulness": faithfulness})
+    effects = {c.scope.split()[0]: c.effect for c in found if c.claim == published.TRULY_IMPORTANT}
+    # grad_norm: k=1 (10·0.4 + 30·0.2) / 40 = 0.25, k=3 (−1 + 3) / 40 = 0.05
+    # input_x_grad: k=1 (1 − 9) / 40 = −0.2, k=3 0.2
+    assert effects == pytest.approx({"grad_norm": 0.05, "input_x_grad": -0.2})
 
 
 def test_an_unknown_faithfulness_verdict_is_not_measured():
@@ -321,7 +375,10 @@ def test_the_caution_holds_when_gradient_norms_rank_unlike_occlusion():
     found = claims({"agreement": table, "agreement_prompts": prompts})
     unk = find(found, published.NORM_CAUTION, "grad_norm vs occlusion with <unk>")
     assert unk.verdict is Verdict.HOLDS
-    assert unk.numbers == {"shakespeare_spearman": 0.1, "math_spearman": 0.2}
+    assert unk.numbers == pytest.approx(
+        {"shakespeare_spearman": 0.1, "math_spearman": 0.2, "below_agree": 0.3}
+    )
+    assert unk.effect == pytest.approx(0.3)  # the highest ρ, 0.2, is 0.3 below 0.5
     assert "Shakespeare ρ 0.10 [-0.10, 0.30] (other methods: integrated_gradients 0.70)" in (
         unk.evidence
     )
@@ -331,6 +388,9 @@ def test_the_caution_holds_when_gradient_norms_rank_unlike_occlusion():
     found = claims({"agreement": strong, "agreement_prompts": prompts})
     assert find(found, published.NORM_CAUTION, "grad_norm vs occlusion with <unk>").verdict is (
         Verdict.FAILS
+    )
+    assert find(found, published.NORM_CAUTION, "grad_norm vs occlusion with <unk>").effect == (
+        pytest.approx(-0.3)
     )
     unclear = agreement({("math", 60, "unk", "grad_norm"): (0.5, 0.3, 0.7)})
     found = claims({"agreement": unclear, "agreement_prompts": prompts})
@@ -354,7 +414,16 @@ def test_agreement_falls_after_training_for_one_model_of_two():
     assert harder.verdict is Verdict.PARTLY
     assert harder.numbers["shakespeare_first"] == pytest.approx(0.5875)
     assert harder.numbers["shakespeare_last"] == pytest.approx(0.1875)
+    # effect: the smaller fall of ρ over the two models (Shakespeare 0.4, Math none)
+    assert harder.effect == pytest.approx(0.0) and harder.numbers["smallest_fall"] == harder.effect
     assert "iteration 10 → 60" in harder.evidence
+    rising = prompts.assign(iteration=prompts["iteration"].map({10: 60, 60: 10}))
+    (harder,) = [
+        c
+        for c in claims({"agreement": table, "agreement_prompts": rising})
+        if c.claim == published.NORM_HARDER
+    ]  # Shakespeare's ρ rises 0.4 along training: a negative effect
+    assert harder.verdict is Verdict.FAILS and harder.effect == pytest.approx(-0.4)
     one = prompts[prompts["iteration"] == 60]
     (harder,) = [
         c
@@ -439,11 +508,19 @@ def test_few_shot_attributions_move_towards_the_targets_own_model():
     assert towards.verdict is Verdict.PARTLY
     assert towards.numbers["shakespeare_math_final_change"] == pytest.approx(0.705 + 0.005 - 0.3)
     assert towards.evidence.index("Shakespeare → Math") < towards.evidence.index("Math → Wikipedia")
+    # effect: the smaller change of ρ over the pairs (Math → Wikipedia: 0.305 - 0.3)
+    assert towards.effect == pytest.approx(0.005)
     (shift,) = [c for c in found if c.claim == published.ZERO_FEW_SHIFT]
     assert shift.verdict is Verdict.PARTLY
     assert "Shakespeare → Math from final: vowel +0.200" in shift.evidence
     assert "Math → Wikipedia from final: none (largest vowel" in shift.evidence
     assert "nan" not in shift.evidence
+    # effect: per pair the class whose interval (Bonferroni over its classes) lies furthest
+    # from zero, |mean| minus half its width; the smaller over the pairs: Math → Wikipedia,
+    # whose vowel shift (mean 0) has an interval across zero (a one-prompt class has none)
+    vowel = mean_ci(np.array([0.01, -0.01, 0.02, -0.02]), bonferroni(2))
+    assert shift.effect == pytest.approx(-(vowel["ci_high"] - vowel["ci_low"]) / 2)
+    assert shift.effect < 0
 
 
 def test_zero_few_without_the_targets_own_model_is_not_measured():

@@ -3,7 +3,7 @@ its final checkpoint, an early one and from scratch.
 
 ``settings`` (what runs), ``jobs`` (planning, and one adaptation from start to finish),
 ``compute`` (every job, then the tables and figures; ``load_adapt``), ``summary`` (per pair
-and over all pairs: which start adapts better), ``claims``, ``section``, ``figures``.
+and over the source models: which start adapts better), ``claims``, ``section``, ``figures``.
 
 Tables in ``adapt/``: ``curves``, ``final``, ``summary`` (per pair: loss by start point,
 early − final, outcome and verdict), plus ``in_domain`` (each model on its own corpus).
@@ -20,8 +20,10 @@ from domaingpt.stages.adapt.jobs import pick_early
 from domaingpt.stages.adapt.section import section
 from domaingpt.stages.adapt.settings import START_POINTS, AdaptSettings, parse_pair
 from domaingpt.stages.adapt.summary import (
-    across_pairs,
+    across_sources,
     outcome,
+    per_source,
+    sign_flip_p,
     summarize,
     summary_markdown,
     verdict,
@@ -52,13 +54,15 @@ stage = Stage(
 __all__ = [
     "START_POINTS",
     "AdaptSettings",
-    "across_pairs",
+    "across_sources",
     "in_domain_losses",
     "load_adapt",
     "outcome",
     "parse_pair",
+    "per_source",
     "pick_early",
     "run_adapt",
+    "sign_flip_p",
     "stage",
     "summarize",
     "summary_markdown",

@@ -1,6 +1,7 @@
 """Few-shot adaptation, summarized: per pair, the final target loss of each start point
-over seeds, early − final paired by seed, and which start adapts better; over all pairs,
-the same question with the pairs as replicates (``summary.csv`` and ``summary.md``).
+over seeds, early − final paired by seed, and which start adapts better; over the run,
+the same question with the source models as the independent units (``summary.csv`` and
+``summary.md``).
 """
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from domaingpt.core.statistics import bootstrap_mean_ci, sign_test
+from domaingpt.core.statistics import mean_ci, sign_test
 from domaingpt.stages.adapt.settings import START_POINTS, AdaptSettings
 
 
@@ -50,30 +52,73 @@ def _signed(x: float) -> str:
     return "–" if math.isnan(x) else f"{x:+.3f}".replace("-", "−")
 
 
-def across_pairs(summary: pd.DataFrame) -> dict[str, float] | None:
-    """Early vs final start over the whole run: each pair's mean Δ (early − final target
-    loss) is one observation. With one seed per pair no single pair has a spread, but
-    the pairs together still answer the study's question; ``None`` below 3 pairs.
+#: Up to this many source models the sign-flip test enumerates every flip (2^n, exact);
+#: beyond, it draws :data:`FLIP_DRAWS` random flips (seeded).
+EXACT_FLIPS = 16
+FLIP_DRAWS = 65536
 
-    Returns the pair counts each way, the mean Δ with a bootstrap 95 % CI over pairs and
-    the two-sided sign-test p-value (exact binomial; ties are dropped).
+
+def sign_flip_p(values: np.ndarray, *, seed: int = 0) -> float:
+    """Two-sided sign-flip permutation p-value of ``mean(values) = 0``: the share of the
+    2^n sign assignments whose mean is at least as far from zero as the observed one
+    (the observed included). Under the null each unit's difference is as likely to have
+    either sign, so the test needs no distribution; the smallest p it can give is
+    2 / 2^n (0.25 for 3 units). Exact up to :data:`EXACT_FLIPS` units, else a seeded
+    Monte Carlo estimate ((hits + 1) / (draws + 1))."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n == 0:
+        return 1.0
+    observed = abs(v.mean())
+    if n <= EXACT_FLIPS:
+        bits = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
+        means = np.abs(((1 - 2 * bits) * v).mean(axis=1))
+        # a tolerance, so a flip whose mean equals the observed one by symmetry counts
+        return float((means >= observed - 1e-12 * max(1.0, observed)).mean())
+    rng = np.random.default_rng(seed)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(FLIP_DRAWS, n))
+    hits = int((np.abs((signs * v).mean(axis=1)) >= observed - 1e-12 * max(1.0, observed)).sum())
+    return (hits + 1) / (FLIP_DRAWS + 1)
+
+
+def per_source(summary: pd.DataFrame) -> pd.Series:
+    """Per source model, final − early target loss (nats) averaged over its targets (each
+    pair's Δ is already the mean over its paired seeds): positive when the early start
+    ends lower. Within one trained model per corpus the source model is the independent
+    unit: the pairs that share a source share its two start checkpoints."""
+    if not {"source", "delta_early_minus_final"} <= set(summary.columns):
+        return pd.Series(dtype=float)
+    d = pd.to_numeric(summary["delta_early_minus_final"], errors="coerce")
+    d = (-d).groupby(summary["source"], sort=False).mean().dropna()
+    return d.astype(float)
+
+
+def across_sources(summary: pd.DataFrame) -> dict[str, float] | None:
+    """Early vs final start over the run, the source models as the units: per source the
+    final − early target loss averaged over its targets and seeds (:func:`per_source`),
+    then over the sources their mean, its Student-t 95 % interval, the exact sign-flip
+    permutation p (:func:`sign_flip_p`) and the exact sign test. ``None`` below 2 sources.
     """
-    if "delta_early_minus_final" not in summary.columns:
+    d = per_source(summary)
+    if len(d) < 2:
         return None
-    d = pd.to_numeric(summary["delta_early_minus_final"], errors="coerce").dropna()
-    d = d.to_numpy(dtype=float)
-    if len(d) < 3:
-        return None
-    final_better, early_better = int((d > 0).sum()), int((d < 0).sum())
-    mean, low, high = bootstrap_mean_ci(d)
+    values = d.to_numpy()
+    ci = mean_ci(values)
+    early_better, final_better = int((values > 0).sum()), int((values < 0).sum())
     return {
-        "n_pairs": len(d),
-        "final_better": final_better,
+        "n_sources": len(values),
+        "n_pairs": int(
+            pd.to_numeric(summary["delta_early_minus_final"], errors="coerce").notna().sum()
+        ),
         "early_better": early_better,
-        "mean_delta": mean,
-        "ci_low": low,
-        "ci_high": high,
+        "final_better": final_better,
+        "mean_final_minus_early": ci["mean"],
+        "ci_low": ci["ci_low"],
+        "ci_high": ci["ci_high"],
+        "permutation_p": sign_flip_p(values),
         "sign_p": sign_test(early_better, final_better),
+        **{f"final_minus_early_{src}": float(v) for src, v in d.items()},
     }
 
 
@@ -171,13 +216,15 @@ def summary_markdown(summary: pd.DataFrame, settings: AdaptSettings) -> str:
     lines += [
         f"- **{r['source']} → {r['target']}**: {r['verdict']}" for r in summary.to_dict("records")
     ]
-    pooled = across_pairs(summary)
+    pooled = across_sources(summary)
     if pooled is not None:
         lines += [
-            f"- **over all {pooled['n_pairs']} pairs**: the early start ends lower in "
-            f"{pooled['early_better']}, the final start in {pooled['final_better']}; mean Δ "
-            f"early − final {_signed(pooled['mean_delta'])} (95 % CI "
-            f"{_signed(pooled['ci_low'])} to {_signed(pooled['ci_high'])}), sign test "
+            f"- **over the {pooled['n_sources']} source models** (each source's final − early "
+            f"target loss averaged over its targets and seeds): the early start ends lower "
+            f"for {pooled['early_better']}, the final start for {pooled['final_better']}; "
+            f"mean final − early {_signed(pooled['mean_final_minus_early'])} nats (Student-t "
+            f"95 % CI {_signed(pooled['ci_low'])} to {_signed(pooled['ci_high'])}), "
+            f"sign-flip permutation p = {pooled['permutation_p']:.3g}, sign test "
             f"p = {pooled['sign_p']:.3g}"
         ]
     return "\n".join(lines) + "\n"

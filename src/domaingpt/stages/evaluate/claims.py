@@ -1,4 +1,9 @@
-"""The study's zero-shot statements, checked on the zero-shot table."""
+"""The study's zero-shot statements, checked on the zero-shot table.
+
+Effects (positive supports the claim, zero is its null; nats): per model (or corpus) the
+margin by which its own cell beats the best other one, and the smallest margin over them,
+since each claim is made of every model ("each model's ..."), as the verdict is.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +21,20 @@ from domaingpt.stages.evaluate.matrix import final_zero_shot
 
 def _own_is_lowest(
     loss: pd.DataFrame, names: list[str], evidence: Callable[[str, str, pd.Series], str]
-) -> tuple[list[bool], list[str]]:
+) -> tuple[list[bool], list[str], float | None]:
     """For each name, whether the lowest loss of column ``loss[name]`` is at its own row,
-    and the evidence ``evidence(name, lowest, column)``."""
-    flags, ev = [], []
+    and the evidence ``evidence(name, lowest, column)``; and the smallest margin over the
+    names of the lowest other row's loss above the own row's (negative: another is lower)."""
+    flags, ev, margins = [], [], []
     for name in names:
         col = loss[name].dropna()
         best = col.idxmin()
         flags.append(best == name)
         ev.append(evidence(name, best, col))
-    return flags, ev
+        others = col.drop(name)
+        if not others.empty:
+            margins.append(float(others.min() - col[name]))
+    return flags, ev, (min(margins) if margins else None)
 
 
 def claims(tables: Tables) -> list[Claim]:
@@ -37,7 +46,7 @@ def claims(tables: Tables) -> list[Claim]:
     models = [m for m in study_order(loss.index) if m in loss.columns]
     scope = ", ".join(display(m) for m in models)
     out = []
-    flags, ev = _own_is_lowest(
+    flags, ev, margin = _own_is_lowest(
         loss.T,
         models,
         lambda m, best, row: (
@@ -50,10 +59,12 @@ def claims(tables: Tables) -> list[Claim]:
             verdict_of(flags),
             "; ".join(ev) or "no in-domain pair",
             scope,
-            {f"own_{m}": float(loss.loc[m, m]) for m in models},
+            {f"own_{m}": float(loss.loc[m, m]) for m in models}
+            | ({} if margin is None else {"smallest_margin": margin}),
+            effect=margin,
         )
     )
-    flags, ev = _own_is_lowest(
+    flags, ev, margin = _own_is_lowest(
         loss,
         models,
         lambda c, best, col: (
@@ -66,9 +77,11 @@ def claims(tables: Tables) -> list[Claim]:
             verdict_of(flags),
             "; ".join(ev) or "no in-domain pair",
             scope,
+            {} if margin is None else {"smallest_margin": margin},
+            effect=margin,
         )
     )
-    flags, ev = [], []
+    flags, ev, margins = [], [], []
     for m, row in published.ZERO_SHOT.items():
         if m not in loss.index:
             continue
@@ -81,6 +94,10 @@ def claims(tables: Tables) -> list[Claim]:
             continue
         ours = ours_row.idxmax()
         flags.append(ours == theirs)
+        # the study's hardest corpus above the hardest of the others (negative: not ours)
+        rest = ours_row.drop(theirs, errors="ignore")
+        if theirs in ours_row and not rest.empty:
+            margins.append(float(ours_row[theirs] - rest.max()))
         ev.append(
             f"{display(m)} model: hardest {display(ours)} ({ours_row[ours]:.2f}); study: {display(theirs)}"
         )
@@ -90,6 +107,8 @@ def claims(tables: Tables) -> list[Claim]:
             verdict_of(flags),
             "; ".join(ev) or "needs the three built-in corpora",
             ", ".join(display(c) for c in published.CORPORA),
+            {"smallest_margin": min(margins)} if margins else {},
+            effect=min(margins) if margins else None,
         )
     )
     return out

@@ -1,6 +1,15 @@
 """Sampling, with ``samples.jsonl`` as a cache: a text whose checkpoint file (SHA-256),
 seed and generation settings are unchanged is never generated again, and a run stopped
-half-way keeps every sample it finished."""
+half-way keeps every sample it finished.
+
+The samples of one checkpoint are drawn as one batch (:func:`generate_batch`): one
+forward pass per character for all its seeds, each sample drawn with its own
+``torch.Generator`` seeded with its seed, so a text depends on its own seed only, not on
+which other seeds share its batch (the cache may hold some of them already). Each
+sample consumes its generator exactly as :func:`domaingpt.model.generate.generate_text`
+does, so a text is that of ``domaingpt sample --seed S`` unless the batched forward pass
+rounds a logit differently from a single row's and that flips a draw (a change of
+method the batching brings: rare, see the tests)."""
 
 from __future__ import annotations
 
@@ -11,15 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from domaingpt.core.device import pick_device
+from domaingpt.core.device import full_precision, pick_device
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import append_jsonl, read_jsonl
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.threads import torch_threads
+from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import load_checkpoint
-from domaingpt.model.generate import generate_text
+from domaingpt.model.generate import check_sampling, encode_prompt, sample_threads
+from domaingpt.model.gpt import GPT
 from domaingpt.stages.quality.settings import SampleQualitySettings
 from domaingpt.stages.quality.targets import Target
 
@@ -79,35 +91,93 @@ class _Checkpoint:
     base: dict[str, Any]
 
 
+def generate_batch(
+    model: GPT,
+    vocab: Vocab,
+    prompt: str,
+    n_chars: int,
+    seeds: list[int] | tuple[int, ...],
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+) -> list[str]:
+    """``n_chars`` new characters after ``prompt`` for each of ``seeds``, as one batch.
+
+    One forward pass per character serves every seed (the model's cost per character
+    hardly grows with the batch on a CPU); each row is drawn with its own generator
+    seeded with its seed, as :func:`~domaingpt.model.generate.generate_text` draws it, in
+    float32 and, on a CPU, single-threaded (:func:`~domaingpt.model.generate.sample_threads`).
+    """
+    for seed in seeds:
+        check_sampling(n_chars, temperature, top_k, seed)
+    if not seeds:
+        return []
+    ids = encode_prompt(vocab, prompt, warn=False)
+    device = next(model.parameters()).device
+    block = model.config.block_size
+    generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+    context = torch.tensor([ids] * len(seeds), dtype=torch.long, device=device)[:, -block:]
+    out = torch.empty((len(seeds), n_chars), dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    try:
+        with (
+            torch.inference_mode(),
+            full_precision(device),
+            torch_threads(sample_threads(device)),
+        ):
+            for j in range(n_chars):
+                last = torch.full((len(seeds),), context.shape[1] - 1, device=device)
+                logits, _ = model(context, at=last)  # the next character's logits only
+                logits = logits.float()
+                if temperature == 0:
+                    nxt = logits.argmax(dim=-1, keepdim=True)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None and top_k < logits.size(-1):
+                        kth = torch.topk(logits, top_k).values[:, [-1]]
+                        logits = logits.masked_fill(logits < kth, float("-inf"))
+                    probs = F.softmax(logits, dim=-1)
+                    nxt = torch.cat(
+                        [
+                            torch.multinomial(probs[i : i + 1], 1, generator=g)
+                            for i, g in enumerate(generators)
+                        ]
+                    )
+                out[:, j] = nxt[:, 0].cpu()
+                context = torch.cat((context, nxt), dim=1)[:, -block:]
+    finally:
+        model.train(was_training)
+    return [vocab.decode(row.tolist()) for row in out]
+
+
 def _generate(job: _Checkpoint) -> list[dict[str, Any]]:
-    """The sample rows of one checkpoint, one per seed."""
+    """The sample rows of one checkpoint, one per seed, drawn as one batch (the seconds
+    of a row: the batch's, shared equally)."""
     settings, info = job.settings, job.target.info
     loaded = load_checkpoint(info, job.device)
-    rows = []
-    for seed in job.seeds:
-        t0 = time.perf_counter()
-        text = generate_text(
-            loaded.model,
-            loaded.vocab,
-            settings.prompt,
-            settings.chars,
-            temperature=settings.temperature,
-            top_k=settings.top_k or None,
-            seed=seed,
-            warn=False,
-        )
-        seconds = time.perf_counter() - t0
-        rows.append(
-            {
-                **job.base,
-                "tensor_sha256": info.meta["tensor_sha256"],
-                "seed": seed,
-                "checkpoint": str(info.json_path),
-                "seconds": round(seconds, 4),
-                "text": text,
-            }
-        )
-    return rows
+    t0 = time.perf_counter()
+    texts = generate_batch(
+        loaded.model,
+        loaded.vocab,
+        settings.prompt,
+        settings.chars,
+        job.seeds,
+        temperature=settings.temperature,
+        top_k=settings.top_k or None,
+    )
+    seconds = (time.perf_counter() - t0) / max(len(job.seeds), 1)
+    return [
+        {
+            **job.base,
+            "tensor_sha256": info.meta["tensor_sha256"],
+            "seed": seed,
+            "checkpoint": str(info.json_path),
+            "seconds": round(seconds, 4),
+            "text": text,
+        }
+        for seed, text in zip(job.seeds, texts, strict=True)
+    ]
 
 
 def generate_all(

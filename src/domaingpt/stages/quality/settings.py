@@ -28,10 +28,15 @@ class SampleQualitySettings(StageSettings):
     ``adapt_samples``: seeds per adapted model (each pair and start has several adapted
     models, one per adaptation seed, so the spread comes from those too); 0 or
     ``adapt = False`` skips adapted models.
+
+    16 samples per checkpoint (and per adapted model) by default: every claim carries an
+    interval over its samples, and a verdict no longer turns on one text of two. They
+    are drawn as one batch per checkpoint, so 16 cost little more than 2 (see
+    :mod:`~domaingpt.stages.quality.generate`).
     """
 
     SECTION = "quality"
-    samples: int = setting(5, "seeds per checkpoint")
+    samples: int = setting(16, "seeds per checkpoint")
     chars: int = setting(500, "characters per sample")
     prompt: str = setting("\n", "prompt of every sample (default: a newline)")
     temperature: float = setting(1.0, "sampling temperature")
@@ -46,7 +51,9 @@ class SampleQualitySettings(StageSettings):
         20, "held-out corpus slices the samples are compared with", flag="--slices"
     )
     adapt: bool = setting(True, "measure the adapted models too")
-    adapt_samples: int = setting(1, "seeds per adapted model; its adaptation seeds add the spread")
+    adapt_samples: int = setting(
+        16, "seeds per adapted model (at most samples); its adaptation seeds add the spread"
+    )
     device: str = setting("cpu", "device for generation")
     threads: int = setting(1, "torch threads for generation")
     # claim thresholds

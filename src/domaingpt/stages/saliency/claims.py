@@ -10,9 +10,16 @@ Occlusion answers the study's caution (``agreement``): does the gradient norm ra
 characters as occlusion does, and less so after training? The zero- vs few-shot tables
 answer its "less clear": do the attributions move towards the target domain's own model,
 and between character classes?
+
+Each claim carries an ``effect``, positive when it supports the claim and zero at its null:
+a margin in the unit the verdict compares (gradient norm, lift, bits, Spearman ρ, nats).
+A claim made of several models, pairs or checkpoints at once ("for every model") carries
+the smallest of their margins, since the weakest one decides the verdict.
 """
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 
@@ -60,6 +67,10 @@ def class_claims(by_class: pd.DataFrame, by_relpos: pd.DataFrame) -> list[Claim]
         order = m.sort_values(ascending=False)
         ranking = ", ".join(f"{c} {v:.3g}" for c, v in order.items())
         numbers = {f"mean_{c}": float(v) for c, v in order.items()}
+        # the vowels' mean norm above the highest other class's
+        lead = float(m["vowel"] - m.drop("vowel").max()) if "vowel" in m and len(m) > 1 else None
+        if lead is not None:
+            numbers["vowel_lead"] = lead
         out.append(
             Claim(
                 published.VOWELS_TOP,
@@ -67,6 +78,7 @@ def class_claims(by_class: pd.DataFrame, by_relpos: pd.DataFrame) -> list[Claim]
                 f"mean gradient norm per character by class, highest first: {ranking}",
                 _scope(model),
                 numbers,
+                effect=lead,
             )
         )
         if "consonant" in m and "punctuation" in m:
@@ -79,7 +91,9 @@ def class_claims(by_class: pd.DataFrame, by_relpos: pd.DataFrame) -> list[Claim]
                     {
                         "mean_consonant": float(m["consonant"]),
                         "mean_punctuation": float(m["punctuation"]),
+                        "consonant_minus_punctuation": float(m["consonant"] - m["punctuation"]),
                     },
+                    effect=float(m["consonant"] - m["punctuation"]),
                 )
             )
         r = rp[rp["model"] == model].set_index("relpos")["lift"]
@@ -92,7 +106,9 @@ def class_claims(by_class: pd.DataFrame, by_relpos: pd.DataFrame) -> list[Claim]
                     holds_if(bool(r["previous_word"] > 1.0)),
                     f"lift (1 = the prompt's average character): {lifts}",
                     _scope(model),
-                    {f"lift_{g}": float(r[g]) for g in present},
+                    {f"lift_{g}": float(r[g]) for g in present}
+                    | {"previous_word_lift_above_1": float(r["previous_word"] - 1.0)},
+                    effect=float(r["previous_word"] - 1.0),
                 )
             )
     return out
@@ -108,13 +124,15 @@ def domain_claims(by_class: pd.DataFrame) -> list[Claim]:
             why = f"no {model} model or no such characters in its prompts"
             out.append(unmeasured(claim, why, _scope(model)))
             continue
+        lowest = float(min(m[c] for c in classes) - 1.0)  # every class must lift above 1
         out.append(
             Claim(
                 claim,
                 holds_if(bool(all(m[c] > 1.0 for c in classes))),
                 ", ".join(f"{c} lift {m[c]:.2f}" for c in classes),
                 _scope(model),
-                {f"lift_{c}": float(m[c]) for c in classes},
+                {f"lift_{c}": float(m[c]) for c in classes} | {"lowest_lift_above_1": lowest},
+                effect=lowest,
             )
         )
     return out
@@ -133,6 +151,9 @@ def training_claims(by_checkpoint: pd.DataFrame) -> list[Claim]:
         mag = g["total_magnitude_mean"].to_numpy()
         its = g["iteration"].to_numpy()
         peak = int(mag.argmax())
+        # the highest earlier norm above the last one: positive exactly when the norm peaks
+        # before the last checkpoint and ends below that peak
+        shrink = float(mag[:-1].max() - mag[-1])
         out.append(
             Claim(
                 published.GRADIENTS_SHRINK,
@@ -145,7 +166,9 @@ def training_claims(by_checkpoint: pd.DataFrame) -> list[Claim]:
                     "peak_iteration": int(its[peak]),
                     "last_norm": float(mag[-1]),
                     "last_iteration": int(its[-1]),
+                    "earlier_peak_minus_last": shrink,
                 },
+                effect=shrink,
             )
         )
         ent = g["share_entropy_bits_mean"].to_numpy()
@@ -161,13 +184,36 @@ def training_claims(by_checkpoint: pd.DataFrame) -> list[Claim]:
                     "first_iteration": int(its[0]),
                     "last_entropy_bits": float(ent[-1]),
                     "last_iteration": int(its[-1]),
+                    "entropy_fall_bits": float(ent[0] - ent[-1]),
                 },
+                effect=float(ent[0] - ent[-1]),
             )
         )
     return out
 
 
-def faithfulness_claims(verdicts: pd.DataFrame) -> list[Claim]:
+def _smallest_extra_drop(faithfulness: pd.DataFrame | None, method: str) -> float | None:
+    """The deletion test's effect for ``method``: at each ``k`` the extra drop of log p(true)
+    (top-k minus random deletions, nats) averaged over every model's prompts, as the pooled
+    verdict does (each model's mean weighted by its prompts); the smallest over ``k``, since
+    "faithful" means faithful at every k."""
+    need = {"method", "k", "n", "diff_mean"}
+    if faithfulness is None or faithfulness.empty or not need <= set(faithfulness.columns):
+        return None
+    f = faithfulness[faithfulness["method"] == method]
+    if f.empty:
+        return None
+    pooled = [
+        float((g["diff_mean"] * g["n"]).sum() / g["n"].sum())
+        for _, g in f.groupby("k")
+        if g["n"].sum() > 0
+    ]
+    return min(pooled) if pooled else None
+
+
+def faithfulness_claims(
+    verdicts: pd.DataFrame, faithfulness: pd.DataFrame | None = None
+) -> list[Claim]:
     """Per method: faithful at every k (holds), at some (partly), at none (does not hold)."""
     out = []
     for r in verdicts.to_dict("records"):
@@ -175,13 +221,18 @@ def faithfulness_claims(verdicts: pd.DataFrame) -> list[Claim]:
         names = ", ".join(display(m) for m in models if m)
         at_k = r.get("faithful_at_k")
         at_k = "" if pd.isna(at_k) else str(at_k)
+        extra = _smallest_extra_drop(faithfulness, r["method"])
+        numbers = {"verdict": str(r["verdict"]), "faithful_at_k": at_k}
+        if extra is not None:
+            numbers["smallest_extra_drop"] = extra
         out.append(
             Claim(
                 published.TRULY_IMPORTANT,
                 FAITHFUL.get(r["verdict"], Verdict.UNMEASURED),
                 f"{r['verdict']}: {r['evidence']}",
                 f"{r['method']} on the {names} model{'s' if len(models) > 1 else ''}",
-                {"verdict": str(r["verdict"]), "faithful_at_k": at_k},
+                numbers,
+                effect=extra,
             )
         )
     return out
@@ -228,6 +279,9 @@ def caution_claims(agreement: pd.DataFrame) -> list[Claim]:
             numbers[f"{model}_spearman"] = float(r["spearman"])
         if not weak:
             continue
+        # how far the most occlusion-like model's ρ stays below AGREE (every model must)
+        below = AGREE - max(v for k, v in numbers.items() if k.endswith("_spearman"))
+        numbers["below_agree"] = below
         verdict = Verdict.HOLDS if all(weak) else Verdict.FAILS if all(strong) else Verdict.PARTLY
         evidence = (
             f"Spearman correlation of the gradient norm with |occlusion| ({_BASELINE.get(baseline, baseline)} "
@@ -235,7 +289,7 @@ def caution_claims(agreement: pd.DataFrame) -> list[Claim]:
             f"rank characters alike: " + "; ".join(parts)
         )
         scope = f"grad_norm vs occlusion with {_BASELINE.get(baseline, baseline)}"
-        out.append(Claim(published.NORM_CAUTION, verdict, evidence, scope, numbers))
+        out.append(Claim(published.NORM_CAUTION, verdict, evidence, scope, numbers, effect=below))
     return out or [unmeasured(published.NORM_CAUTION, f"{METHOD} was not compared with occlusion")]
 
 
@@ -245,7 +299,7 @@ def harder_claim(per_prompt: pd.DataFrame) -> Claim:
     d = per_prompt[(per_prompt["method"] == METHOD) & (per_prompt["domain"] == "in")]
     baseline = "unk" if (d["baseline"] == "unk").any() else next(iter(d["baseline"]), "unk")
     d = d[d["baseline"] == baseline]
-    flags, parts, numbers = [], [], {}
+    flags, parts, numbers, falls = [], [], {}, []
     for model in study_order(d["model"].unique()):
         wide = d[d["model"] == model].pivot_table(
             index="prompt_id", columns="iteration", values="spearman"
@@ -261,14 +315,21 @@ def harder_claim(per_prompt: pd.DataFrame) -> Claim:
         )
         numbers[f"{model}_first"] = float(wide[first].mean())
         numbers[f"{model}_last"] = float(wide[last].mean())
+        falls.append(-ci["mean"])  # the fall of ρ, paired over prompts
     if not flags:
         return unmeasured(published.NORM_HARDER, "needs occlusion at two trained checkpoints")
+    numbers["smallest_fall"] = min(falls)
     evidence = (
         f"Spearman correlation of the gradient norm with |occlusion| ({_BASELINE.get(baseline, baseline)}), "
         "in-domain prompts: " + "; ".join(parts)
     )
     return Claim(
-        published.NORM_HARDER, verdict_of(flags), evidence, "grad_norm vs occlusion", numbers
+        published.NORM_HARDER,
+        verdict_of(flags),
+        evidence,
+        "grad_norm vs occlusion",
+        numbers,
+        effect=min(falls),
     )
 
 
@@ -311,12 +372,19 @@ def towards_claim(prompts: pd.DataFrame) -> Claim:
         return unmeasured(
             published.ZERO_FEW_TOWARDS, "needs adapted models and the target corpora's own models"
         )
+    changes = [v for k, v in numbers.items() if k.endswith("_change")]
+    numbers["smallest_change"] = min(changes)
     evidence = (
         "Spearman correlation of gradient-norm attributions on the target's prompts, "
         "zero-shot → few-shot, with the target domain's own model: " + "; ".join(parts)
     )
     return Claim(
-        published.ZERO_FEW_TOWARDS, verdict_of(flags), evidence, "adapted pairs and starts", numbers
+        published.ZERO_FEW_TOWARDS,
+        verdict_of(flags),
+        evidence,
+        "adapted pairs and starts",
+        numbers,
+        effect=min(changes),
     )
 
 
@@ -330,7 +398,7 @@ def shift_claim(classes: pd.DataFrame) -> Claim:
     """Per adapted pair and start: some character class's share of the attribution moves
     (few − zero, paired over prompts, seeds averaged; intervals Bonferroni-widened over
     the classes)."""
-    flags, parts, numbers = [], [], {}
+    flags, parts, numbers, clears = [], [], {}, []
     for (source, target, start), g in _by_start(classes):
         per = g.groupby(["char_class", "prompt_id"])[["share_zero", "share_few"]].mean()
         shift = (per["share_few"] - per["share_zero"]).groupby(level="char_class")
@@ -342,6 +410,14 @@ def shift_claim(classes: pd.DataFrame) -> Claim:
         # the largest shift among the classes with an interval (else any)
         top = max(cis, key=lambda c: (cis[c]["n"] >= 2, abs(cis[c]["mean"]) if cis[c]["n"] else -1))
         flags.append(bool(moved))
+        # the shift is two-sided: the signed margin of the class whose Bonferroni interval
+        # lies furthest from zero (|mean| minus the half-width; positive: it moved)
+        margins = [
+            abs(ci["mean"]) - (ci["ci_high"] - ci["ci_low"]) / 2
+            for ci in cis.values()
+            if ci["n"] >= 2
+        ]
+        clears.append(max(margins, default=math.nan))
         what = (
             ", ".join(_shift(c, cis[c]) for c in moved)
             if moved
@@ -351,13 +427,22 @@ def shift_claim(classes: pd.DataFrame) -> Claim:
         numbers[f"{source}_{target}_{start}_moved"] = len(moved)
     if not flags:
         return unmeasured(published.ZERO_FEW_SHIFT, "no adapted models in this run")
+    finite = [c for c in clears if math.isfinite(c)]
+    effect = min(finite) if finite else None  # every pair and start must move
+    if effect is not None:
+        numbers["smallest_clearance"] = effect
     evidence = (
         "change of each character class's share of the gradient-norm attribution, few-shot "
         "minus zero-shot, on the target's prompts (intervals Bonferroni-widened over the "
         "classes); the classes that moved: " + "; ".join(parts)
     )
     return Claim(
-        published.ZERO_FEW_SHIFT, verdict_of(flags), evidence, "adapted pairs and starts", numbers
+        published.ZERO_FEW_SHIFT,
+        verdict_of(flags),
+        evidence,
+        "adapted pairs and starts",
+        numbers,
+        effect=effect,
     )
 
 
@@ -376,7 +461,7 @@ def claims(tables: Tables) -> list[Claim]:
     else:
         out.append(unmeasured(published.GRADIENTS_SHRINK, f"{METHOD} was not run"))
     if verdicts is not None and not verdicts.empty:
-        out += faithfulness_claims(verdicts)
+        out += faithfulness_claims(verdicts, tables.get("faithfulness"))
     agreement, agree_prompts = tables.get("agreement"), tables.get("agreement_prompts")
     if agreement is not None and not agreement.empty and agree_prompts is not None:
         out += caution_claims(agreement)
