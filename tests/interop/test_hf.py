@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -80,6 +81,7 @@ def test_config_is_exact_gelu_gpt2(exported, smoke_study):
     assert config["layer_norm_epsilon"] == 1e-5
     assert config["vocab_size"] == ours.vocab.size
     assert config["bos_token_id"] is None and config["eos_token_id"] is None
+    assert config["pad_token_id"] == 0
     assert config["domaingpt"]["iteration"] == 60
     hf, tok = hf_pair(exported)
     assert hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()
@@ -153,6 +155,85 @@ def test_greedy_generation_gives_the_same_text(shakespeare_run, tmp_path):
         assert len(set(mine[len(prompt) :])) > 3  # real text, not one repeated character
 
 
+def test_pipeline_with_defaults_long_prompts_and_batches(shakespeare_run, tmp_path, data_dir):
+    model_dir = shakespeare_run.run.model("shakespeare")
+    ours = load_checkpoint(find_checkpoint(model_dir))
+    block = ours.model.config.block_size
+    out = tmp_path / "hf"
+    export(model_dir, out, log=lambda m: None)
+    generate = transformers.pipeline("text-generation", model=str(out), device="cpu")
+    hf, tok = generate.model, generate.tokenizer
+
+    def greedy(prompt: str, n: int) -> str:
+        return generate_text(ours.model, ours.vocab, prompt, n, temperature=0)
+
+    # Default arguments: sampling up to the context length, then a clean stop.
+    torch.manual_seed(0)
+    text = generate("ROMEO:")[0]["generated_text"]
+    assert text.startswith("ROMEO:") and len(text) == block
+    with torch.no_grad():
+        ids = hf.generate(**tok("ROMEO:", return_tensors="pt"), do_sample=False)
+    assert ids.shape == (1, block)
+    assert tok.decode(ids[0]) == "ROMEO:" + greedy("ROMEO:", block - 6)
+
+    # A prompt longer than the context: the tokenizer keeps its last `block` characters
+    # (the context domaingpt sample predicts the next one from); the pipeline keeps as
+    # many as leave room for the new ones ("hole").
+    long = real_text(data_dir, "shakespeare", 10 * block)
+    assert tok(long, truncation=True)["input_ids"] == ours.vocab.encode(long[-block:]).ids.tolist()
+    n = 12
+    theirs = generate(long, max_new_tokens=n, do_sample=False, handle_long_generation="hole")
+    assert theirs[0]["generated_text"] == long + greedy(long[-(block - n) :], n)
+
+    # Two prompts of different lengths in one padded batch: each as if alone.
+    prompts = ["ROMEO:\nI", "\nThe king of"]
+    batch = tok(prompts, padding=True, return_tensors="pt")
+    assert batch["input_ids"][0, :4].tolist() == [0] * 4  # <unk> pads, on the left
+    assert batch["attention_mask"][0].tolist() == [0] * 4 + [1] * 8
+    n = block - 12
+    with torch.no_grad():
+        rows = hf.generate(**batch, max_new_tokens=n, do_sample=False)
+    got = tok.batch_decode(rows, skip_special_tokens=True)
+    assert got == [p + greedy(p, n) for p in prompts]
+    piped = generate(prompts, batch_size=2, max_new_tokens=n, do_sample=False)
+    assert [r[0]["generated_text"] for r in piped] == got
+
+
+def test_export_is_shareable(exported, smoke_study, data_dir, tmp_path_factory):
+    """No path of this machine in any file, every file 0644, a model card whose YAML
+    header names the library, the pipeline, the corpus and the run's loss."""
+    yaml = pytest.importorskip("yaml")  # transformers depends on PyYAML
+    run = json.loads((smoke_study.root / "models" / "shakespeare" / "run.json").read_text())
+    assert run["corpus_path"]  # the source records it; the export must not
+    local = {str(data_dir.resolve()), str(tmp_path_factory.getbasetemp().resolve())}
+    files = sorted(p for p in exported.iterdir() if p.is_file())
+    assert {p.name for p in files} >= {
+        "config.json", "generation_config.json", "model.safetensors", "README.md",
+        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    }  # fmt: skip
+    for path in files:
+        data = path.read_bytes()
+        assert not [d for d in local if d.encode() in data], path.name
+        assert path.stat().st_mode & 0o777 == 0o644, path.name
+    meta = json.loads((exported / "config.json").read_text())["domaingpt"]
+    assert "config" not in meta["run"] and "corpus_path" not in meta["run"]  # once, no path
+    assert meta["record"]["config"] == run["config"]
+    assert json.loads((exported / "generation_config.json").read_text())["max_length"] == 32
+
+    card = (exported / "README.md").read_text()
+    assert card.startswith("---\n")
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["library_name"] == "transformers"
+    assert header["pipeline_tag"] == "text-generation"
+    assert header["datasets"] == ["shakespeare"] and "shakespeare" in header["tags"]
+    metrics = {m["type"]: m["value"] for m in header["model-index"][0]["results"][0]["metrics"]}
+    record = load_checkpoint(find_checkpoint(smoke_study.root / "models" / "shakespeare"))
+    val = record.info.meta["val_loss"]
+    assert metrics["loss"] == pytest.approx(val, abs=1e-6)
+    assert metrics["bpc"] == pytest.approx(val / math.log(2), abs=1e-6)
+    assert run["corpus_sha256"] in card
+
+
 def test_history_round_trip_is_bit_equal(smoke_study, tmp_path, cli, data_dir):
     source = smoke_study.root / "models" / "math"
     code, _, err = cli("export", source, tmp_path / "hf", "--all", "--quiet")
@@ -168,9 +249,11 @@ def test_history_round_trip_is_bit_equal(smoke_study, tmp_path, cli, data_dir):
     for a, b in zip(originals, copies, strict=True):
         assert a.tensor_path.read_bytes() == b.tensor_path.read_bytes()
         assert a.meta == b.meta  # the record too: corpus, val loss, training config
-    assert json.loads((back / "run.json").read_text()) == json.loads(
-        (source / "run.json").read_text()
-    )
+    # run.json too, less the corpus's local path (an export does not carry it: the
+    # corpus is found by name and SHA-256).
+    original_run = json.loads((source / "run.json").read_text())
+    assert original_run.pop("corpus_path")
+    assert json.loads((back / "run.json").read_text()) == original_run
     # The analyses run on the imported model: the same zero-shot loss as the original's.
     code, _, err = cli(
         "evaluate", "--out", tmp_path / "back", "--data-dir", data_dir, "--bootstrap", "0", "-q"

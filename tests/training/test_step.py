@@ -159,7 +159,8 @@ def test_adamw_updates_bitwise_as_torch_fused_adamw():
     theirs_model = GPT(GPTConfig(vocab_size=VOCAB, **cfg.model.__dict__))
     theirs_model.load_state_dict(ours_model.state_dict())
     ours = make_optimizer(ours_model, cfg.train, torch.device("cpu"))
-    assert isinstance(ours, AdamW)
+    assert isinstance(ours, AdamW) and isinstance(ours, torch.optim.Optimizer)
+    assert all(g["fused"] for g in ours.param_groups)
     params = list(theirs_model.parameters())
     theirs = torch.optim.AdamW(
         [
@@ -192,6 +193,10 @@ def test_adamw_updates_bitwise_as_torch_fused_adamw():
     for idx, values in fresh.state_dict()["state"].items():
         for key, value in values.items():
             assert torch.equal(value, torchs[idx][key])
+    # torch's own schedulers take it (they refuse anything but a torch.optim.Optimizer)
+    assert [g["lr"] for g in fresh.param_groups] == [5e-4, 5e-4]  # loaded with the state
+    torch.optim.lr_scheduler.LambdaLR(fresh, lambda step: 0.5)
+    assert [g["lr"] for g in fresh.param_groups] == [2.5e-4, 2.5e-4]
 
 
 def test_a_cpu_training_step_never_imports_the_compiler():

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from domaingpt.core.faults import fault_point
+from domaingpt.core.filelock import O_NOFOLLOW
 from domaingpt.errors import DomainGPTError
 
 __all__ = [
@@ -102,12 +103,12 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]])
 def append_text(path: str | os.PathLike[str], text: str) -> Path:
     """Append ``text`` to ``path`` with one ``write`` call, flushed; never through a link.
 
-    The file is opened with ``O_NOFOLLOW``: a symbolic link planted where a log or metrics
+    The file is opened with ``O_NOFOLLOW`` (POSIX; Windows has no such flag): a symbolic link planted where a log or metrics
     file belongs is refused, so nothing outside the run directory is ever appended to.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | O_NOFOLLOW
     try:
         fd = os.open(path, flags, 0o666)
     except OSError as e:

@@ -22,7 +22,6 @@ models, and the stage records.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from domaingpt.core.filelock import O_NOFOLLOW, lock_exclusive, read_at, write_at
 from domaingpt.core.io import atomic_write_text, write_json
 from domaingpt.core.replicates import split_replicate
 from domaingpt.data.corpus import (
@@ -426,7 +426,7 @@ class RunDir:
     def lock(self) -> Iterator[None]:
         """Exclusive use of the run directory by this process.
 
-        An OS file lock (``flock``) on ``.lock``: the kernel drops it when the process
+        An OS file lock (``flock``; ``msvcrt.locking`` on Windows) on ``.lock``: the kernel drops it when the process
         ends, however it ends, so a crashed run never leaves the directory stuck. The
         lock file is never followed through a symbolic link, and a run directory holding
         a link is refused (:meth:`refuse_links`). A directory that cannot be written is
@@ -443,7 +443,7 @@ class RunDir:
         had_lock = path.exists() or path.is_symlink()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | O_NOFOLLOW, 0o644)
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise DomainGPTError(
@@ -458,9 +458,9 @@ class RunDir:
                 raise unwritable(self.root, PermissionError(errno.EACCES, "Permission denied"))
             self.refuse_links()
             pid = str(os.getpid()).encode()
-            if os.pread(fd, 64, 0) != pid:  # the same process again changes nothing
+            if read_at(fd, 64, 0) != pid:  # the same process again changes nothing
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, pid, 0)
+                write_at(fd, pid, 0)
             yield
             failed = False
         finally:
@@ -483,15 +483,16 @@ class RunDir:
 
 
 def _take(fd: int, path: Path, root: Path) -> None:
-    """``flock`` the open lock file ``fd``, or say who holds it. A lock on a file that is
+    """Lock the open lock file ``fd`` (``flock`` on POSIX; see :mod:`domaingpt.core.filelock`),
+    or say who holds it. A lock on a file that is
     no longer ``path`` (removed by a failing holder meanwhile) counts as held."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock_exclusive(fd)
         current = os.lstat(path)
     except (BlockingIOError, FileNotFoundError):
         current = None
     if current is None or not os.path.samestat(os.fstat(fd), current):
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        holder = read_at(fd, 64, 0).decode(errors="replace").strip() or "unknown"
         raise DomainGPTError(
             f"run directory {root} is in use by another domaingpt process "
             f"(pid {holder}); wait for it to finish or use another --out"

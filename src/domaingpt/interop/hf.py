@@ -5,13 +5,16 @@ One folder per checkpoint::
     OUT/
       config.json              GPT2Config: exact GELU, n_positions = block_size, tied
                                head; our model config and checkpoint record under
-                               "domaingpt" (what `domaingpt import-hf` reads back)
+                               "domaingpt" (what `domaingpt import-hf` reads back; no
+                               local path, nothing twice)
       model.safetensors        the weights (zero biases where the model has none)
-      generation_config.json
+      generation_config.json   max_length = block_size; sampling as `domaingpt sample`
       tokenizer.json           a tokenizers WordLevel model over single characters:
-      tokenizer_config.json    id 0 is <unk>, id i+1 the i-th character, as ours
-      special_tokens_map.json
-      README.md                what the model is and how to load it
+      tokenizer_config.json    id 0 is <unk>, id i+1 the i-th character, as ours;
+      special_tokens_map.json  <unk> pads; padding and truncation on the left
+      README.md                a model card: YAML metadata, the run's numbers, usage
+
+Every file is 0644, ready to share.
 
 ``--all`` writes the checkpoint history the way Pythia publishes its steps: one such
 folder per iteration, ``OUT/step0``, ``OUT/step500``, ...
@@ -26,6 +29,7 @@ one is predicted from (see ``README.md``, "Interoperability").
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -39,7 +43,15 @@ from domaingpt.core.rundir import read_run_json
 from domaingpt.data.vocab import UNK, Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.interop import require
-from domaingpt.interop.mapping import META_FORMAT, META_KEY, gpt2_config, to_gpt2
+from domaingpt.interop.mapping import (
+    LOCAL_PATH_KEYS,
+    META_FORMAT,
+    META_KEY,
+    RUN_FROM_RECORD,
+    generation_config,
+    gpt2_config,
+    to_gpt2,
+)
 from domaingpt.model.checkpoint import (
     CheckpointInfo,
     find_checkpoint,
@@ -95,13 +107,19 @@ def write_tokenizer(vocab: Vocab, block_size: int, out: Path) -> None:
         {
             "tokenizer_class": TOKENIZER_CLASS,
             "unk_token": UNK,
+            # <unk> pads, on the left: a batch's prompts end where generation starts.
+            "pad_token": UNK,
+            "padding_side": "left",
+            # truncation=True keeps a prompt's last block_size characters, the context
+            # domaingpt sample predicts from.
+            "truncation_side": "left",
             "model_max_length": block_size,
             "clean_up_tokenization_spaces": False,  # it would eat spaces before ".,!?"
             "split_special_tokens": True,
             "model_input_names": ["input_ids", "attention_mask"],
         },
     )
-    write_json(out / "special_tokens_map.json", {"unk_token": UNK})
+    write_json(out / "special_tokens_map.json", {"unk_token": UNK, "pad_token": UNK})
 
 
 # --- the model ------------------------------------------------------------------------
@@ -140,45 +158,125 @@ def hf_model(model: GPT, meta: dict[str, Any] | None = None) -> Any:
 def checkpoint_meta(info: CheckpointInfo, model_dir: Path | None) -> dict[str, Any]:
     """What :mod:`domaingpt.interop.importer` needs to rebuild the checkpoint exactly:
     its iteration, its record (corpus, val loss, training config) and the model's
-    ``run.json``."""
+    ``run.json``, less what would identify the user's machine (:data:`LOCAL_PATH_KEYS`)
+    and less what the record already says (:data:`RUN_FROM_RECORD`, put back on import).
+    """
+    record = {k: v for k, v in info.meta.items() if k not in FILE_KEYS and k not in LOCAL_PATH_KEYS}
+    fingerprint = Vocab.from_json(info.meta["vocab"]).fingerprint
     meta: dict[str, Any] = {
         "iteration": info.iteration,
-        "vocab_fingerprint": Vocab.from_json(info.meta["vocab"]).fingerprint,
-        "record": {k: v for k, v in info.meta.items() if k not in FILE_KEYS},
+        "vocab_fingerprint": fingerprint,
+        "record": record,
     }
     run = read_run_json(model_dir) if model_dir is not None else {}
     if run:
-        meta["run"] = run
+        meta["run"] = {
+            k: v
+            for k, v in run.items()
+            if k not in LOCAL_PATH_KEYS
+            and not (k in RUN_FROM_RECORD and k in record and record[k] == v)
+            and not (k == "vocab_fingerprint" and v == fingerprint)
+        }
     return meta
 
 
-def _model_card(info: CheckpointInfo, vocab: Vocab, block_size: int) -> str:
+def _yaml(value: Any) -> str:
+    """``value`` as a YAML flow scalar or list: JSON is YAML, so json.dumps quotes it."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _model_card(info: CheckpointInfo, vocab: Vocab, model: GPT) -> str:
+    """``README.md``: a Hugging Face model card, its YAML header first (library,
+    pipeline tag, tags, the corpus, the run's validation loss), then the run's numbers
+    and how to use the model with transformers and lm-evaluation-harness."""
     record = info.meta
-    corpus = record.get("corpus", "?")
+    cfg = model.config
+    corpus = str(record.get("corpus", "unknown"))
     val = record.get("val_loss")
     newline = vocab.id_of("\n")
+    train = (record.get("config") or {}).get("train") or {}
+    header = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-generation",
+        f"tags: {_yaml(['domaingpt', 'character-level', 'gpt2', 'nanogpt', corpus])}",
+        f"datasets: {_yaml([corpus])}",
+    ]
+    if isinstance(val, int | float):
+        bpc = val / math.log(2)
+        header += [
+            "model-index:",
+            f"- name: {_yaml(f'domaingpt-{corpus}')}",
+            "  results:",
+            "  - task:",
+            "      type: text-generation",
+            "    dataset:",
+            f"      name: {_yaml(corpus)}",
+            f"      type: {_yaml(corpus)}",
+            "      split: validation",
+            "    metrics:",
+            "    - type: loss",
+            f"      value: {val:.6f}",
+            "      name: validation loss (nats per character)",
+            "    - type: bpc",
+            f"      value: {bpc:.6f}",
+            "      name: bits per character",
+        ]
+    header.append("---")
+    facts = [
+        f"- corpus: `{corpus}`, SHA-256 `{record.get('corpus_sha256') or 'not recorded'}`",
+        f"- checkpoint: iteration {info.iteration}"
+        + (f", {record['tokens_seen']:,} characters seen" if record.get("tokens_seen") else ""),
+    ]
+    if isinstance(val, int | float):
+        facts.append(
+            f"- validation loss {val:.4f} nats per character ({val / math.log(2):.4f} bits "
+            "per character), as recorded at this checkpoint"
+        )
+    facts += [
+        f"- model: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} embedding, "
+        f"{model.num_params(non_embedding=False):,} parameters, "
+        f"{'with' if cfg.bias else 'without (zero in this export)'} biases",
+        f"- context: {cfg.block_size} characters (`n_positions`)",
+        f"- vocabulary: {vocab.size} ids, one per character; id 0 `<unk>` (also the "
+        "padding token, on the left)",
+    ]
+    if train:
+        keys = ("max_iters", "batch_size", "lr", "min_lr", "warmup_iters", "weight_decay", "seed")
+        facts.append("- training: " + ", ".join(f"{k} {train[k]}" for k in keys if k in train))
     lines = [
+        *header,
+        "",
         f"# domaingpt character model: {corpus}, iteration {info.iteration}",
         "",
         "A character-level GPT (nanoGPT architecture) exported by `domaingpt export` as a "
-        "`GPT2LMHeadModel` with exact GELU; one token per character, id 0 `<unk>`.",
+        "`GPT2LMHeadModel` with exact GELU; one token per character.",
         "",
-        f"- trained on: {corpus}" + (f" (validation loss {val:.4f} nats/char)" if val else ""),
-        f"- context: {block_size} characters (`n_positions`); generation longer than "
-        "that must crop the context itself, as `domaingpt sample` does",
-        f"- vocabulary: {vocab.size} ids",
+        *facts,
         "",
         "```python",
         "from transformers import pipeline",
         'generate = pipeline("text-generation", model="PATH")',
-        'generate("ROMEO:", max_new_tokens=20, do_sample=False)',
+        'generate("ROMEO:")  # samples (temperature 1, no top-k) up to the context length',
+        'generate("ROMEO:", max_new_tokens=20, do_sample=False)  # greedy',
+        "# a prompt longer than the context: keep its end, leaving room for the new ones",
+        'generate(long_text, max_new_tokens=20, handle_long_generation="hole")',
         "```",
         "",
-        "lm-evaluation-harness (the model has no BOS/EOS; the rolling log-likelihood "
-        f"needs a prefix token, e.g. the newline, id {newline}):",
+        f"GPT-2 does not slide its context as `domaingpt sample` does: prompt + new "
+        f"characters must fit in {cfg.block_size}. `generation_config.json` sets "
+        f"`max_length` = {cfg.block_size}, so `generate` stops there by default; an explicit "
+        "`max_new_tokens` overrides it. The tokenizer truncates on the left "
+        "(`tokenizer(text, truncation=True)` keeps the last characters) and pads on the "
+        "left, so batches of prompts generate. The model has no BOS/EOS token: it was "
+        "trained on raw text, with no document boundaries.",
+        "",
+        "lm-evaluation-harness (the rolling log-likelihood needs a prefix token, e.g. the "
+        f"newline, id {newline}):",
         "",
         "```bash",
         f"lm_eval --model hf --model_args pretrained=PATH,prefix_token_id={newline} "
+        "--batch_size 64 "
         "--include_path $(python -m domaingpt.interop.lm_eval_tasks) "
         "--tasks domaingpt_corpora",
         "```",
@@ -192,12 +290,18 @@ def export_checkpoint(info: CheckpointInfo, out: Path, *, model_dir: Path | None
     meta = checkpoint_meta(info, model_dir)
     model = hf_model(loaded.model, meta)
     out.mkdir(parents=True, exist_ok=True)
-    with _quiet_transformers():
+    with _quiet_transformers() as transformers:
+        model.generation_config = transformers.GenerationConfig(
+            **generation_config(loaded.model.config)
+        )
         model.save_pretrained(out)
     write_tokenizer(loaded.vocab, loaded.model.config.block_size, out)
-    atomic_write_text(
-        out / "README.md", _model_card(info, loaded.vocab, loaded.model.config.block_size)
-    )
+    atomic_write_text(out / "README.md", _model_card(info, loaded.vocab, loaded.model))
+    # Files to share: readable by all, as a hub serves them (transformers writes the
+    # weights 0600, our atomic writes 0644 under the usual umask).
+    for path in out.iterdir():
+        if path.is_file():
+            path.chmod(0o644)
     return out
 
 

@@ -30,7 +30,13 @@ from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.rundir import RunDir, study_vocab
 from domaingpt.data.vocab import UNK, Vocab
 from domaingpt.errors import DomainGPTError
-from domaingpt.interop.mapping import LAYER_NORM_EPS, META_KEY, bias_names, from_gpt2
+from domaingpt.interop.mapping import (
+    LAYER_NORM_EPS,
+    META_KEY,
+    RUN_FROM_RECORD,
+    bias_names,
+    from_gpt2,
+)
 from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints, save_checkpoint
 from domaingpt.model.gpt import GPT, GPTConfig
 
@@ -247,6 +253,20 @@ def _shared_vocab(run: RunDir, vocab: Vocab, source: Path) -> None:
         )
 
 
+def _run_json(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The model's ``run.json`` as an export recorded it: its ``"run"``, with the keys it
+    left out because the record (or the export's vocabulary fingerprint) holds them put
+    back. ``None`` for a model from elsewhere."""
+    run = meta.get("run")
+    if not isinstance(run, dict):
+        return None
+    record = meta.get("record") or {}
+    full = {k: record[k] for k in RUN_FROM_RECORD if k in record}
+    if "vocab_fingerprint" in meta:
+        full["vocab_fingerprint"] = meta["vocab_fingerprint"]
+    return {**full, **run}
+
+
 def import_hf(
     source: str | Path,
     run_dir: str | Path,
@@ -283,7 +303,7 @@ def import_hf(
         meta = dict(hf.meta.get("record") or {"corpus": name, "imported_from": str(source)})
         written.append(save_checkpoint(model_dir / "checkpoints", "iter", it, model, vocab, meta))
         log(f"imported {hf.folder} as iteration {it}")
-    run_json = models[-1][1].meta.get("run") or {
+    run_json = _run_json(models[-1][1].meta) or {
         "corpus": name,
         "corpus_sha256": None,
         "vocab_fingerprint": written[-1].meta["vocab"]["fingerprint"],

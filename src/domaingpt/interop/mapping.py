@@ -27,6 +27,17 @@ META_KEY = "domaingpt"
 META_FORMAT = "domaingpt-hf/1"
 #: nn.LayerNorm's default, which every domaingpt model uses.
 LAYER_NORM_EPS = 1e-5
+#: The padding token: ``<unk>`` (id 0), the one special token of our vocabulary. Padding
+#: is on the left (``tokenizer_config.json``), so a batch's prompts end where generation
+#: starts; the attention mask hides the pads.
+PAD_TOKEN_ID = 0
+#: ``run.json`` keys an export does not repeat under ``"run"`` when the checkpoint record
+#: (or, for the vocabulary, the export's own meta) holds the same value; the importer puts
+#: them back.
+RUN_FROM_RECORD = ("corpus", "corpus_sha256", "config")
+#: Record and ``run.json`` keys that are paths of the machine the model was trained on:
+#: an export (shared on a hub) leaves them out. The corpus stays known by name and SHA-256.
+LOCAL_PATH_KEYS = frozenset({"corpus_path", "imported_from"})
 
 _LINEARS = {  # ours -> GPT-2's, per block; each is transposed (Linear -> Conv1D)
     "attn.qkv": "attn.c_attn",
@@ -42,8 +53,9 @@ def gpt2_config(cfg: GPTConfig, meta: dict[str, Any] | None = None) -> dict[str,
 
     Exact GELU (``"gelu"``, not GPT-2's tanh ``"gelu_new"``), ``n_positions`` =
     ``block_size``, our LayerNorm eps, a tied head, no BOS/EOS token (a character model
-    has none; GPT-2's default 50256 would not even be an id here). ``meta`` is kept under
-    :data:`META_KEY`.
+    trained on raw text has no document boundaries: any character named EOS would stop
+    generation where it occurs; GPT-2's default 50256 would not even be an id here),
+    ``<unk>`` as padding. ``meta`` is kept under :data:`META_KEY`.
     """
     return {
         "vocab_size": cfg.vocab_size,
@@ -63,9 +75,30 @@ def gpt2_config(cfg: GPTConfig, meta: dict[str, Any] | None = None) -> dict[str,
         "tie_word_embeddings": True,
         "bos_token_id": None,
         "eos_token_id": None,
-        "pad_token_id": None,
+        "pad_token_id": PAD_TOKEN_ID,
         "architectures": ["GPT2LMHeadModel"],
         META_KEY: {"format": META_FORMAT, "model_config": cfg.to_dict(), **(meta or {})},
+    }
+
+
+def generation_config(cfg: GPTConfig) -> dict[str, Any]:
+    """The keyword arguments of ``GenerationConfig`` for a model of config ``cfg``.
+
+    ``max_length`` = ``block_size``: ``generate`` (and ``pipeline("text-generation")``
+    with its default arguments) stops at the end of the context instead of indexing past
+    the position embeddings. GPT-2 cannot slide its context as ``domaingpt sample`` does,
+    so prompt + new characters must fit in it. Sampling as ``domaingpt sample`` samples
+    by default: temperature 1, no top-k (``top_k = 0`` switches transformers 4's default
+    50 off).
+    """
+    return {
+        "max_length": cfg.block_size,
+        "do_sample": True,
+        "temperature": 1.0,
+        "top_k": 0,
+        "pad_token_id": PAD_TOKEN_ID,
+        "bos_token_id": None,
+        "eos_token_id": None,
     }
 
 

@@ -1,120 +1,88 @@
-"""AdamW as ``torch.optim.AdamW(fused=True)`` computes it, without ``torch.optim``.
+"""AdamW: ``torch.optim.AdamW``, fused where the device has the kernel, without the
+compiler's start-up cost.
 
-Why not ``torch.optim``: every one of its optimizers imports ``torch._dynamo`` on first
-use (their methods are wrapped by ``torch._disable_dynamo``), 1.3 s of a CPU run's
-start-up for a compiler that a CPU run never uses. This class calls the same fused kernel
-(``torch._fused_adamw_``) with the same arguments in the same order, so its updates are
-bitwise those of ``torch.optim.AdamW(fused=True)`` (a test compares them), and its
-``state_dict`` has the same layout (a resumable checkpoint written by either loads into
-the other). Where the fused kernel is missing, :func:`make_adamw` returns torch's own.
+:class:`AdamW` *is* ``torch.optim.AdamW`` (``fused=True`` on CPU and CUDA, ``foreach``
+elsewhere), so ``torch.optim.lr_scheduler`` and every other tool that expects a
+``torch.optim.Optimizer`` takes it, and its updates and ``state_dict`` are torch's own.
+
+One thing differs: torch wraps five of the optimizer's methods (``step``,
+``zero_grad``, ``add_param_group``, ``state_dict``, ``load_state_dict``) in decorators
+whose first call imports ``torch._dynamo`` — 1.3 s of a quiet CPU run's start-up (2.6 s
+on a busy 2-core machine) for a compiler that a CPU run never uses. The decorators only
+matter while dynamo traces the optimizer, and dynamo cannot be tracing anything before
+it has been imported; so while ``torch._dynamo`` is not imported, :class:`AdamW` calls
+the function each decorator wraps (``__wrapped__``, which ``functools.wraps`` sets), in
+``torch.no_grad`` for ``step`` as torch's decorator does. Once dynamo is imported (a run
+with ``train.compile``), or where a torch version keeps no ``__wrapped__``, torch's
+decorated methods run unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-#: Devices ``torch._fused_adamw_`` runs on (in every torch this package supports).
+#: Devices where ``torch.optim.AdamW(fused=True)`` runs (in every torch this package
+#: supports); elsewhere the ``foreach`` implementation.
 FUSED_DEVICES = ("cpu", "cuda")
 
 
 def fused_available(device: torch.device) -> bool:
-    return device.type in FUSED_DEVICES and hasattr(torch, "_fused_adamw_")
+    return device.type in FUSED_DEVICES
 
 
-class AdamW:
-    """AdamW over parameter groups (``params``, ``weight_decay``; ``lr`` set per step by the
-    trainer), with torch's defaults: eps 1e-8, no amsgrad, no maximize."""
+def _dynamo_imported() -> bool:
+    return "torch._dynamo" in sys.modules
+
+
+def _undecorated(method: Callable[..., Any], *, no_grad: bool = False) -> Callable[..., Any]:
+    """``method`` as torch defines it, but calling the function its decorator wraps while
+    ``torch._dynamo`` is not imported (see the module's docstring)."""
+    plain = getattr(method, "__wrapped__", None)
+    if plain is None:
+        return method
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if _dynamo_imported():
+            return method(*args, **kwargs)
+        if no_grad:
+            with torch.no_grad():
+                return plain(*args, **kwargs)
+        return plain(*args, **kwargs)
+
+    return call
+
+
+class AdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` over parameter groups (``params``, ``weight_decay``; ``lr``
+    set per step by the trainer), torch's defaults otherwise (eps 1e-8, no amsgrad, no
+    maximize); fused on ``device`` where :func:`fused_available`, else ``foreach``."""
 
     def __init__(
         self,
         groups: list[dict[str, Any]],
         lr: float,
         betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
+        *,
+        device: torch.device | str = "cpu",
     ) -> None:
-        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": 0.0}
-        self.param_groups = [{**defaults, **g, "params": list(g["params"])} for g in groups]
-        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+        fused = fused_available(torch.device(device))
+        super().__init__(groups, lr=lr, betas=betas, fused=fused, foreach=not fused)
 
-    def _params(self) -> Iterable[torch.Tensor]:
-        for group in self.param_groups:
-            yield from group["params"]
-
-    @torch.no_grad()
-    def step(self) -> None:
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            for p in params:
-                if p not in self.state:  # lazily, as torch: step on the parameter's device
-                    self.state[p] = {
-                        "step": torch.zeros((), dtype=torch.float32, device=p.device),
-                        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
-                    }
-            states = [self.state[p] for p in params]
-            steps = [s["step"] for s in states]
-            torch._foreach_add_(steps, 1)
-            beta1, beta2 = group["betas"]
-            torch._fused_adamw_(
-                params,
-                [p.grad for p in params],
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
-                [],
-                steps,
-                amsgrad=False,
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-                maximize=False,
-                grad_scale=None,
-                found_inf=None,
-            )
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self._params():
-            if set_to_none:
-                p.grad = None
-            elif p.grad is not None:
-                p.grad.zero_()
-
-    def state_dict(self) -> dict[str, Any]:
-        """``{"state": {index: {step, exp_avg, exp_avg_sq}}, "param_groups": [...]}``, the
-        indices numbering the parameters group by group, as torch's optimizers do."""
-        index = {p: i for i, p in enumerate(self._params())}
-        state = {index[p]: dict(s) for p, s in self.state.items()}
-        groups, start = [], 0
-        for g in self.param_groups:
-            n = len(g["params"])
-            groups.append({**{k: v for k, v in g.items() if k != "params"}})
-            groups[-1]["params"] = list(range(start, start + n))
-            start += n
-        return {"state": dict(sorted(state.items())), "param_groups": groups}
-
-    def load_state_dict(self, sd: dict[str, Any]) -> None:
-        """Moments and step counts from :meth:`state_dict` (or torch's AdamW's), cast to
-        each parameter's device and dtype as torch does (``step`` stays float32)."""
-        params = list(self._params())
-        self.state = {}
-        for idx, values in sd["state"].items():
-            p = params[int(idx)]
-            self.state[p] = {
-                key: value.to(device=p.device, dtype=torch.float32 if key == "step" else p.dtype)
-                for key, value in values.items()
-            }
+    step = _undecorated(torch.optim.AdamW.step, no_grad=True)
+    zero_grad = _undecorated(torch.optim.Optimizer.zero_grad)
+    add_param_group = _undecorated(torch.optim.Optimizer.add_param_group)
+    state_dict = _undecorated(torch.optim.Optimizer.state_dict)
+    load_state_dict = _undecorated(torch.optim.Optimizer.load_state_dict)
 
 
 def make_adamw(
     groups: list[dict[str, Any]], lr: float, betas: tuple[float, float], device: torch.device
-) -> AdamW | torch.optim.AdamW:
-    """:class:`AdamW` where the fused kernel runs, else ``torch.optim.AdamW`` (unfused)."""
-    if fused_available(device):
-        return AdamW(groups, lr=lr, betas=betas)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+) -> AdamW:
+    """:class:`AdamW` for parameters on ``device``."""
+    return AdamW(groups, lr=lr, betas=betas, device=device)

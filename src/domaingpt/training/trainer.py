@@ -34,9 +34,9 @@ def lr_at(it: int, spec: TrainSpec) -> float:
     return spec.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (spec.lr - spec.min_lr)
 
 
-def make_optimizer(model: GPT, spec: TrainSpec, device: torch.device) -> AdamW | torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not biases, LayerNorm gains): the fused
-    kernel of ``torch.optim.AdamW(fused=True)``, called without ``torch.optim`` (see
+def make_optimizer(model: GPT, spec: TrainSpec, device: torch.device) -> AdamW:
+    """AdamW with weight decay on matrices only (not biases, LayerNorm gains):
+    ``torch.optim.AdamW``, fused where the device has the kernel (see
     :mod:`domaingpt.training.adamw`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
