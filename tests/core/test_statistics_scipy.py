@@ -23,6 +23,7 @@ def need(module: str):
 
 
 scipy_stats = need("scipy.stats")
+scipy_special = need("scipy.special")
 distance = need("scipy.spatial.distance")
 
 
@@ -37,33 +38,42 @@ def samples() -> list[np.ndarray]:
     ]
 
 
-def test_normal_intervals(samples):
-    assert abs(st.Z95 - scipy_stats.norm.ppf(0.975)) < 1e-15
+def test_student_t_distribution():
+    for df in (1, 2, 3, 4.5, 15, 63, 1000):
+        for q in (0.6, 0.975, 1 - 0.05 / 12):
+            ours, theirs = st.t_quantile(q, df), scipy_stats.t.ppf(q, df)
+            assert ours == pytest.approx(theirs, rel=1e-9), (q, df)
+            assert st.t_quantile(1 - q, df) == pytest.approx(-theirs, rel=1e-9)
+        for t in (-3.0, 0.0, 0.1, 2.5, 40.0):
+            assert st.t_sf(t, df) == pytest.approx(scipy_stats.t.sf(t, df), rel=1e-9, abs=1e-15)
+    assert st.t_quantile(0.975, math.inf) == pytest.approx(scipy_stats.norm.ppf(0.975))
+    for a, b, x in ((0.5, 0.5, 0.3), (2.0, 7.5, 0.9), (30.0, 0.5, 0.99)):
+        assert st.betainc(a, b, x) == pytest.approx(scipy_special.betainc(a, b, x), rel=1e-10)
+
+
+def test_t_intervals_and_tests(samples):
     for v in samples:
         ci = st.mean_ci(v)
-        low, high = scipy_stats.norm.interval(0.95, loc=v.mean(), scale=scipy_stats.sem(v))
+        ref = scipy_stats.ttest_1samp(v, 0.0)
+        low, high = ref.confidence_interval(0.95)
         assert ci["n"] == len(v) and ci["std"] == pytest.approx(v.std(ddof=1), rel=1e-12)
-        assert (ci["ci_low"], ci["ci_high"]) == pytest.approx((low, high), rel=1e-12, abs=1e-14)
-    wide = st.mean_ci(samples[0], z=st.bonferroni_z(6))
-    low, high = scipy_stats.norm.interval(
-        1 - 0.05 / 6, loc=samples[0].mean(), scale=scipy_stats.sem(samples[0])
-    )
-    assert (wide["ci_low"], wide["ci_high"]) == pytest.approx((low, high), rel=1e-12)
-    for tests in (1, 2, 6, 30):
-        z = scipy_stats.norm.ppf(1 - 0.05 / tests / 2)
-        assert st.bonferroni_z(tests) == pytest.approx(z, rel=1e-12)
+        assert (ci["ci_low"], ci["ci_high"]) == pytest.approx((low, high), rel=1e-9, abs=1e-12)
+        se = ci["std"] / math.sqrt(len(v))
+        assert st.t_test_p(ci["mean"], se, len(v) - 1) == pytest.approx(ref.pvalue, rel=1e-9)
+    # Bonferroni: each of 6 intervals at 1 - 0.05/6
+    wide = st.mean_ci(samples[0], st.bonferroni(6))
+    low, high = scipy_stats.ttest_1samp(samples[0], 0.0).confidence_interval(1 - 0.05 / 6)
+    assert (wide["ci_low"], wide["ci_high"]) == pytest.approx((low, high), rel=1e-9)
+    assert st.bonferroni(1) == 0.95 and st.bonferroni(6) == pytest.approx(1 - 0.05 / 6)
     assert math.isnan(st.mean_ci(np.array([3.0]))["ci_low"])
 
 
 def test_welch_interval(samples):
     a, b = samples[0], samples[1]
     diff, low, high = st.welch_ci(a, b)
-    t = scipy_stats.ttest_ind(a, b, equal_var=False).statistic
-    se = (a.mean() - b.mean()) / t  # Welch's standard error, as SciPy's statistic uses it
+    ref = scipy_stats.ttest_ind(a, b, equal_var=False)
     assert diff == pytest.approx(a.mean() - b.mean(), rel=1e-12)
-    assert (low, high) == pytest.approx(
-        scipy_stats.norm.interval(0.95, loc=diff, scale=se), rel=1e-12
-    )
+    assert (low, high) == pytest.approx(tuple(ref.confidence_interval(0.95)), rel=1e-9)
 
 
 def test_sign_test_is_the_exact_binomial_test():
