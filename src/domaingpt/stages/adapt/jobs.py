@@ -217,7 +217,14 @@ def run_job(
     model, vocab = _start_model(job, device)
     trainer = Trainer(model, spec, target.train, device)
     directory.mkdir(parents=True, exist_ok=True)  # whole only once its checkpoint is there
-    info = RunInfo(directory, job.run_name, "adapt", {"adapt": key})
+    info = RunInfo(
+        directory,
+        job.run_name,
+        "adapt",
+        {"adapt": key},
+        root=directory.parents[3],  # <run>/adapt/<pair>/<start>/seed<n>: Job.directory
+        corpus_sha256=str(job.shape_info.meta.get("corpus_sha256") or ""),  # the source's
+    )
     loggers = open_loggers(job_loggers(job, settings), info)
     t0 = time.perf_counter()  # the run's own time, not the loggers' start-up
     try:
