@@ -347,7 +347,7 @@ def _train_steps(
     bar = progress_bar(spec.max_iters, f"train {rec.corpus_name}", enabled=progress, initial=it)
     while it < spec.max_iters:
         log_now = log_every > 0 and (it + 1) % log_every == 0
-        loss = trainer.step(grad_norm=log_now)
+        loss = trainer.step(grad_norm=True) if log_now else trainer.step()
         window_loss += loss
         fault_point("train.step")
         window_steps += 1
