@@ -124,7 +124,8 @@ def test_tensorboard_hparams_samples_and_loss_image(tb_run):
     shown = texts[-1].tensor_proto.string_val[0].decode()
     assert [line[4:] for line in shown.split("\n")] == samples[-1]["text"].split("\n")
     (image,) = events.Images("loss")
-    assert image.width > 300 and image.height > 200
+    assert image.step == 60 and image.width > 300 and image.height > 200
+    assert image.encoded_image_string == (model_dir / "loss.png").read_bytes()
 
 
 def test_changing_loggers_retrains_nothing(tb_run):

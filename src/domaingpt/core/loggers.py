@@ -146,8 +146,10 @@ class TensorBoardLogger:
         # afresh) are logged again: TensorBoard drops what earlier sessions logged there.
         purge = 0 if run.resumed_from is None else run.resumed_from + 1
         self.writer = SummaryWriter(str(run.directory / "tensorboard"), purge_step=purge)
+        self.step = 0  # the last step logged
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
+        self.step = max(self.step, step)
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, global_step=step)
 
@@ -156,9 +158,21 @@ class TensorBoardLogger:
         self.writer.add_text(tag, "\n".join("    " + line for line in text.split("\n")), step)
 
     def image(self, tag: str, path: Path) -> None:
-        from matplotlib.image import imread
+        """The PNG as it is, at the last step logged (``add_image`` would decode it and
+        encode it again: a tenth of a second for a loss curve)."""
+        from PIL import Image
+        from tensorboard.compat.proto.summary_pb2 import Summary
 
-        self.writer.add_image(tag, imread(path), dataformats="HWC")
+        with Image.open(path) as png:  # reads the header only
+            width, height, channels = png.width, png.height, len(png.getbands())
+        image = Summary.Image(
+            height=height,
+            width=width,
+            colorspace=channels,
+            encoded_image_string=Path(path).read_bytes(),
+        )
+        summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+        self.writer.file_writer.add_summary(summary, self.step)
 
     def summary(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         """The hparams plugin's session, in this run's own event file (``add_hparams``
