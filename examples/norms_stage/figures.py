@@ -42,4 +42,5 @@ def plot_norms(table: pd.DataFrame, path: Path) -> Path:
         axes[0][0].set_ylabel("mean ‖residual stream‖₂")
         axes[0][0].legend(fontsize=7, frameon=False)
         fig.suptitle("How large the residual stream grows along training, layer by layer")
-        return save_figure(fig, path, tight=False)
+        caption = "Residual-stream norm along training, per layer"
+        return save_figure(fig, path, caption=caption, tight=False)

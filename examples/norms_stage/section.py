@@ -30,6 +30,6 @@ def section(view: StageView) -> Section:
         "Mean residual-stream norm at the final checkpoint, by layer (0: the embeddings)",
         "norms/norms.csv",
     )
-    s.figure(view.out / "norms.png", "Residual-stream norm along training, per layer")
+    s.figure(view.out / "norms.png")  # captioned where it is drawn (figures.py)
     s.note("Its claims are checked against these numbers in the Conclusions.")
     return s

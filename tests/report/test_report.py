@@ -141,13 +141,14 @@ def test_smoke_report_is_self_contained_and_complete(smoke):
 def test_report_leads_with_its_findings(smoke):
     html = (smoke.root / "report.html").read_text(encoding="utf-8")
     doc = parse(html)
+    nav = '<nav id="contents">'  # the contents (the side column, on a wide window)
     sections = [a.get("id") for t, a in doc.tags if t == "section"]
     assert sections[0] == "summary" and sections[1] == "overview"
-    assert html.index('id="summary"') < html.index("<nav>")  # before the contents
+    assert html.index('id="summary"') < html.index(nav)  # before the contents
     ids = {a.get("id") for _, a in doc.tags}
     hrefs = [a["href"] for a in doc.of("a") if (a.get("href") or "").startswith("#")]
     assert len(hrefs) >= 10 and all(h[1:] in ids for h in hrefs)
-    summary = html[html.index('id="summary"') : html.index("<nav>")]
+    summary = html[html.index('id="summary"') : html.index(nav)]
     table = Study.load(smoke.root).conclusions
     n = table["verdict"].value_counts()
     assert f"{len(table)} claims of the study checked on this run" in summary
@@ -161,7 +162,7 @@ def test_report_leads_with_its_findings(smoke):
     assert "sign test p =" in summary
     assert summary.count("<img") == 1 and 'href="#adaptation"' in summary
     # Long tables are collapsed; short ones are not.
-    assert "<details><summary>" in html[html.index("<nav>") :]
+    assert "<details><summary>" in html[html.index(nav) :]
     md = (smoke.root / "report.md").read_text(encoding="utf-8")
     assert md.index('<a id="summary">') < md.index("## Contents")
 
@@ -222,3 +223,74 @@ def test_conclusions_are_checked_claims_with_evidence(smoke):
     assert "per source model" in evidence
     assert re.search(r"permutation p = [0-9.]+, sign test p = [0-9.]+", evidence)
     assert set(published.ZERO_SHOT) == {"shakespeare", "math", "wikipedia"}
+
+
+def _stem_caption(path: Path) -> str:
+    stem = path.stem.replace("_", " ").replace("-", " ")
+    return stem[:1].upper() + stem[1:]
+
+
+def test_every_figure_says_what_it_shows_and_has_its_svg(smoke):
+    """Each figure's caption is the one stored where it was drawn, never its file name;
+    each PNG of the run has an SVG beside it (the vectors, for a paper)."""
+    from domaingpt.core.plotting import figure_caption
+
+    pngs = sorted(p for p in smoke.root.rglob("*.png") if "checkpoints" not in p.parts)
+    assert len(pngs) >= 25
+    for png in pngs:
+        caption = figure_caption(png)
+        assert len(caption) > 30 and caption != _stem_caption(png), png
+        svg = png.with_suffix(".svg")
+        assert svg.read_bytes().startswith(b"<?xml") and b"<svg" in svg.read_bytes()[:600], svg
+    doc = parse((smoke.root / "report.html").read_text(encoding="utf-8"))
+    imgs = doc.of("img")
+    captions = [a["alt"] for a in imgs]
+    assert len(imgs) >= 25 and all(len(c) > 30 for c in captions)
+    assert not set(captions) & {_stem_caption(p) for p in pngs}
+
+
+def test_figures_are_shown_at_print_size_within_the_page(smoke):
+    """Every figure is shown 96 CSS px per inch and fits the page unscaled: 10-point
+    text is 13.3 px on screen and the smallest ('small', 8.3 pt) 11 px."""
+    from PIL import Image
+
+    from domaingpt.core.plotting import REPORT_WIDTH_PX
+
+    page = (smoke.root / "report.html").read_text(encoding="utf-8")
+    for attrs in parse(page).of("img"):
+        data = base64.b64decode(attrs["src"].split(",", 1)[1])
+        png = Path(smoke.root / "_shown.png")
+        png.write_bytes(data)
+        with Image.open(png) as image:
+            inches = image.width / image.info["dpi"][0]
+        png.unlink()
+        width = int(attrs["width"])
+        assert width == pytest.approx(inches * 96, abs=1), attrs["alt"]
+        assert width <= REPORT_WIDTH_PX, attrs["alt"]
+
+
+def test_figures_as_files_beside_the_report(smoke, tmp_path):
+    """report.embed = false: the figures (PNG, with links to PNG and SVG) go to
+    report_files/ beside a small report.html; embedding again removes the folder."""
+    from domaingpt.core.rundir import RunDir
+    from domaingpt.stages.report import FILES_DIR, write_report
+
+    root = smoke.copy(tmp_path / "run")
+    embedded = (root / "report.html").stat().st_size
+    stages = Study.load(root).stages
+    write_report(RunDir(root), stages, embed=False, log=lambda m: None)
+    page = (root / "report.html").read_text(encoding="utf-8")
+    assert "data:image" not in page
+    doc = parse(page)
+    srcs = [a["src"] for a in doc.of("img")]
+    hrefs = [a["href"] for a in doc.of("a") if a["href"].startswith(FILES_DIR)]
+    assert len(srcs) >= 25 and all(s.startswith(f"{FILES_DIR}/") for s in srcs)
+    assert {h for h in hrefs if h.endswith(".png")} == set(srcs)
+    svgs = [h for h in hrefs if h.endswith(".svg")]
+    assert len(set(svgs)) == len(set(srcs))  # every figure with its vectors
+    for link in srcs + svgs:
+        assert (root / link).is_file(), link
+    assert (root / "report.html").stat().st_size < embedded / 5
+    write_report(RunDir(root), stages, embed=True, log=lambda m: None)
+    assert not (root / FILES_DIR).exists()
+    assert (root / "report.html").stat().st_size == pytest.approx(embedded, rel=0.01)

@@ -51,7 +51,10 @@ addEventListener("load", () => {
     width: Math.max(0, ...imgs.map(i => i.naturalWidth)), title: document.title,
     first: first ? (first.id || first.tagName) : null, links: links.length,
     dangling: dangling, summary_top: document.getElementById("summary") ?
-      Math.round(document.getElementById("summary").getBoundingClientRect().top) : null});
+      Math.round(document.getElementById("summary").getBoundingClientRect().top) : null,
+    scale: Math.min(...imgs.map(i => i.clientWidth / i.naturalWidth)),
+    nav: getComputedStyle(document.getElementById("contents")).position,
+    jump: getComputedStyle(document.querySelector("a.tocjump")).display});
   document.body.appendChild(out);
 });
 </script>"""
@@ -104,7 +107,12 @@ def test_report_renders_in_chromium(browser, smoke, tmp_path):
     probe.write_text(page.replace("<head>", "<head>" + CHECK, 1), encoding="utf-8")
 
     proc = run_chromium(
-        browser, tmp_path, "--virtual-time-budget=15000", "--dump-dom", probe.as_uri()
+        browser,
+        tmp_path,
+        "--window-size=1600,1000",
+        "--virtual-time-budget=15000",
+        "--dump-dom",
+        probe.as_uri(),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = re.search(r'<pre id="__check">(.*?)</pre>', proc.stdout, re.S)
@@ -119,6 +127,12 @@ def test_report_renders_in_chromium(browser, smoke, tmp_path):
     assert result["first"] == "summary", result
     assert result["summary_top"] is not None and result["summary_top"] < 200, result
     assert result["links"] >= 10 and result["dangling"] == [], result
+    # The contents stay in reach: a fixed side column at 1600 px (the jump link hidden).
+    assert result["nav"] == "fixed" and result["jump"] == "none", result
+    # Legible figures: drawn at 150 dpi, shown at 96 px per inch (scale 0.64), so that
+    # the smallest text ('small': 8.3 pt) is 8.3 / 72 * 150 * 0.64 = 11 px on screen.
+    smallest_px = 10 * 0.833 / 72 * 150 * result["scale"]
+    assert smallest_px >= 10.5, result
 
     # The report as shipped (no injected script): a screenshot, and a quiet console.
     shot = tmp_path / "report.png"

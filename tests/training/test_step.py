@@ -229,3 +229,25 @@ def test_domaingpt_train_with_the_native_step_follows_the_plain_step(tmp_path, t
     assert losses["plain"][-1][1] < losses["plain"][0][1] - 1  # it trains
     again = train_smoke(tmp_path / "plain", "train.step=native", "train.threads=2")
     assert again == 2  # "already holds this model": the step is not part of it
+
+
+@pytest.mark.parametrize("clip", [0.5, 0.0])
+def test_grad_norm_is_the_total_norm_before_clipping(ids, clip):
+    """The step's ``grad_norm``: the L2 norm of all gradients before clipping (what
+    clip_grad_norm_ returns), the same whether the step clips or is asked for it."""
+    cfg = build_config("smoke")
+    spec = dataclasses.replace(cfg.train, grad_clip=clip)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=VOCAB, **cfg.model.__dict__))
+    reference = GPT(GPTConfig(vocab_size=VOCAB, **cfg.model.__dict__))
+    reference.load_state_dict(model.state_dict())
+    trainer = Trainer(model, spec, ids, torch.device("cpu"))
+    x, y = Trainer(reference, spec, ids, torch.device("cpu")).sampler.next()  # same batch
+    _, loss = reference(x, y)
+    loss.backward()
+    want = torch.cat([p.grad.flatten() for p in reference.parameters()]).norm().item()
+    trainer.step(grad_norm=True)
+    assert trainer.grad_norm.item() == pytest.approx(want, rel=1e-5)
+    assert want > clip  # the clipped case clips: the norm is the one before clipping
+    trainer.step()
+    assert (trainer.grad_norm is None) == (clip == 0)  # no extra pass unless asked

@@ -31,6 +31,7 @@ RUNTIME_TRAIN_KEYS = frozenset(
         "step",
         "eval_interval",
         "eval_tokens",
+        "log_interval",
         "resume_interval",
         "loggers",
     }
@@ -81,6 +82,9 @@ class TrainSpec:
     seed: int = 1337
     eval_interval: int = 250  # 0: only at the end
     eval_tokens: int = 32768  # characters of val split scored at each periodic eval
+    # Per-step scalars (the step's loss, lr, tokens/s, gradient norm) to train.loggers
+    # every this many iterations (0: none); metrics.jsonl keeps its evaluation rows.
+    log_interval: int = 10
     # Iterations that get a history checkpoint and a sample; "log" = a log-spaced schedule.
     checkpoints: list[int] | str = "log"
     resume_interval: int = 500  # a resumable checkpoint (with optimizer state) this often
@@ -140,6 +144,7 @@ class RunConfig:
         for key, value in {
             "train.warmup_iters": t.warmup_iters,
             "train.eval_interval": t.eval_interval,
+            "train.log_interval": t.log_interval,
             "train.sample_chars": t.sample_chars,
             "train.lr_decay_iters": t.lr_decay_iters,
             "train.threads": t.threads,

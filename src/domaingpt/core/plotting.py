@@ -170,23 +170,63 @@ def figure_style() -> Iterator[None]:
 
 
 def save_figure(
-    fig: Figure, path: str | Path, *, dpi: int | None = None, tight: bool = True
+    fig: Figure,
+    path: str | Path,
+    *,
+    caption: str = "",
+    dpi: int | None = None,
+    tight: bool = True,
 ) -> Path:
-    """Save ``fig`` as PNG (or the format of the suffix) atomically, then close it.
+    """Save ``fig`` as PNG and, beside it, as SVG (vectors, for a paper), atomically;
+    then close it. Returns the PNG's path.
 
+    ``caption`` says what the figure shows; it is stored in both files (the PNG's
+    ``Description`` text chunk, the SVG's ``dc:description``), and the report captions
+    the figure with it (:func:`figure_caption`): one place per figure, where it is drawn.
     ``tight`` crops to the drawn content (``bbox_inches="tight"``, an extra layout pass);
     pass ``False`` for a figure already laid out with ``tight_layout``.
     """
     path = Path(path)
     try:
-        buf = io.BytesIO()
-        fmt = path.suffix.lstrip(".").lower() or "png"
+        bbox = "tight" if tight else None
         with glyph_watch():
-            fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight" if tight else None)
-        atomic_write_bytes(path, buf.getvalue())
+            for out, fmt in ((path, "png"), (path.with_suffix(".svg"), "svg")):
+                buf = io.BytesIO()
+                meta = {"Description": caption} if caption else {}
+                if fmt == "svg":
+                    meta["Date"] = None  # no timestamp: the same figure, the same bytes
+                fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches=bbox, metadata=meta)
+                atomic_write_bytes(out, buf.getvalue())
     finally:
         plt.close(fig)
     return path
+
+
+#: The widest a figure is drawn (inches): the report shows figures at most
+#: :data:`REPORT_WIDTH_PX` wide, so a figure this wide shows its 10-point text at
+#: 10 × REPORT_WIDTH_PX / (72 × MAX_WIDTH_IN) ≈ 14 px (8-point ticks at ≈ 11 px).
+MAX_WIDTH_IN = 10.5
+#: The report's content width in CSS pixels (report.html's ``main``: 1120 − 2 × 28).
+REPORT_WIDTH_PX = 1064
+
+
+def report_size(width: float, height: float) -> tuple[float, float]:
+    """A figure size (inches) at most :data:`MAX_WIDTH_IN` wide: every figure is created
+    through it, so that the fonts' point sizes stay legible in the report (a figure of
+    many panels would otherwise be shrunk until its text is a few pixels high). The
+    height is kept: the text a panel holds needs it whatever the width."""
+    return min(width, MAX_WIDTH_IN), height
+
+
+def figure_caption(path: str | Path) -> str:
+    """The caption :func:`save_figure` stored in a PNG ('' when it has none)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return str(getattr(image, "text", {}).get("Description", ""))
+    except OSError:
+        return ""
 
 
 def tick_label(label: str, max_len: int = 12) -> str:
@@ -220,7 +260,7 @@ def panels(n: int, width: float = 4.6, height: float = 3.4, max_cols: int = 3):
     cols = max(1, min(n, max_cols))
     rows = max(1, -(-n // cols))
     fig, axes = plt.subplots(
-        rows, cols, figsize=(width * cols, height * rows), squeeze=False, sharey=True
+        rows, cols, figsize=report_size(width * cols, height * rows), squeeze=False, sharey=True
     )
     flat = list(axes.ravel())
     for ax in flat[n:]:
@@ -235,7 +275,7 @@ def grid(n_rows: int, n_cols: int, cell: tuple[float, float], extra_height: floa
     return plt.subplots(
         rows,
         cols,
-        figsize=(cell[0] * cols, cell[1] * rows + extra_height),
+        figsize=report_size(cell[0] * cols, cell[1] * rows + extra_height),
         squeeze=False,
         **kwargs,
     )

@@ -54,8 +54,12 @@ class Section:
     ) -> None:
         self.blocks.append(Block("table", caption, table=df, source=source, max_rows=max_rows))
 
-    def figure(self, path: Path, caption: str) -> None:
+    def figure(self, path: Path, caption: str = "") -> None:
+        """A figure, captioned by ``caption``, else by the caption stored in it where it was
+        drawn (:func:`domaingpt.core.plotting.save_figure`), else by its file name (a
+        figure of an older run)."""
         if Path(path).is_file():
+            caption = caption or stored_caption(Path(path))
             self.blocks.append(Block("figure", caption, path=Path(path)))
 
     def missing(self, text: str) -> None:
@@ -84,10 +88,19 @@ class Section:
         return any(b.kind == "missing" for b in self.blocks)
 
 
-def figures_and_heatmap(s: Section, folder: Path, captions: dict[str, str]) -> None:
-    """Every PNG of ``folder`` (captioned from ``captions`` by file stem, else from the
-    name) and its ``heatmap.html``, if any."""
+def stored_caption(path: Path) -> str:
+    """The caption stored in a figure where it was drawn, else one from its file name."""
+    from domaingpt.core.plotting import figure_caption  # matplotlib: only when drawn
+
+    if found := figure_caption(path):
+        return found
+    stem = path.stem.replace("_", " ").replace("-", " ")
+    return stem[:1].upper() + stem[1:]
+
+
+def figures_and_heatmap(s: Section, folder: Path) -> None:
+    """Every PNG of ``folder`` (each with its stored caption) and its ``heatmap.html``,
+    if any."""
     for p in sorted(folder.rglob("*.png")) if folder.is_dir() else []:
-        stem = p.stem.replace("_", " ").replace("-", " ")
-        s.figure(p, captions.get(p.stem, stem[:1].upper() + stem[1:]))
+        s.figure(p)
     s.embed(folder / "heatmap.html", "Text heatmaps (hover a character for its value)")

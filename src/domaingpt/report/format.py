@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -90,11 +89,6 @@ def rows_shown(df: pd.DataFrame, max_rows: int) -> pd.DataFrame:
     if max_rows < 0:
         return df
     return df.head(max_rows or MAX_TABLE_ROWS)
-
-
-def caption(path: Path) -> str:
-    stem = path.stem.replace("_", " ").replace("-", " ")
-    return stem[:1].upper() + stem[1:]
 
 
 def ordered(names: Any, order: list[str] | None) -> list[str]:

@@ -1,14 +1,21 @@
 """The report as one self-contained HTML file: no script, no external resource.
 
-Figures are embedded as base64 PNG; every text that comes from data (corpora, prompts,
-samples, file names) is escaped.
+Figures are embedded as base64 PNG (or, with :class:`FigureFiles`, linked as files
+beside the HTML with their SVG); every text that comes from data (corpora, prompts,
+samples, file names) is escaped. Each figure is shown at its print size (96 CSS pixels
+per inch of the figure), so that every figure's text has the same size on screen: the
+figures are at most :data:`~domaingpt.core.plotting.MAX_WIDTH_IN` wide, which fits the
+page. The contents stay in reach: a fixed side column on a wide window, else a fixed
+link back to them.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -26,6 +33,19 @@ body { margin:0; font:15px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"DejaV
        "Noto Sans CJK SC","Noto Sans Devanagari",sans-serif;
        color:var(--fg); background:var(--bg); }
 main { max-width:1120px; margin:0 auto; padding:24px 28px 80px; }
+/* The contents stay in reach: a fixed side column where the window has room for it
+   beside the page, else a fixed link back to them (no script: plain CSS). */
+a.tocjump { position:fixed; right:16px; bottom:16px; background:var(--soft); color:#0b5cad;
+            border:1px solid var(--line); border-radius:16px; padding:4px 12px; font-size:13px;
+            text-decoration:none; box-shadow:0 1px 3px rgba(0,0,0,.12); }
+@media (min-width: 1400px) {
+  body { padding-left:270px; }
+  nav#contents { position:fixed; top:0; left:0; width:256px; height:100vh; overflow-y:auto;
+                 border-radius:0; border-width:0 1px 0 0; padding:18px 14px; }
+  nav#contents ol { columns:1; padding-left:20px; }
+  nav#contents li { margin:3px 0; }
+  a.tocjump { display:none; }
+}
 h1 { font-size:28px; margin:8px 0 4px; }
 h2 { font-size:22px; margin:40px 0 10px; padding-top:12px; border-top:2px solid var(--line); }
 h3 { font-size:17px; margin:26px 0 8px; }
@@ -44,7 +64,8 @@ td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap
 tr:nth-child(even) td { background:#fbfcfd; }
 figure { margin:14px 0 18px; }
 figure img { max-width:100%; height:auto; border:1px solid var(--line); border-radius:4px; }
-figcaption { color:var(--muted); font-size:13px; margin-top:4px; }
+figcaption { color:var(--muted); font-size:13.5px; margin-top:4px; max-width:92ch; }
+figcaption a { color:#0b5cad; }
 pre.sample { white-space:pre-wrap; word-break:break-word; background:var(--soft); margin:0;
              padding:6px 8px; border-radius:4px; font:12.5px/1.4 ui-monospace,"DejaVu Sans Mono",monospace; }
 .note { color:var(--muted); font-size:13.5px; }
@@ -150,17 +171,63 @@ def _html_samples(block: Block) -> str:
     )
 
 
-def _html_figure(block: Block) -> str:
+#: CSS pixels per inch of a figure: its print size on screen (10-point text: 13.3 px).
+CSS_PX_PER_INCH = 96
+
+
+@dataclass
+class FigureFiles:
+    """Figures as files beside the HTML instead of embedded (``report.embed = false``):
+    each PNG, and the SVG beside it, gets a name in ``folder`` (linked as
+    ``folder.name/NAME``); :attr:`copies` says what to copy where, once per file."""
+
+    folder: Path
+    copies: dict[Path, Path] = field(default_factory=dict)
+    numbers: dict[Path, int] = field(default_factory=dict)  # a figure's PNG and SVG: one
+
+    def href(self, path: Path) -> str:
+        if path not in self.copies:
+            number = self.numbers.setdefault(path.with_suffix(""), len(self.numbers) + 1)
+            self.copies[path] = self.folder / f"{number:02d}-{path.name}"
+        return f"{self.folder.name}/{self.copies[path].name}"
+
+
+def _display_width(path: Path) -> int | None:
+    """The figure's print width in CSS pixels, from its pixel width and its dpi (None:
+    not a PNG that says)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            dpi = image.info.get("dpi", (0, 0))[0]
+            return round(image.width * CSS_PX_PER_INCH / dpi) if dpi else None
+    except OSError:
+        return None
+
+
+def _html_figure(block: Block, files: FigureFiles | None) -> str:
     assert block.path is not None
-    data = base64.b64encode(block.path.read_bytes()).decode("ascii")
-    mime = "image/svg+xml" if block.path.suffix.lower() == ".svg" else "image/png"
+    path = block.path
+    mime = "image/svg+xml" if path.suffix.lower() == ".svg" else "image/png"
+    links = ""
+    if files is None:
+        src = f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+    else:
+        src = files.href(path)
+        vector = path.with_suffix(".svg")
+        links = f' (<a href="{_e(src)}">PNG</a>'
+        if path.suffix.lower() == ".png" and vector.is_file():
+            links += f', <a href="{_e(files.href(vector))}">SVG</a>'
+        links += ")"
+    width = _display_width(path) if mime == "image/png" else None
+    size = f' width="{width}"' if width else ""
     return (
-        f'<figure><img src="data:{mime};base64,{data}" alt="{_e(block.text)}">'
-        f"<figcaption>{_e(block.text)}</figcaption></figure>"
+        f'<figure><img src="{_e(src)}"{size} alt="{_e(block.text)}">'
+        f"<figcaption>{_e(block.text)}{links}</figcaption></figure>"
     )
 
 
-def _html_section(s: Section) -> list[str]:
+def _html_section(s: Section, files: FigureFiles | None = None) -> list[str]:
     cls = ' class="lead"' if s.lead else ""
     out = [f'<section id="{_e(s.id)}"{cls}><h2>{_e(s.title)}</h2>']
     for b in s.blocks:
@@ -175,7 +242,7 @@ def _html_section(s: Section) -> list[str]:
         elif b.kind == "table" and b.table is not None:
             out.append(_html_table(b.table, b.text, b.source, b.max_rows))
         elif b.kind == "figure":
-            out.append(_html_figure(b))
+            out.append(_html_figure(b, files))
         elif b.kind == "sample":
             out.append(_html_samples(b))
         elif b.kind == "items":
@@ -192,9 +259,12 @@ def _html_section(s: Section) -> list[str]:
     return out
 
 
-def render_html(title: str, subtitle: str, sections: list[Section]) -> str:
-    """The report as one HTML document: no script, no external resource. Lead sections
-    (the findings) come first, then the contents, then the detailed sections."""
+def render_html(
+    title: str, subtitle: str, sections: list[Section], files: FigureFiles | None = None
+) -> str:
+    """The report as one HTML document: no script, no external resource (with ``files``,
+    the figures are linked from there instead). Lead sections (the findings) come first,
+    then the contents, then the detailed sections."""
     lead = [s for s in sections if s.lead]
     rest = [s for s in sections if not s.lead]
     out = [
@@ -205,17 +275,17 @@ def render_html(title: str, subtitle: str, sections: list[Section]) -> str:
         f'<h1>{_e(title)}</h1><p class="sub">{_e(subtitle)}</p>',
     ]
     for s in lead:
-        out += _html_section(s)
+        out += _html_section(s, files)
     out += [
-        "<nav><strong>Contents</strong><ol>",
+        '<nav id="contents"><strong>Contents</strong><ol>',
         *(f'<li><a href="#{_e(s.id)}">{_e(s.title)}</a></li>' for s in sections),
         "</ol></nav>",
     ]
     for s in rest:
-        out += _html_section(s)
+        out += _html_section(s, files)
     out.append(
         f"<footer>Generated by domaingpt {_e(__version__)} on "
         f"{_e(datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC'))}.</footer>"
     )
-    out.append("</main></body></html>")
+    out.append('</main><a class="tocjump" href="#contents">↑ Contents</a></body></html>')
     return "\n".join(out) + "\n"

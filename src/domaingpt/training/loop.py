@@ -10,9 +10,18 @@ A model directory holds::
     metrics.jsonl       iteration, train/val loss, lr, tokens/s, elapsed
     samples.jsonl       a fixed-seed sample at every history checkpoint
     checkpoints/        iter-*.{safetensors,json} (history) and resume-* (resumable)
-    loss.png            the loss curve
-    tensorboard/        event files, with train.loggers = ["tensorboard"] (and wandb/ with
-                        "wandb"): the scalars of metrics.jsonl (see core.loggers)
+    loss.png, loss.svg  the loss curve
+    tensorboard/        event files, with train.loggers = ["tensorboard"] (see
+                        core.loggers): the scalars below, the samples, loss.png, hparams
+    wandb-run-id        with "wandb": the model's W&B run (its files are in <run>/wandb/)
+
+What goes to ``train.loggers`` (tags): every ``train.log_interval`` iterations the
+step's own loss ``train/loss``, ``train/lr``, ``train/tokens_per_s`` (over the interval)
+and ``train/grad_norm`` (total L2 norm before clipping); at each evaluation
+``train/loss_mean`` (the mean since the previous evaluation, metrics.jsonl's
+``train_loss``) and ``val/loss_estimate`` (``eval_tokens`` of the validation split), and
+at the end ``val/loss_full`` (the whole split) instead: the estimate and the whole-split
+loss never share a tag.
 """
 
 from __future__ import annotations
@@ -36,7 +45,13 @@ from domaingpt.core.distributed import (
 )
 from domaingpt.core.faults import fault_point
 from domaingpt.core.io import append_jsonl, read_jsonl, write_jsonl
-from domaingpt.core.loggers import Loggers, RunInfo, open_loggers, require_loggers
+from domaingpt.core.loggers import (
+    Loggers,
+    RunInfo,
+    flat_hparams,
+    open_loggers,
+    require_loggers,
+)
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.threads import torch_threads
 from domaingpt.data.vocab import Vocab
@@ -56,8 +71,10 @@ from domaingpt.training.modeldir import (
 )
 from domaingpt.training.trainer import Trainer, lr_at
 
-#: The columns of ``metrics.jsonl`` that go to ``train.loggers`` (under the same names).
-LOGGED_SCALARS = ("train_loss", "val_loss", "lr", "tokens_per_s")
+#: The per-step scalars of ``train.loggers``, every ``train.log_interval`` iterations.
+STEP_TAGS = ("train/loss", "train/lr", "train/tokens_per_s", "train/grad_norm")
+#: The tags of an evaluation row of ``metrics.jsonl`` (the last one: ``val/loss_full``).
+TRAIN_MEAN_TAG, ESTIMATE_TAG, FULL_TAG = "train/loss_mean", "val/loss_estimate", "val/loss_full"
 
 
 @dataclass(frozen=True)
@@ -127,8 +144,14 @@ class _Recorder:
         if full:
             row["val_loss_full"] = val
         append_jsonl(self.metrics_path, row)
-        self.loggers.log(it, {k: row[k] for k in LOGGED_SCALARS})
+        self.loggers.log(it, {TRAIN_MEAN_TAG: train_loss, FULL_TAG if full else ESTIMATE_TAG: val})
         return val
+
+    def log_step(self, it: int, loss: torch.Tensor, tokens_per_s: float) -> None:
+        """The per-step scalars of iteration ``it`` (the main rank's loss under DDP)."""
+        norm = self.trainer.grad_norm
+        values = (float(loss), lr_at(it - 1, self.spec), tokens_per_s, norm)
+        self.loggers.log(it, dict(zip(STEP_TAGS, values, strict=True)))
 
     def meta(self, it: int, val: float | None) -> dict[str, Any]:
         return {
@@ -159,6 +182,7 @@ class _Recorder:
                 "text": text,
             },
         )
+        self.loggers.text(it, "samples", text)
         self.model.train()
 
     def resume_point(self, it: int, val: float | None) -> None:
@@ -236,9 +260,17 @@ def train(
         rec = _Recorder(
             model, trainer, vocab, cfg, (corpus_name, corpus_sha), val_ids, model_dir, resumed_from
         )
-        val_loss = float("nan")
+        val_loss = full = float("nan")
         if main:
-            info = RunInfo(model_dir, model_dir.name, "train", cfg.to_dict(), resumed_from)
+            info = RunInfo(
+                model_dir,
+                model_dir.name,
+                "train",
+                cfg.to_dict(),
+                resumed_from,
+                root=model_dir.parent.parent,  # <run>/models/<name>
+                corpus_sha256=corpus_sha,
+            )
             rec.loggers = open_loggers(spec.loggers, info)
         try:
             if resumed_from is None and main:  # a fresh start: score and keep the initial model
@@ -246,6 +278,15 @@ def train(
                 rec.history_point(0, val_loss)
                 rec.resume_point(0, val_loss)
             speed = _train_steps(rec, ctx, val_loss, progress=progress and main)
+            if main:
+                full = _final_loss(rec)
+                _plot_loss(rec.metrics_path, model_dir / "loss.png", corpus_name)
+                rec.loggers.image("loss", model_dir / "loss.png")
+                final = read_jsonl(rec.metrics_path)[-1]
+                rec.loggers.summary(
+                    flat_hparams({"model": cfg.model.__dict__, "train": spec.__dict__}),
+                    {FULL_TAG: full, TRAIN_MEAN_TAG: final.get("train_loss")},
+                )
         finally:
             rec.loggers.close()
         if not main:  # the main rank scores and writes the final results
@@ -259,8 +300,6 @@ def train(
                 resumed_from,
                 False,
             )
-        full = _final_loss(rec)
-        _plot_loss(rec.metrics_path, model_dir / "loss.png", corpus_name)
         barrier(ctx)
         log(
             f"{corpus_name}: {spec.max_iters} iterations, val loss {full:.4f} (whole split), "
@@ -302,13 +341,23 @@ def _train_steps(
     window_t0 = time.perf_counter()
     it = trainer.iteration
     eval_every = spec.eval_interval or spec.max_iters
+    # Per-step scalars only where a logger takes them (one device sync each).
+    log_every = spec.log_interval if main and rec.loggers.active else 0
+    log_t0, log_steps = time.perf_counter(), 0
     bar = progress_bar(spec.max_iters, f"train {rec.corpus_name}", enabled=progress, initial=it)
     while it < spec.max_iters:
-        window_loss += trainer.step()
+        log_now = log_every > 0 and (it + 1) % log_every == 0
+        loss = trainer.step(grad_norm=True) if log_now else trainer.step()
+        window_loss += loss
         fault_point("train.step")
         window_steps += 1
+        log_steps += 1
         it = trainer.iteration
         bar.update(1)
+        if log_now:
+            dt = time.perf_counter() - log_t0
+            rec.log_step(it, loss, log_steps * trainer.tokens_per_iter / dt)
+            log_t0, log_steps = time.perf_counter(), 0
         at_end = it == spec.max_iters
         is_eval = it % eval_every == 0 or it in rec.history or at_end
         is_resume = it % spec.resume_interval == 0 or it in rec.history or at_end
@@ -337,6 +386,7 @@ def _train_steps(
             window_t0 = time.perf_counter()
         if is_resume and main:
             rec.resume_point(it, val_loss if window_steps == 0 else None)
+        log_t0, log_steps = time.perf_counter(), 0  # tokens/s of training steps only
     bar.close()
     return speed
 
@@ -350,6 +400,7 @@ def _final_loss(rec: _Recorder) -> float:
     full = score_windows(rec.model, rec.val_ids).mean_loss
     final_rows[-1]["val_loss_full"] = full
     write_jsonl(rec.metrics_path, final_rows)
+    rec.loggers.log(final_rows[-1]["iter"], {FULL_TAG: full})
     return full
 
 

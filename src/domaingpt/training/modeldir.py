@@ -29,6 +29,7 @@ from domaingpt.core.config import (
     from_dict,
 )
 from domaingpt.core.io import read_jsonl, write_json
+from domaingpt.core.loggers import WANDB_ID_FILE
 from domaingpt.data.corpus import check_model_name
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
@@ -38,8 +39,8 @@ from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints
 EXTENDABLE_TRAIN_KEYS = frozenset({"max_iters"})
 #: What domaingpt writes in a model directory (and ``checkpoints/`` holds only checkpoints).
 MODEL_FILES = frozenset(
-    {"run.json", "metrics.jsonl", "samples.jsonl", "loss.png", "checkpoints"}
-    | {"tensorboard", "wandb"}  # train.loggers' folders (core.loggers)
+    {"run.json", "metrics.jsonl", "samples.jsonl", "loss.png", "loss.svg", "checkpoints"}
+    | {"tensorboard", "wandb", WANDB_ID_FILE}  # train.loggers' files (core.loggers)
 )
 _CHECKPOINT_FILE = re.compile(r"^(iter|resume)-\d{7,}\.(json|safetensors)$")
 _TEMP_FILE = re.compile(r"^\..+\.tmp$")  # an atomic write's temporary file (core.io)

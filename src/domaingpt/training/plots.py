@@ -27,4 +27,10 @@ def plot_loss_curves(runs: dict[str, list[dict]], path: str | Path) -> Path:
         ax.set_ylabel("cross-entropy (nats / character)")
         ax.set_title("Training loss")
         ax.legend(fontsize=8)
-        return save_figure(fig, path)
+        caption = (
+            "Training loss (thin: mean over the steps since the previous evaluation) and "
+            "validation loss (dots: estimated on a sample of windows, the last on the whole "
+            "split) of " + ("every model" if len(runs) > 1 else "the model") + ", in nats per "
+            "character, against iteration"
+        )
+        return save_figure(fig, path, caption=caption)

@@ -155,17 +155,23 @@ class Trainer:
             engine = "native" if kind == "native" else "autograd"
             self._parallel = ParallelGrads(model, spec.batch_size, self.workers, engine)
         self.tokens_per_iter = spec.batch_size * spec.grad_accum * model.config.block_size
+        #: The total L2 norm of the last step's gradients, before clipping (a tensor: no
+        #: device sync until it is read); None when the step neither clipped nor was
+        #: asked for it.
+        self.grad_norm: torch.Tensor | None = None
 
-    def step(self) -> torch.Tensor:
+    def step(self, *, grad_norm: bool = False) -> torch.Tensor:
         """One optimizer step (with gradient accumulation); returns the detached mean loss.
 
+        :attr:`grad_norm` is set whenever the step clips (``clip_grad_norm_`` returns the
+        norm it clips by, at no extra cost), and with ``grad_norm`` also when it does not.
         Running out of memory is one line naming the settings to lower.
         """
         shape = f"in a training step (batch_size {self.spec.batch_size})"
         with out_of_memory(shape):
-            return self._step()
+            return self._step(grad_norm)
 
-    def _step(self) -> torch.Tensor:
+    def _step(self, want_norm: bool = False) -> torch.Tensor:
         lr = lr_at(self.iteration, self.spec)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -173,8 +179,14 @@ class Trainer:
             total = self._parallel([self.sampler.next() for _ in range(self.spec.grad_accum)])
         else:
             total = self._accumulate()
+        self.grad_norm = None
         if self.spec.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self._params, self.spec.grad_clip, foreach=True)
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(
+                self._params, self.spec.grad_clip, foreach=True
+            )
+        elif want_norm:
+            grads = [p.grad for p in self._params if p.grad is not None]
+            self.grad_norm = torch.nn.utils.get_total_norm(grads, foreach=True)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.iteration += 1

@@ -284,7 +284,12 @@ def test_adaptation_curves_reach_the_loggers(run, data_dir, tmp_path):
         folder = other.adapt / "shakespeare__to__math" / start / "seed0" / "tensorboard"
         events = accumulator.EventAccumulator(str(folder))
         events.Reload()
-        assert sorted(events.Tags()["scalars"]) == ["source_loss", "target_loss"]
+        tags = ["source_loss", "target_loss", "train/grad_norm", "train/loss", "train/lr"]
+        assert sorted(events.Tags()["scalars"]) == tags
+        # every train.log_interval (10) steps: the step's loss, lr and gradient norm
+        for tag in ("train/loss", "train/lr", "train/grad_norm"):
+            assert [e.step for e in events.Scalars(tag)] == [10, 20], tag
+        assert all(e.value > 0 for e in events.Scalars("train/grad_norm"))
         rows = curves[curves["start"] == start]
         for tag in ("target_loss", "source_loss"):
             logged = [(e.step, e.value) for e in events.Scalars(tag)]

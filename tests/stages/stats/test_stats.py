@@ -224,7 +224,9 @@ def test_write_and_load_stats(real: dict[str, CorpusStats], tmp_path: Path) -> N
         *(f"distribution_{n}.png" for n in CORPORA),
     }
     assert {p.name for p in paths.values()} == expected
-    assert {p.name for p in tmp_path.iterdir()} == expected  # no temp files left
+    vectors = {n.replace(".png", ".svg") for n in expected if n.endswith(".png")}
+    # each figure with its SVG beside it, and no temp files left
+    assert {p.name for p in tmp_path.iterdir()} == expected | vectors
     for p in paths.values():
         assert p.stat().st_size > 0
         if p.suffix == ".png":

@@ -10,6 +10,7 @@ import pandas as pd
 
 from domaingpt.core.plotting import (
     figure_style,
+    report_size,
     save_figure,
 )
 
@@ -35,7 +36,9 @@ def plot_adaptation_curves(
     )
     colors = {"final": "C0", "early": "C1", "scratch": "C7"}
     with figure_style():
-        fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+        fig, axes = plt.subplots(
+            nrows, ncols, figsize=report_size(4.6 * ncols, 3.6 * nrows), squeeze=False
+        )
         for ax, (source, target) in zip(axes.ravel(), pairs, strict=False):
             rows = curves[(curves["source"] == source) & (curves["target"] == target)]
             for k, start in enumerate(starts):
@@ -62,4 +65,9 @@ def plot_adaptation_curves(
             ax.set_visible(False)
         fig.suptitle(title, fontsize=12)
         fig.tight_layout()
-        return save_figure(fig, path, tight=False)
+        caption = (
+            f"{title}. The {ylabel} against adaptation step, one panel per source → target "
+            "pair, one line per start point (final or early checkpoint, or scratch; mean "
+            "over seeds, the band from the lowest to the highest seed)"
+        )
+        return save_figure(fig, path, caption=caption, tight=False)

@@ -46,7 +46,7 @@ from domaingpt.model.generate import generate_text
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.scoring import score_windows
 from domaingpt.stages.adapt.settings import AdaptSettings, parse_pair
-from domaingpt.training.trainer import Trainer
+from domaingpt.training.trainer import Trainer, lr_at
 
 CURVE_COLUMNS = [
     "source",
@@ -60,6 +60,9 @@ CURVE_COLUMNS = [
 ]
 #: The columns of ``curve.jsonl`` that go to the loggers (``adapt.loggers``).
 LOGGED_SCALARS = ("target_loss", "source_loss")
+#: The per-step scalars of an adaptation run, every ``train.log_interval`` steps (the
+#: source model's setting): the step's loss, its learning rate, the gradient norm.
+STEP_TAGS = ("train/loss", "train/lr", "train/grad_norm")
 
 
 def pick_early(history: list[CheckpointInfo], settings: AdaptSettings) -> CheckpointInfo:
@@ -227,7 +230,14 @@ def run_job(
     model, vocab = _start_model(job, device)
     trainer = Trainer(model, spec, target.train, device)
     directory.mkdir(parents=True, exist_ok=True)  # whole only once its checkpoint is there
-    info = RunInfo(directory, job.run_name, "adapt", {"adapt": key})
+    info = RunInfo(
+        directory,
+        job.run_name,
+        "adapt",
+        {"adapt": key},
+        root=directory.parents[3],  # <run>/adapt/<pair>/<start>/seed<n>: Job.directory
+        corpus_sha256=str(job.shape_info.meta.get("corpus_sha256") or ""),  # the source's
+    )
     loggers = open_loggers(job_loggers(job, settings), info)
     t0 = time.perf_counter()  # the run's own time, not the loggers' start-up
     try:
@@ -305,9 +315,14 @@ def _train_recording(
     target, source = splits
     rows = []
     steps = settings.steps()
+    log_every = trainer.spec.log_interval if loggers.active else 0
     for step in range(settings.iters + 1):
         if step > 0:
-            loss = trainer.step()
+            log_now = log_every > 0 and step % log_every == 0
+            loss = trainer.step(grad_norm=True) if log_now else trainer.step()
+            if log_now:
+                values = (float(loss), lr_at(step - 1, trainer.spec), trainer.grad_norm)
+                loggers.log(step, dict(zip(STEP_TAGS, values, strict=True)))
             checked = step % 50 == 0 or step == settings.iters
             if checked and not math.isfinite(float(loss)):
                 raise DomainGPTError(

@@ -10,7 +10,7 @@ import pandas as pd
 from domaingpt.core.io import read_jsonl
 from domaingpt.core.stage import StageView
 from domaingpt.report.document import Section
-from domaingpt.report.format import caption, display
+from domaingpt.report.format import display
 
 
 def section(view: StageView) -> Section:
@@ -25,7 +25,7 @@ def section(view: StageView) -> Section:
         )
         for p in view.figures():
             if p.parent == view.out:
-                s.figure(p, caption(p))
+                s.figure(p)
         if "summary" in tables:
             s.table(
                 _adapt_view(tables["summary"]),

@@ -46,11 +46,16 @@ def plot_heads(heads: pd.DataFrame, path: Path) -> Path:
             ax.set_title(f"{model} model", fontsize=10)
             ax.grid(False)
             for (i, j), v in np.ndenumerate(lift):
-                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7)
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize="small")
         if image is not None:
             fig.colorbar(image, ax=list(axes[0]), label="log2(share / chance)", shrink=0.8)
         fig.suptitle("Where each head looks (final checkpoint, in-domain; 1 = uniform attention)")
-        return save_figure(fig, path, tight=False)
+        caption = (
+            "Where each attention head looks at the final checkpoint on in-domain prompts: "
+            "one panel per model, one row per layer and head, each measure relative to "
+            "uniform attention (1)"
+        )
+        return save_figure(fig, path, caption=caption, tight=False)
 
 
 def plot_training(heads: pd.DataFrame, path: Path) -> Path:
@@ -87,6 +92,10 @@ def plot_training(heads: pd.DataFrame, path: Path) -> Path:
             axes[0][c].set_title(f"{model} model", fontsize=10)
         axes[0][0].set_ylabel("attention entropy (bits)")
         axes[1][0].set_ylabel("previous word: share / chance")
-        axes[0][-1].legend(fontsize=7, frameon=False)
+        axes[0][-1].legend(fontsize="small", frameon=False)
         fig.suptitle("Attention along training (in-domain prompts, mean over each layer's heads)")
-        return save_figure(fig, path, tight=False)
+        caption = (
+            "Attention entropy and the weight on the previous word along training, on "
+            "in-domain prompts: one column per model, one line per layer (mean over its heads)"
+        )
+        return save_figure(fig, path, caption=caption, tight=False)

@@ -45,7 +45,7 @@ def section(view: StageView) -> Section:
         "attention/heads.csv",
         max_rows=-1,
     )
-    s.figure(view.out / "heads.png", "Where each head looks, relative to uniform attention")
-    s.figure(view.out / "training.png", "Attention entropy and the previous word along training")
+    s.figure(view.out / "heads.png")
+    s.figure(view.out / "training.png")
     s.note("Its claims are checked against these numbers in the Conclusions.")
     return s

@@ -10,6 +10,7 @@ import pandas as pd
 
 from domaingpt.core.plotting import (
     figure_style,
+    report_size,
     save_figure,
 )
 
@@ -27,7 +28,7 @@ def plot_loss_matrix(
         fig, axes = plt.subplots(
             1,
             len(panels),
-            figsize=(
+            figsize=report_size(
                 1.4 * sum(widths) + 2.5 * len(panels),
                 1.1 * max(m.shape[0] for m in panels.values()) + 1.8,
             ),
@@ -63,7 +64,11 @@ def plot_loss_matrix(
         if image is not None:
             fig.colorbar(image, ax=list(axes[0]), label=f"cross-entropy ({unit})", shrink=0.85)
         fig.suptitle("Zero-shot loss", fontsize=12)
-        return save_figure(fig, path)
+        caption = (
+            "Cross-entropy (nats per character) of each model (rows) on each corpus "
+            "(columns): this run, and the study's published matrix on the same colour scale"
+        )
+        return save_figure(fig, path, caption=caption)
 
 
 def plot_loss_along_training(table: pd.DataFrame, path: str | Path) -> Path:
@@ -73,7 +78,7 @@ def plot_loss_along_training(table: pd.DataFrame, path: str | Path) -> Path:
     corpora = list(dict.fromkeys(table["corpus"]))
     with figure_style():
         fig, axes = plt.subplots(
-            1, len(models), figsize=(4.6 * len(models), 3.8), sharey=True, squeeze=False
+            1, len(models), figsize=report_size(4.6 * len(models), 3.8), sharey=True, squeeze=False
         )
         for ax, model in zip(axes[0], models, strict=True):
             rows = table[table["model"] == model]
@@ -102,7 +107,11 @@ def plot_loss_along_training(table: pd.DataFrame, path: str | Path) -> Path:
         axes[0][-1].legend(title="evaluated on", fontsize=8, frameon=False)
         fig.suptitle("Zero-shot loss along training (solid: in-domain)", fontsize=12)
         fig.tight_layout()
-        return save_figure(fig, path, tight=False)
+        caption = (
+            "Zero-shot loss along training: one panel per model, the loss of its "
+            "checkpoints on each corpus (solid: its own corpus) with 95 % confidence bands"
+        )
+        return save_figure(fig, path, caption=caption, tight=False)
 
 
 def plot_zero_shot_vs_study(
@@ -119,7 +128,7 @@ def plot_zero_shot_vs_study(
         fig, axes = plt.subplots(
             1,
             len(models),
-            figsize=(3.6 * max(len(models), 1) + 0.6, 3.8),
+            figsize=report_size(3.6 * max(len(models), 1) + 0.6, 3.8),
             sharey=True,
             squeeze=False,
         )
@@ -147,4 +156,5 @@ def plot_zero_shot_vs_study(
         ]
         fig.legend(handles, ["this run (95 % CI)", "the study"], loc="upper right", frameon=False)
         fig.tight_layout(rect=(0, 0, 0.86, 1))
-        return save_figure(fig, path, tight=False)
+        caption = "Zero-shot loss: this run (with 95 % CI) beside the study's values"
+        return save_figure(fig, path, caption=caption, tight=False)

@@ -9,7 +9,7 @@ import pandas as pd
 from domaingpt.core import published
 from domaingpt.core.stage import StageView
 from domaingpt.report.document import Section
-from domaingpt.report.format import caption, ordered
+from domaingpt.report.format import ordered
 from domaingpt.stages.evaluate.figures import plot_zero_shot_vs_study
 from domaingpt.stages.evaluate.matrix import final_zero_shot
 
@@ -62,9 +62,9 @@ def section(view: StageView) -> Section:
             path = plot_zero_shot_vs_study(
                 fin, published.ZERO_SHOT, view.figdir / "zero_shot_vs_study.png"
             )
-            s.figure(path, "Zero-shot loss: this run (with 95 % CI) beside the study's values")
+            s.figure(path)
         except Exception as e:  # the figure is a convenience; the tables above carry the data
             s.note(f"(comparison figure not drawn: {type(e).__name__}: {e})")
         for p in view.figures():
-            s.figure(p, caption(p))
+            s.figure(p)
     return s

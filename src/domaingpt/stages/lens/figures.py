@@ -44,9 +44,10 @@ def plot_lens_layers(layers: pd.DataFrame, path: Path) -> Path:
             axes[1][c].set_xticks(sorted(m["layer"].unique()))
         axes[0][0].set_ylabel("lens loss (nats)")
         axes[1][0].set_ylabel("KL(final ‖ layer) (bits)")
-        axes[0][-1].legend(fontsize=7, frameon=False)
+        axes[0][-1].legend(fontsize="small", frameon=False)
         fig.suptitle("The logit lens along training (solid: in-domain prompts, dashed: out)")
-        return save_figure(fig, path, tight=False)
+        caption = "Lens loss and KL to the final prediction, layer by layer, along training"
+        return save_figure(fig, path, caption=caption, tight=False)
 
 
 def plot_formation(formation: pd.DataFrame, path: Path) -> Path:
@@ -75,4 +76,5 @@ def plot_formation(formation: pd.DataFrame, path: Path) -> Path:
         axes[0][0].set_ylabel("formation depth (layers)")
         axes[0][-1].legend(fontsize=8, frameon=False)
         fig.suptitle("At which depth the prediction forms, along training")
-        return save_figure(fig, path, tight=False)
+        caption = "At which depth the prediction forms, along training, one panel per model"
+        return save_figure(fig, path, caption=caption, tight=False)

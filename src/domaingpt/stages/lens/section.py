@@ -76,7 +76,7 @@ def section(view: StageView) -> Section:
         "lens/formation.csv",
         max_rows=-1,
     )
-    s.figure(view.out / "formation.png", "At which depth the prediction forms, along training")
-    s.figure(view.out / "layers.png", "Lens loss and KL to the final prediction, layer by layer")
+    s.figure(view.out / "formation.png")
+    s.figure(view.out / "layers.png")
     s.note("Its claims are checked against these numbers in the Conclusions.")
     return s

@@ -45,7 +45,15 @@ def plot_probe_curves(summary: pd.DataFrame, path: str | Path, value: str = "ent
             else "Probability of the true next character along training"
         )
         fig.tight_layout()
-        return save_figure(fig, path, tight=False)
+        caption = (
+            "Entropy (bits) of the next-character distribution"
+            if value == "entropy"
+            else "Probability of the true next character"
+        ) + (
+            " along training, one panel per model: in-domain and out-of-domain prompts, "
+            "mean with its 95 % confidence band"
+        )
+        return save_figure(fig, path, caption=caption, tight=False)
 
 
 def plot_entropy_positions(positions: pd.DataFrame, path: str | Path) -> Path:
@@ -70,7 +78,7 @@ def plot_entropy_positions(positions: pd.DataFrame, path: str | Path) -> Path:
                     table.to_numpy(), aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax
                 )
                 ax.set_yticks(range(len(table.index)))
-                ax.set_yticklabels([str(i) for i in table.index], fontsize=7)
+                ax.set_yticklabels([str(i) for i in table.index], fontsize="small")
                 ax.set_ylabel("iteration")
                 if r == len(models) - 1:
                     ax.set_xlabel("position in prompt")
@@ -79,7 +87,11 @@ def plot_entropy_positions(positions: pd.DataFrame, path: str | Path) -> Path:
         if image is not None:
             fig.colorbar(image, ax=axes, label="mean entropy (bits)", shrink=0.8)
         fig.suptitle("Entropy of the next-character distribution at each position")
-        return save_figure(fig, path, tight=False)
+        caption = (
+            "Mean entropy (bits) of the next-character distribution by checkpoint (rows) and "
+            "position in the prompt (columns), one panel per model and prompt domain"
+        )
+        return save_figure(fig, path, caption=caption, tight=False)
 
 
 def plot_topk_bars(
@@ -121,7 +133,7 @@ def plot_topk_bars(
                 if c == 0:
                     ax.set_ylabel(
                         f"…{plain(tail)}\n→ {plain(p['target_label'])} ({p['corpus']})",
-                        fontsize=7,
+                        fontsize="small",
                         rotation=0,
                         ha="right",
                         va="center",
@@ -130,4 +142,8 @@ def plot_topk_bars(
                 ax.set_xlabel("probability")
         fig.suptitle(plain(title or "Top-k next characters"))
         fig.tight_layout()
-        return save_figure(fig, path, tight=True)
+        caption = (
+            f"{title or 'Top-k next characters'}. The most probable next characters (bars) of a "
+            "few prompts (rows) at a few checkpoints (columns); the true next character in orange"
+        )
+        return save_figure(fig, path, caption=caption, tight=True)

@@ -65,14 +65,6 @@ def section(view: StageView) -> Section:
             "predicted probability minus the character's frequency in the prompts' corpus",
             "probe/overpredicted.csv",
         )
-    figures_and_heatmap(
-        s,
-        view.out,
-        {
-            "entropy": "Entropy of the next-character distribution along training",
-            "p_true": "Probability of the true next character along training",
-            "entropy_positions": "Entropy at each position of the prompt",
-        },
-    )
+    figures_and_heatmap(s, view.out)
     s.note("The study's Part 3 claims are checked against these numbers in the Conclusions.")
     return s

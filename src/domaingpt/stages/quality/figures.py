@@ -10,6 +10,7 @@ import pandas as pd
 from domaingpt.core.plotting import (
     figure_style,
     iteration_axis,
+    report_size,
     save_figure,
 )
 from domaingpt.stages.quality.milestones import adapt_groups
@@ -49,7 +50,9 @@ def plot_metric_timeline(
     cols = min(4, max(len(shown), 1))
     rows = -(-max(len(shown), 1) // cols)
     with figure_style():
-        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.1 * rows), squeeze=False)
+        fig, axes = plt.subplots(
+            rows, cols, figsize=report_size(4.2 * cols, 3.1 * rows), squeeze=False
+        )
         flat = list(axes.ravel())
         for ax in flat[len(shown) :]:
             ax.set_visible(False)
@@ -85,14 +88,18 @@ def plot_metric_timeline(
                 ax.set_xlabel("validation loss (nats/char)")
                 ax.invert_xaxis()  # training goes left to right
         if shown:
-            flat[0].legend(fontsize=7, frameon=False)
+            flat[0].legend(fontsize="small", frameon=False)
         what = "iteration" if x == "iteration" else "validation loss"
         fig.suptitle(f"What the samples show, against {what} (dashed: the corpus itself)")
         # fixed margins instead of tight_layout: same look for equal panels, half the time
         fig.subplots_adjust(
             left=0.05, right=0.98, bottom=0.3 / rows, top=1 - 0.25 / rows, wspace=0.28, hspace=0.55
         )
-        return save_figure(fig, path, tight=False)
+        caption = (
+            f"What the samples show against {what}: one panel per sample measure, one colour "
+            "per model (mean over seeds, min-max band), the corpus's own value dashed"
+        )
+        return save_figure(fig, path, caption=caption, tight=False)
 
 
 def plot_style_shift(groups: pd.DataFrame, path: str | Path) -> Path:
@@ -108,19 +115,23 @@ def plot_style_shift(groups: pd.DataFrame, path: str | Path) -> Path:
         ("js_source_after", "to source, after", "#ff7f0e"),
     ]
     with figure_style():
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels) + 2), 4.2))
+        fig, ax = plt.subplots(figsize=report_size(max(6.0, 1.1 * len(labels) + 2), 4.2))
         width = 0.8 / len(series)
         for j, (col, name, color) in enumerate(series):
             xs = [i - 0.4 + width * (j + 0.5) for i in range(len(labels))]
             ax.bar(xs, groups[col].to_numpy(), width=width * 0.95, color=color, label=name)
         ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, fontsize=7, rotation=20, ha="right")
+        ax.set_xticklabels(labels, fontsize="small", rotation=20, ha="right")
         ax.set_ylabel("JS divergence (bits), lower = closer")
         ax.grid(axis="x", visible=False)
         ax.set_title("Did adaptation move the samples' style to the target?")
-        ax.legend(fontsize=7, frameon=False)
+        ax.legend(fontsize="small", frameon=False)
         fig.tight_layout()
-        return save_figure(fig, path, tight=False)
+        caption = (
+            "Did adaptation move the samples' style to the target? JS divergence of the samples' "
+            "characters to the target and to the source corpus, before and after adapting"
+        )
+        return save_figure(fig, path, caption=caption, tight=False)
 
 
 def draw(tables: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:

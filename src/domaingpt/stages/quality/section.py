@@ -30,6 +30,6 @@ def section(view: StageView) -> Section:
             "Along training: mean over the samples of each checkpoint",
             "quality/timeline.csv",
         )
-    figures_and_heatmap(s, view.out, {})
+    figures_and_heatmap(s, view.out)
     s.note("The study's judgements of its samples are checked in the Conclusions.")
     return s

@@ -19,22 +19,31 @@ import pandas as pd
 
 from domaingpt.core.claims import VERDICTS, Claim, claims_frame
 from domaingpt.core.inference import adjust
-from domaingpt.core.io import atomic_write_text, read_json
+from domaingpt.core.io import atomic_write_bytes, atomic_write_text, read_json
 from domaingpt.core.rundir import RunDir
-from domaingpt.core.settings import StageSettings
+from domaingpt.core.settings import StageSettings, setting
 from domaingpt.core.stage import Stage, StageContext, StageView, Tables, stage_view
 from domaingpt.core.tables import read_table, write_table
 from domaingpt.errors import DomainGPTError
 from domaingpt.report.document import Section
 from domaingpt.report.format import display
-from domaingpt.report.html import render_html
+from domaingpt.report.html import FigureFiles, render_html
 from domaingpt.report.markdown import render_markdown
 from domaingpt.stages.report.summary import summary_section
+
+#: Where ``report.embed = false`` writes the figures, beside ``report.html``.
+FILES_DIR = "report_files"
 
 
 @dataclass(frozen=True)
 class ReportSettings(StageSettings):
+    """``embed``: every figure inside ``report.html`` (one self-contained file, the
+    default), or, false, as files in ``report_files/`` beside it, each PNG with its
+    SVG (a report of many figures stays small, and a paper can take the vectors)."""
+
     SECTION = "report"
+
+    embed: bool = setting(True, "embed the figures in report.html (false: files beside it)")
 
 
 def _corpus_names(run: RunDir) -> list[str]:
@@ -156,8 +165,11 @@ def build_report(
     return sections, claims
 
 
-def write_report(run: RunDir, stages: tuple[Stage, ...], *, log: Any = print) -> dict[str, Path]:
-    """Write ``report.html``, ``report.md`` and ``report/`` (conclusions, figures)."""
+def write_report(
+    run: RunDir, stages: tuple[Stage, ...], *, embed: bool = True, log: Any = print
+) -> dict[str, Path]:
+    """Write ``report.html``, ``report.md`` and ``report/`` (conclusions, figures); with
+    ``embed`` false, the figures of report.html go to :data:`FILES_DIR` beside it."""
     root = run.root
     figdir = root / "report"
     sections, claims = build_report(run, stages, figdir)
@@ -169,7 +181,11 @@ def write_report(run: RunDir, stages: tuple[Stage, ...], *, log: Any = print) ->
     paths = {"conclusions": write_table(claims_frame(claims), figdir / "conclusions.csv")}
     for p in sorted(figdir.glob("*.png")):
         paths[p.stem] = p
-    paths["html"] = atomic_write_text(root / "report.html", render_html(title, subtitle, sections))
+    files = None if embed else FigureFiles(root / FILES_DIR)
+    page = render_html(title, subtitle, sections, files)
+    wanted = _write_files(files, paths)  # the figures first, then the page that links them
+    paths["html"] = atomic_write_text(root / "report.html", page)
+    _drop_stale_files(root / FILES_DIR, wanted)
     paths["md"] = atomic_write_text(
         root / "report.md", render_markdown(title, subtitle, sections, root)
     )
@@ -178,8 +194,29 @@ def write_report(run: RunDir, stages: tuple[Stage, ...], *, log: Any = print) ->
     return paths
 
 
+def _write_files(files: FigureFiles | None, paths: dict[str, Path]) -> set[Path]:
+    """Copy the figures report.html links (none when they are embedded)."""
+    if files is None:
+        return set()
+    for source, target in files.copies.items():
+        paths[f"{FILES_DIR}/{target.name}"] = atomic_write_bytes(target, source.read_bytes())
+    return set(files.copies.values())
+
+
+def _drop_stale_files(folder: Path, wanted: set[Path]) -> None:
+    """Remove what an earlier report wrote in :data:`FILES_DIR` and this one does not
+    link (the folder is the report's own; the whole of it when the figures are embedded)."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path not in wanted and path.is_file() and not path.is_symlink():
+            path.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
 def run(ctx: StageContext, settings: ReportSettings) -> dict[str, Path]:
-    return write_report(ctx.run, ctx.stages, log=ctx.log)
+    return write_report(ctx.run, ctx.stages, embed=settings.embed, log=ctx.log)
 
 
 def load(run: RunDir) -> Tables:

@@ -77,11 +77,7 @@ def summary_section(
         s.p("Every claim this run could test holds at least partly.")
     s.h3("Zero-shot loss: this run beside the study")
     if zero_shot_figure is not None and zero_shot_figure.is_file():
-        s.figure(
-            zero_shot_figure,
-            "Cross-entropy (nats per character) of each model (rows) on each corpus "
-            "(columns): this run, and the study's published matrix on the same colour scale",
-        )
+        s.figure(zero_shot_figure)
     else:
         s.note("No zero-shot matrix: the evaluate stage has not run.")
     s.h3("Does partial training make adaptation easier?")

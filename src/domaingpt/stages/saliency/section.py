@@ -131,6 +131,6 @@ def section(view: StageView) -> Section:
             "random ones; faithful when the extra drop in log p(true) has a 95 % CI above zero",
             "saliency/verdicts.csv",
         )
-    figures_and_heatmap(s, view.out, {})
+    figures_and_heatmap(s, view.out)
     s.note("The study's Part 4 claims are checked against these numbers in the Conclusions.")
     return s

@@ -32,7 +32,11 @@ def plot_training(cka: pd.DataFrame, path: Path) -> Path:
         axes[0][0].set_ylabel("CKA with the previous checkpoint")
         axes[0][-1].legend(fontsize=8, frameon=False)
         fig.suptitle("Do the representations harden? CKA of consecutive checkpoints")
-        return save_figure(fig, path, tight=False)
+        caption = (
+            "CKA of consecutive checkpoints along training, one panel per model, one line "
+            "per layer (1: the representation no longer changes)"
+        )
+        return save_figure(fig, path, caption=caption, tight=False)
 
 
 def plot_across(cka: pd.DataFrame, path: Path) -> Path:
@@ -61,7 +65,7 @@ def plot_across(cka: pd.DataFrame, path: Path) -> Path:
                     label=f"{pair[0]} vs {pair[1]}",
                 )
             ax.set_title("domain models (final)", fontsize=10)
-            ax.legend(fontsize=7, frameon=False)
+            ax.legend(fontsize="small", frameon=False)
         for source, target in pairs:
             ax = next(panels)
             p = adapt[(adapt["source"] == source) & (adapt["target"] == target)]
@@ -78,11 +82,14 @@ def plot_across(cka: pd.DataFrame, path: Path) -> Path:
                     label=f"{start} start",
                 )
             ax.set_title(f"{source} → {target} (on {target})", fontsize=10)
-            ax.legend(fontsize=7, frameon=False)
+            ax.legend(fontsize="small", frameon=False)
         layers = sorted(cka["layer"].unique())
         for ax in axes[0]:
             ax.set_xlabel("layer (0 = embeddings)")
             ax.set_xticks(layers)
         axes[0][0].set_ylabel("linear CKA (debiased)")
         fig.suptitle("How alike: domain models, and each source model before and after adapting")
-        return save_figure(fig, path, tight=False)
+        caption = (
+            "CKA by layer: the domain models with each other; each model before vs after adapting"
+        )
+        return save_figure(fig, path, caption=caption, tight=False)

@@ -39,7 +39,7 @@ def section(view: StageView) -> Section:
             "more, per layer (empty: not by the last checkpoint)",
             "similarity/hardening.csv",
         )
-    s.figure(view.out / "training.png", "CKA of consecutive checkpoints along training")
+    s.figure(view.out / "training.png")
     across = cka[cka["kind"] != "training"].copy()
     if not across.empty:
         across["CKA [95 % CI]"] = _interval(across)
@@ -53,6 +53,6 @@ def section(view: StageView) -> Section:
             "similarity/cka.csv",
             max_rows=-1,
         )
-        s.figure(view.out / "across.png", "CKA by layer: domain models; before vs after adapting")
+        s.figure(view.out / "across.png")
     s.note("Its claims are checked against these numbers in the Conclusions.")
     return s

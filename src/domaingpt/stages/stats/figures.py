@@ -11,6 +11,7 @@ from domaingpt.core.plotting import (
     CLASS_COLORS,
     figure_style,
     plain,
+    report_size,
     save_figure,
     tick_label,
 )
@@ -55,7 +56,7 @@ def plot_char_distribution(
     top = df.head(top_n)
     with figure_style():
         fig, (ax, ax_rank) = plt.subplots(
-            1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [3.2, 1]}
+            1, 2, figsize=report_size(14, 5), gridspec_kw={"width_ratios": [3.2, 1]}
         )
         x = range(len(top))
         colors = [CLASS_COLORS.get(c, "#333333") for c in top["char_class"]]
@@ -90,7 +91,11 @@ def plot_char_distribution(
             fig.tight_layout(rect=(0, 0.06 + 0.035 * strip.count("\n"), 1, 1))
         else:
             fig.tight_layout()
-        return save_figure(fig, path, tight=False)
+        caption = (
+            f"{title or 'Character distribution'}. The {top_n} most frequent characters "
+            "coloured by class, all characters by rank (log-log), and the non-ASCII ones"
+        )
+        return save_figure(fig, path, caption=caption, tight=False)
 
 
 def plot_class_shares(class_shares: pd.DataFrame, path: str | Path) -> Path:
@@ -106,7 +111,7 @@ def plot_class_shares(class_shares: pd.DataFrame, path: str | Path) -> Path:
     corpora = list(dict.fromkeys(class_shares["corpus"]))
     table = table[corpora].fillna(0.0)
     with figure_style():
-        fig, ax = plt.subplots(figsize=(11, 4.8))
+        fig, ax = plt.subplots(figsize=report_size(11, 4.8))
         n = max(len(corpora), 1)
         width = 0.8 / n
         cmap = plt.get_cmap("tab10")
@@ -121,7 +126,7 @@ def plot_class_shares(class_shares: pd.DataFrame, path: str | Path) -> Path:
                     (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center",
                     va="bottom",
-                    fontsize=6.5,
+                    fontsize="small",
                     rotation=90 if n > 2 else 0,
                     xytext=(0, 2),
                     textcoords="offset points",
@@ -134,4 +139,5 @@ def plot_class_shares(class_shares: pd.DataFrame, path: str | Path) -> Path:
         ax.set_title("Character classes by corpus")
         ax.legend(frameon=False)
         fig.tight_layout()
-        return save_figure(fig, path, tight=False)
+        caption = "Character classes by corpus: the share of each class (%), one bar per corpus"
+        return save_figure(fig, path, caption=caption, tight=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from domaingpt.core import published
 from domaingpt.core.stage import StageView
 from domaingpt.report.document import Section
-from domaingpt.report.format import display
 
 
 def section(view: StageView) -> Section:
@@ -58,9 +57,6 @@ def section(view: StageView) -> Section:
     pngs = {p.stem: p for p in view.figures()}
     for c in summary["corpus"]:
         if f"distribution_{c}" in pngs:
-            s.figure(
-                pngs[f"distribution_{c}"],
-                f"{display(c)}: the 40 most frequent characters, and all by rank",
-            )
-    s.figure(view.out / "class_shares.png", "Character classes by corpus")
+            s.figure(pngs[f"distribution_{c}"])
+    s.figure(view.out / "class_shares.png")
     return s

@@ -36,7 +36,7 @@ def section(view: StageView) -> Section:
     if not metrics.empty:
         runs = {m: metrics[metrics["model"] == m].to_dict("records") for m in models}
         path = plot_loss_curves(runs, view.figdir / "loss_curves.png")
-        s.figure(path, "Training and validation loss of every model")
+        s.figure(path)
     samples = tables["samples"]
     if not samples.empty:
         s.h3("Sample timeline")
