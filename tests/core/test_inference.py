@@ -172,6 +172,15 @@ def test_per_model_and_unmeasured_claims_are_not_combined():
     assert out[0].verdict is Verdict.FAILS and out[1].verdict is Verdict.UNMEASURED
 
 
+def test_identical_effects_fall_back_to_the_sign_test():
+    """A discrete effect (a checkpoint iteration) the same in every model is no infinite
+    certainty: the t-test is undefined, the signs are what is known."""
+    same = [Claim("c", Verdict.HOLDS, "", "s", effect=0.7) for _ in range(3)]
+    (c,) = combine(dict(enumerate([[x] for x in same])))
+    assert c.numbers["p"] == pytest.approx(0.25) and c.verdict is Verdict.PARTLY
+    assert "identical effects, exact sign test" in c.evidence
+
+
 def test_claims_without_an_effect_use_an_exact_sign_test():
     holds = Claim("c", Verdict.HOLDS, "", "s")
     fails = Claim("c", Verdict.FAILS, "", "s")

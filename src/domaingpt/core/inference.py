@@ -164,13 +164,17 @@ def _combined(group: list[tuple[int, Claim]], replicates: int) -> Claim:
     if all(e is not None for e in effects):
         e = np.array(effects, dtype=np.float64)
         ci = mean_ci(e)
-        se = ci["std"] / math.sqrt(len(e))
-        p = t_test_p(ci["mean"], se, len(e) - 1)
         mean, agree = ci["mean"], bool((e > 0).all())
+        if ci["std"] > 0:
+            p = t_test_p(mean, ci["std"] / math.sqrt(len(e)), len(e) - 1)
+            how = "t-test"
+        else:  # identical effects (a discrete one, such as a checkpoint): no t, signs only
+            p = sign_test(int((e > 0).sum()), int((e < 0).sum()))
+            how = "identical effects, exact sign test"
         test = (
             f"across {len(e)} models: mean effect {_fmt(mean)} (95% t-interval "
             f"{_fmt(ci['ci_low'])} to {_fmt(ci['ci_high'])}; per model "
-            f"{', '.join(_fmt(x) for x in e)}), t-test p = {p:.3g}"
+            f"{', '.join(_fmt(x) for x in e)}), {how} p = {p:.3g}"
         )
         numbers = {
             "effect_mean": mean,
