@@ -165,7 +165,7 @@ def _combined(group: list[tuple[int, Claim]], replicates: int) -> Claim:
         e = np.array(effects, dtype=np.float64)
         ci = mean_ci(e)
         mean, agree = ci["mean"], bool((e > 0).all())
-        if ci["std"] > 0:
+        if ci["std"] > 1e-12 * max(1.0, abs(mean)):  # not identical up to rounding
             p = t_test_p(mean, ci["std"] / math.sqrt(len(e)), len(e) - 1)
             how = "t-test"
         else:  # identical effects (a discrete one, such as a checkpoint): no t, signs only
