@@ -123,3 +123,16 @@ def test_a_lost_run_json_blocks_what_needs_it_and_names_the_repair(smoke_study, 
     for stage in blocked:
         assert json.loads((root / "stages" / f"{stage}.json").read_text())["status"] == "done"
     assert "(0 missing parts)" in "\n".join(log)
+
+
+def test_a_truncated_adapted_checkpoint_is_adapted_again(smoke_study, data_dir, tmp_path):
+    """The adapted models' checkpoints too: the damaged run is redone, the others reused."""
+    root = smoke_study.copy(tmp_path / "run")
+    damaged = sorted((root / "adapt").rglob("iter-*.safetensors"))[-1]
+    whole = damaged.read_bytes()
+    damaged.write_bytes(whole[:-100])
+    status, log = _run(root, data_dir)
+    assert status["adapt"] == "done", log
+    runs = len(list((root / "adapt").glob("*/*/seed*")))
+    assert f"reused {runs - 1} finished adaptation run(s) from {root / 'adapt'}" in log, log
+    assert damaged.read_bytes() == whole

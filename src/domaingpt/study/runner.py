@@ -7,12 +7,13 @@ checksums of its inputs (the corpora, the files of the stages it needs or uses),
 tool version, and for a user's stage the SHA-256 of its source (every ``.py`` file of its
 package; a stage that uses a user's stage, like the report, depends on that source too,
 since it draws the user's section and claims with it). A stage whose key is
-unchanged and whose files are all still there is skipped, so the second run of a command
-does no work; a run stopped anywhere continues where it stopped, since a record is
-written only when its stage has finished.
+unchanged and whose files all still hold the bytes recorded (SHA-256) is skipped, so the
+second run of a command does no work; a run stopped anywhere continues where it stopped,
+since a record is written only when its stage has finished.
 
-A stage that fails leaves the stages before it done, the stages that need it blocked,
-and the report marks the parts missing.
+A stage that fails leaves the stages before it done, the stages that need it blocked
+(keeping their earlier results, reused once it is repaired if nothing they depend on
+changed), and the report marks the parts missing.
 """
 
 from __future__ import annotations
