@@ -9,6 +9,7 @@ sandbox outside the run is compared, entry by entry with SHA-256, before and aft
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -158,3 +159,199 @@ def test_an_atomic_write_replaces_a_link_instead_of_following_it(tmp_path):
     write_json(link, {"a": 1})
     assert victim.read_text() == "keep\n"
     assert not link.is_symlink() and '"a": 1' in link.read_text()
+
+
+# ---------------------------------------------------------------------------------------
+# Every --overwrite replaces only what domaingpt wrote (train, import-hf, export), and a
+# refused one changes nothing: checked before anything is deleted or written.
+
+
+def model_files(run: Path, name: str = "shakespeare") -> dict[str, tuple]:
+    """The model directory ``models/NAME``, entry by entry."""
+    return outside(run / "models" / name, run / "nothing")
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory) -> Path:
+    """The trained model as a Hugging Face folder (``domaingpt export``)."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    from domaingpt.interop.hf import export
+
+    out = tmp_path_factory.mktemp("exported") / "hf"
+    export(trained / "models" / "shakespeare", out, log=lambda m: None)
+    return out
+
+
+def _edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def _other_vocabulary(folder: Path) -> None:
+    """An export whose tokenizer (and weights) hold one character fewer than the run's."""
+    from safetensors.torch import load_file, save_file
+
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    last = max(vocab.values())
+    del vocab[next(t for t, i in vocab.items() if i == last)]
+    (folder / "tokenizer.json").write_text(json.dumps(tok))
+    tensors = load_file(folder / "model.safetensors")
+    tensors["transformer.wte.weight"] = tensors["transformer.wte.weight"][:last].contiguous()
+    if "lm_head.weight" in tensors:
+        tensors["lm_head.weight"] = tensors["transformer.wte.weight"].clone()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    config["vocab_size"] = last
+    del config["domaingpt"]  # a model from elsewhere: no record of our vocabulary
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("bad", ["activation", "vocabulary"])
+def test_a_refused_import_overwrite_leaves_the_model_it_would_replace(
+    box, exported, bad, cli_error
+):
+    """Issue 26.1: the import is checked whole (config, vocabulary against the run's,
+    weights) before models/NAME is touched."""
+    run = box / "run"
+    source = box / "bad-export"
+    shutil.copytree(exported, source)
+    if bad == "activation":
+        _edit_json(source / "config.json", activation_function="gelu_new")
+    else:
+        _other_vocabulary(source)
+    before = outside(box, box / "nothing")
+    err = cli_error("import-hf", source, "--out", run, "--name", "shakespeare", "--overwrite")
+    assert ("exact GELU" if bad == "activation" else "share a vocabulary") in err
+    assert outside(box, box / "nothing") == before  # the trained model, resume files too
+    assert any((run / "models" / "shakespeare" / "checkpoints").glob("resume-*.safetensors"))
+
+
+def test_import_overwrite_replaces_a_model_and_never_a_users_folder(box, exported, cli, cli_error):
+    """Issue 26.2: a folder at models/NAME that domaingpt did not write is refused, as
+    ``train --overwrite`` refuses it; an imported model replaces a model directory."""
+    run = box / "run"
+    mine = run / "models" / "mywork"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("someone's work\n")
+    before = outside(box, box / "nothing")
+    err = cli_error("import-hf", exported, "--out", run, "--name", "mywork", "--overwrite")
+    assert "not a domaingpt model directory" in err and "--name" in err
+    assert outside(box, box / "nothing") == before
+    # The trained model is replaced by the import (its history checkpoint only); the
+    # rest of the run is as it was.
+    before = outside(box, run / "models" / "shakespeare")
+    code, _, err = cli("import-hf", exported, "--out", run, "--overwrite", "-q")
+    assert code == 0, err
+    names = sorted(p.name for p in (run / "models" / "shakespeare" / "checkpoints").iterdir())
+    assert names == ["iter-0000010.json", "iter-0000010.safetensors"]
+    assert outside(box, run / "models" / "shakespeare") == before
+    assert not [p for p in (run / "models").iterdir() if p.name.startswith(".")]
+
+
+def test_train_overwrite_refuses_a_users_folder_and_replaces_a_model(box, data_dir, capsys):
+    """The same rule for ``train --overwrite``: a user's folder stays, a model is replaced."""
+    run = box / "run"
+    smoke = ["--preset", "smoke", "--set", "train.max_iters=10", "--set", "train.threads=1"]
+    mine = run / "models" / "notes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("someone's work\n")
+    before = outside(box, box / "nothing")
+    argv = ["train", "notes.txt", *smoke, "--out", run, "--overwrite"]
+    assert quietly(*argv, data_dir=data_dir) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a domaingpt model directory" in err
+    assert outside(box, box / "nothing") == before
+    shutil.rmtree(mine)
+    assert quietly(*argv, data_dir=data_dir) == 0
+    assert quietly(*argv, data_dir=data_dir) == 0  # the model it wrote: replaced
+    assert (run / "models" / "notes" / "checkpoints" / "iter-0000010.json").is_file()
+
+
+def test_export_overwrite_replaces_only_an_earlier_export(box, exported, cli, cli_error):
+    """Issue 26.3: an export owns only the files it writes; a user's file beside them
+    makes ``--overwrite`` refuse, and nothing there changes."""
+    run, out = box / "run", box / "published"
+    model = run / "models" / "shakespeare"
+    code, _, err = cli("export", model, out, "--all", "-q")
+    assert code == 0, err
+    (out / "important.txt").write_text("the user's\n")
+    before = outside(box, run)
+    err = cli_error("export", model, out, "--overwrite")
+    assert "important.txt" in err and "only an earlier export" in err
+    assert outside(box, run) == before
+    (out / "important.txt").unlink()
+    before = outside(box, out)
+    code, _, err = cli("export", model, out, "--overwrite", "-q")  # the export: replaced
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in exported.iterdir())
+    assert outside(box, out) == before  # nothing beside it: no lock, no temporary folder
+
+
+def test_two_exports_to_one_folder_at_once_are_refused(box, cli, cli_error):
+    """Issue 26.4: OUT is claimed while an export writes it; a second one is refused
+    with one line, and a later ``--overwrite`` replaces the first one's export."""
+    from domaingpt.core.owned import claim
+
+    run, out = box / "run", box / "published"
+    model = run / "models" / "shakespeare"
+    before = outside(box, run)
+    with claim(out):  # an export writing OUT now (an OS lock: as another process's)
+        err = cli_error("export", model, out)
+        assert "being written by another domaingpt process" in err
+        err = cli_error("export", model, out, "--overwrite")
+        assert "being written by another domaingpt process" in err
+    assert outside(box, run) == before
+    assert cli("export", model, out, "-q")[0] == 0
+    assert "--overwrite" in cli_error("export", model, out)
+    assert cli("export", model, out, "--overwrite", "-q")[0] == 0
+
+
+def test_export_all_names_an_unreadable_checkpoint_record(box, cli_error):
+    """Issue 26.10: "all" never silently means "all but one"."""
+    pytest.importorskip("transformers")
+    run, out = box / "run", box / "published"
+    record = run / "models" / "shakespeare" / "checkpoints" / "iter-0000000.json"
+    record.write_text("{")
+    before = outside(box, box / "nothing")
+    err = cli_error("export", run / "models" / "shakespeare", out, "--all")
+    assert "iter-0000000.json" in err and "not valid JSON" in err
+    assert outside(box, box / "nothing") == before
+
+
+def test_a_model_whose_run_json_is_lost_is_refused_then_replaced_with_overwrite(
+    box, data_dir, capsys
+):
+    """Issue 26.14 for ``train``: the message names the repair, and --overwrite (which
+    deletes only what training wrote) is it."""
+    run = box / "run"
+    (run / "models" / "shakespeare" / "run.json").unlink()
+    before = outside(box, box / "nothing")
+    train = ["train", "shakespeare", "--out", run, "--preset", "smoke"]
+    train += ["--set", "train.max_iters=10", "--set", "train.threads=1"]
+    assert quietly(*train, "--resume", data_dir=data_dir) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run.json is missing" in err and "--overwrite" in err
+    assert outside(box, box / "nothing") == before
+    assert quietly(*train, "--overwrite", data_dir=data_dir) == 0
+    assert (run / "models" / "shakespeare" / "run.json").is_file()
+
+
+def test_resume_retrains_a_truncated_final_checkpoint(box, data_dir, capsys):
+    """Issue 26.7 for ``train --resume``: the damaged checkpoint is said and written
+    again (from the newest resumable checkpoint before it), never kept as finished."""
+    from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint
+
+    run = box / "run"
+    final = run / "models" / "shakespeare" / "checkpoints" / "iter-0000010.safetensors"
+    whole = final.read_bytes()
+    final.write_bytes(whole[:1000])
+    argv = ["train", "shakespeare", "--out", run, "--resume", "--data-dir", str(data_dir)]
+    assert main([*map(str, argv), "--set", "train.threads=1"]) == 0
+    err = capsys.readouterr().err
+    assert "iter-0000010.safetensors is truncated or altered" in err
+    assert "retrained from before iteration 10" in err
+    load_checkpoint(find_checkpoint(run / "models" / "shakespeare"))  # verifies the checksum
+    assert final.read_bytes() == whole  # the same weights: the training is deterministic

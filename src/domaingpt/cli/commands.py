@@ -207,9 +207,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     for o in result.failed:
         print(f"error: stage {o.stage} failed: {o.message}", file=sys.stderr)
     if result.failed:
+        blocked = [o.stage for o in result.outcomes if o.status == "blocked"]
+        waiting = f"; blocked until then: {', '.join(blocked)}" if blocked else ""
         print(
-            f"the stages before stayed done; fix the cause and run the same command again "
-            f"(report with the missing parts marked: {result.run.root / 'report.html'})",
+            f"the stages before stayed done{waiting}; fix the cause and run the same command "
+            "again (the report was written again with the missing parts marked: "
+            f"{result.run.root / 'report.html'})",
             file=sys.stderr,
         )
     return result.exit_code

@@ -174,6 +174,21 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+#: :func:`sha256_once`'s digests: (path, inode, size, mtime, ctime) -> SHA-256.
+_DIGESTS: dict[tuple, str] = {}
+
+
+def sha256_once(path: str | Path) -> str:
+    """:func:`sha256_file`, computed once per process for a file that has not changed
+    since (same inode, size, modification and change times): a verification that every
+    command repeats (a cache entry, a stage's outputs) costs one read of each file."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
 def _check_file(path: Path, what: str) -> None:
     """Refuse a missing path, a directory or an empty file before anything reads it."""
     if not path.exists():

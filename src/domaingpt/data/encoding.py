@@ -7,15 +7,17 @@ is read page by page instead of being loaded whole.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from domaingpt.core.io import atomic_write_text
-from domaingpt.data.corpus import Corpus, cache_dir
+from domaingpt.data.corpus import Corpus, cache_dir, sha256_once
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import CorpusError, DomainGPTError
 
@@ -55,32 +57,47 @@ def encoded_path(corpus: Corpus, vocab: Vocab) -> Path:
 
 
 def encode_corpus(corpus: Corpus, vocab: Vocab) -> EncodedCorpus:
-    """Encode once, then reuse the memmap; the sidecar JSON records the ``<unk>`` count."""
+    """Encode once, then reuse the memmap; the sidecar JSON records the ``<unk>`` count
+    and the SHA-256 of the ids file, checked on use (once per process per file): a
+    damaged or altered cache entry is rebuilt, with a warning saying so."""
     path = encoded_path(corpus, vocab)
     meta_path = path.with_suffix(path.suffix + ".json")
     if path.is_file() and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
-            ids = np.memmap(path, dtype=vocab.dtype, mode="r")
-            if len(ids) == meta["n_ids"]:
-                return EncodedCorpus(corpus.name, ids, int(meta["n_unk"]), corpus.sha256)
-        except (OSError, ValueError, KeyError):
+            recorded = meta.get("sha256")
+            if recorded is not None:  # entries of older versions hold none: rebuilt quietly
+                if sha256_once(path) == recorded:
+                    ids = np.memmap(path, dtype=vocab.dtype, mode="r")
+                    if len(ids) == meta["n_ids"]:
+                        return EncodedCorpus(corpus.name, ids, int(meta["n_unk"]), corpus.sha256)
+                warnings.warn(
+                    f"the encoded corpus cache {path} does not match its recorded checksum "
+                    "(damaged or altered): rebuilt it",
+                    stacklevel=2,
+                )
+        except (OSError, ValueError, KeyError, AttributeError):
             pass  # a damaged cache entry is rebuilt below
     # Stream: chunk by chunk into a temp file, so memory stays bounded for any corpus size.
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     n_ids = n_unk = 0
+    digest = hashlib.sha256()
     try:
         with open(tmp, "wb") as out:
             for chunk in corpus.iter_text():
                 enc = vocab.encode(chunk)
-                enc.ids.tofile(out)
+                data = enc.ids.tobytes()
+                out.write(data)
+                digest.update(data)
                 n_ids += len(enc.ids)
                 n_unk += enc.n_unk
+        # The sidecar first: a reader pairs the new ids only with the new checksum.
+        meta = {"n_ids": n_ids, "n_unk": n_unk, "sha256": digest.hexdigest()}
+        atomic_write_text(meta_path, json.dumps(meta))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    atomic_write_text(meta_path, json.dumps({"n_ids": n_ids, "n_unk": n_unk}))
     ids = np.memmap(path, dtype=vocab.dtype, mode="r")
     return EncodedCorpus(corpus.name, ids, n_unk, corpus.sha256)
 

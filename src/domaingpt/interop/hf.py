@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from domaingpt.core.io import atomic_write_text, write_json
+from domaingpt.core.owned import check_owned, claim, is_vacant, publish, scratch_beside
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.rundir import read_run_json
 from domaingpt.data.vocab import UNK, Vocab
@@ -55,7 +56,7 @@ from domaingpt.interop.mapping import (
 from domaingpt.model.checkpoint import (
     CheckpointInfo,
     find_checkpoint,
-    list_checkpoints,
+    history_checkpoints,
     load_checkpoint,
 )
 from domaingpt.model.gpt import GPT
@@ -307,18 +308,60 @@ def export_checkpoint(info: CheckpointInfo, out: Path, *, model_dir: Path | None
 
 # --- the command ----------------------------------------------------------------------
 
+#: The files :func:`export_checkpoint` writes into a model's folder: all an export owns.
+EXPORT_FILES = frozenset(
+    {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "README.md",
+    }
+)
+_STEP_DIR = re.compile(r"^step\d+$")
+
+
+def _exported_model(folder: Path) -> bool:
+    """``folder`` holds one exported model (its ``config.json`` has our record)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    meta = config.get(META_KEY) if isinstance(config, dict) else None
+    return isinstance(meta, dict) and meta.get("format") == META_FORMAT
+
 
 def is_export(path: Path) -> bool:
-    """A folder written by :func:`export`: one model, or a history of ``step*`` folders."""
-    folders = [path, *sorted(path.glob("step*"))]
-    for folder in folders:
-        try:
-            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(config, dict) and config.get(META_KEY, {}).get("format") == META_FORMAT:
-            return True
-    return False
+    """A folder holding a model written by :func:`export` (one, or ``step*`` folders),
+    maybe among other files."""
+    return any(_exported_model(f) for f in [path, *sorted(path.glob("step*"))])
+
+
+def is_own_export(path: Path) -> bool:
+    """A folder holding an export and nothing else: one model's :data:`EXPORT_FILES`,
+    or only ``stepN`` folders each holding one; the only folder ``--overwrite`` replaces."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    entries = list(path.iterdir())
+    if not entries or any(e.is_symlink() for e in entries):
+        return False
+    if all(e.is_file() and e.name in EXPORT_FILES for e in entries):
+        return _exported_model(path)
+    return all(e.is_dir() and _STEP_DIR.match(e.name) and is_own_export(e) for e in entries)
+
+
+def _foreign(path: Path) -> list[str]:
+    """What in ``path`` (an export among other files) the export did not write."""
+    found = []
+    for e in sorted(path.iterdir()):
+        if e.is_symlink() or not (
+            (e.is_file() and e.name in EXPORT_FILES)
+            or (e.is_dir() and _STEP_DIR.match(e.name) and is_own_export(e))
+        ):
+            found.append(e.name)
+    return found
 
 
 def _model_dir_of(target: Path) -> Path | None:
@@ -330,32 +373,30 @@ def _model_dir_of(target: Path) -> Path | None:
     return None
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse an ``out`` that is a file, or a folder with anything in it but an earlier
-    export (replaced only with ``overwrite``)."""
-    if out.exists() and not out.is_dir():
-        raise DomainGPTError(f"{out} is a file; give a folder to export into")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if not is_export(out):
-        raise DomainGPTError(
-            f"{out} exists and is not an earlier domaingpt export; choose another folder"
+def _refusal(out: Path) -> str:
+    """Why ``out`` may not be replaced: the one-line error."""
+    if out.is_symlink():
+        return (
+            f"{out} is a symbolic link; domaingpt never writes through one: choose another folder"
         )
-    if not overwrite:
+    if out.exists() and not out.is_dir():
+        return f"{out} is a file; give a folder to export into"
+    if is_export(out):
+        other = _foreign(out)
+        return (
+            f"{out} holds files an export does not write ({', '.join(other[:3])}"
+            f"{', ...' if len(other) > 3 else ''}); --overwrite replaces only an earlier "
+            "export: move them out, or choose another folder"
+        )
+    return f"{out} exists and is not an earlier domaingpt export; choose another folder"
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` that is a file or link, or a folder holding anything but an
+    earlier export (that one is replaced only with ``overwrite``)."""
+    check_owned(out, is_own_export, _refusal(out))
+    if not is_vacant(out) and not overwrite:
         raise DomainGPTError(f"{out} holds an earlier export; pass --overwrite to replace it")
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished export ``tmp`` to ``out`` (checked by :func:`_check_out`)."""
-    if out.is_dir() and any(out.iterdir()):
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-        return
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
 
 
 def export(
@@ -370,30 +411,33 @@ def export(
     """Export one checkpoint (``iteration``), or every history checkpoint (``history``)
     as ``out/stepN``, of the model at ``target``; returns the folders written.
 
-    Written to a temporary folder beside ``out`` and moved into place at the end: an
-    interrupted export leaves nothing half-written at ``out``.
+    Written to a temporary folder beside ``out`` and swapped into place at the end
+    (:func:`domaingpt.core.owned.publish`): an interrupted export leaves nothing
+    half-written at ``out``, and ``--overwrite`` replaces only an earlier export there
+    (:func:`is_own_export`). ``out`` is claimed meanwhile: a second export to it at the
+    same time is refused.
     """
     require("transformers", "domaingpt export")
     require("tokenizers", "domaingpt export")
     target, out = Path(target), Path(out)
     if history:
         directory = target / "checkpoints" if (target / "checkpoints").is_dir() else target
-        infos = list_checkpoints(directory, "iter")
+        infos = history_checkpoints(directory)  # an unreadable record is named, not skipped
         if not infos:
             raise DomainGPTError(f"no checkpoints in {directory}; train a model there first")
     else:
         infos = [find_checkpoint(target, iteration)]
     _check_out(out, overwrite)
     model_dir = _model_dir_of(target)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        for info in infos:
-            folder = tmp / step_name(info.iteration) if history else tmp
-            export_checkpoint(info, folder, model_dir=model_dir)
-            log(f"exported iteration {info.iteration}")
-        _publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with claim(out, "folder"):
+        _check_out(out, overwrite)  # again, now that no other export can change it
+        tmp = scratch_beside(out, "tmp")
+        try:
+            for info in infos:
+                folder = tmp / step_name(info.iteration) if history else tmp
+                export_checkpoint(info, folder, model_dir=model_dir)
+                log(f"exported iteration {info.iteration}")
+            publish(tmp, out, is_own_export, _refusal(out))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return [out / step_name(i.iteration) for i in infos] if history else [out]

@@ -26,6 +26,7 @@ import safetensors.torch
 import torch
 
 from domaingpt.core.io import write_json
+from domaingpt.core.owned import check_owned, is_vacant, publish, scratch_beside
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.rundir import RunDir, study_vocab
 from domaingpt.data.vocab import UNK, Vocab
@@ -39,6 +40,7 @@ from domaingpt.interop.mapping import (
 )
 from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints, save_checkpoint
 from domaingpt.model.gpt import GPT, GPTConfig
+from domaingpt.training.modeldir import is_model_dir
 
 _STEP = re.compile(r"^step(\d+)$")
 
@@ -239,11 +241,11 @@ def _folders(source: Path) -> list[tuple[int | None, Path]]:
     return [(None, source)]
 
 
-def _shared_vocab(run: RunDir, vocab: Vocab, source: Path) -> None:
-    """The run's vocabulary is every model's: write it, or check the model uses it."""
+def _check_vocab(run: RunDir, vocab: Vocab, source: Path) -> bool:
+    """The run's vocabulary is every model's: True when the run has none yet (the
+    model's is then written as the run's), an error when it differs from the model's."""
     if not run.vocab_path.exists():
-        write_json(run.vocab_path, {**vocab.to_json(), "corpora": {}})
-        return
+        return True
     have = study_vocab(run, [])
     if have.fingerprint != vocab.fingerprint:
         raise DomainGPTError(
@@ -251,6 +253,7 @@ def _shared_vocab(run: RunDir, vocab: Vocab, source: Path) -> None:
             f"{run.vocab_path} ({have.size} ids); the models of one run share a vocabulary: "
             "import it into another --out"
         )
+    return False
 
 
 def _run_json(meta: dict[str, Any]) -> dict[str, Any] | None:
@@ -276,7 +279,14 @@ def import_hf(
     log: Log = stderr_log,
 ) -> list[CheckpointInfo]:
     """Import ``source`` (one exported model, or a ``step*`` history) as
-    ``run_dir/models/NAME``; returns the checkpoints written."""
+    ``run_dir/models/NAME``; returns the checkpoints written.
+
+    Everything is checked before anything is written (every folder's config,
+    vocabulary and weights, the run's vocabulary, what is at ``models/NAME``); the model
+    is written beside ``models/NAME`` and swapped in at the end, so a refused or failed
+    import leaves the run as it was, and ``--overwrite`` replaces only a model directory
+    domaingpt wrote (:func:`domaingpt.training.modeldir.is_model_dir`).
+    """
     source, run = Path(source), RunDir(Path(run_dir))
     if not source.is_dir():
         raise DomainGPTError(f"{source} is not a folder; give a Hugging Face model folder")
@@ -286,29 +296,42 @@ def import_hf(
     record = first.get("record", {})
     name = name or str(record.get("corpus") or first.get("run", {}).get("corpus") or source.name)
     model_dir = run.model(name)
-    if model_dir.exists() and any(model_dir.iterdir()):
+    run.check_writable()
+    converted = [(it, hf, *to_domaingpt(hf)) for it, hf in models]  # refuses a bad one
+    vocabs = {vocab.fingerprint for _, _, _, vocab in converted}
+    if len(vocabs) > 1:
+        raise DomainGPTError(f"the step folders of {source} do not share one vocabulary")
+    new_vocab = _check_vocab(run, converted[0][3], source)
+    refusal = (
+        f"{model_dir} exists and is not a domaingpt model directory (--overwrite replaces "
+        "only model directories domaingpt wrote); import under another --name"
+    )
+    if not is_vacant(model_dir):
         if not overwrite:
             raise DomainGPTError(
                 f"{model_dir} already exists; pass --overwrite to replace it or --name to "
                 "import under another name"
             )
-        shutil.rmtree(model_dir)
-    run.check_writable()
-    written = []
-    for i, (iteration, hf) in enumerate(models):
-        model, vocab = to_domaingpt(hf)
-        if i == 0:
-            _shared_vocab(run, vocab, source)
-        it = iteration if iteration is not None else int(hf.meta.get("iteration", 0))
-        meta = dict(hf.meta.get("record") or {"corpus": name, "imported_from": str(source)})
-        written.append(save_checkpoint(model_dir / "checkpoints", "iter", it, model, vocab, meta))
-        log(f"imported {hf.folder} as iteration {it}")
-    run_json = _run_json(models[-1][1].meta) or {
-        "corpus": name,
-        "corpus_sha256": None,
-        "vocab_fingerprint": written[-1].meta["vocab"]["fingerprint"],
-        "config": {"model": written[-1].meta["model_config"]},
-        "imported_from": str(source),
-    }
-    write_json(model_dir / "run.json", run_json)
+        check_owned(model_dir, is_model_dir, refusal)
+    tmp = scratch_beside(model_dir, "import")
+    try:
+        written = []
+        for iteration, hf, model, vocab in converted:
+            it = iteration if iteration is not None else int(hf.meta.get("iteration", 0))
+            meta = dict(hf.meta.get("record") or {"corpus": name, "imported_from": str(source)})
+            written.append(save_checkpoint(tmp / "checkpoints", "iter", it, model, vocab, meta))
+            log(f"imported {hf.folder} as iteration {it}")
+        run_json = _run_json(models[-1][1].meta) or {
+            "corpus": name,
+            "corpus_sha256": None,
+            "vocab_fingerprint": written[-1].meta["vocab"]["fingerprint"],
+            "config": {"model": written[-1].meta["model_config"]},
+            "imported_from": str(source),
+        }
+        write_json(tmp / "run.json", run_json)
+        if new_vocab:
+            write_json(run.vocab_path, {**converted[0][3].to_json(), "corpora": {}})
+        publish(tmp, model_dir, is_model_dir, refusal)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return list_checkpoints(model_dir / "checkpoints", "iter")

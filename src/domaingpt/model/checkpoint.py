@@ -26,6 +26,7 @@ import torch
 
 from domaingpt.core.faults import fault_point
 from domaingpt.core.io import atomic_write_bytes, atomic_write_text
+from domaingpt.data.corpus import sha256_once
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import CheckpointError, DomainGPTError
 from domaingpt.model.gpt import GPT, GPTConfig
@@ -223,9 +224,14 @@ def load_checkpoint(info: CheckpointInfo, device: torch.device | str = "cpu") ->
     return Loaded(model, vocab, info, tensors)
 
 
-def newest_valid(directory: Path, kind: str = "resume", warn=None) -> Loaded | None:
-    """The newest checkpoint of ``kind`` whose checksum verifies; skips (and reports) bad ones."""
+def newest_valid(
+    directory: Path, kind: str = "resume", warn=None, before: int | None = None
+) -> Loaded | None:
+    """The newest checkpoint of ``kind`` whose checksum verifies (and, with ``before``,
+    whose iteration is less); skips (and reports) bad ones."""
     for info in reversed(list_checkpoints(directory, kind)):
+        if before is not None and info.iteration >= before:
+            continue
         try:
             return load_checkpoint(info)
         except CheckpointError as e:
@@ -277,6 +283,45 @@ def _unreadable(directory: Path, iteration: int | None = None) -> list[Path]:
         except CheckpointError:
             bad.append(path)
     return bad
+
+
+def damaged_checkpoints(directory: Path, kind: str = "iter") -> list[tuple[int, str]]:
+    """``(iteration, why)`` of each checkpoint of ``kind`` in ``directory`` that is not
+    whole: a record that does not parse, or a tensor file missing or not of the size and
+    SHA-256 its record holds. Each file is read once per process (unchanged since)."""
+    found = []
+    if not directory.is_dir():
+        return found
+    for path in sorted(directory.glob(f"{kind}-*.json")):
+        if _NAME.match(path.name) is None:
+            continue
+        try:
+            info = read_info(path)
+        except CheckpointError as e:
+            found.append((_iteration_of(path), str(e)))
+            continue
+        tensors = info.tensor_path
+        if not tensors.is_file():
+            found.append((info.iteration, f"checkpoint tensor file {tensors} is missing"))
+        elif tensors.stat().st_size != info.meta.get("tensor_bytes") or sha256_once(
+            tensors
+        ) != info.meta.get("tensor_sha256"):
+            found.append(
+                (
+                    info.iteration,
+                    f"checkpoint {tensors} is truncated or altered (checksum mismatch)",
+                )
+            )
+    return found
+
+
+def history_checkpoints(directory: Path) -> list[CheckpointInfo]:
+    """Every history checkpoint in ``directory``; a record that does not parse is named
+    (raised), never left out: "all" never silently means "all but one"."""
+    bad = _unreadable(directory)
+    if bad:
+        read_info(bad[0])  # raises, naming it and what is wrong with it
+    return list_checkpoints(directory, "iter")
 
 
 def find_checkpoint(target: str | Path, iteration: int | str | None = "final") -> CheckpointInfo:
@@ -369,8 +414,5 @@ def select_checkpoints(model_dir: Path, selection: str | list[int]) -> list[Chec
     if selection == "final":
         return [find_checkpoint(model_dir)]  # a damaged final record is named, not skipped
     if selection == "all":
-        bad = _unreadable(model_dir / "checkpoints")
-        if bad:
-            read_info(bad[0])  # raises, naming it: "all" never silently means "all but one"
-        return history
+        return history_checkpoints(model_dir / "checkpoints")
     return [find_checkpoint(model_dir, it) for it in selection]

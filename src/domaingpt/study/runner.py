@@ -7,12 +7,13 @@ checksums of its inputs (the corpora, the files of the stages it needs or uses),
 tool version, and for a user's stage the SHA-256 of its source (every ``.py`` file of its
 package; a stage that uses a user's stage, like the report, depends on that source too,
 since it draws the user's section and claims with it). A stage whose key is
-unchanged and whose files are all still there is skipped, so the second run of a command
-does no work; a run stopped anywhere continues where it stopped, since a record is
-written only when its stage has finished.
+unchanged and whose files all still hold the bytes recorded (SHA-256) is skipped, so the
+second run of a command does no work; a run stopped anywhere continues where it stopped,
+since a record is written only when its stage has finished.
 
-A stage that fails leaves the stages before it done, the stages that need it blocked,
-and the report marks the parts missing.
+A stage that fails leaves the stages before it done, the stages that need it blocked
+(keeping their earlier results, reused once it is repaired if nothing they depend on
+changed), and the report marks the parts missing.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.rundir import RunDir, unwritable
 from domaingpt.core.stage import Stage, StageContext, run_stage
 from domaingpt.core.threads import torch_threads
-from domaingpt.data.corpus import Corpus, resolve_corpus, sha256_file
+from domaingpt.data.corpus import Corpus, resolve_corpus, sha256_file, sha256_once
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.study.spec import StudySpec, preset_study_text
 
@@ -68,10 +69,11 @@ def fingerprint_outputs(root: Path, paths: Iterable[Path]) -> dict[str, list]:
 
 
 def outputs_intact(root: Path, outputs: dict[str, list]) -> bool:
-    """Every recorded file is still there, with its recorded size."""
-    for rel, (size, _sha) in outputs.items():
+    """Every recorded file is still there, with its recorded size and SHA-256 (an edit
+    that keeps the size is a change too; each file is read once per process)."""
+    for rel, (size, sha) in outputs.items():
         p = root / rel
-        if not p.is_file() or p.stat().st_size != size:
+        if not p.is_file() or p.stat().st_size != size or sha256_once(p) != sha:
             return False
     return True
 
@@ -313,14 +315,20 @@ def _failed(
 
 def _run_one(stage: Stage, ctx: _Run, records: dict[str, dict], head: str) -> StageOutcome:
     run, log = ctx.run, ctx.log
+    old = records.get(stage.name) or {}
+    # A blocked stage keeps its finished work: used again, unchanged, once what it needs
+    # is repaired (its key says whether it is still valid).
+    kept = old if old.get("status") == "done" else old.get("kept")
     missing = [d for d in stage.needs if records.get(d, {}).get("status") != "done"]
     if missing:
         reason = f"needs {', '.join(missing)}, which did not complete"
+        if kept:
+            reason += " (its earlier results are kept, and reused once that is repaired)"
         log(f"{head} — blocked: {reason}")
-        run.write_record(
-            stage.name, {"stage": stage.name, "status": "blocked", "message": reason, "at": _now()}
-        )
+        record = {"stage": stage.name, "status": "blocked", "message": reason, "at": _now()}
+        run.write_record(stage.name, {**record, "kept": kept} if kept else record)
         return StageOutcome(stage.name, "blocked", message=reason)
+    old = kept or old
 
     t0, c0 = time.perf_counter(), time.process_time()
     try:
@@ -332,7 +340,6 @@ def _run_one(stage: Stage, ctx: _Run, records: dict[str, dict], head: str) -> St
         key = _digest(
             {"stage": stage.name, "settings": settings_d, "inputs": inputs, "v": __version__}
         )
-        old = records.get(stage.name) or {}
         forced = stage.name in ctx.force
         if (
             not forced
@@ -340,10 +347,16 @@ def _run_one(stage: Stage, ctx: _Run, records: dict[str, dict], head: str) -> St
             and old.get("key") == key
             and outputs_intact(run.root, old.get("outputs", {}))
         ):
+            if records.get(stage.name) is not old:  # a blocked stage's results, valid again
+                run.write_record(stage.name, old)
             log(f"{head} — unchanged, skipped")
             return StageOutcome(stage.name, "skipped")
         if old.get("status") == "done" and not forced:
-            why = "its inputs or settings changed" if old.get("key") != key else "files missing"
+            why = (
+                "its inputs or settings changed"
+                if old.get("key") != key
+                else "files missing or changed"
+            )
             log(f"{head} — {stage.title}: running again ({why})")
         else:
             log(f"{head} — {stage.title}")

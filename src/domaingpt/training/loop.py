@@ -57,6 +57,7 @@ from domaingpt.core.threads import torch_threads
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import (
+    damaged_checkpoints,
     list_checkpoints,
     newest_valid,
     save_checkpoint,
@@ -314,9 +315,20 @@ def _restore(
     model: GPT, trainer: Trainer, model_dir: Path, corpus_name: str, main: bool, log: Log
 ) -> int | None:
     """Load the newest valid resumable checkpoint (None: there is none) and drop the
-    metrics and sample rows written after it, which will be written again."""
+    metrics and sample rows written after it, which will be written again.
+
+    A damaged history checkpoint (truncated, altered, its record unreadable) is never
+    kept as if it were whole: training resumes from before the first damaged one (from
+    the start if no resumable checkpoint is that old), so that it is written again.
+    """
     resumed_from = None
-    loaded = newest_valid(model_dir / "checkpoints", "resume", warn=log)
+    ckpt_dir = model_dir / "checkpoints"
+    damaged = damaged_checkpoints(ckpt_dir, "iter")
+    before = None
+    if damaged:
+        before, why = min(damaged)
+        log(f"warning: {why}: {corpus_name} is retrained from before iteration {before}")
+    loaded = newest_valid(ckpt_dir, "resume", warn=log, before=before)
     if loaded is not None:
         model.load_state_dict(loaded.model.state_dict())
         trainer.load_state(loaded.tensors, loaded.iteration)

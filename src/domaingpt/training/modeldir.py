@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,10 +29,11 @@ from domaingpt.core.config import (
 )
 from domaingpt.core.io import read_jsonl, write_json
 from domaingpt.core.loggers import WANDB_ID_FILE
+from domaingpt.core.owned import remove_owned
 from domaingpt.data.corpus import check_model_name
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
-from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints
+from domaingpt.model.checkpoint import CheckpointInfo, damaged_checkpoints, list_checkpoints
 
 #: Training keys a model may be continued with a new value of: raising max_iters extends it.
 EXTENDABLE_TRAIN_KEYS = frozenset({"max_iters"})
@@ -87,21 +87,52 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 
 def is_model_dir(directory: Path) -> bool:
-    """A real directory holding ``run.json`` and nothing but what training writes there:
-    the only kind of folder domaingpt ever deletes."""
+    """A real directory holding nothing but what training writes there, and ``run.json``
+    or a domaingpt checkpoint record (a model whose ``run.json`` was lost is still one):
+    the only kind of folder domaingpt ever deletes (see :mod:`domaingpt.core.owned`)."""
     if directory.is_symlink() or not directory.is_dir():
         return False
     names = {p.name for p in directory.iterdir() if not _TEMP_FILE.match(p.name)}
-    if "run.json" not in names or names - MODEL_FILES:
+    if names - MODEL_FILES:
         return False
     checkpoints = directory / "checkpoints"
     if not checkpoints.exists():
-        return True
+        return "run.json" in names
     if checkpoints.is_symlink() or not checkpoints.is_dir():
         return False
-    return all(
-        _CHECKPOINT_FILE.match(p.name) or _TEMP_FILE.match(p.name) for p in checkpoints.iterdir()
+    files = list(checkpoints.iterdir())
+    if not all(_CHECKPOINT_FILE.match(p.name) or _TEMP_FILE.match(p.name) for p in files):
+        return False
+    return "run.json" in names or any(
+        list_checkpoints(checkpoints, kind) for kind in ("iter", "resume")
     )
+
+
+def remove_model_dir(model_dir: Path, fix: str) -> None:
+    """Delete a model directory, refusing (``fix``: what to do instead) any folder
+    domaingpt did not write as one."""
+    remove_owned(
+        model_dir,
+        is_model_dir,
+        f"{model_dir} exists and is not a domaingpt model directory (--overwrite replaces "
+        f"only model directories domaingpt wrote); {fix}",
+    )
+
+
+def damaged_record(model_dir: Path) -> str | None:
+    """Why a model directory's ``run.json`` cannot be used (None: it can, or there is no
+    model there): a model whose record was removed or damaged, so nothing can tell
+    which study it belongs to."""
+    run_json = model_dir / "run.json"
+    if not is_model_dir(model_dir):
+        return None
+    if not run_json.exists():
+        return f"{run_json} is missing"
+    try:
+        read_record(model_dir)
+    except DomainGPTError:
+        return f"{run_json} is unreadable"
+    return None
 
 
 def trained_to(model_dir: Path) -> int:
@@ -176,13 +207,20 @@ def check_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: b
     if not model_dir.exists() or (model_dir.is_dir() and not any(model_dir.iterdir())):
         return "fresh"
     record_there = (model_dir / "run.json").is_file()
-    if not record_there or (overwrite and not is_model_dir(model_dir)):
+    if overwrite and is_model_dir(model_dir):
+        return "replace"
+    if not record_there or overwrite:
+        damaged = damaged_record(model_dir)
+        if damaged:
+            raise DomainGPTError(
+                f"{damaged}, so the model in {model_dir} cannot be checked or continued; "
+                "restore it, or retrain the model with --overwrite (in a study: run again "
+                "with --force train)"
+            )
         raise DomainGPTError(
             f"{model_dir} exists and is not a domaingpt model directory; use another --out"
             + (" (--overwrite deletes only model directories domaingpt wrote)" if overwrite else "")
         )
-    if overwrite:
-        return "replace"
     old = read_record(model_dir) or {}
     diffs = config_differences(old, record)
     if diffs:
@@ -222,7 +260,7 @@ def prepare_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite:
             write_json(model_dir / "run.json", updated)
         return True
     if plan == "replace":
-        shutil.rmtree(model_dir)
+        remove_model_dir(model_dir, "use another --out")
     model_dir.mkdir(parents=True, exist_ok=True)
     write_json(model_dir / "run.json", record)
     return False
@@ -255,15 +293,19 @@ def final_checkpoint(model_dir: Path) -> CheckpointInfo | None:
 def model_outputs(model_dir: Path) -> list[Path]:
     """The files that define a trained model for the stages after training."""
     files = [model_dir / n for n in ("run.json", "metrics.jsonl", "samples.jsonl", "loss.png")]
-    files += [c.json_path for c in list_checkpoints(model_dir / "checkpoints", "iter")]
+    for c in list_checkpoints(model_dir / "checkpoints", "iter"):
+        files += [c.json_path, c.tensor_path]  # the weights too: verified by content
     return [f for f in files if f.is_file()]
 
 
 def model_state(model_dir: Path, record: dict, max_iters: int) -> str:
     """What a study does with a model directory: ``absent`` (train), ``different``
     (another configuration, trained past ``max_iters``, or not a model: retrain),
-    ``extend`` (trained with a smaller ``max_iters``: continue it), ``partial``
-    (interrupted: continue it) or ``finished`` (skip)."""
+    ``damaged`` (a model whose ``run.json`` is missing or unreadable: refused unless
+    forced), ``extend`` (trained with a smaller ``max_iters``: continue it), ``partial``
+    (interrupted, or a history checkpoint damaged: continue it) or ``finished`` (skip)."""
+    if damaged_record(model_dir):
+        return "damaged"
     run_json = model_dir / "run.json"
     if not run_json.exists():
         return "absent" if not model_dir.exists() or not any(model_dir.iterdir()) else "different"
@@ -282,4 +324,6 @@ def model_state(model_dir: Path, record: dict, max_iters: int) -> str:
     rows = read_jsonl(metrics)
     if not rows or "val_loss_full" not in rows[-1] or not (model_dir / "loss.png").exists():
         return "partial"
+    if damaged_checkpoints(model_dir / "checkpoints", "iter"):
+        return "partial"  # resumed from before the damage: see training.loop._restore
     return "finished"

@@ -38,6 +38,7 @@ from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import (
     CheckpointInfo,
+    damaged_checkpoints,
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
@@ -212,7 +213,9 @@ def stored_result(directory: Path, key: dict) -> dict | None:
     if not history or not (directory / "curve.jsonl").is_file():
         return None
     meta = history[-1].meta.get("adapt", {})
-    return meta if meta.get("key") == key else None
+    if meta.get("key") != key or damaged_checkpoints(directory / "checkpoints", "iter"):
+        return None  # a truncated or altered checkpoint (checked by SHA-256): redone
+    return meta
 
 
 def run_job(

@@ -30,7 +30,7 @@ from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.training.loop import train
-from domaingpt.training.modeldir import model_outputs, model_state, run_record
+from domaingpt.training.modeldir import damaged_record, model_outputs, model_state, run_record
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,7 @@ _WHAT = {
     "partial": "continuing",
     "different": "configuration changed: retraining",
     "finished": "retraining (--force)",
+    "damaged": "its run.json is missing or unreadable: retraining (--force)",
 }
 
 
@@ -214,6 +215,12 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
             model_dir = ctx.run.model(name)
             record = run_record(cfg_r, corpus.name, corpus.sha256, vocab, corpus.path)
             state = model_state(model_dir, record, cfg.train.max_iters)
+            if state == "damaged" and not ctx.force:  # never deleted unasked: say what repairs it
+                raise DomainGPTError(
+                    f"{damaged_record(model_dir)}, so the model in {model_dir} cannot be "
+                    "checked against this study; restore the file, or retrain the study's "
+                    "models with --force train"
+                )
             if state == "finished" and not ctx.force:
                 plan.append((corpus, name, cfg_r, state, None))
                 continue
@@ -233,7 +240,7 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
         if split is None:
             ctx.log(f"{prefix}: finished earlier with this configuration, skipped")
             continue
-        overwrite = state == "different" or ctx.force
+        overwrite = state in ("different", "damaged") or ctx.force
         model_dir = ctx.run.model(name)
         jobs.append(
             _ModelJob(
