@@ -94,6 +94,17 @@ class AdaptSettings(StageSettings):
         for pair in self.pairs:
             parse_pair(pair)
 
+    def check_study(self, corpora: list[str]) -> None:
+        super().check_study(corpora)
+        for pair in self.pairs:
+            for name in parse_pair(pair):
+                if name not in corpora:
+                    raise ConfigError(
+                        f"adapt.pairs: {pair!r} names {name!r}, which the study does not "
+                        f"train (its corpora: {', '.join(corpora)}); pairs are SOURCE:TARGET "
+                        "of the study's corpora"
+                    )
+
     def key_dict(self) -> dict:
         """Without ``loggers``: where the curves are shown changes none of them, so a
         change of loggers reruns nothing (as ``train.loggers`` retrains nothing)."""
