@@ -23,6 +23,7 @@ from domaingpt.cli.commands import cmd_corpora, cmd_run, cmd_sample, cmd_train, 
 from domaingpt.cli.options import add_settings_arguments
 from domaingpt.core.environment import check_environment
 from domaingpt.core.rundir import RunDir
+from domaingpt.data.encoding import cache_kept_on_refusal
 from domaingpt.errors import DomainGPTError, disk_error, one_line
 
 
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("always")
             try:
                 check_environment()  # a bad DOMAINGPT_* value: refused before any write
-                with _run_lock(args):
+                with _run_lock(args), cache_kept_on_refusal():
                     return int(args.func(args) or 0)
             finally:
                 for w in caught:  # library warnings reach the user as plain lines

@@ -98,22 +98,26 @@ def read_user_text(
         raise DomainGPTError(f"{what} {path} does not exist: check the path") from None
     except OSError as e:
         raise DomainGPTError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise DomainGPTError(f"{what} {path} is {_kind(mode)}, not a file: give a text file")
     with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise DomainGPTError(f"{what} {path} is {_kind(mode)}, not a file: give a text file")
         os.set_blocking(fd, True)
         chunks, size = [], 0
-        while size <= limit:
+        if os.fstat(fd).st_size > limit:  # known too large: refused without reading it
+            size = limit + 1
+        while size <= limit:  # and one that grows while read stops at the limit
             chunk = fh.read(min(1 << 20, limit + 1 - size))
             if not chunk:
                 break
             chunks.append(chunk)
             size += len(chunk)
     if size > limit:
+        most = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit:,} bytes"
         raise DomainGPTError(
-            f"{what} {path} is larger than {limit >> 20} MiB, the most domaingpt reads from "
-            "such a file: give a smaller one"
+            f"{what} {path} is larger than {most}, the most domaingpt reads from such a "
+            "file: give a smaller one"
         )
     try:
         return b"".join(chunks).decode("utf-8")

@@ -189,7 +189,10 @@ def build_model(info: CheckpointInfo, tensors: dict[str, torch.Tensor]) -> GPT:
             f"checkpoint {info.json_path} has no valid model config ({e})"
         ) from None
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    config.check_state(state, f"checkpoint {info.json_path}")  # before allocating the model
+    try:
+        config.check_state(state, f"checkpoint {info.json_path}")  # before allocating the model
+    except DomainGPTError as e:
+        raise CheckpointError(str(e)) from None
     model = GPT(config)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -177,7 +177,11 @@ def _make_log(run: RunDir, sink: Log | None) -> Log:
 
     def log(msg: str) -> None:
         (sink or stderr_log)(msg)
-        append_text(log_file, f"{datetime.now().strftime('%H:%M:%S')} {msg}\n")
+        try:
+            append_text(log_file, f"{datetime.now().strftime('%H:%M:%S')} {msg}\n")
+        except OSError as e:  # a full disk: the line reached the user; the stage says why
+            if disk_error(e) is None:
+                raise
 
     return log
 
