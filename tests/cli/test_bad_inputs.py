@@ -90,7 +90,8 @@ def _bad_files(files: Path) -> None:
     with open(files / "big_prompts.txt", "wb") as f:  # sparse: 65 MiB on no disk space
         f.truncate(65 << 20)
     (files / "fifo_study.toml").write_text('[probe]\nprompt_file = "fifo"\n')
-    (files / "pairs_study.toml").write_text('[adapt]\npairs = ["shakespeare:nosuch"]\n')
+    (files / "pairs_study.toml").write_text('[adapt]\npairs = ["nosuch:shakespeare"]\n')
+    (files / "target_study.toml").write_text('[adapt]\npairs = ["math:nosuch"]\n')
     (files / "threads_study.toml").write_text("[study]\nthreads = 100000\n")
     stage = (
         "from domaingpt.core.settings import StageSettings\n"
@@ -376,6 +377,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("probe-prompt-big", ["probe", *OUT, "--prompt-file", f"{F}/big_prompts.txt"], "64 MiB"),
     ("run-prompt-fifo", ["run", f"{F}/fifo_study.toml", *SMOKE, "--out", "{box}/r5"], "FIFO"),
     ("run-pairs", ["run", f"{F}/pairs_study.toml", *SMOKE, "--out", "{box}/r6"], "'nosuch'"),
+    ("run-target", ["run", f"{F}/target_study.toml", *SMOKE, "--out", "{box}/r9"], "nosuch"),
     ("run-study-dir", ["run", f"{F}/adir.txt", *SMOKE], "is a directory"),
     ("run-study-fifo", ["run", f"{F}/fifo", *SMOKE], "FIFO"),
     ("run-stage-exit", ["run", f"{F}/exiting_study.toml", *SMOKE], "sys.exit(0)"),
