@@ -374,3 +374,26 @@ def test_built_in_names_and_folders_are_reserved(tmp_path, name, subdir, said):
     (tmp_path / "study.toml").write_text('[study]\nstages = ["taker:stage"]\n')
     with pytest.raises(ConfigError, match=re.escape(said)):
         load_study(tmp_path / "study.toml", preset="smoke")
+
+
+def test_a_settings_check_that_calls_sys_exit_is_refused(tmp_path):
+    (tmp_path / "quitter.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from dataclasses import dataclass
+            from domaingpt.core.settings import StageSettings
+            from domaingpt.core.stage import Stage
+
+            @dataclass(frozen=True)
+            class QuitterSettings(StageSettings):
+                def check(self):
+                    sys.exit(4)
+
+            stage = Stage("quitter", "q", QuitterSettings, lambda c, s: {}, lambda r: {})
+            """
+        )
+    )
+    (tmp_path / "study.toml").write_text('[study]\nstages = ["quitter:stage"]\n')
+    with pytest.raises(ConfigError, match=r"stage 'quitter' called sys.exit\(4\)"):
+        load_study(tmp_path / "study.toml", preset="smoke")

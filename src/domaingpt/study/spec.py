@@ -352,7 +352,13 @@ class StudySpec:
             table["data_dir"] = str(data_dir)
         if "offline" in names and "offline" not in table and offline:
             table["offline"] = True
-        return settings_from_table(cls, table, stage, source=self.where)
+        try:
+            return settings_from_table(cls, table, stage, source=self.where)
+        except SystemExit as e:  # a user's settings class ended the process: refused
+            raise ConfigError(
+                f"the settings of stage {stage!r} called sys.exit({e.code!r}); a settings "
+                "check fails by raising ConfigError"
+            ) from None
 
     def check_before_run(
         self,
