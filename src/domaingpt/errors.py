@@ -8,6 +8,7 @@ single line and exits non-zero; every other exception is a bug in domaingpt.
 from __future__ import annotations
 
 import errno
+import os
 
 
 class DomainGPTError(Exception):
@@ -31,8 +32,8 @@ class CheckpointError(DomainGPTError):
 _DISK_ADVICE = {
     errno.ENOSPC: "the disk is full: free some disk space",
     errno.EDQUOT: "the disk quota is exceeded: free some space",
-    errno.EACCES: "permission denied: check the permissions of the path",
-    errno.EPERM: "operation not permitted: check the permissions of the path",
+    errno.EACCES: "check the permissions of the path",
+    errno.EPERM: "check the permissions of the path",
     errno.EROFS: "the file system is read-only: use another path",
     errno.ENOTDIR: "a part of the path is not a directory: check the path",
     errno.ENAMETOOLONG: "a name in the path is too long: use a shorter one",
@@ -40,13 +41,14 @@ _DISK_ADVICE = {
 
 
 def disk_error(error: OSError) -> str | None:
-    """``PATH: what happened: what to do`` for an OSError the user can act on (a full or
-    read-only disk, permissions, a bad path); None for any other."""
+    """``PATH: the system's message: what to do`` for an OSError the user can act on (a
+    full or read-only disk, permissions, a bad path); None for any other."""
     advice = _DISK_ADVICE.get(error.errno or 0)
     if advice is None:
         return None
     where = f"{error.filename}: " if error.filename else ""
-    return f"{where}{advice}"
+    cause = error.strerror or os.strerror(error.errno or 0)
+    return f"{where}{cause}; {advice}"
 
 
 def one_line(message: str) -> str:
