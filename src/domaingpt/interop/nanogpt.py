@@ -26,6 +26,7 @@ dicts, lists, tuples, strings and integers alone.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import pickle
@@ -416,9 +417,10 @@ def _run_config(ck: NanoCheckpoint, iterations: list[int]) -> RunConfig:
     train: dict[str, Any] = {ours: c[theirs] for ours, theirs in names.items() if theirs in c}
     train["checkpoints"] = iterations
     try:
-        return from_dict({"train": train}, base).validate()
+        cfg = from_dict({"train": train}, base).validate()
     except ConfigError:
-        return base
+        cfg = base
+    return dataclasses.replace(cfg, preset="nanogpt")
 
 
 # -- writing the model directory ----------------------------------------------------------
