@@ -278,3 +278,47 @@ def test_bad_inputs_one_error_nothing_written(tmp_path, data_dir, cli, cli_error
     assert not pwned.exists()
     assert snapshot(run) == before
     assert not os.path.exists(run / "models" / "m")
+
+
+def test_study_analyses_models_trained_elsewhere(tmp_path, data_dir):
+    """``[study] models``: the train stage imports a nanoGPT history for its corpus (a
+    folder of out_dirs with meta.pkl) instead of training, and reads back its losses."""
+    from domaingpt.core.rundir import RunDir
+    from domaingpt.core.stage import StageContext
+    from domaingpt.errors import ConfigError
+    from domaingpt.stages import train
+    from domaingpt.stages.train.run import imported_from
+    from domaingpt.study import load_study
+
+    text = shakespeare(data_dir)
+    chars = sorted(set(text))  # a one-corpus study's vocabulary: shakespeare_char's
+    args = {**ARGS, "bias": False, "vocab_size": len(chars)}
+    states = {
+        it: write_ckpt(tmp_path / "ckpts" / f"out-{it}", args, it, seed=it) for it in (100, 200)
+    }
+    stoi = write_meta(tmp_path / "ckpts" / "meta.pkl", chars)
+    study = tmp_path / "study.toml"
+    study.write_text(
+        '[study]\ncorpora = ["shakespeare"]\nmodels = { shakespeare = "nanogpt:ckpts" }\n'
+    )
+    spec = load_study(study, preset="smoke")
+    assert spec.models == {"shakespeare": f"nanogpt:{tmp_path / 'ckpts'}"}
+    settings = spec.settings("train")
+    assert settings.key_dict()["models"]["shakespeare"][1]  # the files' digest
+
+    run = RunDir(tmp_path / "run")
+    corpus = resolve_corpus("shakespeare", data_dir, download=False)
+    ctx = StageContext(run, train.stage, corpora=[corpus], progress=False, log=lambda m: None)
+    train.stage.run(ctx, settings)
+    model_dir = run.model("shakespeare")
+    assert [c.iteration for c in list_checkpoints(model_dir / "checkpoints")] == [100, 200]
+    for it, state in states.items():
+        check_logits(model_dir, it, state, args, stoi, text[2000:])
+    summary = train.stage.load(run)["summary"].set_index("model")
+    assert summary.loc["shakespeare", "initial_val_loss"] == pytest.approx(2.4)
+    assert summary.loc["shakespeare", "final_val_loss"] == pytest.approx(2.3)
+    assert "nanoGPT checkpoints" in imported_from(model_dir)
+
+    study.write_text('[study]\ncorpora = ["shakespeare"]\nmodels = { math = "nanogpt:ckpts" }\n')
+    with pytest.raises(ConfigError, match="not among the study's corpora"):
+        load_study(study, preset="smoke")

@@ -441,7 +441,7 @@ def import_nanogpt(
     run_dir: str | Path,
     *,
     name: str,
-    corpus: str | Path | None = None,
+    corpus: str | Path | Corpus | None = None,
     meta: str | Path | None = None,
     overwrite: bool = False,
     data_dir: str | Path | None = None,
@@ -472,7 +472,10 @@ def import_nanogpt(
             f"which corpus was {name!r} trained on? pass --corpus NAME_OR_PATH (the "
             "analyses score every model on its own domain)"
         )
-    found = resolve_corpus(str(corpus), data_dir, download=download)
+    if isinstance(corpus, Corpus):
+        found = corpus
+    else:
+        found = resolve_corpus(str(corpus), data_dir, download=download)
     meta_path = Path(meta) if meta is not None else None
     if meta_path is None:
         beside = [c.path.parent / META_NAME for c in cks if (c.path.parent / META_NAME).is_file()]
