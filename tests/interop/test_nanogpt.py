@@ -319,6 +319,17 @@ def test_study_analyses_models_trained_elsewhere(tmp_path, data_dir):
     assert summary.loc["shakespeare", "final_val_loss"] == pytest.approx(2.3)
     assert "nanoGPT checkpoints" in imported_from(model_dir)
 
+    # a model directory of another run is copied, checksums verified
+    study.write_text(
+        f'[study]\ncorpora = ["shakespeare"]\nmodels = {{ shakespeare = "{model_dir}" }}\n'
+    )
+    run2 = RunDir(tmp_path / "run2")
+    ctx2 = StageContext(run2, train.stage, corpora=[corpus], progress=False, log=lambda m: None)
+    train.stage.run(ctx2, load_study(study, preset="smoke").settings("train"))
+    copied = run2.model("shakespeare")
+    check_logits(copied, 200, states[200], args, stoi, text[3000:])
+    assert imported_from(copied) == f"a domaingpt model at {model_dir}"
+
     study.write_text('[study]\ncorpora = ["shakespeare"]\nmodels = { math = "nanogpt:ckpts" }\n')
     with pytest.raises(ConfigError, match="not among the study's corpora"):
         load_study(study, preset="smoke")

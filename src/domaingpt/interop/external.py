@@ -152,7 +152,10 @@ def _copy_domaingpt(path: Path, run: RunDir, corpus: Corpus, log: Log) -> None:
         for info in history:
             shutil.copy2(info.tensor_path, staged / "checkpoints" / info.tensor_path.name)
             shutil.copy2(info.json_path, staged / "checkpoints" / info.json_path.name)
-        record = {**record, "imported_from": {"format": "domaingpt", "path": str(path)}}
+        origin = {"format": "domaingpt", "path": str(path)}
+        if record.get("imported_from"):  # a model imported there: keep where it came from
+            origin["imported_from"] = record["imported_from"]
+        record = {**record, "imported_from": origin}
         write_json(staged / "run.json", record)
         if model_dir.exists():
             shutil.rmtree(model_dir)
