@@ -275,6 +275,12 @@ def test_bad_inputs_one_error_nothing_written(tmp_path, data_dir, cli, cli_error
     err = cli_error("import-nanogpt", tmp_path / "good", *common, "--name", "ok")
     assert "already exists" in err
 
+    # a run directory that does not exist yet is not created by a refused import
+    fresh = tmp_path / "fresh"
+    cli_error("import-nanogpt", tmp_path / "good", *common[2:], "--out", fresh, "--name", "m",
+              "--meta", evil_meta)  # fmt: skip
+    assert not fresh.exists()
+
     assert not pwned.exists()
     assert snapshot(run) == before
     assert not os.path.exists(run / "models" / "m")

@@ -424,9 +424,11 @@ def _run_config(ck: NanoCheckpoint, iterations: list[int]) -> RunConfig:
 
 
 # -- writing the model directory ----------------------------------------------------------
-def _replace_dir(staged: Path, model_dir: Path, overwrite: bool) -> None:
+def _replace_dir(staged: Path, model_dir: Path) -> None:
     """Put the finished ``staged`` directory at ``model_dir``; an earlier model is removed
     only after the new one is in place, and only when domaingpt wrote it."""
+    if model_dir.is_dir() and not model_dir.is_symlink() and not any(model_dir.iterdir()):
+        model_dir.rmdir()  # an empty folder holds no model: as if absent
     if not model_dir.exists():
         staged.rename(model_dir)
         return
@@ -454,12 +456,13 @@ def import_nanogpt(
     run = RunDir(Path(run_dir))
     model_dir = run.model(name)  # refuses a name that is not one safe path component
     run.check_writable()
-    if model_dir.exists() and not overwrite:
+    empty = model_dir.is_dir() and not model_dir.is_symlink() and not any(model_dir.iterdir())
+    if model_dir.exists() and not empty and not overwrite:
         raise DomainGPTError(
             f"{model_dir} already exists; pass --overwrite to replace it or --name to "
             "import under another name"
         )
-    if model_dir.exists() and not is_model_dir(model_dir):
+    if model_dir.exists() and not empty and not is_model_dir(model_dir):
         raise DomainGPTError(
             f"{model_dir} holds files domaingpt did not write there; --overwrite replaces "
             "only a model directory: move it away or use another --name"
@@ -538,7 +541,7 @@ def import_nanogpt(
         write_json(staged / "run.json", record)
         if not run.vocab_path.exists():
             _shared_vocab(run, vocab, cks[-1].path)
-        _replace_dir(staged, model_dir, overwrite)
+        _replace_dir(staged, model_dir)
     finally:
         if staged.exists():
             shutil.rmtree(staged)
