@@ -212,6 +212,19 @@ def test_meta_in_any_order_and_history_by_iter_num(tmp_path, data_dir, cli):
     plain = {ch: i for i, ch in enumerate(sorted(set(text)))}
     check_logits(run / "models" / "again", 100, state, args, plain, text[100:])
 
+    # --overwrite replaces an imported model whole
+    state = write_ckpt(tmp_path / "e", args, 700, seed=9)
+    code, _, err = cli(
+        "import-nanogpt", tmp_path / "e", "--out", run, "--name", "again", "--overwrite",
+        "--corpus", "shakespeare", "--data-dir", data_dir, "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    assert [c.iteration for c in list_checkpoints(run / "models" / "again" / "checkpoints")] == [
+        700
+    ]
+    check_logits(run / "models" / "again", 700, state, args, plain, text[100:])
+    assert not [p for p in (run / "models").iterdir() if p.name.startswith(".")]
+
 
 class _CreatesFile:
     """Unpickling this opens (creates) a file: what a malicious pickle can do."""
@@ -232,6 +245,8 @@ def test_bad_inputs_one_error_nothing_written(tmp_path, data_dir, cli, cli_error
     run = tmp_path / "run"
     common = ("--out", run, "--data-dir", data_dir, "--offline", "--corpus", "shakespeare")
     assert cli("import-nanogpt", tmp_path / "good", *common, "--name", "ok", "-q")[0] == 0
+    (run / "models" / "notes").mkdir()
+    (run / "models" / "notes" / "mine.txt").write_text("not a model")
     before = snapshot(run)
     pwned = tmp_path / "pwned"
 
@@ -274,6 +289,10 @@ def test_bad_inputs_one_error_nothing_written(tmp_path, data_dir, cli, cli_error
     # an existing model is kept without --overwrite
     err = cli_error("import-nanogpt", tmp_path / "good", *common, "--name", "ok")
     assert "already exists" in err
+
+    # --overwrite replaces only a model directory
+    err = cli_error("import-nanogpt", tmp_path / "good", *common, "--name", "notes", "--overwrite")
+    assert "did not write there" in err
 
     # a run directory that does not exist yet is not created by a refused import
     fresh = tmp_path / "fresh"
