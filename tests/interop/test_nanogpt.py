@@ -286,6 +286,13 @@ def test_bad_inputs_one_error_nothing_written(tmp_path, data_dir, cli, cli_error
     err = cli_error("import-nanogpt", tmp_path / "small", *common, "--name", "m", "--meta", short)
     assert "has no id for 1 character(s) of corpus shakespeare ('z')" in err
 
+    # a vocabulary other than the run's (one character more)
+    wider = tmp_path / "wider.pkl"
+    write_meta(wider, sorted([*chars, "é"]))
+    write_ckpt(tmp_path / "wider", {**args, "vocab_size": len(chars) + 1}, 40, seed=10)
+    err = cli_error("import-nanogpt", tmp_path / "wider", *common, "--name", "m", "--meta", wider)
+    assert "differs from the run's" in err
+
     # an existing model is kept without --overwrite
     err = cli_error("import-nanogpt", tmp_path / "good", *common, "--name", "ok")
     assert "already exists" in err

@@ -43,11 +43,10 @@ from domaingpt import __version__
 from domaingpt.core.config import ModelSpec, RunConfig, from_dict
 from domaingpt.core.io import write_json
 from domaingpt.core.progress import Log, stderr_log
-from domaingpt.core.rundir import RunDir
+from domaingpt.core.rundir import RunDir, study_vocab
 from domaingpt.data.corpus import REGISTRY, Corpus, resolve_corpus, sha256_file
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
-from domaingpt.interop.importer import _shared_vocab
 from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints, save_checkpoint
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.training.modeldir import is_model_dir
@@ -424,6 +423,21 @@ def _run_config(ck: NanoCheckpoint, iterations: list[int]) -> RunConfig:
 
 
 # -- writing the model directory ----------------------------------------------------------
+def _check_run_vocab(run: RunDir, vocab: Vocab, source: Path) -> bool:
+    """Every model of a run shares its vocabulary: True when the run has none yet (the
+    model's becomes the run's), an error when the run's differs from the model's."""
+    if not run.vocab_path.exists():
+        return True
+    have = study_vocab(run, [])
+    if have.fingerprint != vocab.fingerprint:
+        raise DomainGPTError(
+            f"{source}'s vocabulary ({vocab.size} ids) differs from the run's "
+            f"{run.vocab_path} ({have.size} ids); the models of one run share a vocabulary "
+            "(nanoGPT's meta.pkl must hold the run's characters): import it into another --out"
+        )
+    return False
+
+
 def _replace_dir(staged: Path, model_dir: Path) -> None:
     """Put the finished ``staged`` directory at ``model_dir``; an earlier model is removed
     only after the new one is in place, and only when domaingpt wrote it."""
@@ -487,8 +501,7 @@ def import_nanogpt(
     _check_covers(nano, found)
     models = [to_domaingpt(ck, nano) for ck in cks]
     vocab = nano.vocab
-    if run.vocab_path.exists():
-        _shared_vocab(run, vocab, cks[-1].path)  # raises when the run's vocabulary differs
+    new_vocab = _check_run_vocab(run, vocab, cks[-1].path)
     run.refuse_links()
 
     cfg = _run_config(cks[-1], [c.iter_num for c in cks])
@@ -539,8 +552,8 @@ def import_nanogpt(
             save_checkpoint(staged / "checkpoints", "iter", ck.iter_num, model, vocab, meta_rec)
             log(f"imported {ck.path} (iter_num {ck.iter_num})")
         write_json(staged / "run.json", record)
-        if not run.vocab_path.exists():
-            _shared_vocab(run, vocab, cks[-1].path)
+        if new_vocab:
+            write_json(run.vocab_path, {**vocab.to_json(), "corpora": {}})
         _replace_dir(staged, model_dir)
     finally:
         if staged.exists():
