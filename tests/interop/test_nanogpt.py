@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import io
 import math
 import os
 import pickle
@@ -21,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from domaingpt.data.corpus import resolve_corpus
-from domaingpt.interop.nanogpt import read_meta
+from domaingpt.errors import DomainGPTError
+from domaingpt.interop.nanogpt import _NoClasses, read_meta
 from domaingpt.model.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -260,8 +262,10 @@ def test_bad_inputs_one_error_nothing_written(tmp_path, data_dir, cli, cli_error
         "import-nanogpt", tmp_path / "good", *common, "--name", "m", "--meta", evil_meta
     )
     assert "not a plain vocabulary pickle" in err and "GLOBAL" in err
-    with pytest.raises(Exception, match="not a plain"):
+    with pytest.raises(DomainGPTError, match="not a plain"):
         read_meta(evil_meta)
+    with pytest.raises(pickle.UnpicklingError, match="refused to import"):  # second guard
+        _NoClasses(io.BytesIO(evil_meta.read_bytes())).load()
 
     # a ckpt.pt that would create a file when unpickled
     evil_ckpt = tmp_path / "evil" / "ckpt.pt"
