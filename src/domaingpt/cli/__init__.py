@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 from domaingpt import __version__
-from domaingpt.cli import interop, runs
+from domaingpt.cli import interop, nanogpt, runs
 from domaingpt.cli.commands import cmd_corpora, cmd_run, cmd_sample, cmd_train, stage_command
 from domaingpt.cli.options import add_settings_arguments
 from domaingpt.core.environment import check_environment
@@ -190,6 +190,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _train_parser(sub)
     _sample_parser(sub)
     interop.add_parsers(sub)
+    nanogpt.add_parsers(sub)
     runs.add_parsers(sub)
     if command in sub.choices:
         return parser

@@ -264,9 +264,11 @@ def _looks_pickled(path: Path) -> bool:
 def _pickle_error(path: Path) -> CheckpointError:
     return CheckpointError(
         f"{path} is a PyTorch pickle checkpoint (like nanoGPT's ckpt.pt); domaingpt never "
-        "unpickles files (loading one can run arbitrary code) and reads only its own "
-        "checkpoints, a .safetensors file with its .json record: train a model with "
-        "`domaingpt train CORPUS --out RUN` and sample from RUN/models/CORPUS"
+        "unpickles files freely (loading one can run arbitrary code) and reads only its own "
+        "checkpoints, a .safetensors file with its .json record: import a nanoGPT "
+        "checkpoint with `domaingpt import-nanogpt CKPT --out RUN --name NAME` (it reads "
+        "tensors only), or train a model with `domaingpt train CORPUS --out RUN`, and "
+        "use RUN/models/NAME"
     )
 
 

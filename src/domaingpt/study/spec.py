@@ -5,6 +5,7 @@ A *study file* is TOML::
     [study]
     name = "mine"                                   # run directory: runs/mine
     corpora = ["shakespeare", "math", "wikipedia", "data/notes.txt"]
+    models = { math = "nanogpt:out-math" }          # trained elsewhere (interop.external)
     preset = "cpu-fast"                             # the training preset of every model
     stages = ["my_stages.attention:stage"]          # your own stages (optional)
     [train]                                         # overrides of the training preset
@@ -42,6 +43,7 @@ from domaingpt.core.settings import StageSettings, settings_from_table, unknown_
 from domaingpt.core.stage import Stage
 from domaingpt.data.corpus import Corpus
 from domaingpt.errors import ConfigError
+from domaingpt.interop.external import check_models, resolve_models
 from domaingpt.study.pipeline import BUILTIN_STAGES, REPORT
 
 STUDY_PRESETS = ("smoke", "cpu", "gpu")
@@ -49,6 +51,7 @@ DEFAULT_PRESET = "cpu"
 STUDY_KEYS = (
     "name",
     "corpora",
+    "models",
     "preset",
     "data_dir",
     "description",
@@ -305,6 +308,7 @@ class StudySpec:
     stage_refs: tuple[StageRef, ...] = ()
     stages: tuple[Stage, ...] = field(default=(), compare=False)
     stage_code: dict[str, str] = field(default_factory=dict, compare=False)  # user stage: sha
+    models: dict[str, str] = field(default_factory=dict)  # corpus -> a model trained elsewhere
 
     def config(self) -> RunConfig:
         """The training configuration shared by every model of the study."""
@@ -342,6 +346,8 @@ class StudySpec:
         cls = self.stage(stage).settings
         if getattr(cls, "TRAINING", False):
             table = {"preset": self.preset, **{k: dict(v) for k, v in self.overrides.items()}}
+            if self.models:
+                table["models"] = dict(self.models)
         else:
             table = dict(self.analyses.get(stage, {}))
         names = {f.name for f in dataclasses.fields(cls)}
@@ -389,6 +395,7 @@ class StudySpec:
             "description": self.description,
             "source": str(self.source) if self.source else None,
             "corpora": list(self.corpora),
+            "models": dict(self.models),
             "preset": self.preset,
             "data_dir": self.data_dir,
             "threads": self.threads,
@@ -460,6 +467,8 @@ def load_study(
     resolved = tuple(
         _resolve_input(c, base_dir) if _looks_like_path(c) and user_corpora else c for c in corpora
     )
+    models = resolve_models(user.get("study", {}).get("models"), base_dir, where)
+    check_models(models, [Path(c).stem if _looks_like_path(c) else c for c in resolved], where)
     train_preset = study.get("preset", "cpu-mini")
     if not isinstance(train_preset, str):
         raise ConfigError(f"study.preset in {where} must be a preset name or a .toml path")
@@ -512,6 +521,7 @@ def load_study(
         stage_refs=refs,
         stages=stages,
         stage_code=stage_code,
+        models=models,
     )
     if check:
         for stage in stages:
