@@ -12,8 +12,11 @@ tests with random config values and random prompts.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domaingpt.cli import main
+from domaingpt.data.corpus import cache_dir
 
 # ---------------------------------------------------------------------------------------
 # The sandbox
@@ -45,6 +49,8 @@ def snapshot(root: Path) -> dict[str, tuple]:
                 entries[rel] = ("link", os.readlink(path))
             elif path.is_dir():
                 entries[rel] = ("dir",)
+            elif not path.is_file():  # a FIFO: reading it would wait for a writer
+                entries[rel] = ("special", stat.S_IFMT(path.stat().st_mode))
             else:
                 entries[rel] = ("file", hashlib.sha256(path.read_bytes()).hexdigest())
     return entries
@@ -80,6 +86,27 @@ def _bad_files(files: Path) -> None:
     (files / "dotdot_study.toml").write_text('[study]\ncorpora = ["shakespeare", "..txt"]\n')
     (files / "inf_study.toml").write_text("[train]\nlr = inf\n")
     (files / "seed_study.toml").write_text("[evaluate]\nseed = -1\n")
+    os.mkfifo(files / "fifo")  # a reader that opened it whole would wait forever
+    with open(files / "big_prompts.txt", "wb") as f:  # sparse: 65 MiB on no disk space
+        f.truncate(65 << 20)
+    (files / "fifo_study.toml").write_text('[probe]\nprompt_file = "fifo"\n')
+    (files / "pairs_study.toml").write_text('[adapt]\npairs = ["nosuch:shakespeare"]\n')
+    (files / "target_study.toml").write_text('[adapt]\npairs = ["math:nosuch"]\n')
+    (files / "threads_study.toml").write_text("[study]\nthreads = 100000\n")
+    stage = (
+        "from domaingpt.core.settings import StageSettings\n"
+        "from domaingpt.core.stage import Stage\n"
+        "class {cls}Settings(StageSettings):\n    pass\n"
+        "stage = Stage(name={name!r}, title='t', settings={cls}Settings, subdir={subdir!r},\n"
+        "              run=lambda ctx, s: {{}}, load=lambda run: {{}})\n"
+    )
+    for module, name, subdir in (("named_report", "report", ""), ("in_models", "mine", "models")):
+        (files / f"{module}.py").write_text(
+            stage.format(cls=module.title().replace("_", ""), name=name, subdir=subdir)
+        )
+        (files / f"{module}_study.toml").write_text(f'[study]\nstages = ["{module}:stage"]\n')
+    (files / "exiting.py").write_text("import sys\nsys.exit(0)\n")
+    (files / "exiting_study.toml").write_text('[study]\nstages = ["exiting:stage"]\n')
     fake = files / "ckpt" / "iter-0000001.safetensors"
     fake.parent.mkdir()
     fake.write_bytes(b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94.")
@@ -87,6 +114,52 @@ def _bad_files(files: Path) -> None:
     nano = files / "nano" / "out"
     nano.mkdir(parents=True)
     torch.save({"model": {"w": torch.zeros(2)}, "iter_num": 5}, nano / "ckpt.pt")
+
+
+def _edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _tampered_copies(run: Path, root: Path) -> dict[str, str]:
+    """Copies of the run (and of an export of its model) with one file edited the way a
+    damaged or hostile file would be: {name: path} for the table."""
+    out: dict[str, str] = {}
+
+    def copy(name: str) -> Path:
+        dest = root / name
+        shutil.copytree(run, dest, symlinks=True)
+        out[name] = str(dest)
+        return dest
+
+    final = sorted((run / "models/shakespeare/checkpoints").glob("iter-*.json"))[-1].name
+    for name, n_embd in (("huge_embd", 32768), ("wrong_embd", 64)):
+        record = copy(name) / "models/shakespeare/checkpoints" / final
+        _edit_json(record, lambda d, n=n_embd: d["model_config"].update(n_embd=n))
+    _edit_json(copy("config_text") / "models/shakespeare/run.json", lambda d: d.update(config="x"))
+    (copy("study_array") / "study.json").write_text("[1, 2]\n")
+    if importlib.util.find_spec("tokenizers") is None:  # the interop extra: export needs it
+        return out
+    export = root / "export"
+    assert main(["export", str(run / "models/shakespeare"), str(export), "--quiet"]) == 0
+
+    def tokens(d: dict, token_id: object) -> None:
+        d["model"]["vocab"]["a"] = token_id
+
+    edits = {
+        "hf_embd_text": ("config.json", lambda d: d.update(n_embd="abc")),
+        "hf_eps_text": ("config.json", lambda d: d.update(layer_norm_epsilon="tiny")),
+        "hf_added_text": ("tokenizer.json", lambda d: d["added_tokens"][0].update(id="zero")),
+        "hf_id_huge": ("tokenizer.json", lambda d: tokens(d, 2_000_000_000)),
+        "hf_id_negative": ("tokenizer.json", lambda d: tokens(d, -1)),
+    }
+    for name, (file, edit) in edits.items():
+        dest = root / name
+        shutil.copytree(export, dest)
+        _edit_json(dest / file, edit)
+        out[name] = str(dest)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +179,7 @@ def sandbox(train_smoke, tmp_path_factory) -> Sandbox:
     record = badjson / "models" / "shakespeare" / "checkpoints" / "iter-0000000.json"
     record.write_text(record.read_text().replace('"format"', '"format" oops', 1))
     model = run / "models" / "shakespeare"
+    tampered = _tampered_copies(run, root)
     names = {
         "box": str(root),
         "run": str(run),
@@ -119,6 +193,8 @@ def sandbox(train_smoke, tmp_path_factory) -> Sandbox:
             _plant_link(run, "linked_metrics", "models/shakespeare/metrics.jsonl", victim)
         ),
         "linked_model": str(_plant_link(run, "linked_model", "models/shakespeare", elsewhere)),
+        "long": "x" * 300,  # a file name longer than any file system allows (255 bytes)
+        **tampered,
     }
     return Sandbox(root, names)
 
@@ -292,7 +368,47 @@ CASES: list[tuple[str, list[str], str]] = [
     ("run-out-sys", ["run", *SMOKE, "--out", "/sys/kernel/domaingpt"], "cannot write"),
     ("run-link-log", ["run", *SMOKE, "--out", "{linked_log}"], "symbolic link"),
     ("run-threads", ["run", *SMOKE, "--threads", "-1"], "zero or more"),
+    # issue 26: user stages, bounded reads, limits, the environment, damaged files
+    ("run-threads-big", ["run", *SMOKE, "--threads", "100000"], "at most"),
+    ("run-study-threads", ["run", f"{F}/threads_study.toml", *SMOKE], "at most"),
+    ("train-threads-big", ["train", "shakespeare", "--set", "train.threads=100000"], "at most"),
+    ("probe-prompt-zero", ["probe", *OUT, "--prompt-file", "/dev/zero"], "character device"),
+    ("probe-prompt-fifo", ["probe", *OUT, "--prompt-file", f"{F}/fifo"], "FIFO"),
+    ("probe-prompt-big", ["probe", *OUT, "--prompt-file", f"{F}/big_prompts.txt"], "64 MiB"),
+    ("run-prompt-fifo", ["run", f"{F}/fifo_study.toml", *SMOKE, "--out", "{box}/r5"], "FIFO"),
+    ("run-pairs", ["run", f"{F}/pairs_study.toml", *SMOKE, "--out", "{box}/r6"], "'nosuch'"),
+    ("run-target", ["run", f"{F}/target_study.toml", *SMOKE, "--out", "{box}/r9"], "nosuch"),
+    ("run-study-dir", ["run", f"{F}/adir.txt", *SMOKE], "is a directory"),
+    ("run-study-fifo", ["run", f"{F}/fifo", *SMOKE], "FIFO"),
+    ("run-stage-exit", ["run", f"{F}/exiting_study.toml", *SMOKE], "sys.exit(0)"),
+    ("run-stage-report", ["run", f"{F}/named_report_study.toml", *SMOKE], "taken"),
+    ("run-stage-models", ["run", f"{F}/in_models_study.toml", *SMOKE], "stage 'train'"),
+    ("run-autocast", ["run", *SMOKE, "--out", "{box}/r7"], "DOMAINGPT_AUTOCAST"),
+    ("run-fault", ["run", *SMOKE, "--out", "{box}/r8"], "DOMAINGPT_FAULT"),
+    ("train-autocast", ["train", "shakespeare", *SMOKE, *FRESH], "DOMAINGPT_AUTOCAST"),
+    ("run-out-long", ["run", *SMOKE, "--out", "{box}/{long}"], "too long"),
+    ("train-out-long", ["train", "shakespeare", "--out", "{box}/{long}"], "too long"),
+    ("train-newline", ["train", "{box}/a\nb.txt", *FRESH], "a\\nb.txt"),
+    ("sample-huge-embd", ["sample", "{huge_embd}/models/shakespeare"], "16,384"),
+    ("sample-wrong-embd", ["sample", "{wrong_embd}/models/shakespeare"], "does not fit"),
+    ("evaluate-config-text", ["evaluate", "--out", "{config_text}"], "damaged"),
+    ("probe-config-text", ["probe", "--out", "{config_text}"], "damaged"),
+    ("compare-study-array", ["compare", "{study_array}", R], "damaged"),
+    ("import-embd-text", ["import-hf", "{hf_embd_text}", *FRESH], "n_embd must be an integer"),
+    ("import-eps-text", ["import-hf", "{hf_eps_text}", *FRESH], "must be a number"),
+    ("import-added-text", ["import-hf", "{hf_added_text}", *FRESH], "must be an integer"),
+    ("import-id-huge", ["import-hf", "{hf_id_huge}", *FRESH], "2,000,000,000"),
+    ("import-id-negative", ["import-hf", "{hf_id_negative}", *FRESH], "got -1"),
 ]
+#: Commands without a --data-dir option, and those without --quiet (they log nothing).
+NO_DATA_DIR = ("compare", "import-hf", "runs", "export")
+NO_QUIET = ("compare", "runs")
+#: The environment of a case, besides its arguments.
+CASE_ENV: dict[str, dict[str, str]] = {
+    "run-autocast": {"DOMAINGPT_AUTOCAST": "bogus"},
+    "train-autocast": {"DOMAINGPT_AUTOCAST": "bogus"},
+    "run-fault": {"DOMAINGPT_FAULT": "garbage"},
+}
 
 
 def test_the_table_has_sixty_cases_across_every_command():
@@ -309,19 +425,28 @@ def test_the_table_has_sixty_cases_across_every_command():
         "probe",
         "saliency",
         "quality",
+        "compare",
+        "import-hf",
     }
 
 
 @pytest.mark.parametrize(("argv", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_error_line_and_changes_nothing(
-    sandbox, argv, message, data_dir, capsys, monkeypatch
+    sandbox, argv, message, data_dir, capsys, monkeypatch, request
 ):
+    case = request.node.callspec.id
+    if case.startswith("import-") or case.startswith("export-"):
+        pytest.importorskip("tokenizers")  # the export they read is made with it
+    for name, value in CASE_ENV.get(case, {}).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.chdir(sandbox.root)  # a default --out (runs/NAME) lands in the sandbox too
     args = [a.format(**sandbox.names) for a in argv]
-    if "--data-dir" not in args:
+    if "--data-dir" not in args and args[0] not in NO_DATA_DIR:
         args += ["--data-dir", str(data_dir)]
     before = snapshot(sandbox.root)
-    code = main([*args, "--quiet"])
+    encoded = cache_dir() / "encoded"  # the shared cache: a refused command adds nothing
+    cache_before = snapshot(encoded) if encoded.is_dir() else {}
+    code = main([*args, *(["--quiet"] if args[0] not in NO_QUIET else [])])
     out, err = capsys.readouterr()
     lines = [line for line in err.splitlines() if not line.startswith("warning:")]
     assert code == 2, err
@@ -329,6 +454,7 @@ def test_bad_input_is_one_error_line_and_changes_nothing(
     assert message in lines[0], err
     assert out == ""
     assert snapshot(sandbox.root) == before  # listing, contents, links: all unchanged
+    assert (snapshot(encoded) if encoded.is_dir() else {}) == cache_before
 
 
 # ---------------------------------------------------------------------------------------

@@ -106,3 +106,23 @@ def test_a_builtin_corpus_is_found_by_name_or_at_its_recorded_path(tmp_path, dat
     corpus = run.corpus("shakespeare", data_dir=elsewhere, download=False)
     assert corpus.path == (data_dir / "shakespeare.txt").resolve()
     assert corpus.sha256 == REGISTRY["shakespeare"].sha256
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        [1],
+        {"status": 3},
+        {"status": "done", "outputs": "x"},
+        {"status": "done", "outputs": {"a.csv": 5}},
+        {"status": "done", "outputs": {"a.csv": ["5", "abc"]}},
+    ],
+)
+def test_a_malformed_stage_record_reads_as_none(tmp_path, record):
+    """A damaged ``stages/NAME.json`` makes the stage run again, never an AttributeError."""
+    run = RunDir(tmp_path)
+    write_json(run.record_path("train"), record)
+    assert run.record("train") is None and run.status("train") == "absent"
+    good = {"status": "done", "outputs": {"a.csv": [5, "ab12"]}}
+    write_json(run.record_path("train"), good)
+    assert run.record("train") == good

@@ -3,6 +3,7 @@ being unpickled."""
 
 from __future__ import annotations
 
+import errno
 import json
 import pickle
 
@@ -219,3 +220,33 @@ def test_selecting_checkpoints_names_a_damaged_record(tmp_path):
     _break_json(infos[2])
     with pytest.raises(CheckpointError, match=r"iter-0000020\.json is not valid JSON"):
         select_checkpoints(tmp_path, "final")
+
+
+@pytest.mark.parametrize(
+    ("error", "said", "not_said"),
+    [
+        (PermissionError(errno.EACCES, "Permission denied"), "permission", "disk space"),
+        (OSError(errno.ENOSPC, "No space left on device"), "free some disk space", "permission"),
+    ],
+)
+def test_a_checkpoint_that_cannot_be_written_says_why(tmp_path, monkeypatch, error, said, not_said):
+    from domaingpt.model import checkpoint
+
+    def refuse(path, data):
+        error.filename = str(path)
+        raise error
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", refuse)
+    with pytest.raises(CheckpointError) as e:
+        make(tmp_path)
+    assert said in str(e.value) and not_said not in str(e.value)
+    assert "--resume" in str(e.value) and not list(tmp_path.iterdir())
+
+
+def test_a_tampered_model_size_is_refused_before_allocating(tmp_path):
+    _, info = make(tmp_path)
+    record = json.loads(info.json_path.read_text())
+    record["model_config"]["n_embd"] = 32768  # 13 GB per matrix, were it built
+    info.json_path.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match=r"n_embd must be in \[1, 16,384\]"):
+        load_checkpoint(read_info(info.json_path))

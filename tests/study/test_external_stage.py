@@ -6,6 +6,8 @@ smoke study's run, so only the new stage and the report do work.
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import sys
 import textwrap
@@ -256,3 +258,142 @@ def test_a_stage_in_a_plain_folder_is_keyed_by_every_file_of_it(tmp_path):
     digest = ref.code_digest()
     (tmp_path / "my_stages" / "helpers.py").write_text("SCALE = 2\n")
     assert ref.code_digest() != digest
+
+
+# --- a user's stage cannot end the run as a success, nor take a built-in's place ------
+
+
+def write_failing_stage(folder: Path, body: str, *, at_import: str = "") -> Path:
+    """A study file adding the stage ``mine``, whose ``run`` executes ``body``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "failing.py").write_text(
+        textwrap.dedent(
+            f"""
+            import errno, sys
+            from dataclasses import dataclass
+            from domaingpt.core.settings import StageSettings
+            from domaingpt.core.stage import Stage
+            {at_import}
+
+            @dataclass(frozen=True)
+            class MineSettings(StageSettings):
+                SECTION = "mine"
+
+            def run(ctx, settings):
+                {body}
+
+            stage = Stage("mine", "mine", MineSettings, run, lambda r: {{}})
+            """
+        )
+    )
+    study = folder / "study.toml"
+    study.write_text('[study]\nstages = ["failing:stage"]\n')
+    return study
+
+
+@pytest.fixture
+def smoke_copy(smoke_study, tmp_path) -> Path:
+    return smoke_study.copy(tmp_path / "run")
+
+
+@pytest.mark.parametrize("body", ["sys.exit(0)", "sys.exit()", "raise SystemExit(3)"])
+def test_a_stage_that_calls_sys_exit_is_a_failed_stage_and_the_run_fails(
+    smoke_copy, tmp_path, data_dir, body, capsys
+):
+    from domaingpt.cli import main
+
+    study = write_failing_stage(tmp_path / "s", body)
+    code = main(["run", str(study), "--preset", "smoke", "--out", str(smoke_copy), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "error: stage mine failed: it called sys.exit(" in err
+    record = json.loads((smoke_copy / "stages" / "mine.json").read_text())
+    assert record["status"] == "failed"
+    assert Study.load(smoke_copy).run.status("report") == "done"  # the others still ran
+
+
+def test_a_stage_interrupted_stops_the_run_as_an_interrupt(smoke_copy, tmp_path, capsys):
+    from domaingpt.cli import main
+
+    study = write_failing_stage(tmp_path / "s", "raise KeyboardInterrupt")
+    code = main(["run", str(study), "--preset", "smoke", "--out", str(smoke_copy), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted" in err
+    assert not (smoke_copy / "stages" / "mine.json").exists()  # not recorded as done
+
+
+def test_a_full_disk_in_a_stage_is_one_clear_error(smoke_copy, tmp_path, data_dir):
+    study = write_failing_stage(
+        tmp_path / "s", "raise OSError(errno.ENOSPC, 'No space left on device', str(ctx.out))"
+    )
+    result = run(study, smoke_copy, data_dir)
+    (failed,) = result.failed
+    assert failed.stage == "mine" and failed.user_error and result.exit_code == 2
+    assert "the disk is full: free some disk space, then run the same command again" in (
+        failed.message
+    )
+    assert result.report_written  # the report ran after it: it may be named
+
+
+def test_sys_exit_on_import_is_refused_before_anything_runs(tmp_path):
+    study = write_failing_stage(tmp_path / "s", "pass", at_import="sys.exit(0)")
+    with pytest.raises(ConfigError, match=r"called sys.exit\(0\) on import"):
+        load_study(study, preset="smoke")
+
+
+@pytest.mark.parametrize(
+    ("name", "subdir", "said"),
+    [
+        ("report", "", "is named 'report', which is taken"),
+        ("train", "", "which is taken"),
+        ("all", "", "which is taken"),
+        ("mine", "models", "the folder of stage 'train'"),
+        ("mine", "eval/mine", "the folder of stage 'evaluate'"),
+        ("mine", "report", "the folder of stage 'report'"),
+        ("mine", "stages", "the stage records"),
+        ("mine", "../outside", "inside the run directory"),
+    ],
+)
+def test_built_in_names_and_folders_are_reserved(tmp_path, name, subdir, said):
+    (tmp_path / "taker.py").write_text(
+        textwrap.dedent(
+            f"""
+            from dataclasses import dataclass
+            from domaingpt.core.settings import StageSettings
+            from domaingpt.core.stage import Stage
+
+            @dataclass(frozen=True)
+            class TakerSettings(StageSettings):
+                SECTION = "taker"
+
+            stage = Stage({name!r}, "t", TakerSettings, lambda c, s: {{}}, lambda r: {{}},
+                          subdir={subdir!r})
+            """
+        )
+    )
+    (tmp_path / "study.toml").write_text('[study]\nstages = ["taker:stage"]\n')
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        load_study(tmp_path / "study.toml", preset="smoke")
+
+
+def test_a_settings_check_that_calls_sys_exit_is_refused(tmp_path):
+    (tmp_path / "quitter.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from dataclasses import dataclass
+            from domaingpt.core.settings import StageSettings
+            from domaingpt.core.stage import Stage
+
+            @dataclass(frozen=True)
+            class QuitterSettings(StageSettings):
+                def check(self):
+                    sys.exit(4)
+
+            stage = Stage("quitter", "q", QuitterSettings, lambda c, s: {}, lambda r: {})
+            """
+        )
+    )
+    (tmp_path / "study.toml").write_text('[study]\nstages = ["quitter:stage"]\n')
+    with pytest.raises(ConfigError, match=r"stage 'quitter' called sys.exit\(4\)"):
+        load_study(tmp_path / "study.toml", preset="smoke")

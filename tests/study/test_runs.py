@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from domaingpt.core.rundir import RunDir
+from domaingpt.errors import DomainGPTError
 from domaingpt.study.runs import compare_runs, find_runs, in_domain_losses, runs_table
 
 
@@ -94,3 +95,20 @@ def test_cli_runs_and_compare(two_runs, cli, cli_error, tmp_path):
     assert "(the same settings)" in out and "(every verdict is the same)" in out
     assert "not a run directory" in cli_error("compare", a, tmp_path)
     assert "not a folder" in cli_error("runs", tmp_path / "missing")
+
+
+@pytest.mark.parametrize("damage", ["[1, 2]\n", "{not json", '{"stages": "mine"}'])
+def test_a_damaged_study_json_is_flagged_and_the_other_runs_still_listed(
+    two_runs, tmp_path, damage
+):
+    _, a, _ = two_runs
+    bad = tmp_path / "runs" / "bad"
+    bad.mkdir(parents=True)
+    (bad / "study.json").write_text(damage)
+    (tmp_path / "runs" / "a").symlink_to(a)
+    table = runs_table(tmp_path / "runs")
+    rows = {r["run"]: r for r in table.to_dict("records")}
+    assert rows[str(bad)]["study"] == "DAMAGED" and "study.json" in rows[str(bad)]["stages"]
+    assert rows[str(tmp_path / "runs" / "a")]["study"] == "smoke"
+    with pytest.raises(DomainGPTError, match=r"study\.json"):
+        compare_runs(bad, a)

@@ -164,3 +164,29 @@ def test_extending_a_finished_model_continues_it_deterministically(
     err = cli_error(*_train(a, data_dir, "--resume", "--set", "train.max_iters=30"))
     assert "trained to iteration 40, past train.max_iters=30" in err
     assert _files(a) == before
+
+
+def test_a_model_begun_and_stopped_before_its_first_checkpoint_is_started_again(
+    tmp_path, data_dir, monkeypatch, capsys
+):
+    """A model directory holding only ``run.json`` (a command stopped before the first
+    checkpoint) has nothing to lose: the same command starts it, never "trained to
+    iteration -1"."""
+    from domaingpt.training import loop
+
+    out = tmp_path / "run"
+    argv = [str(a) for a in _train(out, data_dir, "--preset", "smoke", *_sets())]
+    real_prepare = loop.prepare_model_dir
+
+    def prepare_then_stop(*args, **kwargs):
+        real_prepare(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "prepare_model_dir", prepare_then_stop)
+    assert main(argv) == 130
+    model = out / "models" / "shakespeare"
+    assert (model / "run.json").is_file() and not (model / "checkpoints").exists()
+    monkeypatch.setattr(loop, "prepare_model_dir", real_prepare)
+    capsys.readouterr()
+    assert main(argv) == 0, capsys.readouterr().err
+    assert (model / "checkpoints" / "iter-0000020.json").is_file()

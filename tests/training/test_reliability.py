@@ -16,7 +16,7 @@ import torch
 from domaingpt.core import faults
 from domaingpt.core.io import read_jsonl
 from domaingpt.core.rundir import RunDir
-from domaingpt.errors import DomainGPTError
+from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model import checkpoint as ckpt_mod
 from domaingpt.model.checkpoint import (
     find_checkpoint,
@@ -137,8 +137,11 @@ def test_fault_point_is_inert_without_its_variable_and_validates_it():
     assert faults._parse(None) is None
     assert faults._parse("io.append:3") == ("io.append", 3)
     for bad in ("io.append", "nowhere:1", "train.step:0", "train.step:x"):
-        with pytest.raises(ValueError):
-            faults._parse(bad)
+        assert faults._parse(bad) is None  # at import: never a traceback
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(faults.ENV, bad)
+            with pytest.raises(ConfigError, match=faults.ENV):
+                faults.check()  # before a command starts: one error line
 
 
 def test_full_disk_during_checkpoint_keeps_previous(

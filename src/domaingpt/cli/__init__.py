@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import math
 import sys
 import typing
@@ -19,11 +18,13 @@ import warnings
 from pathlib import Path
 
 from domaingpt import __version__
-from domaingpt.cli import interop, runs
+from domaingpt.cli import interop, nanogpt, runs
 from domaingpt.cli.commands import cmd_corpora, cmd_run, cmd_sample, cmd_train, stage_command
 from domaingpt.cli.options import add_settings_arguments
+from domaingpt.core.environment import check_environment
 from domaingpt.core.rundir import RunDir
-from domaingpt.errors import DomainGPTError
+from domaingpt.data.encoding import cache_kept_on_refusal
+from domaingpt.errors import DomainGPTError, disk_error, one_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -189,6 +190,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _train_parser(sub)
     _sample_parser(sub)
     interop.add_parsers(sub)
+    nanogpt.add_parsers(sub)
     runs.add_parsers(sub)
     if command in sub.choices:
         return parser
@@ -211,11 +213,6 @@ def _run_lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:
     return RunDir(Path(out)).lock() if out else contextlib.nullcontext()
 
 
-_DISK_ERRORS = frozenset(
-    {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR}
-)
-
-
 def _command(argv: list[str]) -> str | None:
     """The command named in ``argv`` (its first word that is not an option), if any."""
     return next((a for a in argv if not a.startswith("-")), None)
@@ -232,27 +229,26 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                with _run_lock(args):
+                check_environment()  # a bad DOMAINGPT_* value: refused before any write
+                with _run_lock(args), cache_kept_on_refusal():
                     return int(args.func(args) or 0)
             finally:
                 for w in caught:  # library warnings reach the user as plain lines
                     if issubclass(w.category, UserWarning):
                         print(f"warning: {w.message}", file=sys.stderr)
     except DomainGPTError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as e:
-        if e.errno not in _DISK_ERRORS:
+        message = disk_error(e)
+        if message is None:
             raise
         # A file the command could not write or read (permissions, a read-only or full
-        # disk): the user can act on it, so one line, not a traceback.
-        where = f"{e.filename}: " if e.filename else ""
-        print(
-            f"error: {where}{e.strerror or e}; check the path and its permissions", file=sys.stderr
-        )
+        # disk, a name too long): the user can act on it, so one line, not a traceback.
+        print(f"error: {one_line(message)}", file=sys.stderr)
         return 2
     finally:
         if "torch.distributed" in sys.modules:  # joined a process group under torchrun

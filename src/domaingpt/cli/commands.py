@@ -21,7 +21,7 @@ from domaingpt.core.progress import Log, quiet_log, stderr_log
 from domaingpt.core.rundir import RunDir, build_vocab, default_vocab_corpora, save_vocab
 from domaingpt.data.corpus import Corpus
 from domaingpt.data.vocab import Vocab
-from domaingpt.errors import ConfigError
+from domaingpt.errors import ConfigError, one_line
 
 if TYPE_CHECKING:
     from domaingpt.core.stage import Stage
@@ -205,14 +205,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             threads=args.threads,
         )
     for o in result.failed:
-        print(f"error: stage {o.stage} failed: {o.message}", file=sys.stderr)
+        print(f"error: stage {o.stage} failed: {one_line(o.message)}", file=sys.stderr)
     if result.failed:
         blocked = [o.stage for o in result.outcomes if o.status == "blocked"]
         waiting = f"; blocked until then: {', '.join(blocked)}" if blocked else ""
+        report = (
+            "the report was written again with the missing parts marked: "
+            f"{result.run.root / 'report.html'}"
+            if result.report_written
+            else "no report was written"
+        )
         print(
             f"the stages before stayed done{waiting}; fix the cause and run the same command "
-            "again (the report was written again with the missing parts marked: "
-            f"{result.run.root / 'report.html'})",
+            f"again ({report})",
             file=sys.stderr,
         )
     return result.exit_code

@@ -15,9 +15,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from domaingpt.core.io import read_user_text
+from domaingpt.core.limits import check_threads
 from domaingpt.core.loggers import DEFAULT_LOGGERS, check_logger_names
 from domaingpt.core.settings import coerce, finite, seed
-from domaingpt.errors import ConfigError
+from domaingpt.errors import ConfigError, DomainGPTError
 
 #: The study file's tables that configure training (the train stage's settings).
 TRAIN_SECTIONS = ("model", "train", "data")
@@ -151,6 +153,7 @@ class RunConfig:
         }.items():
             if value < 0:
                 raise ConfigError(f"{key} must be zero or more, got {value}")
+        check_threads("train.threads", t.threads)
         if not (t.lr > 0 and 0 <= t.min_lr <= t.lr):
             raise ConfigError(
                 f"need 0 < train.lr and 0 <= train.min_lr <= train.lr, got {t.lr}, {t.min_lr}"
@@ -237,9 +240,9 @@ def read_toml(text: str, source: str) -> dict[str, Any]:
 def read_config_text(path: Path, what: str) -> str:
     """The UTF-8 text of ``path``; an unreadable file is a ConfigError naming ``what``."""
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read {what} {path}: {e}") from None
+        return read_user_text(path, what)
+    except DomainGPTError as e:
+        raise ConfigError(str(e)) from None
 
 
 def load_preset(name_or_path: str) -> RunConfig:
@@ -248,8 +251,6 @@ def load_preset(name_or_path: str) -> RunConfig:
     # A name with no path separator and no .toml suffix is a preset, even if a folder of
     # that name happens to be in the current directory (a run directory called "smoke").
     if path.suffix == ".toml" or "/" in name_or_path or os.sep in name_or_path:
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
         text = read_config_text(path, "config file")
         name = path.stem
     else:

@@ -57,18 +57,29 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def autocast_override() -> tuple[str, torch.dtype | None] | None:
+    """``DOMAINGPT_AUTOCAST`` read: None when unset, ``("", None)`` for ``off``, else the
+    device type and dtype it names; any other value is a ConfigError."""
+    override = os.environ.get(AUTOCAST_ENV, "").strip().lower()
+    if not override:
+        return None
+    if override == "off":
+        return "", None
+    kind, _, dtype = override.partition(":")
+    if dtype not in _DTYPES or kind not in ("cpu", "cuda", "mps"):
+        raise ConfigError(
+            f"{AUTOCAST_ENV}={override!r}: use off, or DEVICE:DTYPE like cpu:bfloat16 "
+            f"(DEVICE: cpu, cuda or mps; DTYPE: {', '.join(_DTYPES)})"
+        )
+    return kind, _DTYPES[dtype]
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype of the training step and scoring on ``device`` (None: float32)."""
-    override = os.environ.get(AUTOCAST_ENV, "").strip().lower()
-    if override:
-        if override == "off":
-            return None
-        kind, _, dtype = override.partition(":")
-        if dtype not in _DTYPES:
-            raise ConfigError(
-                f"{AUTOCAST_ENV}={override!r}: use off, or DEVICE:DTYPE like cpu:bfloat16"
-            )
-        return _DTYPES[dtype] if kind == device.type else None
+    override = autocast_override()
+    if override is not None:
+        kind, dtype = override
+        return dtype if kind == device.type else None
     if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None

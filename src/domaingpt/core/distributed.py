@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import math
 import os
 import pickle
 import traceback
@@ -72,6 +73,21 @@ class DistContext:
         return self.rank == 0
 
 
+def env_seconds(name: str, default: float) -> float:
+    """A timeout in seconds from the environment variable ``name`` (``default`` if unset);
+    anything but a positive finite number is a ConfigError."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name}={raw!r}: must be a number of seconds above 0")
+    return value
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -90,7 +106,7 @@ def init_distributed(device_name: str = "auto", backend: str | None = None) -> D
         device = _rank_gpu(local_rank)
         torch.cuda.set_device(device)
     backend = backend or ("nccl" if device.type == "cuda" else "gloo")
-    timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600")))
+    timeout = datetime.timedelta(seconds=env_seconds(TIMEOUT_ENV, 600))
     if not dist.is_initialized():
         try:
             dist.init_process_group(backend=backend, timeout=timeout)
@@ -179,7 +195,7 @@ def join_study(mode: str = "jobs", device_name: str = "auto") -> DistContext:
     if _study is not None:
         return _study.ctx
     ctx = init_distributed(device_name, backend=None if mode == "ddp" else "gloo")
-    seconds = float(os.environ.get(STUDY_TIMEOUT_ENV, str(7 * 24 * 3600)))
+    seconds = env_seconds(STUDY_TIMEOUT_ENV, 7 * 24 * 3600)
     group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=seconds))
     _study = _Study(ctx, mode, group)
     return ctx

@@ -19,17 +19,31 @@ import signal
 from collections import Counter
 from collections.abc import Callable
 
+from domaingpt.errors import ConfigError
+
 ENV = "DOMAINGPT_FAULT"
 SITES = ("train.step", "checkpoint.tensors", "checkpoint.record", "io.replace", "io.append")
 
 
 def _parse(value: str | None) -> tuple[str, int] | None:
+    """``SITE:N`` read; None when unset or malformed (:func:`check` names a malformed one:
+    raising here, at import, would be a traceback instead of an error line)."""
     if not value:
         return None
     site, _, count = value.rpartition(":")
     if site not in SITES or not count.isdigit() or int(count) < 1:
-        raise ValueError(f"{ENV} must be SITE:N with SITE in {SITES} and N >= 1, got {value!r}")
+        return None
     return site, int(count)
+
+
+def check() -> None:
+    """Refuse a malformed ``DOMAINGPT_FAULT`` (a ConfigError) before a command starts."""
+    value = os.environ.get(ENV)
+    if value and _parse(value) is None:
+        raise ConfigError(
+            f"{ENV}={value!r}: must be SITE:N with SITE one of {', '.join(SITES)} and N >= 1 "
+            f"(a testing aid: unset it)"
+        )
 
 
 _ARMED = _parse(os.environ.get(ENV))

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import IO, Any
 
 from domaingpt.core.faults import fault_point
 from domaingpt.core.filelock import O_NOFOLLOW
+from domaingpt.core.limits import MAX_USER_FILE_BYTES
 from domaingpt.errors import DomainGPTError
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "atomic_write_text",
     "read_json",
     "read_jsonl",
+    "read_user_text",
     "write_json",
     "write_jsonl",
 ]
@@ -62,6 +65,65 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically (no newline translation)."""
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
+    for test, what in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def read_user_text(
+    path: str | os.PathLike[str], what: str, *, limit: int = MAX_USER_FILE_BYTES
+) -> str:
+    """The UTF-8 text of a file a user named (``what``: "prompt file", "study file"...).
+
+    The one way such a file is read: a regular file only (a directory, a FIFO that would
+    block forever, ``/dev/zero`` that never ends: each refused at once, saying what it
+    is), at most ``limit`` bytes (read in chunks, never more than ``limit`` + 1), valid
+    UTF-8. Every refusal is a one-line :class:`DomainGPTError` naming the file.
+    """
+    path = Path(path)
+    try:
+        # O_NONBLOCK: opening a FIFO with no writer must not wait for one.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise DomainGPTError(f"{what} {path} does not exist: check the path") from None
+    except OSError as e:
+        raise DomainGPTError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise DomainGPTError(f"{what} {path} is {_kind(mode)}, not a file: give a text file")
+    with os.fdopen(fd, "rb") as fh:
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        if os.fstat(fd).st_size > limit:  # known too large: refused without reading it
+            size = limit + 1
+        while size <= limit:  # and one that grows while read stops at the limit
+            chunk = fh.read(min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    if size > limit:
+        most = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit:,} bytes"
+        raise DomainGPTError(
+            f"{what} {path} is larger than {most}, the most domaingpt reads from such a "
+            "file: give a smaller one"
+        )
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DomainGPTError(f"{what} {path} is not UTF-8 text (byte {e.start})") from None
 
 
 def _json_default(obj: Any) -> Any:

@@ -34,6 +34,7 @@ from typing import Any
 
 from domaingpt.core.filelock import O_NOFOLLOW, lock_exclusive, read_at, write_at
 from domaingpt.core.io import atomic_write_text, write_json
+from domaingpt.core.limits import MODEL_LIMITS, bounded_float, bounded_int
 from domaingpt.core.replicates import split_replicate
 from domaingpt.data.corpus import (
     REGISTRY,
@@ -110,12 +111,25 @@ def study_order(names: Iterable[str]) -> list[str]:
 
 
 def read_run_json(model_dir: Path) -> dict[str, Any]:
-    """A model's ``run.json`` (empty when it is missing or unreadable)."""
+    """A model's ``run.json`` (empty when it is missing or unreadable); one whose
+    ``config`` is not a table of tables is an error naming it (every reader indexes it)."""
+    path = model_dir / "run.json"
     try:
-        record = json.loads((model_dir / "run.json").read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return record if isinstance(record, dict) else {}
+    if not isinstance(record, dict):
+        return {}
+    config = record.get("config", {})
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(section, {}), dict) for section in ("model", "train", "data")
+    ):
+        raise DomainGPTError(
+            f"{path} is damaged: its config is not a table of [model], [train] and [data] "
+            f"tables; restore the file, or retrain the model (domaingpt train "
+            f"{model_dir.name} --out {model_dir.parent.parent} --overwrite)"
+        )
+    return record
 
 
 def run_config_of(info: CheckpointInfo, model_dir: Path | None = None) -> dict[str, Any]:
@@ -129,7 +143,34 @@ def run_config_of(info: CheckpointInfo, model_dir: Path | None = None) -> dict[s
 def val_fraction_of(info: CheckpointInfo, model_dir: Path | None = None) -> float:
     """The validation fraction of the run that made a checkpoint (0.1 if unrecorded)."""
     data = run_config_of(info, model_dir).get("data", {})
-    return float(data.get("val_fraction", DEFAULT_VAL_FRACTION))
+    return _val_fraction(data, info.json_path)
+
+
+def _val_fraction(data: dict[str, Any], where: Path) -> float:
+    """``data.val_fraction`` of a recorded config (0.1 if unrecorded), checked."""
+    value = bounded_float(
+        f"{where}: data.val_fraction", data.get("val_fraction", DEFAULT_VAL_FRACTION)
+    )
+    if not 0 < value < 1:
+        raise DomainGPTError(f"{where}: data.val_fraction must be in (0, 1), got {value}")
+    return value
+
+
+def _well_formed_record(rec: Any) -> bool:
+    """A stage record as the runner writes it: an object with a string status and, if
+    any, outputs ``{path: [size, sha256]}``. Anything else is unreadable (the stage runs
+    again), never an AttributeError on every run."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("status", ""), str):
+        return False
+    outputs = rec.get("outputs", {})
+    return isinstance(outputs, dict) and all(
+        isinstance(v, list)
+        and len(v) == 2
+        and isinstance(v[0], int)
+        and not isinstance(v[0], bool)
+        and isinstance(v[1], str)
+        for v in outputs.values()
+    )
 
 
 @dataclass(frozen=True)
@@ -186,7 +227,7 @@ class RunDir:
             rec = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        return rec if isinstance(rec, dict) else None
+        return rec if _well_formed_record(rec) else None
 
     def write_record(self, stage: str, record: dict[str, Any]) -> None:
         write_json(self.record_path(stage), record)
@@ -237,8 +278,11 @@ class RunDir:
             directory = self.model(name)
             record = read_run_json(directory)
             config = record.get("config", {})
-            block = int(config.get("model", {}).get("block_size", 0)) or int(
-                find_checkpoint(directory).meta["model_config"]["block_size"]
+            block = config.get("model", {}).get("block_size") or (
+                find_checkpoint(directory).meta.get("model_config", {}).get("block_size")
+            )
+            block = bounded_int(
+                f"{directory}: model.block_size", block, 1, MODEL_LIMITS["block_size"]
             )
             entries.append(
                 ModelEntry(
@@ -246,9 +290,7 @@ class RunDir:
                     directory=directory,
                     corpus=str(record.get("corpus", name)),
                     corpus_sha256=record.get("corpus_sha256"),
-                    val_fraction=float(
-                        config.get("data", {}).get("val_fraction", DEFAULT_VAL_FRACTION)
-                    ),
+                    val_fraction=_val_fraction(config.get("data", {}), directory / "run.json"),
                     block_size=block,
                     config=config,
                     corpus_path=record.get("corpus_path"),

@@ -22,6 +22,7 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
+from domaingpt.core.limits import check_threads
 from domaingpt.errors import ConfigError
 
 S = TypeVar("S", bound="StageSettings")
@@ -97,6 +98,13 @@ class StageSettings:
         """Raise :class:`ConfigError` for a value the stage cannot run with."""
         if self.threads < 0:
             raise ConfigError(f"threads must be 0 (torch's default) or more, got {self.threads}")
+        check_threads(f"{self.section()}.threads", self.threads)
+
+    def check_study(self, corpora: list[str]) -> None:
+        """Checks that need the study around the stage, run by ``domaingpt run`` before its
+        first stage: ``corpora`` are the names of the study's corpora (its models). A
+        subclass refuses here what would otherwise fail only when the stage runs (a pair
+        naming a corpus the study does not train, a prompt file that cannot be read)."""
 
     @classmethod
     def section(cls) -> str:

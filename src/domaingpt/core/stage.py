@@ -134,13 +134,16 @@ def stage_view(
                 "absent": "the stage has not run yet",
             }.get(status, str(e))
             reason = f"{stage.name}: {reason}"
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             reason = f"{stage.name}: cannot read its results ({type(e).__name__}: {e})"
     claims: list[Claim] = []
     if tables is not None:
         try:
             claims = stage.checked_claims(tables)
-        except Exception as e:  # a claim that cannot be computed is reported, not raised
+        except (
+            Exception,
+            SystemExit,
+        ) as e:  # a claim that cannot be computed is reported, not raised
             claims = Claim.of(
                 stage.name,
                 stage.heading,

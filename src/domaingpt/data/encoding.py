@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,3 +138,22 @@ def window_ids(ids: np.ndarray, starts: np.ndarray, block_size: int) -> np.ndarr
     """(len(starts), block_size + 1) int64: the ids of each window, inputs ``[:, :-1]``
     and targets ``[:, 1:]``."""
     return ids[starts[:, None] + np.arange(block_size + 1)].astype(np.int64)
+
+
+@contextmanager
+def cache_kept_on_refusal() -> Iterator[None]:
+    """Inside the block, a refused command (a :class:`DomainGPTError`, or an OSError the
+    user can act on) takes back the
+    encoded corpora it added to the shared cache: a command that wrote nothing of its
+    own leaves no cache entry for a vocabulary no run may ever use. Entries that were
+    there before are never touched."""
+    folder = cache_dir() / "encoded"
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    try:
+        yield
+    except (DomainGPTError, OSError):  # the two ways a command is refused (cli.main)
+        if folder.is_dir():
+            for path in set(folder.iterdir()) - before:
+                if not path.name.startswith("."):  # another process's temp file: its own
+                    path.unlink(missing_ok=True)
+        raise

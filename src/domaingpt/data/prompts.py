@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 
 from domaingpt.core.device import pick_device
+from domaingpt.core.io import read_user_text
 from domaingpt.core.rundir import DEFAULT_VAL_FRACTION, ModelEntry, RunDir
 from domaingpt.core.settings import StageSettings, positive, setting
 from domaingpt.data.charclass import describe_char
@@ -163,14 +164,7 @@ def decode_escapes(text: str) -> str:
 def read_prompt_file(path: str | Path) -> list[str]:
     """The prompts of a file: one per line, escapes decoded, blank lines skipped."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DomainGPTError(f"prompt file {path} does not exist") from None
-    except UnicodeDecodeError as e:
-        raise DomainGPTError(f"prompt file {path} is not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise DomainGPTError(f"cannot read prompt file {path}: {e.strerror or e}") from None
+    text = read_user_text(path, "prompt file")
     lines = [decode_escapes(line) for line in text.splitlines() if line.strip()]
     if not lines:
         raise DomainGPTError(f"prompt file {path} holds no prompt (every line is blank)")
@@ -217,6 +211,11 @@ class UserPromptSettings(PromptSettings):
     def check(self) -> None:
         super().check()
         check_not_empty(self.prompts)
+
+    def check_study(self, corpora: list[str]) -> None:
+        super().check_study(corpora)
+        if self.prompt_file:  # read now, not after hours of training
+            read_prompt_file(self.prompt_file)
 
 
 def encode_text(vocab: Vocab, text: str) -> tuple[np.ndarray, int]:

@@ -25,7 +25,8 @@ import safetensors
 import safetensors.torch
 import torch
 
-from domaingpt.core.io import write_json
+from domaingpt.core.io import read_user_text, write_json
+from domaingpt.core.limits import MAX_TOKEN_ID, MODEL_LIMITS, bounded_float, bounded_int
 from domaingpt.core.owned import check_owned, is_vacant, publish, scratch_beside
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.rundir import RunDir, study_vocab
@@ -63,11 +64,11 @@ class HFModel:
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.exists() and not path.is_symlink():
+        raise DomainGPTError(f"{path.parent} has no {path.name}: {what}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DomainGPTError(f"{path.parent} has no {path.name}: {what}") from None
-    except (OSError, ValueError) as e:
+        data = json.loads(read_user_text(path, "file"))
+    except ValueError as e:
         raise DomainGPTError(f"{path} is unreadable ({e})") from None
     if not isinstance(data, dict):
         raise DomainGPTError(f"{path} is not a JSON object")
@@ -108,14 +109,34 @@ def _read_tokens(folder: Path) -> tuple[list[str], str]:
             f"{folder / 'tokenizer.json'} has no token vocabulary (a {model.get('type')} "
             "model); a character model's tokenizer maps characters to ids"
         )
-    tokens: list[str | None] = [None] * (max(vocab.values()) + 1)
-    for token, i in vocab.items():
-        tokens[int(i)] = token
-    for added in data.get("added_tokens") or []:
-        if 0 <= int(added["id"]) < len(tokens) and tokens[int(added["id"])] is None:
-            tokens[int(added["id"])] = added["content"]
+    where = folder / "tokenizer.json"
+    added = data.get("added_tokens") or []
+    if not isinstance(added, list) or not all(
+        isinstance(a, dict) and "id" in a and isinstance(a.get("content"), str) for a in added
+    ):
+        raise DomainGPTError(f"{where}: added_tokens must be a list of {{id, content}} objects")
+    # Ids are dense (0 .. n-1), so none can be n or more: checked before the id list is
+    # made, so a tampered id (2e9) allocates nothing.
+    most = min(len(vocab) + len(added), MAX_TOKEN_ID + 1) - 1
+    ids = {
+        token: bounded_int(f"{where}: the id of token {token!r}", i, 0, most)
+        for token, i in vocab.items()
+    }
+    extra = [
+        (
+            bounded_int(f"{where}: the id of added token {a['content']!r}", a["id"], 0, most),
+            a["content"],
+        )
+        for a in added
+    ]
+    tokens: list[str | None] = [None] * (max(ids.values()) + 1)
+    for token, i in ids.items():
+        tokens[i] = token
+    for i, content in extra:
+        if i < len(tokens) and tokens[i] is None:
+            tokens[i] = content
     if None in tokens:
-        raise DomainGPTError(f"{folder / 'tokenizer.json'}: id {tokens.index(None)} has no token")
+        raise DomainGPTError(f"{where}: id {tokens.index(None)} has no token")
     unk = model.get("unk_token") or UNK
     return [str(t) for t in tokens], str(unk)
 
@@ -133,7 +154,13 @@ def read_hf(folder: str | Path) -> HFModel:
 def _check_architecture(hf: HFModel) -> None:
     """Refuse a model that would not compute what a domaingpt model computes."""
     c = hf.config
-    n_embd = int(c.get("n_embd", 0))
+    n_embd = bounded_int(
+        f"{hf.folder / 'config.json'}: n_embd", c.get("n_embd"), 1, MODEL_LIMITS["n_embd"]
+    )
+    epsilon = bounded_float(
+        f"{hf.folder / 'config.json'}: layer_norm_epsilon",
+        c.get("layer_norm_epsilon", LAYER_NORM_EPS),
+    )
     checks = [
         (c.get("model_type") == "gpt2", f"model_type {c.get('model_type')!r}, not 'gpt2'"),
         (
@@ -142,7 +169,7 @@ def _check_architecture(hf: HFModel) -> None:
         ),
         (c.get("n_inner") in (None, 4 * n_embd), f"MLP width {c.get('n_inner')}, not 4 × n_embd"),
         (
-            float(c.get("layer_norm_epsilon", LAYER_NORM_EPS)) == LAYER_NORM_EPS,
+            epsilon == LAYER_NORM_EPS,
             f"LayerNorm eps {c.get('layer_norm_epsilon')}, ours is {LAYER_NORM_EPS}",
         ),
         (c.get("scale_attn_weights", True), "unscaled attention"),
@@ -181,18 +208,23 @@ def _vocab_order(hf: HFModel) -> tuple[Vocab, list[int]]:
 
 
 def _model_config(hf: HFModel, vocab: Vocab) -> GPTConfig:
+    where = f"{hf.folder / 'config.json'}"
     recorded = hf.meta.get("model_config")
     if isinstance(recorded, dict):
-        return GPTConfig.from_dict(recorded)
+        return GPTConfig.from_dict(recorded, where)
     c = hf.config
+
+    def size(key: str, ours: str) -> int:
+        return bounded_int(f"{where}: {key}", c.get(key), 1, MODEL_LIMITS[ours])
+
     biases = [hf.tensors[k] for k in bias_names(hf.tensors)]
     return GPTConfig(
-        n_layer=int(c["n_layer"]),
-        n_head=int(c["n_head"]),
-        n_embd=int(c["n_embd"]),
-        block_size=int(c["n_positions"]),
+        n_layer=size("n_layer", "n_layer"),
+        n_head=size("n_head", "n_head"),
+        n_embd=size("n_embd", "n_embd"),
+        block_size=size("n_positions", "block_size"),
         vocab_size=vocab.size,
-        dropout=float(c.get("resid_pdrop", 0.0)),
+        dropout=bounded_float(f"{where}: resid_pdrop", c.get("resid_pdrop", 0.0)),
         bias=any(bool(b.any()) for b in biases),  # all zero: the same model without them
     )
 
@@ -224,6 +256,7 @@ def to_domaingpt(hf: HFModel) -> tuple[GPT, Vocab]:
         raise DomainGPTError(f"{hf.folder}: the weights have no tensor {e}") from None
     if order != list(range(len(order))):
         state["tok_emb.weight"] = state["tok_emb.weight"][order].contiguous()
+    cfg.check_state(state, str(hf.folder))  # before allocating the model
     model = GPT(cfg)
     try:
         model.load_state_dict(state, strict=False)

@@ -28,7 +28,7 @@ from domaingpt.core.faults import fault_point
 from domaingpt.core.io import atomic_write_bytes, atomic_write_text
 from domaingpt.data.corpus import sha256_once
 from domaingpt.data.vocab import Vocab
-from domaingpt.errors import CheckpointError, DomainGPTError
+from domaingpt.errors import CheckpointError, DomainGPTError, disk_error
 from domaingpt.model.gpt import GPT, GPTConfig
 
 FORMAT = "domaingpt-checkpoint/1"
@@ -116,9 +116,10 @@ def save_checkpoint(
         fault_point("checkpoint.record")
     except OSError as e:
         tensor_path.unlink(missing_ok=True)
+        cause = disk_error(e) or f"{e.filename or tensor_path}: {e.strerror or e}"
         raise CheckpointError(
-            f"cannot write checkpoint {tensor_path} ({e.strerror or e}); earlier checkpoints "
-            "are intact: free some disk space, then continue with --resume"
+            f"cannot write checkpoint {tensor_path} ({cause}); earlier checkpoints are "
+            "intact: once that is fixed, continue with --resume"
         ) from None
     return CheckpointInfo(json_path, kind, iteration, record)
 
@@ -183,13 +184,17 @@ def read_tensors(info: CheckpointInfo) -> dict[str, torch.Tensor]:
 
 def build_model(info: CheckpointInfo, tensors: dict[str, torch.Tensor]) -> GPT:
     try:
-        config = GPTConfig.from_dict(info.meta["model_config"])
-    except (KeyError, TypeError) as e:
+        config = GPTConfig.from_dict(info.meta["model_config"], f"checkpoint {info.json_path}")
+    except (KeyError, TypeError, DomainGPTError) as e:
         raise CheckpointError(
             f"checkpoint {info.json_path} has no valid model config ({e})"
         ) from None
-    model = GPT(config)
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        config.check_state(state, f"checkpoint {info.json_path}")  # before allocating the model
+    except DomainGPTError as e:
+        raise CheckpointError(str(e)) from None
+    model = GPT(config)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:
@@ -259,9 +264,11 @@ def _looks_pickled(path: Path) -> bool:
 def _pickle_error(path: Path) -> CheckpointError:
     return CheckpointError(
         f"{path} is a PyTorch pickle checkpoint (like nanoGPT's ckpt.pt); domaingpt never "
-        "unpickles files (loading one can run arbitrary code) and reads only its own "
-        "checkpoints, a .safetensors file with its .json record: train a model with "
-        "`domaingpt train CORPUS --out RUN` and sample from RUN/models/CORPUS"
+        "unpickles files freely (loading one can run arbitrary code) and reads only its own "
+        "checkpoints, a .safetensors file with its .json record: import a nanoGPT "
+        "checkpoint with `domaingpt import-nanogpt CKPT --out RUN --name NAME` (it reads "
+        "tensors only), or train a model with `domaingpt train CORPUS --out RUN`, and "
+        "use RUN/models/NAME"
     )
 
 

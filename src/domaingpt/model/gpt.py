@@ -18,6 +18,7 @@ branch for them: without a cache it runs exactly as before, at the same speed.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from domaingpt.core.config import ModelSpec
+from domaingpt.core.limits import check_model_shape
 from domaingpt.errors import ConfigError, DomainGPTError
 
 #: The activation points of every block ``blocks.{i}.NAME``, in the order they are computed.
@@ -59,12 +61,40 @@ class GPTConfig(ModelSpec):
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> GPTConfig:
+    def from_dict(cls, data: dict, where: str = "model config") -> GPTConfig:
+        """A config read from a file (``where`` names it): its sizes are checked against
+        :data:`~domaingpt.core.limits.MODEL_LIMITS` before anything is built from them."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where} must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown model config keys: {sorted(unknown)}")
+        check_model_shape(where, data)
         return cls(**data)
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of each tensor of a model of this config, nothing allocated (a model
+        on torch's meta device)."""
+        return dict(_state_shapes(self))
+
+    def check_state(self, state: dict[str, torch.Tensor], where: str) -> None:
+        """Refuse ``state`` (tensors by name) unless every tensor it shares with a model of
+        this config has its shape: checked before the model is built, so a config that
+        does not match its tensors (tampered, say ``n_embd = 32768``) allocates nothing."""
+        for name, shape in self.state_shapes().items():
+            if name in state and tuple(state[name].shape) != shape:
+                raise ConfigError(
+                    f"{where}: the model config does not fit its tensors ({name} is "
+                    f"{tuple(state[name].shape)}, the config says {shape}); the file is "
+                    "damaged or altered"
+                )
+
+
+@functools.lru_cache(maxsize=16)  # an analysis loads many checkpoints of one config
+def _state_shapes(config: GPTConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    with torch.device("meta"):
+        return tuple((k, tuple(v.shape)) for k, v in GPT(config).state_dict().items())
 
 
 class CausalSelfAttention(nn.Module):

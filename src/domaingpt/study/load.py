@@ -21,6 +21,35 @@ from domaingpt.errors import DomainGPTError
 from domaingpt.study.spec import StageRef, resolve_stages
 
 
+def read_study_record(root: Path) -> dict[str, Any]:
+    """A run's ``study.json`` (empty when there is none), its shape checked: a damaged one
+    is a one-line error naming it, never an AttributeError deep in a reader."""
+    path = Path(root) / "study.json"
+    if not path.is_file():
+        return {}
+    spec = read_json(path)
+    problem = ""
+    if not isinstance(spec, dict):
+        problem = f"a JSON {type(spec).__name__}, not an object"
+    elif not isinstance(spec.get("name", ""), str):
+        problem = "its name is not a string"
+    elif not isinstance(spec.get("corpora", []), list) or not all(
+        isinstance(c, str) for c in spec.get("corpora", [])
+    ):
+        problem = "its corpora are not a list of names"
+    elif not isinstance(spec.get("stages", []), list) or not all(
+        isinstance(s, dict) and isinstance(s.get("ref"), str) and isinstance(s.get("base"), str)
+        for s in spec.get("stages", [])
+    ):
+        problem = "its stages are not a list of {ref, base}"
+    if problem:
+        raise DomainGPTError(
+            f"{path} is damaged ({problem}); `domaingpt run` with the run's study file "
+            "writes it again"
+        )
+    return spec
+
+
 class Study:
     """A run directory read back; nothing is re-run.
 
@@ -46,8 +75,7 @@ class Study:
     # -- metadata ----------------------------------------------------------------------
     @property
     def spec(self) -> dict[str, Any]:
-        p = self.root / "study.json"
-        return read_json(p) if p.is_file() else {}
+        return read_study_record(self.root)
 
     @property
     def versions(self) -> dict[str, str]:

@@ -40,7 +40,7 @@ from domaingpt.core.rundir import RunDir, unwritable
 from domaingpt.core.stage import Stage, StageContext, run_stage
 from domaingpt.core.threads import torch_threads
 from domaingpt.data.corpus import Corpus, resolve_corpus, sha256_file, sha256_once
-from domaingpt.errors import ConfigError, DomainGPTError
+from domaingpt.errors import ConfigError, DomainGPTError, disk_error
 from domaingpt.study.spec import StudySpec, preset_study_text
 
 
@@ -102,6 +102,11 @@ class StudyResult:
 
     def status(self, stage: str) -> str:
         return next(o.status for o in self.outcomes if o.stage == stage)
+
+    @property
+    def report_written(self) -> bool:
+        """The report of this run is there: its stage finished now or earlier."""
+        return any(o.stage == "report" and o.status in ("done", "skipped") for o in self.outcomes)
 
     @property
     def exit_code(self) -> int:
@@ -174,7 +179,11 @@ def _make_log(run: RunDir, sink: Log | None) -> Log:
 
     def log(msg: str) -> None:
         (sink or stderr_log)(msg)
-        append_text(log_file, f"{datetime.now().strftime('%H:%M:%S')} {msg}\n")
+        try:
+            append_text(log_file, f"{datetime.now().strftime('%H:%M:%S')} {msg}\n")
+        except OSError as e:  # a full disk: the line reached the user; the stage says why
+            if disk_error(e) is None:
+                raise
 
     return log
 
@@ -238,6 +247,12 @@ def run_study(
         raise ConfigError(f"study.corpora names the same corpus twice: {corpus_names}")
     if "train" in names:  # a logger's missing extra, named before anything is written
         require_loggers(spec.config().train.loggers)
+    spec.check_before_run(
+        corpora,
+        threads=spec.threads if threads is None else threads,
+        data_dir=data_dir or spec.data_dir,
+        offline=not download,
+    )
     try:
         run.root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -268,7 +283,8 @@ def run_study(
         result.outcomes.append(outcome)
         records[stage.name] = run.record(stage.name) or {}
     done = sum(o.status in ("done", "skipped") for o in result.outcomes)
-    log_fn(f"study {spec.name!r}: {done}/{n} stages complete; report: {run.root / 'report.html'}")
+    report = f"report: {run.root / 'report.html'}" if result.report_written else "no report"
+    log_fn(f"study {spec.name!r}: {done}/{n} stages complete; {report}")
     return result
 
 
@@ -294,6 +310,10 @@ def _failed(
     """Record and log a failed stage; the message names the stage and the cause."""
     user_error = isinstance(error, DomainGPTError)
     message = str(error) if user_error else f"{type(error).__name__}: {error}"
+    if isinstance(error, SystemExit):
+        message = f"it called sys.exit({error.code!r}); a stage fails by raising an exception"
+    elif isinstance(error, OSError) and disk_error(error):  # a full disk, permissions
+        user_error, message = True, f"{disk_error(error)}, then run the same command again"
     record: dict[str, Any] = {
         "stage": stage.name,
         "status": "failed",
@@ -301,14 +321,17 @@ def _failed(
         "at": _now(),
         "seconds": round(seconds, 3),
     }
-    if not user_error:
-        tb = ctx.run.root / "stages" / f"{stage.name}.log"
-        atomic_write_text(
-            tb, "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        )
-        record["traceback"] = str(tb)
-        message += f" (traceback in {tb})"
-    ctx.run.write_record(stage.name, record)
+    try:  # on a full disk these writes fail too: the message still reaches the user
+        if not user_error:
+            tb = ctx.run.root / "stages" / f"{stage.name}.log"
+            atomic_write_text(
+                tb, "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            )
+            record["traceback"] = str(tb)
+            message += f" (traceback in {tb})"
+        ctx.run.write_record(stage.name, record)
+    except OSError:
+        pass
     ctx.log(f"{head} — FAILED: {message}")
     return StageOutcome(stage.name, "failed", seconds, message, user_error)
 
@@ -380,7 +403,7 @@ def _run_one(stage: Stage, ctx: _Run, records: dict[str, dict], head: str) -> St
     except KeyboardInterrupt:
         log(f"{head} — interrupted; run the same command again to continue")
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # a stage's sys.exit() is its failure, never exit 0
         return _failed(stage, ctx, head, e, time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
     run.write_record(

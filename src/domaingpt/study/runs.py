@@ -18,11 +18,10 @@ from typing import Any
 import pandas as pd
 
 from domaingpt.core.claims import Verdict, claims_frame
-from domaingpt.core.io import read_json
 from domaingpt.core.rundir import RunDir, read_run_json, study_order
-from domaingpt.errors import DomainGPTError
+from domaingpt.errors import DomainGPTError, one_line
 from domaingpt.model.checkpoint import list_checkpoints
-from domaingpt.study.load import Study
+from domaingpt.study.load import Study, read_study_record
 
 #: How deep below the folder given to ``domaingpt runs`` run directories are looked for.
 MAX_DEPTH = 3
@@ -126,7 +125,7 @@ def _records(run: RunDir) -> dict[str, dict[str, Any]]:
 def summarize(path: str | Path) -> RunSummary:
     """What ``domaingpt runs`` says of one run."""
     run = RunDir(Path(path))
-    spec = read_json(run.root / "study.json") if (run.root / "study.json").is_file() else {}
+    spec = read_study_record(run.root)
     records = _records(run)
     done = [s for s, r in records.items() if r.get("status") == "done"]
     not_done = {s: str(r.get("status")) for s, r in records.items() if s not in done}
@@ -142,9 +141,25 @@ def summarize(path: str | Path) -> RunSummary:
     )
 
 
+def _damaged_row(path: Path, why: str) -> dict[str, str]:
+    return {
+        "run": str(path),
+        "study": "DAMAGED",
+        "stages": one_line(why),
+        "models": "-",
+        "in-domain loss": "-",
+        "updated": "-",
+    }
+
+
 def runs_table(root: str | Path) -> pd.DataFrame:
     """One row per run under ``root``, most recently updated first."""
-    rows = [summarize(p).row() for p in find_runs(root)]
+    rows = []
+    for path in find_runs(root):
+        try:
+            rows.append(summarize(path).row())
+        except DomainGPTError as e:  # one damaged run is flagged, the others still listed
+            rows.append(_damaged_row(path, str(e)))
     table = pd.DataFrame(
         rows, columns=["run", "study", "stages", "models", "in-domain loss", "updated"]
     )
@@ -167,7 +182,7 @@ def settings_of(run: RunDir) -> dict[str, str]:
     recorded settings (``evaluate.bootstrap``); models' training configs for a run
     without stage records (``models.NAME.train.lr``)."""
     out: dict[str, str] = {}
-    spec = read_json(run.root / "study.json") if (run.root / "study.json").is_file() else {}
+    spec = read_study_record(run.root)
     for key in ("name", "preset", "corpora"):
         if key in spec:
             _flatten(f"study.{key}", spec[key], out)

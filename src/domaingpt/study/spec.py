@@ -5,6 +5,7 @@ A *study file* is TOML::
     [study]
     name = "mine"                                   # run directory: runs/mine
     corpora = ["shakespeare", "math", "wikipedia", "data/notes.txt"]
+    models = { math = "nanogpt:out-math" }          # trained elsewhere (interop.external)
     preset = "cpu-fast"                             # the training preset of every model
     stages = ["my_stages.attention:stage"]          # your own stages (optional)
     [train]                                         # overrides of the training preset
@@ -36,10 +37,13 @@ from typing import Any
 
 from domaingpt.core.config import TRAIN_SECTIONS, RunConfig, read_config_text, read_toml
 from domaingpt.core.distributed import RANK_MODES
+from domaingpt.core.environment import check_environment
+from domaingpt.core.limits import check_threads
 from domaingpt.core.settings import StageSettings, settings_from_table, unknown_key
 from domaingpt.core.stage import Stage
 from domaingpt.data.corpus import Corpus
 from domaingpt.errors import ConfigError
+from domaingpt.interop.external import check_models, resolve_models
 from domaingpt.study.pipeline import BUILTIN_STAGES, REPORT
 
 STUDY_PRESETS = ("smoke", "cpu", "gpu")
@@ -47,6 +51,7 @@ DEFAULT_PRESET = "cpu"
 STUDY_KEYS = (
     "name",
     "corpora",
+    "models",
     "preset",
     "data_dir",
     "description",
@@ -115,6 +120,11 @@ class StageRef:
             sys.path.insert(0, self.base)
         try:
             module = importlib.import_module(module_name)
+        except SystemExit as e:  # the module ended the process on import: refused, not exit 0
+            raise ConfigError(
+                f"cannot import stage {self.ref!r} (from {self.base}): it called "
+                f"sys.exit({e.code!r}) on import; a stage module must only define its stage"
+            ) from None
         except Exception as e:
             raise ConfigError(
                 f"cannot import stage {self.ref!r} (from {self.base}): {type(e).__name__}: {e}"
@@ -163,6 +173,40 @@ def _source_path(module: Any) -> Path | None:
     return Path(folders[0]) if folders else None
 
 
+#: Names a user's stage cannot take: the built-in stages' (the report's too), the study
+#: file's other tables, and ``all`` (``--force all``).
+RESERVED_NAMES = frozenset(
+    {s.name for s in (*BUILTIN_STAGES, REPORT)} | {"study", "all", *TRAIN_SECTIONS}
+)
+
+
+def _check_own_stage(ref: StageRef, stage: Stage, before: list[Stage]) -> None:
+    """A user's stage: a free simple name and a folder of its own inside the run (never a
+    built-in stage's, the report's or ``stages/`` of the records: a stage's folder is
+    what its fingerprint covers and what a rerun replaces)."""
+    if not _NAME.match(stage.name):
+        raise ConfigError(f"stage {ref.ref!r}: its name {stage.name!r} must be a simple name")
+    if stage.name in RESERVED_NAMES or stage.name in [s.name for s in before]:
+        raise ConfigError(
+            f"stage {ref.ref!r} is named {stage.name!r}, which is taken (by a built-in stage, "
+            "a study table or a stage before it): give the Stage another name"
+        )
+    folder = Path(stage.folder)
+    if folder.is_absolute() or not folder.parts or ".." in folder.parts:
+        raise ConfigError(
+            f"stage {ref.ref!r}: its folder {stage.folder!r} must be a relative path inside "
+            "the run directory"
+        )
+    taken = {Path(s.folder).parts[0]: f"stage {s.name!r}" for s in (*before, REPORT)}
+    taken["stages"] = "the stage records"
+    if folder.parts[0] in taken:
+        owner = taken[folder.parts[0]]
+        raise ConfigError(
+            f"stage {ref.ref!r} writes into {stage.folder!r}, the folder of {owner}: give it "
+            "a folder of its own (Stage(subdir=...), default: its name)"
+        )
+
+
 def load_stages(refs: Iterable[StageRef]) -> tuple[tuple[Stage, ...], dict[str, str]]:
     """The built-in stages, then the user's, then the report (which reads them all); and
     the SHA-256 of each user stage's source, taken when it was imported.
@@ -174,10 +218,7 @@ def load_stages(refs: Iterable[StageRef]) -> tuple[tuple[Stage, ...], dict[str, 
     for ref in refs:
         stage = ref.load()
         known = [s.name for s in stages]
-        if stage.name in known or stage.name in ("study", *TRAIN_SECTIONS):
-            raise ConfigError(f"stage {ref.ref!r} is named {stage.name!r}, which is taken")
-        if not _NAME.match(stage.name):
-            raise ConfigError(f"stage {ref.ref!r}: its name {stage.name!r} must be a simple name")
+        _check_own_stage(ref, stage, stages)
         for dep in (*stage.needs, *stage.uses):
             if dep not in known and dep != "*":
                 raise ConfigError(
@@ -267,6 +308,7 @@ class StudySpec:
     stage_refs: tuple[StageRef, ...] = ()
     stages: tuple[Stage, ...] = field(default=(), compare=False)
     stage_code: dict[str, str] = field(default_factory=dict, compare=False)  # user stage: sha
+    models: dict[str, str] = field(default_factory=dict)  # corpus -> a model trained elsewhere
 
     def config(self) -> RunConfig:
         """The training configuration shared by every model of the study."""
@@ -304,6 +346,8 @@ class StudySpec:
         cls = self.stage(stage).settings
         if getattr(cls, "TRAINING", False):
             table = {"preset": self.preset, **{k: dict(v) for k, v in self.overrides.items()}}
+            if self.models:
+                table["models"] = dict(self.models)
         else:
             table = dict(self.analyses.get(stage, {}))
         names = {f.name for f in dataclasses.fields(cls)}
@@ -314,7 +358,35 @@ class StudySpec:
             table["data_dir"] = str(data_dir)
         if "offline" in names and "offline" not in table and offline:
             table["offline"] = True
-        return settings_from_table(cls, table, stage, source=self.where)
+        try:
+            return settings_from_table(cls, table, stage, source=self.where)
+        except SystemExit as e:  # a user's settings class ended the process: refused
+            raise ConfigError(
+                f"the settings of stage {stage!r} called sys.exit({e.code!r}); a settings "
+                "check fails by raising ConfigError"
+            ) from None
+
+    def check_before_run(
+        self,
+        corpora: list[Corpus],
+        *,
+        threads: int,
+        data_dir: str | Path | None = None,
+        offline: bool = False,
+    ) -> None:
+        """Everything a run of the study can check before its first stage: the
+        environment, the thread count, and each stage's settings against the study
+        (:meth:`StageSettings.check_study`: ``[adapt] pairs`` naming a corpus the study does
+        not train, a prompt file that cannot be read). A mistake found here costs nothing;
+        found by its stage, it costs every stage before it."""
+        check_environment()
+        check_threads("--threads", threads)
+        names = [c.name for c in corpora]
+        for stage in self.stages:
+            settings = self.settings(
+                stage.name, corpora=corpora, data_dir=data_dir, offline=offline
+            )
+            settings.check_study(names)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -323,6 +395,7 @@ class StudySpec:
             "description": self.description,
             "source": str(self.source) if self.source else None,
             "corpora": list(self.corpora),
+            "models": dict(self.models),
             "preset": self.preset,
             "data_dir": self.data_dir,
             "threads": self.threads,
@@ -375,9 +448,7 @@ def load_study(
     base_dir = Path.cwd()
     if path is not None:
         source = Path(path).expanduser()
-        if not source.is_file():
-            raise ConfigError(f"study file {source} does not exist: check the path")
-        text = read_config_text(source, "study file")
+        text = read_config_text(source, "study file")  # a directory or FIFO: says which
         user = read_toml(text, f"study file {source}")
         source = source.resolve()
         base_dir = source.parent
@@ -396,6 +467,8 @@ def load_study(
     resolved = tuple(
         _resolve_input(c, base_dir) if _looks_like_path(c) and user_corpora else c for c in corpora
     )
+    models = resolve_models(user.get("study", {}).get("models"), base_dir, where)
+    check_models(models, [Path(c).stem if _looks_like_path(c) else c for c in resolved], where)
     train_preset = study.get("preset", "cpu-mini")
     if not isinstance(train_preset, str):
         raise ConfigError(f"study.preset in {where} must be a preset name or a .toml path")
@@ -420,6 +493,7 @@ def load_study(
     threads = study.get("threads", 0)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
         raise ConfigError(f"study.threads in {where} must be 0 (torch's default) or more")
+    check_threads(f"study.threads in {where}", threads)
     ranks = study.get("ranks", "jobs")
     if ranks not in RANK_MODES:
         raise ConfigError(
@@ -447,6 +521,7 @@ def load_study(
         stage_refs=refs,
         stages=stages,
         stage_code=stage_code,
+        models=models,
     )
     if check:
         for stage in stages:

@@ -227,6 +227,8 @@ def check_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: b
         raise _different(model_dir, diffs, resume)
     reached = trained_to(model_dir)
     max_iters = record["config"]["train"]["max_iters"]
+    if reached < 0:  # this model, begun by a command stopped before its first checkpoint:
+        return "resume"  # nothing trained to lose, nothing to continue: start it
     if not resume:
         raise DomainGPTError(
             f"{model_dir} already holds this model (trained to iteration {reached}); pass "

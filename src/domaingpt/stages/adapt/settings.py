@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from domaingpt.core import published
 from domaingpt.core.loggers import check_logger_names
 from domaingpt.core.settings import StageSettings, finite, setting
-from domaingpt.errors import ConfigError
+from domaingpt.errors import ConfigError, DomainGPTError
 
 START_POINTS = ("final", "early", "scratch")
 
@@ -93,6 +93,27 @@ class AdaptSettings(StageSettings):
         self.early_iteration()
         for pair in self.pairs:
             parse_pair(pair)
+
+    def check_study(self, corpora: list[str]) -> None:
+        """Each pair's source is a model the study trains; its target one of the study's
+        corpora, or a corpus that can be found (a built-in name, a text file)."""
+        from domaingpt.data.corpus import REGISTRY, resolve_corpus
+
+        super().check_study(corpora)
+        for pair in self.pairs:
+            source, target = parse_pair(pair)
+            if source not in corpora:
+                raise ConfigError(
+                    f"adapt.pairs: {pair!r} adapts from {source!r}, which the study does "
+                    f"not train (its corpora: {', '.join(corpora)}); a pair is SOURCE:TARGET "
+                    "with SOURCE one of them"
+                )
+            if target in corpora or target in REGISTRY:
+                continue
+            try:
+                resolve_corpus(target, self.data_dir or None, download=False)
+            except DomainGPTError as e:
+                raise ConfigError(f"adapt.pairs: {pair!r}: the target {e}") from None
 
     def key_dict(self) -> dict:
         """Without ``loggers``: where the curves are shown changes none of them, so a

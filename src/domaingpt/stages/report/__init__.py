@@ -105,7 +105,7 @@ def stage_section(view: StageView) -> Section:
         return s
     try:
         return view.stage.section(view)
-    except Exception as e:  # one broken section must not hide the others
+    except (Exception, SystemExit) as e:  # one broken section must not hide the others
         s = Section(sid, view.stage.heading)
         s.missing(f"this section could not be built: {type(e).__name__}: {e}")
         return s

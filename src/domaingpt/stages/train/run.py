@@ -29,6 +29,8 @@ from domaingpt.data.corpus import Corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
+from domaingpt.interop.external import import_external, source_digest
+from domaingpt.model.checkpoint import list_checkpoints
 from domaingpt.training.loop import train
 from domaingpt.training.modeldir import damaged_record, model_outputs, model_state, run_record
 
@@ -54,6 +56,9 @@ class TrainSettings(StageSettings):
     model: dict = setting({}, "[model] overrides", cli=False)
     train: dict = setting({}, "[train] overrides", cli=False)
     data: dict = setting({}, "[data] overrides", cli=False)
+    models: dict = setting(
+        {}, "corpus -> a model trained elsewhere, imported instead (interop.external)", cli=False
+    )
     _config: Any = field(default=None, init=False, repr=False, compare=False)
     _replicates: int = field(default=1, init=False, repr=False, compare=False)
 
@@ -98,6 +103,8 @@ class TrainSettings(StageSettings):
         cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in RUNTIME_TRAIN_KEYS}
         if self.replicates != 1:  # one replicate keeps the key of a run made before them
             cfg["replicates"] = self.replicates
+        if self.models:  # a changed file of a model trained elsewhere imports it again
+            cfg["models"] = {c: [s, source_digest(s)] for c, s in sorted(self.models.items())}
         return cfg
 
 
@@ -206,11 +213,15 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
     cfg = settings.config
     require_loggers(cfg.train.loggers)  # a missing extra: before anything is written
     vocab, vocab_corpora = study_vocab_for(ctx)
-    plan = []
+    plan, imports = [], []
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for replicate in range(settings.replicates):  # replicate 0 of every corpus first
         cfg_r = settings.replicate_config(replicate)
         for corpus in ctx.corpora:
+            if corpus.name in settings.models:  # trained elsewhere: one model, replicate 0
+                if replicate == 0:
+                    imports.append((corpus, settings.models[corpus.name]))
+                continue
             name = replicate_name(corpus.name, replicate)
             model_dir = ctx.run.model(name)
             record = run_record(cfg_r, corpus.name, corpus.sha256, vocab, corpus.path)
@@ -234,6 +245,9 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
             plan.append((corpus, name, cfg_r, state, splits[corpus.name]))
     if vocab_corpora is not None:
         save_vocab(ctx.run, vocab, vocab_corpora)
+    for corpus, source in imports:
+        ctx.log(f"model of {corpus.name}: trained elsewhere, importing {source}")
+        import_external(ctx.run, corpus, source, log=ctx.log)
     jobs = []
     for i, (corpus, name, cfg_r, state, split) in enumerate(plan, start=1):
         prefix = f"model {i}/{len(plan)} ({name})"
@@ -253,11 +267,47 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
     else:
         map_ranks(_train_model, jobs, log=ctx.log)
     out: dict[str, Path] = {"vocab": ctx.run.vocab_path}
-    for _, name, _, _, _ in plan:
+    names = [replicate_name(c.name, 0) for c in ctx.corpora] + [n for _, n, _, _, _ in plan]
+    for name in dict.fromkeys(names):
         model_dir = ctx.run.model(name)
         for f in model_outputs(model_dir):
             out[f"{name}/{f.relative_to(model_dir).as_posix()}"] = f
     return out
+
+
+def imported_from(model_dir: Path) -> str | None:
+    """Where a model trained elsewhere came from, in words (None: trained here)."""
+    source = read_run_json(model_dir).get("imported_from")
+    if not source:
+        return None
+    if not isinstance(source, dict):
+        return str(source)
+    if source.get("format") == "nanogpt":
+        files = source.get("checkpoints") or []
+        names = ", ".join(
+            f"{c['path']} (iter_num {c['iter_num']}, sha256 {c['sha256'][:12]}…)" for c in files
+        )
+        return f"nanoGPT checkpoints {names}"
+    what = {"hf": "a Hugging Face model", "domaingpt": "a domaingpt model"}
+    return f"{what.get(source.get('format'), 'a model')} at {source.get('path')}"
+
+
+def _imported_summary(name: str, model_dir: Path) -> dict[str, Any] | None:
+    """A model trained elsewhere has no metrics.jsonl: its summary row comes from the
+    validation losses its checkpoints recorded (nanoGPT's best_val_loss), if any."""
+    if imported_from(model_dir) is None:
+        return None
+    history = list_checkpoints(model_dir / "checkpoints", "iter")
+    if not history:
+        return None
+    return {
+        "model": name,
+        "iterations": history[-1].iteration,
+        "initial_val_loss": history[0].meta.get("val_loss"),
+        "final_val_loss": history[-1].meta.get("val_loss"),
+        "train_seconds": None,
+        "finished": True,
+    }
 
 
 def load(run: RunDir) -> dict[str, pd.DataFrame]:
@@ -275,6 +325,10 @@ def load(run: RunDir) -> dict[str, pd.DataFrame]:
         metrics += [{"model": name, **r} for r in rows]
         if (d / "samples.jsonl").exists():
             samples += [{"model": name, **r} for r in read_jsonl(d / "samples.jsonl")]
+        if not rows:
+            imported = _imported_summary(name, d)
+            if imported:
+                summary.append(imported)
         if rows:
             last = rows[-1]
             first = rows[0]

@@ -6,6 +6,7 @@ from domaingpt.core.rundir import read_run_json
 from domaingpt.core.stage import StageView
 from domaingpt.report.document import Section
 from domaingpt.report.format import display, ordered
+from domaingpt.stages.train.run import imported_from
 from domaingpt.training.plots import plot_loss_curves
 
 
@@ -27,6 +28,15 @@ def section(view: StageView) -> Section:
             f"{m.get('n_embd')} dimensions and a context of {m.get('block_size')} characters; "
             f"it is trained for {t.get('max_iters')} iterations of {t.get('batch_size')}×"
             f"{t.get('grad_accum', 1)} sequences (learning rate {t.get('lr')} → {t.get('min_lr')})."
+        )
+    elsewhere = {m: imported_from(view.run.model(m)) for m in models}
+    elsewhere = {m: where for m, where in elsewhere.items() if where}
+    if elsewhere:
+        s.p(
+            "Trained elsewhere and imported (their losses are the ones their checkpoints "
+            "recorded): "
+            + "; ".join(f"{display(m)}: {where}" for m, where in elsewhere.items())
+            + "."
         )
     s.table(
         summary,
