@@ -32,7 +32,6 @@ import itertools
 import pickle
 import pickletools
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ import torch
 from domaingpt import __version__
 from domaingpt.core.config import ModelSpec, RunConfig, from_dict
 from domaingpt.core.io import write_json
+from domaingpt.core.owned import check_owned, is_vacant, publish, scratch_beside
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.rundir import RunDir, study_vocab
 from domaingpt.data.corpus import REGISTRY, Corpus, resolve_corpus, sha256_file
@@ -438,20 +438,6 @@ def _check_run_vocab(run: RunDir, vocab: Vocab, source: Path) -> bool:
     return False
 
 
-def _replace_dir(staged: Path, model_dir: Path) -> None:
-    """Put the finished ``staged`` directory at ``model_dir``; an earlier model is removed
-    only after the new one is in place, and only when domaingpt wrote it."""
-    if model_dir.is_dir() and not model_dir.is_symlink() and not any(model_dir.iterdir()):
-        model_dir.rmdir()  # an empty folder holds no model: as if absent
-    if not model_dir.exists():
-        staged.rename(model_dir)
-        return
-    old = Path(tempfile.mkdtemp(dir=model_dir.parent, prefix=".replaced-"))
-    model_dir.rename(old / model_dir.name)
-    staged.rename(model_dir)
-    shutil.rmtree(old)
-
-
 def import_nanogpt(
     sources: list[str | Path],
     run_dir: str | Path,
@@ -470,17 +456,16 @@ def import_nanogpt(
     run = RunDir(Path(run_dir))
     model_dir = run.model(name)  # refuses a name that is not one safe path component
     run.check_writable()
-    empty = model_dir.is_dir() and not model_dir.is_symlink() and not any(model_dir.iterdir())
-    if model_dir.exists() and not empty and not overwrite:
+    refusal = (
+        f"{model_dir} holds files domaingpt did not write there; --overwrite replaces "
+        "only a model directory: move it away or use another --name"
+    )
+    if not is_vacant(model_dir) and not overwrite:
         raise DomainGPTError(
             f"{model_dir} already exists; pass --overwrite to replace it or --name to "
             "import under another name"
         )
-    if model_dir.exists() and not empty and not is_model_dir(model_dir):
-        raise DomainGPTError(
-            f"{model_dir} holds files domaingpt did not write there; --overwrite replaces "
-            "only a model directory: move it away or use another --name"
-        )
+    check_owned(model_dir, is_model_dir, refusal)
     cks = read_history(list(sources))
     if corpus is None and name in REGISTRY:
         corpus = name
@@ -539,7 +524,7 @@ def import_nanogpt(
         record["corpus_path"] = str(found.path)
 
     run.models.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(dir=run.models, prefix=".import-"))
+    staged = scratch_beside(model_dir, "import")
     try:
         for ck, model in zip(cks, models, strict=True):
             meta_rec = {
@@ -554,8 +539,7 @@ def import_nanogpt(
         write_json(staged / "run.json", record)
         if new_vocab:
             write_json(run.vocab_path, {**vocab.to_json(), "corpora": {}})
-        _replace_dir(staged, model_dir)
+        publish(staged, model_dir, is_model_dir, refusal)
     finally:
-        if staged.exists():
-            shutil.rmtree(staged)
+        shutil.rmtree(staged, ignore_errors=True)
     return list_checkpoints(model_dir / "checkpoints", "iter")
