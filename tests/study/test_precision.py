@@ -21,7 +21,8 @@ FLOAT32 = {
     "domaingpt.stages.probe.compute",  # entropies, p(true)
     "domaingpt.model.internals",  # the lens, attention patterns, residuals for CKA
     "domaingpt.stages.saliency.methods",  # attributions, their gradients, IG sums, deletion
-    "domaingpt.model.generate",  # samples (train, adapt, quality)
+    "domaingpt.model.generate",  # samples (train, adapt)
+    "domaingpt.stages.quality.generate",  # quality's samples, one batch per checkpoint
 }
 
 

@@ -15,13 +15,13 @@ do not both succeed.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from domaingpt.core.filelock import O_NOFOLLOW, lock_exclusive, read_at, write_at
 from domaingpt.errors import DomainGPTError
 
 Owned = Callable[[Path], bool]
@@ -86,7 +86,7 @@ def scratch_beside(dest: Path, what: str) -> Path:
 def claim(path: Path, what: str = "folder") -> Iterator[None]:
     """Exclusive writing of ``path`` by this process, or a one-line refusal.
 
-    An OS lock (``flock``) on ``.NAME.lock`` beside ``path`` (``path`` itself may not
+    An OS lock (:mod:`domaingpt.core.filelock`) on ``.NAME.lock`` beside ``path`` (``path`` itself may not
     exist yet, and a replacement swaps it). The kernel drops the lock when the process
     ends, however it ends; the lock file is removed when the claim ends. A lock file
     removed by its holder while this process opened it counts as taken: try again.
@@ -95,7 +95,7 @@ def claim(path: Path, what: str = "folder") -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(3):
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | O_NOFOLLOW, 0o644)
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise DomainGPTError(
@@ -103,9 +103,9 @@ def claim(path: Path, what: str = "folder") -> Iterator[None]:
                 ) from None
             raise
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock_exclusive(fd)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            holder = read_at(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise DomainGPTError(
                 f"{path} is being written by another domaingpt process (pid {holder}); "
@@ -122,7 +122,7 @@ def claim(path: Path, what: str = "folder") -> Iterator[None]:
         raise DomainGPTError(f"{path} is contended by other processes; run this again")
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        write_at(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         with suppress(OSError):
