@@ -216,8 +216,13 @@ def faithfulness_claims(
 ) -> list[Claim]:
     """Per method: faithful at every k (holds), at some (partly), at none (does not hold)."""
     out = []
+    # the models of these rows (one replicate's, when claims are made per replicate): the
+    # verdicts table lists every model the stage explained
+    here = None
+    if faithfulness is not None and "model" in faithfulness.columns and len(faithfulness):
+        here = list(dict.fromkeys(str(m) for m in faithfulness["model"]))
     for r in verdicts.to_dict("records"):
-        models = study_order(str(r.get("models", "")).split(","))
+        models = study_order(here or str(r.get("models", "")).split(","))
         names = ", ".join(display(m) for m in models if m)
         at_k = r.get("faithful_at_k")
         at_k = "" if pd.isna(at_k) else str(at_k)
