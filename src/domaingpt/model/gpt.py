@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -346,11 +346,13 @@ class GPT(nn.Module):
         *,
         temperature: float = 1.0,
         top_k: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
     ) -> Iterator[torch.Tensor]:
         """The ids :meth:`generate` appends, one (B, 1) tensor at a time, as they are
         sampled: a long text streams in constant memory (only the last ``block_size`` ids
-        are kept) and a caller can stop at any point keeping what it has."""
+        are kept) and a caller can stop at any point keeping what it has. ``generator``:
+        one for the batch, or one per row (row i then draws exactly what it would draw
+        alone with its generator, whatever else is in the batch)."""
         context = idx[:, -self.config.block_size :]
         for _ in range(max_new_tokens):
             with torch.no_grad():
@@ -365,6 +367,14 @@ class GPT(nn.Module):
                         kth = torch.topk(logits, top_k).values[:, [-1]]
                         logits = logits.masked_fill(logits < kth, float("-inf"))
                     probs = F.softmax(logits, dim=-1)
-                    nxt = torch.multinomial(probs, num_samples=1, generator=generator)
+                    if isinstance(generator, Sequence):
+                        nxt = torch.cat(
+                            [
+                                torch.multinomial(probs[i : i + 1], 1, generator=g)
+                                for i, g in enumerate(generator)
+                            ]
+                        )
+                    else:
+                        nxt = torch.multinomial(probs, num_samples=1, generator=generator)
             yield nxt
             context = torch.cat((context, nxt), dim=1)[:, -self.config.block_size :]

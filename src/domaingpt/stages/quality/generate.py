@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from domaingpt.core.device import full_precision, pick_device
 from domaingpt.core.distributed import map_ranks
@@ -126,26 +125,11 @@ def generate_batch(
             full_precision(device),
             torch_threads(sample_threads(device)),
         ):
-            for j in range(n_chars):
-                last = torch.full((len(seeds),), context.shape[1] - 1, device=device)
-                logits, _ = model(context, at=last)  # the next character's logits only
-                logits = logits.float()
-                if temperature == 0:
-                    nxt = logits.argmax(dim=-1, keepdim=True)
-                else:
-                    logits = logits / temperature
-                    if top_k is not None and top_k < logits.size(-1):
-                        kth = torch.topk(logits, top_k).values[:, [-1]]
-                        logits = logits.masked_fill(logits < kth, float("-inf"))
-                    probs = F.softmax(logits, dim=-1)
-                    nxt = torch.cat(
-                        [
-                            torch.multinomial(probs[i : i + 1], 1, generator=g)
-                            for i, g in enumerate(generators)
-                        ]
-                    )
+            steps = model.generate_ids(
+                context, n_chars, temperature=temperature, top_k=top_k, generator=generators
+            )
+            for j, nxt in enumerate(steps):
                 out[:, j] = nxt[:, 0].cpu()
-                context = torch.cat((context, nxt), dim=1)[:, -block:]
     finally:
         model.train(was_training)
     return [vocab.decode(row.tolist()) for row in out]
