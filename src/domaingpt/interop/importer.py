@@ -274,17 +274,18 @@ def _folders(source: Path) -> list[tuple[int | None, Path]]:
     return [(None, source)]
 
 
-def _check_vocab(run: RunDir, vocab: Vocab, source: Path) -> bool:
+def check_run_vocab(run: RunDir, vocab: Vocab, source: Path, hint: str = "") -> bool:
     """The run's vocabulary is every model's: True when the run has none yet (the
-    model's is then written as the run's), an error when it differs from the model's."""
+    model's is then written as the run's), an error when it differs from the model's
+    (``hint``: what the format needs to share it, in parentheses)."""
     if not run.vocab_path.exists():
         return True
     have = study_vocab(run, [])
     if have.fingerprint != vocab.fingerprint:
         raise DomainGPTError(
             f"{source}'s vocabulary ({vocab.size} ids) differs from the run's "
-            f"{run.vocab_path} ({have.size} ids); the models of one run share a vocabulary: "
-            "import it into another --out"
+            f"{run.vocab_path} ({have.size} ids); the models of one run share a vocabulary"
+            f"{f' ({hint})' if hint else ''}: import it into another --out"
         )
     return False
 
@@ -334,7 +335,7 @@ def import_hf(
     vocabs = {vocab.fingerprint for _, _, _, vocab in converted}
     if len(vocabs) > 1:
         raise DomainGPTError(f"the step folders of {source} do not share one vocabulary")
-    new_vocab = _check_vocab(run, converted[0][3], source)
+    new_vocab = check_run_vocab(run, converted[0][3], source)
     refusal = (
         f"{model_dir} exists and is not a domaingpt model directory (--overwrite replaces "
         "only model directories domaingpt wrote); import under another --name"

@@ -43,10 +43,11 @@ from domaingpt.core.config import ModelSpec, RunConfig, from_dict
 from domaingpt.core.io import write_json
 from domaingpt.core.owned import check_owned, is_vacant, publish, scratch_beside
 from domaingpt.core.progress import Log, stderr_log
-from domaingpt.core.rundir import RunDir, study_vocab
+from domaingpt.core.rundir import RunDir
 from domaingpt.data.corpus import REGISTRY, Corpus, resolve_corpus, sha256_file
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
+from domaingpt.interop.importer import check_run_vocab
 from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints, save_checkpoint
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.training.modeldir import is_model_dir
@@ -423,21 +424,6 @@ def _run_config(ck: NanoCheckpoint, iterations: list[int]) -> RunConfig:
 
 
 # -- writing the model directory ----------------------------------------------------------
-def _check_run_vocab(run: RunDir, vocab: Vocab, source: Path) -> bool:
-    """Every model of a run shares its vocabulary: True when the run has none yet (the
-    model's becomes the run's), an error when the run's differs from the model's."""
-    if not run.vocab_path.exists():
-        return True
-    have = study_vocab(run, [])
-    if have.fingerprint != vocab.fingerprint:
-        raise DomainGPTError(
-            f"{source}'s vocabulary ({vocab.size} ids) differs from the run's "
-            f"{run.vocab_path} ({have.size} ids); the models of one run share a vocabulary "
-            "(nanoGPT's meta.pkl must hold the run's characters): import it into another --out"
-        )
-    return False
-
-
 def import_nanogpt(
     sources: list[str | Path],
     run_dir: str | Path,
@@ -486,7 +472,9 @@ def import_nanogpt(
     _check_covers(nano, found)
     models = [to_domaingpt(ck, nano) for ck in cks]
     vocab = nano.vocab
-    new_vocab = _check_run_vocab(run, vocab, cks[-1].path)
+    new_vocab = check_run_vocab(
+        run, vocab, cks[-1].path, "nanoGPT's meta.pkl must hold the run's characters"
+    )
     run.refuse_links()
 
     cfg = _run_config(cks[-1], [c.iter_num for c in cks])
