@@ -162,6 +162,20 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]])
     return atomic_write_text(path, text)
 
 
+def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open(path, flags | O_NOFOLLOW, mode)``: a symbolic link where domaingpt writes
+    is refused with one line naming it (other OS errors propagate for the caller to
+    word)."""
+    try:
+        return os.open(path, flags | O_NOFOLLOW, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DomainGPTError(
+                f"{path} is a symbolic link; domaingpt never writes through one: remove it"
+            ) from None
+        raise
+
+
 def append_text(path: str | os.PathLike[str], text: str) -> Path:
     """Append ``text`` to ``path`` with one ``write`` call, flushed; never through a link.
 
@@ -170,15 +184,7 @@ def append_text(path: str | os.PathLike[str], text: str) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | O_NOFOLLOW
-    try:
-        fd = os.open(path, flags, 0o666)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise DomainGPTError(
-                f"{path} is a symbolic link; domaingpt never writes through one: remove it"
-            ) from None
-        raise
+    fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     data = text.encode("utf-8")
     with os.fdopen(fd, "wb") as fh:
         fault_point("io.append", lambda: (fh.write(data[: len(data) // 2]), fh.flush()))

@@ -14,14 +14,14 @@ do not both succeed.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from domaingpt.core.filelock import O_NOFOLLOW, lock_exclusive, read_at, write_at
+from domaingpt.core.filelock import lock_exclusive, read_at, write_at
+from domaingpt.core.io import open_no_follow
 from domaingpt.errors import DomainGPTError
 
 Owned = Callable[[Path], bool]
@@ -94,14 +94,7 @@ def claim(path: Path, what: str = "folder") -> Iterator[None]:
     lock = path.with_name(f".{path.name}.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | O_NOFOLLOW, 0o644)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise DomainGPTError(
-                    f"{lock} is a symbolic link; domaingpt never writes through one: remove it"
-                ) from None
-            raise
+        fd = open_no_follow(lock, os.O_RDWR | os.O_CREAT)
         try:
             lock_exclusive(fd)
         except BlockingIOError:

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from domaingpt.core.filelock import O_NOFOLLOW, lock_exclusive, read_at, write_at
-from domaingpt.core.io import atomic_write_text, write_json
+from domaingpt.core.filelock import lock_exclusive, read_at, write_at
+from domaingpt.core.io import atomic_write_text, open_no_follow, write_json
 from domaingpt.core.limits import MODEL_LIMITS, bounded_float, bounded_int
 from domaingpt.core.replicates import split_replicate
 from domaingpt.data.corpus import (
@@ -485,12 +485,8 @@ class RunDir:
         had_lock = path.exists() or path.is_symlink()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | O_NOFOLLOW, 0o644)
+            fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)
         except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise DomainGPTError(
-                    f"{path} is a symbolic link; domaingpt never writes through one: remove it"
-                ) from None
             raise unwritable(self.root, e) from None
         failed, held = True, False
         try:
