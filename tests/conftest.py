@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from domaingpt.cli import main
+from domaingpt.context.rundir import RunDir, study_vocab
 from domaingpt.core.config import RunConfig, build_config
-from domaingpt.core.rundir import RunDir, study_vocab
 from domaingpt.data.corpus import Corpus, resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import Vocab

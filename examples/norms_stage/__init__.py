@@ -14,7 +14,7 @@ report section appear in ``Study.load(run)`` and ``report.html`` like a built-in
 
 from __future__ import annotations
 
-from domaingpt.core.stage import Stage
+from domaingpt.context.stage import Stage
 
 from .claims import claims
 from .compute import NormSettings, load, run

@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from domaingpt.context.stage import Tables
 from domaingpt.core.claims import Claim, unmeasured, verdict_of
-from domaingpt.core.stage import Tables
 from domaingpt.core.statistics import first_to_last
 
 GROWS = "The residual stream grows as training progresses"

@@ -21,14 +21,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from domaingpt.context.prompts import PromptSet, build_prompt_set, domain_of
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.stage import StageContext, Tables
 from domaingpt.core.device import pick_device
 from domaingpt.core.io import write_json
-from domaingpt.core.rundir import RunDir
 from domaingpt.core.settings import StageSettings, positive, setting
-from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.statistics import mean_ci
 from domaingpt.core.tables import read_table, write_table
-from domaingpt.data.prompts import PromptSet, build_prompt_set, domain_of
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import load_checkpoint
 from domaingpt.model.gpt import GPT

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from domaingpt.core.plotting import DOMAIN_STYLE, figure_style, grid, iteration_axis, save_figure
+from domaingpt.report.plotting import DOMAIN_STYLE, figure_style, grid, iteration_axis, save_figure
 
 
 def plot_norms(table: pd.DataFrame, path: Path) -> Path:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 #: Public name -> the module that defines it.
 _EXPORTS = {
     # a study: run it, read it back
@@ -44,6 +42,7 @@ _EXPORTS = {
     "import_hf": "domaingpt.interop.importer",
     # errors
     "DomainGPTError": "domaingpt.errors",
+    "__version__": "domaingpt.core.version",
 }
 
 __all__ = [

@@ -8,11 +8,11 @@ from typing import Any
 
 import torch
 
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.stage import StageContext
+from domaingpt.context.stage import run_stage as _run_stage
 from domaingpt.core.claims import Claim
 from domaingpt.core.progress import Log, quiet_log
-from domaingpt.core.rundir import RunDir
-from domaingpt.core.stage import StageContext
-from domaingpt.core.stage import run_stage as _run_stage
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model.checkpoint import Loaded, find_checkpoint, load_checkpoint
 

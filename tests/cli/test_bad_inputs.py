@@ -95,7 +95,7 @@ def _bad_files(files: Path) -> None:
     (files / "threads_study.toml").write_text("[study]\nthreads = 100000\n")
     stage = (
         "from domaingpt.core.settings import StageSettings\n"
-        "from domaingpt.core.stage import Stage\n"
+        "from domaingpt.context.stage import Stage\n"
         "class {cls}Settings(StageSettings):\n    pass\n"
         "stage = Stage(name={name!r}, title='t', settings={cls}Settings, subdir={subdir!r},\n"
         "              run=lambda ctx, s: {{}}, load=lambda run: {{}})\n"

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from domaingpt.cli import main
+from domaingpt.context.rundir import RunDir
 from domaingpt.core.io import append_text, write_json
-from domaingpt.core.rundir import RunDir
 from domaingpt.errors import DomainGPTError
 from domaingpt.study import load_study, run_study
 

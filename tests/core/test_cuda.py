@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 import torch
 
+from domaingpt.context.activations import compute_internals
+from domaingpt.context.prompts import Prompt, PromptSet
 from domaingpt.core.config import build_config
 from domaingpt.core.device import OutOfMemory, autocast_dtype, oom_hint, pick_device
 from domaingpt.core.distributed import DistContext
-from domaingpt.data.prompts import Prompt, PromptSet
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from domaingpt.model.generate import generate_text
 from domaingpt.model.gpt import GPT, GPTConfig
-from domaingpt.model.internals import compute_internals
 from domaingpt.scoring import cpu_engine, score_windows
 from domaingpt.stages.probe.compute import next_char_stats
 from domaingpt.stages.saliency.methods import METHODS, attribute_prompts, make_method

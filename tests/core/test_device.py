@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from domaingpt.context.activations import compute_internals
+from domaingpt.context.prompts import Prompt, PromptSet
 from domaingpt.core.config import build_config
 from domaingpt.core.device import (
     AUTOCAST_ENV,
@@ -16,12 +18,10 @@ from domaingpt.core.device import (
     is_out_of_memory,
     oom_hint,
 )
-from domaingpt.data.prompts import Prompt, PromptSet
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError
 from domaingpt.model.generate import generate_text
 from domaingpt.model.gpt import GPT, GPTConfig
-from domaingpt.model.internals import compute_internals
 from domaingpt.scoring import cpu_engine, score_windows
 from domaingpt.stages.probe.compute import next_char_stats
 from domaingpt.stages.saliency.faithfulness import deletion_test

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from domaingpt.context.stage import Stage
 from domaingpt.core.claims import Claim, Verdict
 from domaingpt.core.inference import (
     adjust,
@@ -24,7 +25,6 @@ from domaingpt.core.replicates import (
     replicate_of,
     split_replicate,
 )
-from domaingpt.core.stage import Stage
 from domaingpt.core.statistics import mean_ci
 
 CLAIM = "out-of-domain prompts show higher entropy"

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from domaingpt.core.rundir import RunDir
+from domaingpt.context.rundir import RunDir
 from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.vocab import Vocab
 from domaingpt.interop.hf import export

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from domaingpt.core.rundir import RunDir
+from domaingpt.context.rundir import RunDir
 from domaingpt.interop.hf import export
 from domaingpt.interop.lm_eval_tasks import TAG, TASKS_DIR
 from domaingpt.interop.lm_eval_tasks.corpora import split_text

@@ -172,7 +172,7 @@ def test_import_gives_nanogpts_logits(tmp_path, data_dir, cli, bias, compiled):
     assert hashlib.sha256((out / "ckpt.pt").read_bytes()).hexdigest() in record
     assert hashlib.sha256(meta.read_bytes()).hexdigest() in record
     # the analyses read it as any model of the run: its corpus, split and block size
-    from domaingpt.core.rundir import RunDir
+    from domaingpt.context.rundir import RunDir
 
     entry = RunDir(run).model_entries(["bard"])[0]
     assert (entry.corpus, entry.block_size, entry.val_fraction) == ("shakespeare", 48, 0.1)
@@ -319,8 +319,8 @@ def test_bad_inputs_one_error_nothing_written(tmp_path, data_dir, cli, cli_error
 def test_study_analyses_models_trained_elsewhere(tmp_path, data_dir):
     """``[study] models``: the train stage imports a nanoGPT history for its corpus (a
     folder of out_dirs with meta.pkl) instead of training, and reads back its losses."""
-    from domaingpt.core.rundir import RunDir
-    from domaingpt.core.stage import StageContext
+    from domaingpt.context.rundir import RunDir
+    from domaingpt.context.stage import StageContext
     from domaingpt.errors import ConfigError
     from domaingpt.stages import train
     from domaingpt.stages.train.run import imported_from

@@ -233,7 +233,7 @@ def _stem_caption(path: Path) -> str:
 def test_every_figure_says_what_it_shows_and_has_its_svg(smoke):
     """Each figure's caption is the one stored where it was drawn, never its file name;
     each PNG of the run has an SVG beside it (the vectors, for a paper)."""
-    from domaingpt.core.plotting import figure_caption
+    from domaingpt.report.plotting import figure_caption
 
     pngs = sorted(p for p in smoke.root.rglob("*.png") if "checkpoints" not in p.parts)
     assert len(pngs) >= 25
@@ -254,7 +254,7 @@ def test_figures_are_shown_at_print_size_within_the_page(smoke):
     text is 13.3 px on screen and the smallest ('small', 8.3 pt) 11 px."""
     from PIL import Image
 
-    from domaingpt.core.plotting import REPORT_WIDTH_PX
+    from domaingpt.report.plotting import REPORT_WIDTH_PX
 
     page = (smoke.root / "report.html").read_text(encoding="utf-8")
     for attrs in parse(page).of("img"):
@@ -272,7 +272,7 @@ def test_figures_are_shown_at_print_size_within_the_page(smoke):
 def test_figures_as_files_beside_the_report(smoke, tmp_path):
     """report.embed = false: the figures (PNG, with links to PNG and SVG) go to
     report_files/ beside a small report.html; embedding again removes the folder."""
-    from domaingpt.core.rundir import RunDir
+    from domaingpt.context.rundir import RunDir
     from domaingpt.stages.report import FILES_DIR, write_report
 
     root = smoke.copy(tmp_path / "run")

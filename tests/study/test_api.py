@@ -38,7 +38,7 @@ def test_import_is_cheap_and_has_no_side_effects(tmp_path):
 
 
 def test_every_public_name_resolves_to_its_module():
-    assert set(domaingpt.__all__) == {*domaingpt._EXPORTS, "__version__"}
+    assert set(domaingpt.__all__) == set(domaingpt._EXPORTS)
     assert set(domaingpt.__all__) <= set(dir(domaingpt))
     for name, module in domaingpt._EXPORTS.items():
         assert getattr(domaingpt, name) is getattr(importlib.import_module(module), name)

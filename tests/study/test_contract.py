@@ -17,17 +17,31 @@ from pathlib import Path
 import pytest
 
 from domaingpt.cli import main
+from domaingpt.context.stage import Stage
 from domaingpt.core.claims import Claim
 from domaingpt.core.settings import RUNTIME_FIELDS, StageSettings
-from domaingpt.core.stage import Stage
 from domaingpt.errors import ConfigError
 from domaingpt.study.pipeline import BUILTIN_STAGES, REPORT
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "domaingpt"
 STAGES = (*BUILTIN_STAGES, REPORT)
-#: Packages below the stages: they serve every stage and may know none of them.
-LOWER = ("core", "data", "model", "scoring", "training", "report")
-
+#: The layers, bottom first: a module imports only from its own layer and the layers
+#: below it. Within a layer the packages import each other without a cycle
+#: (:func:`package_cycles`). ``root`` is the package's ``__init__`` (the lazy facade).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "core"),  # pure helpers: io, settings, statistics, claims, threads ...
+    ("data",),  # corpora, vocabularies, encodings, batches
+    ("report",),  # the report's document, figures and formats
+    ("model",),  # the GPT, its checkpoints, sampling
+    ("scoring",),  # the fast evaluator
+    ("training",),  # the training loop and a model's folder
+    ("context",),  # the run directory, the stage contract, a run's splits and prompts
+    ("interop",),  # models in and out: Hugging Face, nanoGPT, lm-eval
+    ("stages",),
+    ("study",),
+    ("cli", "launch", "__main__", "api", "root"),
+)
+LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 # --- (a) the import graph ------------------------------------------------------------
 
@@ -62,8 +76,10 @@ def _area(module: str) -> tuple[str, ...]:
     """``domaingpt.stages.adapt.jobs`` -> ("stages", "adapt"); ``domaingpt.core.io`` ->
     ("core",); anything outside domaingpt -> ()."""
     parts = module.split(".")
-    if parts[0] != "domaingpt" or len(parts) < 2:
+    if parts[0] != "domaingpt":
         return ()
+    if len(parts) < 2:
+        return ("root",)
     if parts[1] == "stages":
         return ("stages", parts[2]) if len(parts) > 2 else ("stages",)
     return (parts[1],)
@@ -74,17 +90,64 @@ def forbidden(module: str, target: str) -> str | None:
     here, there = _area(module), _area(target)
     if not here or not there:
         return None
+    if LAYER_OF[there[0]] > LAYER_OF[here[0]]:
+        return f"{here[0]}/ imports {there[0]}/, a layer above it (see LAYERS)"
     if here[0] == "stages" and len(here) == 2 and there[0] == "stages" and there != here:
         if len(there) == 2:
-            return f"stage {here[1]} imports stage {there[1]} (shared code belongs in core/)"
+            return f"stage {here[1]} imports stage {there[1]} (shared code belongs below)"
         return f"stage {here[1]} imports the stages package"
-    if here[0] == "stages" and there[0] in ("study", "cli"):
-        return f"stage {here[1]} imports {there[0]}/ (a stage knows no pipeline)"
-    if here[0] in LOWER and there[0] in ("stages", "study", "cli"):
-        return f"{here[0]}/ imports {there[0]}/ (only study/pipeline.py and cli/ know the stages)"
     if here == ("study",) and there[0] == "stages" and module != "domaingpt.study.pipeline":
         return "study/ imports a stage (only study/pipeline.py holds the stage list)"
     return None
+
+
+def package_edges(root: Path = SRC) -> set[tuple[str, str]]:
+    """(importer, imported) between the top-level packages (and stage packages)."""
+    edges = set()
+    for path in sorted(root.rglob("*.py")):
+        module = module_name(path, root)
+        source = path.read_text(encoding="utf-8")
+        for target in imported(source, module, path.name == "__init__.py"):
+            here, there = _area(module), _area(target)
+            if here and there and here != there and there != ("root",):
+                edges.add((".".join(here), ".".join(there)))
+    return edges
+
+
+def package_cycles(edges: set[tuple[str, str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one package (Tarjan's algorithm)."""
+    graph: dict[str, list[str]] = {}
+    for a, b in sorted(edges):
+        graph.setdefault(a, []).append(b)
+        graph.setdefault(b, [])
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return groups
 
 
 def violations(root: Path = SRC) -> list[str]:
@@ -115,12 +178,15 @@ def test_the_import_walk_catches_each_kind_of_violation(tmp_path):
         "stages/saliency/section.py": "import domaingpt.study.pipeline\n",
         "stages/probe/__init__.py": "from . import compute\nfrom .compute import y\n",
         "stages/probe/compute.py": "from domaingpt.core import io\n",
-        "core/stage.py": "from typing import TYPE_CHECKING\n"
+        "context/stage.py": "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n    from domaingpt.stages.adapt import jobs\n",
         "report/html.py": "from domaingpt.study.load import Study\n",
         "study/load.py": "from domaingpt.stages.adapt import stage\n",
         "study/pipeline.py": "from domaingpt.stages import adapt\n",
         "cli/__init__.py": "from domaingpt.stages import adapt\n",
+        "core/io.py": "from domaingpt.data.vocab import Vocab\n",  # upward, one layer
+        "model/gpt.py": "def f():\n    from ..context import rundir\n",  # upward, relative
+        "data/vocab.py": "from domaingpt.core import io\n",  # downward: allowed
     }
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +194,9 @@ def test_the_import_walk_catches_each_kind_of_violation(tmp_path):
     found = violations(root)
     offenders = sorted({line.split(":")[0] for line in found})
     assert offenders == [
-        "domaingpt/core/stage.py",
+        "domaingpt/context/stage.py",
+        "domaingpt/core/io.py",
+        "domaingpt/model/gpt.py",
         "domaingpt/report/html.py",
         "domaingpt/stages/saliency/claims.py",
         "domaingpt/stages/saliency/compute.py",
@@ -136,6 +204,25 @@ def test_the_import_walk_catches_each_kind_of_violation(tmp_path):
         "domaingpt/study/load.py",
     ], found
     assert any("stage saliency imports stage probe" in line for line in found)
+    assert any("core/ imports data/, a layer above it" in line for line in found)
+
+
+def test_the_packages_import_each_other_without_a_cycle():
+    edges = package_edges()
+    assert ("stages.lens", "context") in edges and ("context", "core") in edges  # it sees
+    assert package_cycles(edges) == []
+
+
+def test_a_planted_cycle_between_packages_is_found():
+    edges = {("core", "data"), ("data", "model"), ("model", "core"), ("cli", "core")}
+    assert package_cycles(edges) == [["core", "data", "model"]]
+    assert package_cycles(edges - {("model", "core")}) == []
+
+
+def test_every_package_has_a_layer():
+    packages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    modules = {p.stem for p in SRC.glob("*.py") if p.stem != "__init__"}
+    assert packages | modules | {"root"} <= set(LAYER_OF) | {"presets", "studies"}
 
 
 # --- (b) settings --------------------------------------------------------------------

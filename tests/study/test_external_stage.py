@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import torch
 
+from domaingpt.context.prompts import Prompt, PromptSet
 from domaingpt.core.claims import VERDICTS, Verdict
-from domaingpt.data.prompts import Prompt, PromptSet
 from domaingpt.errors import ConfigError
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.study import StageRef, Study, load_study, run_study
@@ -218,7 +218,7 @@ def write_stage(folder: Path, name: str, title: str) -> None:
             f"""
             from dataclasses import dataclass
             from domaingpt.core.settings import StageSettings
-            from domaingpt.core.stage import Stage
+            from domaingpt.context.stage import Stage
 
             @dataclass(frozen=True)
             class MineSettings(StageSettings):
@@ -272,7 +272,7 @@ def write_failing_stage(folder: Path, body: str, *, at_import: str = "") -> Path
             import errno, sys
             from dataclasses import dataclass
             from domaingpt.core.settings import StageSettings
-            from domaingpt.core.stage import Stage
+            from domaingpt.context.stage import Stage
             {at_import}
 
             @dataclass(frozen=True)
@@ -360,7 +360,7 @@ def test_built_in_names_and_folders_are_reserved(tmp_path, name, subdir, said):
             f"""
             from dataclasses import dataclass
             from domaingpt.core.settings import StageSettings
-            from domaingpt.core.stage import Stage
+            from domaingpt.context.stage import Stage
 
             @dataclass(frozen=True)
             class TakerSettings(StageSettings):
@@ -383,7 +383,7 @@ def test_a_settings_check_that_calls_sys_exit_is_refused(tmp_path):
             import sys
             from dataclasses import dataclass
             from domaingpt.core.settings import StageSettings
-            from domaingpt.core.stage import Stage
+            from domaingpt.context.stage import Stage
 
             @dataclass(frozen=True)
             class QuitterSettings(StageSettings):

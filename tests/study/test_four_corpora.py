@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from domaingpt.core.rundir import RunDir
-from domaingpt.core.stage import StageContext
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.stage import StageContext
 from domaingpt.data.corpus import resolve_corpus
 from domaingpt.stages import adapt
 from domaingpt.stages.adapt import AdaptSettings

@@ -15,7 +15,7 @@ import os
 import warnings
 from pathlib import Path
 
-from domaingpt.core.rundir import RunDir
+from domaingpt.context.rundir import RunDir
 from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus, encoded_path
 from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint

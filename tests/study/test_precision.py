@@ -19,7 +19,7 @@ from domaingpt.study import load_study, run_study
 BF16 = {"domaingpt.training.trainer", "domaingpt.scoring.windows"}
 FLOAT32 = {
     "domaingpt.stages.probe.compute",  # entropies, p(true)
-    "domaingpt.model.internals",  # the lens, attention patterns, residuals for CKA
+    "domaingpt.context.activations",  # the lens, attention patterns, residuals for CKA
     "domaingpt.stages.saliency.methods",  # attributions, their gradients, IG sums, deletion
     "domaingpt.model.generate",  # samples (train, adapt)
     "domaingpt.stages.quality.generate",  # quality's samples, one batch per checkpoint

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from domaingpt.cli import main
+from domaingpt.context.rundir import RunDir
 from domaingpt.core.claims import Verdict
-from domaingpt.core.rundir import RunDir
 from domaingpt.data.corpus import resolve_corpus
 from domaingpt.errors import CorpusError
 from domaingpt.model.checkpoint import find_checkpoint

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from domaingpt.core.rundir import RunDir
+from domaingpt.context.rundir import RunDir
 from domaingpt.errors import DomainGPTError
 from domaingpt.study.runs import compare_runs, find_runs, in_domain_losses, runs_table
 

@@ -15,9 +15,9 @@ import pytest
 
 import domaingpt.training.trainer
 from domaingpt.cli import main
+from domaingpt.context.rundir import RunDir
 from domaingpt.core.claims import CLAIM_COLUMNS
 from domaingpt.core.io import read_jsonl
-from domaingpt.core.rundir import RunDir
 from domaingpt.core.tables import read_table
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.study import Study, load_study, run_study

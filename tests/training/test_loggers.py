@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from domaingpt import __version__
+from domaingpt.context.rundir import RunDir
 from domaingpt.core.config import build_config
 from domaingpt.core.io import read_jsonl
 from domaingpt.core.loggers import WANDB_ID_FILE
-from domaingpt.core.rundir import RunDir
 from domaingpt.training.loop import ESTIMATE_TAG, FULL_TAG, STEP_TAGS, TRAIN_MEAN_TAG
 from domaingpt.training.modeldir import is_model_dir, model_state, read_record
 from domaingpt.training.trainer import lr_at

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from domaingpt.context.rundir import RunDir
 from domaingpt.core import faults
 from domaingpt.core.io import read_jsonl
-from domaingpt.core.rundir import RunDir
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model import checkpoint as ckpt_mod
 from domaingpt.model.checkpoint import (
@@ -181,7 +181,7 @@ def test_second_writer_is_refused_and_a_dead_holder_does_not_block(
             sys.executable,
             "-c",
             (
-                "import sys, time; from pathlib import Path; from domaingpt.core.rundir import RunDir\n"
+                "import sys, time; from pathlib import Path; from domaingpt.context.rundir import RunDir\n"
                 f"with RunDir(Path({str(tmp_path)!r})).lock():\n"
                 "    print('locked', flush=True); time.sleep(60)"
             ),

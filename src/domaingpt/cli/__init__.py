@@ -17,12 +17,12 @@ import typing
 import warnings
 from pathlib import Path
 
-from domaingpt import __version__
 from domaingpt.cli import interop, nanogpt, runs
 from domaingpt.cli.commands import cmd_corpora, cmd_run, cmd_sample, cmd_train, stage_command
 from domaingpt.cli.options import add_settings_arguments
+from domaingpt.context.rundir import RunDir
 from domaingpt.core.environment import check_environment
-from domaingpt.core.rundir import RunDir
+from domaingpt.core.version import __version__
 from domaingpt.data.encoding import cache_kept_on_refusal
 from domaingpt.errors import DomainGPTError, disk_error, one_line
 

@@ -14,17 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from domaingpt.cli.options import settings_from_args
+from domaingpt.context.rundir import RunDir, build_vocab, default_vocab_corpora, save_vocab
 from domaingpt.core.config import RunConfig
 from domaingpt.core.device import oom_hint
 from domaingpt.core.distributed import launched_by_torchrun, study_ranks
 from domaingpt.core.progress import Log, quiet_log, stderr_log
-from domaingpt.core.rundir import RunDir, build_vocab, default_vocab_corpora, save_vocab
 from domaingpt.data.corpus import Corpus
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, one_line
 
 if TYPE_CHECKING:
-    from domaingpt.core.stage import Stage
+    from domaingpt.context.stage import Stage
 
 #: The training preset of ``domaingpt train`` when none is given (and none is recorded).
 DEFAULT_TRAIN_PRESET = "cpu-mini"
@@ -150,8 +150,8 @@ def _train_vocab(
 def cmd_sample(args: argparse.Namespace) -> int:
     """Print the prompt, then each character as it is sampled: a long text shows as it
     grows, and Ctrl-C keeps what was printed."""
+    from domaingpt.context.prompts import decode_escapes
     from domaingpt.core.device import pick_device
-    from domaingpt.data.prompts import decode_escapes
     from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint
     from domaingpt.model.generate import check_sampling, stream_text
 
@@ -227,7 +227,7 @@ def stage_command(stage: Stage) -> Callable[[argparse.Namespace], int]:
     """``domaingpt NAME``: run one stage into ``--out`` and print what it found."""
     # Here, not at the top: the stage contract imports pandas, which the commands that
     # are not stages (train: a 3-second start) never need.
-    from domaingpt.core.stage import StageContext, run_stage
+    from domaingpt.context.stage import StageContext, run_stage
 
     def command(args: argparse.Namespace) -> int:
         settings = settings_from_args(stage.settings, args)

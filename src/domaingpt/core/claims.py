@@ -23,6 +23,12 @@ import pandas as pd
 from domaingpt.core.tables import read_table, write_table
 
 
+def display(name: str) -> str:
+    """``shakespeare`` -> ``Shakespeare`` (corpus and model names in prose)."""
+    name = str(name)
+    return name[:1].upper() + name[1:]
+
+
 class Verdict(StrEnum):
     HOLDS = "holds"
     PARTLY = "partly"

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from domaingpt import __version__
 from domaingpt.core.io import atomic_write_text, read_json
+from domaingpt.core.version import __version__
 from domaingpt.errors import ConfigError
 
 #: The extra that installs every optional logger backend.

@@ -20,8 +20,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from domaingpt.core.claims import Claim, Verdict
-from domaingpt.report.format import display
+from domaingpt.core.claims import Claim, Verdict, display
 
 
 def pooled_line(per_corpus: Mapping[str, Claim], whole: Claim) -> Claim | None:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from domaingpt import __version__
 from domaingpt.core.io import atomic_write_bytes
+from domaingpt.core.version import __version__
 from domaingpt.data.corpus import CorpusSpec, Source, offline_help
 from domaingpt.errors import CorpusError
 

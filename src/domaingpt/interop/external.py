@@ -35,9 +35,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from domaingpt.context.rundir import RunDir, read_run_json
 from domaingpt.core.io import write_json
 from domaingpt.core.progress import Log
-from domaingpt.core.rundir import RunDir, read_run_json
 from domaingpt.data.corpus import Corpus
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model.checkpoint import list_checkpoints, read_tensors

@@ -37,10 +37,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from domaingpt.context.rundir import read_run_json
 from domaingpt.core.io import atomic_write_text, write_json
 from domaingpt.core.owned import check_owned, claim, is_vacant, publish, scratch_beside
 from domaingpt.core.progress import Log, stderr_log
-from domaingpt.core.rundir import read_run_json
 from domaingpt.data.vocab import UNK, Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.interop import require

@@ -25,11 +25,11 @@ import safetensors
 import safetensors.torch
 import torch
 
+from domaingpt.context.rundir import RunDir, study_vocab
 from domaingpt.core.io import read_user_text, write_json
 from domaingpt.core.limits import MAX_TOKEN_ID, MODEL_LIMITS, bounded_float, bounded_int
 from domaingpt.core.owned import check_owned, is_vacant, publish, scratch_beside
 from domaingpt.core.progress import Log, stderr_log
-from domaingpt.core.rundir import RunDir, study_vocab
 from domaingpt.data.vocab import UNK, Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.interop.mapping import (

@@ -38,12 +38,12 @@ from typing import Any
 
 import torch
 
-from domaingpt import __version__
+from domaingpt.context.rundir import RunDir
 from domaingpt.core.config import ModelSpec, RunConfig, from_dict
 from domaingpt.core.io import write_json
 from domaingpt.core.owned import check_owned, is_vacant, publish, scratch_beside
 from domaingpt.core.progress import Log, stderr_log
-from domaingpt.core.rundir import RunDir
+from domaingpt.core.version import __version__
 from domaingpt.data.corpus import REGISTRY, Corpus, resolve_corpus, sha256_file
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError

@@ -56,7 +56,7 @@ class Section:
 
     def figure(self, path: Path, caption: str = "") -> None:
         """A figure, captioned by ``caption``, else by the caption stored in it where it was
-        drawn (:func:`domaingpt.core.plotting.save_figure`), else by its file name (a
+        drawn (:func:`domaingpt.report.plotting.save_figure`), else by its file name (a
         figure of an older run)."""
         if Path(path).is_file():
             caption = caption or stored_caption(Path(path))
@@ -90,7 +90,7 @@ class Section:
 
 def stored_caption(path: Path) -> str:
     """The caption stored in a figure where it was drawn, else one from its file name."""
-    from domaingpt.core.plotting import figure_caption  # matplotlib: only when drawn
+    from domaingpt.report.plotting import figure_caption  # matplotlib: only when drawn
 
     if found := figure_caption(path):
         return found

@@ -9,13 +9,6 @@ import pandas as pd
 
 from domaingpt.report.document import MAX_TABLE_ROWS
 
-
-def display(name: str) -> str:
-    """``shakespeare`` -> ``Shakespeare`` (corpus and model names in prose)."""
-    name = str(name)
-    return name[:1].upper() + name[1:]
-
-
 _COUNT_SUFFIXES = (
     "iteration",
     "iterations",

@@ -4,7 +4,7 @@ Figures are embedded as base64 PNG (or, with :class:`FigureFiles`, linked as fil
 beside the HTML with their SVG); every text that comes from data (corpora, prompts,
 samples, file names) is escaped. Each figure is shown at its print size (96 CSS pixels
 per inch of the figure), so that every figure's text has the same size on screen: the
-figures are at most :data:`~domaingpt.core.plotting.MAX_WIDTH_IN` wide, which fits the
+figures are at most :data:`~domaingpt.report.plotting.MAX_WIDTH_IN` wide, which fits the
 page. The contents stay in reach: a fixed side column on a wide window, else a fixed
 link back to them.
 """
@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from domaingpt import __version__
 from domaingpt.core.claims import Verdict
+from domaingpt.core.version import __version__
 from domaingpt.report.document import COLLAPSE_ITEMS, COLLAPSE_ROWS, Block, Section
 from domaingpt.report.format import cells, fmt, is_numeric, rows_shown
 

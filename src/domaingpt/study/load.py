@@ -12,11 +12,11 @@ from typing import Any
 
 import pandas as pd
 
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.stage import Stage, StageView, Tables, read_stage, stage_view
 from domaingpt.core.claims import Claim, claims_frame
 from domaingpt.core.inference import adjust
 from domaingpt.core.io import read_json
-from domaingpt.core.rundir import RunDir
-from domaingpt.core.stage import Stage, StageView, Tables, read_stage, stage_view
 from domaingpt.errors import DomainGPTError
 from domaingpt.study.spec import StageRef, resolve_stages
 

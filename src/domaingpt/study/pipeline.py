@@ -1,7 +1,7 @@
 """The study's stages, in the order they run: a plain list of imported stage values.
 
 ``lens``, ``similarity`` and ``attention`` read the same forward pass per checkpoint
-(:mod:`domaingpt.model.internals` keeps it for the stages after the first).
+(:mod:`domaingpt.context.activations` keeps it for the stages after the first).
 
 A user's stages (``[study] stages = [...]`` in a study file) run after the built-in
 analyses and before the report, which reads them all.
@@ -9,7 +9,7 @@ analyses and before the report, which reads them all.
 
 from __future__ import annotations
 
-from domaingpt.core.stage import Stage
+from domaingpt.context.stage import Stage
 from domaingpt.stages import (
     adapt,
     attention,

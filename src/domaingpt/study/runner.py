@@ -31,14 +31,14 @@ from typing import Any
 
 import pandas as pd
 
-from domaingpt import __version__
+from domaingpt.context.rundir import RunDir, unwritable
+from domaingpt.context.stage import Stage, StageContext, run_stage
 from domaingpt.core.distributed import study_mode, study_world
 from domaingpt.core.io import append_text, atomic_write_text, write_json
 from domaingpt.core.loggers import require_loggers
 from domaingpt.core.progress import Log, stderr_log
-from domaingpt.core.rundir import RunDir, unwritable
-from domaingpt.core.stage import Stage, StageContext, run_stage
 from domaingpt.core.threads import torch_threads
+from domaingpt.core.version import __version__
 from domaingpt.data.corpus import Corpus, resolve_corpus, sha256_file, sha256_once
 from domaingpt.errors import ConfigError, DomainGPTError, disk_error
 from domaingpt.study.spec import StudySpec, preset_study_text

@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from domaingpt.context.rundir import RunDir, read_run_json, study_order
 from domaingpt.core.claims import Verdict, claims_frame
-from domaingpt.core.rundir import RunDir, read_run_json, study_order
 from domaingpt.errors import DomainGPTError, one_line
 from domaingpt.model.checkpoint import list_checkpoints
 from domaingpt.study.load import Study, read_study_record

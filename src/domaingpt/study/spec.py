@@ -35,12 +35,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from domaingpt.context.stage import Stage
 from domaingpt.core.config import TRAIN_SECTIONS, RunConfig, read_config_text, read_toml
 from domaingpt.core.distributed import RANK_MODES
 from domaingpt.core.environment import check_environment
 from domaingpt.core.limits import check_threads
 from domaingpt.core.settings import StageSettings, settings_from_table, unknown_key
-from domaingpt.core.stage import Stage
 from domaingpt.data.corpus import Corpus
 from domaingpt.errors import ConfigError
 from domaingpt.interop.external import check_models, resolve_models
@@ -144,7 +144,7 @@ class StageRef:
         if not isinstance(stage, Stage):
             got = "nothing" if stage is None else type(stage).__name__
             raise ConfigError(
-                f"stage {self.ref!r}: {module_name}.{attr} must be a domaingpt.core.stage.Stage, "
+                f"stage {self.ref!r}: {module_name}.{attr} must be a domaingpt.context.stage.Stage, "
                 f"got {got}"
             )
         return stage

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from domaingpt import __version__
 from domaingpt.core.config import (
     RUNTIME_TRAIN_KEYS,
     TRAIN_SECTIONS,
@@ -30,6 +29,7 @@ from domaingpt.core.config import (
 from domaingpt.core.io import read_jsonl, write_json
 from domaingpt.core.loggers import WANDB_ID_FILE
 from domaingpt.core.owned import remove_owned
+from domaingpt.core.version import __version__
 from domaingpt.data.corpus import check_model_name
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError

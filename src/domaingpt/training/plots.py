@@ -6,7 +6,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from domaingpt.core.plotting import figure_style, save_figure
+from domaingpt.report.plotting import figure_style, save_figure
 
 
 def plot_loss_curves(runs: dict[str, list[dict]], path: str | Path) -> Path:

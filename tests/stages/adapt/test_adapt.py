@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.splits import CorpusCache
+from domaingpt.context.stage import StageContext
 from domaingpt.core.config import build_config
 from domaingpt.core.io import read_jsonl
-from domaingpt.core.rundir import RunDir
-from domaingpt.core.stage import StageContext
 from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus
-from domaingpt.data.splits import CorpusCache
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
 from domaingpt.scoring import score_windows

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from domaingpt.model.internals import WORD_GROUPS
+from domaingpt.context.activations import WORD_GROUPS
 from domaingpt.study import Study
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from domaingpt.core.rundir import RunDir
+from domaingpt.context.rundir import RunDir
 from domaingpt.core.statistics import bootstrap_ratio_ci
 from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus, window_mask, window_starts

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from domaingpt.cli import main
+from domaingpt.context.prompts import PromptSet, user_prompt
+from domaingpt.context.rundir import RunDir
 from domaingpt.core import published
 from domaingpt.core.claims import Verdict, read_claims
-from domaingpt.core.rundir import RunDir
 from domaingpt.core.statistics import js_divergence_bits
-from domaingpt.data.prompts import PromptSet, user_prompt
 from domaingpt.data.vocab import Vocab
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.stages.probe.claims import claims

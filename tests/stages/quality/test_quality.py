@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from domaingpt.cli import main
+from domaingpt.context.rundir import RunDir, study_vocab
 from domaingpt.core import published
 from domaingpt.core.claims import Verdict
 from domaingpt.core.config import build_config
-from domaingpt.core.rundir import RunDir, study_vocab
 from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.errors import ConfigError, DomainGPTError

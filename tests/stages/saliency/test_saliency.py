@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from domaingpt.cli import main
-from domaingpt.core import published
-from domaingpt.core.claims import Verdict
-from domaingpt.core.io import read_jsonl
-from domaingpt.core.rundir import RunDir
-from domaingpt.data.charclass import char_class
-from domaingpt.data.prompts import (
+from domaingpt.context.prompts import (
     PromptSet,
     build_prompt_set,
     user_prompt,
 )
+from domaingpt.context.rundir import RunDir
+from domaingpt.core import published
+from domaingpt.core.claims import Verdict
+from domaingpt.core.io import read_jsonl
+from domaingpt.data.charclass import char_class
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from domaingpt.core.io import append_jsonl, read_jsonl, write_json, write_jsonl
-from domaingpt.core.plotting import font_families
 from domaingpt.data.charclass import CLASSES
 from domaingpt.errors import DomainGPTError
+from domaingpt.report.plotting import font_families
 from domaingpt.stages.stats.compute import (
     CorpusStats,
     compute_stats,
@@ -273,7 +273,7 @@ def test_missing_glyphs_are_reported_once(tmp_path: Path) -> None:
     """A character no font can draw (a private-use code point) is named in one warning."""
     import matplotlib.pyplot as plt
 
-    from domaingpt.core.plotting import figure_style, save_figure
+    from domaingpt.report.plotting import figure_style, save_figure
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from domaingpt.core.rundir import RunDir
-from domaingpt.core.stage import StageContext, run_stage
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.stage import StageContext, run_stage
 from domaingpt.data.corpus import resolve_corpus
 from domaingpt.errors import CorpusError
 from domaingpt.stages.train import TrainSettings

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from domaingpt.core.stage import Stage, StageContext
+from domaingpt.context.stage import Stage, StageContext
 from domaingpt.stages.adapt.claims import claims
 from domaingpt.stages.adapt.compute import in_domain_losses, load_adapt, run_adapt
 from domaingpt.stages.adapt.jobs import pick_early

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from domaingpt.context.stage import Tables
 from domaingpt.core import published
-from domaingpt.core.claims import Claim, Verdict, holds_if, unmeasured, verdict_of
-from domaingpt.core.stage import Tables
-from domaingpt.report.format import display
+from domaingpt.core.claims import Claim, Verdict, display, holds_if, unmeasured, verdict_of
 from domaingpt.stages.adapt.summary import across_sources, outcome
 
 #: The sign-flip test's p below which the early-vs-final difference is shown.

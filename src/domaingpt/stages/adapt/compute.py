@@ -27,15 +27,15 @@ from typing import Any
 import pandas as pd
 import torch
 
+from domaingpt.context.rundir import RunDir, run_config_of
+from domaingpt.context.splits import CorpusCache, Split
 from domaingpt.core.device import pick_device
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from domaingpt.core.loggers import require_loggers
 from domaingpt.core.progress import Log, progress_bar, stderr_log
-from domaingpt.core.rundir import RunDir, run_config_of
 from domaingpt.core.threads import torch_threads
 from domaingpt.data.corpus import Corpus
-from domaingpt.data.splits import CorpusCache, Split
 from domaingpt.data.vocab import Vocab
 from domaingpt.stages.adapt.figures import plot_adaptation_curves
 from domaingpt.stages.adapt.jobs import (

@@ -28,12 +28,12 @@ from typing import Any
 
 import torch
 
+from domaingpt.context.rundir import RunDir, run_config_of
+from domaingpt.context.splits import CorpusCache, Split
 from domaingpt.core.config import RunConfig, TrainSpec, from_dict
 from domaingpt.core.io import write_jsonl
 from domaingpt.core.loggers import Loggers, RunInfo, open_loggers
 from domaingpt.core.replicates import replicate_name, split_replicate
-from domaingpt.core.rundir import RunDir, run_config_of
-from domaingpt.data.splits import CorpusCache, Split
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import (

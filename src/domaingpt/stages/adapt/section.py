@@ -7,10 +7,10 @@ from typing import Any
 
 import pandas as pd
 
+from domaingpt.context.stage import StageView
+from domaingpt.core.claims import display
 from domaingpt.core.io import read_jsonl
-from domaingpt.core.stage import StageView
 from domaingpt.report.document import Section
-from domaingpt.report.format import display
 
 
 def section(view: StageView) -> Section:

@@ -8,7 +8,7 @@ The forward passes are shared with the ``lens`` and ``similarity`` stages.
 
 from __future__ import annotations
 
-from domaingpt.core.stage import Stage
+from domaingpt.context.stage import Stage
 from domaingpt.stages.attention.claims import claims
 from domaingpt.stages.attention.compute import (
     AttentionSettings,

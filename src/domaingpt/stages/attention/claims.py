@@ -17,12 +17,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from domaingpt.context.rundir import study_order
+from domaingpt.context.stage import Tables
 from domaingpt.core import published
-from domaingpt.core.claims import Claim, unmeasured, verdict_of
-from domaingpt.core.rundir import study_order
-from domaingpt.core.stage import Tables
+from domaingpt.core.claims import Claim, display, unmeasured, verdict_of
 from domaingpt.core.statistics import bonferroni, first_to_last, mean_ci
-from domaingpt.report.format import display
 
 
 def _ci(ci: dict) -> str:

@@ -1,6 +1,6 @@
 """Attention along training: per layer and head, how spread out attention is and where
 it goes, per checkpoint and domain, from the shared per-checkpoint forward pass
-(:mod:`domaingpt.model.internals`).
+(:mod:`domaingpt.context.activations`).
 
 Per prompt (averaged over its query positions ``i``, keys ``j ≤ i``):
 
@@ -28,20 +28,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from domaingpt.core.distributed import map_ranks
-from domaingpt.core.io import write_json
-from domaingpt.core.rundir import ModelEntry, RunDir
-from domaingpt.core.stage import StageContext, Tables
-from domaingpt.core.statistics import mean_ci
-from domaingpt.core.tables import read_table, round_significant, write_table
-from domaingpt.data.prompts import PromptSet, domain_of
-from domaingpt.model.internals import (
+from domaingpt.context.activations import (
     WORD_GROUPS,
     Internals,
     InternalsSettings,
     Prepared,
     prepare,
 )
+from domaingpt.context.prompts import PromptSet, domain_of
+from domaingpt.context.rundir import ModelEntry, RunDir
+from domaingpt.context.stage import StageContext, Tables
+from domaingpt.core.distributed import map_ranks
+from domaingpt.core.io import write_json
+from domaingpt.core.statistics import mean_ci
+from domaingpt.core.tables import read_table, round_significant, write_table
 from domaingpt.stages.attention.figures import plot_heads, plot_training
 
 SHARES = [f"share_{g}" for g in WORD_GROUPS]

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from domaingpt.core.plotting import figure_style, grid, iteration_axis, save_figure
-from domaingpt.core.rundir import study_order
-from domaingpt.model.internals import WORD_GROUPS
+from domaingpt.context.activations import WORD_GROUPS
+from domaingpt.context.rundir import study_order
+from domaingpt.report.plotting import figure_style, grid, iteration_axis, save_figure
 
 
 def _final_in(heads: pd.DataFrame) -> pd.DataFrame:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from domaingpt.core.stage import StageView
-from domaingpt.model.internals import WORD_GROUPS
+from domaingpt.context.activations import WORD_GROUPS
+from domaingpt.context.stage import StageView
 from domaingpt.report.document import Section
 from domaingpt.report.format import ordered
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from domaingpt.core.stage import Stage, StageContext
+from domaingpt.context.stage import Stage, StageContext
 from domaingpt.stages.evaluate.claims import claims
 from domaingpt.stages.evaluate.matrix import (
     EvalSettings,

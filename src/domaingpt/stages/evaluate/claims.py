@@ -11,11 +11,10 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from domaingpt.context.rundir import study_order
+from domaingpt.context.stage import Tables
 from domaingpt.core import published
-from domaingpt.core.claims import Claim, unmeasured, verdict_of
-from domaingpt.core.rundir import study_order
-from domaingpt.core.stage import Tables
-from domaingpt.report.format import display
+from domaingpt.core.claims import Claim, display, unmeasured, verdict_of
 from domaingpt.stages.evaluate.matrix import final_zero_shot
 
 

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from domaingpt.core.plotting import (
+from domaingpt.report.plotting import (
     figure_style,
     report_size,
     save_figure,

@@ -14,17 +14,17 @@ from typing import Any
 import pandas as pd
 import torch
 
+from domaingpt.context.rundir import RunDir, val_fraction_of
+from domaingpt.context.splits import CorpusCache
 from domaingpt.core import published
 from domaingpt.core.device import pick_device
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import atomic_write_text, write_json
 from domaingpt.core.progress import Log, progress_bar, stderr_log
-from domaingpt.core.rundir import RunDir, val_fraction_of
 from domaingpt.core.settings import StageSettings, positive, setting
 from domaingpt.core.statistics import bootstrap_ratio_ci
 from domaingpt.core.threads import torch_threads
 from domaingpt.data.corpus import Corpus
-from domaingpt.data.splits import CorpusCache
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model.checkpoint import (
     CheckpointInfo,

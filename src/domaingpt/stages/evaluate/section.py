@@ -6,8 +6,8 @@ from typing import Any
 
 import pandas as pd
 
+from domaingpt.context.stage import StageView
 from domaingpt.core import published
-from domaingpt.core.stage import StageView
 from domaingpt.report.document import Section
 from domaingpt.report.format import ordered
 from domaingpt.stages.evaluate.figures import plot_zero_shot_vs_study

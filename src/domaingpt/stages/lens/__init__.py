@@ -4,13 +4,13 @@ forms, whether that moves with training, and whether out-of-domain prompts resol
 Every history checkpoint of every model reads the validation prompts of every corpus;
 each layer's residual stream goes through the final LayerNorm and the head. The forward
 pass is shared with the ``similarity`` and ``attention`` stages
-(:mod:`domaingpt.model.internals`). Tables in ``lens/``: ``per_prompt``, ``layers`` and
+(:mod:`domaingpt.context.activations`). Tables in ``lens/``: ``per_prompt``, ``layers`` and
 ``formation`` (see :mod:`.compute`).
 """
 
 from __future__ import annotations
 
-from domaingpt.core.stage import Stage
+from domaingpt.context.stage import Stage
 from domaingpt.stages.lens.claims import claims
 from domaingpt.stages.lens.compute import (
     LensSettings,

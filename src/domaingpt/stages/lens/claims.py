@@ -25,13 +25,12 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from domaingpt.context.rundir import study_order
+from domaingpt.context.stage import Tables
 from domaingpt.core import published
-from domaingpt.core.claims import Claim, unmeasured, verdict_of
+from domaingpt.core.claims import Claim, display, unmeasured, verdict_of
 from domaingpt.core.pooling import per_corpus
-from domaingpt.core.rundir import study_order
-from domaingpt.core.stage import Tables
 from domaingpt.core.statistics import first_to_last, mean_ci, welch_ci
-from domaingpt.report.format import display
 from domaingpt.stages.lens.compute import formation_depth, formation_threshold
 
 

@@ -1,5 +1,5 @@
 """The logit lens along training: the tables of every model, history checkpoint, prompt
-and layer, from the shared per-checkpoint forward pass (:mod:`domaingpt.model.internals`).
+and layer, from the shared per-checkpoint forward pass (:mod:`domaingpt.context.activations`).
 
 Layer 0 is the embeddings, layer ``ℓ`` the output of block ``ℓ``; at the last layer the
 lens is the model's own prediction. Per prompt (averaged over its positions): loss of the
@@ -31,16 +31,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from domaingpt.context.activations import Internals, InternalsSettings, Prepared, prepare
+from domaingpt.context.prompts import PromptSet, domain_of
+from domaingpt.context.rundir import ModelEntry, RunDir
+from domaingpt.context.stage import StageContext, Tables
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import write_json
-from domaingpt.core.rundir import ModelEntry, RunDir
 from domaingpt.core.settings import finite, setting
-from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.statistics import mean_ci
 from domaingpt.core.tables import read_table, round_significant, write_table
-from domaingpt.data.prompts import PromptSet, domain_of
 from domaingpt.errors import ConfigError
-from domaingpt.model.internals import Internals, InternalsSettings, Prepared, prepare
 from domaingpt.stages.lens.figures import plot_formation, plot_lens_layers
 
 METRICS = ("loss_nats", "entropy_bits", "p_true", "kl_bits", "top1_agreement")

@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from domaingpt.core.plotting import DOMAIN_STYLE, figure_style, grid, iteration_axis, save_figure
-from domaingpt.core.rundir import study_order
+from domaingpt.context.rundir import study_order
+from domaingpt.report.plotting import DOMAIN_STYLE, figure_style, grid, iteration_axis, save_figure
 
 
 def plot_lens_layers(layers: pd.DataFrame, path: Path) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from domaingpt.core.stage import Stage, StageContext
+from domaingpt.context.stage import Stage, StageContext
 from domaingpt.stages.probe.claims import claims
 from domaingpt.stages.probe.compute import NextCharStats, next_char_stats, summarise
 from domaingpt.stages.probe.hardening import hardening

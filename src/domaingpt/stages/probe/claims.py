@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from domaingpt.context.stage import Tables
 from domaingpt.core import published
 from domaingpt.core.claims import Claim, Verdict, holds_if, unmeasured
 from domaingpt.core.pooling import per_corpus
-from domaingpt.core.stage import Tables
 from domaingpt.core.statistics import welch_ci
 
 

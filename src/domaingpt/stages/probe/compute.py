@@ -2,7 +2,7 @@
 checkpoint by checkpoint, on prompts from its own corpus and from the others.
 
 For every model of a run, every history checkpoint and every prompt (see
-:mod:`domaingpt.data.prompts`) the next-character distribution is read at every position:
+:mod:`domaingpt.context.prompts`) the next-character distribution is read at every position:
 
 entropy
     ``H(p) = -Σ p(c) log2 p(c)`` in **bits**; ``log2(V)`` for a uniform distribution
@@ -14,7 +14,7 @@ top-k
     the ``k`` most likely characters and their probabilities, at the last position.
 
 "In-domain" means the prompt comes from the model's training corpus
-(:func:`domaingpt.data.prompts.domain_of`). Aggregates give mean, standard deviation and a
+(:func:`domaingpt.context.prompts.domain_of`). Aggregates give mean, standard deviation and a
 Student-t 95 % confidence interval (mean ± t·sd/√n, n − 1 degrees of freedom) over
 prompts. The claim "out-of-domain entropy is higher" is tested on each prompt's entropy
 averaged over all its positions (``entropy_all_bits``: L predictions per prompt instead
@@ -43,11 +43,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from domaingpt.context.prompts import PromptSet
+from domaingpt.context.rundir import ModelEntry
 from domaingpt.core.device import full_precision
-from domaingpt.core.rundir import ModelEntry
 from domaingpt.core.statistics import LOG2E, mean_ci
 from domaingpt.data.charclass import describe_char
-from domaingpt.data.prompts import PromptSet
 from domaingpt.data.vocab import UNK, Vocab
 from domaingpt.model.gpt import GPT
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from domaingpt.core.plotting import (
+from domaingpt.report.plotting import (
     DOMAIN_STYLE,
     figure_style,
     grid,

@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from domaingpt.context.prompts import PromptSet, domain_of, prepare_prompt_stage
+from domaingpt.context.rundir import ModelEntry, RunDir
 from domaingpt.core.claims import read_claims
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import read_jsonl, write_json, write_jsonl
 from domaingpt.core.progress import Log, progress_bar, stderr_log
-from domaingpt.core.rundir import ModelEntry, RunDir
 from domaingpt.core.tables import read_table, write_table
-from domaingpt.data.prompts import PromptSet, domain_of, prepare_prompt_stage
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints, load_checkpoint

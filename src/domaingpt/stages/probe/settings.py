@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domaingpt.context.prompts import UserPromptSettings
 from domaingpt.core.settings import setting
-from domaingpt.data.prompts import UserPromptSettings
 from domaingpt.errors import ConfigError
 
 

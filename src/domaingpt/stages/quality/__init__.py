@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from domaingpt.core.stage import Stage, StageContext
+from domaingpt.context.stage import Stage, StageContext
 from domaingpt.stages.quality.claims import claims, quality_claims
 from domaingpt.stages.quality.milestones import adapt_groups, checkpoint_summary, milestones
 from domaingpt.stages.quality.profiles import corpus_profile, reference_table

@@ -27,9 +27,9 @@ from typing import Any
 
 import pandas as pd
 
+from domaingpt.context.stage import Tables
 from domaingpt.core import published
 from domaingpt.core.claims import Claim, holds_if, unmeasured
-from domaingpt.core.stage import Tables
 from domaingpt.core.statistics import mean_ci, welch_ci
 from domaingpt.stages.quality.milestones import (
     adapt_groups,

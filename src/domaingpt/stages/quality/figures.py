@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from domaingpt.core.plotting import (
+from domaingpt.report.plotting import (
     figure_style,
     iteration_axis,
     report_size,

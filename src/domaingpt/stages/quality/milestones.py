@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from domaingpt.core.rundir import study_order
+from domaingpt.context.rundir import study_order
 from domaingpt.stages.quality.settings import SampleQualitySettings
 from domaingpt.stages.quality.textmetrics import REPETITION_METRICS
 

@@ -10,9 +10,9 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from domaingpt.context.rundir import DEFAULT_VAL_FRACTION, RunDir, read_run_json
 from domaingpt.core.io import read_json, write_json
 from domaingpt.core.progress import Log
-from domaingpt.core.rundir import DEFAULT_VAL_FRACTION, RunDir, read_run_json
 from domaingpt.data.corpus import Corpus, resolve_corpus
 from domaingpt.errors import DomainGPTError
 from domaingpt.stages.quality.settings import SUBDIR, SampleQualitySettings

@@ -42,12 +42,12 @@ from typing import Any
 
 import pandas as pd
 
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.stage import Tables
 from domaingpt.core.claims import Claim
 from domaingpt.core.io import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
 from domaingpt.core.progress import Log
 from domaingpt.core.replicates import split_replicate
-from domaingpt.core.rundir import RunDir
-from domaingpt.core.stage import Tables
 from domaingpt.core.tables import read_table, write_table
 from domaingpt.errors import DomainGPTError
 from domaingpt.stages.quality.claims import quality_claims

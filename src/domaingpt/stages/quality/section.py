@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domaingpt.core.stage import StageView
+from domaingpt.context.stage import StageView
 from domaingpt.report.document import Section, figures_and_heatmap
 from domaingpt.report.format import by_model_and_iteration
 

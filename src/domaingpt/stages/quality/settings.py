@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from domaingpt.context.stage import Tables
 from domaingpt.core.settings import StageSettings, setting
-from domaingpt.core.stage import Tables
 from domaingpt.errors import ConfigError
 
 #: The stage's folder in a run directory.

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
+from domaingpt.context.rundir import AdaptedModel, RunDir
 from domaingpt.core.progress import Log
-from domaingpt.core.rundir import AdaptedModel, RunDir
 from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints
 from domaingpt.stages.quality.settings import SampleQualitySettings
 

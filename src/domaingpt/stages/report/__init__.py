@@ -17,16 +17,15 @@ from typing import Any
 
 import pandas as pd
 
-from domaingpt.core.claims import VERDICTS, Claim, claims_frame
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.stage import Stage, StageContext, StageView, Tables, stage_view
+from domaingpt.core.claims import VERDICTS, Claim, claims_frame, display
 from domaingpt.core.inference import adjust
 from domaingpt.core.io import atomic_write_bytes, atomic_write_text, read_json
-from domaingpt.core.rundir import RunDir
 from domaingpt.core.settings import StageSettings, setting
-from domaingpt.core.stage import Stage, StageContext, StageView, Tables, stage_view
 from domaingpt.core.tables import read_table, write_table
 from domaingpt.errors import DomainGPTError
 from domaingpt.report.document import Section
-from domaingpt.report.format import display
 from domaingpt.report.html import FigureFiles, render_html
 from domaingpt.report.markdown import render_markdown
 from domaingpt.stages.report.summary import summary_section

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from domaingpt.core.stage import Stage, StageContext
+from domaingpt.context.stage import Stage, StageContext
 from domaingpt.stages.saliency.aggregate import (
     RELPOS,
     aggregate,

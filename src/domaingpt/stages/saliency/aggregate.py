@@ -7,7 +7,7 @@ ecco and inseq display them), and its **lift** is ``share_i × length``: 1 means
 character got exactly the average share of its prompt.
 
 Aggregates are by model, checkpoint, method and domain (in / out / user, see
-:func:`domaingpt.data.prompts.domain_of`). Relative positions are defined by whitespace
+:func:`domaingpt.context.prompts.domain_of`). Relative positions are defined by whitespace
 (``str.isspace``, so newlines too): the **current word** is the run of non-whitespace
 characters that ends the prompt (the word the target continues; empty when the prompt
 ends in whitespace), the **boundary** is the whitespace before it, the **previous word**
@@ -21,9 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from domaingpt.context.prompts import PromptSet
 from domaingpt.core.statistics import mean_ci
 from domaingpt.data.charclass import CLASSES, char_class
-from domaingpt.data.prompts import PromptSet
 
 #: The positions relative to the target, nearest first.
 RELPOS = ("current_word", "boundary", "previous_word", "further_back")

@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from domaingpt.context.prompts import PromptSet, domain_of
+from domaingpt.context.rundir import ModelEntry
 from domaingpt.core.distributed import map_ranks
-from domaingpt.core.rundir import ModelEntry
 from domaingpt.core.statistics import mean_ci, spearman
-from domaingpt.data.prompts import PromptSet, domain_of
 from domaingpt.data.vocab import Vocab
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
 from domaingpt.stages.saliency.faithfulness import replacement_id

@@ -23,12 +23,11 @@ import math
 
 import pandas as pd
 
+from domaingpt.context.rundir import study_order
+from domaingpt.context.stage import Tables
 from domaingpt.core import published
-from domaingpt.core.claims import Claim, Verdict, holds_if, unmeasured, verdict_of
-from domaingpt.core.rundir import study_order
-from domaingpt.core.stage import Tables
+from domaingpt.core.claims import Claim, Verdict, display, holds_if, unmeasured, verdict_of
 from domaingpt.core.statistics import bonferroni, first_to_last, mean_ci
-from domaingpt.report.format import display
 from domaingpt.stages.saliency.aggregate import RELPOS
 from domaingpt.stages.saliency.faithfulness import VERDICTS
 

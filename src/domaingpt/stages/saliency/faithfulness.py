@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from domaingpt.context.prompts import PromptSet
 from domaingpt.core.statistics import bootstrap_mean_ci
-from domaingpt.data.prompts import PromptSet
 from domaingpt.data.vocab import UNK_ID, Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.gpt import GPT

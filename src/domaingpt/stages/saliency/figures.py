@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from domaingpt.core.plotting import (
+from domaingpt.data.charclass import CLASSES
+from domaingpt.report.plotting import (
     figure_style,
     iteration_axis,
     panels,
     save_figure,
 )
-from domaingpt.data.charclass import CLASSES
 
 _GROUP_ORDER = {
     "char_class": list(CLASSES),

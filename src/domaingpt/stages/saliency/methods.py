@@ -46,8 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from domaingpt.context.prompts import PromptSet
 from domaingpt.core.device import full_precision
-from domaingpt.data.prompts import PromptSet
 from domaingpt.data.vocab import UNK_ID
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model.gpt import GPT

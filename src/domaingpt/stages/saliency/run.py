@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from domaingpt.context.prompts import PromptSet, domain_of, prepare_prompt_stage
+from domaingpt.context.rundir import ModelEntry, RunDir
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import read_jsonl, write_json, write_jsonl
 from domaingpt.core.progress import Log, progress_bar
-from domaingpt.core.rundir import ModelEntry, RunDir
 from domaingpt.core.tables import read_table, write_table
-from domaingpt.data.prompts import PromptSet, domain_of, prepare_prompt_stage
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
 from domaingpt.stages.saliency.aggregate import (
     aggregate,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from domaingpt.core.stage import StageView
+from domaingpt.context.stage import StageView
 from domaingpt.report.document import Section, figures_and_heatmap
 from domaingpt.report.format import ordered
 

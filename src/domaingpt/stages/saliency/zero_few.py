@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from domaingpt.context.prompts import PromptSet
+from domaingpt.context.rundir import AdaptedModel, ModelEntry, RunDir
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.progress import Log
 from domaingpt.core.replicates import split_replicate
-from domaingpt.core.rundir import AdaptedModel, ModelEntry, RunDir
 from domaingpt.core.statistics import spearman
 from domaingpt.data.charclass import CLASSES, char_class
-from domaingpt.data.prompts import PromptSet
 from domaingpt.errors import CheckpointError
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
 from domaingpt.stages.saliency.aggregate import aggregate, long_frame, per_prompt, shares

@@ -8,7 +8,7 @@ The forward passes are shared with the ``lens`` and ``attention`` stages.
 
 from __future__ import annotations
 
-from domaingpt.core.stage import Stage
+from domaingpt.context.stage import Stage
 from domaingpt.stages.similarity.claims import claims
 from domaingpt.stages.similarity.compute import SimilaritySettings, hardening, load, run
 from domaingpt.stages.similarity.section import section

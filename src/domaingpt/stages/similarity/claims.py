@@ -16,12 +16,11 @@ import math
 
 import pandas as pd
 
+from domaingpt.context.rundir import study_order
+from domaingpt.context.stage import Tables
 from domaingpt.core import published
 from domaingpt.core.cka import jackknife_ci
-from domaingpt.core.claims import Claim, unmeasured, verdict_of
-from domaingpt.core.rundir import study_order
-from domaingpt.core.stage import Tables
-from domaingpt.report.format import display
+from domaingpt.core.claims import Claim, display, unmeasured, verdict_of
 
 
 def _side(tables: Tables, names: list[str], layer: int) -> tuple[float, pd.Series]:

@@ -17,7 +17,7 @@ every 4th position of each prompt (counted back from its last) is compared; prom
 tokens, are the unit of the 95 % jackknife interval (leave one prompt out). The leave-one-
 out values are kept (``jackknife.csv``) so that a difference of two CKAs on the same
 prompts gets its own interval. The forward passes are shared with the ``lens`` and
-``attention`` stages (:mod:`domaingpt.model.internals`).
+``attention`` stages (:mod:`domaingpt.context.activations`).
 """
 
 from __future__ import annotations
@@ -31,19 +31,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from domaingpt.context.activations import Internals, InternalsSettings, Prepared, prepare
+from domaingpt.context.prompts import PromptSet
+from domaingpt.context.rundir import AdaptedModel, ModelEntry, RunDir
+from domaingpt.context.stage import StageContext, Tables
 from domaingpt.core.cka import cka_jackknife, jackknife_ci
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import write_json
 from domaingpt.core.progress import Log
 from domaingpt.core.replicates import split_replicate
-from domaingpt.core.rundir import AdaptedModel, ModelEntry, RunDir
 from domaingpt.core.settings import finite, setting
-from domaingpt.core.stage import StageContext, Tables
 from domaingpt.core.tables import read_table, write_table
 from domaingpt.core.threads import map_workers
-from domaingpt.data.prompts import PromptSet
 from domaingpt.model.checkpoint import CheckpointInfo
-from domaingpt.model.internals import Internals, InternalsSettings, Prepared, prepare
 from domaingpt.stages.similarity.figures import plot_across, plot_training
 
 CKA_COLUMNS = [

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from domaingpt.core.plotting import figure_style, grid, iteration_axis, save_figure
-from domaingpt.core.rundir import study_order
+from domaingpt.context.rundir import study_order
+from domaingpt.report.plotting import figure_style, grid, iteration_axis, save_figure
 
 
 def plot_training(cka: pd.DataFrame, path: Path) -> Path:

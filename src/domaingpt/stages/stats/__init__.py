@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.stage import Stage, StageContext, Tables
 from domaingpt.core.progress import track
-from domaingpt.core.rundir import RunDir
 from domaingpt.core.settings import StageSettings, setting
-from domaingpt.core.stage import Stage, StageContext, Tables
 from domaingpt.data.corpus import resolve_corpus
 from domaingpt.errors import ConfigError
 from domaingpt.stages.stats.claims import claims

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from domaingpt.context.stage import Tables
 from domaingpt.core import published
-from domaingpt.core.claims import Claim, holds_if, unmeasured
-from domaingpt.core.stage import Tables
-from domaingpt.report.format import display
+from domaingpt.core.claims import Claim, display, holds_if, unmeasured
 
 SCOPE = ", ".join(display(c) for c in published.CORPORA)
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from domaingpt.core.plotting import (
+from domaingpt.data.charclass import CLASSES
+from domaingpt.report.plotting import (
     CLASS_COLORS,
     figure_style,
     plain,
@@ -15,7 +16,6 @@ from domaingpt.core.plotting import (
     save_figure,
     tick_label,
 )
-from domaingpt.data.charclass import CLASSES
 
 
 def non_ascii_strip(counts: pd.DataFrame, limit: int = 180, per_line: int = 64) -> str:
@@ -47,7 +47,7 @@ def plot_char_distribution(
 ) -> Path:
     """Bar chart of the ``top_n`` most frequent characters, coloured by class, with a
     log-log rank/frequency panel of all characters, and below them the corpus's non-ASCII
-    characters (which the default font cannot all draw: see :mod:`domaingpt.core.plotting`).
+    characters (which the default font cannot all draw: see :mod:`domaingpt.report.plotting`).
 
     ``counts`` is :attr:`domaingpt.stats.CorpusStats.counts` (columns label, count,
     share, rank, char_class).

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from domaingpt.context.stage import StageView
 from domaingpt.core import published
-from domaingpt.core.stage import StageView
 from domaingpt.report.document import Section
 
 

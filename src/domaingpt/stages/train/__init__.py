@@ -6,7 +6,7 @@ Tables (read from each ``models/<corpus>/``): ``metrics``, ``samples``, ``summar
 
 from __future__ import annotations
 
-from domaingpt.core.stage import Stage
+from domaingpt.context.stage import Stage
 from domaingpt.stages.train.claims import claims
 from domaingpt.stages.train.run import TrainSettings, load, run, study_vocab_for
 from domaingpt.stages.train.section import section

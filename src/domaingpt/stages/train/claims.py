@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from domaingpt.context.stage import Tables
 from domaingpt.core import published
-from domaingpt.core.claims import Claim, holds_if, unmeasured, verdict_of
-from domaingpt.core.stage import Tables
-from domaingpt.report.format import display
+from domaingpt.core.claims import Claim, display, holds_if, unmeasured, verdict_of
 
 
 def claims(tables: Tables) -> list[Claim]:

@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from domaingpt.context.rundir import RunDir, build_vocab, read_run_json, save_vocab, study_order
+from domaingpt.context.stage import StageContext
 from domaingpt.core.config import RUNTIME_TRAIN_KEYS, RunConfig, from_dict, load_preset
 from domaingpt.core.distributed import (
     is_worker,
@@ -22,9 +24,7 @@ from domaingpt.core.distributed import (
 from domaingpt.core.io import read_jsonl
 from domaingpt.core.loggers import require_loggers
 from domaingpt.core.replicates import replicate_name, replicate_seed
-from domaingpt.core.rundir import RunDir, build_vocab, read_run_json, save_vocab, study_order
 from domaingpt.core.settings import StageSettings, setting
-from domaingpt.core.stage import StageContext
 from domaingpt.data.corpus import Corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import Vocab

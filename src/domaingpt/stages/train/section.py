@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from domaingpt.core.rundir import read_run_json
-from domaingpt.core.stage import StageView
+from domaingpt.context.rundir import read_run_json
+from domaingpt.context.stage import StageView
+from domaingpt.core.claims import display
 from domaingpt.report.document import Section
-from domaingpt.report.format import display, ordered
+from domaingpt.report.format import ordered
 from domaingpt.stages.train.run import imported_from
 from domaingpt.training.plots import plot_loss_curves
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from domaingpt.context.rundir import RunDir
 from domaingpt.core.io import write_json
-from domaingpt.core.rundir import RunDir
 from domaingpt.data.corpus import REGISTRY, resolve_corpus, sha256_file
 from domaingpt.errors import CorpusError
 

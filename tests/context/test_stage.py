@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.stage import Stage, StageContext, run_stage
 from domaingpt.core.claims import Claim, Verdict
-from domaingpt.core.rundir import RunDir
 from domaingpt.core.settings import StageSettings, setting
-from domaingpt.core.stage import Stage, StageContext, run_stage
 
 
 @dataclass(frozen=True)

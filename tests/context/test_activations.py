@@ -1,4 +1,4 @@
-"""What one forward pass shows inside a model (domaingpt.model.internals): the logit lens
+"""What one forward pass shows inside a model (domaingpt.context.activations): the logit lens
 by hand, attention statistics on hand-made patterns, the word groups, and the cache that
 lets three stages share one forward pass per checkpoint."""
 
@@ -11,14 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from domaingpt.core.rundir import RunDir
-from domaingpt.core.stage import StageContext, run_stage
-from domaingpt.data.prompts import Prompt, PromptSet
-from domaingpt.data.vocab import Vocab
-from domaingpt.model import internals as internals_module
-from domaingpt.model.checkpoint import save_checkpoint
-from domaingpt.model.gpt import GPT, GPTConfig
-from domaingpt.model.internals import (
+from domaingpt.context import activations as internals_module
+from domaingpt.context.activations import (
     RESID_STRIDE,
     WORD_GROUPS,
     attention_stats,
@@ -29,6 +23,12 @@ from domaingpt.model.internals import (
     lens_logits,
     word_groups,
 )
+from domaingpt.context.prompts import Prompt, PromptSet
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.stage import StageContext, run_stage
+from domaingpt.data.vocab import Vocab
+from domaingpt.model.checkpoint import save_checkpoint
+from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.stages.saliency.aggregate import relative_positions
 from domaingpt.study import load_study
 

@@ -42,12 +42,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from domaingpt.context.prompts import PromptSet, PromptSettings, prepare_prompt_stage
+from domaingpt.context.rundir import ModelEntry, RunDir
 from domaingpt.core.device import full_precision
-from domaingpt.core.rundir import ModelEntry, RunDir
 from domaingpt.core.settings import positive, setting
 from domaingpt.core.statistics import LOG2E
 from domaingpt.core.threads import map_workers
-from domaingpt.data.prompts import PromptSet, PromptSettings, prepare_prompt_stage
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint

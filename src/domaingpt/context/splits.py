@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from domaingpt.core.rundir import RunDir
+from domaingpt.context.rundir import RunDir
 from domaingpt.data.corpus import Corpus, resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import UNK_ID, Vocab
@@ -34,7 +34,7 @@ class CorpusCache:
 
     :meth:`corpus` finds a corpus the user names (a built-in name or a path);
     :meth:`model_corpus` the corpus a model of ``run`` was trained on, by itself
-    (:meth:`RunDir.corpus <domaingpt.core.rundir.RunDir.corpus>`: a user's file from the
+    (:meth:`RunDir.corpus <domaingpt.context.rundir.RunDir.corpus>`: a user's file from the
     path its ``run.json`` recorded, its checksum verified). Either is then found under
     its name.
     """

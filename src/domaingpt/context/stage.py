@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from domaingpt.context.rundir import RunDir
 from domaingpt.core.claims import Claim, unmeasured, write_claims
 from domaingpt.core.device import oom_hint
 from domaingpt.core.inference import (
@@ -37,7 +38,6 @@ from domaingpt.core.inference import (
     with_replicate_column,
 )
 from domaingpt.core.progress import Log, stderr_log
-from domaingpt.core.rundir import RunDir
 from domaingpt.core.settings import StageSettings
 from domaingpt.core.threads import torch_threads
 from domaingpt.errors import DomainGPTError

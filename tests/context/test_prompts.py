@@ -8,10 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from domaingpt.core.rundir import ModelEntry, RunDir, study_vocab
-from domaingpt.data.corpus import resolve_corpus
-from domaingpt.data.encoding import encode_corpus
-from domaingpt.data.prompts import (
+from domaingpt.context.prompts import (
     PromptSet,
     build_prompt_set,
     decode_escapes,
@@ -20,6 +17,9 @@ from domaingpt.data.prompts import (
     user_prompt,
     validation_prompts,
 )
+from domaingpt.context.rundir import ModelEntry, RunDir, study_vocab
+from domaingpt.data.corpus import resolve_corpus
+from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import UNK_ID, Vocab
 from domaingpt.errors import DomainGPTError
 

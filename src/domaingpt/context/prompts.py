@@ -36,9 +36,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from domaingpt.context.rundir import DEFAULT_VAL_FRACTION, ModelEntry, RunDir
 from domaingpt.core.device import pick_device
 from domaingpt.core.io import read_user_text
-from domaingpt.core.rundir import DEFAULT_VAL_FRACTION, ModelEntry, RunDir
 from domaingpt.core.settings import StageSettings, positive, setting
 from domaingpt.data.charclass import describe_char
 from domaingpt.data.corpus import Corpus, resolve_corpus
@@ -182,7 +182,7 @@ def check_not_empty(prompts: Iterable[str]) -> None:
 @dataclass(frozen=True)
 class PromptSettings(StageSettings):
     """The prompt fields of every stage that reads validation prompts (probe, saliency and
-    the stages of :mod:`domaingpt.model.internals`): the same names, defaults and checks."""
+    the stages of :mod:`domaingpt.context.activations`): the same names, defaults and checks."""
 
     models: list[str] = setting([], "models to read (default: every trained model)")
     corpora: list[str] = setting([], "prompt corpora, names or paths (default: the models')")
