@@ -1,7 +1,7 @@
 """Shared fixtures: the real corpora, a private cache, the command line in-process, and
 the runs several test modules read (trained once per session).
 
-The tests mirror the package: ``tests/core`` tests ``domaingpt/core``, ``tests/stages/probe``
+The tests mirror the package: ``tests/core`` tests ``domaingpt/core``, ``tests/stages/softmax``
 the probe stage, and so on. Fast unit tests (claims on hand-made tables, statistics,
 contract checks) sit beside the integration tests that train small models on real text.
 """
@@ -21,16 +21,37 @@ import torch
 
 from domaingpt.cli import main
 from domaingpt.context.rundir import RunDir, study_vocab
+from domaingpt.context.stage import Stage, StageContext, Tables, run_stage
 from domaingpt.core.config import RunConfig, build_config
 from domaingpt.data.corpus import Corpus, resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import Vocab
 from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from domaingpt.study import StudyResult, load_study, run_study
+from domaingpt.study.pipeline import BUILTIN_STAGES, REPORT
 from domaingpt.training.loop import TrainResult, train
 from domaingpt.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_one(
+    stage: Stage, run: RunDir | Path, settings: object = None, **context: object
+) -> dict[str, Path]:
+    """Run one stage the way its command does (the runner's contract: tables, settings,
+    claims written), quietly; what it wrote."""
+    run = run if isinstance(run, RunDir) else RunDir(Path(run))
+    context = {"progress": False, "log": lambda m: None, **context}
+    context.setdefault("stages", (*BUILTIN_STAGES, REPORT))
+    ctx = StageContext(run=run, stage=stage, **context)  # type: ignore[arg-type]
+    return run_stage(ctx, settings if settings is not None else stage.settings())[0]
+
+
+def read_one(stage: Stage, run: RunDir | Path) -> Tables:
+    """A stage's tables read back from ``run``."""
+    return stage.read(run if isinstance(run, RunDir) else RunDir(Path(run)))
+
+
 # The corpus and download tests read the real files here: $DOMAINGPT_DATA, else
 # ../shared/data (unlike real_data_dir, no fall-back from the one to the other).
 REAL_DATA = Path(os.environ.get("DOMAINGPT_DATA") or REPO / ".." / "shared" / "data").resolve()
@@ -244,7 +265,7 @@ def shakespeare_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) ->
         trainer = Trainer(start.model, spec, math_train, torch.device("cpu"))
         for _ in range(30):
             trainer.step()
-        out = run.adapt / "shakespeare__to__math" / "final" / "seed0" / "checkpoints"
+        out = run.adapted / "shakespeare__to__math" / "final" / "seed0" / "checkpoints"
         meta = {"corpus": "math", "source_model": "shakespeare", "source_iteration": iters}
         save_checkpoint(out, "iter", 30, start.model.eval(), vocab, meta)
     return TrainedRun(run, iters, checkpoints)

@@ -14,18 +14,18 @@ report section appear in ``Study.load(run)`` and ``report.html`` like a built-in
 
 from __future__ import annotations
 
-from domaingpt.context.stage import Stage
+from domaingpt import api
 
 from .claims import claims
-from .compute import NormSettings, load, run
+from .compute import NormSettings, run
 from .section import section
 
-stage = Stage(
+stage = api.Stage(
     name="norms",
     title="residual-stream norm",
     settings=NormSettings,
     run=run,
-    load=load,
+    tables=("per_prompt", "norms"),
     claims=claims,
     section=section,
     needs=("train",),  # reads the trained models' checkpoint histories
@@ -33,4 +33,4 @@ stage = Stage(
     section_title="The residual stream: how large it grows, layer by layer",
 )
 
-__all__ = ["NormSettings", "claims", "load", "run", "section", "stage"]
+__all__ = ["NormSettings", "claims", "run", "section", "stage"]

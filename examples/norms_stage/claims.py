@@ -10,9 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from domaingpt.context.stage import Tables
-from domaingpt.core.claims import Claim, unmeasured, verdict_of
-from domaingpt.core.statistics import first_to_last
+from domaingpt import api
 
 GROWS = "The residual stream grows as training progresses"
 DEEPER = "The last layer's residual stream is larger than the embeddings"
@@ -38,12 +36,12 @@ def _changes(
     wide = _by_prompt(frame, [across]).unstack(across)
     for model in _models(frame):
         w = wide.loc[model].dropna(axis=1, how="all")
-        change = first_to_last(w)  # None without two columns of paired prompts
+        change = api.first_to_last(w)  # None without two columns of paired prompts
         if change is not None:
             yield (model, w, *change)
 
 
-def grows_with_training(per_prompt: pd.DataFrame) -> Claim:
+def grows_with_training(per_prompt: pd.DataFrame) -> api.Claim:
     """Per model: the in-domain norm (mean over layers) rises from the first checkpoint to
     the last, the interval of the paired difference above zero."""
     flags, parts, numbers = [], [], {}
@@ -57,12 +55,12 @@ def grows_with_training(per_prompt: pd.DataFrame) -> Claim:
         numbers[f"{model}_change"] = d["mean"]
         numbers[f"{model}_ci_low"] = d["ci_low"]
     if not flags:
-        return unmeasured(GROWS, "no model has two checkpoints measured on in-domain prompts")
+        return api.unmeasured(GROWS, "no model has two checkpoints measured on in-domain prompts")
     evidence = "in-domain mean residual-stream norm: " + "; ".join(parts)
-    return Claim(GROWS, verdict_of(flags), evidence, "in-domain prompts", numbers)
+    return api.Claim(GROWS, api.verdict_of(flags), evidence, "in-domain prompts", numbers)
 
 
-def deeper_is_larger(per_prompt: pd.DataFrame) -> Claim:
+def deeper_is_larger(per_prompt: pd.DataFrame) -> api.Claim:
     """Per model, final checkpoint: the last layer's in-domain norm exceeds the
     embeddings', the interval of the paired difference above zero."""
     final = per_prompt[
@@ -79,14 +77,14 @@ def deeper_is_larger(per_prompt: pd.DataFrame) -> Claim:
         numbers[f"{model}_difference"] = d["mean"]
         numbers[f"{model}_ci_low"] = d["ci_low"]
     if not flags:
-        return unmeasured(DEEPER, "no model has two layers measured on in-domain prompts")
+        return api.unmeasured(DEEPER, "no model has two layers measured on in-domain prompts")
     evidence = "in-domain mean residual-stream norm at the final checkpoint: " + "; ".join(parts)
-    return Claim(DEEPER, verdict_of(flags), evidence, "final checkpoint", numbers)
+    return api.Claim(DEEPER, api.verdict_of(flags), evidence, "final checkpoint", numbers)
 
 
-def claims(tables: Tables) -> list[Claim]:
+def claims(tables: api.Tables) -> list[api.Claim]:
     per_prompt = tables.get("per_prompt")
     if per_prompt is None or per_prompt.empty:
         why = "no residual-stream norms in this run"
-        return [unmeasured(GROWS, why), unmeasured(DEEPER, why)]
+        return [api.unmeasured(GROWS, why), api.unmeasured(DEEPER, why)]
     return [grows_with_training(per_prompt), deeper_is_larger(per_prompt)]

@@ -7,7 +7,9 @@ prompts of each corpus with a 95 % interval. The final LayerNorm rescales whatev
 reaches it, so the norm says how much each block writes into the stream, not how much it
 matters; the built-in ``lens`` stage reads the same stream through the head.
 
-The activations come from the model's named activation points
+The runner writes its settings and claims beside the tables it declares
+(``per_prompt`` and ``norms``) and reads them back; the activations come from the model's
+named activation points
 (``GPT.run_with_cache(ids, ["embed", "blocks.{i}.resid_post", ...])``), one forward pass
 per batch of prompts; the prompts are the validation prompts every prompt-based stage uses.
 """
@@ -21,17 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from domaingpt.context.prompts import PromptSet, build_prompt_set, domain_of
-from domaingpt.context.rundir import RunDir
-from domaingpt.context.stage import StageContext, Tables
-from domaingpt.core.device import pick_device
-from domaingpt.core.io import write_json
-from domaingpt.core.settings import StageSettings, positive, setting
-from domaingpt.core.statistics import mean_ci
-from domaingpt.core.tables import read_table, write_table
-from domaingpt.errors import DomainGPTError
-from domaingpt.model.checkpoint import load_checkpoint
-from domaingpt.model.gpt import GPT
+from domaingpt import api
 
 from .figures import plot_norms
 
@@ -49,30 +41,29 @@ KEYS = ["model", "model_corpus", "iteration", "prompt_corpus", "domain", "layer"
 
 
 @dataclass(frozen=True)
-class NormSettings(StageSettings):
+class NormSettings(api.StageSettings):
     """The ``[norms]`` table of a study file."""
 
-    SECTION = "norms"
-    models: list[str] = setting([], "models to measure (default: every trained model)")
-    prompts_per_corpus: int = setting(16, "validation prompts per corpus")
-    length: int = setting(64, "prompt length in characters (at most the models' block_size)")
-    batch_size: int = setting(64, "prompts per forward pass")
+    models: list[str] = api.setting([], "models to measure (default: every trained model)")
+    prompts_per_corpus: int = api.setting(16, "validation prompts per corpus")
+    length: int = api.setting(64, "prompt length in characters (at most the models' block_size)")
+    batch_size: int = api.setting(64, "prompts per forward pass")
 
     def check(self) -> None:
         super().check()
-        positive("norms.prompts_per_corpus", self.prompts_per_corpus)
-        positive("norms.length", self.length)
-        positive("norms.batch_size", self.batch_size)
+        api.positive("prompts_per_corpus", self.prompts_per_corpus)
+        api.positive("length", self.length)
+        api.positive("batch_size", self.batch_size)
 
 
-def stream_names(model: GPT) -> list[str]:
+def stream_names(model: api.GPT) -> list[str]:
     """The residual stream's activation points: the embeddings, then each block's output."""
     return ["embed", *(f"blocks.{i}.resid_post" for i in range(model.config.n_layer))]
 
 
 @torch.inference_mode()
 def prompt_norms(
-    model: GPT, prompts: PromptSet, *, batch_size: int, device: torch.device
+    model: api.GPT, prompts: api.PromptSet, *, batch_size: int, device: torch.device
 ) -> np.ndarray:
     """``(N, n_layer + 1)`` mean residual-stream norm of every prompt (equal lengths)."""
     model.eval()
@@ -88,7 +79,7 @@ def prompt_norms(
 
 
 def per_prompt_frame(
-    norms: np.ndarray, prompts: PromptSet, model: str, model_corpus: str, iteration: int
+    norms: np.ndarray, prompts: api.PromptSet, model: str, model_corpus: str, iteration: int
 ) -> pd.DataFrame:
     """``(N, layers)`` norms as tidy rows: one per prompt and layer."""
     n, layers = norms.shape
@@ -100,7 +91,7 @@ def per_prompt_frame(
             "iteration": iteration,
             "prompt_id": np.repeat([p.prompt_id for p in prompts.prompts], layers),
             "prompt_corpus": np.repeat(corpora, layers),
-            "domain": np.repeat([domain_of(c, model_corpus) for c in corpora], layers),
+            "domain": np.repeat([api.domain_of(c, model_corpus) for c in corpora], layers),
             "layer": np.tile(np.arange(layers), n),
             "norm": norms.reshape(-1),
         },
@@ -113,17 +104,17 @@ def summarise(per_prompt: pd.DataFrame) -> pd.DataFrame:
     checkpoint and layer."""
     rows = []
     for key, g in per_prompt.groupby(KEYS, sort=False):
-        ci = mean_ci(g["norm"].to_numpy())
+        ci = api.mean_ci(g["norm"].to_numpy())
         rows.append({**dict(zip(KEYS, key, strict=True)), **ci})
     out = pd.DataFrame(rows, columns=[*KEYS, "n", "mean", "std", "ci_low", "ci_high"])
     return out.rename(columns={"mean": "mean_norm"})
 
 
-def run(ctx: StageContext, settings: NormSettings) -> dict[str, Path]:
+def run(ctx: api.StageContext, settings: NormSettings) -> dict[str, Path]:
     """Measure every history checkpoint of every model; write ``norms/``."""
     models = ctx.run.model_entries(settings.models)
     vocab = ctx.run.vocab()
-    prompts = build_prompt_set(
+    prompts = api.build_prompt_set(
         ctx.run,
         models,
         vocab,
@@ -132,13 +123,13 @@ def run(ctx: StageContext, settings: NormSettings) -> dict[str, Path]:
         data_dir=settings.data_dir or None,
         log=ctx.log,
     )
-    device = pick_device(settings.device)
+    device = api.pick_device(settings.device)
     parts: list[pd.DataFrame] = []
     for model in models:
         for info in model.checkpoints:
-            loaded = load_checkpoint(info, device)
+            loaded = api.load_checkpoint(info, device)
             if loaded.vocab.fingerprint != vocab.fingerprint:
-                raise DomainGPTError(
+                raise api.DomainGPTError(
                     f"checkpoint {info.json_path} uses another vocabulary than the run"
                 )
             norms = prompt_norms(
@@ -146,21 +137,12 @@ def run(ctx: StageContext, settings: NormSettings) -> dict[str, Path]:
             )
             parts.append(per_prompt_frame(norms, prompts, model.name, model.corpus, info.iteration))
     out = ctx.out
-    out.mkdir(parents=True, exist_ok=True)
     per_prompt = pd.concat(parts, ignore_index=True)
     table = summarise(per_prompt)
     paths = {
-        "per_prompt": write_table(per_prompt, out / "per_prompt.csv"),
-        "norms": write_table(table, out / "norms.csv"),
-        "settings": write_json(out / "settings.json", settings.to_dict()),
+        "per_prompt": ctx.write_table("per_prompt", per_prompt),
+        "norms": ctx.write_table("norms", table),
         "norms_png": plot_norms(table, out / "norms.png"),
     }
     ctx.log(f"norms: {len(models)} model(s), {len(prompts)} prompts; wrote {out}")
     return paths
-
-
-def load(run: RunDir) -> Tables:
-    """The stage's tables back: ``per_prompt`` (every prompt and layer) and ``norms``
-    (means over each corpus's prompts)."""
-    folder = run.root / "norms"
-    return {name: read_table(folder / f"{name}.csv") for name in ("per_prompt", "norms")}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from domaingpt.report.plotting import DOMAIN_STYLE, figure_style, grid, iteration_axis, save_figure
+from domaingpt import api
 
 
 def plot_norms(table: pd.DataFrame, path: Path) -> Path:
@@ -18,8 +18,8 @@ def plot_norms(table: pd.DataFrame, path: Path) -> Path:
         .reset_index()
     )
     models = list(dict.fromkeys(table["model"]))
-    with figure_style():
-        fig, axes = grid(1, len(models), (3.8, 3.0), 0.6, layout="constrained")
+    with api.figure_style():
+        fig, axes = api.grid(1, len(models), (3.8, 3.0), 0.6, layout="constrained")
         for ax, model in zip(axes[0], models, strict=True):
             m = by_domain[by_domain["model"] == model]
             for layer in sorted(m["layer"].unique()):
@@ -32,15 +32,15 @@ def plot_norms(table: pd.DataFrame, path: Path) -> Path:
                         d["iteration"],
                         d["mean_norm"],
                         color=f"C{layer}",
-                        ls=DOMAIN_STYLE[domain][1],
+                        ls=api.DOMAIN_STYLE[domain][1],
                         marker="o",
                         ms=2.5,
-                        label=f"{name}, {DOMAIN_STYLE[domain][2]}",
+                        label=f"{name}, {api.DOMAIN_STYLE[domain][2]}",
                     )
-            iteration_axis(ax, m["iteration"])
+            api.iteration_axis(ax, m["iteration"])
             ax.set_title(f"{model} model", fontsize=10)
         axes[0][0].set_ylabel("mean ‖residual stream‖₂")
         axes[0][0].legend(fontsize=7, frameon=False)
         fig.suptitle("How large the residual stream grows along training, layer by layer")
         caption = "Residual-stream norm along training, per layer"
-        return save_figure(fig, path, caption=caption, tight=False)
+        return api.save_figure(fig, path, caption=caption, tight=False)

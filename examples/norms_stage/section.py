@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from domaingpt.context.stage import StageView
-from domaingpt.report.document import Section
+from domaingpt import api
 
 
-def section(view: StageView) -> Section:
+def section(view: api.StageView) -> api.Section:
     """What the measure is, the final checkpoint's norms by layer, the figure."""
-    s = Section("norms", view.stage.heading)
+    s = api.Section("norms", view.stage.heading)
     norms = (view.tables or {}).get("norms")
     s.p(
         "How large the residual stream is after each layer: the L2 norm of the stream "

@@ -1,7 +1,7 @@
 """Every bad input a user can give meets a one-line error and exit status 2: never a
 traceback, never a half-written result, nothing changed anywhere.
 
-The table runs every command (run, train, sample, corpora, stats, evaluate, adapt, probe,
+The table runs every command (run, train, sample, corpora, stats, evaluate, adapt, softmax,
 saliency, quality) on a *sandbox*: a trained run, copies of it with symbolic links
 planted in them, a victim file those links point to, bad corpora, presets, study files
 and checkpoints. Each case is compared with the sandbox before it, file by file (listing
@@ -97,12 +97,12 @@ def _bad_files(files: Path) -> None:
         "from domaingpt.core.settings import StageSettings\n"
         "from domaingpt.context.stage import Stage\n"
         "class {cls}Settings(StageSettings):\n    pass\n"
-        "stage = Stage(name={name!r}, title='t', settings={cls}Settings, subdir={subdir!r},\n"
-        "              run=lambda ctx, s: {{}}, load=lambda run: {{}})\n"
+        "stage = Stage(name={name!r}, title='t', settings={cls}Settings,\n"
+        "              run=lambda ctx, s: {{}})\n"
     )
-    for module, name, subdir in (("named_report", "report", ""), ("in_models", "mine", "models")):
+    for module, name in (("named_report", "report"), ("in_models", "models")):
         (files / f"{module}.py").write_text(
-            stage.format(cls=module.title().replace("_", ""), name=name, subdir=subdir)
+            stage.format(cls=module.title().replace("_", ""), name=name)
         )
         (files / f"{module}_study.toml").write_text(f'[study]\nstages = ["{module}:stage"]\n')
     (files / "exiting.py").write_text("import sys\nsys.exit(0)\n")
@@ -345,11 +345,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("adapt-pair-dot", ["adapt", *OUT, "--pairs", "..:shakespeare"], "no model trained on '..'"),
     ("adapt-pair-self", ["adapt", *OUT, "--pairs", "shakespeare:shakespeare"], "its own corpus"),
     ("adapt-link-log", ["adapt", "--out", "{linked_log}"], "symbolic link"),
-    # probe
-    ("probe-prompt", ["probe", *OUT, "--prompt", ""], "prompt"),
-    ("probe-prompt-file", ["probe", *OUT, "--prompt-file", f"{F}/empty_prompts.txt"], ""),
-    ("probe-length", ["probe", *OUT, "--length", "0"], "length"),
-    ("probe-epsilon", ["probe", *OUT, "--epsilon", "nan"], "finite"),
+    # softmax
+    ("softmax-prompt", ["softmax", *OUT, "--prompt", ""], "prompt"),
+    ("softmax-prompt-file", ["softmax", *OUT, "--prompt-file", f"{F}/empty_prompts.txt"], ""),
+    ("softmax-length", ["softmax", *OUT, "--length", "0"], "length"),
+    ("softmax-epsilon", ["softmax", *OUT, "--epsilon", "nan"], "finite"),
     # saliency
     ("saliency-method", ["saliency", *OUT, "--methods", "gradcam"], "gradcam"),
     ("saliency-steps", ["saliency", *OUT, "--ig-steps", "0"], "at least 1 step"),
@@ -372,9 +372,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("run-threads-big", ["run", *SMOKE, "--threads", "100000"], "at most"),
     ("run-study-threads", ["run", f"{F}/threads_study.toml", *SMOKE], "at most"),
     ("train-threads-big", ["train", "shakespeare", "--set", "train.threads=100000"], "at most"),
-    ("probe-prompt-zero", ["probe", *OUT, "--prompt-file", "/dev/zero"], "character device"),
-    ("probe-prompt-fifo", ["probe", *OUT, "--prompt-file", f"{F}/fifo"], "FIFO"),
-    ("probe-prompt-big", ["probe", *OUT, "--prompt-file", f"{F}/big_prompts.txt"], "64 MiB"),
+    ("softmax-prompt-zero", ["softmax", *OUT, "--prompt-file", "/dev/zero"], "character device"),
+    ("softmax-prompt-fifo", ["softmax", *OUT, "--prompt-file", f"{F}/fifo"], "FIFO"),
+    ("softmax-prompt-big", ["softmax", *OUT, "--prompt-file", f"{F}/big_prompts.txt"], "64 MiB"),
     ("run-prompt-fifo", ["run", f"{F}/fifo_study.toml", *SMOKE, "--out", "{box}/r5"], "FIFO"),
     ("run-pairs", ["run", f"{F}/pairs_study.toml", *SMOKE, "--out", "{box}/r6"], "'nosuch'"),
     ("run-target", ["run", f"{F}/target_study.toml", *SMOKE, "--out", "{box}/r9"], "nosuch"),
@@ -382,7 +382,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("run-study-fifo", ["run", f"{F}/fifo", *SMOKE], "FIFO"),
     ("run-stage-exit", ["run", f"{F}/exiting_study.toml", *SMOKE], "sys.exit(0)"),
     ("run-stage-report", ["run", f"{F}/named_report_study.toml", *SMOKE], "taken"),
-    ("run-stage-models", ["run", f"{F}/in_models_study.toml", *SMOKE], "stage 'train'"),
+    ("run-stage-models", ["run", f"{F}/in_models_study.toml", *SMOKE], "trained models"),
     ("run-autocast", ["run", *SMOKE, "--out", "{box}/r7"], "DOMAINGPT_AUTOCAST"),
     ("run-fault", ["run", *SMOKE, "--out", "{box}/r8"], "DOMAINGPT_FAULT"),
     ("train-autocast", ["train", "shakespeare", *SMOKE, *FRESH], "DOMAINGPT_AUTOCAST"),
@@ -392,7 +392,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("sample-huge-embd", ["sample", "{huge_embd}/models/shakespeare"], "16,384"),
     ("sample-wrong-embd", ["sample", "{wrong_embd}/models/shakespeare"], "does not fit"),
     ("evaluate-config-text", ["evaluate", "--out", "{config_text}"], "damaged"),
-    ("probe-config-text", ["probe", "--out", "{config_text}"], "damaged"),
+    ("softmax-config-text", ["softmax", "--out", "{config_text}"], "damaged"),
     ("compare-study-array", ["compare", "{study_array}", R], "damaged"),
     ("import-embd-text", ["import-hf", "{hf_embd_text}", *FRESH], "n_embd must be an integer"),
     ("import-eps-text", ["import-hf", "{hf_eps_text}", *FRESH], "must be a number"),
@@ -422,7 +422,7 @@ def test_the_table_has_sixty_cases_across_every_command():
         "stats",
         "evaluate",
         "adapt",
-        "probe",
+        "softmax",
         "saliency",
         "quality",
         "compare",

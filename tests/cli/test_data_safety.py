@@ -118,7 +118,7 @@ LINKS = [
     ("models/shakespeare/checkpoints", "others", ["train", "shakespeare", "--resume"]),
     ("vocab.json", "victim.txt", ["stats", "shakespeare"]),
     ("stats", "others", ["stats", "shakespeare"]),
-    ("eval", "others", ["evaluate"]),
+    ("evaluate", "others", ["evaluate"]),
 ]
 
 

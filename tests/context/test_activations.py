@@ -225,11 +225,11 @@ def test_lens_similarity_and_attention_share_one_forward_pass_per_checkpoint(
         settings = spec.settings(name, data_dir=data_dir, offline=True)
         run_stage(StageContext(RunDir(root), stage, progress=False, log=lambda m: None), settings)
         for table in ("per_prompt", "cka", "heads"):
-            path = root / stage.folder / f"{table}.csv"
+            path = root / stage.name / f"{table}.csv"
             if path.is_file():
                 assert (
                     path.read_bytes()
-                    == (smoke_study.root / stage.folder / f"{table}.csv").read_bytes()
+                    == (smoke_study.root / stage.name / f"{table}.csv").read_bytes()
                 )
     # 12 history checkpoints and 12 adapted models; the three untrained ones (iteration 0)
     # have the same weights (one seed), so one forward pass serves them all

@@ -1,35 +1,34 @@
-"""The stage contract's runner: claims written, threads scoped, the command's summary."""
+"""The stage contract's runner: declared tables written and read back, settings and
+claims recorded, threads scoped, the command's summary, earlier names of a stage."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from domaingpt.context.rundir import RunDir
 from domaingpt.context.stage import Stage, StageContext, run_stage
 from domaingpt.core.claims import Claim, Verdict
+from domaingpt.core.io import read_json
 from domaingpt.core.settings import StageSettings, setting
+from domaingpt.errors import DomainGPTError
 
 
 @dataclass(frozen=True)
 class CountSettings(StageSettings):
-    SECTION = "count"
     n: int = setting(3, "rows to write")
 
 
 def _run(ctx: StageContext, settings: CountSettings) -> dict[str, Path]:
-    ctx.out.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame({"i": range(settings.n), "threads": torch.get_num_threads()})
-    frame.to_csv(ctx.out / "rows.csv", index=False)
+    rows = ctx.write_table("rows", frame)
     (ctx.out / "summary.md").write_text(f"{settings.n} rows\n", encoding="utf-8")
-    return {"rows": ctx.out / "rows.csv", "summary_md": ctx.out / "summary.md"}
-
-
-def _load(run: RunDir) -> dict[str, pd.DataFrame]:
-    return {"rows": pd.read_csv(run.root / "count" / "rows.csv")}
+    return {"rows": rows, "summary_md": ctx.out / "summary.md"}
 
 
 def _claims(tables: dict[str, pd.DataFrame]) -> list[Claim]:
@@ -43,7 +42,7 @@ STAGE = Stage(
     title="rows",
     settings=CountSettings,
     run=_run,
-    load=_load,
+    tables=("rows",),
     claims=_claims,
     summary="summary_md",
 )
@@ -59,9 +58,33 @@ def test_run_stage_scopes_threads_and_writes_claims(tmp_path: Path) -> None:
     back = pd.read_csv(written["claims"])
     assert back["verdict"].tolist() == [Verdict.FAILS.value]
     assert STAGE.summary_text(written) == "2 rows\n"
+    assert read_json(written["settings"]) == CountSettings(n=2, threads=1).to_dict()
+    assert STAGE.read(RunDir(tmp_path))["rows"]["i"].tolist() == [0, 1]  # the default load
+
+
+def test_a_table_the_stage_does_not_declare_is_refused(tmp_path: Path) -> None:
+    ctx = StageContext(RunDir(tmp_path), STAGE, progress=False, log=lambda m: None)
+    with pytest.raises(DomainGPTError, match="does not declare"):
+        ctx.write_table("other", pd.DataFrame({"a": [1]}))
+    assert not (tmp_path / "count" / "other.csv").exists()
+
+
+def test_a_missing_table_names_the_command_that_writes_it(tmp_path: Path) -> None:
+    with pytest.raises(DomainGPTError, match=r"rows\.csv is missing.*domaingpt count"):
+        STAGE.read(RunDir(tmp_path))
+
+
+def test_an_earlier_name_is_read_where_the_new_one_is_absent(tmp_path: Path) -> None:
+    renamed = dataclasses.replace(STAGE, name="tally", aliases=("count",))
+    ctx = StageContext(RunDir(tmp_path), STAGE, progress=False, log=lambda m: None)
+    run_stage(ctx, CountSettings(n=4))
+    RunDir(tmp_path).write_record("count", {"status": "done", "key": "k"})
+    assert renamed.read(RunDir(tmp_path))["rows"]["i"].tolist() == [0, 1, 2, 3]
+    assert RunDir(tmp_path).status("tally", renamed.aliases) == "done"
+    assert RunDir(tmp_path).status("tally") == "absent"
 
 
 def test_a_summary_function_or_nothing() -> None:
-    as_function = Stage("x", "x", CountSettings, _run, _load, summary=lambda w: f"{len(w)} files")
+    as_function = Stage("x", "x", CountSettings, _run, summary=lambda w: f"{len(w)} files")
     assert as_function.summary_text({"a": Path("a")}) == "1 files"
-    assert Stage("y", "y", CountSettings, _run, _load).summary_text({}) is None
+    assert Stage("y", "y", CountSettings, _run).summary_text({}) is None

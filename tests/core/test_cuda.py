@@ -28,8 +28,8 @@ from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, save_ch
 from domaingpt.model.generate import generate_text
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.scoring import cpu_engine, score_windows
-from domaingpt.stages.probe.compute import next_char_stats
 from domaingpt.stages.saliency.methods import METHODS, attribute_prompts, make_method
+from domaingpt.stages.softmax.compute import next_char_stats
 from domaingpt.training.trainer import Trainer
 
 pytestmark = [

@@ -23,7 +23,6 @@ from domaingpt.errors import ConfigError
 from domaingpt.model.generate import generate_text
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.scoring import cpu_engine, score_windows
-from domaingpt.stages.probe.compute import next_char_stats
 from domaingpt.stages.saliency.faithfulness import deletion_test
 from domaingpt.stages.saliency.methods import (
     METHODS,
@@ -31,6 +30,7 @@ from domaingpt.stages.saliency.methods import (
     baseline_log_p,
     make_method,
 )
+from domaingpt.stages.softmax.compute import next_char_stats
 from domaingpt.training.trainer import Trainer
 
 CPU = torch.device("cpu")

@@ -117,7 +117,7 @@ def _per_prompt(gaps: dict[str, float], n: int = 40) -> pd.DataFrame:
 
 
 STAGE = Stage(
-    "probe",
+    "softmax",
     "softmax",
     settings=object,
     run=lambda c, s: {},

@@ -259,8 +259,8 @@ def test_history_round_trip_is_bit_equal(smoke_study, tmp_path, cli, data_dir):
         "evaluate", "--out", tmp_path / "back", "--data-dir", data_dir, "--bootstrap", "0", "-q"
     )
     assert code == 0, err
-    theirs = pd.read_csv(tmp_path / "back" / "eval" / "zero_shot.csv")
-    mine = pd.read_csv(smoke_study.root / "eval" / "zero_shot.csv")
+    theirs = pd.read_csv(tmp_path / "back" / "evaluate" / "zero_shot.csv")
+    mine = pd.read_csv(smoke_study.root / "evaluate" / "zero_shot.csv")
     mine = mine[(mine["model"] == "math") & (mine["corpus"] == "math")]
     assert theirs["loss_nats"].iloc[0] == pytest.approx(mine["loss_nats"].iloc[0], abs=1e-9)
 

@@ -86,7 +86,7 @@ def test_shipped_tasks_score_the_zero_shot_row(exported, smoke_study, data_dir):
     )
     manager = TaskManager(include_path=str(TASKS_DIR), metadata={"data_dir": str(data_dir)})
     result = simple_evaluate(model=lm, tasks=[TAG], task_manager=manager)["results"]
-    zs = pd.read_csv(smoke_study.root / "eval" / "zero_shot.csv")
+    zs = pd.read_csv(smoke_study.root / "evaluate" / "zero_shot.csv")
     row = zs[(zs["model"] == "shakespeare") & (zs["iteration"] == zs["iteration"].max())]
     for r in row.itertuples():
         got = result[f"domaingpt_{r.corpus}"]

@@ -323,7 +323,7 @@ def test_study_analyses_models_trained_elsewhere(tmp_path, data_dir):
     from domaingpt.context.stage import StageContext
     from domaingpt.errors import ConfigError
     from domaingpt.stages import train
-    from domaingpt.stages.train.run import imported_from
+    from domaingpt.stages.train.results import imported_from
     from domaingpt.study import load_study
 
     text = shakespeare(data_dir)
@@ -350,7 +350,7 @@ def test_study_analyses_models_trained_elsewhere(tmp_path, data_dir):
     assert [c.iteration for c in list_checkpoints(model_dir / "checkpoints")] == [100, 200]
     for it, state in states.items():
         check_logits(model_dir, it, state, args, stoi, text[2000:])
-    summary = train.stage.load(run)["summary"].set_index("model")
+    summary = train.stage.read(run)["summary"].set_index("model")
     assert summary.loc["shakespeare", "initial_val_loss"] == pytest.approx(2.4)
     assert summary.loc["shakespeare", "final_val_loss"] == pytest.approx(2.3)
     assert "nanoGPT checkpoints" in imported_from(model_dir)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests.conftest import run_one
 
 from domaingpt.core import published
 from domaingpt.core.claims import Verdict
@@ -272,13 +273,12 @@ def test_figures_are_shown_at_print_size_within_the_page(smoke):
 def test_figures_as_files_beside_the_report(smoke, tmp_path):
     """report.embed = false: the figures (PNG, with links to PNG and SVG) go to
     report_files/ beside a small report.html; embedding again removes the folder."""
-    from domaingpt.context.rundir import RunDir
-    from domaingpt.stages.report import FILES_DIR, write_report
+    from domaingpt.stages.report import FILES_DIR, ReportSettings, stage
 
     root = smoke.copy(tmp_path / "run")
     embedded = (root / "report.html").stat().st_size
     stages = Study.load(root).stages
-    write_report(RunDir(root), stages, embed=False, log=lambda m: None)
+    run_one(stage, root, ReportSettings(embed=False), stages=stages)
     page = (root / "report.html").read_text(encoding="utf-8")
     assert "data:image" not in page
     doc = parse(page)
@@ -291,6 +291,6 @@ def test_figures_as_files_beside_the_report(smoke, tmp_path):
     for link in srcs + svgs:
         assert (root / link).is_file(), link
     assert (root / "report.html").stat().st_size < embedded / 5
-    write_report(RunDir(root), stages, embed=True, log=lambda m: None)
+    run_one(stage, root, ReportSettings(embed=True), stages=stages)
     assert not (root / FILES_DIR).exists()
     assert (root / "report.html").stat().st_size == pytest.approx(embedded, rel=0.01)

@@ -19,7 +19,7 @@ from domaingpt.errors import DomainGPTError
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.scoring import cpu_engine as cpu_scoring
 from domaingpt.scoring import native
-from domaingpt.stages.evaluate.matrix import score_windows
+from domaingpt.stages.evaluate.compute import score_windows
 
 
 @pytest.fixture

@@ -61,12 +61,12 @@ def test_load_a_model_and_run_a_stage(smoke_study, tmp_path, data_dir):
     # One stage on a copy of the run, as `domaingpt evaluate --out COPY` runs it.
     run = tmp_path / "run"
     shutil.copytree(smoke_study.root, run)
-    (run / "eval" / "zero_shot.csv").unlink()
+    (run / "evaluate" / "zero_shot.csv").unlink()
     written, _ = domaingpt.run_stage("evaluate", run, bootstrap=0, data_dir=str(data_dir))
-    zero_shot = run / "eval" / "zero_shot.csv"
+    zero_shot = run / "evaluate" / "zero_shot.csv"
     assert zero_shot in written.values(), written
     mine = pd.read_csv(zero_shot).sort_values(["model", "corpus"])
-    theirs = pd.read_csv(smoke_study.root / "eval" / "zero_shot.csv")
+    theirs = pd.read_csv(smoke_study.root / "evaluate" / "zero_shot.csv")
     theirs = theirs.sort_values(["model", "corpus"])
     assert len(mine) == 9
     assert mine["loss_nats"].tolist() == pytest.approx(theirs["loss_nats"].tolist(), abs=1e-9)

@@ -75,7 +75,7 @@ def test_only_the_new_stage_and_the_report_run(norms_run):
 
 def test_the_example_never_duplicates_a_built_in_stage():
     stage = StageRef("norms_stage:stage", str(EXAMPLES)).load()
-    assert stage.name not in BUILT_IN and stage.settings.section() not in BUILT_IN
+    assert stage.name not in BUILT_IN
 
 
 def test_its_tables_load_like_a_built_in_stages(norms_run):
@@ -347,11 +347,11 @@ def test_sys_exit_on_import_is_refused_before_anything_runs(tmp_path):
         ("report", "", "is named 'report', which is taken"),
         ("train", "", "which is taken"),
         ("all", "", "which is taken"),
-        ("mine", "models", "the folder of stage 'train'"),
-        ("mine", "eval/mine", "the folder of stage 'evaluate'"),
-        ("mine", "report", "the folder of stage 'report'"),
-        ("mine", "stages", "the stage records"),
-        ("mine", "../outside", "inside the run directory"),
+        ("eval", "", "which is taken"),  # the evaluate stage's earlier name
+        ("probe", "", "which is taken"),
+        ("models", "", "the folder of the trained models"),
+        ("stages", "", "the stage records"),
+        ("mine", "eval", "the folder of stage 'evaluate'"),
     ],
 )
 def test_built_in_names_and_folders_are_reserved(tmp_path, name, subdir, said):
@@ -364,10 +364,10 @@ def test_built_in_names_and_folders_are_reserved(tmp_path, name, subdir, said):
 
             @dataclass(frozen=True)
             class TakerSettings(StageSettings):
-                SECTION = "taker"
+                pass
 
-            stage = Stage({name!r}, "t", TakerSettings, lambda c, s: {{}}, lambda r: {{}},
-                          subdir={subdir!r})
+            stage = Stage({name!r}, "t", TakerSettings, lambda c, s: {{}},
+                          aliases=tuple(a for a in [{subdir!r}] if a))
             """
         )
     )

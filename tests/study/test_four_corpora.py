@@ -23,7 +23,7 @@ from domaingpt.stages import adapt
 from domaingpt.stages.adapt import AdaptSettings
 
 NAMES = ["shakespeare", "math", "wikipedia", "notes"]
-STAGES = ("stats", "train", "evaluate", "adapt", "probe", "saliency", "quality", "report")
+STAGES = ("stats", "train", "evaluate", "adapt", "softmax", "saliency", "quality", "report")
 TRAIN = ["max_iters=20", "checkpoints=[0, 10, 20]", "eval_tokens=1024", "sample_chars=24"]
 ANALYSES = """
 [evaluate]
@@ -58,7 +58,7 @@ COMMANDS = {
     "evaluate": "--bootstrap 10",
     "adapt": "--pairs notes:shakespeare,math:notes --seeds 1 --iters 4 --schedule 0,4 "
     "--eval-windows 4",
-    "probe": "--prompts-per-corpus 2 --length 16",
+    "softmax": "--prompts-per-corpus 2 --length 16",
     "saliency": "--checkpoints final --methods grad_norm --prompts-per-corpus 2 --length 16 "
     "--deletion-k 1",
     "quality": "--samples 1 --chars 40",
@@ -83,7 +83,7 @@ def notes(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 
 def _check_every_stage_saw_four_models(root: Path) -> None:
     """Each analysis has rows for the user's model and the user's corpus."""
-    zs = pd.read_csv(root / "eval" / "zero_shot.csv")
+    zs = pd.read_csv(root / "evaluate" / "zero_shot.csv")
     assert sorted(zs["model"].unique()) == sorted(NAMES)
     assert sorted(zs["corpus"].unique()) == sorted(NAMES)
     mine = zs[(zs["model"] == "notes") & (zs["corpus"] == "notes")]
@@ -93,7 +93,7 @@ def _check_every_stage_saw_four_models(root: Path) -> None:
         zip(final["source"], final["target"], strict=True)
     )
     assert final["target_loss"].notna().all()
-    last = pd.read_csv(root / "probe" / "last.csv")
+    last = pd.read_csv(root / "softmax" / "last.csv")
     assert set(last["model"]) == set(NAMES) and "notes" in set(last["prompt_corpus"])
     per_prompt = pd.read_csv(root / "saliency" / "per_prompt.csv")
     assert "notes" in set(per_prompt["model"])

@@ -65,7 +65,7 @@ def test_a_corrupted_encoded_corpus_is_rebuilt_and_said(smoke_study, data_dir):
 def test_a_same_size_edit_of_a_stage_output_reruns_the_stage(smoke_study, data_dir, tmp_path):
     """Issue 26.6: outputs are compared by SHA-256, not by size."""
     root = smoke_study.copy(tmp_path / "run")
-    table = root / "eval" / "zero_shot.csv"
+    table = root / "evaluate" / "zero_shot.csv"
     original = table.read_bytes()
     text = original.decode()
     loss = text.splitlines()[1].split(",")[4]
@@ -103,7 +103,9 @@ def test_a_lost_run_json_blocks_what_needs_it_and_names_the_repair(smoke_study, 
     run_json = root / "models" / "wikipedia" / "run.json"
     saved = run_json.read_bytes()
     run_json.unlink()
-    kept = {folder: _digests(root, folder) for folder in ("eval", "adapt", "probe", "quality")}
+    kept = {
+        folder: _digests(root, folder) for folder in ("evaluate", "adapt", "softmax", "quality")
+    }
     status, log = _run(root, data_dir)
     assert status["stats"] == "skipped" and status["train"] == "failed"
     message = json.loads((root / "stages" / "train.json").read_text())["message"]

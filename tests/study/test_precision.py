@@ -18,7 +18,7 @@ from domaingpt.study import load_study, run_study
 #: Where the model's forward pass is called from, and the precision it must run in.
 BF16 = {"domaingpt.training.trainer", "domaingpt.scoring.windows"}
 FLOAT32 = {
-    "domaingpt.stages.probe.compute",  # entropies, p(true)
+    "domaingpt.stages.softmax.compute",  # entropies, p(true)
     "domaingpt.context.activations",  # the lens, attention patterns, residuals for CKA
     "domaingpt.stages.saliency.methods",  # attributions, their gradients, IG sums, deletion
     "domaingpt.model.generate",  # samples (train, adapt)

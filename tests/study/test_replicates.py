@@ -62,7 +62,7 @@ def test_every_stage_runs_on_every_replicate(replicated):
     assert set(zero["replicate"]) == {0, 1}
     final = study["adapt"]["final"]
     assert sorted(set(final["source"])) == ["shakespeare", "shakespeare__r1"]
-    for stage in ("probe", "lens", "saliency", "attention", "quality"):
+    for stage in ("softmax", "lens", "saliency", "attention", "quality"):
         tables = study[stage]
         models = {m for t in tables.values() if "model" in t for m in t["model"]}
         assert {"math__r1", "shakespeare__r1"} <= models, stage

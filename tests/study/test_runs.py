@@ -20,7 +20,7 @@ def two_runs(smoke_study, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     a = smoke_study.copy(root / "a")
     b = smoke_study.copy(root / "nested" / "b")
-    zs_path = b / "eval" / "zero_shot.csv"
+    zs_path = b / "evaluate" / "zero_shot.csv"
     zs = pd.read_csv(zs_path)
     zs.loc[zs["model"] == zs["corpus"], "loss_nats"] += 2.0
     zs.to_csv(zs_path, index=False)
@@ -45,7 +45,7 @@ def test_runs_are_found_and_summarised(two_runs):
     assert table.loc[str(b), "stages"] == "10 done, quality failed"
     assert table.loc[str(a), "models"] == "shakespeare math wikipedia"
     losses = in_domain_losses(RunDir(a))
-    zs = pd.read_csv(a / "eval" / "zero_shot.csv")
+    zs = pd.read_csv(a / "evaluate" / "zero_shot.csv")
     own = zs[(zs["model"] == "math") & (zs["corpus"] == "math")]
     assert losses["math"] == pytest.approx(own["loss_nats"].iloc[-1])
     assert f"math {losses['math']:.4f}" in table.loc[str(a), "in-domain loss"]

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import domaingpt.training.trainer
@@ -25,7 +26,7 @@ from domaingpt.study import Study, load_study, run_study
 ANALYSES = (
     "evaluate",
     "adapt",
-    "probe",
+    "softmax",
     "lens",
     "similarity",
     "saliency",
@@ -93,7 +94,7 @@ def test_smoke_study_end_to_end(smoke):
     assert (root / "report.md").is_file()
     assert list(study.conclusions.columns) == CLAIM_COLUMNS
     for stage in ("stats", *ANALYSES):
-        claims = read_table(root / study.stage(stage).folder / "claims.csv")
+        claims = read_table(root / study.stage(stage).name / "claims.csv")
         assert list(claims.columns) == CLAIM_COLUMNS and len(claims), stage
 
 
@@ -146,7 +147,7 @@ def test_force_redoes_one_stage_only(smoke, data_dir, tmp_path, monkeypatch):
 
 
 def test_a_failing_stage_is_reported_and_the_rest_stays(smoke, data_dir, tmp_path, monkeypatch):
-    import domaingpt.stages.evaluate
+    import domaingpt.stages.evaluate.results
 
     root = smoke.copy(tmp_path / "run")
     stage = "evaluate"
@@ -154,7 +155,7 @@ def test_a_failing_stage_is_reported_and_the_rest_stays(smoke, data_dir, tmp_pat
     def boom(*args, **kwargs):
         raise DomainGPTError("the disk is full (simulated)")
 
-    monkeypatch.setattr(domaingpt.stages.evaluate, "run_evaluate", boom)
+    monkeypatch.setattr(domaingpt.stages.evaluate.results, "zero_shot_table", boom)
     log: list[str] = []
     result = run_study(
         load_study(preset="smoke"),
@@ -187,14 +188,14 @@ def test_a_failing_stage_is_reported_and_the_rest_stays(smoke, data_dir, tmp_pat
 def test_cli_reports_a_failing_stage_in_one_line_per_failure(
     smoke, data_dir, tmp_path, monkeypatch, capsys
 ):
-    import domaingpt.stages.stats
+    import domaingpt.stages.stats.results
 
     root = smoke.copy(tmp_path / "run")
 
     def boom(*args, **kwargs):
         raise RuntimeError("unexpected bug (simulated)")
 
-    monkeypatch.setattr(domaingpt.stages.stats, "compute_stats", boom)
+    monkeypatch.setattr(domaingpt.stages.stats.results, "compute_stats", boom)
     code = main(
         [
             *("run", "--preset", "smoke", "--out", str(root), "--data-dir", str(data_dir)),
@@ -336,7 +337,7 @@ def test_a_fourth_user_corpus_joins_and_an_interrupted_run_resumes(
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[probe]\nprompts_per_corpuss = 3\n", "did you mean 'probe.prompts_per_corpus'"),
+        ("[probe]\nprompts_per_corpuss = 3\n", "did you mean 'softmax.prompts_per_corpus'"),
         ("[evaluate]\nbootstrapp = 3\n", "did you mean 'evaluate.bootstrap'"),
         ("[evaluate]\nbootstrap = -1\n", "[evaluate]"),
         ("[train]\nlrr = 0.1\n", "did you mean 'train.lr'"),
@@ -345,7 +346,7 @@ def test_a_fourth_user_corpus_joins_and_an_interrupted_run_resumes(
         ('[study]\ncorpora = "shakespeare"\n', "non-empty list"),
         ('[study]\nname = "../escape"\n', "simple name"),
         ('[study]\npreset = "cpu-mni"\n', "did you mean 'cpu-mini'"),
-        ("[probe]\nprompts_per_corpus = 'many'\n", "probe.prompts_per_corpus must be an integer"),
+        ("[softmax]\nprompts_per_corpus = 'many'\n", "prompts_per_corpus must be an integer"),
         ('[evaluate]\noutput_dir = "../../etc"\n', "cannot leave"),
         ("[study\n", "not valid TOML"),
         ('[study]\nranks = "both"\n', "study.ranks in"),
@@ -386,7 +387,7 @@ def test_study_file_layers_over_the_preset(tmp_path):
     assert spec.corpora == ("shakespeare", str((tmp_path / "texts" / "a.txt").resolve()))
     cfg = spec.config()
     assert cfg.train.max_iters == 7 and cfg.model.n_embd == 32  # the rest from smoke
-    assert spec.analyses.get("probe", {}).get("prompts_per_corpus") == 8
+    assert spec.analyses.get("softmax", {}).get("prompts_per_corpus") == 8
     # Choosing another training preset drops the preset study's [train] overrides.
     path.write_text('[study]\ncorpora = ["shakespeare"]\npreset = "cpu-mini"\n')
     cfg = load_study(path, preset="smoke").config()
@@ -414,3 +415,22 @@ def test_study_load_needs_a_run(tmp_path):
     assert study.status("evaluate") == "absent"
     with pytest.raises(DomainGPTError):
         study["evaluate"]
+
+
+def test_a_run_written_under_the_earlier_stage_names_loads(smoke, tmp_path):
+    """Runs written before ``probe`` became ``softmax`` and ``evaluate`` left ``eval/``:
+    their folders and records are read under the new names, tables unchanged, and the
+    old command name still runs the stage."""
+    root = smoke.copy(tmp_path / "old")
+    (root / "softmax").rename(root / "probe")
+    (root / "evaluate").rename(root / "eval")
+    (root / "stages" / "softmax.json").rename(root / "stages" / "probe.json")
+    old, new = Study.load(root), Study.load(smoke.root)
+    assert old.records["softmax"]["status"] == "done"
+    for stage in ("softmax", "evaluate"):
+        for name, table in new[stage].items():
+            pd.testing.assert_frame_equal(old[stage][name], table, check_dtype=False)
+    assert old["probe"].keys() == new["softmax"].keys()  # the earlier name looks it up
+    assert {c.claim for c in old.view("softmax").claims} == {
+        c.claim for c in new.view("softmax").claims
+    }

@@ -228,12 +228,19 @@ def stage_command(stage: Stage) -> Callable[[argparse.Namespace], int]:
     # Here, not at the top: the stage contract imports pandas, which the commands that
     # are not stages (train: a 3-second start) never need.
     from domaingpt.context.stage import StageContext, run_stage
+    from domaingpt.study.pipeline import BUILTIN_STAGES, REPORT
 
     def command(args: argparse.Namespace) -> int:
-        settings = settings_from_args(stage.settings, args)
+        settings = settings_from_args(stage.settings, args, stage.name)
         run = RunDir(Path(args.out))
         run.check_writable()
-        ctx = StageContext(run=run, stage=stage, progress=not args.quiet, log=command_log(args))
+        ctx = StageContext(
+            run=run,
+            stage=stage,
+            progress=not args.quiet,
+            log=command_log(args),
+            stages=(*BUILTIN_STAGES, REPORT),
+        )
         with study_ranks("jobs", settings.device) as here:  # under torchrun: jobs over ranks
             if not here:
                 return 0

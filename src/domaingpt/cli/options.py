@@ -105,8 +105,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[StageSetti
         parser.add_argument(flag, **kwargs)
 
 
-def settings_from_args(cls: type[StageSettings], args: argparse.Namespace) -> StageSettings:
-    """The settings an argparse namespace describes (unset options keep the defaults)."""
+def settings_from_args(
+    cls: type[StageSettings], args: argparse.Namespace, stage: str
+) -> StageSettings:
+    """The settings of the stage named ``stage`` an argparse namespace describes (unset
+    options keep the defaults); a refused value is an error naming the stage."""
     values = {}
     for f in dataclasses.fields(cls):
         value = getattr(args, f.name, _MISSING)
@@ -114,5 +117,5 @@ def settings_from_args(cls: type[StageSettings], args: argparse.Namespace) -> St
             values[f.name] = value
     try:
         return cls(**values)
-    except (TypeError, ValueError) as e:  # ConfigError passes through as it is
-        raise ConfigError(f"{cls.section()}: {e}") from None
+    except (ConfigError, TypeError, ValueError) as e:
+        raise ConfigError(f"{stage}: {e}") from None

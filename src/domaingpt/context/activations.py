@@ -330,7 +330,7 @@ class InternalsSettings(PromptSettings):
 
     def check(self) -> None:
         super().check()
-        positive(f"{self.section()}.batch_size", self.batch_size)
+        positive("batch_size", self.batch_size)
 
     @property
     def workers(self) -> int:

@@ -191,8 +191,8 @@ class PromptSettings(StageSettings):
 
     def check(self) -> None:
         super().check()
-        positive(f"{self.section()}.prompts_per_corpus", self.prompts_per_corpus)
-        positive(f"{self.section()}.length", self.length)
+        positive("prompts_per_corpus", self.prompts_per_corpus)
+        positive("length", self.length)
 
 
 @dataclass(frozen=True)

@@ -186,10 +186,6 @@ class RunDir:
         return self.root / "vocab.json"
 
     @property
-    def stats(self) -> Path:
-        return self.root / "stats"
-
-    @property
     def models(self) -> Path:
         return self.root / "models"
 
@@ -199,30 +195,32 @@ class RunDir:
         return self.models / check_model_name(corpus)
 
     @property
-    def eval(self) -> Path:
-        return self.root / "eval"
-
-    @property
-    def adapt(self) -> Path:
+    def adapted(self) -> Path:
+        """``adapt/``: the adapted models (the adapt stage's folder), a model store of the
+        run like ``models/``, read by the stages that compare with them."""
         return self.root / "adapt"
 
-    @property
-    def probe(self) -> Path:
-        return self.root / "probe"
-
-    @property
-    def saliency(self) -> Path:
-        return self.root / "saliency"
+    def stage_folder(self, name: str, aliases: Iterable[str] = ()) -> Path:
+        """Where the stage ``name`` keeps its files: ``<run>/<name>``, or the folder of an
+        earlier name of the stage (``aliases``) when only that one exists (a run written
+        before the stage was renamed)."""
+        folder = self.root / name
+        if not folder.exists():
+            for alias in aliases:
+                if (self.root / alias).is_dir():
+                    return self.root / alias
+        return folder
 
     # -- stage records ---------------------------------------------------------------
     def record_path(self, stage: str) -> Path:
         return self.root / "stages" / f"{stage}.json"
 
-    def record(self, stage: str) -> dict[str, Any] | None:
-        """The stage's record, or None when there is none or it is unreadable."""
+    def record(self, stage: str, aliases: Iterable[str] = ()) -> dict[str, Any] | None:
+        """The stage's record, or None when there is none or it is unreadable; the record
+        of an earlier name of the stage (``aliases``) when it has none of its own."""
         path = self.record_path(stage)
         if not path.is_file():
-            return None
+            return next(filter(None, (self.record(a) for a in aliases)), None)
         try:
             rec = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -232,9 +230,9 @@ class RunDir:
     def write_record(self, stage: str, record: dict[str, Any]) -> None:
         write_json(self.record_path(stage), record)
 
-    def status(self, stage: str) -> str:
+    def status(self, stage: str, aliases: Iterable[str] = ()) -> str:
         """done, failed, blocked, or absent (never run)."""
-        return (self.record(stage) or {}).get("status", "absent")
+        return (self.record(stage, aliases) or {}).get("status", "absent")
 
     # -- models ------------------------------------------------------------------------
     def trained_models(self) -> list[str]:
@@ -378,9 +376,9 @@ class RunDir:
         """Adapted models with at least one checkpoint, by pair, start and seed; runs from
         ``scratch`` (random weights, no source model) only when asked for."""
         found = []
-        if not self.adapt.is_dir():
+        if not self.adapted.is_dir():
             return found
-        for seed_dir in sorted(self.adapt.glob("*/*/seed*")):
+        for seed_dir in sorted(self.adapted.glob("*/*/seed*")):
             start_dir = seed_dir.parent
             m = _ADAPT_DIR.match(start_dir.parent.name)
             if not m or not seed_dir.is_dir() or (start_dir.name == "scratch" and not scratch):
@@ -411,17 +409,6 @@ class RunDir:
                 f"[{section}]"
             )
         return find_checkpoint(self.model(adapted.source), iteration)
-
-    def results(self, stage: str, marker: str, folder: str = "") -> Path:
-        """The folder of ``stage``'s results (``folder``, default the stage's name); an
-        error naming the command to run when its ``marker`` file is missing."""
-        out = self.root / (folder or stage)
-        if not (out / marker).is_file():
-            raise DomainGPTError(
-                f"no {stage} results in {out} ({marker} is missing); "
-                f"run `domaingpt {stage} --out {self.root}` first"
-            )
-        return out
 
     def vocab(self) -> Vocab:
         """The run's vocabulary (``vocab.json``), else the first model checkpoint's."""

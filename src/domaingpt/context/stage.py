@@ -6,15 +6,21 @@ a user's own:
 ``settings``   a frozen :class:`~domaingpt.core.settings.StageSettings` subclass: what the
                stage computes (its fields are the study file's ``[name]`` table and the
                options of ``domaingpt NAME``);
-``run``        ``run(ctx, settings) -> {name: path}``: compute, write tables and figures
-               under ``ctx.out``, return what it wrote;
-``load``       ``load(run) -> {name: DataFrame}``: the tables back, nothing recomputed;
+``run``        ``run(ctx, settings) -> {name: path}``: compute, write its tables with
+               ``ctx.write_table`` and its figures under ``ctx.out``, return what it
+               wrote (the runner adds ``settings.json`` and ``claims.csv``);
+``tables``     the tables it writes (``ctx.out/<name>.csv``), read back by default;
+               ``optional`` the ones it writes only sometimes;
+``load``       only where reading needs more than the declared tables:
+               ``load(results) -> {name: DataFrame}`` given its :class:`Results`;
 ``claims``     ``claims(tables) -> [Claim]``: the study's statements checked on those
                tables — a pure function, testable on hand-made tables;
 ``section``    ``section(view) -> Section``: the stage's part of the report.
 
 ``needs`` are stages that must have finished first; ``uses`` stages whose results the
-stage reads when they exist. Both are part of its cache key. A user's stage is the same
+stage reads when they exist. Both are part of its cache key. The stage's name is its
+folder in a run, its command, its study-file table and its record; ``aliases`` are its
+earlier names, still accepted for commands and read in old run directories. A user's stage is the same
 value in the user's own module, named in a study file (``[study] stages =
 ["my_stages.attention:stage"]``); see ``examples/``.
 """
@@ -37,8 +43,10 @@ from domaingpt.core.inference import (
     replicates_of,
     with_replicate_column,
 )
+from domaingpt.core.io import read_json, write_json
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.settings import StageSettings
+from domaingpt.core.tables import read_table, write_table
 from domaingpt.core.threads import torch_threads
 from domaingpt.errors import DomainGPTError
 
@@ -69,8 +77,67 @@ class StageContext:
 
     @property
     def out(self) -> Path:
-        """The stage's own folder in the run directory."""
-        return self.run.root / self.stage.folder
+        """The stage's own folder in the run directory (where it writes)."""
+        return self.run.root / self.stage.name
+
+    def write_table(self, name: str, table: pd.DataFrame) -> Path:
+        """Write one of the stage's declared tables, ``<out>/<name>.csv`` (atomically)."""
+        if name not in (*self.stage.tables, *self.stage.optional):
+            raise DomainGPTError(
+                f"stage {self.stage.name} writes a table {name!r} it does not declare "
+                f"(its tables: {', '.join((*self.stage.tables, *self.stage.optional))})"
+            )
+        return write_table(table, self.out / f"{name}.csv")
+
+    def results(self, name: str) -> Results:
+        """The results of the stage ``name``, one this stage ``needs`` or ``uses``."""
+        if name not in (*self.stage.needs, *self.stage.uses) and "*" not in self.stage.uses:
+            raise DomainGPTError(
+                f"stage {self.stage.name} reads {name!r}, which it neither needs nor uses"
+            )
+        stage = next((s for s in self.stages if s.name == name), None)
+        if stage is None:
+            raise DomainGPTError(f"stage {self.stage.name} reads {name!r}: not in this study")
+        return Results(stage, self.run)
+
+
+@dataclass(frozen=True)
+class Results:
+    """A stage's results in a run directory: its folder and the tables it declares."""
+
+    stage: Stage
+    run: RunDir
+
+    @property
+    def folder(self) -> Path:
+        """Where they are: the stage's folder, or an earlier name's in an old run."""
+        return self.run.stage_folder(self.stage.name, self.stage.aliases)
+
+    def table(self, name: str) -> pd.DataFrame:
+        """One table; an error naming the command that writes it when it is missing."""
+        path = self.folder / f"{name}.csv"
+        if not path.is_file():
+            raise DomainGPTError(
+                f"no {self.stage.name} results in {self.folder} ({path.name} is missing); "
+                f"run `domaingpt {self.stage.name} --out {self.run.root}` first"
+            )
+        try:
+            return read_table(path)
+        except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise DomainGPTError(f"{path}: cannot be read as CSV ({e})") from None
+
+    def tables(self) -> Tables:
+        """Every declared table (an optional one only when it was written)."""
+        found = {name: self.table(name) for name in self.stage.tables}
+        for name in self.stage.optional:
+            if (self.folder / f"{name}.csv").is_file():
+                found[name] = self.table(name)
+        return found
+
+    def settings(self) -> dict[str, Any] | None:
+        """The settings the stage ran with (``settings.json``), None for none."""
+        path = self.folder / "settings.json"
+        return read_json(path) if path.is_file() else None
 
 
 @dataclass
@@ -88,7 +155,7 @@ class StageView:
 
     @property
     def out(self) -> Path:
-        return self.run.root / self.stage.folder
+        return self.run.stage_folder(self.stage.name, self.stage.aliases)
 
     def figures(self) -> list[Path]:
         """The PNG figures the stage wrote, by path."""
@@ -99,18 +166,13 @@ def _no_claims(tables: Tables) -> list[Claim]:
     return []
 
 
-#: Stages whose results are read even without a "done" record: a partly trained run,
-#: or the first stages of an old run directory.
-ALWAYS_READ = ("stats", "train")
-
-
 def read_stage(stage: Stage, run: RunDir) -> Tables:
     """A stage's tables (with a ``replicate`` column beside each table's model column);
     an error naming the stage when it has not completed."""
-    status = run.status(stage.name)
-    if status != "done" and stage.name not in ALWAYS_READ:
+    status = run.status(stage.name, stage.aliases)
+    if status != "done" and not stage.read_unfinished:
         raise DomainGPTError(f"{stage.name} has not completed in {run.root} (status: {status})")
-    return with_replicate_column(stage.load(run))
+    return with_replicate_column(stage.read(run))
 
 
 def stage_view(
@@ -121,13 +183,13 @@ def stage_view(
     Never raises: a stage whose results cannot be read is a view without tables, with the
     reason, so one broken stage cannot take the report down.
     """
-    status = run.status(stage.name)
+    status = run.status(stage.name, stage.aliases)
     reason = ""
     if tables is None:
         try:
             tables = read_stage(stage, run)
         except DomainGPTError as e:
-            message = (run.record(stage.name) or {}).get("message", "")
+            message = (run.record(stage.name, stage.aliases) or {}).get("message", "")
             reason = {
                 "failed": f"the stage failed: {message}",
                 "blocked": f"the stage did not run: {message}",
@@ -160,22 +222,28 @@ class Stage:
     title: str
     settings: type[StageSettings]
     run: Callable[[StageContext, Any], Mapping[str, Path]]
-    load: Callable[[RunDir], Tables]
+    tables: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    load: Callable[[Results], Tables] | None = None  # default: the declared tables
     claims: Callable[[Tables], list[Claim]] = _no_claims
     section: Callable[[StageView], Section] | None = None
     needs: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
-    subdir: str = ""  # the stage's folder in a run; default: its name
+    aliases: tuple[str, ...] = ()  # earlier names: commands and old run directories
+    # read even without a "done" record: a partly trained run, an old run's first stages
+    read_unfinished: bool = False
     help: str = ""  # one line for `domaingpt --help`
     # what its command prints: a function of the written files, or the key of a written
     # Markdown file to print as it is
     summary: Callable[[Mapping[str, Path]], str] | str | None = None
     section_title: str = ""  # the report's heading and the claims' section; default: title
+    headline: str = ""  # a figure in its folder the report's summary shows first
     command: bool = True  # a `domaingpt NAME` command generated from its settings
 
-    @property
-    def folder(self) -> str:
-        return self.subdir or self.name
+    def read(self, run: RunDir) -> Tables:
+        """The stage's tables in ``run``, nothing recomputed."""
+        results = Results(self, run)
+        return results.tables() if self.load is None else self.load(results)
 
     @property
     def heading(self) -> str:
@@ -200,16 +268,18 @@ class Stage:
 
 
 def run_stage(ctx: StageContext, settings: StageSettings) -> tuple[dict[str, Path], list[Claim]]:
-    """Run a stage, then check its claims on what it wrote (``<folder>/claims.csv``).
+    """Run a stage, record its settings (``<name>/settings.json``), then check its claims
+    on what it wrote (``<name>/claims.csv``).
 
     The one way a stage runs, from ``domaingpt run`` and from its own command alike. Out
     of memory is a one-line error naming the batch size to lower; ``settings.threads``
     torch threads inside, restored after.
     """
-    with torch_threads(settings.threads), oom_hint(*settings.memory_setting()):
+    with torch_threads(settings.threads), oom_hint(*settings.memory_setting(ctx.stage.name)):
         written = {k: Path(v) for k, v in (ctx.stage.run(ctx, settings) or {}).items()}
+    written["settings"] = write_json(ctx.out / "settings.json", settings.to_dict())
     claims: list[Claim] = []
     if ctx.stage.claims is not _no_claims:
-        claims = ctx.stage.checked_claims(ctx.stage.load(ctx.run))
+        claims = ctx.stage.checked_claims(ctx.stage.read(ctx.run))
         written["claims"] = write_claims(claims, ctx.out / "claims.csv")
     return written, claims

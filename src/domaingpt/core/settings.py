@@ -87,18 +87,17 @@ class StageSettings:
             if not f.init:
                 continue
             value = getattr(self, f.name)
-            key = f"{type(self).section()}.{f.name}"
-            coerced = coerce(key, value, type(self), f.name)
+            coerced = coerce(f.name, value, type(self), f.name)
             if coerced is not value:
                 object.__setattr__(self, f.name, coerced)
-            checked_number(key, coerced)
+            checked_number(f.name, coerced)
         self.check()
 
     def check(self) -> None:
         """Raise :class:`ConfigError` for a value the stage cannot run with."""
         if self.threads < 0:
             raise ConfigError(f"threads must be 0 (torch's default) or more, got {self.threads}")
-        check_threads(f"{self.section()}.threads", self.threads)
+        check_threads("threads", self.threads)
 
     def check_study(self, corpora: list[str]) -> None:
         """Checks that need the study around the stage, run by ``domaingpt run`` before its
@@ -106,16 +105,11 @@ class StageSettings:
         subclass refuses here what would otherwise fail only when the stage runs (a pair
         naming a corpus the study does not train, a prompt file that cannot be read)."""
 
-    @classmethod
-    def section(cls) -> str:
-        """The name of the study-file table and CLI command (``EvalSettings`` -> eval)."""
-        return getattr(cls, "SECTION", cls.__name__.removesuffix("Settings").lower())
-
-    def memory_setting(self) -> tuple[str, int | None]:
+    def memory_setting(self, name: str) -> tuple[str, int | None]:
         """The setting an out-of-memory error tells the user to lower, and its value:
-        the stage's ``batch_size`` when it has one (None: the model's own)."""
+        the stage's ``batch_size`` when it has one (None: the model's own). ``name``: the
+        stage's name (its study-file table)."""
         value = getattr(self, "batch_size", None)
-        name = self.section()
         if isinstance(value, int) and not isinstance(value, bool):
             return f"{name}.batch_size", value or None
         return f"the batch sizes of [{name}]", None

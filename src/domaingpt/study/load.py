@@ -18,6 +18,7 @@ from domaingpt.core.claims import Claim, claims_frame
 from domaingpt.core.inference import adjust
 from domaingpt.core.io import read_json
 from domaingpt.errors import DomainGPTError
+from domaingpt.study.pipeline import REPORT
 from domaingpt.study.spec import StageRef, resolve_stages
 
 
@@ -92,7 +93,7 @@ class Study:
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
-            if s.name == name:
+            if name in (s.name, *s.aliases):
                 return s
         raise DomainGPTError(
             f"unknown stage {name!r}: stages are {', '.join(s.name for s in self.stages)}"
@@ -100,7 +101,7 @@ class Study:
 
     @property
     def records(self) -> dict[str, dict[str, Any]]:
-        return {s.name: rec for s in self.stages if (rec := self.run.record(s.name))}
+        return {s.name: rec for s in self.stages if (rec := self.run.record(s.name, s.aliases))}
 
     def status(self, stage: str) -> str:
         """done, failed, blocked, or absent (never run)."""
@@ -137,7 +138,7 @@ class Study:
         """PNG figures by stage (sorted by path)."""
         out: dict[str, list[Path]] = {}
         for s in self.stages:
-            d = self.root / s.folder
+            d = self.run.stage_folder(s.name, s.aliases)
             if d.is_dir() and (found := sorted(d.rglob("*.png"))):
                 out[s.name] = found
         return out
@@ -145,9 +146,7 @@ class Study:
     def claims(self) -> list[Claim]:
         """Every stage's claims, computed from its tables now (missing stages: none), their
         p-values adjusted together as the report does."""
-        return adjust(
-            c for s in self.stages if s.name != "report" for c in self.view(s.name).claims
-        )
+        return adjust(c for s in self.stages if s is not REPORT for c in self.view(s.name).claims)
 
     @property
     def conclusions(self) -> pd.DataFrame:

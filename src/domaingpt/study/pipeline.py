@@ -15,11 +15,11 @@ from domaingpt.stages import (
     attention,
     evaluate,
     lens,
-    probe,
     quality,
     report,
     saliency,
     similarity,
+    softmax,
     stats,
     train,
 )
@@ -29,7 +29,7 @@ BUILTIN_STAGES: tuple[Stage, ...] = (
     train.stage,
     evaluate.stage,
     adapt.stage,
-    probe.stage,
+    softmax.stage,
     lens.stage,
     similarity.stage,
     saliency.stage,
@@ -37,3 +37,7 @@ BUILTIN_STAGES: tuple[Stage, ...] = (
     quality.stage,
 )
 REPORT: Stage = report.stage
+#: The stage the study's ``[model]``/``[train]``/``[data]`` tables and preset configure.
+TRAIN: Stage = train.stage
+#: The stage whose zero-shot matrix lists a run (``domaingpt runs``).
+EVALUATE: Stage = evaluate.stage

@@ -41,6 +41,7 @@ from domaingpt.core.threads import torch_threads
 from domaingpt.core.version import __version__
 from domaingpt.data.corpus import Corpus, resolve_corpus, sha256_file, sha256_once
 from domaingpt.errors import ConfigError, DomainGPTError, disk_error
+from domaingpt.study.pipeline import REPORT, TRAIN
 from domaingpt.study.spec import StudySpec, preset_study_text
 
 
@@ -106,7 +107,9 @@ class StudyResult:
     @property
     def report_written(self) -> bool:
         """The report of this run is there: its stage finished now or earlier."""
-        return any(o.stage == "report" and o.status in ("done", "skipped") for o in self.outcomes)
+        return any(
+            o.stage == REPORT.name and o.status in ("done", "skipped") for o in self.outcomes
+        )
 
     @property
     def exit_code(self) -> int:
@@ -234,18 +237,14 @@ def run_study(
     run = RunDir(Path(out) if out is not None else Path("runs") / spec.name)
     run.check_writable()
     names = [s.name for s in spec.stages]
-    force = set(force)
-    if "all" in force:
-        force = set(names)
-    for name in force:
-        spec.stage(name)
+    force = set(names) if "all" in force else {spec.stage(name).name for name in force}
     corpora = [
         resolve_corpus(c, data_dir or spec.data_dir, download=download) for c in spec.corpora
     ]
     corpus_names = [c.name for c in corpora]
     if len(set(corpus_names)) != len(corpus_names):
         raise ConfigError(f"study.corpora names the same corpus twice: {corpus_names}")
-    if "train" in names:  # a logger's missing extra, named before anything is written
+    if TRAIN in spec.stages:  # a logger's missing extra, named before anything is written
         require_loggers(spec.config().train.loggers)
     spec.check_before_run(
         corpora,
@@ -272,7 +271,7 @@ def run_study(
         spec.threads if threads is None else threads,
     )
     result = StudyResult(run)
-    records = {name: run.record(name) or {} for name in names}
+    records = {s.name: run.record(s.name, s.aliases) or {} for s in spec.stages}
     n = len(spec.stages)
     log_fn(f"study {spec.name!r}: {len(corpora)} corpora ({', '.join(corpus_names)}) → {run.root}")
     if study_world() > 1:
@@ -281,7 +280,7 @@ def run_study(
     for i, stage in enumerate(spec.stages, start=1):
         outcome = _run_one(stage, ctx, records, f"stage {i}/{n}: {stage.name}")
         result.outcomes.append(outcome)
-        records[stage.name] = run.record(stage.name) or {}
+        records[stage.name] = run.record(stage.name, stage.aliases) or {}
     done = sum(o.status in ("done", "skipped") for o in result.outcomes)
     report = f"report: {run.root / 'report.html'}" if result.report_written else "no report"
     log_fn(f"study {spec.name!r}: {done}/{n} stages complete; {report}")

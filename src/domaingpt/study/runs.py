@@ -22,6 +22,7 @@ from domaingpt.core.claims import Verdict, claims_frame
 from domaingpt.errors import DomainGPTError, one_line
 from domaingpt.model.checkpoint import list_checkpoints
 from domaingpt.study.load import Study, read_study_record
+from domaingpt.study.pipeline import EVALUATE, TRAIN
 
 #: How deep below the folder given to ``domaingpt runs`` run directories are looked for.
 MAX_DEPTH = 3
@@ -55,10 +56,10 @@ def find_runs(root: str | Path, depth: int = MAX_DEPTH) -> list[Path]:
 
 def _final_eval(run: RunDir) -> pd.DataFrame:
     """The zero-shot rows of each model's last evaluated checkpoint (empty if none)."""
-    path = run.eval / "zero_shot.csv"
-    if not path.is_file():
+    try:
+        table = EVALUATE.read(run)["zero_shot"]
+    except DomainGPTError:
         return pd.DataFrame(columns=["model", "corpus", "loss_nats"])
-    table = pd.read_csv(path)
     last = table.groupby("model")["iteration"].transform("max")
     return table[table["iteration"] == last]
 
@@ -190,7 +191,7 @@ def settings_of(run: RunDir) -> dict[str, str]:
     for stage, rec in records.items():
         if isinstance(rec.get("settings"), dict):
             _flatten(stage, rec["settings"], out)
-    if "train" not in records:
+    if TRAIN.name not in records:
         for name in run.trained_models():
             config = read_run_json(run.model(name)).get("config", {})
             _flatten(f"models.{name}", config, out)

@@ -44,7 +44,7 @@ from domaingpt.core.settings import StageSettings, settings_from_table, unknown_
 from domaingpt.data.corpus import Corpus
 from domaingpt.errors import ConfigError
 from domaingpt.interop.external import check_models, resolve_models
-from domaingpt.study.pipeline import BUILTIN_STAGES, REPORT
+from domaingpt.study.pipeline import BUILTIN_STAGES, REPORT, TRAIN
 
 STUDY_PRESETS = ("smoke", "cpu", "gpu")
 DEFAULT_PRESET = "cpu"
@@ -176,7 +176,8 @@ def _source_path(module: Any) -> Path | None:
 #: Names a user's stage cannot take: the built-in stages' (the report's too), the study
 #: file's other tables, and ``all`` (``--force all``).
 RESERVED_NAMES = frozenset(
-    {s.name for s in (*BUILTIN_STAGES, REPORT)} | {"study", "all", *TRAIN_SECTIONS}
+    {n for s in (*BUILTIN_STAGES, REPORT) for n in (s.name, *s.aliases)}
+    | {"study", "all", *TRAIN_SECTIONS}
 )
 
 
@@ -191,20 +192,14 @@ def _check_own_stage(ref: StageRef, stage: Stage, before: list[Stage]) -> None:
             f"stage {ref.ref!r} is named {stage.name!r}, which is taken (by a built-in stage, "
             "a study table or a stage before it): give the Stage another name"
         )
-    folder = Path(stage.folder)
-    if folder.is_absolute() or not folder.parts or ".." in folder.parts:
-        raise ConfigError(
-            f"stage {ref.ref!r}: its folder {stage.folder!r} must be a relative path inside "
-            "the run directory"
-        )
-    taken = {Path(s.folder).parts[0]: f"stage {s.name!r}" for s in (*before, REPORT)}
-    taken["stages"] = "the stage records"
-    if folder.parts[0] in taken:
-        owner = taken[folder.parts[0]]
-        raise ConfigError(
-            f"stage {ref.ref!r} writes into {stage.folder!r}, the folder of {owner}: give it "
-            "a folder of its own (Stage(subdir=...), default: its name)"
-        )
+    taken = {n: f"stage {s.name!r}" for s in (*before, REPORT) for n in (s.name, *s.aliases)}
+    taken.update(stages="the stage records", models="the trained models")
+    for name in (stage.name, *stage.aliases):
+        if name in taken:
+            raise ConfigError(
+                f"stage {ref.ref!r} is named {name!r}, the folder of {taken[name]} in a run: "
+                "give the Stage another name"
+            )
 
 
 def load_stages(refs: Iterable[StageRef]) -> tuple[tuple[Stage, ...], dict[str, str]]:
@@ -312,7 +307,7 @@ class StudySpec:
 
     def config(self) -> RunConfig:
         """The training configuration shared by every model of the study."""
-        return self.settings("train").config
+        return self.settings(TRAIN.name).config
 
     @property
     def where(self) -> str:
@@ -321,7 +316,7 @@ class StudySpec:
     def stage(self, name: str) -> Stage:
         """The study's stage called ``name``; an unknown name suggests the closest one."""
         for s in self.stages:
-            if s.name == name:
+            if name in (s.name, *s.aliases):
                 return s
         names = [s.name for s in self.stages]
         close = difflib.get_close_matches(name, names, n=1)
@@ -344,7 +339,7 @@ class StudySpec:
         ``[model]``/``[train]``/``[data]`` tables instead.
         """
         cls = self.stage(stage).settings
-        if getattr(cls, "TRAINING", False):
+        if self.stage(stage) is TRAIN:
             table = {"preset": self.preset, **{k: dict(v) for k, v in self.overrides.items()}}
             if self.models:
                 table["models"] = dict(self.models)
@@ -422,6 +417,22 @@ def _check_sections(data: dict[str, Any], source: str, stage_names: Iterable[str
             raise unknown_key(f"study.{key}", [f"study.{k}" for k in STUDY_KEYS], source)
 
 
+def _renamed_sections(data: dict[str, Any], stages: Iterable[Stage], source: str) -> dict[str, Any]:
+    """``data`` with each table named by an earlier name of a stage (``[probe]``) under
+    the stage's name (``[softmax]``); both at once is an error."""
+    renamed = dict(data)
+    for stage in stages:
+        for alias in stage.aliases:
+            if alias in renamed:
+                if stage.name in renamed:
+                    raise ConfigError(
+                        f"[{alias}] and [{stage.name}] in {source} are one stage's table "
+                        f"({alias} is its earlier name): keep [{stage.name}]"
+                    )
+                renamed[stage.name] = renamed.pop(alias)
+    return renamed
+
+
 def _merge(base: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
     merged = {k: dict(v) for k, v in base.items()}
     if "preset" in user.get("study", {}):
@@ -456,6 +467,7 @@ def load_study(
     refs = _stage_refs(user.get("study", {}).get("stages"), base_dir, where)
     stages, stage_code = load_stages(refs)
     if path is not None:
+        user = _renamed_sections(user, stages, f"study file {source}")
         _check_sections(user, f"study file {source}", [s.name for s in stages])
     merged = _merge(base, user)
     study = merged.get("study", {})

@@ -10,6 +10,7 @@ import types
 import numpy as np
 import pandas as pd
 import pytest
+from tests.conftest import read_one, run_one
 
 from domaingpt.context.rundir import RunDir
 from domaingpt.context.splits import CorpusCache
@@ -24,17 +25,17 @@ from domaingpt.scoring import score_windows
 from domaingpt.stages.adapt import (
     AdaptSettings,
     across_sources,
-    load_adapt,
     per_source,
     pick_early,
-    run_adapt,
     sign_flip_p,
     summarize,
     summary_markdown,
     verdict,
 )
 from domaingpt.stages.adapt import jobs as jobs_mod
-from domaingpt.stages.evaluate import EvalSettings, load_evaluate, run_evaluate
+from domaingpt.stages.adapt import stage as adapt_stage
+from domaingpt.stages.evaluate import EvaluateSettings
+from domaingpt.stages.evaluate import stage as evaluate_stage
 
 VAL_FRACTION = 0.02
 QUIET = {"progress": False, "log": lambda m: None}
@@ -74,8 +75,8 @@ def settings(data_dir, **kw) -> AdaptSettings:
 
 @pytest.fixture(scope="module")
 def adapted(run, data_dir) -> dict[str, pd.DataFrame]:
-    run_adapt(run, settings(data_dir), **QUIET)
-    return load_adapt(run)
+    run_one(adapt_stage, run, settings(data_dir))
+    return read_one(adapt_stage, run)
 
 
 def test_tables_and_files(run, adapted):
@@ -91,8 +92,8 @@ def test_tables_and_files(run, adapted):
         c = curves[(curves["start"] == start) & (curves["seed"] == 0)].set_index("step")
         assert c.loc[20, "target_loss"] < c.loc[0, "target_loss"]
     for name in ("curves.png", "forgetting.png", "summary.md", "samples.jsonl"):
-        assert (run.adapt / name).stat().st_size > 0
-    assert summary.loc[0, "verdict"] in (run.adapt / "summary.md").read_text()
+        assert (run.adapted / name).stat().st_size > 0
+    assert summary.loc[0, "verdict"] in (run.adapted / "summary.md").read_text()
 
 
 def test_step0_equals_zero_shot_loss_same_windows(run, data_dir, adapted):
@@ -111,7 +112,8 @@ def test_step0_equals_evaluate_on_whole_split(run, data_dir, tmp_path):
     other = RunDir(tmp_path / "r")
     shutil.copytree(run.models, other.models)
     shutil.copy(run.vocab_path, other.vocab_path)
-    run_adapt(
+    run_one(
+        adapt_stage,
         other,
         settings(
             data_dir,
@@ -122,18 +124,17 @@ def test_step0_equals_evaluate_on_whole_split(run, data_dir, tmp_path):
             eval_windows=0,
             final_windows=0,
         ),
-        **QUIET,
     )
-    step0 = load_adapt(other)["curves"].query("step == 0").iloc[0]
-    ev = EvalSettings(
+    step0 = read_one(adapt_stage, other)["curves"].query("step == 0").iloc[0]
+    ev = EvaluateSettings(
         models=["shakespeare"],
         corpora=["math", "shakespeare"],
         bootstrap=0,
         data_dir=str(data_dir),
         threads=1,
     )
-    run_evaluate(other, ev, **QUIET)
-    table = load_evaluate(other)["zero_shot"].set_index("corpus")
+    run_one(evaluate_stage, other, ev)
+    table = read_one(evaluate_stage, other)["zero_shot"].set_index("corpus")
     assert step0["target_loss"] == pytest.approx(table.loc["math", "loss_nats"], rel=1e-6)
     assert step0["source_loss"] == pytest.approx(table.loc["shakespeare", "loss_nats"], rel=1e-6)
 
@@ -143,8 +144,8 @@ def test_seeds_reproduce_and_differ(run, data_dir, adapted, tmp_path):
     other = RunDir(tmp_path / "r")
     shutil.copytree(run.models, other.models)
     shutil.copy(run.vocab_path, other.vocab_path)
-    run_adapt(other, settings(data_dir, seeds=1, starts=["final", "scratch"]), **QUIET)
-    again = load_adapt(other)["curves"]
+    run_one(adapt_stage, other, settings(data_dir, seeds=1, starts=["final", "scratch"]))
+    again = read_one(adapt_stage, other)["curves"]
     cols = ["step", "target_loss", "source_loss"]
     for start in ("final", "scratch"):
         a = curves[(curves["start"] == start) & (curves["seed"] == 0)][cols].reset_index(drop=True)
@@ -155,7 +156,7 @@ def test_seeds_reproduce_and_differ(run, data_dir, adapted, tmp_path):
 
 
 def test_adapted_checkpoints_samples_and_reuse(run, data_dir, adapted):
-    job = run.adapt / "shakespeare__to__math" / "early" / "seed1"
+    job = run.adapted / "shakespeare__to__math" / "early" / "seed1"
     info = find_checkpoint(job, "final")
     assert info.iteration == 20
     meta = info.meta["adapt"]
@@ -172,12 +173,12 @@ def test_adapted_checkpoints_samples_and_reuse(run, data_dir, adapted):
     sample = read_jsonl(job / "samples.jsonl")[0]
     assert len(sample["text"]) == 40 and sample["iter"] == 20
     # finished runs are not redone: same settings, nothing trained, same files
-    mtimes = {p: p.stat().st_mtime_ns for p in run.adapt.rglob("*.safetensors")}
+    mtimes = {p: p.stat().st_mtime_ns for p in run.adapted.rglob("*.safetensors")}
     lines: list[str] = []
-    run_adapt(run, settings(data_dir), progress=False, log=lines.append)
+    run_one(adapt_stage, run, settings(data_dir), log=lines.append)
     assert any("reused 6" in line for line in lines)
-    assert {p: p.stat().st_mtime_ns for p in run.adapt.rglob("*.safetensors")} == mtimes
-    pd.testing.assert_frame_equal(load_adapt(run)["final"], adapted["final"])
+    assert {p: p.stat().st_mtime_ns for p in run.adapted.rglob("*.safetensors")} == mtimes
+    pd.testing.assert_frame_equal(read_one(adapt_stage, run)["final"], adapted["final"])
 
 
 def test_pick_early_and_its_errors(run, data_dir):
@@ -278,10 +279,10 @@ def test_adaptation_curves_reach_the_loggers(run, data_dir, tmp_path):
     shutil.copytree(run.models, other.models)
     shutil.copy(run.vocab_path, other.vocab_path)
     chosen = {"seeds": 1, "starts": ["final", "early"], "loggers": ["tensorboard"]}
-    run_adapt(other, settings(data_dir, **chosen), **QUIET)
-    curves = load_adapt(other)["curves"]
+    run_one(adapt_stage, other, settings(data_dir, **chosen))
+    curves = read_one(adapt_stage, other)["curves"]
     for start in ("final", "early"):
-        folder = other.adapt / "shakespeare__to__math" / start / "seed0" / "tensorboard"
+        folder = other.adapted / "shakespeare__to__math" / start / "seed0" / "tensorboard"
         events = accumulator.EventAccumulator(str(folder))
         events.Reload()
         tags = ["source_loss", "target_loss", "train/grad_norm", "train/loss", "train/lr"]
@@ -297,8 +298,8 @@ def test_adaptation_curves_reach_the_loggers(run, data_dir, tmp_path):
             assert [v for _, v in logged] == pytest.approx(list(rows[tag]), rel=1e-6, abs=1e-6)
     # loggers are a runtime setting: the same runs with other loggers are reused
     lines: list[str] = []
-    run_adapt(other, settings(data_dir, **{**chosen, "loggers": ["csv"]}), progress=False,
-              log=lines.append)  # fmt: skip
+    run_one(adapt_stage, other, settings(data_dir, **{**chosen, "loggers": ["csv"]}),
+            log=lines.append)  # fmt: skip
     assert any("reused 2" in line for line in lines)
 
 
@@ -318,9 +319,10 @@ def test_adapt_in_a_study_logs_where_the_study_trains(run, monkeypatch):
     """Under ``domaingpt run``, adapt.loggers left empty takes the study's train.loggers;
     set, it is kept."""
     import domaingpt.stages.adapt as adapt_pkg
+    from domaingpt.stages.adapt import results as adapt_results
 
     seen = []
-    monkeypatch.setattr(adapt_pkg, "run_adapt", lambda r, s, **kw: seen.append(s.loggers) or {})
+    monkeypatch.setattr(adapt_results, "adapt_all", lambda ctx, s: seen.append(s.loggers) or {})
     cfg = build_config("smoke", ["train.loggers=csv,tensorboard"])
     study = types.SimpleNamespace(config=lambda: cfg)
     ctx = StageContext(run=run, stage=adapt_pkg.stage, study=study)

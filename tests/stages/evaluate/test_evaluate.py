@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.conftest import read_one, run_one
 
 from domaingpt.context.rundir import RunDir
 from domaingpt.core.statistics import bootstrap_ratio_ci
@@ -18,7 +19,8 @@ from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus, window_mask, window_starts
 from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, parse_checkpoint_selection
 from domaingpt.scoring import WindowScores, score_windows
-from domaingpt.stages.evaluate import EvalSettings, load_evaluate, run_evaluate
+from domaingpt.stages.evaluate import EvaluateSettings
+from domaingpt.stages.evaluate import stage as evaluate_stage
 
 VAL_FRACTION = 0.05
 
@@ -40,11 +42,11 @@ def run(train_smoke, tmp_path_factory, data_dir) -> RunDir:
 
 @pytest.fixture(scope="module")
 def table(run, data_dir) -> pd.DataFrame:
-    settings = EvalSettings(
+    settings = EvaluateSettings(
         checkpoints="all", bootstrap=200, data_dir=str(data_dir), threads=1, batch_size=256
     )
-    run_evaluate(run, settings, progress=False, log=lambda m: None)
-    return load_evaluate(run)["zero_shot"]
+    run_one(evaluate_stage, run, settings, log=lambda m: None)
+    return read_one(evaluate_stage, run)["zero_shot"]
 
 
 def shakespeare_val(run: RunDir, data_dir, vocab) -> np.ndarray:
@@ -126,17 +128,17 @@ def test_bootstrap_interval_contains_mean_and_is_deterministic(table):
 
 
 def test_outputs_are_written_and_deterministic(run, data_dir, table):
-    files = {p.name for p in run.eval.iterdir()}
+    files = {p.name for p in (run.root / "evaluate").iterdir()}
     assert {"zero_shot.csv", "zero_shot.md", "zero_shot.png", "zero_shot_training.png"} <= files
-    md = (run.eval / "zero_shot.md").read_text()
+    md = (run.root / "evaluate" / "zero_shot.md").read_text()
     assert "| shakespeare (iter 100) | **" in md
     assert "the study's published matrix" in md and "1.3966" in md and "3.9497" in md
-    first = (run.eval / "zero_shot.csv").read_text()
-    settings = EvalSettings(
+    first = (run.root / "evaluate" / "zero_shot.csv").read_text()
+    settings = EvaluateSettings(
         checkpoints="all", bootstrap=200, data_dir=str(data_dir), threads=1, batch_size=256
     )
-    run_evaluate(run, settings, progress=False, log=lambda m: None)
-    assert (run.eval / "zero_shot.csv").read_text() == first
+    run_one(evaluate_stage, run, settings, log=lambda m: None)
+    assert (run.root / "evaluate" / "zero_shot.csv").read_text() == first
 
 
 def test_vocabulary_gaps_are_reported_as_unk_share(run, data_dir, tmp_path):
@@ -145,11 +147,11 @@ def test_vocabulary_gaps_are_reported_as_unk_share(run, data_dir, tmp_path):
     path = tmp_path / "odd.txt"
     path.write_text(odd)
     lines: list[str] = []
-    settings = EvalSettings(
+    settings = EvaluateSettings(
         corpora=[str(path)], bootstrap=0, data_dir=str(data_dir), threads=1, batch_size=256
     )
-    run_evaluate(run, settings, progress=False, log=lines.append)
-    row = load_evaluate(run)["zero_shot"].iloc[0]
+    run_one(evaluate_stage, run, settings, log=lines.append)
+    row = read_one(evaluate_stage, run)["zero_shot"].iloc[0]
     val = odd[int(len(odd) * (1 - VAL_FRACTION)) :]
     assert row["corpus"] == "odd"
     assert row["unk_fraction"] == pytest.approx(val[1:].count("\ue000") / (len(val) - 1))
@@ -175,4 +177,4 @@ def test_cli_errors(cli_error, capsys, run, data_dir):
     err = cli_error("evaluate", "--out", run.root / "nothing", *common)
     assert "no trained models" in err
     err = cli_error("evaluate", "--out", run.root, "--batch-size", "0", *common)
-    assert "batch size" in err
+    assert "batch_size" in err

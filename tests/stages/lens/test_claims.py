@@ -243,7 +243,7 @@ def test_out_of_domain_claims_per_prompt_corpus_and_pooled():
 
 @pytest.mark.parametrize("bits", [0.0, -0.1, float("nan")])
 def test_the_threshold_must_be_a_positive_number_of_bits(bits):
-    with pytest.raises(ConfigError, match=r"lens\.formation_kl_bits"):
+    with pytest.raises(ConfigError, match=r"formation_kl_bits"):
         LensSettings(formation_kl_bits=bits).check()
     LensSettings(formation_kl_bits=0.05).check()
 

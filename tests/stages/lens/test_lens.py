@@ -38,7 +38,7 @@ def test_the_last_layer_is_the_probes_softmax(lens):
     checkpoints: its entropy and p(true) averaged over positions are the lens's last layer."""
     per_prompt = lens["lens"]["per_prompt"]
     last = per_prompt[per_prompt["layer"] == 2].set_index(["model", "iteration", "prompt_id"])
-    probe = lens["probe"]["last"].set_index(["model", "iteration", "prompt_id"])
+    probe = lens["softmax"]["last"].set_index(["model", "iteration", "prompt_id"])
     joined = last.join(probe[["entropy_all_bits", "p_true_all"]], how="inner")
     assert len(joined) == len(last)
     np.testing.assert_allclose(joined["entropy_bits"], joined["entropy_all_bits"], rtol=1e-4)

@@ -14,7 +14,7 @@ from domaingpt.core import published
 from domaingpt.core.claims import Claim, Verdict, claims_frame, frame_claims
 from domaingpt.core.statistics import welch_ci
 from domaingpt.stages.quality import (
-    SampleQualitySettings,
+    QualitySettings,
     checkpoint_summary,
     claims,
     milestones,
@@ -527,7 +527,7 @@ def test_thresholds_come_from_the_settings_table() -> None:
         shakespeare=[(0, 5.0, 0.1, 0.0), (1000, 1.8, 0.15, 0.6), (2000, 1.6, 0.15, 0.8)]
     )
     assert _one(claims(tables), LOSS).verdict is HOLDS
-    recorded = SampleQualitySettings(coherent_words=0.5).to_dict()
+    recorded = QualitySettings(coherent_words=0.5).to_dict()
     tables["settings"] = pd.DataFrame([recorded]).astype(object)
     claim = _one(claims(tables), LOSS)
     assert claim.verdict is FAILS and claim.evidence.startswith("val loss at the first")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.conftest import read_one, run_one
 
 from domaingpt.cli import main
 from domaingpt.context.rundir import RunDir, study_vocab
@@ -25,11 +26,10 @@ from domaingpt.model.checkpoint import (
 )
 from domaingpt.model.generate import generate_text
 from domaingpt.stages.quality import (
-    SampleQualitySettings,
+    QualitySettings,
     claims,
-    load_sample_quality,
-    run_sample_quality,
 )
+from domaingpt.stages.quality import stage as quality_stage
 from domaingpt.stages.quality.generate import generate_batch
 from domaingpt.training.trainer import Trainer
 
@@ -37,7 +37,7 @@ CORPORA = ["shakespeare", "math"]  # the vocabulary is built from all three
 CHECKPOINTS = [0, 20, 40]
 
 
-def _settings(data_dir: Path, **kw) -> SampleQualitySettings:
+def _settings(data_dir: Path, **kw) -> QualitySettings:
     base = dict(
         samples=2,
         chars=64,
@@ -46,7 +46,7 @@ def _settings(data_dir: Path, **kw) -> SampleQualitySettings:
         corpora=CORPORA,
         data_dir=str(data_dir),
     )
-    return SampleQualitySettings(**{**base, **kw})
+    return QualitySettings(**{**base, **kw})
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -70,13 +70,13 @@ def trained(tmp_path_factory, data_dir, quiet_trainer) -> RunDir:
 @pytest.fixture(scope="module")
 def first_run(trained, data_dir) -> tuple[dict[str, Path], list[str]]:
     logs: list[str] = []
-    written = run_sample_quality(trained, _settings(data_dir), progress=False, log=logs.append)
+    written = run_one(quality_stage, trained, _settings(data_dir), log=logs.append)
     return written, logs
 
 
 def test_timeline_is_tidy_with_val_loss(trained, first_run) -> None:
     written, _ = first_run
-    tables = load_sample_quality(trained)
+    tables = read_one(quality_stage, trained)
     tl = tables["timeline"]
     assert len(tl) == len(CHECKPOINTS) * 2
     assert not tl.duplicated(["model", "iteration", "seed"]).any()
@@ -108,7 +108,7 @@ def test_timeline_is_tidy_with_val_loss(trained, first_run) -> None:
 
 
 def test_samples_are_those_of_generate_text(trained, first_run) -> None:
-    samples = load_sample_quality(trained)["samples"]
+    samples = read_one(quality_stage, trained)["samples"]
     row = samples[(samples["iteration"] == 40) & (samples["seed"] == 2)].iloc[0]
     loaded = load_checkpoint(find_checkpoint(trained.model("shakespeare"), 40))
     assert row["text"] == generate_text(loaded.model, loaded.vocab, "\n", 64, seed=2)
@@ -135,7 +135,7 @@ def test_a_batch_of_samples_is_each_seed_s_own_text(trained) -> None:
 def test_missing_adaptation_is_a_logged_note_and_unmeasured_claims(trained, first_run) -> None:
     _, logs = first_run
     assert any("no adapted models" in m for m in logs)
-    found = claims(load_sample_quality(trained))
+    found = claims(read_one(quality_stage, trained))
     moved = [c for c in found if c.claim == published.ADAPT_STYLE]
     assert len(moved) == 1 and moved[0].verdict is Verdict.UNMEASURED
     assert all(len(c.evidence) > 10 for c in found)
@@ -157,14 +157,14 @@ def test_adapted_models_against_target_and_source(trained, first_run, data_dir) 
     for _ in range(10):
         trainer.step()
     meta = {"val_loss": 3.0, "adapt": {"source_iteration": 40, "target_loss_step0": 4.0}}
-    directory = run.adapt / "shakespeare__to__math" / "final" / "seed0" / "checkpoints"
+    directory = run.adapted / "shakespeare__to__math" / "final" / "seed0" / "checkpoints"
     save_checkpoint(directory, "iter", 10, loaded.model, vocab, meta)
 
     logs: list[str] = []
-    run_sample_quality(run, _settings(data_dir), progress=False, log=logs.append)
+    run_one(quality_stage, run, _settings(data_dir), log=logs.append)
     # only the adapted model's one sample is new: the start checkpoint's are cached
     assert any("generated 1 samples" in m and "reused" in m for m in logs), logs
-    tables = load_sample_quality(run)
+    tables = read_one(quality_stage, run)
     ad = tables["adapted"]
     assert set(ad["phase"]) == {"before", "after"}
     after, before = ad[ad["phase"] == "after"], ad[ad["phase"] == "before"]
@@ -216,13 +216,13 @@ def test_cli_quality_and_errors(trained, first_run, data_dir, capsys, tmp_path) 
     assert code == 0
     out = capsys.readouterr().out
     assert "## What the samples show" in out and "| claim" in out
-    assert len(load_sample_quality(trained)["timeline"]) == len(CHECKPOINTS)
+    assert len(read_one(quality_stage, trained)["timeline"]) == len(CHECKPOINTS)
     # an empty run directory, an unknown model, bad settings: one-line errors
     assert main(["quality", "--out", str(tmp_path / "empty"), "-q"]) == 2
     assert "no trained models" in capsys.readouterr().err
     with pytest.raises(DomainGPTError, match="no model trained on 'nope'"):
-        run_sample_quality(trained, _settings(data_dir, models=["nope"]), progress=False)
+        run_one(quality_stage, trained, _settings(data_dir, models=["nope"]))
     with pytest.raises(ConfigError, match="samples"):
-        SampleQualitySettings(samples=0)
+        QualitySettings(samples=0)
     with pytest.raises(DomainGPTError, match="run `domaingpt quality"):
-        load_sample_quality(RunDir(tmp_path / "empty"))
+        read_one(quality_stage, RunDir(tmp_path / "empty"))

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from tests.conftest import read_one, run_one
 
 from domaingpt.cli import main
 from domaingpt.context.prompts import (
@@ -18,6 +19,7 @@ from domaingpt.context.prompts import (
     user_prompt,
 )
 from domaingpt.context.rundir import RunDir
+from domaingpt.context.stage import Results
 from domaingpt.core import published
 from domaingpt.core.claims import Verdict
 from domaingpt.core.io import read_jsonl
@@ -36,12 +38,12 @@ from domaingpt.stages.saliency import (
     claims,
     deletion_test,
     faithfulness_rows,
-    load_saliency,
     long_frame,
+    read_attributions,
     relative_positions,
-    run_saliency,
     shares,
 )
+from domaingpt.stages.saliency import stage as saliency_stage
 from domaingpt.stages.saliency.heatmap import HeatmapRow, render_heatmap
 
 VOCAB = Vocab.from_texts(
@@ -255,8 +257,8 @@ def test_run_saliency_end_to_end(trained, data_dir, shakespeare_run):
         data_dir=str(data_dir),
         device="cpu",
     )
-    paths = run_saliency(run, settings, progress=False, log=lambda m: None)
-    tables = load_saliency(run)
+    paths = run_one(saliency_stage, run, settings)
+    tables = read_one(saliency_stage, run)
     bc = tables["by_checkpoint"]
     assert sorted(bc["iteration"].unique()) == shakespeare_run.checkpoints
     assert set(bc["method"]) == {"grad_norm", "input_x_grad", "integrated_gradients"}
@@ -288,7 +290,7 @@ def test_run_saliency_end_to_end(trained, data_dir, shakespeare_run):
     assert sorted(agree["iteration"].unique()) == shakespeare_run.checkpoints[1:]
     assert set(agree["method"]) == {"grad_norm", "input_x_grad", "integrated_gradients"}
     assert len(per) == 3 * 2 * 3 * 12 and per["spearman"].dropna().between(-1, 1).all()
-    assert len(read_jsonl(run.saliency / "occlusion.jsonl")) == 3 * 2 * 12
+    assert len(read_jsonl(run.root / "saliency" / "occlusion.jsonl")) == 3 * 2 * 12
     assert verdicts[(published.NORM_CAUTION, "grad_norm vs occlusion with <unk>")] in (
         Verdict.HOLDS,
         Verdict.PARTLY,
@@ -300,7 +302,7 @@ def test_run_saliency_end_to_end(trained, data_dir, shakespeare_run):
     assert zp["rho_zero_few"].between(-1, 1).all() and zp["rho_few_own"].isna().all()
     assert verdicts[(published.ZERO_FEW_TOWARDS, "")] == Verdict.UNMEASURED
     assert set(tables["zero_few_classes"]["char_class"]) <= set(CLASS_ORDER)
-    attributions = load_saliency(run, attributions=True)["attributions"]
+    attributions = read_attributions(Results(saliency_stage, run))
     assert (
         len(attributions) == len(shakespeare_run.checkpoints) * 3 * 12
         and len(attributions["raw"].iloc[0]) == 32
@@ -322,7 +324,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_an_adapted_model_without_its_start_iteration_is_named(tmp_path):
     run = RunDir(tmp_path / "run")
-    out = run.adapt / "shakespeare__to__math" / "final" / "seed0" / "checkpoints"
+    out = run.adapted / "shakespeare__to__math" / "final" / "seed0" / "checkpoints"
     save_checkpoint(out, "iter", 30, tiny_model(), VOCAB, {"source_model": "shakespeare"})
     (adapted,) = run.adapted_models()
     with pytest.raises(DomainGPTError) as e:

@@ -9,18 +9,20 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.stage import StageContext
 from domaingpt.core.io import append_jsonl, read_jsonl, write_json, write_jsonl
 from domaingpt.data.charclass import CLASSES
 from domaingpt.errors import DomainGPTError
 from domaingpt.report.plotting import font_families
+from domaingpt.stages.stats import results as stats_results
+from domaingpt.stages.stats import stage as stats_stage
 from domaingpt.stages.stats.compute import (
     CorpusStats,
     compute_stats,
-    load_stats,
     md_escape,
     summary_markdown,
     summary_table,
-    write_stats,
 )
 from domaingpt.stages.stats.figures import non_ascii_strip, plot_char_distribution
 
@@ -198,6 +200,15 @@ def _check_png(path: Path) -> None:
     assert h > 200 and w > 200
 
 
+def write_stats(stats: list[CorpusStats], root: Path) -> dict[str, Path]:
+    """The stats stage's files for ``stats``, written as its run writes them."""
+    return stats_results.write_stats(StageContext(RunDir(root), stats_stage), stats)
+
+
+def load_stats(root: Path) -> dict[str, pd.DataFrame]:
+    return stats_stage.read(RunDir(root))
+
+
 def fonts_cover_the_corpora() -> bool:
     """Noto CJK and Devanagari installed (``.ci/run`` installs them on CI); without
     them the figures draw those characters as boxes and say so in one warning."""
@@ -226,7 +237,7 @@ def test_write_and_load_stats(real: dict[str, CorpusStats], tmp_path: Path) -> N
     assert {p.name for p in paths.values()} == expected
     vectors = {n.replace(".png", ".svg") for n in expected if n.endswith(".png")}
     # each figure with its SVG beside it, and no temp files left
-    assert {p.name for p in tmp_path.iterdir()} == expected | vectors
+    assert {p.name for p in (tmp_path / "stats").iterdir()} == expected | vectors
     for p in paths.values():
         assert p.stat().st_size > 0
         if p.suffix == ".png":
@@ -243,7 +254,7 @@ def test_write_and_load_stats(real: dict[str, CorpusStats], tmp_path: Path) -> N
     notable = tables["notable"]
     assert set(notable["corpus"]) == set(CORPORA)
 
-    md = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    md = (tmp_path / "stats" / "summary.md").read_text(encoding="utf-8")
     assert "| Dataset | Unique Characters | Most Frequent Characters | Notable Features |" in md
     for name in ("Shakespeare", "Math", "Wikipedia"):
         assert f"\n| {name} | " in md
@@ -291,7 +302,7 @@ def test_csv_round_trip_of_awkward_characters(tmp_path: Path) -> None:
     write_stats([s], tmp_path)
     back = load_stats(tmp_path)["char_counts"]
     pd.testing.assert_frame_equal(back, s.counts, check_dtype=False)
-    _check_png(tmp_path / "distribution_odd.png")
+    _check_png(tmp_path / "stats" / "distribution_odd.png")
 
 
 def test_write_stats_errors(tmp_path: Path) -> None:

@@ -11,12 +11,11 @@ early − final, outcome and verdict), plus ``in_domain`` (each model on its own
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from domaingpt.context.stage import Stage, StageContext
+from domaingpt.context.stage import Stage
 from domaingpt.stages.adapt.claims import claims
-from domaingpt.stages.adapt.compute import in_domain_losses, load_adapt, run_adapt
+from domaingpt.stages.adapt.compute import in_domain_losses
 from domaingpt.stages.adapt.jobs import pick_early
+from domaingpt.stages.adapt.results import TABLES, load, run
 from domaingpt.stages.adapt.section import section
 from domaingpt.stages.adapt.settings import START_POINTS, AdaptSettings, parse_pair
 from domaingpt.stages.adapt.summary import (
@@ -29,24 +28,13 @@ from domaingpt.stages.adapt.summary import (
     verdict,
 )
 
-
-def run(ctx: StageContext, settings: AdaptSettings) -> dict[str, Path]:
-    if not settings.loggers and ctx.study is not None:  # the study's train.loggers
-        settings = settings.replace(loggers=list(ctx.study.config().train.loggers))
-    written = run_adapt(ctx.run, settings, progress=ctx.progress, log=ctx.log, corpora=ctx.corpora)
-    # The adapted models' checkpoints are outputs too: recorded by SHA-256, a damaged one
-    # makes the stage run again, and that adaptation is redone (stored_result).
-    for ckpt in sorted(ctx.run.adapt.glob("*/*/seed*/checkpoints/iter-*")):
-        written[ckpt.relative_to(ctx.run.adapt).as_posix()] = ckpt
-    return written
-
-
 stage = Stage(
     name="adapt",
     title="few-shot adaptation",
     settings=AdaptSettings,
     run=run,
-    load=load_adapt,
+    tables=TABLES,
+    load=load,
     claims=claims,
     section=section,
     needs=("train",),
@@ -61,12 +49,10 @@ __all__ = [
     "AdaptSettings",
     "across_sources",
     "in_domain_losses",
-    "load_adapt",
     "outcome",
     "parse_pair",
     "per_source",
     "pick_early",
-    "run_adapt",
     "sign_flip_p",
     "stage",
     "summarize",

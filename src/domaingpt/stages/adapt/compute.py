@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,13 +29,12 @@ import torch
 
 from domaingpt.context.rundir import RunDir, run_config_of
 from domaingpt.context.splits import CorpusCache, Split
+from domaingpt.context.stage import StageContext
 from domaingpt.core.device import pick_device
 from domaingpt.core.distributed import map_ranks
-from domaingpt.core.io import atomic_write_text, read_jsonl, write_json, write_jsonl
+from domaingpt.core.io import atomic_write_text, read_jsonl, write_jsonl
 from domaingpt.core.loggers import require_loggers
-from domaingpt.core.progress import Log, progress_bar, stderr_log
-from domaingpt.core.threads import torch_threads
-from domaingpt.data.corpus import Corpus
+from domaingpt.core.progress import Log, progress_bar
 from domaingpt.data.vocab import Vocab
 from domaingpt.stages.adapt.figures import plot_adaptation_curves
 from domaingpt.stages.adapt.jobs import (
@@ -65,33 +64,17 @@ FINAL_COLUMNS = [
 ]
 
 
-def run_adapt(
-    run: RunDir,
-    settings: AdaptSettings | None = None,
-    *,
-    progress: bool = True,
-    log: Log = stderr_log,
-    corpora: Sequence[Corpus] = (),
-) -> dict[str, Path]:
+def adapt_all(ctx: StageContext, settings: AdaptSettings) -> dict[str, Path]:
     """Run (or finish) every adaptation of ``settings`` and write ``adapt/`` (module doc).
 
-    ``corpora``: corpora already resolved (a study's), where the models' corpora are
-    looked for first; the others are found from the models' ``run.json``."""
-    settings = settings or AdaptSettings()
+    The corpora of ``ctx`` (a study's, already resolved) are where the models' corpora
+    are looked for first; the others are found from the models' ``run.json``."""
+    run, log, progress = ctx.run, ctx.log, ctx.progress
     run.check_writable()
-    cache = CorpusCache(settings.data_dir, download=not settings.offline, run=run, known=corpora)
-    with torch_threads(settings.threads):
-        return _run_adapt(run, settings, cache, pick_device(settings.device), progress, log)
-
-
-def _run_adapt(
-    run: RunDir,
-    settings: AdaptSettings,
-    cache: CorpusCache,
-    device: torch.device,
-    progress: bool,
-    log: Log,
-) -> dict[str, Path]:
+    cache = CorpusCache(
+        settings.data_dir, download=not settings.offline, run=run, known=ctx.corpora
+    )
+    device = pick_device(settings.device)
     jobs = plan_jobs(run, settings, cache)
     require_loggers({name: None for job in jobs for name in job_loggers(job, settings)})
 
@@ -110,8 +93,8 @@ def _run_adapt(
                 f"warning: {tgt.unk_fraction:.3%} of {job.target}'s validation characters "
                 f"are not in model {job.source}'s vocabulary; they are read as <unk>"
             )
-    results = _run_jobs(jobs, settings, splits, run.adapt, device, progress, log)
-    return _write_outputs(jobs, results, settings, run.adapt, log)
+    results = _run_jobs(jobs, settings, splits, ctx.out, device, progress, log)
+    return _write_outputs(ctx, jobs, results, settings)
 
 
 @dataclass(frozen=True)
@@ -180,13 +163,10 @@ def _run_jobs(
 
 
 def _write_outputs(
-    jobs: list[Job],
-    results: list[dict[str, Any]],
-    settings: AdaptSettings,
-    root: Path,
-    log: Log,
+    ctx: StageContext, jobs: list[Job], results: list[dict[str, Any]], settings: AdaptSettings
 ) -> dict[str, Path]:
     """The stage's tables, summary, samples and figures, from every job's files."""
+    root, log = ctx.out, ctx.log
     curves = pd.DataFrame(
         [r for job in jobs for r in read_jsonl(job.directory(root) / "curve.jsonl")],
         columns=CURVE_COLUMNS,
@@ -197,9 +177,9 @@ def _write_outputs(
     summary = summarize(final)
     samples = [s for job in jobs for s in read_jsonl(job.directory(root) / "samples.jsonl")]
     written = {
-        "curves_csv": atomic_write_text(root / "curves.csv", curves.to_csv(index=False)),
-        "final_csv": atomic_write_text(root / "final.csv", final.to_csv(index=False)),
-        "summary_csv": atomic_write_text(root / "summary.csv", summary.to_csv(index=False)),
+        "curves_csv": ctx.write_table("curves", curves),
+        "final_csv": ctx.write_table("final", final),
+        "summary_csv": ctx.write_table("summary", summary),
         "summary_md": atomic_write_text(root / "summary.md", summary_markdown(summary, settings)),
         "samples": write_jsonl(root / "samples.jsonl", samples),
         "curves_png": plot_adaptation_curves(curves, root / "curves.png"),
@@ -210,20 +190,11 @@ def _write_outputs(
             ylabel="source-corpus loss (nats / character)",
             title="Forgetting: source-corpus loss during adaptation",
         ),
-        "settings": write_json(root / "settings.json", settings.to_dict()),
     }
     for r in summary.to_dict("records"):
         log(f"{r['source']} → {r['target']}: {r['verdict']}")
     log(f"wrote {len(written)} files to {root}")
     return written
-
-
-def load_adapt(run: RunDir) -> dict[str, pd.DataFrame]:
-    """The tables :func:`run_adapt` wrote: ``curves``, ``final``, ``summary``."""
-    root = run.results("adapt", "summary.csv")
-    tables = {name: pd.read_csv(root / f"{name}.csv") for name in ("curves", "final", "summary")}
-    tables["in_domain"] = in_domain_losses(run)
-    return tables
 
 
 def in_domain_losses(run: RunDir) -> pd.DataFrame:

@@ -32,7 +32,6 @@ class AdaptSettings(StageSettings):
     ``domaingpt run``), else those the source model was trained with.
     """
 
-    SECTION = "adapt"
     iters: int = setting(published.ADAPT_ITERS, "adaptation iterations (default: the study's)")
     early: str | int = setting(
         "auto", "early checkpoint iteration, or auto: the one nearest early_fraction of training"

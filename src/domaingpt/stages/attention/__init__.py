@@ -11,12 +11,12 @@ from __future__ import annotations
 from domaingpt.context.stage import Stage
 from domaingpt.stages.attention.claims import claims
 from domaingpt.stages.attention.compute import (
+    TABLES,
     AttentionSettings,
     head_summary,
-    load,
     per_prompt_frame,
-    run,
 )
+from domaingpt.stages.attention.results import run
 from domaingpt.stages.attention.section import section
 
 stage = Stage(
@@ -24,7 +24,7 @@ stage = Stage(
     title="attention along training",
     settings=AttentionSettings,
     run=run,
-    load=load,
+    tables=TABLES,
     claims=claims,
     section=section,
     needs=("train",),
@@ -36,8 +36,6 @@ __all__ = [
     "AttentionSettings",
     "claims",
     "head_summary",
-    "load",
     "per_prompt_frame",
-    "run",
     "stage",
 ]

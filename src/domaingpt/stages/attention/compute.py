@@ -22,8 +22,6 @@ Layer ``ℓ`` is block ``ℓ`` (1-based), heads count from 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,16 +31,11 @@ from domaingpt.context.activations import (
     Internals,
     InternalsSettings,
     Prepared,
-    prepare,
 )
 from domaingpt.context.prompts import PromptSet, domain_of
-from domaingpt.context.rundir import ModelEntry, RunDir
-from domaingpt.context.stage import StageContext, Tables
-from domaingpt.core.distributed import map_ranks
-from domaingpt.core.io import write_json
+from domaingpt.context.rundir import ModelEntry
 from domaingpt.core.statistics import mean_ci
-from domaingpt.core.tables import read_table, round_significant, write_table
-from domaingpt.stages.attention.figures import plot_heads, plot_training
+from domaingpt.core.tables import round_significant
 
 SHARES = [f"share_{g}" for g in WORD_GROUPS]
 CHANCE = [f"chance_{g}" for g in WORD_GROUPS]
@@ -54,8 +47,6 @@ TABLES = ("per_prompt", "heads", "prompts")
 @dataclass(frozen=True)
 class AttentionSettings(InternalsSettings):
     """Settings of ``domaingpt attention`` (and a study's ``[attention]`` table)."""
-
-    SECTION = "attention"
 
 
 def per_prompt_frame(
@@ -124,32 +115,3 @@ def _model_frames(
         for info, rec in zip(history, recs, strict=True)
     ]
     return pd.concat(frames, ignore_index=True), prompt_frame(recs[0], ready.prompts)
-
-
-def run(ctx: StageContext, settings: AttentionSettings) -> dict[str, Path]:
-    """Measure every history checkpoint of every model; write ``attention/``. Under
-    torchrun each model is a job on its own rank (:func:`map_ranks`)."""
-    ready = prepare(ctx.run, settings, ctx.log)
-    parts = map_ranks(
-        partial(_model_frames, ready=ready, settings=settings), ready.models, log=ctx.log
-    )
-    prompts = parts[0][1]
-    per_prompt = pd.concat([frames for frames, _ in parts], ignore_index=True)
-    tables = {
-        "per_prompt": per_prompt,
-        "heads": head_summary(per_prompt, prompts),
-        "prompts": prompts,
-    }
-    out = ctx.out
-    paths = {name: write_table(df, out / f"{name}.csv") for name, df in tables.items()}
-    paths["settings"] = write_json(out / "settings.json", settings.to_dict())
-    paths["heads_png"] = plot_heads(tables["heads"], out / "heads.png")
-    paths["training_png"] = plot_training(tables["heads"], out / "training.png")
-    ctx.log(f"attention: {len(ready.models)} model(s), {len(ready.prompts)} prompts; wrote {out}")
-    return paths
-
-
-def load(run: RunDir) -> Tables:
-    """The tables :func:`run` wrote: ``per_prompt``, ``heads`` and ``prompts``."""
-    folder = run.results("attention", "per_prompt.csv")
-    return {name: read_table(folder / f"{name}.csv") for name in TABLES}

@@ -1,52 +1,40 @@
 """Part 2 of the study, zero-shot: every model's loss on every corpus (the loss matrix).
 
-Tables in ``eval/``: ``zero_shot`` (one row per model, checkpoint iteration and corpus,
-with a bootstrap interval over windows) and ``matrix`` (final checkpoints, models ×
-corpora); ``zero_shot.md`` lays it out like the study's table, the study's beside it.
+Tables in ``evaluate/``: ``zero_shot`` (one row per model, checkpoint iteration and
+corpus, with a bootstrap interval over windows) and ``matrix`` (final checkpoints, models
+× corpora); ``zero_shot.md`` lays it out like the study's table, the study's beside it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from domaingpt.context.stage import Stage, StageContext
+from domaingpt.context.stage import Stage
 from domaingpt.stages.evaluate.claims import claims
-from domaingpt.stages.evaluate.matrix import (
-    EvalSettings,
-    final_zero_shot,
-    load_evaluate,
-    loss_summary,
-    run_evaluate,
-    zero_shot_table,
-)
+from domaingpt.stages.evaluate.compute import final_zero_shot, loss_summary, zero_shot_table
+from domaingpt.stages.evaluate.results import load, run
 from domaingpt.stages.evaluate.section import section
-
-
-def run(ctx: StageContext, settings: EvalSettings) -> dict[str, Path]:
-    return run_evaluate(ctx.run, settings, progress=ctx.progress, log=ctx.log)
-
+from domaingpt.stages.evaluate.settings import EvaluateSettings
 
 stage = Stage(
     name="evaluate",
     title="zero-shot loss matrix",
-    settings=EvalSettings,
+    settings=EvaluateSettings,
     run=run,
-    load=load_evaluate,
+    tables=("zero_shot",),
+    load=load,
     claims=claims,
     section=section,
     needs=("train",),
-    subdir="eval",
+    aliases=("eval",),
     help="zero-shot loss of every model checkpoint on every corpus (the loss matrix)",
     summary="zero_shot_md",
+    headline="zero_shot.png",
     section_title="Cross-domain evaluation: zero-shot loss matrix",
 )
 
 __all__ = [
-    "EvalSettings",
+    "EvaluateSettings",
     "final_zero_shot",
-    "load_evaluate",
     "loss_summary",
-    "run_evaluate",
     "stage",
     "zero_shot_table",
 ]

@@ -15,7 +15,7 @@ from domaingpt.context.rundir import study_order
 from domaingpt.context.stage import Tables
 from domaingpt.core import published
 from domaingpt.core.claims import Claim, display, unmeasured, verdict_of
-from domaingpt.stages.evaluate.matrix import final_zero_shot
+from domaingpt.stages.evaluate.compute import final_zero_shot
 
 
 def _own_is_lowest(

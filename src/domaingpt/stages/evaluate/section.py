@@ -10,8 +10,8 @@ from domaingpt.context.stage import StageView
 from domaingpt.core import published
 from domaingpt.report.document import Section
 from domaingpt.report.format import ordered
+from domaingpt.stages.evaluate.compute import final_zero_shot
 from domaingpt.stages.evaluate.figures import plot_zero_shot_vs_study
-from domaingpt.stages.evaluate.matrix import final_zero_shot
 
 
 def zero_shot_matrix(

@@ -13,14 +13,14 @@ from __future__ import annotations
 from domaingpt.context.stage import Stage
 from domaingpt.stages.lens.claims import claims
 from domaingpt.stages.lens.compute import (
+    TABLES,
     LensSettings,
     formation_depth,
     formation_summary,
     layer_summary,
-    load,
     per_prompt_frame,
-    run,
 )
+from domaingpt.stages.lens.results import load, run
 from domaingpt.stages.lens.section import section
 
 stage = Stage(
@@ -28,6 +28,7 @@ stage = Stage(
     title="the logit lens along training",
     settings=LensSettings,
     run=run,
+    tables=TABLES,
     load=load,
     claims=claims,
     section=section,
@@ -42,8 +43,6 @@ __all__ = [
     "formation_depth",
     "formation_summary",
     "layer_summary",
-    "load",
     "per_prompt_frame",
-    "run",
     "stage",
 ]

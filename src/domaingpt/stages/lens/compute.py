@@ -25,23 +25,18 @@ only when the reading crosses ``τ`` between the embeddings and block 1, and the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from domaingpt.context.activations import Internals, InternalsSettings, Prepared, prepare
+from domaingpt.context.activations import Internals, InternalsSettings, Prepared
 from domaingpt.context.prompts import PromptSet, domain_of
-from domaingpt.context.rundir import ModelEntry, RunDir
-from domaingpt.context.stage import StageContext, Tables
-from domaingpt.core.distributed import map_ranks
-from domaingpt.core.io import write_json
+from domaingpt.context.rundir import ModelEntry
+from domaingpt.context.stage import Tables
 from domaingpt.core.settings import finite, setting
 from domaingpt.core.statistics import mean_ci
-from domaingpt.core.tables import read_table, round_significant, write_table
+from domaingpt.core.tables import round_significant
 from domaingpt.errors import ConfigError
-from domaingpt.stages.lens.figures import plot_formation, plot_lens_layers
 
 METRICS = ("loss_nats", "entropy_bits", "p_true", "kl_bits", "top1_agreement")
 PER_PROMPT = [
@@ -64,7 +59,6 @@ FORMATION_KL_BITS = 0.1
 class LensSettings(InternalsSettings):
     """Settings of ``domaingpt lens`` (and a study's ``[lens]`` table)."""
 
-    SECTION = "lens"
     formation_kl_bits: float = setting(
         FORMATION_KL_BITS,
         "KL to the final prediction (bits) within which a layer's reading counts as formed",
@@ -73,7 +67,7 @@ class LensSettings(InternalsSettings):
 
     def check(self) -> None:
         super().check()
-        key = f"{self.section()}.formation_kl_bits"
+        key = "formation_kl_bits"
         finite(key, self.formation_kl_bits)
         if not self.formation_kl_bits > 0:  # 0 would call no reading formed before the last
             raise ConfigError(f"{key} must be above 0 bits, got {self.formation_kl_bits}")
@@ -184,40 +178,3 @@ def _model_frames(model: ModelEntry, ready: Prepared, settings: LensSettings) ->
         ],
         ignore_index=True,
     )
-
-
-def run(ctx: StageContext, settings: LensSettings) -> dict[str, Path]:
-    """Read every history checkpoint of every model through the lens; write ``lens/``.
-    Under torchrun each model is a job on its own rank (:func:`map_ranks`)."""
-    ready = prepare(ctx.run, settings, ctx.log)
-    parts = map_ranks(
-        partial(_model_frames, ready=ready, settings=settings), ready.models, log=ctx.log
-    )
-    per_prompt = pd.concat(parts, ignore_index=True)
-    tables = {
-        "per_prompt": per_prompt,
-        "layers": layer_summary(per_prompt),
-        "formation": formation_summary(per_prompt, settings.formation_kl_bits),
-    }
-    out = ctx.out
-    paths = {name: write_table(df, out / f"{name}.csv") for name, df in tables.items()}
-    paths["settings"] = write_json(out / "settings.json", settings.to_dict())
-    paths["layers_png"] = plot_lens_layers(tables["layers"], out / "layers.png")
-    paths["formation_png"] = plot_formation(tables["formation"], out / "formation.png")
-    ctx.log(
-        f"lens: {len(ready.models)} model(s), {len(ready.prompts)} prompts, "
-        f"{per_prompt['iteration'].nunique()} checkpoint iteration(s); wrote {out}"
-    )
-    return paths
-
-
-def load(run: RunDir) -> Tables:
-    """The tables :func:`run` wrote: ``per_prompt``, ``layers`` and ``formation``. A
-    formation table without its threshold was written under the earlier definition of
-    the depth (normalised by the embeddings' KL): it is recomputed from ``per_prompt``
-    with the default threshold, so an old run reads as a new one."""
-    folder = run.results("lens", "per_prompt.csv")
-    tables = {name: read_table(folder / f"{name}.csv") for name in TABLES}
-    if "threshold_bits" not in tables["formation"]:
-        tables["formation"] = formation_summary(tables["per_prompt"])
-    return tables

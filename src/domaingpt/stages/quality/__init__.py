@@ -12,28 +12,22 @@ sampled), :mod:`.generate` (sampling, with ``samples.jsonl`` as a cache),
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from domaingpt.context.stage import Stage, StageContext
+from domaingpt.context.stage import Stage
 from domaingpt.stages.quality.claims import claims, quality_claims
 from domaingpt.stages.quality.milestones import adapt_groups, checkpoint_summary, milestones
 from domaingpt.stages.quality.profiles import corpus_profile, reference_table
-from domaingpt.stages.quality.run import load_sample_quality, run_sample_quality, summary_markdown
+from domaingpt.stages.quality.results import OPTIONAL, TABLES, load, run, summary_markdown
 from domaingpt.stages.quality.section import section
-from domaingpt.stages.quality.settings import SampleQualitySettings, thresholds
-
-
-def _run(ctx: StageContext, settings: SampleQualitySettings) -> dict[str, Path]:
-    # not named ``run``: that is the module .run
-    return run_sample_quality(ctx.run, settings, progress=ctx.progress, log=ctx.log)
-
+from domaingpt.stages.quality.settings import QualitySettings, thresholds
 
 stage = Stage(
     name="quality",
     title="sample quality metrics",
-    settings=SampleQualitySettings,
-    run=_run,
-    load=load_sample_quality,
+    settings=QualitySettings,
+    run=run,
+    tables=TABLES,
+    optional=OPTIONAL,
+    load=load,
     claims=claims,
     section=section,
     needs=("train",),
@@ -45,16 +39,14 @@ stage = Stage(
 )
 
 __all__ = [
-    "SampleQualitySettings",
+    "QualitySettings",
     "adapt_groups",
     "checkpoint_summary",
     "claims",
     "corpus_profile",
-    "load_sample_quality",
     "milestones",
     "quality_claims",
     "reference_table",
-    "run_sample_quality",
     "stage",
     "summary_markdown",
     "thresholds",

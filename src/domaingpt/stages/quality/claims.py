@@ -38,7 +38,7 @@ from domaingpt.stages.quality.milestones import (
     model_histories,
     reference_value,
 )
-from domaingpt.stages.quality.settings import SampleQualitySettings, thresholds
+from domaingpt.stages.quality.settings import QualitySettings, thresholds
 from domaingpt.stages.quality.textmetrics import REPETITION_METRICS
 
 Numbers = dict[str, Any]
@@ -49,11 +49,11 @@ def claims(tables: Tables) -> list[Claim]:
     return quality_claims(tables, thresholds(tables))
 
 
-def quality_claims(tables: Tables, settings: SampleQualitySettings | None = None) -> list[Claim]:
+def quality_claims(tables: Tables, settings: QualitySettings | None = None) -> list[Claim]:
     """The claims from the ``timeline``, ``reference`` and ``adapted`` tables: when
     spacing, words and word formation appear (iterations and loss), how the corpora
     compare, repetitiveness late in training, and what adaptation changed."""
-    s = settings or SampleQualitySettings()
+    s = settings or QualitySettings()
     if "reference" not in tables:
         why = "no sample-quality tables (the quality stage has not run)"
         return [unmeasured(published.NOT_REPETITIVE, why), unmeasured(published.ADAPT_STYLE, why)]
@@ -199,7 +199,7 @@ def _interval_verdict(
 def _iteration_claims(
     events: pd.DataFrame,
     reference: pd.DataFrame,
-    s: SampleQualitySettings,
+    s: QualitySettings,
     timeline: pd.DataFrame,
 ) -> list[Claim]:
     """The study's iteration and loss claims, per model whose corpus it made them for."""
@@ -246,7 +246,7 @@ def _at_checkpoint(
 
 
 def _milestone_claim(
-    e: pd.Series, reference: pd.DataFrame, s: SampleQualitySettings, timeline: pd.DataFrame
+    e: pd.Series, reference: pd.DataFrame, s: QualitySettings, timeline: pd.DataFrame
 ) -> Claim | None:
     """Spacing (:data:`published.SPACING`) or words (:data:`published.WORDS`): the first
     iteration the milestone is reached, inside the study's iterations widened by
@@ -312,7 +312,7 @@ def _milestone_claim(
     return _claim(words, e["model"], measure, holds, evidence, numbers, effect)
 
 
-def _loss_claim(e: pd.Series, s: SampleQualitySettings, timeline: pd.DataFrame) -> Claim | None:
+def _loss_claim(e: pd.Series, s: QualitySettings, timeline: pd.DataFrame) -> Claim | None:
     """:data:`published.COHERENT_LOSS`: the val loss at which word formation first passes,
     inside the study's loss range widened by ``loss_tolerance``. Effect: how far inside
     that range (nats) the loss was; not reached, how far below its bottom the loss went."""
@@ -465,7 +465,7 @@ def _math_spacing_claim(
 def _repetition_claims(
     summary: pd.DataFrame,
     reference: pd.DataFrame,
-    s: SampleQualitySettings,
+    s: QualitySettings,
     timeline: pd.DataFrame,
 ) -> list[Claim]:
     """:data:`published.NOT_REPETITIVE`, per model: its late checkpoints are no more
@@ -479,7 +479,7 @@ def _repetition_claim(
     model: str,
     g: pd.DataFrame,
     reference: pd.DataFrame,
-    s: SampleQualitySettings,
+    s: QualitySettings,
     timeline: pd.DataFrame,
 ) -> Claim:
     """Effect: the smaller of two margins in corpus standard deviations, both positive
@@ -597,7 +597,7 @@ EARLY_MEASURE = (
 
 
 def _adapt_claims(
-    adapted: pd.DataFrame, reference: pd.DataFrame, s: SampleQualitySettings
+    adapted: pd.DataFrame, reference: pd.DataFrame, s: QualitySettings
 ) -> list[Claim]:
     """What adaptation did to the samples' style, tone and symbols, and whether an early
     start adapts further (from the ``adapted`` table)."""
@@ -679,7 +679,7 @@ def _moved_claims(
 def _tone_claims(
     trained: pd.DataFrame,
     reference: pd.DataFrame,
-    s: SampleQualitySettings,
+    s: QualitySettings,
     adapted: pd.DataFrame,
 ) -> list[Claim]:
     """:data:`published.ADAPT_TONE`, per (math or wikipedia → shakespeare, start): the

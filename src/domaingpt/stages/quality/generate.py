@@ -31,13 +31,13 @@ from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import load_checkpoint
 from domaingpt.model.generate import check_sampling, encode_prompt, sample_threads
 from domaingpt.model.gpt import GPT
-from domaingpt.stages.quality.settings import SampleQualitySettings
+from domaingpt.stages.quality.settings import QualitySettings
 from domaingpt.stages.quality.targets import Target
 
 Samples = dict[tuple, dict[str, Any]]
 
 
-def request(settings: SampleQualitySettings) -> dict[str, Any]:
+def request(settings: QualitySettings) -> dict[str, Any]:
     """What a text depends on besides the weights and the seed (the device too: another
     device computes other floating-point numbers, and may sample another text)."""
     return {
@@ -85,7 +85,7 @@ class _Checkpoint:
 
     target: Target
     seeds: tuple[int, ...]
-    settings: SampleQualitySettings
+    settings: QualitySettings
     device: torch.device
     base: dict[str, Any]
 
@@ -166,7 +166,7 @@ def _generate(job: _Checkpoint) -> list[dict[str, Any]]:
 
 def generate_all(
     targets: list[Target],
-    settings: SampleQualitySettings,
+    settings: QualitySettings,
     cache_path: Path,
     *,
     progress: bool,

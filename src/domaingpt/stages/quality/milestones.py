@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from domaingpt.context.rundir import study_order
-from domaingpt.stages.quality.settings import SampleQualitySettings
+from domaingpt.stages.quality.settings import QualitySettings
 from domaingpt.stages.quality.textmetrics import REPETITION_METRICS
 
 #: The milestones of :func:`milestones`: what first passing each one means.
@@ -79,12 +79,12 @@ def _first_event(summary: pd.DataFrame, passed: pd.Series) -> tuple[Any, Any]:
 
 
 def milestones(
-    summary: pd.DataFrame, reference: pd.DataFrame, settings: SampleQualitySettings | None = None
+    summary: pd.DataFrame, reference: pd.DataFrame, settings: QualitySettings | None = None
 ) -> pd.DataFrame:
     """When each model first reaches each milestone of :data:`EVENTS`: one row per (model,
     event) with the iteration, val loss and value there, and the checkpoint before it
     (the event happened between the two). ``iteration`` is empty when never reached."""
-    s = settings or SampleQualitySettings()
+    s = settings or QualitySettings()
     rows = []
     for model, g in model_histories(summary):
         corpus = g["corpus"].iloc[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import pandas as pd
 
@@ -15,7 +16,7 @@ from domaingpt.core.io import read_json, write_json
 from domaingpt.core.progress import Log
 from domaingpt.data.corpus import Corpus, resolve_corpus
 from domaingpt.errors import DomainGPTError
-from domaingpt.stages.quality.settings import SUBDIR, SampleQualitySettings
+from domaingpt.stages.quality.settings import QualitySettings
 from domaingpt.stages.quality.textmetrics import CorpusProfile, build_profile
 
 
@@ -30,7 +31,7 @@ def _val_fraction(run: RunDir, corpus: str) -> float:
 
 
 def resolve_corpora(
-    run: RunDir, settings: SampleQualitySettings, needed: Iterable[str]
+    run: RunDir, settings: QualitySettings, needed: Iterable[str]
 ) -> dict[str, Corpus]:
     """``settings.corpora`` and every corpus in ``needed``, by name: a model's corpus
     found by :meth:`RunDir.corpus` (a user's file from its recorded path); an error
@@ -75,11 +76,12 @@ def check_corpus(run: RunDir, corpus: Corpus, log: Log) -> None:
 
 
 def corpus_profile(
-    run: RunDir, corpus: Corpus, settings: SampleQualitySettings, log: Log = print
+    run: RunDir, corpus: Corpus, settings: QualitySettings, out: Path, log: Log = print
 ) -> CorpusProfile:
-    """The corpus's reference profile, read from ``quality/profile_<corpus>.json`` when it
-    was built for the same text and settings, else built and cached there."""
-    path = run.root / SUBDIR / f"profile_{corpus.name}.json"
+    """The corpus's reference profile, read from ``<out>/profile_<corpus>.json`` (the
+    stage's folder) when it was built for the same text and settings, else built and
+    cached there."""
+    path = out / f"profile_{corpus.name}.json"
     val_fraction = _val_fraction(run, corpus.name)
     if path.exists():
         try:

@@ -1,7 +1,7 @@
 """What the sample-quality stage generates, and the thresholds its claims are checked with.
 
 The settings a run used are written to ``quality/settings.json`` (the ``settings``
-table of :func:`~domaingpt.stages.quality.run.load_sample_quality`), so the claims can
+table of :func:`~domaingpt.stages.quality.results.load_sample_quality`), so the claims can
 be checked again from the tables alone with the same thresholds (:func:`thresholds`).
 """
 
@@ -15,11 +15,10 @@ from domaingpt.core.settings import StageSettings, setting
 from domaingpt.errors import ConfigError
 
 #: The stage's folder in a run directory.
-SUBDIR = "quality"
 
 
 @dataclass(frozen=True)
-class SampleQualitySettings(StageSettings):
+class QualitySettings(StageSettings):
     """What to generate and the thresholds the study's claims are checked with.
 
     ``models`` / ``iterations`` empty: every trained model / every history checkpoint.
@@ -35,7 +34,6 @@ class SampleQualitySettings(StageSettings):
     :mod:`~domaingpt.stages.quality.generate`).
     """
 
-    SECTION = "quality"
     samples: int = setting(16, "seeds per checkpoint")
     chars: int = setting(500, "characters per sample")
     prompt: str = setting("\n", "prompt of every sample (default: a newline)")
@@ -77,33 +75,33 @@ class SampleQualitySettings(StageSettings):
         positive = {"samples": self.samples, "chars": self.chars, "n_slices": self.n_slices}
         for name, value in positive.items():
             if value < 1:
-                raise ConfigError(f"quality.{name} must be at least 1, got {value}")
+                raise ConfigError(f"{name} must be at least 1, got {value}")
         if self.adapt_samples < 0 or self.top_k < 0 or self.threads < 0:
-            raise ConfigError("quality.adapt_samples, top_k and threads must be zero or more")
+            raise ConfigError("adapt_samples, top_k and threads must be zero or more")
         if not self.prompt:
-            raise ConfigError("quality.prompt must not be empty (the default is a newline)")
+            raise ConfigError("prompt must not be empty (the default is a newline)")
         if self.temperature < 0:
-            raise ConfigError(f"quality.temperature must be zero or more, got {self.temperature}")
+            raise ConfigError(f"temperature must be zero or more, got {self.temperature}")
         for name in ("spacing_tolerance", "loss_tolerance", "repeat_sigmas"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"quality.{name} must be zero or more")
+                raise ConfigError(f"{name} must be zero or more")
         for name in ("word_majority", "coherent_words"):
             if not 0 < getattr(self, name) <= 1:
-                raise ConfigError(f"quality.{name} must be in (0, 1]")
+                raise ConfigError(f"{name} must be in (0, 1]")
         if self.iteration_factor < 1:
-            raise ConfigError("quality.iteration_factor must be at least 1")
+            raise ConfigError("iteration_factor must be at least 1")
 
     @property
     def seeds(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.samples))
 
 
-def thresholds(tables: Tables) -> SampleQualitySettings:
+def thresholds(tables: Tables) -> QualitySettings:
     """The settings the stage ran with, from its ``settings`` table (the defaults for a
     run that did not record them)."""
     recorded = tables.get("settings")
     if recorded is None or recorded.empty:
-        return SampleQualitySettings()
+        return QualitySettings()
     row = recorded.iloc[0].to_dict()
-    names = {f.name for f in dataclasses.fields(SampleQualitySettings) if f.init}
-    return SampleQualitySettings(**{k: v for k, v in row.items() if k in names})
+    names = {f.name for f in dataclasses.fields(QualitySettings) if f.init}
+    return QualitySettings(**{k: v for k, v in row.items() if k in names})

@@ -12,7 +12,7 @@ from typing import Any
 from domaingpt.context.rundir import AdaptedModel, RunDir
 from domaingpt.core.progress import Log
 from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints
-from domaingpt.stages.quality.settings import SampleQualitySettings
+from domaingpt.stages.quality.settings import QualitySettings
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def as_float(value: Any) -> float:
         return math.nan
 
 
-def model_targets(run: RunDir, settings: SampleQualitySettings) -> list[Target]:
+def model_targets(run: RunDir, settings: QualitySettings) -> list[Target]:
     """Every history checkpoint (or those at ``settings.iterations``) of the trained
     models (``settings.models``, else all of them in the study's order)."""
     if not settings.models and not run.trained_models():
@@ -72,7 +72,7 @@ def model_targets(run: RunDir, settings: SampleQualitySettings) -> list[Target]:
     return targets
 
 
-def adapt_targets(run: RunDir, settings: SampleQualitySettings, log: Log) -> list[Target]:
+def adapt_targets(run: RunDir, settings: QualitySettings, log: Log) -> list[Target]:
     """The last checkpoint of every adapted model ("after"), and once per (pair, start)
     the checkpoint it started from ("before"): the adapted directory's iteration 0 if it
     has one, else the source model's checkpoint at the ``source_iteration`` its record
@@ -81,7 +81,7 @@ def adapt_targets(run: RunDir, settings: SampleQualitySettings, log: Log) -> lis
         return []
     adapted = run.adapted_models(scratch=True)
     if not adapted:
-        log(f"no adapted models in {run.adapt}: skipping the after-adaptation measures")
+        log(f"no adapted models in {run.adapted}: skipping the after-adaptation measures")
         return []
     seeds = tuple(settings.seeds[: settings.adapt_samples])
     targets = []
@@ -94,7 +94,7 @@ def adapt_targets(run: RunDir, settings: SampleQualitySettings, log: Log) -> lis
                 before = _before(run, m, history, tuple(settings.seeds))
         if before is not None:
             targets.append(before)
-    log(f"found {len(adapted)} adapted models in {run.adapt}")
+    log(f"found {len(adapted)} adapted models in {run.adapted}")
     return targets
 
 

@@ -2,236 +2,29 @@
 ``report/conclusions.csv``, assembled from the stages' own sections and claims.
 
 The report leads with its findings (:mod:`.summary`: the verdict counts, the claims that
-flipped, the zero-shot matrix beside the study's, the early-vs-final answer, links into
-the sections); the detailed sections follow the study's stages in order, long tables
-collapsed. A stage that is missing, failed or blocked leaves its section with a note
-saying so. The conclusions are every stage's claims, computed from its tables now (so a
-run's verdicts always match its numbers).
+flipped, the headline figure of the study (the zero-shot matrix beside the study's), the
+early-vs-final answer, links into the sections); the detailed sections follow the study's
+stages in order, long tables collapsed. A stage that is missing, failed or blocked leaves
+its section with a note saying so. The conclusions are every stage's claims, computed
+from its tables now (so a run's verdicts always match its numbers).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import pandas as pd
-
-from domaingpt.context.rundir import RunDir
-from domaingpt.context.stage import Stage, StageContext, StageView, Tables, stage_view
-from domaingpt.core.claims import VERDICTS, Claim, claims_frame, display
-from domaingpt.core.inference import adjust
-from domaingpt.core.io import atomic_write_bytes, atomic_write_text, read_json
-from domaingpt.core.settings import StageSettings, setting
-from domaingpt.core.tables import read_table, write_table
-from domaingpt.errors import DomainGPTError
-from domaingpt.report.document import Section
-from domaingpt.report.html import FigureFiles, render_html
-from domaingpt.report.markdown import render_markdown
-from domaingpt.stages.report.summary import summary_section
-
-#: Where ``report.embed = false`` writes the figures, beside ``report.html``.
-FILES_DIR = "report_files"
-
-
-@dataclass(frozen=True)
-class ReportSettings(StageSettings):
-    """``embed``: every figure inside ``report.html`` (one self-contained file, the
-    default), or, false, as files in ``report_files/`` beside it, each PNG with its
-    SVG (a report of many figures stays small, and a paper can take the vectors)."""
-
-    SECTION = "report"
-
-    embed: bool = setting(True, "embed the figures in report.html (false: files beside it)")
-
-
-def _corpus_names(run: RunDir) -> list[str]:
-    spec = read_json(run.root / "study.json") if (run.root / "study.json").is_file() else {}
-    names = [
-        Path(c).stem if ("/" in c or "\\" in c or c.endswith(".txt")) else c
-        for c in spec.get("corpora", [])
-    ]
-    return names or run.trained_models()
-
-
-def overview(run: RunDir, stages: tuple[Stage, ...], corpora: list[str]) -> Section:
-    """What the study is, this run's corpora and presets, and the stages' status."""
-    s = Section("overview", "The study and this run")
-    spec = read_json(run.root / "study.json") if (run.root / "study.json").is_file() else {}
-    s.p(
-        "This report follows the study of how the training domain shapes small "
-        "character-level GPT models (nanoGPT architecture): the corpora's character "
-        "statistics, one model trained per corpus, the cross-domain evaluation, the "
-        "softmax output layer and gradient-based attributions. Every finding below is "
-        "computed from this run's files; the conclusions check the study's claims against them."
-    )
-    if spec.get("description"):
-        s.p(spec["description"])
-    s.p(
-        f"Corpora: {', '.join(display(c) for c in corpora)}. Study preset: "
-        f"{spec.get('base', '?')}; training preset: {Path(str(spec.get('preset', '?'))).stem}."
-    )
-    rows = []
-    for stage in stages:
-        rec = run.record(stage.name)
-        if rec is None:
-            continue
-        status = rec.get("status", "?")
-        rows.append(
-            {
-                "stage": stage.name,
-                "status": status,
-                "seconds": rec.get("seconds"),
-                "note": rec.get("message", "") if status != "done" else "",
-            }
-        )
-    if rows:
-        s.table(pd.DataFrame(rows), "Stages of this run (time of the last run that did work)")
-    versions_path = run.root / "versions.json"
-    if versions_path.is_file():
-        versions = read_json(versions_path)
-        s.note("Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    return s
-
-
-def stage_section(view: StageView) -> Section:
-    """The stage's own section, or a note saying why its results are missing."""
-    sid = view.stage.name
-    if view.tables is None or view.stage.section is None:
-        s = Section(sid, view.stage.heading)
-        if view.tables is None:
-            s.missing(view.reason)
-        return s
-    try:
-        return view.stage.section(view)
-    except (Exception, SystemExit) as e:  # one broken section must not hide the others
-        s = Section(sid, view.stage.heading)
-        s.missing(f"this section could not be built: {type(e).__name__}: {e}")
-        return s
-
-
-def conclusions_section(claims: list[Claim]) -> Section:
-    """Every claim with its verdict and evidence, grouped by the part of the study."""
-    s = Section("conclusions", "Conclusions: the study's claims checked on this run")
-    table = claims_frame(claims)
-    counts = table["verdict"].value_counts()
-    parts = [f"{counts.get(v, 0)} {v}" for v in VERDICTS if counts.get(v, 0)]
-    s.p(
-        f"{len(table)} claims: " + ", ".join(parts) + ". Each verdict is computed from "
-        "this run's tables and the evidence gives the numbers it rests on. A claim about a "
-        "domain is checked on every replicate model of the domain and decided across them "
-        "(the model is the unit of inference): it holds when a t-test over the models' "
-        "effects rejects the null in the claim's direction after Holm's correction over "
-        "every tested claim of this report; partly when every model agrees in direction "
-        'but the test does not reject; "one model" when a single model measured it (its '
-        'own verdict is in the evidence: train more with [train] seeds); "not measured" '
-        "when this run has no data that can test the claim (for example, a run that ends "
-        "before the iteration the claim is about). Small models trained briefly need not "
-        "reproduce a study of larger models trained far longer."
-    )
-    if table.empty:
-        return s
-    sections = list(dict.fromkeys(table["section"]))
-    overview_t = table.groupby(["section", "verdict"], sort=False).size().unstack(fill_value=0)
-    overview_t = overview_t.reindex(sections)
-    overview_t = overview_t[[str(v) for v in VERDICTS if str(v) in overview_t]]
-    s.table(overview_t.reset_index(), "Verdicts by part of the study", max_rows=-1)
-    for sec in sections:
-        s.h3(sec)
-        part = table[table["section"] == sec][["claim", "scope", "verdict", "evidence"]]
-        s.table(part, "", "report/conclusions.csv", max_rows=-1)
-    return s
-
-
-def build_report(
-    run: RunDir, stages: tuple[Stage, ...], figdir: Path
-) -> tuple[list[Section], list[Claim]]:
-    """The report's sections and every claim, from the stages' results."""
-    figdir.mkdir(parents=True, exist_ok=True)
-    corpora = _corpus_names(run)
-    views = [stage_view(s, run, corpora, figdir) for s in stages if s.name != "report"]
-    adjusted = iter(adjust([c for v in views for c in v.claims]))  # one family: the report
-    for v in views:
-        v.claims = [next(adjusted) for _ in v.claims]
-    detailed = [(v.stage.name, stage_section(v)) for v in views if v.stage.section is not None]
-    claims = [c for v in views for c in v.claims]
-    conclusions = conclusions_section(claims)
-    section_of = {name: (sec.id, sec.title) for name, sec in detailed}
-    section_of["conclusions"] = (conclusions.id, conclusions.title)
-    summary = summary_section(claims, section_of, run.eval / "zero_shot.png")
-    sections = [summary, overview(run, stages, corpora), *(sec for _, sec in detailed)]
-    sections.append(conclusions)
-    return sections, claims
-
-
-def write_report(
-    run: RunDir, stages: tuple[Stage, ...], *, embed: bool = True, log: Any = print
-) -> dict[str, Path]:
-    """Write ``report.html``, ``report.md`` and ``report/`` (conclusions, figures); with
-    ``embed`` false, the figures of report.html go to :data:`FILES_DIR` beside it."""
-    root = run.root
-    figdir = root / "report"
-    sections, claims = build_report(run, stages, figdir)
-    spec = read_json(root / "study.json") if (root / "study.json").is_file() else {}
-    title = f"Domain-specific GPT study: {spec.get('name', root.name)}"
-    subtitle = f"Run directory {root.resolve()}; corpora: " + ", ".join(
-        display(c) for c in _corpus_names(run)
-    )
-    paths = {"conclusions": write_table(claims_frame(claims), figdir / "conclusions.csv")}
-    for p in sorted(figdir.glob("*.png")):
-        paths[p.stem] = p
-    files = None if embed else FigureFiles(root / FILES_DIR)
-    page = render_html(title, subtitle, sections, files)
-    wanted = _write_files(files, paths)  # the figures first, then the page that links them
-    paths["html"] = atomic_write_text(root / "report.html", page)
-    _drop_stale_files(root / FILES_DIR, wanted)
-    paths["md"] = atomic_write_text(
-        root / "report.md", render_markdown(title, subtitle, sections, root)
-    )
-    missing = sum(b.kind == "missing" for s in sections for b in s.blocks)
-    log(f"report: {paths['html']} ({missing} missing part{'s' if missing != 1 else ''})")
-    return paths
-
-
-def _write_files(files: FigureFiles | None, paths: dict[str, Path]) -> set[Path]:
-    """Copy the figures report.html links (none when they are embedded)."""
-    if files is None:
-        return set()
-    for source, target in files.copies.items():
-        paths[f"{FILES_DIR}/{target.name}"] = atomic_write_bytes(target, source.read_bytes())
-    return set(files.copies.values())
-
-
-def _drop_stale_files(folder: Path, wanted: set[Path]) -> None:
-    """Remove what an earlier report wrote in :data:`FILES_DIR` and this one does not
-    link (the folder is the report's own; the whole of it when the figures are embedded)."""
-    if not folder.is_dir():
-        return
-    for path in folder.iterdir():
-        if path not in wanted and path.is_file() and not path.is_symlink():
-            path.unlink()
-    if not any(folder.iterdir()):
-        folder.rmdir()
-
-
-def run(ctx: StageContext, settings: ReportSettings) -> dict[str, Path]:
-    return write_report(ctx.run, ctx.stages, embed=settings.embed, log=ctx.log)
-
-
-def load(run: RunDir) -> Tables:
-    path = run.root / "report" / "conclusions.csv"
-    if not path.is_file():
-        raise DomainGPTError(f"{path} not found: the report stage has not run")
-    return {"conclusions": read_table(path)}
-
+from domaingpt.context.stage import Stage
+from domaingpt.stages.report.compute import build_report
+from domaingpt.stages.report.results import FILES_DIR, run
+from domaingpt.stages.report.settings import ReportSettings
 
 stage = Stage(
     name="report",
     title="report",
     settings=ReportSettings,
     run=run,
-    load=load,
+    tables=("conclusions",),
     uses=("*",),  # every stage before it, a user's own too
     help="write report.html and report.md from the stages' results",
     command=False,
 )
+
+__all__ = ["FILES_DIR", "ReportSettings", "build_report", "stage"]

@@ -55,7 +55,7 @@ def _link(c: Claim, section_of: Mapping[str, tuple[str, str]]) -> dict[str, str]
 def summary_section(
     claims: list[Claim],
     section_of: Mapping[str, tuple[str, str]],
-    zero_shot_figure: Path | None,
+    headline_figure: Path | None,
 ) -> Section:
     """The findings first. ``section_of`` maps a stage to its section's (id, title)."""
     s = Section(SUMMARY_ID, "Findings at a glance", lead=True)
@@ -76,8 +76,8 @@ def summary_section(
     else:
         s.p("Every claim this run could test holds at least partly.")
     s.h3("Zero-shot loss: this run beside the study")
-    if zero_shot_figure is not None and zero_shot_figure.is_file():
-        s.figure(zero_shot_figure)
+    if headline_figure is not None and headline_figure.is_file():
+        s.figure(headline_figure)
     else:
         s.note("No zero-shot matrix: the evaluate stage has not run.")
     s.h3("Does partial training make adaptation easier?")

@@ -10,9 +10,7 @@ stage end to end), :mod:`.claims`, :mod:`.figures`, :mod:`.heatmap` and :mod:`.s
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from domaingpt.context.stage import Stage, StageContext
+from domaingpt.context.stage import Stage
 from domaingpt.stages.saliency.aggregate import (
     RELPOS,
     aggregate,
@@ -37,21 +35,17 @@ from domaingpt.stages.saliency.methods import (
     quadrature,
     target_log_prob,
 )
-from domaingpt.stages.saliency.run import load_saliency, run_saliency
+from domaingpt.stages.saliency.results import OPTIONAL, TABLES, read_attributions, run
 from domaingpt.stages.saliency.section import section
 from domaingpt.stages.saliency.settings import SaliencySettings
-
-
-def run(ctx: StageContext, settings: SaliencySettings) -> dict[str, Path]:
-    return run_saliency(ctx.run, settings, progress=ctx.progress, log=ctx.log)
-
 
 stage = Stage(
     name="saliency",
     title="gradient-based interpretability",
     settings=SaliencySettings,
     run=run,
-    load=load_saliency,
+    tables=TABLES,
+    optional=OPTIONAL,
     claims=claims,
     section=section,
     needs=("train",),
@@ -76,13 +70,12 @@ __all__ = [
     "claims",
     "deletion_test",
     "faithfulness_rows",
-    "load_saliency",
     "long_frame",
     "make_method",
     "per_prompt",
     "quadrature",
+    "read_attributions",
     "relative_positions",
-    "run_saliency",
     "shares",
     "stage",
     "target_log_prob",

@@ -15,7 +15,6 @@ from domaingpt.stages.saliency.methods import Attribution, check_methods, make_m
 class SaliencySettings(UserPromptSettings):
     """Settings of ``domaingpt saliency`` (also read from a ``[saliency]`` TOML table)."""
 
-    SECTION = "saliency"
     methods: list[str] = setting(
         ["grad_norm", "input_x_grad", "integrated_gradients"], "attribution methods"
     )

@@ -73,7 +73,7 @@ def zero_few_pairs(
     names = {m.name for m in models}
     adapted = [a for a in run.adapted_models() if a.source in names]
     if not adapted:
-        log(f"note: no adapted models in {run.adapt}; skipping the zero- vs few-shot table")
+        log(f"note: no adapted models in {run.adapted}; skipping the zero- vs few-shot table")
         return None
     pairs = []
     for a in adapted:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from domaingpt.context.stage import Stage
 from domaingpt.stages.similarity.claims import claims
-from domaingpt.stages.similarity.compute import SimilaritySettings, hardening, load, run
+from domaingpt.stages.similarity.compute import TABLES, SimilaritySettings, hardening
+from domaingpt.stages.similarity.results import run
 from domaingpt.stages.similarity.section import section
 
 stage = Stage(
@@ -18,7 +19,7 @@ stage = Stage(
     title="representation similarity",
     settings=SimilaritySettings,
     run=run,
-    load=load,
+    tables=TABLES,
     claims=claims,
     section=section,
     needs=("train",),
@@ -27,4 +28,4 @@ stage = Stage(
     section_title="Representation similarity: what training and adaptation change inside",
 )
 
-__all__ = ["SimilaritySettings", "claims", "hardening", "load", "run", "stage"]
+__all__ = ["SimilaritySettings", "claims", "hardening", "stage"]

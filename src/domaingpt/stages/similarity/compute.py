@@ -25,26 +25,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 from itertools import combinations, pairwise
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from domaingpt.context.activations import Internals, InternalsSettings, Prepared, prepare
+from domaingpt.context.activations import Internals, InternalsSettings, Prepared
 from domaingpt.context.prompts import PromptSet
 from domaingpt.context.rundir import AdaptedModel, ModelEntry, RunDir
-from domaingpt.context.stage import StageContext, Tables
 from domaingpt.core.cka import cka_jackknife, jackknife_ci
 from domaingpt.core.distributed import map_ranks
-from domaingpt.core.io import write_json
 from domaingpt.core.progress import Log
 from domaingpt.core.replicates import split_replicate
 from domaingpt.core.settings import finite, setting
-from domaingpt.core.tables import read_table, write_table
 from domaingpt.core.threads import map_workers
 from domaingpt.model.checkpoint import CheckpointInfo
-from domaingpt.stages.similarity.figures import plot_across, plot_training
 
 CKA_COLUMNS = [
     "comparison",
@@ -72,7 +67,6 @@ TABLES = ("cka", "jackknife", "hardening")
 class SimilaritySettings(InternalsSettings):
     """Settings of ``domaingpt similarity`` (and a study's ``[similarity]`` table)."""
 
-    SECTION = "similarity"
     adapted: bool = setting(True, "compare source models with their adapted versions")
     harden_at: float = setting(
         0.95, "CKA of consecutive checkpoints above which a layer counts as hardened", cli=False
@@ -259,29 +253,3 @@ def _compare(
     for rows, jack in parts:
         got.rows += rows
         got.jack += jack
-
-
-def run(ctx: StageContext, settings: SimilaritySettings) -> dict[str, Path]:
-    """Every comparison (see the module docstring); write ``similarity/``."""
-    ready = prepare(ctx.run, settings, ctx.log)
-    got = _Comparisons(ready.prompts, settings.workers)
-    _compare(ctx.run, ready, settings, got, ctx.log)
-    cka, jack = got.tables()
-    tables = {"cka": cka, "jackknife": jack, "hardening": hardening(cka, settings.harden_at)}
-    out = ctx.out
-    paths = {name: write_table(df, out / f"{name}.csv") for name, df in tables.items()}
-    paths["settings"] = write_json(out / "settings.json", settings.to_dict())
-    paths["training_png"] = plot_training(cka, out / "training.png")
-    if (cka["kind"] != "training").any():
-        paths["across_png"] = plot_across(cka, out / "across.png")
-    ctx.log(
-        f"similarity: {len(ready.models)} model(s), {len(ready.prompts)} prompts, "
-        f"{cka['comparison'].nunique()} comparisons; wrote {out}"
-    )
-    return paths
-
-
-def load(run: RunDir) -> Tables:
-    """The tables :func:`run` wrote: ``cka``, ``jackknife`` and ``hardening``."""
-    folder = run.results("similarity", "cka.csv")
-    return {name: read_table(folder / f"{name}.csv") for name in TABLES}

@@ -35,7 +35,6 @@ from pathlib import Path
 import pandas as pd
 
 from domaingpt.core.io import atomic_write_text
-from domaingpt.core.tables import read_table, write_table
 from domaingpt.data.charclass import CLASSES, char_class, describe_char
 from domaingpt.errors import DomainGPTError
 from domaingpt.stages.stats.figures import plot_char_distribution, plot_class_shares
@@ -45,11 +44,11 @@ __all__ = [
     "CorpusStats",
     "class_shares_markdown",
     "compute_stats",
-    "load_stats",
     "md_escape",
+    "stats_tables",
     "summary_markdown",
     "summary_table",
-    "write_stats",
+    "write_stats_files",
 ]
 
 COUNT_COLUMNS: tuple[str, ...] = (
@@ -505,14 +504,8 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "corpus"
 
 
-def write_stats(stats: Sequence[CorpusStats], out_dir: str | Path) -> dict[str, Path]:
-    """Write tables, Markdown summary and figures for the corpora to ``out_dir``.
-
-    Files: ``char_counts.csv``, ``class_shares.csv``, ``category_shares.csv``,
-    ``summary.csv``, ``summary.md``, ``notable.csv``, ``distribution_<corpus>.png`` per
-    corpus and ``class_shares.png``. Returns ``{key: path}``; keys are the file stems
-    (``summary_md`` and ``class_shares_png`` for the Markdown and the figure).
-    """
+def checked_stats(stats: Sequence[CorpusStats]) -> list[CorpusStats]:
+    """``stats`` as a list; an error for none, or for names that clash as file names."""
     stats = list(stats)
     if not stats:
         raise DomainGPTError("no corpora given: nothing to write")
@@ -520,23 +513,32 @@ def write_stats(stats: Sequence[CorpusStats], out_dir: str | Path) -> dict[str, 
     safe = [_safe_name(n) for n in names]
     if len(set(safe)) != len(safe):
         raise DomainGPTError(f"corpus names must be distinct (as file names): {names}")
+    return stats
+
+
+def stats_tables(stats: Sequence[CorpusStats]) -> dict[str, pd.DataFrame]:
+    """The stage's tables for the corpora: ``char_counts``, ``class_shares``,
+    ``category_shares``, ``summary`` and ``notable``."""
+    stats = checked_stats(stats)
+    return {
+        "char_counts": pd.concat([s.counts for s in stats], ignore_index=True),
+        "class_shares": pd.concat([s.class_shares() for s in stats], ignore_index=True),
+        "category_shares": pd.concat([s.category_shares() for s in stats], ignore_index=True),
+        "summary": summary_table(stats),
+        "notable": pd.concat([s.notable_examples() for s in stats], ignore_index=True),
+    }
+
+
+def write_stats_files(stats: Sequence[CorpusStats], out_dir: str | Path) -> dict[str, Path]:
+    """Write the Markdown summary and the figures for the corpora to ``out_dir``:
+    ``summary.md``, ``distribution_<corpus>.png`` per corpus and ``class_shares.png``
+    (keys ``summary_md``, ``distribution_<corpus>``, ``class_shares_png``)."""
+    stats = checked_stats(stats)
+    safe = [_safe_name(s.name) for s in stats]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-
     paths: dict[str, Path] = {}
-    counts = pd.concat([s.counts for s in stats], ignore_index=True)
     class_shares = pd.concat([s.class_shares() for s in stats], ignore_index=True)
-    paths["char_counts"] = write_table(counts, out / "char_counts.csv")
-    paths["class_shares"] = write_table(class_shares, out / "class_shares.csv")
-    paths["category_shares"] = write_table(
-        pd.concat([s.category_shares() for s in stats], ignore_index=True),
-        out / "category_shares.csv",
-    )
-    paths["summary"] = write_table(summary_table(stats), out / "summary.csv")
-    paths["notable"] = write_table(
-        pd.concat([s.notable_examples() for s in stats], ignore_index=True),
-        out / "notable.csv",
-    )
     md = "\n".join(
         [
             "# Character Frequency Analysis",
@@ -560,32 +562,3 @@ def write_stats(stats: Sequence[CorpusStats], out_dir: str | Path) -> dict[str, 
         )
     paths["class_shares_png"] = plot_class_shares(class_shares, out / "class_shares.png")
     return paths
-
-
-_TABLES = {
-    "char_counts": True,
-    "class_shares": True,
-    "category_shares": False,
-    "summary": True,
-    "notable": True,
-}
-
-
-def load_stats(out_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """Read back the tables written by :func:`write_stats`, keyed by file stem."""
-    out = Path(out_dir)
-    tables: dict[str, pd.DataFrame] = {}
-    for stem, required in _TABLES.items():
-        path = out / f"{stem}.csv"
-        if not path.is_file():
-            if required:
-                raise DomainGPTError(
-                    f"{path} not found: write the character statistics there first "
-                    "(domaingpt stats)"
-                )
-            continue
-        try:
-            tables[stem] = read_table(path)
-        except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise DomainGPTError(f"{path}: cannot be read as CSV ({exc})") from None
-    return tables

@@ -1,14 +1,15 @@
 """The train stage: one character-level GPT per corpus of the study, with a checkpoint
 history, samples along training and loss curves (see :mod:`domaingpt.training`).
 
-Tables (read from each ``models/<corpus>/``): ``metrics``, ``samples``, ``summary``.
+Tables (read from each ``models/<corpus>/``, the run's model store): ``metrics``,
+``samples``, ``summary``; its own folder ``train/`` holds its settings and claims.
 """
 
 from __future__ import annotations
 
 from domaingpt.context.stage import Stage
 from domaingpt.stages.train.claims import claims
-from domaingpt.stages.train.run import TrainSettings, load, run, study_vocab_for
+from domaingpt.stages.train.results import TrainSettings, load, run, study_vocab_for
 from domaingpt.stages.train.section import section
 
 stage = Stage(
@@ -18,9 +19,9 @@ stage = Stage(
     run=run,
     load=load,
     claims=claims,
+    read_unfinished=True,
     section=section,
     needs=(),
-    subdir="models",
     help="train one model per corpus of the study",
     section_title="Training: loss curves and samples",
     command=False,

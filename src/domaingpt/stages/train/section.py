@@ -7,7 +7,7 @@ from domaingpt.context.stage import StageView
 from domaingpt.core.claims import display
 from domaingpt.report.document import Section
 from domaingpt.report.format import ordered
-from domaingpt.stages.train.run import imported_from
+from domaingpt.stages.train.results import imported_from
 from domaingpt.training.plots import plot_loss_curves
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from domaingpt.core import published
 from domaingpt.core.claims import Claim, Verdict
-from domaingpt.stages.probe.claims import claims
+from domaingpt.stages.softmax.claims import claims
 
 HOLDS, FAILS, UNMEASURED = Verdict.HOLDS, Verdict.FAILS, Verdict.UNMEASURED
 

@@ -1,4 +1,4 @@
-"""What ``domaingpt probe`` computes: the ``[probe]`` table of a study file."""
+"""What ``domaingpt softmax`` computes: the ``[softmax]`` table of a study file."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from domaingpt.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class ProbeSettings(UserPromptSettings):
-    """Settings of ``domaingpt probe`` (also read from a ``[probe]`` TOML table)."""
+class SoftmaxSettings(UserPromptSettings):
+    """Settings of ``domaingpt softmax`` (also read from a ``[softmax]`` TOML table)."""
 
-    SECTION = "probe"
     top_k: int = setting(5, "top-k characters kept")
     epsilon: float = setting(0.05, "JS divergence (bits) below which a model counts as hardened")
     delta: float = setting(0.05, "p(true) settling tolerance", cli=False)
@@ -25,7 +24,7 @@ class ProbeSettings(UserPromptSettings):
         super().check()
         self.validate()
 
-    def validate(self) -> ProbeSettings:
+    def validate(self) -> SoftmaxSettings:
         if self.top_k < 1:
             raise ConfigError(f"top-k must be at least 1, got {self.top_k}")
         if not self.epsilon > 0 or not self.delta > 0:

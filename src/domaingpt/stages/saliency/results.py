@@ -1,6 +1,6 @@
 """The saliency stage end to end: attribute every prompt through every model, checkpoint
 and method, aggregate, test faithfulness, compare zero- and few-shot, and write
-``runs/NAME/saliency/``; :func:`load_saliency` reads the tables back.
+``runs/NAME/saliency/``; :func:`read_attributions` reads the raw scores back.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import pandas as pd
 import torch
 
 from domaingpt.context.prompts import PromptSet, domain_of, prepare_prompt_stage
-from domaingpt.context.rundir import ModelEntry, RunDir
+from domaingpt.context.rundir import ModelEntry
+from domaingpt.context.stage import Results, StageContext
 from domaingpt.core.distributed import map_ranks
-from domaingpt.core.io import read_jsonl, write_json, write_jsonl
-from domaingpt.core.progress import Log, progress_bar
-from domaingpt.core.tables import read_table, write_table
+from domaingpt.core.io import read_jsonl, write_jsonl
+from domaingpt.core.progress import progress_bar
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
 from domaingpt.stages.saliency.aggregate import (
     aggregate,
@@ -136,13 +136,7 @@ class _Collected:
         }
 
 
-def run_saliency(
-    run: RunDir,
-    settings: SaliencySettings | None = None,
-    *,
-    progress: bool = True,
-    log: Log = print,
-) -> dict[str, Path]:
+def run(ctx: StageContext, settings: SaliencySettings) -> dict[str, Path]:
     """Attribute, aggregate, test faithfulness and write ``runs/NAME/saliency/``.
 
     Files: attributions.jsonl (per model, checkpoint, method, prompt: raw scores),
@@ -150,10 +144,10 @@ def run_saliency(
     by_checkpoint.csv, completeness.csv (IG), faithfulness.csv, verdicts.csv,
     zero_few.csv, zero_few_prompts.csv and zero_few_classes.csv (when adapted models
     exist), agreement.csv, agreement_prompts.csv and occlusion.jsonl (with occlusion
-    baselines), settings.json, heatmap.html and the figures by_class.png, by_relpos.png,
+    baselines), heatmap.html and the figures by_class.png, by_relpos.png,
     by_checkpoint.png, faithfulness.png, agreement.png.
     """
-    settings = settings or SaliencySettings()
+    run, log, progress = ctx.run, ctx.log, ctx.progress
     models, vocab, prompts, device = prepare_prompt_stage(run, settings, log)
     replacement = replacement_id(vocab, settings.deletion_replacement)
     plan = {m.name: _checkpoints(m, settings.checkpoints) for m in models}
@@ -199,10 +193,10 @@ def run_saliency(
         )
     bar.close()
     tables = {**got.tables(settings), **tables}
-    paths = _write(run.saliency, tables, got, prompts, settings)
+    paths = _write(ctx, tables, got, prompts)
     log(
         f"saliency: {len(models)} model(s), {len(prompts)} prompts, methods "
-        f"{', '.join(settings.methods)}; wrote {len(paths)} files to {run.saliency}"
+        f"{', '.join(settings.methods)}; wrote {len(paths)} files to {ctx.out}"
     )
     return paths
 
@@ -402,14 +396,14 @@ def _figures(tables: dict[str, pd.DataFrame], out: Path) -> dict[str, Path]:
 
 
 def _write(
-    out: Path,
+    ctx: StageContext,
     tables: dict[str, pd.DataFrame],
     got: _Collected,
     prompts: PromptSet,
-    settings: SaliencySettings,
 ) -> dict[str, Path]:
     """Every file of the stage; a ``zero_few.csv`` of an earlier run with adapted models
     is removed when this run has none (it would describe other models)."""
+    out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {
         "prompts": write_jsonl(out / "prompts.jsonl", prompts.frame().to_dict("records")),
@@ -423,23 +417,13 @@ def _write(
     else:
         (out / "occlusion.jsonl").unlink(missing_ok=True)
     for name, df in tables.items():
-        paths[name] = write_table(df, out / f"{name}.csv")
-    paths["settings"] = write_json(out / "settings.json", settings.to_dict())
+        paths[name] = ctx.write_table(name, df)
     paths["heatmap"] = _write_heatmap(got.heat, out / "heatmap.html")
     paths.update(_figures(tables, out))
     return paths
 
 
-def load_saliency(run: RunDir, *, attributions: bool = False) -> dict[str, pd.DataFrame]:
-    """The tables written by :func:`run_saliency`, keyed by file stem (``zero_few`` when it
-    was written; ``attributions``, one row per model/checkpoint/method/prompt with the
-    list of raw scores, only when asked: it is the largest file)."""
-    out = run.results("saliency", "by_class.csv")
-    tables = {}
-    for name in (*TABLES, *OPTIONAL):
-        path = out / f"{name}.csv"
-        if path.is_file():
-            tables[name] = read_table(path)
-    if attributions:
-        tables["attributions"] = pd.DataFrame(read_jsonl(out / "attributions.jsonl"))
-    return tables
+def read_attributions(results: Results) -> pd.DataFrame:
+    """The raw scores, one row per model/checkpoint/method/prompt with the list of scores
+    (``attributions.jsonl``, the stage's largest file: not one of its tables)."""
+    return pd.DataFrame(read_jsonl(results.folder / "attributions.jsonl"))

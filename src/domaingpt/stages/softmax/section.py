@@ -31,7 +31,7 @@ def section(view: StageView) -> Section:
         s.table(
             by_model_and_iteration(wide.reset_index(), order),
             "Mean entropy and p(true) at the last position of the prompts, by checkpoint",
-            "probe/summary.csv",
+            "softmax/summary.csv",
         )
     hard = tables.get("hardening")
     if hard is not None and not hard.empty:
@@ -53,7 +53,7 @@ def section(view: StageView) -> Section:
             hard[cols],
             "Where probabilities harden: the first iteration from which the mean Jensen–Shannon "
             f"divergence between consecutive checkpoints stays below {eps} bits",
-            "probe/hardening.csv",
+            "softmax/hardening.csv",
         )
     over = tables.get("overpredicted")
     if over is not None and not over.empty:
@@ -63,7 +63,7 @@ def section(view: StageView) -> Section:
             top[cols],
             "Most over-predicted characters on out-of-domain prompts (final checkpoint): mean "
             "predicted probability minus the character's frequency in the prompts' corpus",
-            "probe/overpredicted.csv",
+            "softmax/overpredicted.csv",
         )
     figures_and_heatmap(s, view.out)
     s.note("The study's Part 3 claims are checked against these numbers in the Conclusions.")

@@ -1,5 +1,6 @@
-"""The probe stage's run and load: every checkpoint of every selected model on one
-prompt set, the tables and figures under ``probe/``, and what ``domaingpt probe`` prints.
+"""The softmax stage's run and load: every checkpoint of every selected model on one
+prompt set, the tables and figures under ``softmax/``, and what ``domaingpt softmax``
+prints.
 
 The numbers are defined in :mod:`.compute` (next-character statistics) and
 :mod:`.hardening` (divergence between checkpoints).
@@ -18,16 +19,16 @@ import pandas as pd
 import torch
 
 from domaingpt.context.prompts import PromptSet, domain_of, prepare_prompt_stage
-from domaingpt.context.rundir import ModelEntry, RunDir
+from domaingpt.context.rundir import ModelEntry
+from domaingpt.context.stage import Results, StageContext
 from domaingpt.core.claims import read_claims
 from domaingpt.core.distributed import map_ranks
-from domaingpt.core.io import read_jsonl, write_json, write_jsonl
-from domaingpt.core.progress import Log, progress_bar, stderr_log
-from domaingpt.core.tables import read_table, write_table
+from domaingpt.core.io import read_jsonl, write_jsonl
+from domaingpt.core.progress import Log, progress_bar
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints, load_checkpoint
-from domaingpt.stages.probe.compute import (
+from domaingpt.stages.softmax.compute import (
     OVERPREDICTED_COLUMNS,
     NextCharStats,
     last_table,
@@ -37,16 +38,16 @@ from domaingpt.stages.probe.compute import (
     summarise,
     topk_table,
 )
-from domaingpt.stages.probe.figures import (
+from domaingpt.stages.softmax.figures import (
     plot_entropy_positions,
-    plot_probe_curves,
+    plot_softmax_curves,
     plot_topk_bars,
 )
-from domaingpt.stages.probe.hardening import JS_COLUMNS, hardening, js_rows, read_hardening
-from domaingpt.stages.probe.settings import ProbeSettings
+from domaingpt.stages.softmax.hardening import JS_COLUMNS, hardening, js_rows, read_hardening
+from domaingpt.stages.softmax.settings import SoftmaxSettings
 
-#: The CSV tables of ``probe/``, in the order they are written.
-PROBE_TABLES = ("last", "topk", "positions", "summary", "js", "hardening", "overpredicted")
+#: The CSV tables of ``softmax/``, in the order they are written.
+TABLES = ("last", "topk", "positions", "summary", "js", "hardening", "overpredicted")
 
 
 @dataclass
@@ -68,7 +69,7 @@ class _Inputs:
     frame: pd.DataFrame
     vocab: Vocab
     device: torch.device
-    settings: ProbeSettings
+    settings: SoftmaxSettings
 
 
 def _checkpoint_stats(info: CheckpointInfo, inputs: _Inputs) -> NextCharStats:
@@ -76,7 +77,7 @@ def _checkpoint_stats(info: CheckpointInfo, inputs: _Inputs) -> NextCharStats:
     if loaded.vocab.fingerprint != inputs.vocab.fingerprint:
         raise DomainGPTError(
             f"checkpoint {info.json_path} uses another vocabulary than the run; "
-            "probe the models of one run together"
+            "inspect the models of one run together"
         )
     return next_char_stats(
         loaded.model,
@@ -86,7 +87,7 @@ def _checkpoint_stats(info: CheckpointInfo, inputs: _Inputs) -> NextCharStats:
     )
 
 
-def _probe_model(
+def _inspect_model(
     model: ModelEntry,
     history: list[CheckpointInfo],
     stats_of: list[NextCharStats],
@@ -112,7 +113,7 @@ def _probe_model(
             )
 
 
-def _assemble(parts: _Parts, settings: ProbeSettings, log: Log) -> dict[str, pd.DataFrame]:
+def _assemble(parts: _Parts, settings: SoftmaxSettings, log: Log) -> dict[str, pd.DataFrame]:
     """The stage's tables from the pieces, with the summaries computed from them."""
     tables: dict[str, pd.DataFrame] = {
         "last": pd.concat(parts.last, ignore_index=True),
@@ -146,12 +147,12 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "model"
 
 
-def _probe_figures(
+def _figures(
     tables: dict[str, pd.DataFrame], frame: pd.DataFrame, figure_ids: set[int], out: Path
 ) -> dict[str, Path]:
     paths = {
-        "entropy_png": plot_probe_curves(tables["summary"], out / "entropy.png", "entropy"),
-        "p_true_png": plot_probe_curves(tables["summary"], out / "p_true.png", "p_true"),
+        "entropy_png": plot_softmax_curves(tables["summary"], out / "entropy.png", "entropy"),
+        "p_true_png": plot_softmax_curves(tables["summary"], out / "p_true.png", "p_true"),
         "entropy_positions_png": plot_entropy_positions(
             tables["positions"], out / "entropy_positions.png"
         ),
@@ -165,29 +166,22 @@ def _probe_figures(
     return paths
 
 
-def run_probe(
-    run: RunDir,
-    settings: ProbeSettings | None = None,
-    *,
-    progress: bool = True,
-    log: Log = stderr_log,
-) -> dict[str, Path]:
-    """Probe every checkpoint of the selected models and write ``runs/NAME/probe/``.
+def run(ctx: StageContext, settings: SoftmaxSettings) -> dict[str, Path]:
+    """Inspect the softmax of every checkpoint of the selected models; write the tables.
 
     Files: prompts.jsonl, last.csv (per model, checkpoint, prompt), topk.csv,
     positions.csv (mean entropy and p(true) by model, iteration, prompt corpus, position),
-    summary.csv, js.csv, hardening.csv, overpredicted.csv, settings.json and the figures
-    entropy.png, p_true.png, topk_<model>.png, entropy_positions.png (claims.csv is
-    written by the stage runner from these tables).
+    summary.csv, js.csv, hardening.csv, overpredicted.csv and the figures entropy.png,
+    p_true.png, topk_<model>.png, entropy_positions.png.
     """
-    settings = settings or ProbeSettings()
+    run, log, progress = ctx.run, ctx.log, ctx.progress
     models, vocab, prompts, device = prepare_prompt_stage(run, settings, log)
     histories = {m.name: list_checkpoints(m.directory / "checkpoints", "iter") for m in models}
     frame = prompts.frame()
     inputs = _Inputs(prompts, frame, vocab, device, settings)
     parts = _Parts()
     every = [info for model in models for info in histories[model.name]]
-    bar = progress_bar(len(every), "probe", enabled=progress, unit="ckpt")
+    bar = progress_bar(len(every), "softmax", enabled=progress, unit="ckpt")
     # The checkpoints are probed side by side over torchrun's ranks (one process: in turn).
     stats = map_ranks(
         partial(_checkpoint_stats, inputs=inputs), every, log=log, each=lambda i, r: bar.update()
@@ -195,39 +189,36 @@ def run_probe(
     bar.close()
     for model in models:
         n = len(histories[model.name])
-        _probe_model(model, histories[model.name], stats[:n], inputs, parts)
+        _inspect_model(model, histories[model.name], stats[:n], inputs, parts)
         stats = stats[n:]
     tables = _assemble(parts, settings, log)
 
-    out = run.probe
-    out.mkdir(parents=True, exist_ok=True)
+    out = ctx.out
     paths: dict[str, Path] = {}
     paths["prompts"] = write_jsonl(out / "prompts.jsonl", frame.to_dict("records"))
     for name, df in tables.items():
-        paths[name] = write_table(df, out / f"{name}.csv")
-    paths["settings"] = write_json(out / "settings.json", settings.to_dict())
+        paths[name] = ctx.write_table(name, df)
     figure_ids = set(_figure_prompts(prompts, settings.figure_prompts))
-    paths.update(_probe_figures(tables, frame, figure_ids, out))
-    log(f"probe: {len(models)} model(s), {len(prompts)} prompts; wrote {len(paths)} files to {out}")
+    paths.update(_figures(tables, frame, figure_ids, out))
+    log(
+        f"softmax: {len(models)} model(s), {len(prompts)} prompts; wrote {len(paths)} files to {out}"
+    )
     return paths
 
 
-def load_probe(run: RunDir) -> dict[str, pd.DataFrame]:
-    """The tables written by :func:`run_probe` (plus ``prompts``), keyed by file stem."""
-    out = run.results("probe", "summary.csv")
-    tables = {
-        name: (read_hardening if name == "hardening" else read_table)(out / f"{name}.csv")
-        for name in PROBE_TABLES
-    }
-    tables["prompts"] = pd.DataFrame(read_jsonl(out / "prompts.jsonl"))
+def load(results: Results) -> dict[str, pd.DataFrame]:
+    """The tables :func:`run` wrote (plus ``prompts``), keyed by file stem."""
+    tables = results.tables()
+    tables["hardening"] = read_hardening(results.folder / "hardening.csv")
+    tables["prompts"] = pd.DataFrame(read_jsonl(results.folder / "prompts.jsonl"))
     return tables
 
 
 _DOMAIN_WORDS = {"in": "in-domain", "out": "out-of-domain"}
 
 
-def probe_summary(written: Mapping[str, Path]) -> str:
-    """What ``domaingpt probe`` prints: where each model hardens, then the claims."""
+def summary(written: Mapping[str, Path]) -> str:
+    """What ``domaingpt softmax`` prints: where each model hardens, then the claims."""
     lines = []
     for r in read_hardening(Path(written["hardening"])).itertuples():
         when = (

@@ -43,12 +43,11 @@ from typing import Any
 import pandas as pd
 
 from domaingpt.context.rundir import RunDir
-from domaingpt.context.stage import Tables
+from domaingpt.context.stage import Results, StageContext, Tables
 from domaingpt.core.claims import Claim
-from domaingpt.core.io import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
+from domaingpt.core.io import atomic_write_text, read_jsonl, write_jsonl
 from domaingpt.core.progress import Log
 from domaingpt.core.replicates import split_replicate
-from domaingpt.core.tables import read_table, write_table
 from domaingpt.errors import DomainGPTError
 from domaingpt.stages.quality.claims import quality_claims
 from domaingpt.stages.quality.figures import draw
@@ -60,7 +59,7 @@ from domaingpt.stages.quality.profiles import (
     reference_table,
     resolve_corpora,
 )
-from domaingpt.stages.quality.settings import SUBDIR, SampleQualitySettings
+from domaingpt.stages.quality.settings import QualitySettings
 from domaingpt.stages.quality.targets import Target, adapt_targets, model_targets
 from domaingpt.stages.quality.textmetrics import (
     CorpusProfile,
@@ -70,22 +69,18 @@ from domaingpt.stages.quality.textmetrics import (
     word_formation,
 )
 
-#: The CSV tables of the stage, in the order they are read back.
-TABLES = ("timeline", "checkpoints", "milestones", "style", "adapted", "reference")
+#: The CSV tables of the stage: the first always, the others when there is something to
+#: write (``adapted`` with adapted models).
+TABLES = ("timeline",)
+OPTIONAL = ("checkpoints", "milestones", "style", "adapted", "reference")
 
 
-def run_sample_quality(
-    run: RunDir,
-    settings: SampleQualitySettings | None = None,
-    *,
-    progress: bool = True,
-    log: Log = print,
-) -> dict[str, Path]:
+def run(ctx: StageContext, settings: QualitySettings) -> dict[str, Path]:
     """Generate, measure, derive the claims, draw; returns the written files by name."""
-    settings = settings or SampleQualitySettings()
-    out = run.root / SUBDIR
+    run, log, progress = ctx.run, ctx.log, ctx.progress
+    out = ctx.out
     targets = _targets(run, settings, log)
-    profiles = _profiles(run, settings, targets, log)
+    profiles = _profiles(run, settings, targets, out, log)
     cache_path = out / "samples.jsonl"
     cache, gen_stats = generate_all(targets, settings, cache_path, progress=progress, log=log)
     sample_rows, tables = _measure(targets, cache, profiles, settings)
@@ -94,12 +89,11 @@ def run_sample_quality(
     written: dict[str, Path] = {}
     write_jsonl(cache_path, sample_rows)  # exactly the samples these tables are made from
     written["samples"] = cache_path
-    written["settings"] = write_json(out / "settings.json", settings.to_dict())
     for name, df in tables.items():
         if name == "adapted" and df.empty:
             (out / "adapted.csv").unlink(missing_ok=True)
             continue
-        written[name] = write_table(df, out / f"{name}.csv")
+        written[name] = ctx.write_table(name, df)
     for name in profiles:
         written[f"profile_{name}"] = out / f"profile_{name}.json"
     written["summary"] = atomic_write_text(
@@ -114,7 +108,7 @@ def run_sample_quality(
     return written
 
 
-def _targets(run: RunDir, settings: SampleQualitySettings, log: Log) -> list[Target]:
+def _targets(run: RunDir, settings: QualitySettings, log: Log) -> list[Target]:
     """The trained models' checkpoints, then the adapted models'; an error when there is
     nothing to sample."""
     targets = model_targets(run, settings)
@@ -133,7 +127,7 @@ def _targets(run: RunDir, settings: SampleQualitySettings, log: Log) -> list[Tar
 
 
 def _profiles(
-    run: RunDir, settings: SampleQualitySettings, targets: list[Target], log: Log
+    run: RunDir, settings: QualitySettings, targets: list[Target], out: Path, log: Log
 ) -> dict[str, CorpusProfile]:
     """The reference profile of every corpus the samples are compared with (the models'
     own, the adaptations' sources and targets, and ``settings.corpora``)."""
@@ -143,14 +137,14 @@ def _profiles(
     corpora = resolve_corpora(run, settings, needed)
     for name in needed:
         check_corpus(run, corpora[name], log)
-    return {name: corpus_profile(run, c, settings, log) for name, c in corpora.items()}
+    return {name: corpus_profile(run, c, settings, out, log) for name, c in corpora.items()}
 
 
 def _measure(
     targets: list[Target],
     cache: Samples,
     profiles: dict[str, CorpusProfile],
-    settings: SampleQualitySettings,
+    settings: QualitySettings,
 ) -> tuple[list[dict[str, Any]], Tables]:
     """The samples' rows, and the stage's tables: every sample measured against its
     corpus (and an adapted model's also against its source), its style distance to
@@ -198,20 +192,21 @@ def _measure(
     return sample_rows, tables
 
 
-def load_sample_quality(run: RunDir) -> Tables:
-    """The tables :func:`run_sample_quality` wrote: timeline, checkpoints, milestones,
-    style, reference, adapted (when there were adapted models), settings and samples."""
-    out = run.results("quality", "timeline.csv")
-    tables = {n: read_table(out / f"{n}.csv") for n in TABLES if (out / f"{n}.csv").exists()}
-    if (out / "settings.json").is_file():
-        tables["settings"] = pd.DataFrame([read_json(out / "settings.json")]).astype(object)
-    if (out / "samples.jsonl").exists():
-        tables["samples"] = pd.DataFrame(read_jsonl(out / "samples.jsonl"))
+def load(results: Results) -> Tables:
+    """The tables :func:`run` wrote: timeline, checkpoints, milestones, style, reference,
+    adapted (when there were adapted models), and as tables the settings it ran with (the
+    claims' thresholds) and the samples."""
+    tables = results.tables()
+    settings = results.settings()
+    if settings is not None:
+        tables["settings"] = pd.DataFrame([settings]).astype(object)
+    if (results.folder / "samples.jsonl").exists():
+        tables["samples"] = pd.DataFrame(read_jsonl(results.folder / "samples.jsonl"))
     return tables
 
 
 def summary_markdown(
-    claims: list[Claim], gen_stats: dict[str, float], settings: SampleQualitySettings
+    claims: list[Claim], gen_stats: dict[str, float], settings: QualitySettings
 ) -> str:
     """The claims as a Markdown section the report can include."""
     lines = [

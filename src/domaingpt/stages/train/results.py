@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from domaingpt.context.rundir import RunDir, build_vocab, read_run_json, save_vocab, study_order
-from domaingpt.context.stage import StageContext
+from domaingpt.context.rundir import build_vocab, read_run_json, save_vocab, study_order
+from domaingpt.context.stage import Results, StageContext
 from domaingpt.core.config import RUNTIME_TRAIN_KEYS, RunConfig, from_dict, load_preset
 from domaingpt.core.distributed import (
     is_worker,
@@ -50,8 +50,6 @@ class TrainSettings(StageSettings):
     config (and so whether it is retrained) does not depend on it.
     """
 
-    SECTION = "train"
-    TRAINING: ClassVar[bool] = True  # built from the study's training tables
     preset: str = setting("cpu-mini", "training preset: a shipped name or a .toml file")
     model: dict = setting({}, "[model] overrides", cli=False)
     train: dict = setting({}, "[train] overrides", cli=False)
@@ -95,8 +93,8 @@ class TrainSettings(StageSettings):
         seed = replicate_seed(cfg.train.seed, replicate)
         return replace(cfg, train=replace(cfg.train, seed=seed)) if replicate else cfg
 
-    def memory_setting(self) -> tuple[str, int | None]:
-        return "train.batch_size", self.config.train.batch_size
+    def memory_setting(self, name: str) -> tuple[str, int | None]:
+        return f"{name}.batch_size", self.config.train.batch_size
 
     def key_dict(self) -> dict[str, Any]:
         cfg = self.config.to_dict()
@@ -310,7 +308,7 @@ def _imported_summary(name: str, model_dir: Path) -> dict[str, Any] | None:
     }
 
 
-def load(run: RunDir) -> dict[str, pd.DataFrame]:
+def load(results: Results) -> dict[str, pd.DataFrame]:
     """The training results of every model of a run as tidy tables.
 
     ``metrics``: model, iter, train_loss, val_loss, lr, tokens_per_s, elapsed,
@@ -318,6 +316,7 @@ def load(run: RunDir) -> dict[str, pd.DataFrame]:
     seed, temperature, text. ``summary``: one row per model (iterations, final val loss
     on the whole split, train time).
     """
+    run = results.run
     metrics, samples, summary = [], [], []
     for name in study_order(run.trained_models()):  # the study's order, then the rest
         d = run.model(name)

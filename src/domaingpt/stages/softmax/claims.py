@@ -1,4 +1,4 @@
-"""The study's Part 3 statements (the softmax output layer), checked on the probe tables.
+"""The study's Part 3 statements (the softmax output layer), checked on the softmax tables.
 
 Each claim is scoped to one model ("shakespeare model"), one model on one prompt corpus
 ("shakespeare model, math prompts"), or a pair of models, and worded from
@@ -301,11 +301,11 @@ def claims(tables: Tables) -> list[Claim]:
     """Entropy and p(true) along training and out- vs in-domain entropy (per model), where
     each study model hardens and in what order, and the math model's <space>.
 
-    ``tables`` is what :func:`~domaingpt.stages.probe.run.load_probe` returns (``last``,
+    ``tables`` is what :func:`~domaingpt.stages.softmax.results.load` returns (``last``,
     ``summary``, ``hardening``, ``overpredicted`` are read).
     """
     if not {"last", "summary", "hardening"} <= set(tables):
-        why = "no probe tables (the probe stage has not run)"
+        why = "no softmax tables (the softmax stage has not run)"
         return [unmeasured(c, why) for c in (published.ENTROPY_FALLS, published.OOD_ENTROPY)]
     last, summary = tables["last"], tables["summary"]
     hard = tables["hardening"]

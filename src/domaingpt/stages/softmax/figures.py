@@ -18,9 +18,9 @@ from domaingpt.report.plotting import (
 )
 
 
-def plot_probe_curves(summary: pd.DataFrame, path: str | Path, value: str = "entropy") -> Path:
+def plot_softmax_curves(summary: pd.DataFrame, path: str | Path, value: str = "entropy") -> Path:
     """Mean entropy (or p(true)) against iteration, in- vs out-of-domain, one panel per
-    model, with the 95 % CI as a band (``summary`` is probe/summary.csv)."""
+    model, with the 95 % CI as a band (``summary`` is softmax/summary.csv)."""
     models = sorted(summary["model"].unique())
     with figure_style():
         fig, axes = panels(len(models))
@@ -58,7 +58,7 @@ def plot_probe_curves(summary: pd.DataFrame, path: str | Path, value: str = "ent
 
 def plot_entropy_positions(positions: pd.DataFrame, path: str | Path) -> Path:
     """Heatmap of mean entropy by checkpoint (rows) and position in the prompt (columns),
-    one panel per model and domain (``positions`` is probe/positions.csv)."""
+    one panel per model and domain (``positions`` is softmax/positions.csv)."""
     df = positions[positions["domain"].isin(["in", "out"])].copy()
     df["weighted"] = df["mean_entropy_bits"] * df["n"]
     g = df.groupby(["model", "domain", "iteration", "position"], sort=True)[["weighted", "n"]].sum()
@@ -104,7 +104,7 @@ def plot_topk_bars(
     context_chars: int = 28,
 ) -> Path:
     """Top-k next characters of a few prompts (rows) at a few checkpoints (columns); the
-    true next character is orange. ``topk`` is probe/topk.csv filtered to one model."""
+    true next character is orange. ``topk`` is softmax/topk.csv filtered to one model."""
 
     ids = list(dict.fromkeys(topk["prompt_id"]))
     iters = sorted(topk["iteration"].unique())

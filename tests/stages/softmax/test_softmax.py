@@ -10,20 +10,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tests.conftest import read_one, run_one
 
 from domaingpt.cli import main
 from domaingpt.context.prompts import PromptSet, user_prompt
-from domaingpt.context.rundir import RunDir
 from domaingpt.core import published
 from domaingpt.core.claims import Verdict, read_claims
 from domaingpt.core.statistics import js_divergence_bits
 from domaingpt.data.vocab import Vocab
 from domaingpt.model.gpt import GPT, GPTConfig
-from domaingpt.stages.probe.claims import claims
-from domaingpt.stages.probe.compute import next_char_stats
-from domaingpt.stages.probe.hardening import hardening
-from domaingpt.stages.probe.run import load_probe, run_probe
-from domaingpt.stages.probe.settings import ProbeSettings
+from domaingpt.stages.softmax import stage as softmax_stage
+from domaingpt.stages.softmax.claims import claims
+from domaingpt.stages.softmax.compute import next_char_stats
+from domaingpt.stages.softmax.hardening import hardening
+from domaingpt.stages.softmax.settings import SoftmaxSettings
 
 VOCAB = Vocab.from_texts(["abcdefghijklmnopqrstuvwxyz .,\n"])
 
@@ -107,7 +107,7 @@ def test_hardening_iteration_reached_and_not_reached():
 @pytest.fixture(scope="module")
 def probed(shakespeare_run, data_dir):
     run = shakespeare_run.run
-    settings = ProbeSettings(
+    settings = SoftmaxSettings(
         prompts_per_corpus=24,
         length=32,
         corpora=["shakespeare", "math", "wikipedia"],
@@ -115,8 +115,8 @@ def probed(shakespeare_run, data_dir):
         data_dir=str(data_dir),
         device="cpu",
     )
-    paths = run_probe(run, settings, progress=False, log=lambda m: None)
-    return run, paths, load_probe(run), shakespeare_run
+    paths = run_one(softmax_stage, run, settings)
+    return run, paths, read_one(softmax_stage, run), shakespeare_run
 
 
 def test_probe_writes_every_table_and_figure(probed):
@@ -189,14 +189,14 @@ def test_cli_prints_hardening_then_the_claims(shakespeare_run, data_dir, tmp_pat
     )
     assert code == 0
     lines = out.splitlines()
-    hard = load_probe(RunDir(root))["hardening"].set_index("domain")
+    hard = read_one(softmax_stage, root)["hardening"].set_index("domain")
     for line, (domain, words) in zip(
         lines[:2], (("in", "in-domain"), ("out", "out-of-domain")), strict=True
     ):
         it = hard.loc[domain, "hardening_iteration"]
         when = "not reached" if pd.isna(it) else f"iteration {it}"
         assert line == f"hardening shakespeare ({words}): {when} (of 300)"
-    written = read_claims(root / "probe" / "claims.csv")
+    written = read_claims(root / "softmax" / "claims.csv")
     assert len(written) == 9 and written[0].claim == published.ENTROPY_FALLS
     assert lines[2:] == [c.line() for c in written]
 

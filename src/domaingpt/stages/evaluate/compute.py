@@ -6,9 +6,7 @@ confidence interval over windows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,21 +17,17 @@ from domaingpt.context.splits import CorpusCache
 from domaingpt.core import published
 from domaingpt.core.device import pick_device
 from domaingpt.core.distributed import map_ranks
-from domaingpt.core.io import atomic_write_text, write_json
-from domaingpt.core.progress import Log, progress_bar, stderr_log
-from domaingpt.core.settings import StageSettings, positive, setting
+from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.statistics import bootstrap_ratio_ci
 from domaingpt.core.threads import torch_threads
 from domaingpt.data.corpus import Corpus
-from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model.checkpoint import (
     CheckpointInfo,
     load_checkpoint,
-    parse_checkpoint_selection,
     select_checkpoints,
 )
 from domaingpt.scoring import WindowScores, cpu_engine, score_windows
-from domaingpt.stages.evaluate.figures import plot_loss_along_training, plot_loss_matrix
+from domaingpt.stages.evaluate.settings import EvaluateSettings
 
 # --- the zero-shot matrix --------------------------------------------------------------
 
@@ -52,37 +46,6 @@ ZERO_SHOT_COLUMNS = [
     "ci_low",
     "ci_high",
 ]
-
-
-@dataclass(frozen=True)
-class EvalSettings(StageSettings):
-    """What ``domaingpt evaluate`` scores; built from the CLI or a ``[evaluate]`` table."""
-
-    SECTION = "evaluate"
-    models: list[str] = setting([], "models to score (default: every trained model)")
-    corpora: list[str] = setting(
-        [], "corpus names or paths to score on (default: the models' corpora)"
-    )
-    checkpoints: str | list[int] = setting(
-        "final", "final, all, or iterations like 0,500,2000 (default: final)"
-    )
-    batch_size: int = setting(
-        128,
-        "windows per forward pass (the native CPU engine uses at most 1024 positions, 16 "
-        "windows of 64)",
-    )
-    bootstrap: int = setting(1000, "bootstrap resamples of windows for the interval; 0: none")
-    confidence: float = setting(0.95, "confidence level of the interval", cli=False)
-    seed: int = setting(0, "seed of the bootstrap: same seed, same interval")
-
-    def check(self) -> None:
-        super().check()
-        if self.batch_size < 1:
-            raise ConfigError(f"evaluate batch size must be at least 1, got {self.batch_size}")
-        positive("evaluate.bootstrap", self.bootstrap, zero_ok=True)
-        if not 0 < self.confidence < 1:
-            raise ConfigError(f"confidence must be in (0, 1), got {self.confidence}")
-        parse_checkpoint_selection(self.checkpoints)
 
 
 def loss_summary(
@@ -105,7 +68,7 @@ def loss_summary(
 
 
 def zero_shot_table(
-    run: RunDir, settings: EvalSettings, *, progress: bool = True, log: Log = print
+    run: RunDir, settings: EvaluateSettings, *, progress: bool = True, log: Log = print
 ) -> pd.DataFrame:
     """The tidy zero-shot table: one row per (model, checkpoint iteration, corpus)."""
     with torch_threads(settings.threads):
@@ -113,7 +76,7 @@ def zero_shot_table(
 
 
 def _zero_shot_table(
-    run: RunDir, settings: EvalSettings, device: torch.device, progress: bool, log: Log
+    run: RunDir, settings: EvaluateSettings, device: torch.device, progress: bool, log: Log
 ) -> pd.DataFrame:
     models = run.model_names(settings.models)
     cache = CorpusCache(
@@ -159,7 +122,7 @@ def _score_checkpoint(
     run: RunDir,
     corpora: list[Corpus],
     cache: CorpusCache,
-    settings: EvalSettings,
+    settings: EvaluateSettings,
     device: torch.device,
 ) -> tuple[list[tuple[dict[str, Any], str]], str]:
     """One checkpoint's row on every corpus (with its vocabulary's fingerprint), and which
@@ -217,9 +180,9 @@ def _md_table(header: list[str], rows: list[list[str]], align: list[str]) -> lis
     return lines
 
 
-def zero_shot_markdown(table: pd.DataFrame, settings: EvalSettings | None = None) -> str:
+def zero_shot_markdown(table: pd.DataFrame, settings: EvaluateSettings | None = None) -> str:
     """The matrix laid out like the study's table, with the study's own beside it."""
-    settings = settings or EvalSettings()
+    settings = settings or EvaluateSettings()
     loss = final_matrix(table)
     low, high = final_matrix(table, "ci_low"), final_matrix(table, "ci_high")
     bpc = final_matrix(table, "bits_per_char")
@@ -292,58 +255,3 @@ def zero_shot_markdown(table: pd.DataFrame, settings: EvalSettings | None = None
         ["---"] + ["---:"] * len(ref.columns),
     )
     return "\n".join(out) + "\n"
-
-
-def run_evaluate(
-    run: RunDir,
-    settings: EvalSettings | None = None,
-    *,
-    progress: bool = True,
-    log: Log = stderr_log,
-) -> dict[str, Path]:
-    """Score every (model checkpoint, corpus) pair and write ``eval/`` (see README).
-
-    Files: ``zero_shot.csv`` (tidy), ``zero_shot.md`` (the matrix, with the study's),
-    ``zero_shot.png`` (heatmap), ``zero_shot_training.png`` (when several checkpoints of
-    a model were scored) and ``settings.json``. Each is written atomically.
-    """
-    settings = settings or EvalSettings()
-    run.check_writable()
-    table = zero_shot_table(run, settings, progress=progress, log=log)
-    out = run.eval
-    written = {
-        "zero_shot_csv": atomic_write_text(out / "zero_shot.csv", table.to_csv(index=False)),
-        "zero_shot_md": atomic_write_text(
-            out / "zero_shot.md", zero_shot_markdown(table, settings)
-        ),
-    }
-    matrix = final_matrix(table)
-    panels = {"this run": matrix}
-    ref = study_matrix()
-    shared_rows = [m for m in matrix.index if m in ref.index]
-    shared_cols = [c for c in matrix.columns if c in ref.columns]
-    if shared_rows and shared_cols:
-        panels["the study (far larger models, for reference)"] = ref.loc[shared_rows, shared_cols]
-    written["zero_shot_png"] = plot_loss_matrix(panels, out / "zero_shot.png")
-    if table.groupby("model")["iteration"].nunique().max() > 1:
-        written["zero_shot_training_png"] = plot_loss_along_training(
-            table, out / "zero_shot_training.png"
-        )
-    written["settings"] = write_json(out / "settings.json", settings.to_dict())
-    for model in matrix.index:
-        cells = ", ".join(f"{c} {matrix.loc[model, c]:.4f}" for c in matrix.columns)
-        log(f"{model}: {cells}")
-    log(f"wrote {len(written)} files to {out}")
-    return written
-
-
-def load_evaluate(run: RunDir) -> dict[str, pd.DataFrame]:
-    """The tables :func:`run_evaluate` wrote: ``zero_shot`` (tidy) and ``matrix``."""
-    path = run.eval / "zero_shot.csv"
-    if not path.is_file():
-        raise DomainGPTError(
-            f"no zero-shot evaluation in {run.root} ({path} is missing); "
-            f"run `domaingpt evaluate --out {run.root}` first"
-        )
-    table = pd.read_csv(path)
-    return {"zero_shot": table, "matrix": final_matrix(table)}
