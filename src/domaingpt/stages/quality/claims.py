@@ -29,7 +29,7 @@ import pandas as pd
 
 from domaingpt.context.stage import Tables
 from domaingpt.core import published
-from domaingpt.core.claims import Claim, holds_if, unmeasured
+from domaingpt.core.claims import Claim, holds_if, smallest_effect, unmeasured
 from domaingpt.core.statistics import mean_ci, welch_ci
 from domaingpt.stages.quality.milestones import (
     adapt_groups,
@@ -641,7 +641,7 @@ def _moved_claims(
                 f"nearest the target {_pct(g['nearest_target_before'])} → "
                 f"{_pct(g['nearest_target_after'])} of samples"
             )
-        out.append(check.decide(all(moved) if moved else None, min(falls) if falls else None))
+        out.append(check.decide(all(moved) if moved else None, smallest_effect(falls)))
     return out
 
 
