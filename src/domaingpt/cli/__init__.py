@@ -175,7 +175,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     ``command``: the command about to run. When it is a hand-written one, the stage
     commands are left out: generating them imports every stage, with pandas and
-    matplotlib (measured: 1.8 of the 7 s a one-iteration ``domaingpt train`` took).
+    matplotlib, which would make up much of a short command's start-up.
     """
     parser = Parser(
         prog="domaingpt",
