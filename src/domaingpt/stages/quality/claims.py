@@ -87,7 +87,9 @@ class _Check:
     reads on its own: "<measure>. <scope>: <this run's numbers>".
     """
 
-    def __init__(self, statement: str, scope: str, measure: str, numbers: Numbers | None = None):
+    def __init__(
+        self, statement: str, scope: str, measure: str, numbers: Numbers | None = None
+    ) -> None:
         self.statement, self.scope, self.measure = statement, scope, measure
         self.evidence = ""
         self.numbers: Numbers = dict(numbers or {})
