@@ -2,8 +2,8 @@
 
 OpenMP reads its waiting policy once, when torch's runtime loads. By default its idle
 threads spin; on a CPU shared with other work (a laptop is rarely idle) a spinning thread
-takes a core from the very sibling it waits for, and training slowed to a fifth of its
-quiet speed beside two busy processes. Passive waiting puts idle threads to sleep (see
+takes a core from the very sibling it waits for, and training slows to a fraction of
+its quiet speed beside busy processes. Passive waiting puts idle threads to sleep (see
 benchmarks/bench_busy.py for what it costs and saves). A user's own ``OMP_WAIT_POLICY``
 wins. This is the program's entry point, not a library module: importing ``domaingpt``
 changes nothing.

@@ -559,15 +559,16 @@ def build_vocab(corpora: list[Corpus]) -> Vocab:
     """The vocabulary of ``corpora``: every character of them (read in chunks).
 
     Cached per machine under the corpora's checksums (which finding a corpus computes
-    anyway): the default vocabulary reads all three built-in corpora, 0.2 s of the start
-    of every new run. A damaged or altered cache entry is rebuilt.
+    anyway): the default vocabulary reads all three built-in corpora, which every new
+    run would otherwise do again as it starts. A damaged or altered cache entry is
+    rebuilt.
     """
     key = hashlib.sha256(" ".join(sorted(c.sha256 for c in corpora)).encode()).hexdigest()
     path = cache_dir() / "vocab" / f"{key[:32]}.json"
     with suppress(OSError, ValueError, DomainGPTError):
         return Vocab.from_json(json.loads(path.read_text(encoding="utf-8")))
     vocab = Vocab.from_texts(chunk for c in corpora for chunk in c.iter_text())
-    with suppress(OSError):  # a read-only cache only costs the next run the 0.2 s
+    with suppress(OSError):  # a read-only cache only costs the next run that read again
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, vocab.dumps())
     return vocab

@@ -109,6 +109,14 @@ def unmeasured(claim: str, why: str, scope: str = "") -> Claim:
     return Claim(claim, Verdict.UNMEASURED, why, scope)
 
 
+def smallest_effect(effects: Iterable[float]) -> float | None:
+    """The effect of a claim checked on several models, pairs or checkpoints at once:
+    the smallest finite one, positive only where every one is, as such a claim holds
+    only where every one does; None when none is finite."""
+    finite = [e for e in effects if math.isfinite(e)]
+    return min(finite) if finite else None
+
+
 def verdict_of(flags: Sequence[bool]) -> Verdict:
     """All true: holds; some: partly; none: does not hold; no data: not measured."""
     if not flags:

@@ -230,11 +230,11 @@ class WandbLogger:
         self.run.log(dict(scalars), step=step)
 
     def text(self, step: int, tag: str, text: str) -> None:
-        # One table at the end: a media object per sample costs a file and ~0.05 s each.
+        # One table at the end: a media object per sample would cost a file and a call each.
         self.texts.setdefault(tag, []).append((step, text))
 
     def image(self, tag: str, path: Path) -> None:
-        pass  # W&B charts the scalars itself; a wandb.Image costs its media imports (~0.2 s+)
+        pass  # W&B charts the scalars itself; a wandb.Image would load its media modules
 
     def summary(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         self.run.summary.update(dict(metrics))  # the settings are the run's config already

@@ -1,10 +1,10 @@
 """Out-of-domain claims made per prompt corpus, and the pooled line beside them.
 
 A model's out-of-domain prompts come from several corpora, and pooling them can hide
-opposite effects (issue 22: the Wikipedia model's entropy gap is −0.14 bits on Shakespeare
-prompts and +0.06 on Math ones). So a stage makes each out-of-domain claim once per
-(model, prompt corpus) (:func:`per_corpus`), and :func:`pooled_line` turns the claim it
-makes on all of a model's out-of-domain prompts at once into a line that can hold only
+opposite effects (an entropy gap below zero on one corpus's prompts and above zero on
+another's pools to whichever weighs more). So a stage makes each out-of-domain claim once
+per (model, prompt corpus) (:func:`per_corpus`), and :func:`pooled_line` turns the claim
+it makes on all of a model's out-of-domain prompts at once into a line that can hold only
 where every corpus points the same way.
 
 The pooled line is kept (not dropped) when the corpora disagree: the claim is combined

@@ -423,6 +423,51 @@ def _run_config(ck: NanoCheckpoint, iterations: list[int]) -> RunConfig:
     return dataclasses.replace(cfg, preset="nanogpt")
 
 
+def _run_record(
+    cks: list[NanoCheckpoint],
+    nano: NanoVocab,
+    meta_path: Path | None,
+    found: Corpus,
+    cfg: RunConfig,
+) -> dict[str, Any]:
+    """The imported model's ``run.json``: what it was trained on, in our configuration,
+    and where it came from (each checkpoint file and the vocabulary, with their hashes)."""
+    vocab = nano.vocab
+    provenance = {
+        "format": "nanogpt",
+        "checkpoints": [
+            {
+                "path": str(c.path.resolve()),
+                "sha256": c.sha256,
+                "iter_num": c.iter_num,
+                "best_val_loss": c.best_val_loss,
+            }
+            for c in cks
+        ],
+        "vocabulary": {
+            "source": nano.source,
+            "sha256": sha256_file(meta_path) if meta_path is not None else None,
+            "nanogpt_itos": "".join(nano.itos),
+        },
+        "model_args": cks[-1].model_args,
+        "nanogpt_config": cks[-1].config,
+        "unk": "a zero embedding row: its logit is 0 at every position, every "
+        "character's logit is nanoGPT's",
+    }
+    record = {
+        "corpus": found.name,
+        "corpus_sha256": found.sha256,
+        "vocab_fingerprint": vocab.fingerprint,
+        "config": cfg.to_dict(),
+        "domaingpt_version": __version__,
+        "torch_version": torch.__version__,
+        "imported_from": provenance,
+    }
+    if not found.builtin:
+        record["corpus_path"] = str(found.path)
+    return record
+
+
 # -- writing the model directory ----------------------------------------------------------
 def import_nanogpt(
     sources: list[str | Path],
@@ -478,38 +523,7 @@ def import_nanogpt(
     run.refuse_links()
 
     cfg = _run_config(cks[-1], [c.iter_num for c in cks])
-    provenance = {
-        "format": "nanogpt",
-        "checkpoints": [
-            {
-                "path": str(c.path.resolve()),
-                "sha256": c.sha256,
-                "iter_num": c.iter_num,
-                "best_val_loss": c.best_val_loss,
-            }
-            for c in cks
-        ],
-        "vocabulary": {
-            "source": nano.source,
-            "sha256": sha256_file(meta_path) if meta_path is not None else None,
-            "nanogpt_itos": "".join(nano.itos),
-        },
-        "model_args": cks[-1].model_args,
-        "nanogpt_config": cks[-1].config,
-        "unk": "a zero embedding row: its logit is 0 at every position, every "
-        "character's logit is nanoGPT's",
-    }
-    record = {
-        "corpus": found.name,
-        "corpus_sha256": found.sha256,
-        "vocab_fingerprint": vocab.fingerprint,
-        "config": cfg.to_dict(),
-        "domaingpt_version": __version__,
-        "torch_version": torch.__version__,
-        "imported_from": provenance,
-    }
-    if not found.builtin:
-        record["corpus_path"] = str(found.path)
+    record = _run_record(cks, nano, meta_path, found, cfg)
 
     run.models.mkdir(parents=True, exist_ok=True)
     staged = scratch_beside(model_dir, "import")

@@ -59,10 +59,10 @@ def check_sampling(n_chars: int, temperature: float, top_k: int | None, seed: in
 def sample_threads(device: torch.device) -> int:
     """The torch threads a sampled text is generated with: 1 on a CPU (0: as is).
 
-    One position's forward pass is too small to share (with two threads on a busy machine
-    each character cost 100 ms instead of 2), and the text no longer depends on the
-    machine's core count (matmuls round differently with another thread count, which can
-    flip a sampled character).
+    One position's forward pass is too small to share (on a busy machine a second thread
+    spends far longer waiting for its sibling than the work takes), and one thread keeps
+    the text independent of the machine's core count (matmuls round differently with
+    another thread count, which can flip a sampled character).
     """
     return 1 if device.type == "cpu" else 0
 

@@ -65,7 +65,7 @@ def score_windows(
     """Per-window NLL of ``ids`` under ``model`` (eval mode, no gradient, large batches).
 
     ``engine``: ``"native"`` is :mod:`domaingpt.scoring.cpu_engine` (CPU only: fused native
-    kernels, one worker per thread; same numbers to float rounding, ~1.4x faster),
+    kernels, one worker per thread; the same numbers to float rounding, in less time),
     ``"torch"`` the model's own forward pass, ``"auto"`` the first that can run here.
     """
     if engine not in ENGINES:

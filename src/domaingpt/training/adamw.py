@@ -7,8 +7,8 @@ elsewhere), so ``torch.optim.lr_scheduler`` and every other tool that expects a
 
 One thing differs: torch wraps five of the optimizer's methods (``step``,
 ``zero_grad``, ``add_param_group``, ``state_dict``, ``load_state_dict``) in decorators
-whose first call imports ``torch._dynamo`` — 1.3 s of a quiet CPU run's start-up (2.6 s
-on a busy 2-core machine) for a compiler that a CPU run never uses. The decorators only
+whose first call imports ``torch._dynamo``, a large part of a CPU run's start-up, for
+a compiler that a CPU run never uses. The decorators only
 matter while dynamo traces the optimizer, and dynamo cannot be tracing anything before
 it has been imported; so while ``torch._dynamo`` is not imported, :class:`AdamW` calls
 the function each decorator wraps (``__wrapped__``, which ``functools.wraps`` sets), in

@@ -432,7 +432,8 @@ def _prune_resume(ckpt_dir: Path, keep: int) -> None:
 
 
 def _plot_loss(metrics_path: Path, out: Path, title: str) -> None:
-    # Imported here: matplotlib is 0.4 s of CPU that a run only needs at its end.
+    # Imported here: a run needs matplotlib only at its end, so it does not pay the import
+    # at its start.
     from domaingpt.training.plots import plot_loss_curves
 
     plot_loss_curves({title: read_jsonl(metrics_path)}, out)

@@ -20,18 +20,12 @@ import pandas as pd
 from domaingpt.context.rundir import study_order
 from domaingpt.context.stage import Tables
 from domaingpt.core import published
-from domaingpt.core.claims import Claim, display, unmeasured, verdict_of
+from domaingpt.core.claims import Claim, display, smallest_effect, unmeasured, verdict_of
 from domaingpt.core.statistics import bonferroni, first_to_last, mean_ci
 
 
 def _ci(ci: dict) -> str:
     return f"{ci['mean']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]"
-
-
-def _smallest(effects: list[float]) -> float | None:
-    """The effect of a claim checked on several models at once."""
-    finite = [e for e in effects if math.isfinite(e)]
-    return min(finite) if finite else None
 
 
 def cross_fitted_best(excess: pd.DataFrame) -> float:
@@ -91,7 +85,7 @@ def previous_word_head(per_prompt: pd.DataFrame, prompts: pd.DataFrame) -> Claim
         numbers[f"{model}_cross_fitted_excess"] = effects[-1]
     if not flags:
         return unmeasured(published.ATTN_PREVIOUS_WORD, "needs in-domain prompts")
-    effect = numbers["smallest_cross_fitted_excess"] = _smallest(effects)
+    effect = numbers["smallest_cross_fitted_excess"] = smallest_effect(effects)
     evidence = (
         "share of attention on the previous word at the final checkpoint, in-domain prompts "
         "(intervals Bonferroni-widened over each model's heads): " + "; ".join(parts)
@@ -134,7 +128,7 @@ def focus(per_prompt: pd.DataFrame) -> Claim:
     if not flags:
         return unmeasured(published.ATTN_FOCUS, "needs two trained checkpoints of a model")
     evidence = "in-domain attention entropy, mean over layers and heads: " + "; ".join(parts)
-    effect = numbers["smallest_fall_bits"] = _smallest(effects)
+    effect = numbers["smallest_fall_bits"] = smallest_effect(effects)
     return Claim(
         published.ATTN_FOCUS,
         verdict_of(flags),

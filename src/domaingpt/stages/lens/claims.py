@@ -18,8 +18,6 @@ call a consistent move towards the surface a failure.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from itertools import combinations
 
 import numpy as np
@@ -28,7 +26,7 @@ import pandas as pd
 from domaingpt.context.rundir import study_order
 from domaingpt.context.stage import Tables
 from domaingpt.core import published
-from domaingpt.core.claims import Claim, display, unmeasured, verdict_of
+from domaingpt.core.claims import Claim, display, smallest_effect, unmeasured, verdict_of
 from domaingpt.core.pooling import per_corpus
 from domaingpt.core.statistics import first_to_last, mean_ci, welch_ci
 from domaingpt.stages.lens.compute import formation_depth, formation_threshold
@@ -45,12 +43,6 @@ def _ci(mean: float, low: float, high: float) -> str:
 def _depths(depth: pd.DataFrame, model: str, domain: str) -> pd.Series:
     d = depth[(depth["model"] == model) & (depth["domain"] == domain)]
     return d["depth"].dropna()
-
-
-def _smallest(effects: Sequence[float]) -> float | None:
-    """The effect of a claim checked on several models or pairs at once."""
-    finite = [e for e in effects if math.isfinite(e)]
-    return min(finite) if finite else None
 
 
 def _squared_welch(a: pd.Series, b: pd.Series) -> float:
@@ -88,7 +80,7 @@ def domain_depths(depth: pd.DataFrame, threshold: float) -> Claim:
         flags.append(low > 0 or high < 0)
         effects.append(_squared_welch(da, db))
         pairs.append(f"{display(a)} − {display(b)} {_ci(diff, low, high)}")
-    effect = _smallest(effects)
+    effect = smallest_effect(effects)
     numbers["smallest_pair_squared_difference"] = effect
     evidence = (
         f"{_threshold_words(depth, threshold)}, in-domain prompts at the final checkpoint: "
@@ -121,7 +113,7 @@ def depth_moves(depth: pd.DataFrame, threshold: float) -> Claim:
         numbers[f"{model}_change"] = ci["mean"]
     if not flags:
         return unmeasured(published.LENS_MOVES, "needs two trained checkpoints of a model")
-    effect = _smallest(effects)
+    effect = smallest_effect(effects)
     numbers["smallest_squared_change"] = effect
     evidence = f"in-domain {_threshold_words(depth, threshold)}: " + "; ".join(parts)
     return Claim(

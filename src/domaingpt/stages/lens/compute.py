@@ -14,12 +14,11 @@ the embeddings' reading already is within ``τ``; ``D`` in ``(k − 1, k]``: blo
 brings it there; the last layer's reading is the model's prediction (KL 0), so every
 prompt forms by ``D = L`` (were its KL above ``τ``, the prompt counts as formed at ``L``).
 
-The threshold is in bits, not a share of the embeddings' KL: that KL grows by two orders
-of magnitude over training (0.22 → 16.2 bits in the cpu study), so a depth normalised by
-it (the area under ``min(1, KL_ℓ / KL_0)``, this stage's earlier definition) "falls"
-while no later layer moves closer to the final prediction (issue 22). Here ``KL_0`` enters
-only when the reading crosses ``τ`` between the embeddings and block 1, and then moves
-``D`` within that one layer.
+The threshold is in bits, not a share of the embeddings' KL: that KL grows by orders of
+magnitude over training, so a depth normalised by it (such as the area under
+``min(1, KL_ℓ / KL_0)``) "falls" while no later layer moves closer to the final
+prediction. Here ``KL_0`` enters only when the reading crosses ``τ`` between the
+embeddings and block 1, and then moves ``D`` within that one layer.
 """
 
 from __future__ import annotations

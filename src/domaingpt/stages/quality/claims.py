@@ -29,7 +29,7 @@ import pandas as pd
 
 from domaingpt.context.stage import Tables
 from domaingpt.core import published
-from domaingpt.core.claims import Claim, holds_if, unmeasured
+from domaingpt.core.claims import Claim, holds_if, smallest_effect, unmeasured
 from domaingpt.core.statistics import mean_ci, welch_ci
 from domaingpt.stages.quality.milestones import (
     adapt_groups,
@@ -67,38 +67,68 @@ def quality_claims(tables: Tables, settings: QualitySettings | None = None) -> l
         out += _relative_claims(events, timeline)
         out += _repetition_claims(summary, reference, s, timeline)
     else:
-        out.append(
-            _claim(
-                published.NOT_REPETITIVE,
-                "trained models",
-                "repetitiveness of the samples of late checkpoints",
-                None,
-                "no samples along training in this run",
-                {},
-            )
+        check = _Check(
+            published.NOT_REPETITIVE,
+            "trained models",
+            "repetitiveness of the samples of late checkpoints",
         )
+        out.append(check.unmeasured("no samples along training in this run"))
     out += _adapt_claims(tables.get("adapted", pd.DataFrame()), reference, s)
     return out
 
 
-def _claim(
-    claim: str,
-    scope: str,
-    measure: str,
-    holds: bool | None,
-    evidence: str,
-    numbers: Numbers,
-    effect: float | None = None,
-) -> Claim:
-    """One claim; its evidence says what is measured, then names its scope, so it reads
-    on its own. A claim the run cannot measure (``holds`` None) carries no effect."""
-    if holds is None or effect is None or not math.isfinite(effect):
-        effect = None
-    else:
-        numbers = {**numbers, "effect": effect}
-    return Claim(
-        claim, holds_if(holds), f"{measure}. {scope}: {evidence}", scope, numbers, effect=effect
-    )
+class _Check:
+    """One claim being checked on one scope.
+
+    The study's statement (from :mod:`domaingpt.core.published`), the scope and what is
+    measured are fixed when the check starts; the evidence and ``numbers`` grow as the
+    claim's rows are read (an interval records its own numbers), and :meth:`decide`
+    makes the claim. Its evidence says what is measured, then names its scope, so it
+    reads on its own: "<measure>. <scope>: <this run's numbers>".
+    """
+
+    def __init__(
+        self, statement: str, scope: str, measure: str, numbers: Numbers | None = None
+    ) -> None:
+        self.statement, self.scope, self.measure = statement, scope, measure
+        self.evidence = ""
+        self.numbers: Numbers = dict(numbers or {})
+
+    def note(self, text: str, sep: str = "; ", **numbers: Any) -> None:
+        """``text`` added to the evidence (after ``sep``), ``numbers`` to the numbers."""
+        if text:
+            self.evidence = f"{self.evidence}{sep}{text}" if self.evidence else text
+        self.numbers.update(numbers)
+
+    def interval(self, name: str, values: pd.Series) -> str:
+        """The Student-t 95 % interval over the samples' ``values``, in words; its mean,
+        ends and count recorded as ``<name>_mean``, ``_ci_low``, ``_ci_high``, ``_n``."""
+        ci, text = _ci(values)
+        self.numbers.update({f"{name}_{k}": ci[k] for k in ("mean", "ci_low", "ci_high", "n")})
+        return text
+
+    def difference(self, name: str, a: pd.Series, b: pd.Series) -> str:
+        """Welch's 95 % interval of ``mean(a) - mean(b)`` over two sets of samples, in
+        words; its ends recorded as ``<name>_ci_low`` and ``<name>_ci_high``."""
+        ci, text = _diff(a, b)
+        self.numbers.update({f"{name}_ci_low": ci["ci_low"], f"{name}_ci_high": ci["ci_high"]})
+        return text
+
+    def decide(self, holds: bool | None, effect: float | None = None) -> Claim:
+        """The claim: holds, does not hold, or (``holds`` None) not measured, which
+        carries no effect; a finite effect is also recorded as ``numbers["effect"]``."""
+        numbers = self.numbers
+        if holds is None or effect is None or not math.isfinite(effect):
+            effect = None
+        else:
+            numbers = {**numbers, "effect": effect}
+        evidence = f"{self.measure}. {self.scope}: {self.evidence}"
+        return Claim(self.statement, holds_if(holds), evidence, self.scope, numbers, effect=effect)
+
+    def unmeasured(self, why: str) -> Claim:
+        """The claim, not measured for the reason ``why``."""
+        self.note(why)
+        return self.decide(None)
 
 
 # --- intervals over samples ---------------------------------------------------------------
@@ -114,25 +144,14 @@ def _values(frame: pd.DataFrame, column: str, **where: Any) -> pd.Series:
     return pd.to_numeric(rows[column], errors="coerce")
 
 
-def _ci(values: pd.Series, fmt: str = ".3f") -> tuple[dict[str, float], str]:
+def _ci(values: pd.Series) -> tuple[dict[str, float], str]:
     """The Student-t 95 % interval over the samples' finite values, and it in words."""
     ci = mean_ci(values.to_numpy(dtype=float))
     if ci["n"] == 0:
         return ci, "no sample"
     if ci["n"] < 2:
-        return ci, f"{ci['mean']:{fmt}} (one sample: no interval)"
-    return ci, (
-        f"{ci['mean']:{fmt}} [{ci['ci_low']:{fmt}}, {ci['ci_high']:{fmt}}] over {ci['n']} samples"
-    )
-
-
-def _ci_numbers(prefix: str, ci: dict[str, float]) -> Numbers:
-    return {
-        f"{prefix}_mean": ci["mean"],
-        f"{prefix}_ci_low": ci["ci_low"],
-        f"{prefix}_ci_high": ci["ci_high"],
-        f"{prefix}_n": ci["n"],
-    }
+        return ci, f"{ci['mean']:.3f} (one sample: no interval)"
+    return ci, f"{ci['mean']:.3f} [{ci['ci_low']:.3f}, {ci['ci_high']:.3f}] over {ci['n']} samples"
 
 
 def _diff(a: pd.Series, b: pd.Series) -> tuple[dict[str, float], str]:
@@ -235,14 +254,24 @@ def _event_numbers(e: pd.Series) -> Numbers:
     }
 
 
+def _window_numbers(lo: float, hi: float, window: tuple[float, float]) -> Numbers:
+    """The study's range and the range accepted around it (widened by a setting)."""
+    return {
+        "study_low": lo,
+        "study_high": hi,
+        "accepted_low": window[0],
+        "accepted_high": window[1],
+    }
+
+
 def _at_checkpoint(
-    timeline: pd.DataFrame, model: str, iteration: Any, column: str, label: str
-) -> tuple[str, Numbers]:
-    """The interval over one checkpoint's samples of ``column``, in words and numbers."""
+    check: _Check, timeline: pd.DataFrame, model: str, iteration: Any, column: str, label: str
+) -> None:
+    """The interval over one checkpoint's samples of ``column``, added to ``check``."""
     if iteration is None or pd.isna(iteration):
-        return "", {}
-    ci, text = _ci(_values(timeline, column, model=model, iteration=int(iteration)))
-    return f"{label} at iteration {int(iteration):,}: {text}", _ci_numbers(column, ci)
+        return
+    text = check.interval(column, _values(timeline, column, model=model, iteration=int(iteration)))
+    check.note(f"{label} at iteration {int(iteration):,}: {text}")
 
 
 def _milestone_claim(
@@ -252,64 +281,51 @@ def _milestone_claim(
     iteration the milestone is reached, inside the study's iterations widened by
     ``iteration_factor``. Effect: how far inside the widened window (log-iterations) the
     milestone was first seen; not reached, how far the run went past its end."""
-    corpus, event = e["corpus"], e["event"]
-    study = (published.SPACING if event == "spacing" else published.WORDS).get(corpus)
+    corpus, spacing = e["corpus"], e["event"] == "spacing"
+    study = (published.SPACING if spacing else published.WORDS).get(corpus)
     if study is None:
         return None
     lo, hi, words = study
-    f = s.iteration_factor
-    window = (lo / f, hi * f)
-    if event == "spacing":
-        label = "space share"
-        ref = reference_value(reference, corpus, "space_share")
+    window = (lo / s.iteration_factor, hi * s.iteration_factor)
+    column = "space_share" if spacing else "long_word_known"
+    label = "space share" if spacing else "long words real"
+    ref = reference_value(reference, corpus, column)
+    if spacing:
         measure = (
             f"first iteration where the mean share of spaces is within "
             f"±{s.spacing_tolerance:.0%} of the corpus's ({ref:.3f}, held-out slices)"
         )
     else:
-        label = "long words real"
-        ref = reference_value(reference, corpus, "long_word_known")
         measure = (
             f"first iteration where ≥ {s.word_majority:.0%} of generated words of ≥ 4 "
             f"letters occur in the corpus (its own held-out text: {ref:.2f})"
         )
-    has_prev = pd.notna(e["prev_iteration"])
-    column = "space_share" if event == "spacing" else "long_word_known"
+    check = _Check(words, e["model"], measure, {**_event_numbers(e), "corpus_value": ref})
     if pd.isna(e["iteration"]):
-        holds = _interval_verdict(None, e["last_iteration"] + 1, math.inf, window)
-        evidence = (
-            f"not reached by iteration {e['last_iteration']:,} (best {label} {e['best_value']:.3f})"
-        )
-        effect = math.log(window[1]) - math.log(e["last_iteration"] + 1)
         seen = e["last_iteration"]
+        holds = _interval_verdict(None, seen + 1, math.inf, window)
+        effect = math.log(window[1]) - math.log(seen + 1)
+        check.note(f"not reached by iteration {seen:,} (best {label} {e['best_value']:.3f})")
     else:
-        it = float(e["iteration"])
-        since = float(e["prev_iteration"]) + 1 if has_prev else it
-        holds = _interval_verdict(it, since, it, window)
-        evidence = f"iteration {int(it):,} ({label} {e['value']:.3f})"
+        seen = float(e["iteration"])
+        has_prev = pd.notna(e["prev_iteration"])
+        since = float(e["prev_iteration"]) + 1 if has_prev else seen
+        holds = _interval_verdict(seen, since, seen, window)
+        effect = _log_margin(seen, *window)
+        check.note(f"iteration {int(seen):,} ({label} {e['value']:.3f})")
         if has_prev:
-            evidence += f"; previous checkpoint {int(e['prev_iteration']):,}: {e['prev_value']:.3f}"
-        effect = _log_margin(it, *window)
-        seen = it
-    evidence += f"; study: {_range(lo, hi, ',.0f')} (accepted {window[0]:,.0f}–{window[1]:,.0f})"
-    text, ci_numbers = _at_checkpoint(timeline, e["model"], seen, column, label)
-    if text:
-        evidence += f"; {text}"
-    if event == "spacing":
-        evidence += (
-            f" (corpus-like: {ref * (1 - s.spacing_tolerance):.3f}–"
-            f"{ref * (1 + s.spacing_tolerance):.3f})"
+            check.note(f"previous checkpoint {int(e['prev_iteration']):,}: {e['prev_value']:.3f}")
+    check.note(
+        f"study: {_range(lo, hi, ',.0f')} (accepted {window[0]:,.0f}–{window[1]:,.0f})",
+        **_window_numbers(lo, hi, window),
+    )
+    _at_checkpoint(check, timeline, e["model"], seen, column, label)
+    if spacing:
+        tolerance = s.spacing_tolerance
+        check.note(
+            f"(corpus-like: {ref * (1 - tolerance):.3f}–{ref * (1 + tolerance):.3f})", sep=" "
         )
-    numbers = {
-        **_event_numbers(e),
-        "corpus_value": ref,
-        "study_low": lo,
-        "study_high": hi,
-        "accepted_low": window[0],
-        "accepted_high": window[1],
-        **ci_numbers,
-    }
-    return _claim(words, e["model"], measure, holds, evidence, numbers, effect)
+    return check.decide(holds, effect)
 
 
 def _loss_claim(e: pd.Series, s: QualitySettings, timeline: pd.DataFrame) -> Claim | None:
@@ -325,8 +341,10 @@ def _loss_claim(e: pd.Series, s: QualitySettings, timeline: pd.DataFrame) -> Cla
         f"val loss at the first checkpoint where ≥ {s.coherent_words:.0%} of long words "
         "are real words"
     )
+    numbers = {**_event_numbers(e), "lowest_val_loss": float(e["lowest_val_loss"])}
+    check = _Check(words, e["model"], measure, numbers)
     if pd.isna(e["iteration"]):
-        evidence = (
+        check.note(
             f"not reached: best {e['best_value']:.2f} of long words real; lowest val loss "
             f"{e['lowest_val_loss']:.3f} (iteration {e['lowest_val_loss_iteration']:,})"
         )
@@ -337,31 +355,21 @@ def _loss_claim(e: pd.Series, s: QualitySettings, timeline: pd.DataFrame) -> Cla
         loss = float(e["val_loss"])
         has_prev = pd.notna(e["prev_iteration"])
         upper = float(e["prev_val_loss"]) if has_prev else math.inf
-        evidence = (
+        check.note(
             f"{e['value']:.2f} of long words real at iteration {int(e['iteration']):,}, "
             f"val loss {loss:.3f}"
         )
         if has_prev:
-            evidence += f" (previous checkpoint: {e['prev_value']:.2f} at loss {upper:.3f})"
+            check.note(f"(previous checkpoint: {e['prev_value']:.2f} at loss {upper:.3f})", sep=" ")
         holds = _interval_verdict(loss, loss, upper, window)
         effect = min(loss - window[0], window[1] - loss)
         seen = e["iteration"]
-    evidence += f"; study: loss {_range(lo, hi, '.1f')} (accepted {window[0]:.2f}–{window[1]:.2f})"
-    text, ci_numbers = _at_checkpoint(
-        timeline, e["model"], seen, "long_word_known", "long words real"
+    check.note(
+        f"study: loss {_range(lo, hi, '.1f')} (accepted {window[0]:.2f}–{window[1]:.2f})",
+        **_window_numbers(lo, hi, window),
     )
-    if text:
-        evidence += f"; {text}"
-    numbers = {
-        **_event_numbers(e),
-        "lowest_val_loss": float(e["lowest_val_loss"]),
-        "study_low": lo,
-        "study_high": hi,
-        "accepted_low": window[0],
-        "accepted_high": window[1],
-        **ci_numbers,
-    }
-    return _claim(words, e["model"], measure, holds, evidence, numbers, effect)
+    _at_checkpoint(check, timeline, e["model"], seen, "long_word_known", "long words real")
+    return check.decide(holds, effect)
 
 
 def _relative_claims(events: pd.DataFrame, timeline: pd.DataFrame) -> list[Claim]:
@@ -375,47 +383,45 @@ def _relative_claims(events: pd.DataFrame, timeline: pd.DataFrame) -> list[Claim
     if {"math", "shakespeare"} <= corpora:
         out.append(_math_spacing_claim(first, events, timeline))
     if "wikipedia" in corpora and {"shakespeare", "math"} & corpora:
-
-        def loss(c: str) -> float | None:
-            r = first[(c, "coherent")]
-            return None if r is None else float(r["val_loss"])
-
-        w = loss("wikipedia")
-        others = {c: loss(c) for c in ("shakespeare", "math") if c in corpora}
-        known = [v for v in others.values() if v is not None]
-        holds = None if w is None or not known else all(w < v for v in known)
-        # how much lower wikipedia's loss is than the lowest of the others' (nats)
-        effect = None if w is None or not known else min(known) - w
-        words, ci_numbers = [], {}
-        for c in ("wikipedia", *others):
-            r = first[(c, "coherent")]
-            if r is not None:
-                ci, text = _ci(
-                    _values(timeline, "long_word_known", corpus=c, iteration=int(r["iteration"]))
-                )
-                words.append(f"{c} {text}")
-                ci_numbers.update(_ci_numbers(f"{c}_long_word_known", ci))
-        evidence = f"wikipedia: {_fmt_loss(w)}, " + ", ".join(
-            f"{c}: {_fmt_loss(v)}" for c, v in others.items()
-        )
-        if words:
-            evidence += "; long words real there: " + ", ".join(words)
-        out.append(
-            _claim(
-                published.WIKI_LOSS,
-                "wikipedia vs " + " and ".join(others),
-                "val loss at which word formation passes: lower for wikipedia",
-                holds,
-                evidence,
-                {
-                    "wikipedia_val_loss": w,
-                    **{f"{c}_val_loss": v for c, v in others.items()},
-                    **ci_numbers,
-                },
-                effect,
-            )
-        )
+        out.append(_wiki_loss_claim(first, corpora, timeline))
     return out
+
+
+def _wiki_loss_claim(
+    first: dict[tuple[str, str], Any], corpora: set[str], timeline: pd.DataFrame
+) -> Claim:
+    """:data:`published.WIKI_LOSS`: wikipedia's words form at a lower val loss than those
+    of the other corpora of the run. Effect: how much lower (nats) than the lowest of the
+    others'. Detail: the long words real over each model's samples at that checkpoint."""
+
+    def loss(c: str) -> float | None:
+        r = first[(c, "coherent")]
+        return None if r is None else float(r["val_loss"])
+
+    w = loss("wikipedia")
+    others = {c: loss(c) for c in ("shakespeare", "math") if c in corpora}
+    known = [v for v in others.values() if v is not None]
+    holds = None if w is None or not known else all(w < v for v in known)
+    effect = None if w is None or not known else min(known) - w
+    check = _Check(
+        published.WIKI_LOSS,
+        "wikipedia vs " + " and ".join(others),
+        "val loss at which word formation passes: lower for wikipedia",
+        {"wikipedia_val_loss": w, **{f"{c}_val_loss": v for c, v in others.items()}},
+    )
+    check.note(
+        f"wikipedia: {_fmt_loss(w)}, "
+        + ", ".join(f"{c}: {_fmt_loss(v)}" for c, v in others.items())
+    )
+    words = []
+    for c in ("wikipedia", *others):
+        r = first[(c, "coherent")]
+        if r is not None:
+            rows = _values(timeline, "long_word_known", corpus=c, iteration=int(r["iteration"]))
+            words.append(f"{c} {check.interval(f'{c}_long_word_known', rows)}")
+    if words:
+        check.note("long words real there: " + ", ".join(words))
+    return check.decide(holds, effect)
 
 
 def _math_spacing_claim(
@@ -438,25 +444,24 @@ def _math_spacing_claim(
     else:
         holds = None if mi == si else mi > si
         effect = math.log(max(mi, 1)) - math.log(max(si, 1))
-    same = " (same checkpoint: too coarse to order)" if mi is not None and mi == si else ""
-    evidence = f"math: {_fmt_it(mi)}, shakespeare: {_fmt_it(si)}" + same
-    numbers: Numbers = {"math_iteration": mi, "shakespeare_iteration": si}
-    if si is not None:
-        shares = []
-        for c in ("math", "shakespeare"):
-            ci, text = _ci(_values(timeline, "space_share", corpus=c, iteration=si))
-            shares.append(f"{c} {text}")
-            numbers.update(_ci_numbers(f"{c}_space_share", ci))
-        evidence += f"; space share at iteration {si:,}: " + ", ".join(shares)
-    return _claim(
+    check = _Check(
         published.MATH_SPACING,
         "math vs shakespeare",
         "first iteration with corpus-like spacing: later for math than for shakespeare",
-        holds,
-        evidence,
-        numbers,
-        effect,
+        {"math_iteration": mi, "shakespeare_iteration": si},
     )
+    same = " (same checkpoint: too coarse to order)" if mi is not None and mi == si else ""
+    check.note(f"math: {_fmt_it(mi)}, shakespeare: {_fmt_it(si)}" + same)
+    if si is not None:
+        shares = [
+            f"{c} "
+            + check.interval(
+                f"{c}_space_share", _values(timeline, "space_share", corpus=c, iteration=si)
+            )
+            for c in ("math", "shakespeare")
+        ]
+        check.note(f"space share at iteration {si:,}: " + ", ".join(shares))
+    return check.decide(holds, effect)
 
 
 # --- repetitiveness -----------------------------------------------------------------------
@@ -491,7 +496,13 @@ def _repetition_claim(
     corpus = g["corpus"].iloc[0]
     last_it = int(g["iteration"].iloc[-1])
     late = g[g["iteration"] >= last_it / 2]
-    numbers: Numbers = {"last_iteration": last_it}
+    measure = (
+        f"late checkpoints (iteration ≥ {last_it // 2:,}) within {s.repeat_sigmas:g} std of "
+        "the corpus's held-out slices in distinct 4-grams, zlib ratio and longest repeat, "
+        "and not more repetitive than the corpus and than the first late checkpoint (by > "
+        "one std) in two of them"
+    )
+    check = _Check(published.NOT_REPETITIVE, model, measure, {"last_iteration": last_it})
     flagged, parts, inside = [], [], []
     for metric, direction in REPETITION_METRICS.items():
         mean = reference_value(reference, corpus, metric)
@@ -503,87 +514,64 @@ def _repetition_claim(
                 flagged.append(f"{metric} {r[metric]:.3f} at iteration {int(r['iteration']):,}")
             gap = r[metric] - bound if direction == "low" else bound - r[metric]
             inside.append(gap / std if std > 0 else math.copysign(math.inf, gap))
-        ci, text = _ci(_values(timeline, metric, model=model, iteration=last_it))
-        parts.append(f"{metric} {text} (corpus {mean:.3f} ± {std:.3f})")
-        numbers.update(
+        check.numbers.update(
             {metric: g[metric].iloc[-1], f"{metric}_corpus": mean, f"{metric}_corpus_std": std}
         )
-        numbers.update(_ci_numbers(metric, ci))
-    rising = _rising(late, reference, corpus)
-    margins = _rise_margins(late, reference, corpus)
+        text = check.interval(metric, _values(timeline, metric, model=model, iteration=last_it))
+        parts.append(f"{metric} {text} (corpus {mean:.3f} ± {std:.3f})")
+    rising, margins = _rises(late, reference, corpus)
+    check.note(f"at iteration {last_it:,}: " + ", ".join(parts))
+    if flagged:
+        check.note("more repetitive than the corpus: " + ", ".join(flagged))
+    if len(late) >= 2:
+        check.note(
+            f"from iteration {int(late['iteration'].iloc[0]):,} to {last_it:,}: "
+            + ("more repetitive in " + ", ".join(rising) if rising else "no rise")
+        )
+    check.note(
+        f"(the study trained 40,000+ iterations; measured up to {last_it:,})",
+        sep=" ",
+        flagged=len(flagged),
+        rising=len(rising),
+    )
     rise_margin = sorted(margins)[1] if len(margins) >= 2 else math.inf
     effect = min(min(inside, default=math.inf), rise_margin)
-    evidence = f"at iteration {last_it:,}: " + ", ".join(parts)
-    if flagged:
-        evidence += "; more repetitive than the corpus: " + ", ".join(flagged)
-    if len(late) >= 2:
-        evidence += f"; from iteration {int(late['iteration'].iloc[0]):,} to {last_it:,}: " + (
-            "more repetitive in " + ", ".join(rising) if rising else "no rise"
-        )
-    evidence += f" (the study trained 40,000+ iterations; measured up to {last_it:,})"
-    measure = (
-        f"late checkpoints (iteration ≥ {last_it // 2:,}) within {s.repeat_sigmas:g} std of "
-        "the corpus's held-out slices in distinct 4-grams, zlib ratio and longest repeat, "
-        "and not more repetitive than the corpus and than the first late checkpoint (by > "
-        "one std) in two of them"
-    )
-    numbers.update(flagged=len(flagged), rising=len(rising))
-    holds = not flagged and len(rising) < 2
-    return _claim(
-        published.NOT_REPETITIVE,
-        model,
-        measure,
-        holds,
-        evidence,
-        numbers,
-        effect if math.isfinite(effect) else None,
-    )
+    return check.decide(not flagged and len(rising) < 2, effect)
 
 
-def _rise_margins(late: pd.DataFrame, reference: pd.DataFrame, corpus: str) -> list[float]:
-    """Per measure, how far (corpus std) the last late checkpoint is from "more
-    repetitive" in :func:`_rising`'s sense: the larger of its room under a one-std rise
-    and its room on the corpus's side of the mean (either keeps it from rising)."""
+def _rises(
+    late: pd.DataFrame, reference: pd.DataFrame, corpus: str
+) -> tuple[list[str], list[float]]:
+    """From the first late checkpoint to the last: the measures that became more
+    repetitive by over one corpus std and are more repetitive than the corpus's own mean
+    (random text becoming less random on its way to real text is not a rise), and per
+    measure with a spread, how far (corpus std) the last checkpoint is from such a rise:
+    the larger of its room under a one-std rise and its room on the corpus's side of the
+    mean (either keeps it from rising)."""
     if len(late) < 2:
-        return []
+        return [], []
     a, b = late.iloc[0], late.iloc[-1]
-    out = []
+    rising, margins = [], []
     for metric, direction in REPETITION_METRICS.items():
         mean = reference_value(reference, corpus, metric)
         std = reference_value(reference, corpus, metric, "slice_std")
-        if not std > 0:
-            continue
         sign = -1.0 if direction == "low" else 1.0  # + : more repetitive
         rise = sign * (b[metric] - a[metric])
         beyond = sign * (b[metric] - mean)
-        out.append(max((std - rise) / std, -beyond / std))
-    return out
-
-
-def _rising(late: pd.DataFrame, reference: pd.DataFrame, corpus: str) -> list[str]:
-    """The measures more repetitive at the last late checkpoint than at the first by over
-    one corpus std, and more repetitive than the corpus's own mean (random text becoming
-    less random on its way to real text is not a rise)."""
-    if len(late) < 2:
-        return []
-    a, b = late.iloc[0], late.iloc[-1]
-    rising = []
-    for metric, direction in REPETITION_METRICS.items():
-        mean = reference_value(reference, corpus, metric)
-        std = reference_value(reference, corpus, metric, "slice_std")
-        delta = b[metric] - a[metric]
-        if direction == "low":
-            up = delta < -std and b[metric] < mean
-        else:
-            up = delta > std and b[metric] > mean
-        if up:
+        if rise > std and beyond > 0:
             rising.append(f"{metric} {a[metric]:.3f} → {b[metric]:.3f}")
-    return rising
+        if std > 0:
+            margins.append(max((std - rise) / std, -beyond / std))
+    return rising, margins
 
 
 # --- adaptation ---------------------------------------------------------------------------
 
 ADAPT_CLAIMS = (published.ADAPT_STYLE, published.ADAPT_TONE, published.ADAPT_SYMBOLS)
+MOVED_MEASURE = (
+    "JS distance (characters) of the samples to the target corpus falls from before to "
+    "after adaptation, in every pair"
+)
 TONE_MEASURE = (
     "speaker-heading lines after ≥ half of Shakespeare's share and above before; "
     "long words real after < {:.0%}"
@@ -604,13 +592,8 @@ def _adapt_claims(
     groups = adapt_groups(adapted)
     if groups.empty:
         return [
-            _claim(
-                c,
-                "adaptation",
-                "adapted models' samples",
-                None,
-                "no adapted models in this run",
-                {},
+            _Check(c, "adaptation", "adapted models' samples").unmeasured(
+                "no adapted models in this run"
             )
             for c in (*ADAPT_CLAIMS, published.EARLY_SHIFT)
         ]
@@ -639,40 +622,28 @@ def _moved_claims(
     the pairs; detail: each fall's Welch interval over the before and after samples."""
     out = []
     for start, gs in trained.groupby("start", sort=True):
-        moved, parts, numbers, falls = [], [], {}, []
+        check = _Check(published.ADAPT_STYLE, f"every pair, start {start}", MOVED_MEASURE)
+        moved, falls = [], []
         for _, g in gs.iterrows():
             b, a = g["js_target_before"], g["js_target_after"]
             if not (math.isnan(b) or math.isnan(a)):
                 moved.append(bool(a < b))
                 falls.append(b - a)
-            ci, fall = _diff(
+            pair = f"{g['source']}__to__{g['target']}"
+            check.numbers.update({f"{pair}_js_before": b, f"{pair}_js_after": a})
+            fall = check.difference(
+                f"{pair}_fall",
                 _phase(adapted, g, "before", "js_unigram"),
                 _phase(adapted, g, "after", "js_unigram"),
             )
-            parts.append(
+            check.note(
                 f"{g['source']}→{g['target']} JS to target {_f(b)} → {_f(a)} "
                 f"(fall {fall}; target's own text "
                 f"{_f(reference_value(reference, g['target'], 'js_unigram'))}), "
                 f"nearest the target {_pct(g['nearest_target_before'])} → "
                 f"{_pct(g['nearest_target_after'])} of samples"
             )
-            pair = f"{g['source']}__to__{g['target']}"
-            numbers.update({f"{pair}_js_before": b, f"{pair}_js_after": a})
-            numbers.update(
-                {f"{pair}_fall_ci_low": ci["ci_low"], f"{pair}_fall_ci_high": ci["ci_high"]}
-            )
-        out.append(
-            _claim(
-                published.ADAPT_STYLE,
-                f"every pair, start {start}",
-                "JS distance (characters) of the samples to the target corpus falls from "
-                "before to after adaptation, in every pair",
-                all(moved) if moved else None,
-                "; ".join(parts),
-                numbers,
-                min(falls) if falls else None,
-            )
-        )
+        out.append(check.decide(all(moved) if moved else None, smallest_effect(falls)))
     return out
 
 
@@ -692,13 +663,8 @@ def _tone_claims(
     measure = TONE_MEASURE.format(s.coherent_words)
     if tone.empty:
         return [
-            _claim(
-                published.ADAPT_TONE,
-                "math/wikipedia → shakespeare",
-                measure,
-                None,
-                "no math or wikipedia model adapted to shakespeare in this run",
-                {},
+            _Check(published.ADAPT_TONE, "math/wikipedia → shakespeare", measure).unmeasured(
+                "no math or wikipedia model adapted to shakespeare in this run"
             )
         ]
     heading_ref = reference_value(reference, "shakespeare", "heading_share")
@@ -712,29 +678,30 @@ def _tone_claims(
         margins = [ha - 0.5 * heading_ref, s.coherent_words - words]
         if not math.isnan(hb):
             margins.append(ha - hb)
-        heading_ci, heading_text = _ci(_phase(adapted, g, "after", "heading_share"))
-        words_ci, words_text = _ci(_phase(adapted, g, "after", "long_word_known"))
-        out.append(
-            _claim(
-                published.ADAPT_TONE,
-                f"{g['source']} → shakespeare ({g['start']})",
-                measure,
-                holds,
-                f"heading lines {_pct(hb)} → {_pct(ha)} (Shakespeare {_pct(heading_ref)}); "
-                f"long words real after {_pct(words)}; after, per sample: heading share "
-                f"{heading_text}, long words real {words_text}",
-                {
-                    "heading_share_before": hb,
-                    "heading_share_after": ha,
-                    "heading_share_corpus": heading_ref,
-                    "long_word_known_after": words,
-                    "coherent_words": s.coherent_words,
-                    **_ci_numbers("heading_share_after", heading_ci),
-                    **_ci_numbers("long_word_known_after", words_ci),
-                },
-                min(margins),
-            )
+        check = _Check(
+            published.ADAPT_TONE,
+            f"{g['source']} → shakespeare ({g['start']})",
+            measure,
+            {
+                "heading_share_before": hb,
+                "heading_share_after": ha,
+                "heading_share_corpus": heading_ref,
+                "long_word_known_after": words,
+                "coherent_words": s.coherent_words,
+            },
         )
+        heading = check.interval(
+            "heading_share_after", _phase(adapted, g, "after", "heading_share")
+        )
+        known = check.interval(
+            "long_word_known_after", _phase(adapted, g, "after", "long_word_known")
+        )
+        check.note(
+            f"heading lines {_pct(hb)} → {_pct(ha)} (Shakespeare {_pct(heading_ref)}); "
+            f"long words real after {_pct(words)}; after, per sample: heading share "
+            f"{heading}, long words real {known}"
+        )
+        out.append(check.decide(holds, min(margins)))
     return out
 
 
@@ -747,13 +714,8 @@ def _symbol_claims(
     sym = trained[(trained["source"] == "wikipedia") & (trained["target"] == "math")]
     if sym.empty:
         return [
-            _claim(
-                published.ADAPT_SYMBOLS,
-                "wikipedia → math",
-                SYMBOLS_MEASURE,
-                None,
-                "no wikipedia model adapted to math in this run",
-                {},
+            _Check(published.ADAPT_SYMBOLS, "wikipedia → math", SYMBOLS_MEASURE).unmeasured(
+                "no wikipedia model adapted to math in this run"
             )
         ]
     ref_math = reference_value(reference, "math", "class_math_symbol")
@@ -767,29 +729,27 @@ def _symbol_claims(
             else bool(after > before and abs(after - ref_math) < abs(after - ref_wiki))
         )
         effect = min(after - before, abs(after - ref_wiki) - abs(after - ref_math))
-        ci, rise = _diff(
+        check = _Check(
+            published.ADAPT_SYMBOLS,
+            f"wikipedia → math ({g['start']})",
+            SYMBOLS_MEASURE,
+            {
+                "math_symbol_before": before,
+                "math_symbol_after": after,
+                "math_symbol_math": ref_math,
+                "math_symbol_wikipedia": ref_wiki,
+            },
+        )
+        rise = check.difference(
+            "rise",
             _phase(adapted, g, "after", "class_math_symbol"),
             _phase(adapted, g, "before", "class_math_symbol"),
         )
-        out.append(
-            _claim(
-                published.ADAPT_SYMBOLS,
-                f"wikipedia → math ({g['start']})",
-                SYMBOLS_MEASURE,
-                holds,
-                f"math symbols {_pct(before)} → {_pct(after)} (rise {rise}; Math "
-                f"{_pct(ref_math)}, Wikipedia {_pct(ref_wiki)})",
-                {
-                    "math_symbol_before": before,
-                    "math_symbol_after": after,
-                    "math_symbol_math": ref_math,
-                    "math_symbol_wikipedia": ref_wiki,
-                    "rise_ci_low": ci["ci_low"],
-                    "rise_ci_high": ci["ci_high"],
-                },
-                effect,
-            )
+        check.note(
+            f"math symbols {_pct(before)} → {_pct(after)} (rise {rise}; Math "
+            f"{_pct(ref_math)}, Wikipedia {_pct(ref_wiki)})"
         )
+        out.append(check.decide(holds, effect))
     return out
 
 
@@ -807,43 +767,29 @@ def _early_claim(trained: pd.DataFrame, adapted: pd.DataFrame) -> Claim:
     net share of pairs, (early larger − final larger) / pairs, the count the verdict is
     decided on; detail: per pair the Welch interval of early − final over the after
     samples' gap closed."""
+    check = _Check(published.EARLY_SHIFT, "early vs final start", EARLY_MEASURE)
     pivot = trained.pivot_table(index=["source", "target"], columns="start", values="gap_closed")
     early_cols = [c for c in pivot.columns if c != "final"]
-    holds: bool | None = None
-    effect: float | None = None
-    numbers: Numbers = {}
-    if "final" in pivot.columns and early_cols:
-        early = pivot[early_cols].mean(axis=1)
-        diff = (early - pivot["final"]).dropna()
-        wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
-        holds = None if diff.empty or wins == losses else wins > losses
-        effect = (wins - losses) / len(diff) if len(diff) else None
-        parts = []
-        for s_, t_ in diff.index:
-            closed = {
-                start: _gap_closed(adapted, {"source": s_, "target": t_, "start": start})
-                for start in (*early_cols, "final")
-            }
-            early_samples = pd.concat([closed[c] for c in early_cols])
-            ci, text = _diff(early_samples, closed["final"])
-            parts.append(
-                f"{s_}→{t_}: early {_pct(early[(s_, t_)])} vs final "
-                f"{_pct(pivot['final'][(s_, t_)])} (early − final {text})"
-            )
-            numbers[f"{s_}__to__{t_}_early"] = float(early[(s_, t_)])
-            numbers[f"{s_}__to__{t_}_final"] = float(pivot["final"][(s_, t_)])
-            numbers[f"{s_}__to__{t_}_ci_low"] = ci["ci_low"]
-            numbers[f"{s_}__to__{t_}_ci_high"] = ci["ci_high"]
-        evidence = "; ".join(parts)
-        numbers.update(early_larger=wins, final_larger=losses)
-    else:
-        evidence = "needs adaptation from both an early and the final checkpoint"
-    return _claim(
-        published.EARLY_SHIFT,
-        "early vs final start",
-        EARLY_MEASURE,
-        holds,
-        evidence,
-        numbers,
-        effect,
-    )
+    if "final" not in pivot.columns or not early_cols:
+        return check.unmeasured("needs adaptation from both an early and the final checkpoint")
+    early = pivot[early_cols].mean(axis=1)
+    final = pivot["final"]
+    diff = (early - final).dropna()
+    wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+    for s_, t_ in diff.index:
+        closed = {
+            start: _gap_closed(adapted, {"source": s_, "target": t_, "start": start})
+            for start in (*early_cols, "final")
+        }
+        pair = f"{s_}__to__{t_}"
+        check.numbers.update(
+            {f"{pair}_early": float(early[(s_, t_)]), f"{pair}_final": float(final[(s_, t_)])}
+        )
+        text = check.difference(pair, pd.concat([closed[c] for c in early_cols]), closed["final"])
+        check.note(
+            f"{s_}→{t_}: early {_pct(early[(s_, t_)])} vs final "
+            f"{_pct(final[(s_, t_)])} (early − final {text})"
+        )
+    check.numbers.update(early_larger=wins, final_larger=losses)
+    holds = None if diff.empty or wins == losses else wins > losses
+    return check.decide(holds, (wins - losses) / len(diff) if len(diff) else None)

@@ -29,7 +29,7 @@ class QualitySettings(StageSettings):
     ``adapt = False`` skips adapted models.
 
     16 samples per checkpoint (and per adapted model) by default: every claim carries an
-    interval over its samples, and a verdict no longer turns on one text of two. They
+    interval over its samples, so a verdict does not turn on one text of two. They
     are drawn as one batch per checkpoint, so 16 cost little more than 2 (see
     :mod:`~domaingpt.stages.quality.generate`).
     """

@@ -26,7 +26,15 @@ import pandas as pd
 from domaingpt.context.rundir import study_order
 from domaingpt.context.stage import Tables
 from domaingpt.core import published
-from domaingpt.core.claims import Claim, Verdict, display, holds_if, unmeasured, verdict_of
+from domaingpt.core.claims import (
+    Claim,
+    Verdict,
+    display,
+    holds_if,
+    smallest_effect,
+    unmeasured,
+    verdict_of,
+)
 from domaingpt.core.statistics import bonferroni, first_to_last, mean_ci
 from domaingpt.stages.saliency.aggregate import RELPOS
 from domaingpt.stages.saliency.faithfulness import VERDICTS
@@ -431,8 +439,7 @@ def shift_claim(classes: pd.DataFrame) -> Claim:
         numbers[f"{source}_{target}_{start}_moved"] = len(moved)
     if not flags:
         return unmeasured(published.ZERO_FEW_SHIFT, "no adapted models in this run")
-    finite = [c for c in clears if math.isfinite(c)]
-    effect = min(finite) if finite else None  # every pair and start must move
+    effect = smallest_effect(clears)  # every pair and start must move
     if effect is not None:
         numbers["smallest_clearance"] = effect
     evidence = (

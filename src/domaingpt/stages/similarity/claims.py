@@ -12,15 +12,13 @@ here pools out-of-domain prompts of several corpora, and none is about one named
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from domaingpt.context.rundir import study_order
 from domaingpt.context.stage import Tables
 from domaingpt.core import published
 from domaingpt.core.cka import jackknife_ci
-from domaingpt.core.claims import Claim, display, unmeasured, verdict_of
+from domaingpt.core.claims import Claim, display, smallest_effect, unmeasured, verdict_of
 
 
 def _side(tables: Tables, names: list[str], layer: int) -> tuple[float, pd.Series]:
@@ -52,12 +50,6 @@ def _last_layer(cka: pd.DataFrame) -> int:
     return int(cka["layer"].max())
 
 
-def _smallest(effects: list[float]) -> float | None:
-    """The effect of a claim checked on several models or pairs at once."""
-    finite = [e for e in effects if math.isfinite(e)]
-    return min(finite) if finite else None
-
-
 def hardens(tables: Tables) -> Claim:
     """Per model: the last consecutive pair's CKA (last layer) above the first pair's;
     the effect is the smallest last-minus-first CKA."""
@@ -87,7 +79,7 @@ def hardens(tables: Tables) -> Claim:
     if not flags:
         return unmeasured(published.SIM_HARDENS, "needs three checkpoints of a model")
     evidence = f"CKA of consecutive checkpoints at layer {layer}: " + "; ".join(parts)
-    effect = numbers["smallest_change"] = _smallest(effects)
+    effect = numbers["smallest_change"] = smallest_effect(effects)
     return Claim(
         published.SIM_HARDENS,
         verdict_of(flags),
@@ -120,7 +112,7 @@ def domains_diverge(tables: Tables) -> Claim:
         numbers[f"{a}_{b}_layer1"] = float(by[1])
         numbers[f"{a}_{b}_layer{layer}"] = float(by[layer])
     evidence = "CKA of the final checkpoints on every prompt: " + "; ".join(parts)
-    effect = numbers["smallest_difference"] = _smallest(effects)
+    effect = numbers["smallest_difference"] = smallest_effect(effects)
     return Claim(
         published.SIM_DOMAINS, verdict_of(flags), evidence, "domain models", numbers, effect=effect
     )
@@ -162,7 +154,7 @@ def early_moves_more(tables: Tables) -> Claim:
         f"CKA of the source model at its start and the adapted model, layer {layer}, on the "
         "target corpus's prompts (higher: the representation moved less): " + "; ".join(parts)
     )
-    effect = numbers["smallest_difference"] = _smallest(effects)
+    effect = numbers["smallest_difference"] = smallest_effect(effects)
     return Claim(
         published.EARLY_MOVES_MORE,
         verdict_of(flags),
