@@ -191,8 +191,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # main() locks an explicit --out; the default one is known only now.
     lock = contextlib.nullcontext() if args.out else RunDir(out).lock()
     # Under torchrun, rank 0 runs the study and the other ranks run its jobs.
-    with lock, study_ranks(spec.ranks, spec.config().train.device) as here:
-        if not here:
+    with lock, study_ranks(spec.ranks, spec.config().train.device) as ranks:
+        if ranks is None:  # a rank other than 0: it served rank 0's jobs
             return 0
         result = run_study(
             spec,
@@ -203,6 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             log=quiet,
             download=not args.offline,
             threads=args.threads,
+            ranks=ranks,
         )
     for o in result.failed:
         print(f"error: stage {o.stage} failed: {one_line(o.message)}", file=sys.stderr)
@@ -233,10 +234,12 @@ def stage_command(stage: Stage) -> Callable[[argparse.Namespace], int]:
         settings = settings_from_args(stage.settings, args)
         run = RunDir(Path(args.out))
         run.check_writable()
-        ctx = StageContext(run=run, stage=stage, progress=not args.quiet, log=command_log(args))
-        with study_ranks("jobs", settings.device) as here:  # under torchrun: jobs over ranks
-            if not here:
+        with study_ranks("jobs", settings.device) as ranks:  # under torchrun: jobs over ranks
+            if ranks is None:  # a rank other than 0: it served rank 0's jobs
                 return 0
+            ctx = StageContext(
+                run=run, stage=stage, progress=not args.quiet, log=command_log(args), ranks=ranks
+            )
             written, claims = run_stage(ctx, settings)
         text = stage.summary_text(written)
         if text is not None:

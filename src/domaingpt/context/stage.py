@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from domaingpt.context.activations import ActivationCache
 from domaingpt.context.rundir import RunDir
 from domaingpt.core.claims import Claim, unmeasured, write_claims
 from domaingpt.core.device import oom_hint
+from domaingpt.core.distributed import Ranks
 from domaingpt.core.inference import (
     combine,
     replicate_tables,
@@ -55,7 +57,10 @@ class StageContext:
 
     ``corpora``: the study's corpora, resolved (empty when a stage runs from its own
     command, where the run's models say which corpora there are). ``stages``: every stage
-    of the study, for the report. ``force``: rerun even finished sub-jobs.
+    of the study, for the report. ``force``: rerun even finished sub-jobs. ``ranks``:
+    the processes the stage's jobs spread over (:func:`~domaingpt.core.distributed.map_ranks`;
+    default this one alone). ``activations``: the run's forward-pass cache, shared by the
+    stages of one run (the runner passes one to every stage; default a cache of its own).
     """
 
     run: RunDir
@@ -66,6 +71,8 @@ class StageContext:
     force: bool = False
     stages: tuple[Stage, ...] = ()
     study: Any = None  # the StudySpec when run by `domaingpt run`
+    ranks: Ranks = field(default_factory=Ranks)
+    activations: ActivationCache = field(default_factory=ActivationCache)
 
     @property
     def out(self) -> Path:

@@ -33,7 +33,14 @@ from domaingpt.stages.adapt.summary import (
 def run(ctx: StageContext, settings: AdaptSettings) -> dict[str, Path]:
     if not settings.loggers and ctx.study is not None:  # the study's train.loggers
         settings = settings.replace(loggers=list(ctx.study.config().train.loggers))
-    written = run_adapt(ctx.run, settings, progress=ctx.progress, log=ctx.log, corpora=ctx.corpora)
+    written = run_adapt(
+        ctx.run,
+        settings,
+        progress=ctx.progress,
+        log=ctx.log,
+        corpora=ctx.corpora,
+        ranks=ctx.ranks,
+    )
     # The adapted models' checkpoints are outputs too: recorded by SHA-256, a damaged one
     # makes the stage run again, and that adaptation is redone (stored_result).
     for ckpt in sorted(ctx.run.adapt.glob("*/*/seed*/checkpoints/iter-*")):

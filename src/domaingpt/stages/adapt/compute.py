@@ -30,7 +30,7 @@ import torch
 from domaingpt.context.rundir import RunDir, run_config_of
 from domaingpt.context.splits import CorpusCache, Split
 from domaingpt.core.device import pick_device
-from domaingpt.core.distributed import map_ranks
+from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from domaingpt.core.loggers import require_loggers
 from domaingpt.core.progress import Log, progress_bar, stderr_log
@@ -72,6 +72,7 @@ def run_adapt(
     progress: bool = True,
     log: Log = stderr_log,
     corpora: Sequence[Corpus] = (),
+    ranks: Ranks | None = None,
 ) -> dict[str, Path]:
     """Run (or finish) every adaptation of ``settings`` and write ``adapt/`` (module doc).
 
@@ -81,7 +82,8 @@ def run_adapt(
     run.check_writable()
     cache = CorpusCache(settings.data_dir, download=not settings.offline, run=run, known=corpora)
     with torch_threads(settings.threads):
-        return _run_adapt(run, settings, cache, pick_device(settings.device), progress, log)
+        device = pick_device(settings.device)
+        return _run_adapt(run, settings, cache, device, progress, log, ranks)
 
 
 def _run_adapt(
@@ -91,6 +93,7 @@ def _run_adapt(
     device: torch.device,
     progress: bool,
     log: Log,
+    ranks: Ranks | None,
 ) -> dict[str, Path]:
     jobs = plan_jobs(run, settings, cache)
     require_loggers({name: None for job in jobs for name in job_loggers(job, settings)})
@@ -110,7 +113,7 @@ def _run_adapt(
                 f"warning: {tgt.unk_fraction:.3%} of {job.target}'s validation characters "
                 f"are not in model {job.source}'s vocabulary; they are read as <unk>"
             )
-    results = _run_jobs(jobs, settings, splits, run.adapt, device, progress, log)
+    results = _run_jobs(jobs, settings, splits, run.adapt, device, progress, log, ranks)
     return _write_outputs(jobs, results, settings, run.adapt, log)
 
 
@@ -141,6 +144,7 @@ def _run_jobs(
     device: torch.device,
     progress: bool,
     log: Log,
+    ranks: Ranks | None,
 ) -> list[dict[str, Any]]:
     """Each job's result: reused when its directory holds one with the same key, else run
     (spread over the ranks under torchrun; a directory left by an interrupted run or
@@ -172,7 +176,7 @@ def _run_jobs(
             )
         bar.update(1)
 
-    map_ranks(_adapt_one, [t for _, t in todo], log=log, each=finished)
+    map_ranks(_adapt_one, [t for _, t in todo], ranks=ranks, log=log, each=finished)
     bar.close()
     if len(todo) < len(jobs):
         log(f"reused {len(jobs) - len(todo)} finished adaptation run(s) from {root}")

@@ -38,7 +38,7 @@ from domaingpt.context.activations import (
 from domaingpt.context.prompts import PromptSet, domain_of
 from domaingpt.context.rundir import ModelEntry, RunDir
 from domaingpt.context.stage import StageContext, Tables
-from domaingpt.core.distributed import map_ranks
+from domaingpt.core.distributed import Job, map_ranks
 from domaingpt.core.io import write_json
 from domaingpt.core.statistics import mean_ci
 from domaingpt.core.tables import read_table, round_significant, write_table
@@ -114,11 +114,11 @@ def head_summary(per_prompt: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFram
 
 
 def _model_frames(
-    model: ModelEntry, ready: Prepared, settings: AttentionSettings
+    model: ModelEntry, job: Job, ready: Prepared, settings: AttentionSettings
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One model's rows (every history checkpoint), and the prompts' chance shares."""
     history = model.checkpoints
-    recs = ready.read(history, settings)
+    recs = ready.read(history, settings, job)
     frames = [
         per_prompt_frame(rec, ready.prompts, model.name, model.corpus, info.iteration)
         for info, rec in zip(history, recs, strict=True)
@@ -129,9 +129,13 @@ def _model_frames(
 def run(ctx: StageContext, settings: AttentionSettings) -> dict[str, Path]:
     """Measure every history checkpoint of every model; write ``attention/``. Under
     torchrun each model is a job on its own rank (:func:`map_ranks`)."""
-    ready = prepare(ctx.run, settings, ctx.log)
+    ready = prepare(ctx.run, settings, ctx.log, ctx.activations)
     parts = map_ranks(
-        partial(_model_frames, ready=ready, settings=settings), ready.models, log=ctx.log
+        partial(_model_frames, ready=ready, settings=settings),
+        ready.models,
+        ranks=ctx.ranks,
+        log=ctx.log,
+        with_job=True,
     )
     prompts = parts[0][1]
     per_prompt = pd.concat([frames for frames, _ in parts], ignore_index=True)

@@ -23,7 +23,7 @@ from domaingpt.stages.evaluate.section import section
 
 
 def run(ctx: StageContext, settings: EvalSettings) -> dict[str, Path]:
-    return run_evaluate(ctx.run, settings, progress=ctx.progress, log=ctx.log)
+    return run_evaluate(ctx.run, settings, progress=ctx.progress, log=ctx.log, ranks=ctx.ranks)
 
 
 stage = Stage(

@@ -18,7 +18,7 @@ from domaingpt.context.rundir import RunDir, val_fraction_of
 from domaingpt.context.splits import CorpusCache
 from domaingpt.core import published
 from domaingpt.core.device import pick_device
-from domaingpt.core.distributed import map_ranks
+from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.io import atomic_write_text, write_json
 from domaingpt.core.progress import Log, progress_bar, stderr_log
 from domaingpt.core.settings import StageSettings, positive, setting
@@ -105,15 +105,26 @@ def loss_summary(
 
 
 def zero_shot_table(
-    run: RunDir, settings: EvalSettings, *, progress: bool = True, log: Log = print
+    run: RunDir,
+    settings: EvalSettings,
+    *,
+    progress: bool = True,
+    log: Log = print,
+    ranks: Ranks | None = None,
 ) -> pd.DataFrame:
     """The tidy zero-shot table: one row per (model, checkpoint iteration, corpus)."""
     with torch_threads(settings.threads):
-        return _zero_shot_table(run, settings, pick_device(settings.device), progress, log)
+        device = pick_device(settings.device)
+        return _zero_shot_table(run, settings, device, progress, log, ranks)
 
 
 def _zero_shot_table(
-    run: RunDir, settings: EvalSettings, device: torch.device, progress: bool, log: Log
+    run: RunDir,
+    settings: EvalSettings,
+    device: torch.device,
+    progress: bool,
+    log: Log,
+    ranks: Ranks | None,
 ) -> pd.DataFrame:
     models = run.model_names(settings.models)
     cache = CorpusCache(
@@ -134,7 +145,7 @@ def _zero_shot_table(
     score = partial(
         _score_checkpoint, run=run, corpora=corpora, cache=cache, settings=settings, device=device
     )
-    done = map_ranks(score, plan, log=log, each=lambda i, r: bar.update(len(r[0])))
+    done = map_ranks(score, plan, ranks=ranks, log=log, each=lambda i, r: bar.update(len(r[0])))
     bar.close()
     rows: list[dict[str, Any]] = []
     warned: set[tuple[str, str]] = set()
@@ -300,6 +311,7 @@ def run_evaluate(
     *,
     progress: bool = True,
     log: Log = stderr_log,
+    ranks: Ranks | None = None,
 ) -> dict[str, Path]:
     """Score every (model checkpoint, corpus) pair and write ``eval/`` (see README).
 
@@ -309,7 +321,7 @@ def run_evaluate(
     """
     settings = settings or EvalSettings()
     run.check_writable()
-    table = zero_shot_table(run, settings, progress=progress, log=log)
+    table = zero_shot_table(run, settings, progress=progress, log=log, ranks=ranks)
     out = run.eval
     written = {
         "zero_shot_csv": atomic_write_text(out / "zero_shot.csv", table.to_csv(index=False)),

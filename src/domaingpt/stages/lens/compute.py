@@ -35,7 +35,7 @@ from domaingpt.context.activations import Internals, InternalsSettings, Prepared
 from domaingpt.context.prompts import PromptSet, domain_of
 from domaingpt.context.rundir import ModelEntry, RunDir
 from domaingpt.context.stage import StageContext, Tables
-from domaingpt.core.distributed import map_ranks
+from domaingpt.core.distributed import Job, map_ranks
 from domaingpt.core.io import write_json
 from domaingpt.core.settings import finite, setting
 from domaingpt.core.statistics import mean_ci
@@ -174,13 +174,15 @@ def formation_summary(
     return out
 
 
-def _model_frames(model: ModelEntry, ready: Prepared, settings: LensSettings) -> pd.DataFrame:
+def _model_frames(
+    model: ModelEntry, job: Job, ready: Prepared, settings: LensSettings
+) -> pd.DataFrame:
     """One model's rows: every history checkpoint through the lens."""
     history = model.checkpoints
     return pd.concat(
         [
             per_prompt_frame(rec, ready.prompts, model.name, model.corpus, info.iteration)
-            for info, rec in zip(history, ready.read(history, settings), strict=True)
+            for info, rec in zip(history, ready.read(history, settings, job), strict=True)
         ],
         ignore_index=True,
     )
@@ -189,9 +191,13 @@ def _model_frames(model: ModelEntry, ready: Prepared, settings: LensSettings) ->
 def run(ctx: StageContext, settings: LensSettings) -> dict[str, Path]:
     """Read every history checkpoint of every model through the lens; write ``lens/``.
     Under torchrun each model is a job on its own rank (:func:`map_ranks`)."""
-    ready = prepare(ctx.run, settings, ctx.log)
+    ready = prepare(ctx.run, settings, ctx.log, ctx.activations)
     parts = map_ranks(
-        partial(_model_frames, ready=ready, settings=settings), ready.models, log=ctx.log
+        partial(_model_frames, ready=ready, settings=settings),
+        ready.models,
+        ranks=ctx.ranks,
+        log=ctx.log,
+        with_job=True,
     )
     per_prompt = pd.concat(parts, ignore_index=True)
     tables = {

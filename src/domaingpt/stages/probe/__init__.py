@@ -22,7 +22,7 @@ from domaingpt.stages.probe.settings import ProbeSettings
 
 
 def run(ctx: StageContext, settings: ProbeSettings) -> dict[str, Path]:
-    return run_probe(ctx.run, settings, progress=ctx.progress, log=ctx.log)
+    return run_probe(ctx.run, settings, progress=ctx.progress, log=ctx.log, ranks=ctx.ranks)
 
 
 stage = Stage(

@@ -20,7 +20,7 @@ import torch
 from domaingpt.context.prompts import PromptSet, domain_of, prepare_prompt_stage
 from domaingpt.context.rundir import ModelEntry, RunDir
 from domaingpt.core.claims import read_claims
-from domaingpt.core.distributed import map_ranks
+from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.io import read_jsonl, write_json, write_jsonl
 from domaingpt.core.progress import Log, progress_bar, stderr_log
 from domaingpt.core.tables import read_table, write_table
@@ -171,6 +171,7 @@ def run_probe(
     *,
     progress: bool = True,
     log: Log = stderr_log,
+    ranks: Ranks | None = None,
 ) -> dict[str, Path]:
     """Probe every checkpoint of the selected models and write ``runs/NAME/probe/``.
 
@@ -190,7 +191,11 @@ def run_probe(
     bar = progress_bar(len(every), "probe", enabled=progress, unit="ckpt")
     # The checkpoints are probed side by side over torchrun's ranks (one process: in turn).
     stats = map_ranks(
-        partial(_checkpoint_stats, inputs=inputs), every, log=log, each=lambda i, r: bar.update()
+        partial(_checkpoint_stats, inputs=inputs),
+        every,
+        ranks=ranks,
+        log=log,
+        each=lambda i, r: bar.update(),
     )
     bar.close()
     for model in models:

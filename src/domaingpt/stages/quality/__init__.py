@@ -25,7 +25,9 @@ from domaingpt.stages.quality.settings import SampleQualitySettings, thresholds
 
 def _run(ctx: StageContext, settings: SampleQualitySettings) -> dict[str, Path]:
     # not named ``run``: that is the module .run
-    return run_sample_quality(ctx.run, settings, progress=ctx.progress, log=ctx.log)
+    return run_sample_quality(
+        ctx.run, settings, progress=ctx.progress, log=ctx.log, ranks=ctx.ranks
+    )
 
 
 stage = Stage(

@@ -45,6 +45,7 @@ import pandas as pd
 from domaingpt.context.rundir import RunDir
 from domaingpt.context.stage import Tables
 from domaingpt.core.claims import Claim
+from domaingpt.core.distributed import Ranks
 from domaingpt.core.io import atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
 from domaingpt.core.progress import Log
 from domaingpt.core.replicates import split_replicate
@@ -80,6 +81,7 @@ def run_sample_quality(
     *,
     progress: bool = True,
     log: Log = print,
+    ranks: Ranks | None = None,
 ) -> dict[str, Path]:
     """Generate, measure, derive the claims, draw; returns the written files by name."""
     settings = settings or SampleQualitySettings()
@@ -87,7 +89,9 @@ def run_sample_quality(
     targets = _targets(run, settings, log)
     profiles = _profiles(run, settings, targets, log)
     cache_path = out / "samples.jsonl"
-    cache, gen_stats = generate_all(targets, settings, cache_path, progress=progress, log=log)
+    cache, gen_stats = generate_all(
+        targets, settings, cache_path, progress=progress, log=log, ranks=ranks
+    )
     sample_rows, tables = _measure(targets, cache, profiles, settings)
     claims = quality_claims(tables, settings)
 

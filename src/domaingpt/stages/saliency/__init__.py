@@ -43,7 +43,7 @@ from domaingpt.stages.saliency.settings import SaliencySettings
 
 
 def run(ctx: StageContext, settings: SaliencySettings) -> dict[str, Path]:
-    return run_saliency(ctx.run, settings, progress=ctx.progress, log=ctx.log)
+    return run_saliency(ctx.run, settings, progress=ctx.progress, log=ctx.log, ranks=ctx.ranks)
 
 
 stage = Stage(

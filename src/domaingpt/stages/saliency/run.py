@@ -15,7 +15,7 @@ import torch
 
 from domaingpt.context.prompts import PromptSet, domain_of, prepare_prompt_stage
 from domaingpt.context.rundir import ModelEntry, RunDir
-from domaingpt.core.distributed import map_ranks
+from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.io import read_jsonl, write_json, write_jsonl
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.tables import read_table, write_table
@@ -142,6 +142,7 @@ def run_saliency(
     *,
     progress: bool = True,
     log: Log = print,
+    ranks: Ranks | None = None,
 ) -> dict[str, Path]:
     """Attribute, aggregate, test faithfulness and write ``runs/NAME/saliency/``.
 
@@ -174,7 +175,7 @@ def run_saliency(
     explain = partial(
         _explain, prompts=prompts, settings=settings, device=device, replacement=replacement
     )
-    done = map_ranks(explain, jobs, log=log, each=lambda i, r: bar.update(len(r)))
+    done = map_ranks(explain, jobs, ranks=ranks, log=log, each=lambda i, r: bar.update(len(r)))
     for job, results in zip(jobs, done, strict=True):
         domains = [domain_of(p.corpus, job.model.corpus) for p in prompts.prompts]
         for e in results:
@@ -188,12 +189,12 @@ def run_saliency(
     tables: dict[str, pd.DataFrame] = {}
     if settings.occlusion:
         agree, got.occlusion = occlusion_agreement(
-            models, plan, prompts, vocab, got.scores, settings, device, bar
+            models, plan, prompts, vocab, got.scores, settings, device, bar, ranks
         )
         tables["agreement"] = summarise_agreement(agree)
         tables["agreement_prompts"] = agree
     if pairs is not None:
-        tables["zero_few"], zf = zero_few(pairs, settings, device, bar)
+        tables["zero_few"], zf = zero_few(pairs, settings, device, bar, ranks)
         tables["zero_few_prompts"], tables["zero_few_classes"] = zero_few_answers(
             pairs, zf, got.final_scores(), models, settings.methods
         )
