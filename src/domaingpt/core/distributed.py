@@ -237,8 +237,8 @@ def join_study(mode: str = "jobs", device_name: str = "auto") -> Ranks:
     return Ranks(ctx, mode, group)
 
 
-def _worker_log(rank: int) -> Log:
-    return lambda msg: stderr_log(f"[rank {rank}] {msg}")
+def _worker_log(rank: int, log: Log) -> Log:
+    return lambda msg: log(f"[rank {rank}] {msg}")
 
 
 @dataclass(frozen=True)
@@ -410,9 +410,10 @@ def on_every_rank(
     return gathered[0][0].value
 
 
-def serve(ranks: Ranks) -> None:
-    """A rank other than 0: run the jobs rank 0 sends until it says stop."""
-    log = _worker_log(ranks.rank)
+def serve(ranks: Ranks, log: Log = stderr_log) -> None:
+    """A rank other than 0: run the jobs rank 0 sends until it says stop; its jobs log to
+    ``log``, each line marked with the rank."""
+    log = _worker_log(ranks.rank, log)
     while True:
         box: list[Any] = [None]
         dist.scatter_object_list(box, None, src=0, group=ranks.group)
@@ -424,16 +425,19 @@ def serve(ranks: Ranks) -> None:
 
 
 @contextmanager
-def study_ranks(mode: str = "jobs", device_name: str = "auto") -> Iterator[Ranks | None]:
+def study_ranks(
+    mode: str = "jobs", device_name: str = "auto", *, log: Log | None = None
+) -> Iterator[Ranks | None]:
     """Run a study (or a stage) over torchrun's ranks: yields the :class:`Ranks` where it
     runs (rank 0, or a single process: ``Ranks()``); a rank other than 0 serves rank 0's
-    jobs and gets None once rank 0 has finished, with or without an error."""
+    jobs (``log``: their log, see :func:`serve`) and gets None once rank 0 has finished,
+    with or without an error."""
     if not launched_by_torchrun():
         yield Ranks()
         return
     ranks = join_study(mode, device_name)
     if ranks.is_worker:
-        serve(ranks)
+        serve(ranks, log or stderr_log)
         yield None
         return
     try:
