@@ -14,11 +14,13 @@ the global batch a single process would: the loss curve matches one process.
 
 **A study's jobs over the ranks** (``domaingpt run``, default ``ranks = "jobs"``):
 rank 0 runs the study as one process would and writes every table, record and the
-report; the other ranks serve (:func:`serve`). Where a stage has independent jobs (the
-models of the train stage, the adaptation runs, the per-model or per-checkpoint work of
-the analyses) it hands them to :func:`map_ranks`: each rank runs its share on its own
-device (``cuda:LOCAL_RANK``, or the CPU) and the results come back to rank 0 in the
-jobs' order. A job is computed the same way on any rank, so the tables are those of one
+report; the other ranks serve (:func:`serve`). :func:`study_ranks` gives rank 0 the
+run's :class:`Ranks`, which the runner passes to every stage (``ctx.ranks``; this module
+keeps no state). Where a stage has independent jobs (the models of the train stage, the
+adaptation runs, the per-model or per-checkpoint work of the analyses) it hands them to
+:func:`map_ranks` with those ranks: each rank runs its share on its own device
+(``cuda:LOCAL_RANK``, or the CPU) and the results come back to rank 0 in the jobs'
+order. A job is computed the same way on any rank, so the tables are those of one
 process. Jobs and results travel pickled over a Gloo group (a job is a module-level
 function, or a ``functools.partial`` of one, and picklable arguments); what a job writes
 (checkpoints) goes to the run directory, which every node must see at the same path (a
