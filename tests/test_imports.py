@@ -1,7 +1,7 @@
 """Importing domaingpt changes nothing outside it: every module of the package, imported
 in a fresh process (as a notebook would), leaves matplotlib's backend and settings, the
 warnings filter, the modules already imported, torch's thread count and the working
-directory as they were."""
+directory as they were, and so does drawing a figure."""
 
 from __future__ import annotations
 
@@ -33,7 +33,13 @@ for info in pkgutil.walk_packages(domaingpt.__path__, "domaingpt."):
     importlib.import_module(info.name)
     imported.append(info.name)
 
+# Drawing a figure changes none of it either.
+from domaingpt.training.plots import plot_loss_curves
+rows = [{"iter": i, "train_loss": 3.0 - i / 100, "val_loss": 3.1 - i / 100} for i in (0, 50)]
+drawn = plot_loss_curves({"m": rows}, "loss.png")
+
 print("RESULT " + json.dumps({
+    "drawn": os.path.getsize(drawn),
     "imported": imported,
     "replaced": sorted(k for k, v in modules.items() if sys.modules.get(k) is not v),
     "filters": filters == list(warnings.filters),
@@ -65,3 +71,4 @@ def test_importing_every_module_changes_nothing_outside_the_package(tmp_path):
     assert out["rc"] == []
     assert out["before"] == [str(tmp_path), 3, "svg"]
     assert out["state"] == out["before"]
+    assert out["drawn"] > 1000 and (tmp_path / "loss.svg").is_file()
