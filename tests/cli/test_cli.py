@@ -3,15 +3,20 @@ error with exit status 2 (never a traceback) for every bad input."""
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import sys
 import urllib.request
+import warnings
 
 import pytest
 
+import domaingpt.cli
 import domaingpt.data.download
-from domaingpt.cli import main
+from domaingpt.cli import build_parser, main
+from domaingpt.cli.options import QUIET_HELP
+from domaingpt.errors import one_line
 
 
 def test_corpora_lists_the_three_with_checksums(cli, capsys, data_dir):
@@ -202,3 +207,46 @@ def test_console_script_runs_as_module(data_dir):
         timeout=120,
     )
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown corpus")
+
+
+# --- what every command shows: --quiet, warnings ---------------------------------------
+
+
+def test_quiet_means_one_thing_for_every_command(cli, data_dir, tmp_path):
+    """``--quiet``: no progress bars and no log lines; the results still print."""
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    helps = {
+        name: a.help for name, p in sub.choices.items() for a in p._actions if a.dest == "quiet"
+    }
+    assert set(sub.choices) - set(helps) == {"compare", "runs"}  # they log nothing
+    assert set(helps.values()) == {QUIET_HELP}
+    argv = ("stats", "shakespeare", "--out", tmp_path, "--data-dir", data_dir, "--offline")
+    code, loud, err = cli(*argv)
+    assert code == 0 and "stats:" in err  # its log line
+    code, out, err = cli(*argv, "--quiet")
+    assert code == 0 and err == ""
+    assert out == loud and "| Shakespeare | 65 |" in out
+
+
+def test_warnings_show_when_raised_one_line_each_whatever_their_category(
+    cli, monkeypatch, tmp_path
+):
+    def command(args):
+        warnings.warn("first", UserWarning, stacklevel=1)
+        print("then a line of the command", file=sys.stderr)
+        warnings.warn("a library's deprecation", DeprecationWarning, stacklevel=1)
+        warnings.warn("two\nlines", RuntimeWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(domaingpt.cli, "cmd_corpora", command)
+    filters, show = list(warnings.filters), warnings.showwarning
+    code, _, err = cli("corpora")
+    assert code == 0
+    assert err.splitlines() == [
+        "warning: first",
+        "then a line of the command",
+        "warning: DeprecationWarning: a library's deprecation",
+        f"warning: RuntimeWarning: {one_line('two' + chr(10) + 'lines')}",  # one line
+    ]
+    assert warnings.filters == filters and warnings.showwarning is show  # restored

@@ -5,6 +5,7 @@ lets three stages share one forward pass per checkpoint."""
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -15,8 +16,8 @@ from domaingpt.context import activations as internals_module
 from domaingpt.context.activations import (
     RESID_STRIDE,
     WORD_GROUPS,
+    ActivationCache,
     attention_stats,
-    clear_cache,
     compute_internals,
     internals,
     internals_of,
@@ -26,6 +27,7 @@ from domaingpt.context.activations import (
 from domaingpt.context.prompts import Prompt, PromptSet
 from domaingpt.context.rundir import RunDir
 from domaingpt.context.stage import StageContext, run_stage
+from domaingpt.core.distributed import Job
 from domaingpt.data.vocab import Vocab
 from domaingpt.model.checkpoint import save_checkpoint
 from domaingpt.model.gpt import GPT, GPTConfig
@@ -189,20 +191,42 @@ def test_one_forward_pass_per_checkpoint_and_prompt_set(tmp_path, monkeypatch):
         "compute_internals",
         lambda m, p, **kw: calls.append(1) or real(m, p, **kw),
     )
-    clear_cache()
+    cache = ActivationCache()
     ps = prompt_set()
-    first = internals(infos[0], ps)
-    assert internals(infos[0], ps) is first and len(calls) == 1
-    internals(infos[0], prompt_set(seed=2))  # other prompts: computed
+    first = internals(infos[0], ps, cache=cache)
+    assert internals(infos[0], ps, cache=cache) is first and len(calls) == 1
+    internals(infos[0], prompt_set(seed=2), cache=cache)  # other prompts: computed
     assert len(calls) == 2
-    both = internals_of(infos, ps, workers=2)
+    both = internals_of(infos, ps, workers=2, cache=cache)
     assert both[0] is first and len(calls) == 3
-    clear_cache()
-    alone = internals_of(infos, ps, workers=1)
+    assert internals(infos[0], ps) is not first and len(calls) == 4  # no cache: computed
+    alone = internals_of(infos, ps, workers=1, cache=ActivationCache())
     for a, b in zip(alone, both, strict=True):  # the worker count changes no number
         np.testing.assert_array_equal(a.lens_loss, b.lens_loss)
         np.testing.assert_array_equal(a.resid, b.resid)
-    clear_cache()
+
+
+def test_the_cache_keeps_at_most_its_bound_and_travels_empty(tmp_path):
+    """Least recently used out first once over ``max_bytes`` (the newest always kept);
+    a copy sent to another rank is empty, and each rank keeps its own for the run."""
+    vocab = Vocab.from_texts(["abcdefghij"])
+    infos = [save_checkpoint(tmp_path / "m", "iter", it, tiny(1, it), vocab, {}) for it in (0, 1)]
+    ps = prompt_set()
+    one = internals(infos[0], ps)
+    cache = ActivationCache(max_bytes=one.nbytes)  # room for one
+    internals(infos[0], ps, cache=cache)
+    internals(infos[1], ps, cache=cache)
+    assert len(cache) == 1 and cache.nbytes == one.nbytes
+    small = ActivationCache(max_bytes=1)  # less than one: the newest stays
+    internals(infos[0], ps, cache=small)
+    assert len(small) == 1
+    sent = pickle.loads(pickle.dumps(cache))
+    assert len(sent) == 0 and sent.max_bytes == cache.max_bytes
+    local: dict = {}
+    job = Job(rank=1, mode="jobs", log=print, local=local)
+    here = sent.here(job)
+    assert here is not sent and here is pickle.loads(pickle.dumps(cache)).here(job)
+    assert cache.here(job) is cache  # on rank 0 the run's own
 
 
 def test_lens_similarity_and_attention_share_one_forward_pass_per_checkpoint(
@@ -219,11 +243,13 @@ def test_lens_similarity_and_attention_share_one_forward_pass_per_checkpoint(
         "compute_internals",
         lambda m, p, **kw: calls.append(1) or real(m, p, **kw),
     )
-    clear_cache()
+    cache = ActivationCache()  # the run's, as the runner passes it to every stage
     for name in ("lens", "similarity", "attention"):
         stage = spec.stage(name)
         settings = spec.settings(name, data_dir=data_dir, offline=True)
-        run_stage(StageContext(RunDir(root), stage, progress=False, log=lambda m: None), settings)
+        ctx = StageContext(RunDir(root), stage, progress=False, log=lambda m: None)
+        ctx.activations = cache
+        run_stage(ctx, settings)
         for table in ("per_prompt", "cka", "heads"):
             path = root / stage.name / f"{table}.csv"
             if path.is_file():
@@ -238,4 +264,3 @@ def test_lens_similarity_and_attention_share_one_forward_pass_per_checkpoint(
     infos += [a.checkpoints[-1] for a in run.adapted_models()]
     assert len(infos) == 24
     assert len(calls) == len({c.meta["tensor_sha256"] for c in infos}) == 22
-    clear_cache()

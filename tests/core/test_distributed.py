@@ -13,14 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from domaingpt.core.distributed import (
-    is_worker,
-    map_ranks,
-    on_every_rank,
-    study_mode,
-    study_world,
-    task_log,
-)
+from domaingpt.core.distributed import Ranks, map_ranks, on_every_rank
 from domaingpt.core.io import read_jsonl
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, read_tensors
@@ -166,10 +159,14 @@ def test_map_ranks_in_one_process_keeps_order_and_reports_each():
     assert map_ranks(_square, [3, 4], workers=2) == [9, 16]
     assert map_ranks(_square, []) == []
     assert on_every_rank(_square, 7) == 49
-    assert study_world() == 1 and study_mode() == "jobs" and not is_worker()
+    ranks = Ranks()  # a single process
+    assert ranks.world == 1 and ranks.mode == "jobs" and not ranks.is_worker
     lines = []
-    map_ranks(lambda x: task_log()(f"job {x}"), [1, 2], log=lines.append)
+    map_ranks(lambda x, job: job.log(f"job {x}"), [1, 2], log=lines.append, with_job=True)
     assert lines == ["job 1", "job 2"]  # a job logs to the stage's log
+    # a job that maps again on the caller's Ranks runs it here, as a job of its own
+    inner = map_ranks(lambda x: map_ranks(_square, [x, x + 1], ranks=ranks), [2, 4], ranks=ranks)
+    assert inner == [[4, 9], [16, 25]]
     with pytest.raises(DomainGPTError, match="item 3 cannot be done"):
         map_ranks(_fails_on_three, range(5))
 
@@ -179,34 +176,45 @@ import json, os, sys
 sys.path.insert(0, os.environ["TESTS_DIR"])
 from domaingpt.core import distributed as d
 from domaingpt.errors import DomainGPTError
-from test_distributed import _square, _fails_on_three, _whoami, _nested
+from test_distributed import _square, _fails_on_three, _whoami, _nested, _count_on_rank
 
-with d.study_ranks("jobs") as here:
-    if here:
-        out = {"world": d.study_world()}
+with d.study_ranks("jobs") as ranks:
+    if ranks is not None:
+        out = {"world": ranks.world}
         seen = []
-        out["squares"] = d.map_ranks(_square, range(7), each=lambda i, r: seen.append(i))
+        out["squares"] = d.map_ranks(
+            _square, range(7), ranks=ranks, each=lambda i, r: seen.append(i)
+        )
         out["each"] = seen
-        out["who"] = d.map_ranks(_whoami, range(5))
-        out["owned"] = d.map_ranks(_whoami, range(4), owners=[1, 1, 2, 0])
-        out["nested"] = d.map_ranks(_nested, range(3))
+        out["who"] = d.map_ranks(_whoami, range(5), ranks=ranks)
+        out["owned"] = d.map_ranks(_whoami, range(4), ranks=ranks, owners=[1, 1, 2, 0])
+        out["nested"] = d.map_ranks(_nested, range(3), ranks=ranks)
         try:
-            d.map_ranks(_fails_on_three, [0, 1, 2, 4, 3, 5])  # 3 is item 4: rank 1
+            d.map_ranks(_fails_on_three, [0, 1, 2, 4, 3, 5], ranks=ranks)  # 3: item 4, rank 1
         except DomainGPTError as e:
             out["error"] = str(e)
             out["note"] = "".join(getattr(e, "__notes__", []))
         try:  # a failing callback on rank 0: the other ranks' results are still taken
-            d.map_ranks(_square, range(4), each=lambda i, r: 1 / 0)
+            d.map_ranks(_square, range(4), ranks=ranks, each=lambda i, r: 1 / 0)
         except ZeroDivisionError:
             out["each_failed"] = True
-        out["after"] = d.map_ranks(_square, [5, 6, 7])
-        out["every"] = d.on_every_rank(_whoami, 0)
+        out["after"] = d.map_ranks(_square, [5, 6, 7], ranks=ranks)
+        out["every"] = d.on_every_rank(_whoami, 0, ranks=ranks)
+        out["kept"] = d.map_ranks(_count_on_rank, range(6), ranks=ranks, with_job=True)
+        out["kept"] += d.map_ranks(_count_on_rank, range(6), ranks=ranks, with_job=True)
         print("RESULT " + json.dumps(out))
 """
 
 
 def _whoami(x: int) -> tuple[int, int]:
     return x, int(os.environ["RANK"])
+
+
+def _count_on_rank(x: int, job) -> tuple[int, int, int]:
+    """How many jobs this rank ran before, from its own ``local`` store (kept between
+    maps of one run, on every rank)."""
+    job.local["jobs"] = job.local.get("jobs", 0) + 1
+    return x, job.rank, job.local["jobs"]
 
 
 def _nested(x: int) -> list[tuple[int, int]]:
@@ -245,3 +253,8 @@ def test_map_ranks_over_three_gloo_ranks(tmp_path):
     assert "raised on rank 1" in out["note"] and "_fails_on_three" in out["note"]
     assert out["each_failed"] and out["after"] == [25, 36, 49]
     assert out["every"] == [0, 0]
+    # two jobs per rank in each map; a rank's store outlives the map
+    firsts = sorted(n for _, _, n in out["kept"][:6])
+    seconds = sorted(n for _, _, n in out["kept"][6:])
+    assert firsts == [1, 1, 1, 2, 2, 2] and seconds == [3, 3, 3, 4, 4, 4]
+    assert [r for _, r, _ in out["kept"]] == [i % 3 for i in range(6)] * 2

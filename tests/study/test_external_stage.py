@@ -139,7 +139,7 @@ def test_a_second_run_skips_it_and_an_edit_runs_it_again(norms_run, data_dir):
 @pytest.fixture(scope="module")
 def example():
     stage = StageRef("norms_stage:stage", str(EXAMPLES)).load()
-    return stage, sys.modules["norms_stage.compute"]
+    return stage, sys.modules[stage.run.__module__]
 
 
 def test_norms_by_hand(example):
@@ -222,9 +222,9 @@ def write_stage(folder: Path, name: str, title: str) -> None:
 
             @dataclass(frozen=True)
             class MineSettings(StageSettings):
-                SECTION = "mine"
+                pass
 
-            stage = Stage("mine", {title!r}, MineSettings, lambda c, s: {{}}, lambda r: {{}})
+            stage = Stage("mine", {title!r}, MineSettings, lambda c, s: {{}})
             """
         )
     )
@@ -243,10 +243,19 @@ def test_each_study_folder_imports_its_own_module_afresh(tmp_path):
     assert ref.code_digest() != digest
 
 
-def test_a_stage_module_named_like_an_imported_one_is_refused(tmp_path):
+def test_importing_a_stage_changes_no_module_already_imported(tmp_path):
+    """A stage module named like an imported one (``json``) is its own, under a private
+    name: the imported one stays, nothing is put on ``sys.path``, and loading the same
+    source again imports nothing anew."""
     write_stage(tmp_path, "json", "shadow")
-    with pytest.raises(ConfigError, match=r"already imported .*rename json\.py"):
-        StageRef("json:stage", str(tmp_path)).load()
+    before, path = dict(sys.modules), list(sys.path)
+    ref = StageRef("json:stage", str(tmp_path))
+    stage = ref.load()
+    assert stage.title == "shadow" and sys.modules["json"] is before["json"]
+    assert sys.path == path
+    assert all(sys.modules.get(k) is v for k, v in before.items())  # nothing replaced
+    assert set(sys.modules) - set(before) == {ref.private_name()}
+    assert ref.load() is stage
 
 
 def test_a_stage_in_a_plain_folder_is_keyed_by_every_file_of_it(tmp_path):
@@ -277,12 +286,12 @@ def write_failing_stage(folder: Path, body: str, *, at_import: str = "") -> Path
 
             @dataclass(frozen=True)
             class MineSettings(StageSettings):
-                SECTION = "mine"
+                pass
 
             def run(ctx, settings):
                 {body}
 
-            stage = Stage("mine", "mine", MineSettings, run, lambda r: {{}})
+            stage = Stage("mine", "mine", MineSettings, run)
             """
         )
     )
@@ -390,7 +399,7 @@ def test_a_settings_check_that_calls_sys_exit_is_refused(tmp_path):
                 def check(self):
                     sys.exit(4)
 
-            stage = Stage("quitter", "q", QuitterSettings, lambda c, s: {}, lambda r: {})
+            stage = Stage("quitter", "q", QuitterSettings, lambda c, s: {})
             """
         )
     )

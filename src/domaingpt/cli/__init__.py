@@ -5,6 +5,7 @@ Every stage with a command gets one generated from its settings (see
 by hand, and so are ``export``/``import-hf`` (:mod:`domaingpt.cli.interop`) and ``runs``/``compare``
 (:mod:`domaingpt.cli.runs`). Every user-facing failure is a :class:`~domaingpt.errors.DomainGPTError`: it is
 printed as one ``error:`` line on stderr and the exit status is 2. Ctrl-C exits with 130.
+Warnings are printed when raised, one ``warning:`` line each, whatever their category.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from pathlib import Path
 
 from domaingpt.cli import interop, nanogpt, runs
 from domaingpt.cli.commands import cmd_corpora, cmd_run, cmd_sample, cmd_train, stage_command
-from domaingpt.cli.options import add_settings_arguments
+from domaingpt.cli.options import add_quiet, add_settings_arguments
 from domaingpt.context.rundir import RunDir
 from domaingpt.core.environment import check_environment
+from domaingpt.core.progress import stderr_log
 from domaingpt.core.version import __version__
 from domaingpt.data.encoding import cache_kept_on_refusal
 from domaingpt.errors import DomainGPTError, disk_error, one_line
@@ -72,7 +74,7 @@ def _common(p: argparse.ArgumentParser, *, offline: bool = True) -> None:
         metavar="DIR",
         help="directory holding corpus files (default: $DOMAINGPT_DATA, then the cache)",
     )
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    add_quiet(p)
 
 
 def _out(p: argparse.ArgumentParser) -> None:
@@ -204,7 +206,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         )
         _out(p)
         add_settings_arguments(p, stage.settings)
-        p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+        add_quiet(p)
         p.set_defaults(func=stage_command(stage))
     return parser
 
@@ -220,6 +222,32 @@ def _command(argv: list[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: typing.TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """One ``warning:`` line on stderr, above any progress bar; a category other than
+    UserWarning (a library's deprecation, a numeric RuntimeWarning) is named."""
+    kind = "" if issubclass(category, UserWarning) else f"{category.__name__}: "
+    stderr_log(f"warning: {kind}{one_line(str(message))}")
+
+
+@contextlib.contextmanager
+def _warnings_shown() -> typing.Iterator[None]:
+    """Every warning shown when it is raised (once per place it is raised from, Python's
+    ``default``; a user's ``-W`` or ``PYTHONWARNINGS`` wins), as :func:`_show_warning`
+    prints it; the filter and the printer are restored after."""
+    with warnings.catch_warnings():
+        if not sys.warnoptions:
+            warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(_command(argv))
@@ -228,16 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help, --version, or a usage error (printed: one line)
         return e.code if isinstance(e.code, int) else 2
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                check_environment()  # a bad DOMAINGPT_* value: refused before any write
-                with _run_lock(args), cache_kept_on_refusal():
-                    return int(args.func(args) or 0)
-            finally:
-                for w in caught:  # library warnings reach the user as plain lines
-                    if issubclass(w.category, UserWarning):
-                        print(f"warning: {w.message}", file=sys.stderr)
+        with _warnings_shown():
+            check_environment()  # a bad DOMAINGPT_* value: refused before any write
+            with _run_lock(args), cache_kept_on_refusal():
+                return int(args.func(args) or 0)
     except DomainGPTError as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2

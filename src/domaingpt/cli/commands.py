@@ -13,12 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from domaingpt.cli.options import settings_from_args
+from domaingpt.cli.options import command_log, settings_from_args, show_progress
 from domaingpt.context.rundir import RunDir, build_vocab, default_vocab_corpora, save_vocab
 from domaingpt.core.config import RunConfig
 from domaingpt.core.device import oom_hint
 from domaingpt.core.distributed import launched_by_torchrun, study_ranks
-from domaingpt.core.progress import Log, quiet_log, stderr_log
 from domaingpt.data.corpus import Corpus
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, one_line
@@ -28,11 +27,6 @@ if TYPE_CHECKING:
 
 #: The training preset of ``domaingpt train`` when none is given (and none is recorded).
 DEFAULT_TRAIN_PRESET = "cpu-mini"
-
-
-def command_log(args: argparse.Namespace) -> Log:
-    """A command's log: stderr, above any progress bar (nothing with ``--quiet``)."""
-    return quiet_log if getattr(args, "quiet", False) else stderr_log
 
 
 def cmd_corpora(args: argparse.Namespace) -> int:
@@ -94,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             model_dir,
             resume=args.resume,
             overwrite=args.overwrite,
-            progress=not args.quiet,
+            progress=show_progress(args),
             log=command_log(args),
             corpus_path=corpus.path,
         )
@@ -186,23 +180,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     from domaingpt.study import load_study, run_study
 
     spec = load_study(args.study, preset=args.preset)
-    quiet = (lambda msg: print(msg, file=sys.stderr)) if args.quiet else None
     out = Path(args.out) if args.out else Path("runs") / spec.name
     # main() locks an explicit --out; the default one is known only now.
     lock = contextlib.nullcontext() if args.out else RunDir(out).lock()
     # Under torchrun, rank 0 runs the study and the other ranks run its jobs.
-    with lock, study_ranks(spec.ranks, spec.config().train.device) as here:
-        if not here:
+    log = command_log(args)  # the run's log.txt gets every line, --quiet or not
+    with lock, study_ranks(spec.ranks, spec.config().train.device, log=log) as ranks:
+        if ranks is None:  # a rank other than 0: it served rank 0's jobs
             return 0
         result = run_study(
             spec,
             out,
             data_dir=args.data_dir,
             force=args.force,
-            progress=not args.quiet,
-            log=quiet,
+            progress=show_progress(args),
+            log=log,
             download=not args.offline,
             threads=args.threads,
+            ranks=ranks,
         )
     for o in result.failed:
         print(f"error: stage {o.stage} failed: {one_line(o.message)}", file=sys.stderr)
@@ -234,16 +229,18 @@ def stage_command(stage: Stage) -> Callable[[argparse.Namespace], int]:
         settings = settings_from_args(stage.settings, args, stage.name)
         run = RunDir(Path(args.out))
         run.check_writable()
-        ctx = StageContext(
-            run=run,
-            stage=stage,
-            progress=not args.quiet,
-            log=command_log(args),
-            stages=(*BUILTIN_STAGES, REPORT),
-        )
-        with study_ranks("jobs", settings.device) as here:  # under torchrun: jobs over ranks
-            if not here:
+        log = command_log(args)
+        with study_ranks("jobs", settings.device, log=log) as ranks:  # torchrun: jobs over ranks
+            if ranks is None:  # a rank other than 0: it served rank 0's jobs
                 return 0
+            ctx = StageContext(
+                run=run,
+                stage=stage,
+                progress=show_progress(args),
+                log=log,
+                ranks=ranks,
+                stages=(*BUILTIN_STAGES, REPORT),
+            )
             written, claims = run_stage(ctx, settings)
         text = stage.summary_text(written)
         if text is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from domaingpt.core.progress import quiet_log, stderr_log
+from domaingpt.cli.options import add_quiet, command_log
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace an earlier export at OUT (only that)"
     )
-    p.add_argument("--quiet", "-q", action="store_true", help="no log lines")
+    add_quiet(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -46,14 +46,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="model name in the run (default: the corpus it was trained on, else DIR's name)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a model of that name")
-    p.add_argument("--quiet", "-q", action="store_true", help="no log lines")
+    add_quiet(p)
     p.set_defaults(func=cmd_import_hf)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from domaingpt.interop.hf import export
 
-    log = quiet_log if args.quiet else stderr_log
+    log = command_log(args)
     folders = export(
         args.model,
         Path(args.dest),
@@ -70,7 +70,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import_hf(args: argparse.Namespace) -> int:
     from domaingpt.interop.importer import import_hf
 
-    log = quiet_log if args.quiet else stderr_log
+    log = command_log(args)
     infos = import_hf(args.source, args.out, name=args.name, overwrite=args.overwrite, log=log)
     iterations = ", ".join(str(i.iteration) for i in infos)
     print(f"{infos[-1].json_path.parent.parent}  (iterations {iterations})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from domaingpt.core.progress import quiet_log, stderr_log
+from domaingpt.cli.options import add_quiet, command_log
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a model of that name")
     p.add_argument("--offline", action="store_true", help="never download a corpus")
     p.add_argument("--data-dir", metavar="DIR", help="directory holding corpus files")
-    p.add_argument("--quiet", "-q", action="store_true", help="no log lines")
+    add_quiet(p)
     p.set_defaults(func=cmd_import_nanogpt)
 
 
@@ -53,7 +53,7 @@ def cmd_import_nanogpt(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         data_dir=args.data_dir,
         download=not args.offline,
-        log=quiet_log if args.quiet else stderr_log,
+        log=command_log(args),
     )
     iterations = ", ".join(str(i.iteration) for i in infos)
     print(f"{infos[-1].json_path.parent.parent}  (iterations {iterations})")

@@ -16,10 +16,33 @@ import types
 import typing
 from typing import Any
 
+from domaingpt.core.progress import Log, quiet_log, stderr_log
 from domaingpt.core.settings import StageSettings
 from domaingpt.errors import ConfigError
 
 _MISSING = object()
+
+#: What ``--quiet`` means, the same for every command that has it.
+QUIET_HELP = (
+    "no progress bars and no log lines: only the command's results, warnings and errors "
+    "(a study still writes its log lines to RUN/log.txt)"
+)
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """``--quiet``/``-q`` (:data:`QUIET_HELP`); a command reads it with :func:`command_log`
+    and :func:`show_progress`."""
+    parser.add_argument("--quiet", "-q", action="store_true", help=QUIET_HELP)
+
+
+def command_log(args: argparse.Namespace) -> Log:
+    """A command's log: stderr, above any progress bar; nothing with ``--quiet``."""
+    return quiet_log if getattr(args, "quiet", False) else stderr_log
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars, unless ``--quiet``."""
+    return not getattr(args, "quiet", False)
 
 
 def _options(hint: Any) -> tuple[Any, ...]:

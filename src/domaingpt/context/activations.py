@@ -22,18 +22,20 @@ the residual stream (``resid``, shape ``(L+1, M, C)``)
     every :data:`RESID_STRIDE`-th position of each prompt counted back from its last,
     at every layer, for representation similarity (``resid_prompt``: each row's prompt).
 
-:func:`internals` memoises the result in the process by the checkpoint's tensor checksum,
-the prompts' content, the device and the batch size, so the three stages of one
-``domaingpt run`` share a single forward pass per checkpoint (the cache holds at most
-:data:`CACHE_BYTES`; :func:`clear_cache` empties it). :func:`internals_of` computes many
-checkpoints on worker threads of one torch thread each: on a small CPU that is faster than
-one process with several threads, and the numbers do not depend on the worker count.
+:func:`internals` keeps the result in the run's :class:`ActivationCache` (``ctx.activations``,
+made by the runner for each study run or stage command) by the checkpoint's tensor
+checksum, the prompts' content, the device and the batch size, so the three stages of one
+``domaingpt run`` share a single forward pass per checkpoint; the cache holds at most
+:data:`CACHE_BYTES`. :func:`internals_of` computes many checkpoints on worker threads of
+one torch thread each: on a small CPU that is faster than one process with several
+threads, and the numbers do not depend on the worker count.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -45,6 +47,7 @@ import torch.nn.functional as F
 from domaingpt.context.prompts import PromptSet, PromptSettings, prepare_prompt_stage
 from domaingpt.context.rundir import ModelEntry, RunDir
 from domaingpt.core.device import full_precision
+from domaingpt.core.distributed import Job
 from domaingpt.core.settings import positive, setting
 from domaingpt.core.statistics import LOG2E
 from domaingpt.core.threads import map_workers
@@ -57,7 +60,8 @@ from domaingpt.model.gpt import GPT
 WORD_GROUPS = ("current_word", "boundary", "previous_word", "further_back")
 #: Residual-stream positions kept per prompt for similarity: every 4th from the last.
 RESID_STRIDE = 4
-#: The most bytes of results the in-process cache keeps.
+#: The most bytes of forward-pass results one run keeps (:class:`ActivationCache`): the
+#: internals of a few hundred small checkpoints; the least recently used go first.
 CACHE_BYTES = 1 << 30
 _FORMAT = 1  # bump when what is computed changes
 
@@ -232,10 +236,64 @@ def compute_internals(
     )
 
 
-# --- the in-process cache ---------------------------------------------------------------
+# --- the run's cache ------------------------------------------------------------------
 
-_CACHE: OrderedDict[tuple, Internals] = OrderedDict()
-_LOCK = threading.Lock()
+
+class ActivationCache:
+    """The forward-pass results of one run (a study run, or one stage command), kept for
+    the stages after the first: at most ``max_bytes`` (:data:`CACHE_BYTES`), the least
+    recently used dropped first (the newest is always kept). Safe across threads.
+
+    The runner makes it and stages reach it as ``ctx.activations``. Sent to another rank
+    inside a job it travels empty, as a handle: :meth:`here` gives that rank's own cache
+    for the same run, kept in the rank's ``job.local`` until the run ends.
+    """
+
+    def __init__(self, max_bytes: int = CACHE_BYTES, *, token: str | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.token = token or uuid.uuid4().hex  # which run's cache, across ranks
+        self._remote = False  # a copy sent to another rank
+        self._entries: OrderedDict[tuple, Internals] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {"max_bytes": self.max_bytes, "token": self.token}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["max_bytes"], token=state["token"])
+        self._remote = True
+
+    def here(self, job: Job | None = None) -> ActivationCache:
+        """The cache to use in ``job``: this one, or on another rank that rank's own."""
+        if job is None or not self._remote:
+            return self
+        key = ("activations", self.token)
+        return job.local.setdefault(key, ActivationCache(self.max_bytes, token=self.token))
+
+    def get(self, key: tuple) -> Internals | None:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+            return hit
+
+    def put(self, key: tuple, value: Internals) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > 1 and self.nbytes > self.max_bytes:
+                self._entries.popitem(last=False)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.nbytes for v in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
 
 def prompt_digest(prompts: PromptSet) -> str:
@@ -255,19 +313,6 @@ def _key(info: CheckpointInfo, digest: str, device: torch.device, batch_size: in
     return (weights, digest, str(device), batch_size, _FORMAT)
 
 
-def clear_cache() -> None:
-    with _LOCK:
-        _CACHE.clear()
-
-
-def _remember(key: tuple, value: Internals) -> None:
-    with _LOCK:
-        _CACHE[key] = value
-        _CACHE.move_to_end(key)
-        while len(_CACHE) > 1 and sum(v.nbytes for v in _CACHE.values()) > CACHE_BYTES:
-            _CACHE.popitem(last=False)
-
-
 def internals(
     info: CheckpointInfo,
     prompts: PromptSet,
@@ -276,17 +321,17 @@ def internals(
     batch_size: int = 64,
     vocab: Vocab | None = None,
     digest: str | None = None,
+    cache: ActivationCache | None = None,
 ) -> Internals:
-    """The internals of the checkpoint ``info`` on ``prompts``, from the cache when this
-    process computed them already. ``vocab``: the prompts' vocabulary, checked against the
-    checkpoint's (the prompts' ids would mean other characters)."""
+    """The internals of the checkpoint ``info`` on ``prompts``, from ``cache`` when it
+    holds them already (``None``: computed, kept nowhere). ``vocab``: the prompts'
+    vocabulary, checked against the checkpoint's (the prompts' ids would mean other
+    characters)."""
     device = torch.device(device)
     key = _key(info, digest or prompt_digest(prompts), device, batch_size)
-    with _LOCK:
-        hit = _CACHE.get(key)
-        if hit is not None:
-            _CACHE.move_to_end(key)
-            return hit
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None:
+        return hit
     loaded = load_checkpoint(info, device)
     if vocab is not None and loaded.vocab.fingerprint != vocab.fingerprint:
         raise DomainGPTError(
@@ -294,7 +339,8 @@ def internals(
             "read the run's prompts (retrain it in this run)"
         )
     value = compute_internals(loaded.model, prompts, batch_size=batch_size, device=device)
-    _remember(key, value)
+    if cache is not None:
+        cache.put(key, value)
     return value
 
 
@@ -306,12 +352,19 @@ def internals_of(
     batch_size: int = 64,
     vocab: Vocab | None = None,
     workers: int = 1,
+    cache: ActivationCache | None = None,
 ) -> list[Internals]:
     """:func:`internals` of every checkpoint of ``infos`` (in order), ``workers`` at a time."""
     digest = prompt_digest(prompts)
     return map_workers(
         lambda info: internals(
-            info, prompts, device=device, batch_size=batch_size, vocab=vocab, digest=digest
+            info,
+            prompts,
+            device=device,
+            batch_size=batch_size,
+            vocab=vocab,
+            digest=digest,
+            cache=cache,
         ),
         infos,
         workers,
@@ -340,14 +393,22 @@ class InternalsSettings(PromptSettings):
 
 @dataclass
 class Prepared:
-    """What a stage reading internals starts from."""
+    """What a stage reading internals starts from; ``cache``: the run's."""
 
     models: list[ModelEntry]
     vocab: Vocab
     prompts: PromptSet
     device: torch.device
+    cache: ActivationCache | None = None
 
-    def read(self, infos: Sequence[CheckpointInfo], settings: InternalsSettings) -> list[Internals]:
+    def read(
+        self,
+        infos: Sequence[CheckpointInfo],
+        settings: InternalsSettings,
+        job: Job | None = None,
+    ) -> list[Internals]:
+        """The internals of ``infos``; ``job``: the job of :func:`map_ranks` reading them
+        (on another rank, its own cache)."""
         return internals_of(
             infos,
             self.prompts,
@@ -355,9 +416,16 @@ class Prepared:
             batch_size=settings.batch_size,
             vocab=self.vocab,
             workers=settings.workers,
+            cache=self.cache.here(job) if self.cache is not None else None,
         )
 
 
-def prepare(run: RunDir, settings: InternalsSettings, log: Callable[[str], None]) -> Prepared:
-    """The selected models, the run's vocabulary, the validation prompts and the device."""
-    return Prepared(*prepare_prompt_stage(run, settings, log))
+def prepare(
+    run: RunDir,
+    settings: InternalsSettings,
+    log: Callable[[str], None],
+    cache: ActivationCache | None = None,
+) -> Prepared:
+    """The selected models, the run's vocabulary, the validation prompts and the device;
+    ``cache``: the run's forward-pass cache (``ctx.activations``)."""
+    return Prepared(*prepare_prompt_stage(run, settings, log), cache=cache)

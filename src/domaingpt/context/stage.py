@@ -28,15 +28,17 @@ value in the user's own module, named in a study file (``[study] stages =
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from domaingpt.context.activations import ActivationCache
 from domaingpt.context.rundir import RunDir
 from domaingpt.core.claims import Claim, unmeasured, write_claims
 from domaingpt.core.device import oom_hint
+from domaingpt.core.distributed import Ranks
 from domaingpt.core.inference import (
     combine,
     replicate_tables,
@@ -63,7 +65,10 @@ class StageContext:
 
     ``corpora``: the study's corpora, resolved (empty when a stage runs from its own
     command, where the run's models say which corpora there are). ``stages``: every stage
-    of the study, for the report. ``force``: rerun even finished sub-jobs.
+    of the study, for the report. ``force``: rerun even finished sub-jobs. ``ranks``:
+    the processes the stage's jobs spread over (:func:`~domaingpt.core.distributed.map_ranks`;
+    default this one alone). ``activations``: the run's forward-pass cache, shared by the
+    stages of one run (the runner passes one to every stage; default a cache of its own).
     """
 
     run: RunDir
@@ -74,6 +79,8 @@ class StageContext:
     force: bool = False
     stages: tuple[Stage, ...] = ()
     study: Any = None  # the StudySpec when run by `domaingpt run`
+    ranks: Ranks = field(default_factory=Ranks)
+    activations: ActivationCache = field(default_factory=ActivationCache)
 
     @property
     def out(self) -> Path:
@@ -222,6 +229,7 @@ class Stage:
     title: str
     settings: type[StageSettings]
     run: Callable[[StageContext, Any], Mapping[str, Path]]
+    _: KW_ONLY  # the rest by name
     tables: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
     load: Callable[[Results], Tables] | None = None  # default: the declared tables

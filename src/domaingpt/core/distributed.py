@@ -14,11 +14,13 @@ the global batch a single process would: the loss curve matches one process.
 
 **A study's jobs over the ranks** (``domaingpt run``, default ``ranks = "jobs"``):
 rank 0 runs the study as one process would and writes every table, record and the
-report; the other ranks serve (:func:`serve`). Where a stage has independent jobs (the
-models of the train stage, the adaptation runs, the per-model or per-checkpoint work of
-the analyses) it hands them to :func:`map_ranks`: each rank runs its share on its own
-device (``cuda:LOCAL_RANK``, or the CPU) and the results come back to rank 0 in the
-jobs' order. A job is computed the same way on any rank, so the tables are those of one
+report; the other ranks serve (:func:`serve`). :func:`study_ranks` gives rank 0 the
+run's :class:`Ranks`, which the runner passes to every stage (``ctx.ranks``; this module
+keeps no state). Where a stage has independent jobs (the models of the train stage, the
+adaptation runs, the per-model or per-checkpoint work of the analyses) it hands them to
+:func:`map_ranks` with those ranks: each rank runs its share on its own device
+(``cuda:LOCAL_RANK``, or the CPU) and the results come back to rank 0 in the jobs'
+order. A job is computed the same way on any rank, so the tables are those of one
 process. Jobs and results travel pickled over a Gloo group (a job is a module-level
 function, or a ``functools.partial`` of one, and picklable arguments); what a job writes
 (checkpoints) goes to the run directory, which every node must see at the same path (a
@@ -158,15 +160,55 @@ def shutdown() -> None:
 # --- a study's jobs over the ranks ----------------------------------------------------
 
 
+class Ranks:
+    """The ranks one study run spreads its jobs over, as this process sees them.
+
+    :func:`study_ranks` makes one on every rank when a run starts; the runner hands rank
+    0's to every stage (``StageContext.ranks``), which passes it to :func:`map_ranks`.
+    ``Ranks()`` is a single process: everything runs here. ``local`` holds what jobs on
+    this rank keep for the rest of the run (a stage's forward-pass cache, see
+    :class:`Job`); it goes when the run ends. Never sent to another rank.
+    """
+
+    def __init__(self, ctx: DistContext | None = None, mode: str = "jobs", group: Any = None):
+        self.ctx = ctx or DistContext()
+        self.mode = mode
+        self.group = group  # a Gloo group with a long timeout: jobs and results travel on it
+        self.local: dict[Any, Any] = {}
+        self._in_job = False  # rank 0 runs a job: a map inside it runs here
+
+    @property
+    def world(self) -> int:
+        """How many ranks the jobs are spread over (1: a single process)."""
+        return self.ctx.world
+
+    @property
+    def rank(self) -> int:
+        return self.ctx.rank
+
+    @property
+    def is_worker(self) -> bool:
+        """True on a rank other than 0: it never writes tables or shows bars."""
+        return self.ctx.rank != 0
+
+    def __reduce__(self):
+        raise TypeError("Ranks stay in their process: a job gets a Job, not the Ranks")
+
+
 @dataclass(frozen=True)
-class _Study:
-    ctx: DistContext
+class Job:
+    """Where a job runs, for a job that asks (``map_ranks(..., with_job=True)`` calls
+    ``fn(item, job)``): its rank, the study's mode, its log (the stage's log on rank 0,
+    stderr with the rank on the others) and the rank's ``local`` store (:class:`Ranks`)."""
+
+    rank: int
     mode: str
-    group: Any  # a Gloo group with a long timeout: jobs and results travel on it
+    log: Log
+    local: dict[Any, Any]
 
-
-_study: _Study | None = None
-_task_log: Log | None = None  # the log of the job running now (None: not in a job)
+    @property
+    def is_worker(self) -> bool:
+        return self.rank != 0
 
 
 def local_context(device_name: str = "auto") -> DistContext:
@@ -181,49 +223,24 @@ def local_context(device_name: str = "auto") -> DistContext:
     return DistContext(local_rank=local, device=device)
 
 
-def join_study(mode: str = "jobs", device_name: str = "auto") -> DistContext:
-    """Join the study's process group under torchrun (a one-process context otherwise).
+def join_study(mode: str = "jobs", device_name: str = "auto") -> Ranks:
+    """Join the study's process group under torchrun (a single process otherwise).
 
     ``jobs``: Gloo only, each rank on its own device. ``ddp``: the DDP process group of
     ``device_name`` (NCCL on CUDA) for the models; jobs still travel over Gloo.
     """
-    global _study
     if mode not in RANK_MODES:
         raise ConfigError(f"study.ranks must be one of {', '.join(RANK_MODES)}, got {mode!r}")
     if not launched_by_torchrun():
-        return DistContext(device=pick_device(device_name))
-    if _study is not None:
-        return _study.ctx
+        return Ranks(DistContext(device=pick_device(device_name)))
     ctx = init_distributed(device_name, backend=None if mode == "ddp" else "gloo")
     seconds = env_seconds(STUDY_TIMEOUT_ENV, 7 * 24 * 3600)
     group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=seconds))
-    _study = _Study(ctx, mode, group)
-    return ctx
+    return Ranks(ctx, mode, group)
 
 
-def study_world() -> int:
-    """How many ranks the study's jobs are spread over (1: a single process)."""
-    return _study.ctx.world if _study is not None else 1
-
-
-def study_mode() -> str:
-    """``jobs`` or ``ddp`` under torchrun; ``jobs`` for a single process."""
-    return _study.mode if _study is not None else "jobs"
-
-
-def is_worker() -> bool:
-    """True on a rank other than 0 of a study: it never writes tables or shows bars."""
-    return _study is not None and _study.ctx.rank != 0
-
-
-def task_log() -> Log:
-    """The log of the job running now: the stage's log on rank 0, stderr (with the rank)
-    on the others."""
-    return _task_log or stderr_log
-
-
-def _worker_log(rank: int) -> Log:
-    return lambda msg: stderr_log(f"[rank {rank}] {msg}")
+def _worker_log(rank: int, log: Log) -> Log:
+    return lambda msg: log(f"[rank {rank}] {msg}")
 
 
 @dataclass(frozen=True)
@@ -243,40 +260,46 @@ def _portable(error: Exception) -> Exception:
         return RuntimeError(f"{type(error).__name__}: {error}")
 
 
-def _attempt(fn: Callable[[Any], Any], index: int, item: Any) -> _Outcome:
+def _attempt(fn: Callable[..., Any], index: int, item: Any, job: Job | None) -> _Outcome:
     try:
-        return _Outcome(index, True, fn(item))
+        return _Outcome(index, True, fn(item) if job is None else fn(item, job))
     except Exception as e:
         return _Outcome(index, False, _portable(e), traceback.format_exc())
 
 
+@dataclass(frozen=True)
+class _Work:
+    """One rank's share of a map: what travels to it (``fn`` and the items, pickled)."""
+
+    fn: Callable[..., Any]
+    share: Sequence[tuple[int, Any]]
+    threads: int
+    workers: int
+    with_job: bool
+
+
 def _run_share(
-    fn: Callable[[Any], Any],
-    share: Sequence[tuple[int, Any]],
-    threads: int,
-    workers: int,
-    log: Log,
-    each: Callable[[int, Any], None] | None = None,
+    ranks: Ranks, work: _Work, log: Log, each: Callable[[int, Any], None] | None = None
 ) -> list[_Outcome]:
     """This rank's jobs, in order (on ``workers`` threads); ``each`` sees every result."""
-    global _task_log
-    before, _task_log = _task_log, log
+    job = Job(ranks.rank, ranks.mode, log, ranks.local) if work.with_job else None
+    before, ranks._in_job = ranks._in_job, True
     try:
-        with torch_threads(threads):
-            if workers > 1:
-                out = map_workers(lambda p: _attempt(fn, *p), share, workers)
+        with torch_threads(work.threads):
+            if work.workers > 1:
+                out = map_workers(lambda p: _attempt(work.fn, *p, job), work.share, work.workers)
                 for o in out:
                     if each is not None and o.ok:
                         each(o.index, o.value)
                 return out
             out = []
-            for index, item in share:
-                out.append(_attempt(fn, index, item))
+            for index, item in work.share:
+                out.append(_attempt(work.fn, index, item, job))
                 if each is not None and out[-1].ok:
                     each(index, out[-1].value)
             return out
     finally:
-        _task_log = before
+        ranks._in_job = before
 
 
 def _raise(failed: _Outcome, rank: int) -> None:
@@ -287,69 +310,73 @@ def _raise(failed: _Outcome, rank: int) -> None:
 
 
 def _dispatch(
-    fn: Callable[[Any], Any],
-    shares: list[list[tuple[int, Any]]],
-    workers: int,
-    log: Log,
-    each: Callable[[int, Any], None] | None,
+    ranks: Ranks, works: list[_Work], log: Log, each: Callable[[int, Any], None] | None
 ) -> list[list[_Outcome]]:
     """Rank 0: send each rank its share, run its own, gather every outcome."""
-    assert _study is not None
-    threads = torch.get_num_threads()
     box: list[Any] = [None]
-    messages = [("map", fn, share, threads, workers) for share in shares]
-    dist.scatter_object_list(box, messages, src=0, group=_study.group)
+    dist.scatter_object_list(box, [("map", w) for w in works], src=0, group=ranks.group)
     error = None
     try:
-        mine = _run_share(fn, shares[0], threads, workers, log, each)
+        mine = _run_share(ranks, works[0], log, each)
     except Exception as e:  # ``each`` failed here: the other ranks still hand theirs in
         mine, error = [], e
-    gathered: list[Any] = [None] * len(shares)
-    dist.gather_object(mine, gathered, dst=0, group=_study.group)
+    gathered: list[Any] = [None] * len(works)
+    dist.gather_object(mine, gathered, dst=0, group=ranks.group)
     if error is not None:
         raise error
     return gathered
 
 
+def _runs_here(ranks: Ranks) -> bool:
+    """One process, or a map inside a job: nothing is sent to another rank."""
+    return ranks.world == 1 or ranks._in_job
+
+
 def map_ranks(
-    fn: Callable[[Any], T],
+    fn: Callable[..., T],
     items: Sequence[Any],
     *,
+    ranks: Ranks | None = None,
     log: Log | None = None,
     each: Callable[[int, T], None] | None = None,
     workers: int = 1,
     owners: Sequence[int] | None = None,
+    with_job: bool = False,
 ) -> list[T]:
-    """``[fn(x) for x in items]``, the items spread over the study's ranks (see the module
-    documentation); every result back on rank 0, in the items' order.
+    """``[fn(x) for x in items]``, the items spread over ``ranks`` (see the module
+    documentation; ``None``: this process alone); every result back on rank 0, in the
+    items' order.
 
     Item ``i`` runs on rank ``owners[i] % world`` (default ``i % world``): give the items
     that read the same checkpoints the same owner and they share its cached forward
     passes. Each rank runs its items in order on ``workers`` threads of one torch thread
     each (``workers`` 1: on the caller's torch threads). ``each(i, result)`` is called on
-    rank 0 as results arrive (progress, log lines); ``log`` is what :func:`task_log`
-    gives a job on rank 0. A job that fails fails the call, after every rank finished
-    its share; the first failure in item order is raised (with the rank's traceback
-    as a note). In a single process, or inside a job, everything runs here.
+    rank 0 as results arrive (progress, log lines); ``log`` (default stderr) is a job's
+    log on rank 0. ``with_job``: ``fn(x, job)`` with the :class:`Job` it runs as. A job
+    that fails fails the call, after every rank finished its share; the first failure in
+    item order is raised (with the rank's traceback as a note). In a single process, or
+    inside a job, everything runs here.
     """
     items = list(items)
-    log = log or task_log()
-    if _study is None or _study.ctx.world == 1 or _task_log is not None or not items:
-        outcomes = _run_share(
-            fn, list(enumerate(items)), torch.get_num_threads(), workers, log, each
-        )
+    ranks = ranks or Ranks()
+    log = log or stderr_log
+    threads = torch.get_num_threads()
+    if _runs_here(ranks) or not items:
+        work = _Work(fn, list(enumerate(items)), threads, workers, with_job)
+        outcomes = _run_share(ranks, work, log, each)
         for o in outcomes:
             if not o.ok:
                 raise o.value
         return [o.value for o in outcomes]
-    world = _study.ctx.world
-    if _study.ctx.rank != 0:
+    world = ranks.world
+    if ranks.is_worker:
         raise RuntimeError("map_ranks is called on rank 0; the other ranks serve()")
     owner = [(owners[i] if owners is not None else i) % world for i in range(len(items))]
     shares: list[list[tuple[int, Any]]] = [[] for _ in range(world)]
     for i, item in enumerate(items):
         shares[owner[i]].append((i, item))
-    gathered = _dispatch(fn, shares, workers, log, each)
+    works = [_Work(fn, share, threads, workers, with_job) for share in shares]
+    gathered = _dispatch(ranks, works, log, each)
     results: list[Any] = [None] * len(items)
     failures: list[tuple[_Outcome, int]] = []
     for rank, part in enumerate(gathered):
@@ -364,53 +391,59 @@ def map_ranks(
     return results
 
 
-def on_every_rank(fn: Callable[[Any], T], item: Any, *, log: Log | None = None) -> T:
-    """``fn(item)`` on every rank at once (a model trained with DDP over all of them);
-    rank 0's result. In a single process, or inside a job, ``fn(item)`` here."""
-    log = log or task_log()
-    if _study is None or _study.ctx.world == 1 or _task_log is not None:
-        return map_ranks(fn, [item], log=log)[0]
-    world = _study.ctx.world
-    gathered = _dispatch(fn, [[(0, item)] for _ in range(world)], 1, log, None)
+def on_every_rank(
+    fn: Callable[..., T],
+    item: Any,
+    *,
+    ranks: Ranks | None = None,
+    log: Log | None = None,
+    with_job: bool = False,
+) -> T:
+    """``fn(item)`` on every rank of ``ranks`` at once (a model trained with DDP over all
+    of them); rank 0's result. In a single process, or inside a job, ``fn(item)`` here."""
+    ranks = ranks or Ranks()
+    if _runs_here(ranks):
+        return map_ranks(fn, [item], ranks=ranks, log=log, with_job=with_job)[0]
+    work = _Work(fn, [(0, item)], torch.get_num_threads(), 1, with_job)
+    gathered = _dispatch(ranks, [work] * ranks.world, log or stderr_log, None)
     failed = [(part[0], rank) for rank, part in enumerate(gathered) if not part[0].ok]
     if failed:
         _raise(*failed[0])
     return gathered[0][0].value
 
 
-def serve() -> None:
-    """A rank other than 0: run the jobs rank 0 sends until it says stop."""
-    assert _study is not None
-    log = _worker_log(_study.ctx.rank)
+def serve(ranks: Ranks, log: Log = stderr_log) -> None:
+    """A rank other than 0: run the jobs rank 0 sends until it says stop; its jobs log to
+    ``log``, each line marked with the rank."""
+    log = _worker_log(ranks.rank, log)
     while True:
         box: list[Any] = [None]
-        dist.scatter_object_list(box, None, src=0, group=_study.group)
-        kind, fn, share, threads, workers = box[0]
+        dist.scatter_object_list(box, None, src=0, group=ranks.group)
+        kind, work = box[0]
         if kind == "stop":
             return
-        outcomes = _run_share(fn, share, threads, workers, log)
-        dist.gather_object(outcomes, None, dst=0, group=_study.group)
+        outcomes = _run_share(ranks, work, log)
+        dist.gather_object(outcomes, None, dst=0, group=ranks.group)
 
 
 @contextmanager
-def study_ranks(mode: str = "jobs", device_name: str = "auto") -> Iterator[bool]:
-    """Run a study (or a stage) over torchrun's ranks: yields True where it runs (rank 0,
-    or a single process); a rank other than 0 serves rank 0's jobs and gets False once
-    rank 0 has finished, with or without an error."""
-    global _study
+def study_ranks(
+    mode: str = "jobs", device_name: str = "auto", *, log: Log | None = None
+) -> Iterator[Ranks | None]:
+    """Run a study (or a stage) over torchrun's ranks: yields the :class:`Ranks` where it
+    runs (rank 0, or a single process: ``Ranks()``); a rank other than 0 serves rank 0's
+    jobs (``log``: their log, see :func:`serve`) and gets None once rank 0 has finished,
+    with or without an error."""
     if not launched_by_torchrun():
-        yield True
+        yield Ranks()
         return
-    ctx = join_study(mode, device_name)
+    ranks = join_study(mode, device_name)
+    if ranks.is_worker:
+        serve(ranks, log or stderr_log)
+        yield None
+        return
     try:
-        if ctx.rank != 0:
-            serve()
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            stop = [("stop", None, [], 0, 1)] * ctx.world
-            dist.scatter_object_list([None], stop, src=0, group=_study.group)
+        yield ranks
     finally:
-        _study = None
+        stop = [("stop", None)] * ranks.world
+        dist.scatter_object_list([None], stop, src=0, group=ranks.group)

@@ -1,6 +1,9 @@
 """How every figure of domaingpt looks and is saved.
 
-* the Agg backend (set at import), so figures render without a display;
+* figures are :class:`~matplotlib.figure.Figure` objects of their own (:func:`subplots`),
+  never pyplot's: saved through the Agg canvas, they render without a display and
+  leave pyplot's backend and figures alone (importing this module changes nothing:
+  a notebook keeps its backend);
 * drawn inside :func:`figure_style`, which selects a font list with per-glyph fallback:
   DejaVu Sans first (always available, ships with matplotlib), then any installed font
   with wider coverage (Noto, CJK fonts, STIX ...), so non-ASCII characters render as
@@ -8,8 +11,10 @@
   every character of the three corpora, CJK and Devanagari included). Fonts installed
   after matplotlib built its font cache are found too. A character that no installed
   font can draw is reported once per figure, as one warning naming the characters
-  (instead of matplotlib's warning per glyph and per draw);
-* saved with :func:`save_figure`: atomically (temp file + rename), and closed afterwards.
+  (instead of matplotlib's warning per glyph and per draw), and complex scripts
+  (Devanagari) are drawn glyph by glyph, unshaped, without matplotlib's warning about
+  it: readable for single characters, which is what the figures show;
+* saved with :func:`save_figure`: atomically (temp file + rename).
 
 Stages draw their own figures (``stages/<stage>/figures.py``) from their tables with
 these helpers.
@@ -28,21 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 from matplotlib import font_manager
 from matplotlib.figure import Figure
 
 from domaingpt.core.io import atomic_write_bytes
 from domaingpt.data.charclass import CLASSES
-
-# Complex scripts (Devanagari) are drawn glyph by glyph, unshaped: readable for single
-# characters, which is what the figures show.
-warnings.filterwarnings(
-    "ignore", message=r"Matplotlib currently does not support \w+ natively", category=UserWarning
-)
 
 # One colour per character class, shared by every figure (tab10 order).
 CLASS_COLORS: dict[str, str] = dict(
@@ -106,6 +101,8 @@ def font_families() -> tuple[str, ...]:
 
 
 _GLYPH_WARNING = re.compile(r"Glyph (\d+) .*missing from")
+#: Said per draw of a complex script (Devanagari), which is drawn unshaped on purpose.
+_UNSHAPED_WARNING = re.compile(r"Matplotlib currently does not support \w+ natively")
 _watching = 0  # nesting depth of glyph_watch (the outermost one reports)
 
 
@@ -120,7 +117,8 @@ def missing_glyphs_message(chars: set[str]) -> str:
 @contextmanager
 def glyph_watch() -> Iterator[set[str]]:
     """Collect matplotlib's missing-glyph warnings while drawing and report them once,
-    as one warning naming the characters; every other warning passes through."""
+    as one warning naming the characters; drop its unshaped-script warnings; every
+    other warning passes through. The warnings filter is changed only inside."""
     global _watching
     missing: set[str] = set()
     if _watching:
@@ -137,7 +135,7 @@ def glyph_watch() -> Iterator[set[str]]:
         found = _GLYPH_WARNING.search(str(w.message))
         if found:
             missing.add(chr(int(found.group(1))))
-        else:
+        elif not _UNSHAPED_WARNING.search(str(w.message)):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if missing:
         warnings.warn(missing_glyphs_message(missing), UserWarning, stacklevel=3)
@@ -163,7 +161,7 @@ def figure_style() -> Iterator[None]:
     level = fm_logger.level
     fm_logger.setLevel(max(level, logging.ERROR))  # no "findfont: not found" chatter
     try:
-        with plt.rc_context(rc), glyph_watch():
+        with matplotlib.rc_context(rc), glyph_watch():
             yield
     finally:
         fm_logger.setLevel(level)
@@ -177,8 +175,8 @@ def save_figure(
     dpi: int | None = None,
     tight: bool = True,
 ) -> Path:
-    """Save ``fig`` as PNG and, beside it, as SVG (vectors, for a paper), atomically;
-    then close it. Returns the PNG's path.
+    """Save ``fig`` as PNG and, beside it, as SVG (vectors, for a paper), atomically.
+    Returns the PNG's path.
 
     ``caption`` says what the figure shows; it is stored in both files (the PNG's
     ``Description`` text chunk, the SVG's ``dc:description``), and the report captions
@@ -187,19 +185,41 @@ def save_figure(
     pass ``False`` for a figure already laid out with ``tight_layout``.
     """
     path = Path(path)
-    try:
-        bbox = "tight" if tight else None
-        with glyph_watch():
-            for out, fmt in ((path, "png"), (path.with_suffix(".svg"), "svg")):
-                buf = io.BytesIO()
-                meta = {"Description": caption} if caption else {}
-                if fmt == "svg":
-                    meta["Date"] = None  # no timestamp: the same figure, the same bytes
-                fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches=bbox, metadata=meta)
-                atomic_write_bytes(out, buf.getvalue())
-    finally:
-        plt.close(fig)
+    bbox = "tight" if tight else None
+    with glyph_watch():
+        for out, fmt in ((path, "png"), (path.with_suffix(".svg"), "svg")):
+            buf = io.BytesIO()
+            meta = {"Description": caption} if caption else {}
+            if fmt == "svg":
+                meta["Date"] = None  # no timestamp: the same figure, the same bytes
+            fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches=bbox, metadata=meta)
+            atomic_write_bytes(out, buf.getvalue())
     return path
+
+
+#: The arguments of ``pyplot.subplots`` that shape the grid; the others are the figure's.
+_GRID_ARGS = frozenset(
+    {
+        "nrows",
+        "ncols",
+        "sharex",
+        "sharey",
+        "squeeze",
+        "width_ratios",
+        "height_ratios",
+        "subplot_kw",
+        "gridspec_kw",
+    }
+)
+
+
+def subplots(*args: Any, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    """``pyplot.subplots`` without pyplot: a figure of its own (no backend chosen, none
+    kept open), ``figsize`` from :func:`report_size`, the same arguments otherwise
+    (``layout=`` ...); draw it inside :func:`figure_style`."""
+    grid = {k: v for k, v in kwargs.items() if k in _GRID_ARGS}
+    fig = Figure(figsize=figsize, **{k: v for k, v in kwargs.items() if k not in _GRID_ARGS})
+    return fig, fig.subplots(*args, **grid)
 
 
 #: The widest a figure is drawn (inches): the report shows figures at most
@@ -259,7 +279,7 @@ def iteration_axis(ax, iterations) -> None:
 def panels(n: int, width: float = 4.6, height: float = 3.4, max_cols: int = 3):
     cols = max(1, min(n, max_cols))
     rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         rows, cols, figsize=report_size(width * cols, height * rows), squeeze=False, sharey=True
     )
     flat = list(axes.ravel())
@@ -272,7 +292,7 @@ def grid(n_rows: int, n_cols: int, cell: tuple[float, float], extra_height: floa
     """A figure of ``n_rows`` × ``n_cols`` panels (at least one each), ``cell`` inches a
     panel plus ``extra_height`` inches for titles; ``axes`` is always 2-D."""
     rows, cols = max(n_rows, 1), max(n_cols, 1)
-    return plt.subplots(
+    return subplots(
         rows,
         cols,
         figsize=report_size(cell[0] * cols, cell[1] * rows + extra_height),

@@ -1,7 +1,8 @@
 """The study's stages, in the order they run: a plain list of imported stage values.
 
 ``lens``, ``similarity`` and ``attention`` read the same forward pass per checkpoint
-(:mod:`domaingpt.context.activations` keeps it for the stages after the first).
+(the run's :class:`~domaingpt.context.activations.ActivationCache`, ``ctx.activations``,
+keeps it for the stages after the first).
 
 A user's stages (``[study] stages = [...]`` in a study file) run after the built-in
 analyses and before the report, which reads them all.

@@ -31,9 +31,10 @@ from typing import Any
 
 import pandas as pd
 
+from domaingpt.context.activations import ActivationCache
 from domaingpt.context.rundir import RunDir, unwritable
 from domaingpt.context.stage import Stage, StageContext, run_stage
-from domaingpt.core.distributed import study_mode, study_world
+from domaingpt.core.distributed import Ranks
 from domaingpt.core.io import append_text, atomic_write_text, write_json
 from domaingpt.core.loggers import require_loggers
 from domaingpt.core.progress import Log, stderr_log
@@ -131,6 +132,8 @@ class _Run:
     data_dir: str | Path | None
     download: bool
     threads: int
+    ranks: Ranks
+    activations: ActivationCache  # one forward-pass cache for every stage of the run
 
 
 def _digest(obj: Any) -> str:
@@ -225,6 +228,7 @@ def run_study(
     log: Log | None = None,
     download: bool = True,
     threads: int | None = None,
+    ranks: Ranks | None = None,
 ) -> StudyResult:
     """Run every stage of ``spec`` into ``out`` (default ``runs/<name>``); see module doc.
 
@@ -232,8 +236,11 @@ def run_study(
     stage; on a CPU shared with other jobs, 1 can be many times faster for small models.
     ``log`` receives the log lines (default: stderr above the progress bars). A stage
     failure does not raise: it is in the result (``result.failed``) and its record.
-    KeyboardInterrupt propagates; running again continues.
+    KeyboardInterrupt propagates; running again continues. ``ranks``: the processes the
+    stages' jobs spread over (:func:`~domaingpt.core.distributed.study_ranks`; default this
+    one alone).
     """
+    ranks = ranks or Ranks()
     run = RunDir(Path(out) if out is not None else Path("runs") / spec.name)
     run.check_writable()
     names = [s.name for s in spec.stages]
@@ -269,14 +276,16 @@ def run_study(
         data_dir or spec.data_dir,
         download,
         spec.threads if threads is None else threads,
+        ranks,
+        ActivationCache(),
     )
     result = StudyResult(run)
     records = {s.name: run.record(s.name, s.aliases) or {} for s in spec.stages}
     n = len(spec.stages)
     log_fn(f"study {spec.name!r}: {len(corpora)} corpora ({', '.join(corpus_names)}) → {run.root}")
-    if study_world() > 1:
-        how = "jobs spread over them" if study_mode() == "jobs" else "each model trained with DDP"
-        log_fn(f"{study_world()} ranks ({how}); rank 0 writes the tables and the report")
+    if ranks.world > 1:
+        how = "jobs spread over them" if ranks.mode == "jobs" else "each model trained with DDP"
+        log_fn(f"{ranks.world} ranks ({how}); rank 0 writes the tables and the report")
     for i, stage in enumerate(spec.stages, start=1):
         outcome = _run_one(stage, ctx, records, f"stage {i}/{n}: {stage.name}")
         result.outcomes.append(outcome)
@@ -393,6 +402,8 @@ def _run_one(stage: Stage, ctx: _Run, records: dict[str, dict], head: str) -> St
             force=forced,
             stages=ctx.spec.stages,
             study=ctx.spec,
+            ranks=ctx.ranks,
+            activations=ctx.activations,
         )
         with torch_threads(ctx.threads):
             written, _ = run_stage(sctx, settings)

@@ -27,12 +27,15 @@ import dataclasses
 import difflib
 import hashlib
 import importlib
+import importlib.machinery
+import importlib.util
 import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from domaingpt.context.stage import Stage
@@ -77,16 +80,12 @@ def preset_study_text(preset: str) -> str:
 # --- a user's own stages -------------------------------------------------------------
 
 
-#: Top-level modules that :meth:`StageRef.load` imported from a study file's folder.
-_LOCAL_MODULES: set[str] = set()
-
-
 @dataclass(frozen=True)
 class StageRef:
     """``module.path:attribute`` of a user's stage, and the folder it is imported from."""
 
     ref: str
-    base: str  # directory put on sys.path while importing (the study file's folder)
+    base: str  # the study file's folder, where a stage module of its own is looked for
 
     @property
     def module(self) -> str:
@@ -105,21 +104,26 @@ class StageRef:
             return folder
         return file if file.is_file() else None
 
+    def private_name(self) -> str:
+        """The name a module of the study file's folder is imported under: its own name,
+        the folder and the SHA-256 of its source, so an edit is a new module, two study
+        folders never share one, and no installed module is shadowed. The same on every
+        rank of a study (a job's function is found by it)."""
+        h = hashlib.sha256(f"{Path(self.base).resolve()}\0{self.code_digest()}".encode())
+        return f"_domaingpt_stage_{self.top}_{h.hexdigest()[:16]}"
+
     def load(self) -> Stage:
-        """Import the stage. A module of the study file's folder is imported afresh each
-        time, so an edit takes effect and two study folders holding modules of the same
-        name never get each other's."""
+        """Import the stage: a module of the study file's folder under its
+        :meth:`private_name` (imported again only when its source changed; its own
+        modules import each other relatively, ``from .compute import run``), any other
+        as installed."""
         module_name, _, attr = self.ref.partition(":")
         local = self.local_source()
-        if local is not None and self.top in _LOCAL_MODULES:
-            for name in [n for n in sys.modules if n == self.top or n.startswith(self.top + ".")]:
-                del sys.modules[name]
-        importlib.invalidate_caches()
-        added = self.base not in sys.path
-        if added:
-            sys.path.insert(0, self.base)
         try:
-            module = importlib.import_module(module_name)
+            if local is None:
+                module = importlib.import_module(module_name)
+            else:
+                module = _import_local(local, self.private_name(), module_name)
         except SystemExit as e:  # the module ended the process on import: refused, not exit 0
             raise ConfigError(
                 f"cannot import stage {self.ref!r} (from {self.base}): it called "
@@ -129,17 +133,6 @@ class StageRef:
             raise ConfigError(
                 f"cannot import stage {self.ref!r} (from {self.base}): {type(e).__name__}: {e}"
             ) from None
-        finally:
-            if added:
-                sys.path.remove(self.base)
-        if local is not None:
-            found = _source_path(sys.modules.get(self.top))
-            if found is None or found.resolve() != local.resolve():
-                raise ConfigError(
-                    f"stage {self.ref!r}: {local} has the name of a module already imported "
-                    f"from {found or 'elsewhere'}; rename {local.name}"
-                )
-            _LOCAL_MODULES.add(self.top)
         stage = getattr(module, attr, None)
         if not isinstance(stage, Stage):
             got = "nothing" if stage is None else type(stage).__name__
@@ -161,6 +154,35 @@ class StageRef:
             rel = f.relative_to(source).as_posix() if source.is_dir() else f.name
             h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
         return h.hexdigest()
+
+
+def _import_local(source: Path, name: str, module_name: str) -> ModuleType:
+    """``module_name`` from ``source`` (the top-level package folder or module file),
+    its top level imported as ``name``. Nothing is put on ``sys.path`` and nothing in
+    ``sys.modules`` is replaced: the modules are added under the private name only
+    (a package's relative imports and a job's pickled functions find them there)."""
+    rest = module_name.split(".")[1:]
+    if name not in sys.modules:
+        if source.is_dir() and not (source / "__init__.py").is_file():  # a plain folder
+            spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            spec.submodule_search_locations = [str(source)]
+        elif source.is_dir():
+            spec = importlib.util.spec_from_file_location(
+                name, source / "__init__.py", submodule_search_locations=[str(source)]
+            )
+        else:
+            spec = importlib.util.spec_from_file_location(name, source)
+        if spec is None:
+            raise ImportError(f"{source} is not a Python module")
+        top = importlib.util.module_from_spec(spec)
+        sys.modules[name] = top
+        try:
+            if spec.loader is not None:
+                spec.loader.exec_module(top)
+        except BaseException:
+            del sys.modules[name]  # only the entry this call added
+            raise
+    return importlib.import_module(".".join([name, *rest]))
 
 
 def _source_path(module: Any) -> Path | None:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
-from domaingpt.report.plotting import figure_style, save_figure
+from domaingpt.report.plotting import figure_style, save_figure, subplots
 
 
 def plot_loss_curves(runs: dict[str, list[dict]], path: str | Path) -> Path:
     """Train and val loss against iteration, one colour per model (rows of metrics.jsonl)."""
     with figure_style():
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = subplots(figsize=(7, 4))
         for i, (name, rows) in enumerate(runs.items()):
             color = f"C{i}"
             tr = [(r["iter"], r["train_loss"]) for r in rows if r.get("train_loss") is not None]

@@ -2,7 +2,8 @@
 its final checkpoint, an early one and from scratch.
 
 ``settings`` (what runs), ``jobs`` (planning, and one adaptation from start to finish),
-``compute`` (every job, then the tables and figures; ``load_adapt``), ``summary`` (per pair
+``compute`` (every job, then the tables and figures), ``results`` (the stage's ``run``
+and ``load``), ``summary`` (per pair
 and over the source models: which start adapts better), ``claims``, ``section``, ``figures``.
 
 Tables in ``adapt/``: ``curves``, ``final``, ``summary`` (per pair: loss by start point,

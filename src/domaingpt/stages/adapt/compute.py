@@ -1,5 +1,5 @@
-"""The adapt stage's computation: every job of the settings, then its tables and figures;
-and ``load_adapt``, the tables back.
+"""The adapt stage's computation: every job of the settings, then its tables and figures
+(:mod:`.results` runs it and reads the tables back).
 
 Layout under ``runs/NAME/adapt/``::
 
@@ -31,7 +31,7 @@ from domaingpt.context.rundir import RunDir, run_config_of
 from domaingpt.context.splits import CorpusCache, Split
 from domaingpt.context.stage import StageContext
 from domaingpt.core.device import pick_device
-from domaingpt.core.distributed import map_ranks
+from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.io import atomic_write_text, read_jsonl, write_jsonl
 from domaingpt.core.loggers import require_loggers
 from domaingpt.core.progress import Log, progress_bar
@@ -93,7 +93,7 @@ def adapt_all(ctx: StageContext, settings: AdaptSettings) -> dict[str, Path]:
                 f"warning: {tgt.unk_fraction:.3%} of {job.target}'s validation characters "
                 f"are not in model {job.source}'s vocabulary; they are read as <unk>"
             )
-    results = _run_jobs(jobs, settings, splits, ctx.out, device, progress, log)
+    results = _run_jobs(jobs, settings, splits, ctx.out, device, progress, log, ctx.ranks)
     return _write_outputs(ctx, jobs, results, settings)
 
 
@@ -124,6 +124,7 @@ def _run_jobs(
     device: torch.device,
     progress: bool,
     log: Log,
+    ranks: Ranks | None,
 ) -> list[dict[str, Any]]:
     """Each job's result: reused when its directory holds one with the same key, else run
     (spread over the ranks under torchrun; a directory left by an interrupted run or
@@ -155,7 +156,7 @@ def _run_jobs(
             )
         bar.update(1)
 
-    map_ranks(_adapt_one, [t for _, t in todo], log=log, each=finished)
+    map_ranks(_adapt_one, [t for _, t in todo], ranks=ranks, log=log, each=finished)
     bar.close()
     if len(todo) < len(jobs):
         log(f"reused {len(jobs) - len(todo)} finished adaptation run(s) from {root}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -12,6 +11,7 @@ from domaingpt.report.plotting import (
     figure_style,
     report_size,
     save_figure,
+    subplots,
 )
 
 
@@ -36,7 +36,7 @@ def plot_adaptation_curves(
     )
     colors = {"final": "C0", "early": "C1", "scratch": "C7"}
     with figure_style():
-        fig, axes = plt.subplots(
+        fig, axes = subplots(
             nrows, ncols, figsize=report_size(4.6 * ncols, 3.6 * nrows), squeeze=False
         )
         for ax, (source, target) in zip(axes.ravel(), pairs, strict=False):

@@ -34,6 +34,7 @@ from domaingpt.context.activations import (
 )
 from domaingpt.context.prompts import PromptSet, domain_of
 from domaingpt.context.rundir import ModelEntry
+from domaingpt.core.distributed import Job
 from domaingpt.core.statistics import mean_ci
 from domaingpt.core.tables import round_significant
 
@@ -105,11 +106,11 @@ def head_summary(per_prompt: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFram
 
 
 def _model_frames(
-    model: ModelEntry, ready: Prepared, settings: AttentionSettings
+    model: ModelEntry, job: Job, ready: Prepared, settings: AttentionSettings
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One model's rows (every history checkpoint), and the prompts' chance shares."""
     history = model.checkpoints
-    recs = ready.read(history, settings)
+    recs = ready.read(history, settings, job)
     frames = [
         per_prompt_frame(rec, ready.prompts, model.name, model.corpus, info.iteration)
         for info, rec in zip(history, recs, strict=True)

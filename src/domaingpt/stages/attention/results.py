@@ -23,9 +23,13 @@ from domaingpt.stages.attention.figures import plot_heads, plot_training
 def run(ctx: StageContext, settings: AttentionSettings) -> dict[str, Path]:
     """Measure every history checkpoint of every model; write ``attention/``. Under
     torchrun each model is a job on its own rank (:func:`map_ranks`)."""
-    ready = prepare(ctx.run, settings, ctx.log)
+    ready = prepare(ctx.run, settings, ctx.log, ctx.activations)
     parts = map_ranks(
-        partial(_model_frames, ready=ready, settings=settings), ready.models, log=ctx.log
+        partial(_model_frames, ready=ready, settings=settings),
+        ready.models,
+        ranks=ctx.ranks,
+        log=ctx.log,
+        with_job=True,
     )
     prompts = parts[0][1]
     per_prompt = pd.concat([frames for frames, _ in parts], ignore_index=True)

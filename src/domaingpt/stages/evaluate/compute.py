@@ -16,7 +16,7 @@ from domaingpt.context.rundir import RunDir, val_fraction_of
 from domaingpt.context.splits import CorpusCache
 from domaingpt.core import published
 from domaingpt.core.device import pick_device
-from domaingpt.core.distributed import map_ranks
+from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.statistics import bootstrap_ratio_ci
 from domaingpt.core.threads import torch_threads
@@ -68,15 +68,26 @@ def loss_summary(
 
 
 def zero_shot_table(
-    run: RunDir, settings: EvaluateSettings, *, progress: bool = True, log: Log = print
+    run: RunDir,
+    settings: EvaluateSettings,
+    *,
+    progress: bool = True,
+    log: Log = print,
+    ranks: Ranks | None = None,
 ) -> pd.DataFrame:
     """The tidy zero-shot table: one row per (model, checkpoint iteration, corpus)."""
     with torch_threads(settings.threads):
-        return _zero_shot_table(run, settings, pick_device(settings.device), progress, log)
+        device = pick_device(settings.device)
+        return _zero_shot_table(run, settings, device, progress, log, ranks)
 
 
 def _zero_shot_table(
-    run: RunDir, settings: EvaluateSettings, device: torch.device, progress: bool, log: Log
+    run: RunDir,
+    settings: EvaluateSettings,
+    device: torch.device,
+    progress: bool,
+    log: Log,
+    ranks: Ranks | None,
 ) -> pd.DataFrame:
     models = run.model_names(settings.models)
     cache = CorpusCache(
@@ -97,7 +108,7 @@ def _zero_shot_table(
     score = partial(
         _score_checkpoint, run=run, corpora=corpora, cache=cache, settings=settings, device=device
     )
-    done = map_ranks(score, plan, log=log, each=lambda i, r: bar.update(len(r[0])))
+    done = map_ranks(score, plan, ranks=ranks, log=log, each=lambda i, r: bar.update(len(r[0])))
     bar.close()
     rows: list[dict[str, Any]] = []
     warned: set[tuple[str, str]] = set()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Rectangle
 
 from domaingpt.report.plotting import (
     figure_style,
     report_size,
     save_figure,
+    subplots,
 )
 
 
@@ -25,7 +26,7 @@ def plot_loss_matrix(
     vmin, vmax = (min(values), max(values)) if values else (0.0, 1.0)
     with figure_style():
         widths = [max(m.shape[1], 1) for m in panels.values()]
-        fig, axes = plt.subplots(
+        fig, axes = subplots(
             1,
             len(panels),
             figsize=report_size(
@@ -77,7 +78,7 @@ def plot_loss_along_training(table: pd.DataFrame, path: str | Path) -> Path:
     models = list(dict.fromkeys(table["model"]))
     corpora = list(dict.fromkeys(table["corpus"]))
     with figure_style():
-        fig, axes = plt.subplots(
+        fig, axes = subplots(
             1, len(models), figsize=report_size(4.6 * len(models), 3.8), sharey=True, squeeze=False
         )
         for ax, model in zip(axes[0], models, strict=True):
@@ -125,7 +126,7 @@ def plot_zero_shot_vs_study(
     models = list(dict.fromkeys(zero_shot["model"]))
     corpora = list(dict.fromkeys(zero_shot["corpus"]))
     with figure_style():
-        fig, axes = plt.subplots(
+        fig, axes = subplots(
             1,
             len(models),
             figsize=report_size(3.6 * max(len(models), 1) + 0.6, 3.8),
@@ -151,8 +152,8 @@ def plot_zero_shot_vs_study(
             ax.grid(axis="x", visible=False)
         axes[0][0].set_ylabel("cross-entropy (nats / character)")
         handles = [
-            plt.Rectangle((0, 0), 1, 1, color="C0"),
-            plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="C0", hatch="//"),
+            Rectangle((0, 0), 1, 1, color="C0"),
+            Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="C0", hatch="//"),
         ]
         fig.legend(handles, ["this run (95 % CI)", "the study"], loc="upper right", frameon=False)
         fig.tight_layout(rect=(0, 0, 0.86, 1))

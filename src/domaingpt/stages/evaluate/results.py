@@ -27,7 +27,7 @@ def run(ctx: StageContext, settings: EvaluateSettings) -> dict[str, Path]:
     """
     run, log = ctx.run, ctx.log
     run.check_writable()
-    table = zero_shot_table(run, settings, progress=ctx.progress, log=log)
+    table = zero_shot_table(run, settings, progress=ctx.progress, log=log, ranks=ctx.ranks)
     out = ctx.out
     written = {
         "zero_shot_csv": ctx.write_table("zero_shot", table),

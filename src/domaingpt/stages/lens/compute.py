@@ -32,6 +32,7 @@ from domaingpt.context.activations import Internals, InternalsSettings, Prepared
 from domaingpt.context.prompts import PromptSet, domain_of
 from domaingpt.context.rundir import ModelEntry
 from domaingpt.context.stage import Tables
+from domaingpt.core.distributed import Job
 from domaingpt.core.settings import finite, setting
 from domaingpt.core.statistics import mean_ci
 from domaingpt.core.tables import round_significant
@@ -167,13 +168,15 @@ def formation_summary(
     return out
 
 
-def _model_frames(model: ModelEntry, ready: Prepared, settings: LensSettings) -> pd.DataFrame:
+def _model_frames(
+    model: ModelEntry, job: Job, ready: Prepared, settings: LensSettings
+) -> pd.DataFrame:
     """One model's rows: every history checkpoint through the lens."""
     history = model.checkpoints
     return pd.concat(
         [
             per_prompt_frame(rec, ready.prompts, model.name, model.corpus, info.iteration)
-            for info, rec in zip(history, ready.read(history, settings), strict=True)
+            for info, rec in zip(history, ready.read(history, settings, job), strict=True)
         ],
         ignore_index=True,
     )

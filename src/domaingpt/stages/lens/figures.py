@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 
 from domaingpt.context.rundir import study_order
 from domaingpt.report.plotting import DOMAIN_STYLE, figure_style, grid, iteration_axis, save_figure
@@ -21,7 +21,7 @@ def plot_lens_layers(layers: pd.DataFrame, path: Path) -> Path:
         for c, model in enumerate(models):
             m = layers[layers["model"] == model]
             its = sorted(m["iteration"].unique())
-            colours = plt.cm.viridis(np.linspace(0.9, 0.1, len(its)))
+            colours = colormaps["viridis"](np.linspace(0.9, 0.1, len(its)))
             for k, it in enumerate(its):
                 for domain in ("in", "out"):
                     d = m[(m["iteration"] == it) & (m["domain"] == domain)].sort_values("layer")

@@ -22,9 +22,13 @@ from domaingpt.stages.lens.figures import plot_formation, plot_lens_layers
 def run(ctx: StageContext, settings: LensSettings) -> dict[str, Path]:
     """Read every history checkpoint of every model through the lens; write ``lens/``.
     Under torchrun each model is a job on its own rank (:func:`map_ranks`)."""
-    ready = prepare(ctx.run, settings, ctx.log)
+    ready = prepare(ctx.run, settings, ctx.log, ctx.activations)
     parts = map_ranks(
-        partial(_model_frames, ready=ready, settings=settings), ready.models, log=ctx.log
+        partial(_model_frames, ready=ready, settings=settings),
+        ready.models,
+        ranks=ctx.ranks,
+        log=ctx.log,
+        with_job=True,
     )
     per_prompt = pd.concat(parts, ignore_index=True)
     tables = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from domaingpt.report.plotting import (
@@ -12,6 +11,7 @@ from domaingpt.report.plotting import (
     iteration_axis,
     report_size,
     save_figure,
+    subplots,
 )
 from domaingpt.stages.quality.milestones import adapt_groups
 
@@ -50,9 +50,7 @@ def plot_metric_timeline(
     cols = min(4, max(len(shown), 1))
     rows = -(-max(len(shown), 1) // cols)
     with figure_style():
-        fig, axes = plt.subplots(
-            rows, cols, figsize=report_size(4.2 * cols, 3.1 * rows), squeeze=False
-        )
+        fig, axes = subplots(rows, cols, figsize=report_size(4.2 * cols, 3.1 * rows), squeeze=False)
         flat = list(axes.ravel())
         for ax in flat[len(shown) :]:
             ax.set_visible(False)
@@ -115,7 +113,7 @@ def plot_style_shift(groups: pd.DataFrame, path: str | Path) -> Path:
         ("js_source_after", "to source, after", "#ff7f0e"),
     ]
     with figure_style():
-        fig, ax = plt.subplots(figsize=report_size(max(6.0, 1.1 * len(labels) + 2), 4.2))
+        fig, ax = subplots(figsize=report_size(max(6.0, 1.1 * len(labels) + 2), 4.2))
         width = 0.8 / len(series)
         for j, (col, name, color) in enumerate(series):
             xs = [i - 0.4 + width * (j + 0.5) for i in range(len(labels))]

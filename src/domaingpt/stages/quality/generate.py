@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from domaingpt.core.device import full_precision, pick_device
-from domaingpt.core.distributed import map_ranks
+from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.io import append_jsonl, read_jsonl
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.threads import torch_threads
@@ -171,6 +171,7 @@ def generate_all(
     *,
     progress: bool,
     log: Log,
+    ranks: Ranks | None = None,
 ) -> tuple[Samples, dict[str, float]]:
     """Every (checkpoint, seed) text, from the cache or generated (and appended to it),
     and how many were generated, reused, and the seconds generation took. Under torchrun
@@ -201,7 +202,7 @@ def generate_all(
 
     with torch_threads(settings.threads):
         threads = torch.get_num_threads()
-        map_ranks(_generate, jobs, log=log, each=keep)
+        map_ranks(_generate, jobs, ranks=ranks, log=log, each=keep)
     bar.close()
     rate = stats["generated"] * settings.chars / stats["seconds"] if stats["seconds"] else 0.0
     log(

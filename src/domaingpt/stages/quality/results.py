@@ -31,7 +31,7 @@ Writes ``runs/NAME/quality/``::
     summary.md              the study's judgements (see claims) as a Markdown table
     timeline_iteration.png, timeline_val_loss.png, adapted_style.png
 
-(``claims.csv`` is written by the stage runner from :func:`load_sample_quality`.)
+(``claims.csv`` is written by the stage runner from :func:`load`.)
 """
 
 from __future__ import annotations
@@ -77,12 +77,14 @@ OPTIONAL = ("checkpoints", "milestones", "style", "adapted", "reference")
 
 def run(ctx: StageContext, settings: QualitySettings) -> dict[str, Path]:
     """Generate, measure, derive the claims, draw; returns the written files by name."""
-    run, log, progress = ctx.run, ctx.log, ctx.progress
+    run, log, progress, ranks = ctx.run, ctx.log, ctx.progress, ctx.ranks
     out = ctx.out
     targets = _targets(run, settings, log)
     profiles = _profiles(run, settings, targets, out, log)
     cache_path = out / "samples.jsonl"
-    cache, gen_stats = generate_all(targets, settings, cache_path, progress=progress, log=log)
+    cache, gen_stats = generate_all(
+        targets, settings, cache_path, progress=progress, log=log, ranks=ranks
+    )
     sample_rows, tables = _measure(targets, cache, profiles, settings)
     claims = quality_claims(tables, settings)
 

@@ -1,7 +1,7 @@
 """What the sample-quality stage generates, and the thresholds its claims are checked with.
 
 The settings a run used are written to ``quality/settings.json`` (the ``settings``
-table of :func:`~domaingpt.stages.quality.results.load_sample_quality`), so the claims can
+table of :func:`~domaingpt.stages.quality.results.load`), so the claims can
 be checked again from the tables alone with the same thresholds (:func:`thresholds`).
 """
 

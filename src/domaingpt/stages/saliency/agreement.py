@@ -32,7 +32,7 @@ import torch
 
 from domaingpt.context.prompts import PromptSet, domain_of
 from domaingpt.context.rundir import ModelEntry
-from domaingpt.core.distributed import map_ranks
+from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.statistics import mean_ci, spearman
 from domaingpt.data.vocab import Vocab
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
@@ -151,6 +151,7 @@ def occlusion_agreement(
     settings: SaliencySettings,
     device: torch.device,
     bar: Any,
+    ranks: Ranks | None = None,
 ) -> tuple[pd.DataFrame, list[dict]]:
     """Occlude, then compare: the per-prompt agreement table and the raw occlusion
     scores (one record per job and prompt, for ``occlusion.jsonl``)."""
@@ -167,6 +168,7 @@ def occlusion_agreement(
             occlude, prompts=prompts, vocab=vocab, device=device, batch_size=settings.batch_size
         ),
         jobs,
+        ranks=ranks,
         workers=workers,
         each=lambda i, r: bar.update(1),
     )

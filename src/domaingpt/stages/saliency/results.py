@@ -147,7 +147,7 @@ def run(ctx: StageContext, settings: SaliencySettings) -> dict[str, Path]:
     baselines), heatmap.html and the figures by_class.png, by_relpos.png,
     by_checkpoint.png, faithfulness.png, agreement.png.
     """
-    run, log, progress = ctx.run, ctx.log, ctx.progress
+    run, log, progress, ranks = ctx.run, ctx.log, ctx.progress, ctx.ranks
     models, vocab, prompts, device = prepare_prompt_stage(run, settings, log)
     replacement = replacement_id(vocab, settings.deletion_replacement)
     plan = {m.name: _checkpoints(m, settings.checkpoints) for m in models}
@@ -168,7 +168,7 @@ def run(ctx: StageContext, settings: SaliencySettings) -> dict[str, Path]:
     explain = partial(
         _explain, prompts=prompts, settings=settings, device=device, replacement=replacement
     )
-    done = map_ranks(explain, jobs, log=log, each=lambda i, r: bar.update(len(r)))
+    done = map_ranks(explain, jobs, ranks=ranks, log=log, each=lambda i, r: bar.update(len(r)))
     for job, results in zip(jobs, done, strict=True):
         domains = [domain_of(p.corpus, job.model.corpus) for p in prompts.prompts]
         for e in results:
@@ -182,12 +182,12 @@ def run(ctx: StageContext, settings: SaliencySettings) -> dict[str, Path]:
     tables: dict[str, pd.DataFrame] = {}
     if settings.occlusion:
         agree, got.occlusion = occlusion_agreement(
-            models, plan, prompts, vocab, got.scores, settings, device, bar
+            models, plan, prompts, vocab, got.scores, settings, device, bar, ranks
         )
         tables["agreement"] = summarise_agreement(agree)
         tables["agreement_prompts"] = agree
     if pairs is not None:
-        tables["zero_few"], zf = zero_few(pairs, settings, device, bar)
+        tables["zero_few"], zf = zero_few(pairs, settings, device, bar, ranks)
         tables["zero_few_prompts"], tables["zero_few_classes"] = zero_few_answers(
             pairs, zf, got.final_scores(), models, settings.methods
         )

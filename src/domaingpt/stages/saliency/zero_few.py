@@ -28,7 +28,7 @@ import torch
 
 from domaingpt.context.prompts import PromptSet
 from domaingpt.context.rundir import AdaptedModel, ModelEntry, RunDir
-from domaingpt.core.distributed import map_ranks
+from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.progress import Log
 from domaingpt.core.replicates import split_replicate
 from domaingpt.core.statistics import spearman
@@ -110,7 +110,11 @@ def _attribute_pair(
 
 
 def zero_few(
-    pairs: Sequence[ZeroFewPair], settings: SaliencySettings, device: torch.device, bar: Any
+    pairs: Sequence[ZeroFewPair],
+    settings: SaliencySettings,
+    device: torch.device,
+    bar: Any,
+    ranks: Ranks | None = None,
 ) -> tuple[pd.DataFrame, dict[tuple[int, str, str], PromptAttributions]]:
     """One row per adapted model, stage, method and group (the total, each character
     class, each relative position): mean magnitude, share and lift; and the attributions
@@ -119,6 +123,7 @@ def zero_few(
     done = map_ranks(
         partial(_attribute_pair, settings=settings, device=device),
         pairs,
+        ranks=ranks,
         each=lambda i, r: bar.update(len(r)),
     )
     rows: list[dict] = []

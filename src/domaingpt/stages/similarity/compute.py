@@ -34,7 +34,7 @@ from domaingpt.context.activations import Internals, InternalsSettings, Prepared
 from domaingpt.context.prompts import PromptSet
 from domaingpt.context.rundir import AdaptedModel, ModelEntry, RunDir
 from domaingpt.core.cka import cka_jackknife, jackknife_ci
-from domaingpt.core.distributed import map_ranks
+from domaingpt.core.distributed import Job, Ranks, map_ranks
 from domaingpt.core.progress import Log
 from domaingpt.core.replicates import split_replicate
 from domaingpt.core.settings import finite, setting
@@ -170,13 +170,13 @@ def hardening(cka: pd.DataFrame, threshold: float) -> pd.DataFrame:
 Rows = tuple[list[dict[str, Any]], list[pd.DataFrame]]
 
 
-def _training(model: ModelEntry, ready: Prepared, settings: SimilaritySettings) -> Rows:
+def _training(model: ModelEntry, job: Job, ready: Prepared, settings: SimilaritySettings) -> Rows:
     """CKA of each pair of consecutive history checkpoints of one model."""
     got = _Comparisons(ready.prompts, settings.workers)
     history = model.checkpoints
     sides = [
         Side(model.name, info.iteration, rec)
-        for info, rec in zip(history, ready.read(history, settings), strict=True)
+        for info, rec in zip(history, ready.read(history, settings, job), strict=True)
     ]
     every = np.ones(len(ready.prompts), dtype=bool)
     for a, b in pairwise(sides):
@@ -185,29 +185,30 @@ def _training(model: ModelEntry, ready: Prepared, settings: SimilaritySettings) 
 
 
 def _domains(
-    pair: tuple[ModelEntry, ModelEntry], ready: Prepared, settings: SimilaritySettings
+    pair: tuple[ModelEntry, ModelEntry], job: Job, ready: Prepared, settings: SimilaritySettings
 ) -> Rows:
     """CKA of two domain models' final checkpoints."""
     got = _Comparisons(ready.prompts, settings.workers)
     finals = [m.checkpoints[-1] for m in pair]
     a, b = (
         Side(m.name, info.iteration, rec)
-        for m, info, rec in zip(pair, finals, ready.read(finals, settings), strict=True)
+        for m, info, rec in zip(pair, finals, ready.read(finals, settings, job), strict=True)
     )
     got.add("domains", a, b, "all", np.ones(len(ready.prompts), dtype=bool))
     return got.rows, got.jack
 
 
 def _adaptation(
-    job: tuple[AdaptedModel, CheckpointInfo, str],
+    todo: tuple[AdaptedModel, CheckpointInfo, str],
+    job: Job,
     ready: Prepared,
     settings: SimilaritySettings,
 ) -> Rows:
     """CKA of a source model where its adaptation started and the adapted model, on the
     target's prompts and on the source's own."""
-    a, start, source_corpus = job
+    a, start, source_corpus = todo
     got = _Comparisons(ready.prompts, settings.workers)
-    end, begin = ready.read([a.checkpoints[-1], start], settings)
+    end, begin = ready.read([a.checkpoints[-1], start], settings, job)
     src = Side(a.source, start.iteration, begin)
     dst = Side(f"{a.source}→{a.target}", a.checkpoints[-1].iteration, end)
     extra = {"source": a.source, "target": a.target, "start": a.start, "seed": a.directory.name}
@@ -219,12 +220,23 @@ def _adaptation(
 
 
 def _compare(
-    run: RunDir, ready: Prepared, settings: SimilaritySettings, got: _Comparisons, log: Log
+    run: RunDir,
+    ready: Prepared,
+    settings: SimilaritySettings,
+    got: _Comparisons,
+    log: Log,
+    ranks: Ranks,
 ) -> None:
     """Every comparison, in order: training, domains, adaptation. Under torchrun each is a
     job on the rank that reads its first model (where the lens stage left its passes)."""
     index = {m.name: i for i, m in enumerate(ready.models)}
-    parts = map_ranks(partial(_training, ready=ready, settings=settings), ready.models, log=log)
+    parts = map_ranks(
+        partial(_training, ready=ready, settings=settings),
+        ready.models,
+        ranks=ranks,
+        log=log,
+        with_job=True,
+    )
     # domain models are compared within a replicate (the models that share initial weights)
     pairs = [
         (a, b)
@@ -234,8 +246,10 @@ def _compare(
     parts += map_ranks(
         partial(_domains, ready=ready, settings=settings),
         pairs,
+        ranks=ranks,
         log=log,
         owners=[index[a.name] for a, _ in pairs],
+        with_job=True,
     )
     if settings.adapted:
         names = {m.name: m.corpus for m in ready.models}
@@ -247,8 +261,10 @@ def _compare(
         parts += map_ranks(
             partial(_adaptation, ready=ready, settings=settings),
             jobs,
+            ranks=ranks,
             log=log,
             owners=[index[a.source] for a in adapted],
+            with_job=True,
         )
     for rows, jack in parts:
         got.rows += rows

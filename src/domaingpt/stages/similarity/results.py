@@ -17,9 +17,9 @@ from domaingpt.stages.similarity.figures import plot_across, plot_training
 
 def run(ctx: StageContext, settings: SimilaritySettings) -> dict[str, Path]:
     """Every comparison (see the module docstring); write ``similarity/``."""
-    ready = prepare(ctx.run, settings, ctx.log)
+    ready = prepare(ctx.run, settings, ctx.log, ctx.activations)
     got = _Comparisons(ready.prompts, settings.workers)
-    _compare(ctx.run, ready, settings, got, ctx.log)
+    _compare(ctx.run, ready, settings, got, ctx.log, ctx.ranks)
     cka, jack = got.tables()
     tables = {"cka": cka, "jackknife": jack, "hardening": hardening(cka, settings.harden_at)}
     out = ctx.out

@@ -174,7 +174,7 @@ def run(ctx: StageContext, settings: SoftmaxSettings) -> dict[str, Path]:
     summary.csv, js.csv, hardening.csv, overpredicted.csv and the figures entropy.png,
     p_true.png, topk_<model>.png, entropy_positions.png.
     """
-    run, log, progress = ctx.run, ctx.log, ctx.progress
+    run, log, progress, ranks = ctx.run, ctx.log, ctx.progress, ctx.ranks
     models, vocab, prompts, device = prepare_prompt_stage(run, settings, log)
     histories = {m.name: list_checkpoints(m.directory / "checkpoints", "iter") for m in models}
     frame = prompts.frame()
@@ -184,7 +184,11 @@ def run(ctx: StageContext, settings: SoftmaxSettings) -> dict[str, Path]:
     bar = progress_bar(len(every), "softmax", enabled=progress, unit="ckpt")
     # The checkpoints are probed side by side over torchrun's ranks (one process: in turn).
     stats = map_ranks(
-        partial(_checkpoint_stats, inputs=inputs), every, log=log, each=lambda i, r: bar.update()
+        partial(_checkpoint_stats, inputs=inputs),
+        every,
+        ranks=ranks,
+        log=log,
+        each=lambda i, r: bar.update(),
     )
     bar.close()
     for model in models:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib import colormaps
+from matplotlib.patches import Rectangle
 
 from domaingpt.data.charclass import CLASSES
 from domaingpt.report.plotting import (
@@ -14,6 +15,7 @@ from domaingpt.report.plotting import (
     plain,
     report_size,
     save_figure,
+    subplots,
     tick_label,
 )
 
@@ -55,7 +57,7 @@ def plot_char_distribution(
     df = counts.sort_values("rank") if "rank" in counts.columns else counts
     top = df.head(top_n)
     with figure_style():
-        fig, (ax, ax_rank) = plt.subplots(
+        fig, (ax, ax_rank) = subplots(
             1, 2, figsize=report_size(14, 5), gridspec_kw={"width_ratios": [3.2, 1]}
         )
         x = range(len(top))
@@ -68,7 +70,7 @@ def plot_char_distribution(
         ax.grid(axis="x", visible=False)
         ax.set_title(title or f"Top {len(top)} characters")
         present = [c for c in CLASSES if c in set(top["char_class"])]
-        handles = [plt.Rectangle((0, 0), 1, 1, color=CLASS_COLORS[c]) for c in present]
+        handles = [Rectangle((0, 0), 1, 1, color=CLASS_COLORS[c]) for c in present]
         if handles:
             ax.legend(handles, present, fontsize=8, frameon=False, ncol=2)
 
@@ -111,10 +113,10 @@ def plot_class_shares(class_shares: pd.DataFrame, path: str | Path) -> Path:
     corpora = list(dict.fromkeys(class_shares["corpus"]))
     table = table[corpora].fillna(0.0)
     with figure_style():
-        fig, ax = plt.subplots(figsize=report_size(11, 4.8))
+        fig, ax = subplots(figsize=report_size(11, 4.8))
         n = max(len(corpora), 1)
         width = 0.8 / n
-        cmap = plt.get_cmap("tab10")
+        cmap = colormaps["tab10"]
         for j, corpus in enumerate(corpora):
             xs = [i - 0.4 + width * (j + 0.5) for i in range(len(table))]
             vals = 100.0 * table[corpus].to_numpy()

@@ -13,14 +13,7 @@ import pandas as pd
 from domaingpt.context.rundir import build_vocab, read_run_json, save_vocab, study_order
 from domaingpt.context.stage import Results, StageContext
 from domaingpt.core.config import RUNTIME_TRAIN_KEYS, RunConfig, from_dict, load_preset
-from domaingpt.core.distributed import (
-    is_worker,
-    local_context,
-    map_ranks,
-    on_every_rank,
-    study_mode,
-    task_log,
-)
+from domaingpt.core.distributed import Job, local_context, map_ranks, on_every_rank
 from domaingpt.core.io import read_jsonl
 from domaingpt.core.loggers import require_loggers
 from domaingpt.core.replicates import replicate_name, replicate_seed
@@ -169,17 +162,17 @@ class _ModelJob:
     prefix: str
 
 
-def _train_model(job: _ModelJob) -> None:
+def _train_model(job: _ModelJob, here: Job) -> None:
     """Train one model (a job of :func:`distributed.map_ranks`: on this rank's device, as
     one process; under ``ranks = "ddp"`` every rank runs it together)."""
-    log = task_log()
+    log, ddp = here.log, here.mode == "ddp"
     cfg = job.config
     if job.state == "extend":
         before = read_run_json(job.model_dir)["config"]["train"]["max_iters"]
         what = f"extending from {before} to {cfg.train.max_iters} iterations"
     else:
         what = f"{_WHAT[job.state]}, {cfg.train.max_iters} iterations"
-    if not is_worker() or study_mode() != "ddp":
+    if not (here.is_worker and ddp):
         log(f"{job.prefix}: {what}")
     train(
         job.corpus.name,
@@ -190,10 +183,10 @@ def _train_model(job: _ModelJob) -> None:
         job.model_dir,
         resume=True,
         overwrite=job.overwrite,
-        progress=job.progress and not is_worker(),
+        progress=job.progress and not here.is_worker,
         log=log,
         corpus_path=job.corpus.path,
-        dist=None if study_mode() == "ddp" else local_context(cfg.train.device),
+        dist=None if ddp else local_context(cfg.train.device),
     )
 
 
@@ -259,11 +252,11 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
                 corpus, state, split, vocab, cfg_r, model_dir, overwrite, ctx.progress, prefix
             )
         )
-    if study_mode() == "ddp":
+    if ctx.ranks.mode == "ddp":
         for job in jobs:
-            on_every_rank(_train_model, job, log=ctx.log)
+            on_every_rank(_train_model, job, ranks=ctx.ranks, log=ctx.log, with_job=True)
     else:
-        map_ranks(_train_model, jobs, log=ctx.log)
+        map_ranks(_train_model, jobs, ranks=ctx.ranks, log=ctx.log, with_job=True)
     out: dict[str, Path] = {"vocab": ctx.run.vocab_path}
     names = [replicate_name(c.name, 0) for c in ctx.corpora] + [n for _, n, _, _, _ in plan]
     for name in dict.fromkeys(names):
