@@ -427,6 +427,7 @@ def test_a_run_written_under_the_earlier_stage_names_loads(smoke, tmp_path):
     (root / "stages" / "softmax.json").rename(root / "stages" / "probe.json")
     old, new = Study.load(root), Study.load(smoke.root)
     assert old.records["softmax"]["status"] == "done"
+    assert old.status("softmax") == old.status("probe") == new.status("probe") == "done"
     for stage in ("softmax", "evaluate"):
         for name, table in new[stage].items():
             pd.testing.assert_frame_equal(old[stage][name], table, check_dtype=False)

@@ -105,8 +105,8 @@ class Study:
 
     def status(self, stage: str) -> str:
         """done, failed, blocked, or absent (never run)."""
-        self.stage(stage)
-        return self.run.status(stage)
+        found = self.stage(stage)
+        return self.run.status(found.name, found.aliases)
 
     def corpora(self) -> list[str]:
         """The study's corpora by name, in the study's order (else the trained models)."""
@@ -119,19 +119,19 @@ class Study:
     # -- results -----------------------------------------------------------------------
     def tables(self, stage: str) -> Tables:
         """Every table of a stage as DataFrames (read once, then cached)."""
-        if stage not in self._tables:
-            self._tables[stage] = read_stage(self.stage(stage), self.run)
-        return self._tables[stage]
+        found = self.stage(stage)  # an earlier name finds the stage too
+        if found.name not in self._tables:
+            self._tables[found.name] = read_stage(found, self.run)
+        return self._tables[found.name]
 
     def __getitem__(self, stage: str) -> Tables:
         return self.tables(stage)
 
     def view(self, stage: str, figdir: Path | None = None) -> StageView:
         """What the report shows of a stage: its tables (or why there are none), claims."""
-        tables = self._tables.get(stage)
-        return stage_view(
-            self.stage(stage), self.run, self.corpora(), figdir or self.root / "report", tables
-        )
+        found = self.stage(stage)
+        tables = self._tables.get(found.name)
+        return stage_view(found, self.run, self.corpora(), figdir or self.root / "report", tables)
 
     @property
     def figures(self) -> dict[str, list[Path]]:
