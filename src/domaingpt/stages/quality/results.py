@@ -31,7 +31,7 @@ Writes ``runs/NAME/quality/``::
     summary.md              the study's judgements (see claims) as a Markdown table
     timeline_iteration.png, timeline_val_loss.png, adapted_style.png
 
-(``claims.csv`` is written by the stage runner from :func:`load_sample_quality`.)
+(``claims.csv`` is written by the stage runner from :func:`load`.)
 """
 
 from __future__ import annotations
