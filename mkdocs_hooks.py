@@ -41,6 +41,9 @@ def table(name: str) -> str:
     if name == "common":
         return settings_table(stages["stats"].settings, only=COMMON)
     if name not in stages:
+        renamed = next((s.name for s in stages.values() if name in s.aliases), None)
+        if renamed:  # the manual names each stage once, by its current name
+            raise PluginError(f"<!-- settings: {name} -->: {name} is now {renamed}; write that")
         raise PluginError(f"<!-- settings: {name} -->: no such stage or table")
     return settings_table(stages[name].settings, skip=COMMON)
 

@@ -181,7 +181,7 @@ def check_not_empty(prompts: Iterable[str]) -> None:
 
 @dataclass(frozen=True)
 class PromptSettings(StageSettings):
-    """The prompt fields of every stage that reads validation prompts (probe, saliency and
+    """The prompt fields of every stage that reads validation prompts (softmax, saliency and
     the stages of :mod:`domaingpt.context.activations`): the same names, defaults and checks."""
 
     models: list[str] = setting([], "models to read (default: every trained model)")

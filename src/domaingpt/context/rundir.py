@@ -6,9 +6,9 @@
       vocab.json              the study's shared character vocabulary
       stats/                  character statistics (CSV, Markdown, PNG)
       models/<corpus>/        one trained model (see domaingpt.training.loop)
-      eval/                   zero-shot loss matrix
+      evaluate/               zero-shot loss matrix (eval/ in runs made before the rename)
       adapt/                  few-shot adaptation runs and their models
-      probe/ saliency/ quality/ ...   one folder per analysis stage
+      softmax/ saliency/ quality/ ...   one folder per stage (settings.json, claims.csv)
       report.html, report.md, report/  the report
       stages/<stage>.json     each stage's record (status, key, outputs)
       study.toml, study.json, versions.json, log.txt

@@ -7,7 +7,7 @@ sampled), :mod:`.generate` (sampling, with ``samples.jsonl`` as a cache),
 :mod:`.textmetrics` (a text's measures) and :mod:`.profiles` (the same for each corpus),
 :mod:`.milestones` (per-checkpoint means, milestones, adaptation before/after),
 :mod:`.claims` (the study's judgements checked), :mod:`.figures`, :mod:`.section`, and
-:mod:`.run` (the stage: run, load, ``summary.md``).
+:mod:`.results` (the stage: run, load, ``summary.md``).
 """
 
 from __future__ import annotations

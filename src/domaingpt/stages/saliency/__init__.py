@@ -4,7 +4,7 @@ test of faithfulness.
 
 The modules, in the order the stage uses them: :mod:`.methods` (the attribution methods),
 :mod:`.aggregate` (shares, lifts, tables by class and position), :mod:`.faithfulness`
-(the deletion test), :mod:`.zero_few` (through the adapted models), :mod:`.run` (the
+(the deletion test), :mod:`.zero_few` (through the adapted models), :mod:`.results` (the
 stage end to end), :mod:`.claims`, :mod:`.figures`, :mod:`.heatmap` and :mod:`.section`.
 """
 

@@ -7,7 +7,7 @@ and study-file table, and old run directories' ``probe/`` folders are read.
 Tables in ``softmax/``: ``last``, ``topk``, ``positions``, ``summary``, ``js``,
 ``hardening``, ``overpredicted`` and ``prompts``. The numbers are defined in
 :mod:`.compute` (next-character statistics) and :mod:`.hardening` (divergence between
-checkpoints); :mod:`.run` inspects the checkpoints and writes the tables, :mod:`.claims`
+checkpoints); :mod:`.results` inspects the checkpoints and writes the tables, :mod:`.claims`
 checks the study's statements on them.
 """
 
