@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from domaingpt.cli.options import settings_from_args
+from domaingpt.context.records import StageStatus
 from domaingpt.context.rundir import RunDir, build_vocab, default_vocab_corpora, save_vocab
 from domaingpt.core.config import RunConfig
 from domaingpt.core.device import oom_hint
@@ -207,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for o in result.failed:
         print(f"error: stage {o.stage} failed: {one_line(o.message)}", file=sys.stderr)
     if result.failed:
-        blocked = [o.stage for o in result.outcomes if o.status == "blocked"]
+        blocked = [o.stage for o in result.outcomes if o.status == StageStatus.BLOCKED]
         waiting = f"; blocked until then: {', '.join(blocked)}" if blocked else ""
         report = (
             "the report was written again with the missing parts marked: "

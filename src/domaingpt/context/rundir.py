@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from domaingpt.context.records import StageRecord, StageStatus
 from domaingpt.core.filelock import lock_exclusive, read_at, write_at
 from domaingpt.core.io import atomic_write_text, open_no_follow, write_json
 from domaingpt.core.limits import MODEL_LIMITS, bounded_float, bounded_int
@@ -156,23 +157,6 @@ def _val_fraction(data: dict[str, Any], where: Path) -> float:
     return value
 
 
-def _well_formed_record(rec: Any) -> bool:
-    """A stage record as the runner writes it: an object with a string status and, if
-    any, outputs ``{path: [size, sha256]}``. Anything else is unreadable (the stage runs
-    again), never an AttributeError on every run."""
-    if not isinstance(rec, dict) or not isinstance(rec.get("status", ""), str):
-        return False
-    outputs = rec.get("outputs", {})
-    return isinstance(outputs, dict) and all(
-        isinstance(v, list)
-        and len(v) == 2
-        and isinstance(v[0], int)
-        and not isinstance(v[0], bool)
-        and isinstance(v[1], str)
-        for v in outputs.values()
-    )
-
-
 @dataclass(frozen=True)
 class RunDir:
     root: Path
@@ -218,23 +202,24 @@ class RunDir:
     def record_path(self, stage: str) -> Path:
         return self.root / "stages" / f"{stage}.json"
 
-    def record(self, stage: str) -> dict[str, Any] | None:
+    def record(self, stage: str) -> StageRecord | None:
         """The stage's record, or None when there is none or it is unreadable."""
         path = self.record_path(stage)
         if not path.is_file():
             return None
         try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        return rec if _well_formed_record(rec) else None
+        return StageRecord.from_dict(data, stage)
 
-    def write_record(self, stage: str, record: dict[str, Any]) -> None:
-        write_json(self.record_path(stage), record)
+    def write_record(self, record: StageRecord) -> None:
+        write_json(self.record_path(record.stage), record.to_dict())
 
-    def status(self, stage: str) -> str:
+    def status(self, stage: str) -> StageStatus:
         """done, failed, blocked, or absent (never run)."""
-        return (self.record(stage) or {}).get("status", "absent")
+        record = self.record(stage)
+        return record.status if record is not None else StageStatus.ABSENT
 
     # -- models ------------------------------------------------------------------------
     def trained_models(self) -> list[str]:

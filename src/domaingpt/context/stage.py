@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from domaingpt.context.records import StageStatus
 from domaingpt.context.rundir import RunDir
 from domaingpt.core.claims import Claim, unmeasured, write_claims
 from domaingpt.core.device import oom_hint
@@ -80,7 +81,7 @@ class StageView:
     stage: Stage
     run: RunDir
     tables: Tables | None
-    status: str
+    status: StageStatus
     reason: str
     corpora: list[str]
     figdir: Path
@@ -108,7 +109,7 @@ def read_stage(stage: Stage, run: RunDir) -> Tables:
     """A stage's tables (with a ``replicate`` column beside each table's model column);
     an error naming the stage when it has not completed."""
     status = run.status(stage.name)
-    if status != "done" and stage.name not in ALWAYS_READ:
+    if status != StageStatus.DONE and stage.name not in ALWAYS_READ:
         raise DomainGPTError(f"{stage.name} has not completed in {run.root} (status: {status})")
     return with_replicate_column(stage.load(run))
 
@@ -127,11 +128,12 @@ def stage_view(
         try:
             tables = read_stage(stage, run)
         except DomainGPTError as e:
-            message = (run.record(stage.name) or {}).get("message", "")
+            record = run.record(stage.name)
+            message = (record.message if record else None) or ""
             reason = {
-                "failed": f"the stage failed: {message}",
-                "blocked": f"the stage did not run: {message}",
-                "absent": "the stage has not run yet",
+                StageStatus.FAILED: f"the stage failed: {message}",
+                StageStatus.BLOCKED: f"the stage did not run: {message}",
+                StageStatus.ABSENT: "the stage has not run yet",
             }.get(status, str(e))
             reason = f"{stage.name}: {reason}"
         except (Exception, SystemExit) as e:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from domaingpt.context.records import StageRecord, StageStatus
 from domaingpt.context.rundir import RunDir, read_run_json, study_order
 from domaingpt.core.claims import Verdict, claims_frame
 from domaingpt.errors import DomainGPTError, one_line
@@ -93,7 +94,7 @@ class RunSummary:
     path: Path
     study: str
     done: list[str]
-    not_done: dict[str, str]  # stage -> status (failed, blocked)
+    not_done: dict[str, StageStatus]  # stage -> status (failed, blocked)
     models: list[str]
     losses: dict[str, float]
     updated: str
@@ -113,7 +114,7 @@ class RunSummary:
         }
 
 
-def _records(run: RunDir) -> dict[str, dict[str, Any]]:
+def _records(run: RunDir) -> dict[str, StageRecord]:
     records = {}
     for path in sorted((run.root / "stages").glob("*.json")):
         rec = run.record(path.stem)
@@ -127,9 +128,9 @@ def summarize(path: str | Path) -> RunSummary:
     run = RunDir(Path(path))
     spec = read_study_record(run.root)
     records = _records(run)
-    done = [s for s, r in records.items() if r.get("status") == "done"]
-    not_done = {s: str(r.get("status")) for s, r in records.items() if s not in done}
-    stamps = [str(r.get("at", "")) for r in records.values() if r.get("at")]
+    done = [s for s, r in records.items() if r.done]
+    not_done = {s: r.status for s, r in records.items() if s not in done}
+    stamps = [r.at for r in records.values() if r.at]
     return RunSummary(
         path=run.root,
         study=str(spec.get("name", "-")),
@@ -188,8 +189,8 @@ def settings_of(run: RunDir) -> dict[str, str]:
             _flatten(f"study.{key}", spec[key], out)
     records = _records(run)
     for stage, rec in records.items():
-        if isinstance(rec.get("settings"), dict):
-            _flatten(stage, rec["settings"], out)
+        if rec.settings is not None:
+            _flatten(stage, rec.settings, out)
     if "train" not in records:
         for name in run.trained_models():
             config = read_run_json(run.model(name)).get("config", {})
