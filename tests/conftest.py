@@ -25,7 +25,12 @@ from domaingpt.core.config import RunConfig, build_config
 from domaingpt.data.corpus import Corpus, resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import Vocab
-from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from domaingpt.model.checkpoint import (
+    CheckpointMeta,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from domaingpt.study import StudyResult, load_study, run_study
 from domaingpt.training.loop import TrainResult, train
 from domaingpt.training.trainer import Trainer
@@ -245,6 +250,6 @@ def shakespeare_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) ->
         for _ in range(30):
             trainer.step()
         out = run.adapt / "shakespeare__to__math" / "final" / "seed0" / "checkpoints"
-        meta = {"corpus": "math", "source_model": "shakespeare", "source_iteration": iters}
+        meta = CheckpointMeta(corpus="math", source_model="shakespeare", source_iteration=iters)
         save_checkpoint(out, "iter", 30, start.model.eval(), vocab, meta)
     return TrainedRun(run, iters, checkpoints)

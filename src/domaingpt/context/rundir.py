@@ -135,8 +135,8 @@ def read_run_json(model_dir: Path) -> dict[str, Any]:
 
 def run_config_of(info: CheckpointInfo, model_dir: Path | None = None) -> dict[str, Any]:
     """The training config recorded with a checkpoint (else in the model's run.json)."""
-    config = info.meta.get("config")
-    if isinstance(config, dict):
+    config = info.meta.config
+    if config is not None:
         return config
     return read_run_json(model_dir or info.json_path.parent.parent).get("config", {})
 
@@ -264,7 +264,7 @@ class RunDir:
             record = read_run_json(directory)
             config = record.get("config", {})
             block = config.get("model", {}).get("block_size") or (
-                find_checkpoint(directory).meta.get("model_config", {}).get("block_size")
+                find_checkpoint(directory).block_size
             )
             block = bounded_int(
                 f"{directory}: model.block_size", block, 1, MODEL_LIMITS["block_size"]
@@ -387,8 +387,8 @@ class RunDir:
         it (``source_iteration``); the error names what to redo, or the ``[section]``
         setting ``adapted = false`` that leaves adapted models out."""
         final = adapted.checkpoints[-1]
-        iteration = final.meta.get("source_iteration")
-        if not isinstance(iteration, int) or isinstance(iteration, bool):
+        iteration = final.meta.source_iteration
+        if iteration is None:
             raise DomainGPTError(
                 f"{final.json_path} does not record 'source_iteration' (the {adapted.source} "
                 f"checkpoint its adaptation started from): delete {adapted.directory} and run "
@@ -413,7 +413,7 @@ class RunDir:
         if self.vocab_path.exists():
             return study_vocab(self, [])
         names = self.model_names()
-        return Vocab.from_json(find_checkpoint(self.model(names[0])).meta["vocab"])
+        return Vocab.from_json(find_checkpoint(self.model(names[0])).vocab)
 
     def vocab_corpora(self) -> list[str]:
         """The corpora the run's vocabulary was built from (``vocab.json``), in order."""

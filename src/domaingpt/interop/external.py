@@ -134,7 +134,7 @@ def _copy_domaingpt(path: Path, run: RunDir, corpus: Corpus, log: Log) -> None:
             f"{path} was trained on other bytes than corpus {corpus.name} (sha256 differs); "
             "key it by the corpus it was trained on"
         )
-    fingerprint = history[-1].meta.get("vocab", {}).get("fingerprint")
+    fingerprint = history[-1].vocab_fingerprint
     have = json.loads(run.vocab_path.read_text(encoding="utf-8")).get("fingerprint")
     if fingerprint != have:
         raise DomainGPTError(

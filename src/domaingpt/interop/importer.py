@@ -39,7 +39,12 @@ from domaingpt.interop.mapping import (
     bias_names,
     from_gpt2,
 )
-from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints, save_checkpoint
+from domaingpt.model.checkpoint import (
+    CheckpointInfo,
+    CheckpointMeta,
+    list_checkpoints,
+    save_checkpoint,
+)
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.training.modeldir import is_model_dir
 
@@ -352,14 +357,19 @@ def import_hf(
         written = []
         for iteration, hf, model, vocab in converted:
             it = iteration if iteration is not None else int(hf.meta.get("iteration", 0))
-            meta = dict(hf.meta.get("record") or {"corpus": name, "imported_from": str(source)})
+            record = hf.meta.get("record")
+            meta = (
+                CheckpointMeta.from_dict(record)
+                if isinstance(record, dict) and record
+                else CheckpointMeta(corpus=name, imported_from=str(source))
+            )
             written.append(save_checkpoint(tmp / "checkpoints", "iter", it, model, vocab, meta))
             log(f"imported {hf.folder} as iteration {it}")
         run_json = _run_json(models[-1][1].meta) or {
             "corpus": name,
             "corpus_sha256": None,
-            "vocab_fingerprint": written[-1].meta["vocab"]["fingerprint"],
-            "config": {"model": written[-1].meta["model_config"]},
+            "vocab_fingerprint": written[-1].vocab_fingerprint,
+            "config": {"model": written[-1].model_config},
             "imported_from": str(source),
         }
         write_json(tmp / "run.json", run_json)

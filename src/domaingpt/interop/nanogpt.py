@@ -48,7 +48,12 @@ from domaingpt.data.corpus import REGISTRY, Corpus, resolve_corpus, sha256_file
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.interop.importer import check_run_vocab
-from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints, save_checkpoint
+from domaingpt.model.checkpoint import (
+    CheckpointInfo,
+    CheckpointMeta,
+    list_checkpoints,
+    save_checkpoint,
+)
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.training.modeldir import is_model_dir
 
@@ -515,13 +520,13 @@ def import_nanogpt(
     staged = scratch_beside(model_dir, "import")
     try:
         for ck, model in zip(cks, models, strict=True):
-            meta_rec = {
-                "corpus": found.name,
-                "corpus_sha256": found.sha256,
-                "val_loss": ck.best_val_loss,
-                "config": cfg.to_dict(),
-                "imported_from": {"path": str(ck.path.resolve()), "sha256": ck.sha256},
-            }
+            meta_rec = CheckpointMeta(
+                corpus=found.name,
+                corpus_sha256=found.sha256,
+                val_loss=ck.best_val_loss,
+                config=cfg.to_dict(),
+                imported_from={"path": str(ck.path.resolve()), "sha256": ck.sha256},
+            )
             save_checkpoint(staged / "checkpoints", "iter", ck.iter_num, model, vocab, meta_rec)
             log(f"imported {ck.path} (iter_num {ck.iter_num})")
         write_json(staged / "run.json", record)

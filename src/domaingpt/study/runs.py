@@ -74,7 +74,7 @@ def in_domain_losses(run: RunDir) -> dict[str, float]:
         if name in losses:
             continue
         history = list_checkpoints(run.model(name) / "checkpoints", "iter")
-        val = history[-1].meta.get("val_loss") if history else None
+        val = history[-1].meta.val_loss if history else None
         if isinstance(val, int | float) and math.isfinite(val):
             losses[name] = float(val)
     return {name: losses[name] for name in study_order(losses)}

@@ -30,7 +30,6 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -57,6 +56,7 @@ from domaingpt.core.threads import torch_threads
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import (
+    CheckpointMeta,
     damaged_checkpoints,
     list_checkpoints,
     newest_valid,
@@ -154,14 +154,14 @@ class _Recorder:
         values = (float(loss), lr_at(it - 1, self.spec), tokens_per_s, norm)
         self.loggers.log(it, dict(zip(STEP_TAGS, values, strict=True)))
 
-    def meta(self, it: int, val: float | None) -> dict[str, Any]:
-        return {
-            "corpus": self.corpus_name,
-            "corpus_sha256": self.corpus_sha,
-            "val_loss": val,
-            "tokens_seen": it * self.trainer.tokens_per_iter,
-            "config": self.cfg.to_dict(),
-        }
+    def meta(self, it: int, val: float | None) -> CheckpointMeta:
+        return CheckpointMeta(
+            corpus=self.corpus_name,
+            corpus_sha256=self.corpus_sha,
+            val_loss=val,
+            tokens_seen=it * self.trainer.tokens_per_iter,
+            config=self.cfg.to_dict(),
+        )
 
     def history_point(self, it: int, val: float) -> None:
         """A history checkpoint and its fixed-seed sample, at the scheduled iterations."""

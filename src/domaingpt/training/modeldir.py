@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 
 import torch
@@ -44,6 +45,25 @@ MODEL_FILES = frozenset(
 )
 _CHECKPOINT_FILE = re.compile(r"^(iter|resume)-\d{7,}\.(json|safetensors)$")
 _TEMP_FILE = re.compile(r"^\..+\.tmp$")  # an atomic write's temporary file (core.io)
+
+
+class ModelState(StrEnum):
+    """What a study does with a model directory (:func:`model_state`)."""
+
+    ABSENT = "absent"  # no model there: train it
+    DIFFERENT = "different"  # another configuration, or not a model: retrain
+    DAMAGED = "damaged"  # its run.json is missing or unreadable: refused unless forced
+    EXTEND = "extend"  # trained with a smaller max_iters: continue it
+    PARTIAL = "partial"  # interrupted, or a history checkpoint damaged: continue it
+    FINISHED = "finished"  # trained with this configuration: skip it
+
+
+class Plan(StrEnum):
+    """What training into a model directory does (:func:`check_model_dir`)."""
+
+    FRESH = "fresh"  # a new model
+    RESUME = "resume"  # continue or extend the model there
+    REPLACE = "replace"  # delete the model there (--overwrite), then start afresh
 
 
 def run_record(
@@ -190,7 +210,7 @@ def _different(model_dir: Path, diffs: list[str], resume: bool) -> DomainGPTErro
     )
 
 
-def check_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: bool) -> str:
+def check_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: bool) -> Plan:
     """What training into ``model_dir`` would do, checked before anything is written:
     ``fresh`` (a new model), ``resume`` (continue or extend the model there) or
     ``replace`` (``overwrite``: delete the model there, then start afresh).
@@ -205,10 +225,10 @@ def check_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: b
             f"{model_dir} is a symbolic link; domaingpt never writes through one: use another --out"
         )
     if not model_dir.exists() or (model_dir.is_dir() and not any(model_dir.iterdir())):
-        return "fresh"
+        return Plan.FRESH
     record_there = (model_dir / "run.json").is_file()
     if overwrite and is_model_dir(model_dir):
-        return "replace"
+        return Plan.REPLACE
     if not record_there or overwrite:
         damaged = damaged_record(model_dir)
         if damaged:
@@ -228,7 +248,7 @@ def check_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: b
     reached = trained_to(model_dir)
     max_iters = record["config"]["train"]["max_iters"]
     if reached < 0:  # this model, begun by a command stopped before its first checkpoint:
-        return "resume"  # nothing trained to lose, nothing to continue: start it
+        return Plan.RESUME  # nothing trained to lose, nothing to continue: start it
     if not resume:
         raise DomainGPTError(
             f"{model_dir} already holds this model (trained to iteration {reached}); pass "
@@ -241,7 +261,7 @@ def check_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: b
             f"train.max_iters={max_iters}; a model is never shortened: keep train.max_iters "
             f"at {reached} or more to continue it, or use another --out"
         )
-    return "resume"
+    return Plan.RESUME
 
 
 def prepare_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: bool) -> bool:
@@ -249,7 +269,7 @@ def prepare_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite:
     earlier work to resume. A continued model's ``run.json`` gets this run's record, and
     an extension (``max_iters`` raised) is listed under ``extensions``."""
     plan = check_model_dir(model_dir, record, resume=resume, overwrite=overwrite)
-    if plan == "resume":
+    if plan == Plan.RESUME:
         old = read_record(model_dir) or {}
         updated = {**old, **record}
         before = old["config"]["train"].get("max_iters")
@@ -261,7 +281,7 @@ def prepare_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite:
         if updated != old:
             write_json(model_dir / "run.json", updated)
         return True
-    if plan == "replace":
+    if plan == Plan.REPLACE:
         remove_model_dir(model_dir, "use another --out")
     model_dir.mkdir(parents=True, exist_ok=True)
     write_json(model_dir / "run.json", record)
@@ -300,32 +320,30 @@ def model_outputs(model_dir: Path) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def model_state(model_dir: Path, record: dict, max_iters: int) -> str:
-    """What a study does with a model directory: ``absent`` (train), ``different``
-    (another configuration, trained past ``max_iters``, or not a model: retrain),
-    ``damaged`` (a model whose ``run.json`` is missing or unreadable: refused unless
-    forced), ``extend`` (trained with a smaller ``max_iters``: continue it), ``partial``
-    (interrupted, or a history checkpoint damaged: continue it) or ``finished`` (skip)."""
+def model_state(model_dir: Path, record: dict, max_iters: int) -> ModelState:
+    """What a study does with a model directory (see :class:`ModelState`): ``different``
+    also when it was trained past ``max_iters``."""
     if damaged_record(model_dir):
-        return "damaged"
+        return ModelState.DAMAGED
     run_json = model_dir / "run.json"
     if not run_json.exists():
-        return "absent" if not model_dir.exists() or not any(model_dir.iterdir()) else "different"
+        empty = not model_dir.exists() or not any(model_dir.iterdir())
+        return ModelState.ABSENT if empty else ModelState.DIFFERENT
     try:
         old = read_record(model_dir) or {}
     except DomainGPTError:
-        return "different"
+        return ModelState.DIFFERENT
     if config_differences(old, record) or trained_to(model_dir) > max_iters:
-        return "different"
+        return ModelState.DIFFERENT
     if old["config"].get("train", {}).get("max_iters", max_iters) < max_iters:
-        return "extend"
+        return ModelState.EXTEND
     last = final_checkpoint(model_dir)
     metrics = model_dir / "metrics.jsonl"
     if last is None or last.iteration != max_iters or not metrics.exists():
-        return "partial"
+        return ModelState.PARTIAL
     rows = read_jsonl(metrics)
     if not rows or "val_loss_full" not in rows[-1] or not (model_dir / "loss.png").exists():
-        return "partial"
+        return ModelState.PARTIAL
     if damaged_checkpoints(model_dir / "checkpoints", "iter"):
-        return "partial"  # resumed from before the damage: see training.loop._restore
-    return "finished"
+        return ModelState.PARTIAL  # resumed from before the damage: see training.loop._restore
+    return ModelState.FINISHED

@@ -18,6 +18,7 @@ from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model.checkpoint import (
+    CheckpointMeta,
     find_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -84,7 +85,7 @@ def test_timeline_is_tidy_with_val_loss(trained, first_run) -> None:
     assert set(tl["seed"]) == {1, 2}
     for info in list_checkpoints(trained.model("shakespeare") / "checkpoints", "iter"):
         got = tl.loc[tl["iteration"] == info.iteration, "val_loss"]
-        assert got.to_numpy() == pytest.approx([info.meta["val_loss"]] * 2)
+        assert got.to_numpy() == pytest.approx([info.meta.val_loss] * 2)
     assert (tl["n_chars"] == 64).all()
     for col in ("long_word_known", "space_share", "distinct_char_4", "zlib_ratio", "js_unigram"):
         assert col in tl.columns
@@ -156,7 +157,7 @@ def test_adapted_models_against_target_and_source(trained, first_run, data_dir) 
     trainer = Trainer(loaded.model, cfg.train, tr, torch.device("cpu"))
     for _ in range(10):
         trainer.step()
-    meta = {"val_loss": 3.0, "adapt": {"source_iteration": 40, "target_loss_step0": 4.0}}
+    meta = CheckpointMeta(val_loss=3.0, adapt={"source_iteration": 40, "target_loss_step0": 4.0})
     directory = run.adapt / "shakespeare__to__math" / "final" / "seed0" / "checkpoints"
     save_checkpoint(directory, "iter", 10, loaded.model, vocab, meta)
 

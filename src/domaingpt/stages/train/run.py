@@ -303,8 +303,8 @@ def _imported_summary(name: str, model_dir: Path) -> dict[str, Any] | None:
     return {
         "model": name,
         "iterations": history[-1].iteration,
-        "initial_val_loss": history[0].meta.get("val_loss"),
-        "final_val_loss": history[-1].meta.get("val_loss"),
+        "initial_val_loss": history[0].meta.val_loss,
+        "final_val_loss": history[-1].meta.val_loss,
         "train_seconds": None,
         "finished": True,
     }
