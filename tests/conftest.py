@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from domaingpt.cli import main
-from domaingpt.context.rundir import RunDir, study_vocab
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.vocabulary import shared_vocab
 from domaingpt.core.config import RunConfig, build_config
 from domaingpt.data.corpus import Corpus, resolve_corpus
 from domaingpt.data.encoding import encode_corpus
@@ -239,7 +240,7 @@ def shakespeare_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) ->
     run = RunDir(tmp_path_factory.getbasetemp() / "interpret-run")
     with _threads(1):
         corpora = [resolve_corpus(n, data_dir) for n in ("shakespeare", "math", "wikipedia")]
-        vocab = study_vocab(run, corpora)
+        vocab = shared_vocab(run, corpora, print)
         cfg = build_config("smoke", overrides)
         shakespeare, math = corpora[0], corpora[1]
         train_quietly(run, shakespeare, vocab, cfg)

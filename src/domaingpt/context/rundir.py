@@ -22,7 +22,6 @@ models, and the stage records.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -34,13 +33,12 @@ from typing import Any
 
 from domaingpt.context.records import StageRecord, StageStatus
 from domaingpt.core.filelock import lock_exclusive, read_at, write_at
-from domaingpt.core.io import atomic_write_text, open_no_follow, write_json
+from domaingpt.core.io import open_no_follow, write_json
 from domaingpt.core.limits import MODEL_LIMITS, bounded_float, bounded_int
 from domaingpt.core.replicates import split_replicate
 from domaingpt.data.corpus import (
     REGISTRY,
     Corpus,
-    cache_dir,
     check_model_name,
     data_dir_from_env,
     resolve_corpus,
@@ -411,7 +409,13 @@ class RunDir:
     def vocab(self) -> Vocab:
         """The run's vocabulary (``vocab.json``), else the first model checkpoint's."""
         if self.vocab_path.exists():
-            return study_vocab(self, [])
+            try:
+                data = json.loads(self.vocab_path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                raise DomainGPTError(
+                    f"{self.vocab_path} is unreadable ({e}); delete it to rebuild"
+                ) from None
+            return Vocab.from_json(data)
         names = self.model_names()
         return Vocab.from_json(find_checkpoint(self.model(names[0])).vocab)
 
@@ -551,59 +555,3 @@ def _builtin_corpus(entry: ModelEntry, data_dir: str | Path | None, download: bo
         if not download:
             raise
     return resolve_corpus(entry.corpus, data_dir, download=True)
-
-
-def build_vocab(corpora: list[Corpus]) -> Vocab:
-    """The vocabulary of ``corpora``: every character of them (read in chunks).
-
-    Cached per machine under the corpora's checksums (which finding a corpus computes
-    anyway): the default vocabulary reads all three built-in corpora, 0.2 s of the start
-    of every new run. A damaged or altered cache entry is rebuilt.
-    """
-    key = hashlib.sha256(" ".join(sorted(c.sha256 for c in corpora)).encode()).hexdigest()
-    path = cache_dir() / "vocab" / f"{key[:32]}.json"
-    with suppress(OSError, ValueError, DomainGPTError):
-        return Vocab.from_json(json.loads(path.read_text(encoding="utf-8")))
-    vocab = Vocab.from_texts(chunk for c in corpora for chunk in c.iter_text())
-    with suppress(OSError):  # a read-only cache only costs the next run the 0.2 s
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, vocab.dumps())
-    return vocab
-
-
-def save_vocab(run: RunDir, vocab: Vocab, corpora: list[Corpus]) -> Path:
-    """Write the run's ``vocab.json``, with the corpora (name: SHA-256) it was built from."""
-    record = vocab.to_json()
-    record["corpora"] = {c.name: c.sha256 for c in corpora}
-    return write_json(run.vocab_path, record)
-
-
-def study_vocab(run: RunDir, corpora: list[Corpus]) -> Vocab:
-    """The run's vocabulary: loaded from ``vocab.json``, or built from ``corpora`` and saved.
-
-    Built once per run, so a model trained later in the same run shares the ids of the
-    earlier ones.
-    """
-    if run.vocab_path.exists():
-        try:
-            data = json.loads(run.vocab_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise DomainGPTError(
-                f"{run.vocab_path} is unreadable ({e}); delete it to rebuild"
-            ) from None
-        return Vocab.from_json(data)
-    vocab = build_vocab(corpora)
-    save_vocab(run, vocab, corpora)
-    return vocab
-
-
-def default_vocab_corpora(
-    extra: list[Corpus], data_dir: str | Path | None, *, download: bool = True
-) -> list[Corpus]:
-    """The three built-in corpora plus any user corpora being used: the default study.
-
-    ``download=False`` (``--offline``) finds them locally or fails, never downloads.
-    """
-    names = {c.name for c in extra}
-    builtins = [resolve_corpus(n, data_dir, download=download) for n in REGISTRY if n not in names]
-    return builtins + list(extra)

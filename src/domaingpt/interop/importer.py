@@ -25,7 +25,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from domaingpt.context.rundir import RunDir, study_vocab
+from domaingpt.context.rundir import RunDir
 from domaingpt.core.io import read_user_text, write_json
 from domaingpt.core.limits import MAX_TOKEN_ID, MODEL_LIMITS, bounded_float, bounded_int
 from domaingpt.core.owned import check_owned, is_vacant, publish, scratch_beside
@@ -285,7 +285,7 @@ def check_run_vocab(run: RunDir, vocab: Vocab, source: Path, hint: str = "") -> 
     (``hint``: what the format needs to share it, in parentheses)."""
     if not run.vocab_path.exists():
         return True
-    have = study_vocab(run, [])
+    have = run.vocab()
     if have.fingerprint != vocab.fingerprint:
         raise DomainGPTError(
             f"{source}'s vocabulary ({vocab.size} ids) differs from the run's "

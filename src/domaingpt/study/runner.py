@@ -36,7 +36,6 @@ from domaingpt.context.rundir import RunDir, unwritable
 from domaingpt.context.stage import Stage, StageContext, run_stage
 from domaingpt.core.distributed import study_mode, study_world
 from domaingpt.core.io import append_text, atomic_write_text, write_json
-from domaingpt.core.loggers import require_loggers
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.threads import torch_threads
 from domaingpt.core.version import __version__
@@ -247,8 +246,6 @@ def run_study(
     corpus_names = [c.name for c in corpora]
     if len(set(corpus_names)) != len(corpus_names):
         raise ConfigError(f"study.corpora names the same corpus twice: {corpus_names}")
-    if "train" in names:  # a logger's missing extra, named before anything is written
-        require_loggers(spec.config().train.loggers)
     spec.check_before_run(
         corpora,
         threads=spec.threads if threads is None else threads,

@@ -49,7 +49,6 @@ from domaingpt.core.loggers import (
     RunInfo,
     flat_hparams,
     open_loggers,
-    require_loggers,
 )
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.threads import torch_threads
@@ -234,14 +233,15 @@ def train(
     resumable checkpoint; a larger ``train.max_iters`` than it was trained with extends it
     (see :mod:`domaingpt.training.modeldir`, and the README on the learning rate).
     ``dist``: the process context (default: DDP over torchrun's ranks, if launched so; a
-    study's job passes its own rank's single-process context).
+    study's job passes its own rank's single-process context). ``train.loggers`` are
+    checked by the caller, before it writes anything (see
+    :func:`domaingpt.context.training.train_one`).
     """
     spec = cfg.train
     with torch_threads(spec.threads):  # restored when training ends
         ctx = dist or init_distributed(spec.device)
         check_batch(ctx, spec.batch_size)  # before anything is written
         check_fits(cfg, vocab.size, device_type=ctx.device.type)
-        require_loggers(spec.loggers)
         main = ctx.is_main  # only the main rank writes; the others compute the same steps
         record = run_record(cfg, corpus_name, corpus_sha, vocab, corpus_path)
         has_work = resume

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from domaingpt.cli import main
-from domaingpt.context.rundir import RunDir, study_vocab
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.vocabulary import shared_vocab
 from domaingpt.core import published
 from domaingpt.core.claims import Verdict
 from domaingpt.core.config import build_config
@@ -59,7 +60,7 @@ def trained(tmp_path_factory, data_dir, quiet_trainer) -> RunDir:
     root = tmp_path_factory.mktemp("quality") / "run"
     run = RunDir(root)
     corpora = [resolve_corpus(n, data_dir) for n in [*CORPORA, "wikipedia"]]
-    vocab = study_vocab(run, corpora)
+    vocab = shared_vocab(run, corpora, print)
     cfg = build_config(
         "smoke",
         ["train.max_iters=40", f"train.checkpoints={CHECKPOINTS}", "train.eval_interval=20"],
