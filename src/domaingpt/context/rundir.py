@@ -48,6 +48,7 @@ from domaingpt.data.corpus import (
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import CorpusError, DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, find_checkpoint, list_checkpoints
+from domaingpt.training.modeldir import ModelRecord, load_record
 
 DEFAULT_VAL_FRACTION = 0.1
 _ADAPT_DIR = re.compile(r"^(?P<source>.+)__to__(?P<target>.+)$")
@@ -109,26 +110,17 @@ def study_order(names: Iterable[str]) -> list[str]:
     return sorted(names, key=key)
 
 
-def read_run_json(model_dir: Path) -> dict[str, Any]:
+def read_run_json(model_dir: Path) -> ModelRecord:
     """A model's ``run.json`` (empty when it is missing or unreadable); one whose
     ``config`` is not a table of tables is an error naming it (every reader indexes it)."""
-    path = model_dir / "run.json"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(record, dict):
-        return {}
-    config = record.get("config", {})
-    if not isinstance(config, dict) or not all(
-        isinstance(config.get(section, {}), dict) for section in ("model", "train", "data")
-    ):
+    record, why = load_record(model_dir)
+    if why == "damaged":
         raise DomainGPTError(
-            f"{path} is damaged: its config is not a table of [model], [train] and [data] "
-            f"tables; restore the file, or retrain the model (domaingpt train "
-            f"{model_dir.name} --out {model_dir.parent.parent} --overwrite)"
+            f"{model_dir / 'run.json'} is damaged: its config is not a table of [model], "
+            f"[train] and [data] tables; restore the file, or retrain the model (domaingpt "
+            f"train {model_dir.name} --out {model_dir.parent.parent} --overwrite)"
         )
-    return record
+    return record or ModelRecord()
 
 
 def run_config_of(info: CheckpointInfo, model_dir: Path | None = None) -> dict[str, Any]:
@@ -136,7 +128,7 @@ def run_config_of(info: CheckpointInfo, model_dir: Path | None = None) -> dict[s
     config = info.meta.config
     if config is not None:
         return config
-    return read_run_json(model_dir or info.json_path.parent.parent).get("config", {})
+    return read_run_json(model_dir or info.json_path.parent.parent).config
 
 
 def val_fraction_of(info: CheckpointInfo, model_dir: Path | None = None) -> float:
@@ -260,8 +252,7 @@ class RunDir:
         for name in self.model_names(names):
             directory = self.model(name)
             record = read_run_json(directory)
-            config = record.get("config", {})
-            block = config.get("model", {}).get("block_size") or (
+            block = record.section("model").get("block_size") or (
                 find_checkpoint(directory).block_size
             )
             block = bounded_int(
@@ -271,12 +262,12 @@ class RunDir:
                 ModelEntry(
                     name=name,
                     directory=directory,
-                    corpus=str(record.get("corpus", name)),
-                    corpus_sha256=record.get("corpus_sha256"),
-                    val_fraction=_val_fraction(config.get("data", {}), directory / "run.json"),
+                    corpus=record.corpus or name,
+                    corpus_sha256=record.corpus_sha256,
+                    val_fraction=_val_fraction(record.section("data"), directory / "run.json"),
                     block_size=block,
-                    config=config,
-                    corpus_path=record.get("corpus_path"),
+                    config=record.config,
+                    corpus_path=record.corpus_path,
                 )
             )
         return entries
@@ -353,8 +344,8 @@ class RunDir:
             return corpus
         for name in trained:
             record = read_run_json(self.model(name))
-            if record.get("corpus_sha256") == corpus.sha256:
-                return replace(corpus, name=str(record.get("corpus", name)))
+            if record.corpus_sha256 == corpus.sha256:
+                return replace(corpus, name=record.corpus or name)
         return corpus
 
     def adapted_models(self, *, scratch: bool = False) -> list[AdaptedModel]:

@@ -156,7 +156,7 @@ def checkpoint_meta(info: CheckpointInfo, model_dir: Path | None) -> dict[str, A
         "vocab_fingerprint": fingerprint,
         "record": record,
     }
-    run = read_run_json(model_dir) if model_dir is not None else {}
+    run = read_run_json(model_dir).to_dict() if model_dir is not None else {}
     if run:
         meta["run"] = {
             k: v

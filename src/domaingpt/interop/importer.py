@@ -46,7 +46,7 @@ from domaingpt.model.checkpoint import (
     save_checkpoint,
 )
 from domaingpt.model.gpt import GPT, GPTConfig
-from domaingpt.training.modeldir import is_model_dir
+from domaingpt.training.modeldir import ModelRecord, is_model_dir, write_record
 
 _STEP = re.compile(r"^step(\d+)$")
 
@@ -365,14 +365,18 @@ def import_hf(
             )
             written.append(save_checkpoint(tmp / "checkpoints", "iter", it, model, vocab, meta))
             log(f"imported {hf.folder} as iteration {it}")
-        run_json = _run_json(models[-1][1].meta) or {
-            "corpus": name,
-            "corpus_sha256": None,
-            "vocab_fingerprint": written[-1].vocab_fingerprint,
-            "config": {"model": written[-1].model_config},
-            "imported_from": str(source),
-        }
-        write_json(tmp / "run.json", run_json)
+        exported = _run_json(models[-1][1].meta)
+        run_json = (
+            ModelRecord.from_dict(exported)
+            if exported is not None
+            else ModelRecord(
+                corpus=name,
+                vocab_fingerprint=written[-1].vocab_fingerprint,
+                config={"model": written[-1].model_config},
+                imported_from=str(source),
+            )
+        )
+        write_record(tmp, run_json)
         if new_vocab:
             write_json(run.vocab_path, {**converted[0][3].to_json(), "corpora": {}})
         publish(tmp, model_dir, is_model_dir, refusal)

@@ -55,7 +55,7 @@ from domaingpt.model.checkpoint import (
     save_checkpoint,
 )
 from domaingpt.model.gpt import GPT, GPTConfig
-from domaingpt.training.modeldir import is_model_dir
+from domaingpt.training.modeldir import ModelRecord, is_model_dir, write_record
 
 CKPT_NAME = "ckpt.pt"  # what nanoGPT's train.py writes in its out_dir
 META_NAME = "meta.pkl"  # what nanoGPT's data/*/prepare.py writes beside the data
@@ -504,17 +504,16 @@ def import_nanogpt(
         "unk": "a zero embedding row: its logit is 0 at every position, every "
         "character's logit is nanoGPT's",
     }
-    record = {
-        "corpus": found.name,
-        "corpus_sha256": found.sha256,
-        "vocab_fingerprint": vocab.fingerprint,
-        "config": cfg.to_dict(),
-        "domaingpt_version": __version__,
-        "torch_version": torch.__version__,
-        "imported_from": provenance,
-    }
-    if not found.builtin:
-        record["corpus_path"] = str(found.path)
+    record = ModelRecord(
+        corpus=found.name,
+        corpus_sha256=found.sha256,
+        vocab_fingerprint=vocab.fingerprint,
+        config=cfg.to_dict(),
+        domaingpt_version=__version__,
+        torch_version=torch.__version__,
+        corpus_path=None if found.builtin else str(found.path),
+        imported_from=provenance,
+    )
 
     run.models.mkdir(parents=True, exist_ok=True)
     staged = scratch_beside(model_dir, "import")
@@ -529,7 +528,7 @@ def import_nanogpt(
             )
             save_checkpoint(staged / "checkpoints", "iter", ck.iter_num, model, vocab, meta_rec)
             log(f"imported {ck.path} (iter_num {ck.iter_num})")
-        write_json(staged / "run.json", record)
+        write_record(staged, record)
         if new_vocab:
             write_json(run.vocab_path, {**vocab.to_json(), "corpora": {}})
         publish(staged, model_dir, is_model_dir, refusal)

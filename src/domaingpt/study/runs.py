@@ -193,8 +193,7 @@ def settings_of(run: RunDir) -> dict[str, str]:
             _flatten(stage, rec.settings, out)
     if "train" not in records:
         for name in run.trained_models():
-            config = read_run_json(run.model(name)).get("config", {})
-            _flatten(f"models.{name}", config, out)
+            _flatten(f"models.{name}", read_run_json(run.model(name)).config, out)
     return out
 
 

@@ -130,7 +130,7 @@ _WHAT = {
 
 def _what(state: ModelState, model_dir: Path, cfg: RunConfig) -> str:
     if state == ModelState.EXTEND:
-        before = read_run_json(model_dir)["config"]["train"]["max_iters"]
+        before = read_run_json(model_dir).section("train")["max_iters"]
         return f"extending from {before} to {cfg.train.max_iters} iterations"
     return f"{_WHAT[state]}, {cfg.train.max_iters} iterations"
 
@@ -227,7 +227,7 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
 
 def imported_from(model_dir: Path) -> str | None:
     """Where a model trained elsewhere came from, in words (None: trained here)."""
-    source = read_run_json(model_dir).get("imported_from")
+    source = read_run_json(model_dir).imported_from
     if not source:
         return None
     if not isinstance(source, dict):
