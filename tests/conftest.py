@@ -20,13 +20,19 @@ import pytest
 import torch
 
 from domaingpt.cli import main
-from domaingpt.context.rundir import RunDir, study_vocab
+from domaingpt.context.rundir import RunDir
 from domaingpt.context.stage import Stage, StageContext, Tables, run_stage
+from domaingpt.context.vocabulary import shared_vocab
 from domaingpt.core.config import RunConfig, build_config
 from domaingpt.data.corpus import Corpus, resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import Vocab
-from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from domaingpt.model.checkpoint import (
+    CheckpointMeta,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from domaingpt.study import StudyResult, load_study, run_study
 from domaingpt.study.pipeline import BUILTIN_STAGES, REPORT
 from domaingpt.training.loop import TrainResult, train
@@ -255,7 +261,7 @@ def shakespeare_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) ->
     run = RunDir(tmp_path_factory.getbasetemp() / "interpret-run")
     with _threads(1):
         corpora = [resolve_corpus(n, data_dir) for n in ("shakespeare", "math", "wikipedia")]
-        vocab = study_vocab(run, corpora)
+        vocab = shared_vocab(run, corpora, print)
         cfg = build_config("smoke", overrides)
         shakespeare, math = corpora[0], corpora[1]
         train_quietly(run, shakespeare, vocab, cfg)
@@ -266,6 +272,6 @@ def shakespeare_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) ->
         for _ in range(30):
             trainer.step()
         out = run.adapted / "shakespeare__to__math" / "final" / "seed0" / "checkpoints"
-        meta = {"corpus": "math", "source_model": "shakespeare", "source_iteration": iters}
+        meta = CheckpointMeta(corpus="math", source_model="shakespeare", source_iteration=iters)
         save_checkpoint(out, "iter", 30, start.model.eval(), vocab, meta)
     return TrainedRun(run, iters, checkpoints)

@@ -7,6 +7,12 @@ from __future__ import annotations
 import json
 import re
 
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.training import encode_for_training
+from domaingpt.context.vocabulary import build_vocab, save_vocab
+from domaingpt.core.config import build_config
+from domaingpt.data.corpus import resolve_corpus
+
 SMOKE = ["--preset", "smoke", "-q", "--set", "train.threads=1", "--set", "train.max_iters=30"]
 
 
@@ -56,3 +62,27 @@ def test_vocab_conflicting_with_the_runs_vocabulary_is_an_error(cli, cli_error, 
     code, _, err = cli("train", "math", "--vocab", "shakespeare,math", *argv)
     assert code == 0, err
     assert (run / "vocab.json").read_bytes() == vocab
+
+
+def test_an_unknown_character_is_the_same_log_line_on_both_paths(cli, data_dir, tmp_path):
+    """``domaingpt train`` runs the train stage's job: a character the run's vocabulary
+    lacks is trained as <unk> and said in the stage's log line, not a Python warning."""
+    shakespeare = resolve_corpus("shakespeare", data_dir)
+    run = RunDir(tmp_path / "run")
+    save_vocab(run, build_vocab([shakespeare]), [shakespeare])
+    notes = tmp_path / "notes.txt"
+    notes.write_text(shakespeare.path.read_text(encoding="utf-8")[:20000] + "☃☃☃")
+    quiet = [a for a in SMOKE if a != "-q"]
+    code, _, err = cli("train", notes, "--out", run.root, "--data-dir", data_dir, *quiet)
+    assert code == 0, err
+    line = (
+        f"warning: 3 characters of notes are not in the run's vocabulary ({run.vocab_path}) "
+        "and are trained as <unk>"
+    )
+    assert line in err.splitlines()
+    assert "model notes: training, 30 iterations" in err.splitlines()
+    # The stage's path: the same function, the same line.
+    logs: list[str] = []
+    cfg = build_config("smoke", ["train.max_iters=30"])
+    encode_for_training(run, resolve_corpus(notes), run.vocab(), cfg, logs.append)
+    assert logs == [line]

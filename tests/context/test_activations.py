@@ -29,7 +29,7 @@ from domaingpt.context.rundir import RunDir
 from domaingpt.context.stage import StageContext, run_stage
 from domaingpt.core.distributed import Job
 from domaingpt.data.vocab import Vocab
-from domaingpt.model.checkpoint import save_checkpoint
+from domaingpt.model.checkpoint import CheckpointMeta, save_checkpoint
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.stages.saliency.aggregate import relative_positions
 from domaingpt.study import load_study
@@ -183,7 +183,10 @@ def test_the_residual_stream_kept_every_fourth_position_from_the_last():
 
 def test_one_forward_pass_per_checkpoint_and_prompt_set(tmp_path, monkeypatch):
     vocab = Vocab.from_texts(["abcdefghij"])
-    infos = [save_checkpoint(tmp_path / "m", "iter", it, tiny(2, it), vocab, {}) for it in (0, 5)]
+    infos = [
+        save_checkpoint(tmp_path / "m", "iter", it, tiny(2, it), vocab, CheckpointMeta())
+        for it in (0, 5)
+    ]
     calls = []
     real = internals_module.compute_internals
     monkeypatch.setattr(
@@ -263,4 +266,4 @@ def test_lens_similarity_and_attention_share_one_forward_pass_per_checkpoint(
     infos = [c for m in run.model_entries() for c in m.checkpoints]
     infos += [a.checkpoints[-1] for a in run.adapted_models()]
     assert len(infos) == 24
-    assert len(calls) == len({c.meta["tensor_sha256"] for c in infos}) == 22
+    assert len(calls) == len({c.tensor_sha256 for c in infos}) == 22

@@ -17,7 +17,8 @@ from domaingpt.context.prompts import (
     user_prompt,
     validation_prompts,
 )
-from domaingpt.context.rundir import ModelEntry, RunDir, study_vocab
+from domaingpt.context.rundir import ModelEntry, RunDir
+from domaingpt.context.vocabulary import shared_vocab
 from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import UNK_ID, Vocab
@@ -143,7 +144,7 @@ def test_prompt_file_is_used(tmp_path):
 def test_default_corpora_are_the_models_and_the_runs(data_dir, tmp_path):
     run = RunDir(tmp_path / "run")
     corpora = [resolve_corpus(n, data_dir) for n in ("shakespeare", "math", "wikipedia")]
-    vocab = study_vocab(run, corpora)  # records the three corpora in vocab.json
+    vocab = shared_vocab(run, corpora, print)  # records the three corpora in vocab.json
     model = ModelEntry("shakespeare", tmp_path, "shakespeare", None, 0.1, block_size=32)
     ps = build_prompt_set(run, [model], vocab, per_corpus=2, length=8, data_dir=data_dir)
     assert ps.corpora == ["shakespeare", "math", "wikipedia"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from domaingpt.context.records import StageRecord, StageStatus
 from domaingpt.context.rundir import RunDir
 from domaingpt.core.io import write_json
 from domaingpt.data.corpus import REGISTRY, resolve_corpus, sha256_file
@@ -125,4 +126,51 @@ def test_a_malformed_stage_record_reads_as_none(tmp_path, record):
     assert run.record("train") is None and run.status("train") == "absent"
     good = {"status": "done", "outputs": {"a.csv": [5, "ab12"]}}
     write_json(run.record_path("train"), good)
-    assert run.record("train") == good
+    rec = run.record("train")
+    assert (rec.stage, rec.status, rec.outputs) == ("train", StageStatus.DONE, good["outputs"])
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {
+            "stage": "evaluate",
+            "status": "done",
+            "key": "ab",
+            "settings": {"bootstrap": 0},
+            "inputs": {"corpora": [["math", "cd"]], "train": "ef"},
+            "outputs": {"eval/zero_shot.csv": [10, "12"]},
+            "version": "0.9.0",
+            "at": "2026-12-01T10:00:00+00:00",
+            "seconds": 1.5,
+            "cpu_seconds": 2.25,
+        },
+        {"stage": "lens", "status": "failed", "message": "boom", "at": "t", "seconds": 0.1},
+        {
+            "stage": "lens",
+            "status": "blocked",
+            "message": "needs train",
+            "at": "t",
+            "kept": {"stage": "lens", "status": "done", "key": "k", "outputs": {}},
+        },
+    ],
+)
+def test_a_stage_record_of_an_earlier_run_reads_and_writes_back_unchanged(tmp_path, record):
+    """The statuses are an enum and the record a dataclass, but the file holds the same
+    JSON: an old run directory loads, and rewriting its record changes no byte."""
+    run = RunDir(tmp_path)
+    write_json(run.record_path(record["stage"]), record)
+    before = run.record_path(record["stage"]).read_bytes()
+    rec = run.record(record["stage"])
+    assert isinstance(rec, StageRecord) and rec.status == record["status"]
+    assert run.status(record["stage"]) is StageStatus(record["status"])
+    run.write_record(rec)
+    assert run.record_path(record["stage"]).read_bytes() == before
+    if record["status"] == "blocked":
+        assert rec.kept is not None and rec.kept.done and rec.kept.key == "k"
+
+
+def test_a_record_with_an_unknown_status_is_unreadable(tmp_path):
+    run = RunDir(tmp_path)
+    write_json(run.record_path("lens"), {"status": "running"})
+    assert run.record("lens") is None and run.status("lens") is StageStatus.ABSENT

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from domaingpt.context.records import StageRecord, StageStatus
 from domaingpt.context.rundir import RunDir
 from domaingpt.context.stage import Stage, StageContext, run_stage
 from domaingpt.core.claims import Claim, Verdict
@@ -78,7 +79,7 @@ def test_an_earlier_name_is_read_where_the_new_one_is_absent(tmp_path: Path) -> 
     renamed = dataclasses.replace(STAGE, name="tally", aliases=("count",))
     ctx = StageContext(RunDir(tmp_path), STAGE, progress=False, log=lambda m: None)
     run_stage(ctx, CountSettings(n=4))
-    RunDir(tmp_path).write_record("count", {"status": "done", "key": "k"})
+    RunDir(tmp_path).write_record(StageRecord("count", StageStatus.DONE, key="k"))
     assert renamed.read(RunDir(tmp_path))["rows"]["i"].tolist() == [0, 1, 2, 3]
     assert RunDir(tmp_path).status("tally", renamed.aliases) == "done"
     assert RunDir(tmp_path).status("tally") == "absent"

@@ -24,7 +24,12 @@ from domaingpt.core.device import OutOfMemory, autocast_dtype, oom_hint, pick_de
 from domaingpt.core.distributed import DistContext
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
-from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from domaingpt.model.checkpoint import (
+    CheckpointMeta,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from domaingpt.model.generate import generate_text
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.scoring import cpu_engine, score_windows
@@ -139,8 +144,8 @@ def test_checkpoints_from_gpu_tensors_load_on_a_cpu_only_process(tmp_path):
     for _ in range(5):
         trainer.step()
     vocab = Vocab.from_texts(["abcdefghijk"])
-    save_checkpoint(tmp_path, "iter", 5, model.eval(), vocab, {})
-    save_checkpoint(tmp_path, "resume", 5, model, vocab, {}, trainer.state_tensors())
+    save_checkpoint(tmp_path, "iter", 5, model.eval(), vocab, CheckpointMeta())
+    save_checkpoint(tmp_path, "resume", 5, model, vocab, CheckpointMeta(), trainer.state_tensors())
     probe = torch.arange(1, 12).view(1, 11)
     with torch.no_grad():
         expected = model(probe.to(CUDA))[0].float().cpu().numpy()
@@ -172,5 +177,5 @@ def test_checkpoints_from_gpu_tensors_load_on_a_cpu_only_process(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "loaded on the CPU" in done.stdout
-    assert find_checkpoint(tmp_path, 5).meta["tensor_sha256"]
+    assert find_checkpoint(tmp_path, 5).tensor_sha256
     assert load_checkpoint(find_checkpoint(tmp_path, 5)).model.tok_emb.weight.device.type == "cpu"

@@ -19,7 +19,7 @@ from domaingpt.core.loggers import (
 from domaingpt.errors import ConfigError
 from domaingpt.stages.adapt import AdaptSettings
 from domaingpt.stages.train import TrainSettings
-from domaingpt.training.modeldir import config_differences
+from domaingpt.training.modeldir import ModelRecord, config_differences
 
 
 def test_registry_and_default():
@@ -64,8 +64,8 @@ def test_loggers_are_runtime_keys():
     b = TrainSettings(preset="smoke", train={"loggers": ["csv", "tensorboard"]})
     assert b.config.train.loggers == ["csv", "tensorboard"]
     assert a.key_dict() == b.key_dict()
-    old = {"config": a.config.to_dict()}
-    assert config_differences(old, {"config": b.config.to_dict()}) == []
+    old = ModelRecord(config=a.config.to_dict())
+    assert config_differences(old, ModelRecord(config=b.config.to_dict())) == []
     assert AdaptSettings().key_dict() == AdaptSettings(loggers=["wandb"]).key_dict()
     assert "loggers" not in AdaptSettings().key_dict()
 

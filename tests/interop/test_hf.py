@@ -228,7 +228,7 @@ def test_export_is_shareable(exported, smoke_study, data_dir, tmp_path_factory):
     assert header["datasets"] == ["shakespeare"] and "shakespeare" in header["tags"]
     metrics = {m["type"]: m["value"] for m in header["model-index"][0]["results"][0]["metrics"]}
     record = load_checkpoint(find_checkpoint(smoke_study.root / "models" / "shakespeare"))
-    val = record.info.meta["val_loss"]
+    val = record.info.meta.val_loss
     assert metrics["loss"] == pytest.approx(val, abs=1e-6)
     assert metrics["bpc"] == pytest.approx(val / math.log(2), abs=1e-6)
     assert run["corpus_sha256"] in card
@@ -249,6 +249,7 @@ def test_history_round_trip_is_bit_equal(smoke_study, tmp_path, cli, data_dir):
     for a, b in zip(originals, copies, strict=True):
         assert a.tensor_path.read_bytes() == b.tensor_path.read_bytes()
         assert a.meta == b.meta  # the record too: corpus, val loss, training config
+        assert a.to_dict() == b.to_dict()
     # run.json too, less the corpus's local path (an export does not carry it: the
     # corpus is found by name and SHA-256).
     original_run = json.loads((source / "run.json").read_text())

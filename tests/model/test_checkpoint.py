@@ -13,6 +13,7 @@ import torch
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import CheckpointError
 from domaingpt.model.checkpoint import (
+    CheckpointMeta,
     find_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -29,7 +30,13 @@ def make(tmp_path, iteration=5, kind="iter"):
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=8, vocab_size=VOCAB.size))
     info = save_checkpoint(
-        tmp_path, kind, iteration, model, VOCAB, {"val_loss": 1.5}, {"extra.t": torch.arange(3)}
+        tmp_path,
+        kind,
+        iteration,
+        model,
+        VOCAB,
+        CheckpointMeta(val_loss=1.5),
+        {"extra.t": torch.arange(3)},
     )
     return model, info
 
@@ -41,7 +48,7 @@ def test_roundtrip_is_exact_and_tied(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(idx)[0], loaded.model(idx)[0], rtol=0, atol=0)
     assert loaded.model.head.weight.data_ptr() == loaded.model.tok_emb.weight.data_ptr()
-    assert loaded.vocab == VOCAB and loaded.iteration == 5 and loaded.meta["val_loss"] == 1.5
+    assert loaded.vocab == VOCAB and loaded.iteration == 5 and loaded.meta.val_loss == 1.5
     assert torch.equal(loaded.tensors["extra.t"], torch.arange(3))
 
 

@@ -53,7 +53,7 @@ def test_load_a_model_and_run_a_stage(smoke_study, tmp_path, data_dir):
     same = domaingpt.load_checkpoint(
         domaingpt.find_checkpoint(smoke_study.root / "models" / "math")
     )
-    assert loaded.info.iteration == 60 and loaded.info.meta["corpus"] == "math"
+    assert loaded.info.iteration == 60 and loaded.info.meta.corpus == "math"
     assert loaded.info.tensor_path == same.info.tensor_path
     text = domaingpt.generate_text(loaded.model, loaded.vocab, "\n", 20, seed=1)
     assert len(text) == 20

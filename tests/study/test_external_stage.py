@@ -122,7 +122,7 @@ def test_a_second_run_skips_it_and_an_edit_runs_it_again(norms_run, data_dir):
     study_file, root, _ = norms_run
     again = statuses(run(study_file, root, data_dir))
     assert set(again.values()) == {"skipped"}, again
-    key = Study.load(root).records["norms"]["key"]
+    key = Study.load(root).records["norms"].key
 
     # Its source is part of its key: any file of the package, not only __init__.py.
     section = study_file.parent / "norms_stage" / "section.py"
@@ -130,7 +130,7 @@ def test_a_second_run_skips_it_and_an_edit_runs_it_again(norms_run, data_dir):
     edited = statuses(run(study_file, root, data_dir))
     assert edited["norms"] == "done" and edited["report"] == "done", edited
     assert all(edited[s] == "skipped" for s in BUILT_IN)
-    assert Study.load(root).records["norms"]["key"] != key
+    assert Study.load(root).records["norms"].key != key
 
 
 # --- the example's parts, on hand-made input -------------------------------------------

@@ -50,7 +50,7 @@ def test_smoke_study_on_two_ranks_equals_one_process(smoke_study, data_dir, tmp_
     assert "[rank 1] " in done.stderr  # rank 1 trained and logged a model of its own
     assert "2 ranks (jobs spread over them)" in (out / "log.txt").read_text(encoding="utf-8")
     one, two = Study.load(smoke_study.root), Study.load(out)
-    assert [r["status"] for r in two.records.values()] == ["done"] * 11
+    assert [r.status for r in two.records.values()] == ["done"] * 11
     names = [s.name for s in load_study(preset="smoke").stages if s.name != "report"]
     compared = 0
     for name in names:

@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -131,11 +132,11 @@ def test_tensorboard_hparams_samples_and_loss_image(tb_run):
 def test_changing_loggers_retrains_nothing(tb_run):
     model_dir = tb_run.model("shakespeare")
     record = read_record(model_dir)
-    assert record["config"]["train"]["loggers"] == ["csv", "tensorboard"]
+    assert record.section("train")["loggers"] == ["csv", "tensorboard"]
     for loggers in (["csv"], ["wandb"], []):
-        other = json.loads(json.dumps(record))
-        other["config"]["train"]["loggers"] = loggers
-        other["config"]["train"]["log_interval"] = 50
+        config = json.loads(json.dumps(record.config))
+        config["train"].update(loggers=loggers, log_interval=50)
+        other = replace(record, config=config)
         assert model_state(model_dir, other, 60) == "finished"
 
 
@@ -237,7 +238,7 @@ def test_wandb_offline_run_study_named_and_resumed(train_smoke, tmp_path, monkey
     run, config = wandb_run(records)
     assert run == {"id": run_id, "group": "mystudy", "name": "shakespeare"}
     assert config["study"] == "mystudy" and config["domaingpt_version"] == __version__
-    assert config["corpus_sha256"] == read_record(model_dir)["corpus_sha256"]
+    assert config["corpus_sha256"] == read_record(model_dir).corpus_sha256
     assert len(config["corpus_sha256"]) == 64
     assert config["train"]["max_iters"] == 60 and config["model"]["n_layer"] == 2
     logged = wandb_history(records)

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from domaingpt.cli import main
+from domaingpt.context.rundir import read_run_json
 from domaingpt.core.config import build_config
-from domaingpt.core.io import read_jsonl
+from domaingpt.core.io import read_jsonl, write_json
+from domaingpt.errors import DomainGPTError
 from domaingpt.training import trainer as trainer_mod
-from domaingpt.training.modeldir import is_model_dir
+from domaingpt.training.modeldir import ModelRecord, is_model_dir, read_record, write_record
 from domaingpt.training.trainer import lr_at
 
 SETS = ["train.max_iters=20", "train.checkpoints=[0, 10, 20]", "train.eval_tokens=1024"]
@@ -190,3 +192,57 @@ def test_a_model_begun_and_stopped_before_its_first_checkpoint_is_started_again(
     capsys.readouterr()
     assert main(argv) == 0, capsys.readouterr().err
     assert (model / "checkpoints" / "iter-0000020.json").is_file()
+
+
+#: A run.json as domaingpt 0.x wrote it, once extended.
+OLD_RUN_JSON = {
+    "corpus": "shakespeare",
+    "corpus_sha256": "ab" * 32,
+    "vocab_fingerprint": "cd" * 32,
+    "config": {"model": {"block_size": 64}, "train": {"max_iters": 60}, "data": {}},
+    "domaingpt_version": "0.9.0",
+    "torch_version": "2.13.0",
+    "corpus_path": "/data/shakespeare.txt",
+    "extensions": [{"from_iteration": 30, "max_iters": [30, 60]}],
+}
+
+
+def test_an_old_run_json_reads_and_writes_back_unchanged(tmp_path):
+    """run.json is a dataclass now, read and written in one place; an earlier run's
+    file loads, and writing it back changes no byte. A key this version does not know
+    is kept."""
+    write_json(tmp_path / "run.json", OLD_RUN_JSON)
+    before = (tmp_path / "run.json").read_bytes()
+    record = read_record(tmp_path)
+    assert record == read_run_json(tmp_path)
+    assert (record.corpus, record.section("train"), record.extensions[0]["from_iteration"]) == (
+        "shakespeare",
+        {"max_iters": 60},
+        30,
+    )
+    write_record(tmp_path, record)
+    assert (tmp_path / "run.json").read_bytes() == before
+    write_json(tmp_path / "run.json", {**OLD_RUN_JSON, "notes": "mine"})
+    record = read_record(tmp_path)
+    assert record.extra == {"notes": "mine"}
+    assert record.to_dict() == {**OLD_RUN_JSON, "notes": "mine"}
+
+
+def test_a_continued_models_record_keeps_what_only_the_old_one_says():
+    old = ModelRecord.from_dict({**OLD_RUN_JSON, "imported_from": "x", "notes": "mine"})
+    new = ModelRecord(corpus="shakespeare", config={"train": {"max_iters": 90}})
+    merged = new.over(old)
+    assert merged.config == {"train": {"max_iters": 90}} and merged.imported_from == "x"
+    assert merged.extensions == OLD_RUN_JSON["extensions"] and merged.extra == {"notes": "mine"}
+
+
+def test_a_damaged_run_json_is_named_and_one_without_a_config_still_reads(tmp_path):
+    write_json(tmp_path / "run.json", {**OLD_RUN_JSON, "config": {"model": 3}})
+    with pytest.raises(DomainGPTError, match=r"run\.json is damaged"):
+        read_run_json(tmp_path)
+    with pytest.raises(DomainGPTError, match=r"run\.json is unreadable"):
+        read_record(tmp_path)
+    write_json(tmp_path / "run.json", {"corpus": "math"})
+    assert read_run_json(tmp_path).corpus == "math"  # what the stages read
+    with pytest.raises(DomainGPTError, match="cannot be continued"):
+        read_record(tmp_path)  # what training needs: its config

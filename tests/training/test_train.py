@@ -68,7 +68,7 @@ def test_history_checkpoints_and_samples(shakespeare, tmp_path):
 
     loaded = load_checkpoint(find_checkpoint(tmp_path / "m", 20))
     assert generate_text(loaded.model, loaded.vocab, "\n", 60, seed=1) == samples[1]["text"]
-    assert loaded.meta["val_loss"] == pytest.approx(samples[1]["val_loss"])
+    assert loaded.meta.val_loss == pytest.approx(samples[1]["val_loss"])
     # history checkpoints carry weights only; resume ones carry the optimizer too
     assert not any(k.startswith("optim.") for k in read_tensors(history[-1]))
     resume = list_checkpoints(tmp_path / "m" / "checkpoints", "resume")

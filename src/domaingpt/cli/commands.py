@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from domaingpt.cli.options import command_log, settings_from_args, show_progress
-from domaingpt.context.rundir import RunDir, build_vocab, default_vocab_corpora, save_vocab
+from domaingpt.context.records import StageStatus
+from domaingpt.context.rundir import RunDir
 from domaingpt.core.config import RunConfig
-from domaingpt.core.device import oom_hint
-from domaingpt.core.distributed import launched_by_torchrun, study_ranks
-from domaingpt.data.corpus import Corpus
-from domaingpt.data.vocab import Vocab
+from domaingpt.core.distributed import study_ranks
 from domaingpt.errors import ConfigError, one_line
 
 if TYPE_CHECKING:
@@ -43,55 +39,32 @@ def cmd_corpora(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train one model; nothing is written until every input has been checked (the
-    corpus, the configuration, the memory a step needs, the vocabulary, the split, the
-    model directory)."""
-    from domaingpt.core.device import pick_device
-    from domaingpt.core.loggers import require_loggers
+    """Train one model: the train stage's own job (:func:`domaingpt.context.training.train_one`),
+    so its vocabulary, checks and model are those of a study's."""
+    from domaingpt.context.training import train_one
     from domaingpt.data.corpus import resolve_corpus
-    from domaingpt.data.encoding import encode_corpus
-    from domaingpt.training.loop import train
-    from domaingpt.training.memory import check_fits
-    from domaingpt.training.modeldir import check_model_dir, run_record
 
     run = RunDir(Path(args.out))
     run.check_writable()
-    corpus = resolve_corpus(args.corpus, args.data_dir, download=not args.offline)
-    model_dir = run.model(corpus.name)
-    cfg = _train_config(args, model_dir)
-    require_loggers(cfg.train.loggers)
-    check_fits(cfg, device_type=pick_device(cfg.train.device).type)
-    vocab, vocab_corpora = _train_vocab(run, corpus, args)
-    encoded = encode_corpus(corpus, vocab)
-    if encoded.n_unk:
-        warnings.warn(
-            f"{encoded.n_unk} characters of {corpus.name} are not in the run's vocabulary "
-            f"({run.vocab_path}) and are trained as <unk>",
-            stacklevel=1,
-        )
-    train_ids, val_ids = encoded.checked_split(cfg.data.val_fraction, cfg.model.block_size)
-    # Under torchrun only rank 0 checks the model directory and writes; train() has the
-    # other ranks wait for it.
-    if not launched_by_torchrun() or os.environ.get("RANK", "0") == "0":
-        record = run_record(cfg, corpus.name, corpus.sha256, vocab, corpus.path)
-        check_model_dir(model_dir, record, resume=args.resume, overwrite=args.overwrite)
-        if vocab_corpora is not None:  # the run's first model: its vocabulary, saved now
-            save_vocab(run, vocab, vocab_corpora)
-    with oom_hint("train.batch_size", cfg.train.batch_size):
-        result = train(
-            corpus.name,
-            corpus.sha256,
-            train_ids,
-            val_ids,
-            vocab,
-            cfg,
-            model_dir,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=show_progress(args),
-            log=command_log(args),
-            corpus_path=corpus.path,
-        )
+    download = not args.offline
+    corpus = resolve_corpus(args.corpus, args.data_dir, download=download)
+    cfg = _train_config(args, run.model(corpus.name))
+    names = [n.strip() for n in (args.vocab or "").split(",") if n.strip()]
+    if args.vocab is not None and not names:
+        raise ConfigError("--vocab needs corpus names or paths, e.g. --vocab shakespeare,math")
+    result = train_one(
+        run,
+        corpus,
+        cfg,
+        vocab_corpora=[resolve_corpus(n, args.data_dir, download=download) for n in names],
+        vocab_names=args.vocab,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=show_progress(args),
+        log=command_log(args),
+        data_dir=args.data_dir,
+        download=download,
+    )
     if result.is_main:
         print(f"val_loss {result.val_loss:.4f}  model {result.model_dir}")
     return 0
@@ -109,36 +82,6 @@ def _train_config(args: argparse.Namespace, model_dir: Path) -> RunConfig:
         if recorded is not None:
             return recorded
     return build_config(args.preset or DEFAULT_TRAIN_PRESET, args.set)
-
-
-def _train_vocab(
-    run: RunDir, corpus: Corpus, args: argparse.Namespace
-) -> tuple[Vocab, list[Corpus] | None]:
-    """The run's vocabulary for this model, and the corpora to save it from when the run
-    has none yet (None: it has one). Nothing is written here.
-
-    ``--vocab`` names the corpora of a new run's vocabulary; given for a run that already
-    has a different one, it is an error: every model of a run shares one vocabulary.
-    """
-    from domaingpt.data.corpus import resolve_corpus
-
-    download = not args.offline
-    names = [n.strip() for n in (args.vocab or "").split(",") if n.strip()]
-    if args.vocab is not None and not names:
-        raise ConfigError("--vocab needs corpus names or paths, e.g. --vocab shakespeare,math")
-    given = [resolve_corpus(n, args.data_dir, download=download) for n in names]
-    if run.vocab_path.exists():
-        vocab = run.vocab()
-        if given and build_vocab(given).fingerprint != vocab.fingerprint:
-            built_from = ", ".join(run.vocab_corpora()) or "other corpora"
-            raise ConfigError(
-                f"--vocab {args.vocab}: the run already has another vocabulary "
-                f"({run.vocab_path}, {vocab.size} ids, built from {built_from}) and every "
-                "model of a run shares it; drop --vocab, or use another --out"
-            )
-        return vocab, None
-    corpora = given or default_vocab_corpora([corpus], args.data_dir, download=download)
-    return build_vocab(corpora), corpora
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -202,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for o in result.failed:
         print(f"error: stage {o.stage} failed: {one_line(o.message)}", file=sys.stderr)
     if result.failed:
-        blocked = [o.stage for o in result.outcomes if o.status == "blocked"]
+        blocked = [o.stage for o in result.outcomes if o.status == StageStatus.BLOCKED]
         waiting = f"; blocked until then: {', '.join(blocked)}" if blocked else ""
         report = (
             "the report was written again with the missing parts marked: "

@@ -306,7 +306,7 @@ def prompt_digest(prompts: PromptSet) -> str:
 
 
 def _key(info: CheckpointInfo, digest: str, device: torch.device, batch_size: int) -> tuple:
-    weights = info.meta.get("tensor_sha256")
+    weights = info.tensor_sha256
     if not weights:  # an old checkpoint: its file's identity instead
         stat = info.tensor_path.stat()
         weights = f"{info.tensor_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"

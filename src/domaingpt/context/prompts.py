@@ -206,7 +206,7 @@ class UserPromptSettings(PromptSettings):
         metavar="TEXT",
         repeat=True,
     )
-    prompt_file: str = setting("", "prompts of your own, one per line (as --prompt)")
+    prompt_file: str = setting("", "prompts of your own, one per line (as --prompt)", path="input")
 
     def check(self) -> None:
         super().check()

@@ -22,7 +22,6 @@ models, and the stage records.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -32,14 +31,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from domaingpt.context.records import StageRecord, StageStatus
 from domaingpt.core.filelock import lock_exclusive, read_at, write_at
-from domaingpt.core.io import atomic_write_text, open_no_follow, write_json
+from domaingpt.core.io import open_no_follow, write_json
 from domaingpt.core.limits import MODEL_LIMITS, bounded_float, bounded_int
 from domaingpt.core.replicates import split_replicate
 from domaingpt.data.corpus import (
     REGISTRY,
     Corpus,
-    cache_dir,
     check_model_name,
     data_dir_from_env,
     resolve_corpus,
@@ -49,6 +48,7 @@ from domaingpt.data.corpus import (
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import CorpusError, DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, find_checkpoint, list_checkpoints
+from domaingpt.training.modeldir import ModelRecord, load_record
 
 DEFAULT_VAL_FRACTION = 0.1
 _ADAPT_DIR = re.compile(r"^(?P<source>.+)__to__(?P<target>.+)$")
@@ -110,34 +110,25 @@ def study_order(names: Iterable[str]) -> list[str]:
     return sorted(names, key=key)
 
 
-def read_run_json(model_dir: Path) -> dict[str, Any]:
+def read_run_json(model_dir: Path) -> ModelRecord:
     """A model's ``run.json`` (empty when it is missing or unreadable); one whose
     ``config`` is not a table of tables is an error naming it (every reader indexes it)."""
-    path = model_dir / "run.json"
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(record, dict):
-        return {}
-    config = record.get("config", {})
-    if not isinstance(config, dict) or not all(
-        isinstance(config.get(section, {}), dict) for section in ("model", "train", "data")
-    ):
+    record, why = load_record(model_dir)
+    if why == "damaged":
         raise DomainGPTError(
-            f"{path} is damaged: its config is not a table of [model], [train] and [data] "
-            f"tables; restore the file, or retrain the model (domaingpt train "
-            f"{model_dir.name} --out {model_dir.parent.parent} --overwrite)"
+            f"{model_dir / 'run.json'} is damaged: its config is not a table of [model], "
+            f"[train] and [data] tables; restore the file, or retrain the model (domaingpt "
+            f"train {model_dir.name} --out {model_dir.parent.parent} --overwrite)"
         )
-    return record
+    return record or ModelRecord()
 
 
 def run_config_of(info: CheckpointInfo, model_dir: Path | None = None) -> dict[str, Any]:
     """The training config recorded with a checkpoint (else in the model's run.json)."""
-    config = info.meta.get("config")
-    if isinstance(config, dict):
+    config = info.meta.config
+    if config is not None:
         return config
-    return read_run_json(model_dir or info.json_path.parent.parent).get("config", {})
+    return read_run_json(model_dir or info.json_path.parent.parent).config
 
 
 def val_fraction_of(info: CheckpointInfo, model_dir: Path | None = None) -> float:
@@ -154,23 +145,6 @@ def _val_fraction(data: dict[str, Any], where: Path) -> float:
     if not 0 < value < 1:
         raise DomainGPTError(f"{where}: data.val_fraction must be in (0, 1), got {value}")
     return value
-
-
-def _well_formed_record(rec: Any) -> bool:
-    """A stage record as the runner writes it: an object with a string status and, if
-    any, outputs ``{path: [size, sha256]}``. Anything else is unreadable (the stage runs
-    again), never an AttributeError on every run."""
-    if not isinstance(rec, dict) or not isinstance(rec.get("status", ""), str):
-        return False
-    outputs = rec.get("outputs", {})
-    return isinstance(outputs, dict) and all(
-        isinstance(v, list)
-        and len(v) == 2
-        and isinstance(v[0], int)
-        and not isinstance(v[0], bool)
-        and isinstance(v[1], str)
-        for v in outputs.values()
-    )
 
 
 @dataclass(frozen=True)
@@ -215,24 +189,25 @@ class RunDir:
     def record_path(self, stage: str) -> Path:
         return self.root / "stages" / f"{stage}.json"
 
-    def record(self, stage: str, aliases: Iterable[str] = ()) -> dict[str, Any] | None:
+    def record(self, stage: str, aliases: Iterable[str] = ()) -> StageRecord | None:
         """The stage's record, or None when there is none or it is unreadable; the record
         of an earlier name of the stage (``aliases``) when it has none of its own."""
         path = self.record_path(stage)
         if not path.is_file():
             return next(filter(None, (self.record(a) for a in aliases)), None)
         try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        return rec if _well_formed_record(rec) else None
+        return StageRecord.from_dict(data, stage)
 
-    def write_record(self, stage: str, record: dict[str, Any]) -> None:
-        write_json(self.record_path(stage), record)
+    def write_record(self, record: StageRecord) -> None:
+        write_json(self.record_path(record.stage), record.to_dict())
 
-    def status(self, stage: str, aliases: Iterable[str] = ()) -> str:
+    def status(self, stage: str, aliases: Iterable[str] = ()) -> StageStatus:
         """done, failed, blocked, or absent (never run)."""
-        return (self.record(stage, aliases) or {}).get("status", "absent")
+        record = self.record(stage, aliases)
+        return record.status if record is not None else StageStatus.ABSENT
 
     # -- models ------------------------------------------------------------------------
     def trained_models(self) -> list[str]:
@@ -275,9 +250,8 @@ class RunDir:
         for name in self.model_names(names):
             directory = self.model(name)
             record = read_run_json(directory)
-            config = record.get("config", {})
-            block = config.get("model", {}).get("block_size") or (
-                find_checkpoint(directory).meta.get("model_config", {}).get("block_size")
+            block = record.section("model").get("block_size") or (
+                find_checkpoint(directory).block_size
             )
             block = bounded_int(
                 f"{directory}: model.block_size", block, 1, MODEL_LIMITS["block_size"]
@@ -286,12 +260,12 @@ class RunDir:
                 ModelEntry(
                     name=name,
                     directory=directory,
-                    corpus=str(record.get("corpus", name)),
-                    corpus_sha256=record.get("corpus_sha256"),
-                    val_fraction=_val_fraction(config.get("data", {}), directory / "run.json"),
+                    corpus=record.corpus or name,
+                    corpus_sha256=record.corpus_sha256,
+                    val_fraction=_val_fraction(record.section("data"), directory / "run.json"),
                     block_size=block,
-                    config=config,
-                    corpus_path=record.get("corpus_path"),
+                    config=record.config,
+                    corpus_path=record.corpus_path,
                 )
             )
         return entries
@@ -368,8 +342,8 @@ class RunDir:
             return corpus
         for name in trained:
             record = read_run_json(self.model(name))
-            if record.get("corpus_sha256") == corpus.sha256:
-                return replace(corpus, name=str(record.get("corpus", name)))
+            if record.corpus_sha256 == corpus.sha256:
+                return replace(corpus, name=record.corpus or name)
         return corpus
 
     def adapted_models(self, *, scratch: bool = False) -> list[AdaptedModel]:
@@ -400,8 +374,8 @@ class RunDir:
         it (``source_iteration``); the error names what to redo, or the ``[section]``
         setting ``adapted = false`` that leaves adapted models out."""
         final = adapted.checkpoints[-1]
-        iteration = final.meta.get("source_iteration")
-        if not isinstance(iteration, int) or isinstance(iteration, bool):
+        iteration = final.meta.source_iteration
+        if iteration is None:
             raise DomainGPTError(
                 f"{final.json_path} does not record 'source_iteration' (the {adapted.source} "
                 f"checkpoint its adaptation started from): delete {adapted.directory} and run "
@@ -413,9 +387,15 @@ class RunDir:
     def vocab(self) -> Vocab:
         """The run's vocabulary (``vocab.json``), else the first model checkpoint's."""
         if self.vocab_path.exists():
-            return study_vocab(self, [])
+            try:
+                data = json.loads(self.vocab_path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                raise DomainGPTError(
+                    f"{self.vocab_path} is unreadable ({e}); delete it to rebuild"
+                ) from None
+            return Vocab.from_json(data)
         names = self.model_names()
-        return Vocab.from_json(find_checkpoint(self.model(names[0])).meta["vocab"])
+        return Vocab.from_json(find_checkpoint(self.model(names[0])).vocab)
 
     def vocab_corpora(self) -> list[str]:
         """The corpora the run's vocabulary was built from (``vocab.json``), in order."""
@@ -553,60 +533,3 @@ def _builtin_corpus(entry: ModelEntry, data_dir: str | Path | None, download: bo
         if not download:
             raise
     return resolve_corpus(entry.corpus, data_dir, download=True)
-
-
-def build_vocab(corpora: list[Corpus]) -> Vocab:
-    """The vocabulary of ``corpora``: every character of them (read in chunks).
-
-    Cached per machine under the corpora's checksums (which finding a corpus computes
-    anyway): the default vocabulary reads all three built-in corpora, which every new
-    run would otherwise do again as it starts. A damaged or altered cache entry is
-    rebuilt.
-    """
-    key = hashlib.sha256(" ".join(sorted(c.sha256 for c in corpora)).encode()).hexdigest()
-    path = cache_dir() / "vocab" / f"{key[:32]}.json"
-    with suppress(OSError, ValueError, DomainGPTError):
-        return Vocab.from_json(json.loads(path.read_text(encoding="utf-8")))
-    vocab = Vocab.from_texts(chunk for c in corpora for chunk in c.iter_text())
-    with suppress(OSError):  # a read-only cache only costs the next run that read again
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, vocab.dumps())
-    return vocab
-
-
-def save_vocab(run: RunDir, vocab: Vocab, corpora: list[Corpus]) -> Path:
-    """Write the run's ``vocab.json``, with the corpora (name: SHA-256) it was built from."""
-    record = vocab.to_json()
-    record["corpora"] = {c.name: c.sha256 for c in corpora}
-    return write_json(run.vocab_path, record)
-
-
-def study_vocab(run: RunDir, corpora: list[Corpus]) -> Vocab:
-    """The run's vocabulary: loaded from ``vocab.json``, or built from ``corpora`` and saved.
-
-    Built once per run, so a model trained later in the same run shares the ids of the
-    earlier ones.
-    """
-    if run.vocab_path.exists():
-        try:
-            data = json.loads(run.vocab_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise DomainGPTError(
-                f"{run.vocab_path} is unreadable ({e}); delete it to rebuild"
-            ) from None
-        return Vocab.from_json(data)
-    vocab = build_vocab(corpora)
-    save_vocab(run, vocab, corpora)
-    return vocab
-
-
-def default_vocab_corpora(
-    extra: list[Corpus], data_dir: str | Path | None, *, download: bool = True
-) -> list[Corpus]:
-    """The three built-in corpora plus any user corpora being used: the default study.
-
-    ``download=False`` (``--offline``) finds them locally or fails, never downloads.
-    """
-    names = {c.name for c in extra}
-    builtins = [resolve_corpus(n, data_dir, download=download) for n in REGISTRY if n not in names]
-    return builtins + list(extra)

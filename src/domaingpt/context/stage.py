@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from domaingpt.context.activations import ActivationCache
+from domaingpt.context.records import StageStatus
 from domaingpt.context.rundir import RunDir
 from domaingpt.core.claims import Claim, unmeasured, write_claims
 from domaingpt.core.device import oom_hint
@@ -154,7 +155,7 @@ class StageView:
     stage: Stage
     run: RunDir
     tables: Tables | None
-    status: str
+    status: StageStatus
     reason: str
     corpora: list[str]
     figdir: Path
@@ -177,7 +178,7 @@ def read_stage(stage: Stage, run: RunDir) -> Tables:
     """A stage's tables (with a ``replicate`` column beside each table's model column);
     an error naming the stage when it has not completed."""
     status = run.status(stage.name, stage.aliases)
-    if status != "done" and not stage.read_unfinished:
+    if status != StageStatus.DONE and not stage.read_unfinished:
         raise DomainGPTError(f"{stage.name} has not completed in {run.root} (status: {status})")
     return with_replicate_column(stage.read(run))
 
@@ -196,11 +197,12 @@ def stage_view(
         try:
             tables = read_stage(stage, run)
         except DomainGPTError as e:
-            message = (run.record(stage.name, stage.aliases) or {}).get("message", "")
+            record = run.record(stage.name, stage.aliases)
+            message = (record.message if record else None) or ""
             reason = {
-                "failed": f"the stage failed: {message}",
-                "blocked": f"the stage did not run: {message}",
-                "absent": "the stage has not run yet",
+                StageStatus.FAILED: f"the stage failed: {message}",
+                StageStatus.BLOCKED: f"the stage did not run: {message}",
+                StageStatus.ABSENT: "the stage has not run yet",
             }.get(status, str(e))
             reason = f"{stage.name}: {reason}"
         except (Exception, SystemExit) as e:

@@ -20,7 +20,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from domaingpt.core.limits import check_threads
 from domaingpt.errors import ConfigError
@@ -29,6 +29,11 @@ S = TypeVar("S", bound="StageSettings")
 
 #: Fields that say where or how fast a stage runs, not what it computes.
 RUNTIME_FIELDS = frozenset({"device", "threads", "data_dir", "offline"})
+#: What a path setting names: ``input``, a file to read (a study file's relative path is
+#: relative to the study file), or ``output``, a file to write (relative to the run
+#: directory, and never outside it).
+PathKind = Literal["input", "output"]
+PATH_KINDS: tuple[PathKind, ...] = ("input", "output")
 #: The largest seed: every random generator used (torch, numpy) accepts 0..2**63 - 1,
 #: also after adding the number of seeds a stage draws from it.
 MAX_SEED = 2**63 - 1
@@ -43,6 +48,7 @@ def setting(
     metavar: str | None = None,
     repeat: bool = False,
     choices: tuple[str, ...] | None = None,
+    path: PathKind | None = None,
 ) -> Any:
     """A settings field: its default, its help text, and how the CLI spells it.
 
@@ -50,8 +56,11 @@ def setting(
     is a positional argument); ``cli=False`` keeps a field out of the command line (study
     files and Python still set it). A list is given comma-separated, or one item per
     option with ``repeat`` (items that may contain commas, like prompts). Lists get a
-    ``default_factory`` so instances never share one.
+    ``default_factory`` so instances never share one. ``path``: the field names a file
+    or folder (a string, or a list of them), see :func:`path_fields`.
     """
+    if path not in (None, *PATH_KINDS):
+        raise ValueError(f"setting(path=...) must be one of {PATH_KINDS}, got {path!r}")
     meta = {
         "help": help,
         "flag": flag,
@@ -59,6 +68,7 @@ def setting(
         "metavar": metavar,
         "repeat": repeat,
         "choices": choices,
+        "path": path,
     }
     if isinstance(default, list | dict | set):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -78,7 +88,9 @@ class StageSettings:
         0, "torch threads (0: torch's default; 1 is often fastest on a busy CPU)"
     )
     data_dir: str = setting(
-        "", "directory holding corpus files (default: $DOMAINGPT_DATA, then the cache)"
+        "",
+        "directory holding corpus files (default: $DOMAINGPT_DATA, then the cache)",
+        path="input",
     )
     offline: bool = setting(False, "never download a corpus")
 
@@ -123,6 +135,11 @@ class StageSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+
+
+def path_fields(cls: type[StageSettings]) -> dict[str, PathKind]:
+    """The fields of ``cls`` declared as paths (``setting(path=...)``): name -> kind."""
+    return {f.name: f.metadata["path"] for f in fields(cls) if f.metadata.get("path")}
 
 
 def positive(name: str, value: float, *, zero_ok: bool = False) -> None:

@@ -32,16 +32,16 @@ import hashlib
 import json
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from domaingpt.context.rundir import RunDir, read_run_json
-from domaingpt.core.io import write_json
 from domaingpt.core.progress import Log
 from domaingpt.data.corpus import Corpus
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model.checkpoint import list_checkpoints, read_tensors
-from domaingpt.training.modeldir import is_model_dir
+from domaingpt.training.modeldir import is_model_dir, write_record
 
 KINDS = ("nanogpt", "hf")
 
@@ -129,12 +129,12 @@ def _copy_domaingpt(path: Path, run: RunDir, corpus: Corpus, log: Log) -> None:
             "nanoGPT or Hugging Face model with nanogpt: or hf:"
         )
     record = read_run_json(path)
-    if record.get("corpus_sha256") not in (None, corpus.sha256):
+    if record.corpus_sha256 not in (None, corpus.sha256):
         raise DomainGPTError(
             f"{path} was trained on other bytes than corpus {corpus.name} (sha256 differs); "
             "key it by the corpus it was trained on"
         )
-    fingerprint = history[-1].meta.get("vocab", {}).get("fingerprint")
+    fingerprint = history[-1].vocab_fingerprint
     have = json.loads(run.vocab_path.read_text(encoding="utf-8")).get("fingerprint")
     if fingerprint != have:
         raise DomainGPTError(
@@ -153,10 +153,9 @@ def _copy_domaingpt(path: Path, run: RunDir, corpus: Corpus, log: Log) -> None:
             shutil.copy2(info.tensor_path, staged / "checkpoints" / info.tensor_path.name)
             shutil.copy2(info.json_path, staged / "checkpoints" / info.json_path.name)
         origin = {"format": "domaingpt", "path": str(path)}
-        if record.get("imported_from"):  # a model imported there: keep where it came from
-            origin["imported_from"] = record["imported_from"]
-        record = {**record, "imported_from": origin}
-        write_json(staged / "run.json", record)
+        if record.imported_from:  # a model imported there: keep where it came from
+            origin["imported_from"] = record.imported_from
+        write_record(staged, replace(record, imported_from=origin))
         if model_dir.exists():
             shutil.rmtree(model_dir)
         staged.rename(model_dir)
@@ -188,11 +187,14 @@ def import_external(run: RunDir, corpus: Corpus, source: str, *, log: Log) -> No
         from domaingpt.interop.importer import import_hf
 
         import_hf(p, run.root, name=corpus.name, overwrite=True, log=log)
-        record = read_run_json(run.model(corpus.name))
-        record.update(corpus=corpus.name, corpus_sha256=corpus.sha256)
-        record["imported_from"] = {"format": "hf", "path": str(p)}
+        record = replace(
+            read_run_json(run.model(corpus.name)),
+            corpus=corpus.name,
+            corpus_sha256=corpus.sha256,
+            imported_from={"format": "hf", "path": str(p)},
+        )
         if not corpus.builtin:
-            record["corpus_path"] = str(corpus.path)
-        write_json(run.model(corpus.name) / "run.json", record)
+            record = replace(record, corpus_path=str(corpus.path))
+        write_record(run.model(corpus.name), record)
     else:
         _copy_domaingpt(p, run, corpus, log)

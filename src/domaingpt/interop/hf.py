@@ -61,19 +61,6 @@ from domaingpt.model.checkpoint import (
 )
 from domaingpt.model.gpt import GPT
 
-#: Checkpoint record keys that describe the file, not the model (rewritten on import).
-FILE_KEYS = frozenset(
-    {
-        "format",
-        "kind",
-        "iteration",
-        "model_config",
-        "vocab",
-        "tensor_file",
-        "tensor_sha256",
-        "tensor_bytes",
-    }
-)
 #: The class ``tokenizer_config.json`` names: ``transformers`` 4 and 5 both load it.
 TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 #: Every character is its own token: ``[\s\S]`` matches any one, newlines included.
@@ -162,14 +149,14 @@ def checkpoint_meta(info: CheckpointInfo, model_dir: Path | None) -> dict[str, A
     ``run.json``, less what would identify the user's machine (:data:`LOCAL_PATH_KEYS`)
     and less what the record already says (:data:`RUN_FROM_RECORD`, put back on import).
     """
-    record = {k: v for k, v in info.meta.items() if k not in FILE_KEYS and k not in LOCAL_PATH_KEYS}
-    fingerprint = Vocab.from_json(info.meta["vocab"]).fingerprint
+    record = {k: v for k, v in info.meta.to_dict().items() if k not in LOCAL_PATH_KEYS}
+    fingerprint = Vocab.from_json(info.vocab).fingerprint
     meta: dict[str, Any] = {
         "iteration": info.iteration,
         "vocab_fingerprint": fingerprint,
         "record": record,
     }
-    run = read_run_json(model_dir) if model_dir is not None else {}
+    run = read_run_json(model_dir).to_dict() if model_dir is not None else {}
     if run:
         meta["run"] = {
             k: v
@@ -192,10 +179,10 @@ def _model_card(info: CheckpointInfo, vocab: Vocab, model: GPT) -> str:
     and how to use the model with transformers and lm-evaluation-harness."""
     record = info.meta
     cfg = model.config
-    corpus = str(record.get("corpus", "unknown"))
-    val = record.get("val_loss")
+    corpus = record.corpus or "unknown"
+    val = record.val_loss
     newline = vocab.id_of("\n")
-    train = (record.get("config") or {}).get("train") or {}
+    train = (record.config or {}).get("train") or {}
     header = [
         "---",
         "library_name: transformers",
@@ -225,9 +212,9 @@ def _model_card(info: CheckpointInfo, vocab: Vocab, model: GPT) -> str:
         ]
     header.append("---")
     facts = [
-        f"- corpus: `{corpus}`, SHA-256 `{record.get('corpus_sha256') or 'not recorded'}`",
+        f"- corpus: `{corpus}`, SHA-256 `{record.corpus_sha256 or 'not recorded'}`",
         f"- checkpoint: iteration {info.iteration}"
-        + (f", {record['tokens_seen']:,} characters seen" if record.get("tokens_seen") else ""),
+        + (f", {record.tokens_seen:,} characters seen" if record.tokens_seen else ""),
     ]
     if isinstance(val, int | float):
         facts.append(

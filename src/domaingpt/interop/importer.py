@@ -25,7 +25,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from domaingpt.context.rundir import RunDir, study_vocab
+from domaingpt.context.rundir import RunDir
 from domaingpt.core.io import read_user_text, write_json
 from domaingpt.core.limits import MAX_TOKEN_ID, MODEL_LIMITS, bounded_float, bounded_int
 from domaingpt.core.owned import check_owned, is_vacant, publish, scratch_beside
@@ -39,9 +39,14 @@ from domaingpt.interop.mapping import (
     bias_names,
     from_gpt2,
 )
-from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints, save_checkpoint
+from domaingpt.model.checkpoint import (
+    CheckpointInfo,
+    CheckpointMeta,
+    list_checkpoints,
+    save_checkpoint,
+)
 from domaingpt.model.gpt import GPT, GPTConfig
-from domaingpt.training.modeldir import is_model_dir
+from domaingpt.training.modeldir import ModelRecord, is_model_dir, write_record
 
 _STEP = re.compile(r"^step(\d+)$")
 
@@ -280,7 +285,7 @@ def check_run_vocab(run: RunDir, vocab: Vocab, source: Path, hint: str = "") -> 
     (``hint``: what the format needs to share it, in parentheses)."""
     if not run.vocab_path.exists():
         return True
-    have = study_vocab(run, [])
+    have = run.vocab()
     if have.fingerprint != vocab.fingerprint:
         raise DomainGPTError(
             f"{source}'s vocabulary ({vocab.size} ids) differs from the run's "
@@ -352,17 +357,26 @@ def import_hf(
         written = []
         for iteration, hf, model, vocab in converted:
             it = iteration if iteration is not None else int(hf.meta.get("iteration", 0))
-            meta = dict(hf.meta.get("record") or {"corpus": name, "imported_from": str(source)})
+            record = hf.meta.get("record")
+            meta = (
+                CheckpointMeta.from_dict(record)
+                if isinstance(record, dict) and record
+                else CheckpointMeta(corpus=name, imported_from=str(source))
+            )
             written.append(save_checkpoint(tmp / "checkpoints", "iter", it, model, vocab, meta))
             log(f"imported {hf.folder} as iteration {it}")
-        run_json = _run_json(models[-1][1].meta) or {
-            "corpus": name,
-            "corpus_sha256": None,
-            "vocab_fingerprint": written[-1].meta["vocab"]["fingerprint"],
-            "config": {"model": written[-1].meta["model_config"]},
-            "imported_from": str(source),
-        }
-        write_json(tmp / "run.json", run_json)
+        exported = _run_json(models[-1][1].meta)
+        run_json = (
+            ModelRecord.from_dict(exported)
+            if exported is not None
+            else ModelRecord(
+                corpus=name,
+                vocab_fingerprint=written[-1].vocab_fingerprint,
+                config={"model": written[-1].model_config},
+                imported_from=str(source),
+            )
+        )
+        write_record(tmp, run_json)
         if new_vocab:
             write_json(run.vocab_path, {**converted[0][3].to_json(), "corpora": {}})
         publish(tmp, model_dir, is_model_dir, refusal)

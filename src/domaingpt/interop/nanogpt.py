@@ -48,9 +48,14 @@ from domaingpt.data.corpus import REGISTRY, Corpus, resolve_corpus, sha256_file
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.interop.importer import check_run_vocab
-from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints, save_checkpoint
+from domaingpt.model.checkpoint import (
+    CheckpointInfo,
+    CheckpointMeta,
+    list_checkpoints,
+    save_checkpoint,
+)
 from domaingpt.model.gpt import GPT, GPTConfig
-from domaingpt.training.modeldir import is_model_dir
+from domaingpt.training.modeldir import ModelRecord, is_model_dir, write_record
 
 CKPT_NAME = "ckpt.pt"  # what nanoGPT's train.py writes in its out_dir
 META_NAME = "meta.pkl"  # what nanoGPT's data/*/prepare.py writes beside the data
@@ -429,7 +434,7 @@ def _run_record(
     meta_path: Path | None,
     found: Corpus,
     cfg: RunConfig,
-) -> dict[str, Any]:
+) -> ModelRecord:
     """The imported model's ``run.json``: what it was trained on, in our configuration,
     and where it came from (each checkpoint file and the vocabulary, with their hashes)."""
     vocab = nano.vocab
@@ -454,18 +459,16 @@ def _run_record(
         "unk": "a zero embedding row: its logit is 0 at every position, every "
         "character's logit is nanoGPT's",
     }
-    record = {
-        "corpus": found.name,
-        "corpus_sha256": found.sha256,
-        "vocab_fingerprint": vocab.fingerprint,
-        "config": cfg.to_dict(),
-        "domaingpt_version": __version__,
-        "torch_version": torch.__version__,
-        "imported_from": provenance,
-    }
-    if not found.builtin:
-        record["corpus_path"] = str(found.path)
-    return record
+    return ModelRecord(
+        corpus=found.name,
+        corpus_sha256=found.sha256,
+        vocab_fingerprint=vocab.fingerprint,
+        config=cfg.to_dict(),
+        domaingpt_version=__version__,
+        torch_version=torch.__version__,
+        corpus_path=None if found.builtin else str(found.path),
+        imported_from=provenance,
+    )
 
 
 # -- writing the model directory ----------------------------------------------------------
@@ -529,16 +532,16 @@ def import_nanogpt(
     staged = scratch_beside(model_dir, "import")
     try:
         for ck, model in zip(cks, models, strict=True):
-            meta_rec = {
-                "corpus": found.name,
-                "corpus_sha256": found.sha256,
-                "val_loss": ck.best_val_loss,
-                "config": cfg.to_dict(),
-                "imported_from": {"path": str(ck.path.resolve()), "sha256": ck.sha256},
-            }
+            meta_rec = CheckpointMeta(
+                corpus=found.name,
+                corpus_sha256=found.sha256,
+                val_loss=ck.best_val_loss,
+                config=cfg.to_dict(),
+                imported_from={"path": str(ck.path.resolve()), "sha256": ck.sha256},
+            )
             save_checkpoint(staged / "checkpoints", "iter", ck.iter_num, model, vocab, meta_rec)
             log(f"imported {ck.path} (iter_num {ck.iter_num})")
-        write_json(staged / "run.json", record)
+        write_record(staged, record)
         if new_vocab:
             write_json(run.vocab_path, {**vocab.to_json(), "corpora": {}})
         publish(staged, model_dir, is_model_dir, refusal)

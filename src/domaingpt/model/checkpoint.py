@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,100 @@ _NAME = re.compile(r"^(iter|resume)-(\d{7,})\.json$")
 TIED = "head.weight"  # shares storage with tok_emb.weight; saved once
 
 
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _dict(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What the writer of a checkpoint says about it: training, adaptation or an import.
+
+    Every field may be missing from a file (an older version's, an imported model's), so
+    each defaults to ``None``; a value of the wrong type reads as missing. Keys this
+    version does not know (an imported record's) are kept in ``extra`` and written back.
+    """
+
+    corpus: str | None = None  # the corpus the model was last trained on
+    corpus_sha256: str | None = None
+    val_loss: float | None = None  # on the validation split, at this iteration
+    tokens_seen: int | None = None
+    config: dict[str, Any] | None = None  # the training config (RunConfig.to_dict())
+    source_model: str | None = None  # an adapted model's: what it was adapted from
+    source_iteration: int | None = None  # ... the source checkpoint it started from
+    target_corpus: str | None = None
+    start: str | None = None  # final | early | scratch
+    adapt: dict[str, Any] | None = None  # the adapt stage's result of this run
+    imported_from: Any = None  # where a model trained elsewhere came from
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record's keys (those set), as its JSON file holds them."""
+        out = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "extra" and getattr(self, f.name) is not None
+        }
+        return {**self.extra, **out}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckpointMeta:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(
+            corpus=_str(data.get("corpus")),
+            corpus_sha256=_str(data.get("corpus_sha256")),
+            val_loss=_number(data.get("val_loss")),
+            tokens_seen=_int(data.get("tokens_seen")),
+            config=_dict(data.get("config")),
+            source_model=_str(data.get("source_model")),
+            source_iteration=_int(data.get("source_iteration")),
+            target_corpus=_str(data.get("target_corpus")),
+            start=_str(data.get("start")),
+            adapt=_dict(data.get("adapt")),
+            imported_from=data.get("imported_from"),
+            extra={k: v for k, v in data.items() if k not in known and k not in FILE_KEYS},
+        )
+
+
+#: The keys of a checkpoint's record that describe its files (the rest is its meta).
+FILE_KEYS = (
+    "format",
+    "kind",
+    "iteration",
+    "model_config",
+    "vocab",
+    "tensor_file",
+    "tensor_sha256",
+    "tensor_bytes",
+)
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """What a checkpoint's JSON says, without reading its tensors."""
+    """What a checkpoint's JSON says, without reading its tensors: read and written only
+    by :meth:`from_dict` and :meth:`to_dict`."""
 
     json_path: Path
     kind: str  # "iter" (history) or "resume"
     iteration: int
-    meta: dict[str, Any]
+    meta: CheckpointMeta = field(default_factory=CheckpointMeta)
+    # GPTConfig.to_dict() and Vocab.to_json(), as the file holds them: checked when the
+    # model is built (a damaged one is named with what is wrong with it)
+    model_config: Any = None
+    vocab: Any = None
+    tensor_sha256: str | None = None
+    tensor_bytes: int | None = None
 
     @property
     def tensor_path(self) -> Path:
@@ -52,6 +138,51 @@ class CheckpointInfo:
     @property
     def name(self) -> str:
         return self.json_path.stem
+
+    @property
+    def vocab_fingerprint(self) -> str | None:
+        return _str(self.vocab.get("fingerprint")) if isinstance(self.vocab, dict) else None
+
+    @property
+    def block_size(self) -> int | None:
+        config = self.model_config
+        return _int(config.get("block_size")) if isinstance(config, dict) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint's JSON record."""
+        return {
+            "format": FORMAT,
+            "kind": self.kind,
+            "iteration": self.iteration,
+            "model_config": self.model_config,
+            "vocab": self.vocab,
+            "tensor_file": self.tensor_path.name,
+            "tensor_sha256": self.tensor_sha256,
+            "tensor_bytes": self.tensor_bytes,
+            **self.meta.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, json_path: Path, data: Any) -> CheckpointInfo:
+        """A parsed record; CheckpointError naming the file when it is not one."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise CheckpointError(
+                f"{json_path} is not a domaingpt checkpoint (no {FORMAT!r} marker)"
+            )
+        try:
+            kind, iteration = str(data["kind"]), int(data["iteration"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {json_path} has a malformed record ({e})") from None
+        return cls(
+            Path(json_path),
+            kind,
+            iteration,
+            CheckpointMeta.from_dict(data),
+            model_config=data.get("model_config"),
+            vocab=data.get("vocab"),
+            tensor_sha256=_str(data.get("tensor_sha256")),
+            tensor_bytes=_int(data.get("tensor_bytes")),
+        )
 
 
 @dataclass
@@ -66,7 +197,7 @@ class Loaded:
         return self.info.iteration
 
     @property
-    def meta(self) -> dict[str, Any]:
+    def meta(self) -> CheckpointMeta:
         return self.info.meta
 
 
@@ -80,10 +211,10 @@ def save_checkpoint(
     iteration: int,
     model: GPT,
     vocab: Vocab,
-    meta: dict[str, Any],
+    meta: CheckpointMeta,
     extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> CheckpointInfo:
-    """Write tensors then JSON, each atomically. ``meta`` is stored as given (JSON-able)."""
+    """Write tensors then JSON, each atomically; ``meta`` is what the writer says of it."""
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {
         f"model.{k}": v.detach().to("cpu").contiguous()
@@ -96,23 +227,22 @@ def save_checkpoint(
     stem = checkpoint_stem(kind, iteration)
     tensor_path = directory / f"{stem}.safetensors"
     json_path = directory / f"{stem}.json"
-    record = {
-        "format": FORMAT,
-        "kind": kind,
-        "iteration": iteration,
-        "model_config": model.config.to_dict(),
-        "vocab": vocab.to_json(),
-        "tensor_file": tensor_path.name,
-        "tensor_sha256": hashlib.sha256(blob).hexdigest(),
-        "tensor_bytes": len(blob),
-        **meta,
-    }
+    info = CheckpointInfo(
+        json_path,
+        kind,
+        iteration,
+        meta,
+        model_config=model.config.to_dict(),
+        vocab=vocab.to_json(),
+        tensor_sha256=hashlib.sha256(blob).hexdigest(),
+        tensor_bytes=len(blob),
+    )
     try:
         # Tensors first, record last: a checkpoint without its record does not exist.
         json_path.unlink(missing_ok=True)
         atomic_write_bytes(tensor_path, blob)
         fault_point("checkpoint.tensors")
-        atomic_write_text(json_path, json.dumps(record, indent=1, ensure_ascii=False))
+        atomic_write_text(json_path, json.dumps(info.to_dict(), indent=1, ensure_ascii=False))
         fault_point("checkpoint.record")
     except OSError as e:
         tensor_path.unlink(missing_ok=True)
@@ -121,13 +251,13 @@ def save_checkpoint(
             f"cannot write checkpoint {tensor_path} ({cause}); earlier checkpoints are "
             "intact: once that is fixed, continue with --resume"
         ) from None
-    return CheckpointInfo(json_path, kind, iteration, record)
+    return info
 
 
 def read_info(json_path: Path) -> CheckpointInfo:
     """Parse a checkpoint's JSON; raises CheckpointError naming the file if it is not one."""
     try:
-        meta = json.loads(Path(json_path).read_text(encoding="utf-8"))
+        data = json.loads(Path(json_path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {json_path} does not exist") from None
     except json.JSONDecodeError as e:
@@ -137,12 +267,7 @@ def read_info(json_path: Path) -> CheckpointInfo:
         ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise CheckpointError(f"checkpoint {json_path} is unreadable or corrupt ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{json_path} is not a domaingpt checkpoint (no {FORMAT!r} marker)")
-    try:
-        return CheckpointInfo(Path(json_path), meta["kind"], int(meta["iteration"]), meta)
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {json_path} has a malformed record ({e})") from None
+    return CheckpointInfo.from_dict(Path(json_path), data)
 
 
 def list_checkpoints(directory: Path, kind: str = "iter") -> list[CheckpointInfo]:
@@ -169,9 +294,7 @@ def read_tensors(info: CheckpointInfo) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint tensor file {path} is missing") from None
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
-    if len(blob) != info.meta.get("tensor_bytes") or (
-        hashlib.sha256(blob).hexdigest() != info.meta.get("tensor_sha256")
-    ):
+    if len(blob) != info.tensor_bytes or hashlib.sha256(blob).hexdigest() != info.tensor_sha256:
         raise CheckpointError(
             f"checkpoint {path} is truncated or altered (checksum mismatch); "
             "use an earlier checkpoint or retrain"
@@ -184,7 +307,9 @@ def read_tensors(info: CheckpointInfo) -> dict[str, torch.Tensor]:
 
 def build_model(info: CheckpointInfo, tensors: dict[str, torch.Tensor]) -> GPT:
     try:
-        config = GPTConfig.from_dict(info.meta["model_config"], f"checkpoint {info.json_path}")
+        if info.model_config is None:
+            raise KeyError("model_config")
+        config = GPTConfig.from_dict(info.model_config, f"checkpoint {info.json_path}")
     except (KeyError, TypeError, DomainGPTError) as e:
         raise CheckpointError(
             f"checkpoint {info.json_path} has no valid model config ({e})"
@@ -215,7 +340,9 @@ def load_checkpoint(info: CheckpointInfo, device: torch.device | str = "cpu") ->
     tensors = read_tensors(info)
     model = build_model(info, tensors).to(device)
     try:
-        vocab = Vocab.from_json(info.meta["vocab"])
+        if info.vocab is None:
+            raise KeyError("vocab")
+        vocab = Vocab.from_json(info.vocab)
     except (KeyError, DomainGPTError) as e:  # no record, or a malformed or altered one
         raise CheckpointError(
             f"checkpoint {info.json_path} has no valid vocabulary ({e})"
@@ -310,9 +437,10 @@ def damaged_checkpoints(directory: Path, kind: str = "iter") -> list[tuple[int, 
         tensors = info.tensor_path
         if not tensors.is_file():
             found.append((info.iteration, f"checkpoint tensor file {tensors} is missing"))
-        elif tensors.stat().st_size != info.meta.get("tensor_bytes") or sha256_once(
-            tensors
-        ) != info.meta.get("tensor_sha256"):
+        elif (
+            tensors.stat().st_size != info.tensor_bytes
+            or sha256_once(tensors) != info.tensor_sha256
+        ):
             found.append(
                 (
                     info.iteration,

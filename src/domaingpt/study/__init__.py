@@ -9,6 +9,7 @@ See :mod:`.spec` (the study file), :mod:`.runner` (running and caching the stage
 :mod:`.pipeline` (the list of stages).
 """
 
+from domaingpt.context.records import StageRecord, StageStatus
 from domaingpt.study.load import Study
 from domaingpt.study.runner import StageOutcome, StudyResult, run_study, versions
 from domaingpt.study.spec import STUDY_PRESETS, StageRef, StudySpec, load_study
@@ -16,7 +17,9 @@ from domaingpt.study.spec import STUDY_PRESETS, StageRef, StudySpec, load_study
 __all__ = [
     "STUDY_PRESETS",
     "StageOutcome",
+    "StageRecord",
     "StageRef",
+    "StageStatus",
     "Study",
     "StudyResult",
     "StudySpec",

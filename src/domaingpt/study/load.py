@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from domaingpt.context.records import StageRecord, StageStatus
 from domaingpt.context.rundir import RunDir
 from domaingpt.context.stage import Stage, StageView, Tables, read_stage, stage_view
 from domaingpt.core.claims import Claim, claims_frame
@@ -100,10 +101,10 @@ class Study:
         )
 
     @property
-    def records(self) -> dict[str, dict[str, Any]]:
+    def records(self) -> dict[str, StageRecord]:
         return {s.name: rec for s in self.stages if (rec := self.run.record(s.name, s.aliases))}
 
-    def status(self, stage: str) -> str:
+    def status(self, stage: str) -> StageStatus:
         """done, failed, blocked, or absent (never run)."""
         found = self.stage(stage)
         return self.run.status(found.name, found.aliases)

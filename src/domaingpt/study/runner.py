@@ -24,7 +24,7 @@ import platform
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,17 +32,17 @@ from typing import Any
 import pandas as pd
 
 from domaingpt.context.activations import ActivationCache
+from domaingpt.context.records import Outputs, StageRecord, StageStatus
 from domaingpt.context.rundir import RunDir, unwritable
 from domaingpt.context.stage import Stage, StageContext, run_stage
 from domaingpt.core.distributed import Ranks
 from domaingpt.core.io import append_text, atomic_write_text, write_json
-from domaingpt.core.loggers import require_loggers
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.threads import torch_threads
 from domaingpt.core.version import __version__
 from domaingpt.data.corpus import Corpus, resolve_corpus, sha256_file, sha256_once
 from domaingpt.errors import ConfigError, DomainGPTError, disk_error
-from domaingpt.study.pipeline import REPORT, TRAIN
+from domaingpt.study.pipeline import REPORT
 from domaingpt.study.spec import StudySpec, preset_study_text
 
 
@@ -57,7 +57,7 @@ def _files_of(paths: Iterable[Path]) -> list[Path]:
     return sorted(files)
 
 
-def fingerprint_outputs(root: Path, paths: Iterable[Path]) -> dict[str, list]:
+def fingerprint_outputs(root: Path, paths: Iterable[Path]) -> Outputs:
     """``{relative path: [size, sha256]}`` of the files a stage wrote (dirs walked)."""
     out = {}
     root = root.resolve()
@@ -70,7 +70,7 @@ def fingerprint_outputs(root: Path, paths: Iterable[Path]) -> dict[str, list]:
     return out
 
 
-def outputs_intact(root: Path, outputs: dict[str, list]) -> bool:
+def outputs_intact(root: Path, outputs: Outputs) -> bool:
     """Every recorded file is still there, with its recorded size and SHA-256 (an edit
     that keeps the size is a change too; each file is read once per process)."""
     for rel, (size, sha) in outputs.items():
@@ -83,7 +83,7 @@ def outputs_intact(root: Path, outputs: dict[str, list]) -> bool:
 @dataclass
 class StageOutcome:
     stage: str
-    status: str  # done | skipped | failed | blocked
+    status: StageStatus  # done | skipped | failed | blocked
     seconds: float = 0.0
     message: str = ""
     user_error: bool = True  # False: an unexpected exception (a bug), see stages/<stage>.log
@@ -96,21 +96,20 @@ class StudyResult:
 
     @property
     def failed(self) -> list[StageOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
+        return [o for o in self.outcomes if o.status == StageStatus.FAILED]
 
     @property
     def ok(self) -> bool:
         return not self.failed
 
-    def status(self, stage: str) -> str:
+    def status(self, stage: str) -> StageStatus:
         return next(o.status for o in self.outcomes if o.stage == stage)
 
     @property
     def report_written(self) -> bool:
         """The report of this run is there: its stage finished now or earlier."""
-        return any(
-            o.stage == REPORT.name and o.status in ("done", "skipped") for o in self.outcomes
-        )
+        finished = (StageStatus.DONE, StageStatus.SKIPPED)
+        return any(o.stage == REPORT.name and o.status in finished for o in self.outcomes)
 
     @property
     def exit_code(self) -> int:
@@ -251,8 +250,6 @@ def run_study(
     corpus_names = [c.name for c in corpora]
     if len(set(corpus_names)) != len(corpus_names):
         raise ConfigError(f"study.corpora names the same corpus twice: {corpus_names}")
-    if TRAIN in spec.stages:  # a logger's missing extra, named before anything is written
-        require_loggers(spec.config().train.loggers)
     spec.check_before_run(
         corpora,
         threads=spec.threads if threads is None else threads,
@@ -280,7 +277,7 @@ def run_study(
         ActivationCache(),
     )
     result = StudyResult(run)
-    records = {s.name: run.record(s.name, s.aliases) or {} for s in spec.stages}
+    records = {s.name: run.record(s.name, s.aliases) for s in spec.stages}
     n = len(spec.stages)
     log_fn(f"study {spec.name!r}: {len(corpora)} corpora ({', '.join(corpus_names)}) → {run.root}")
     if ranks.world > 1:
@@ -289,22 +286,24 @@ def run_study(
     for i, stage in enumerate(spec.stages, start=1):
         outcome = _run_one(stage, ctx, records, f"stage {i}/{n}: {stage.name}")
         result.outcomes.append(outcome)
-        records[stage.name] = run.record(stage.name, stage.aliases) or {}
-    done = sum(o.status in ("done", "skipped") for o in result.outcomes)
+        records[stage.name] = run.record(stage.name, stage.aliases)
+    done = sum(o.status in (StageStatus.DONE, StageStatus.SKIPPED) for o in result.outcomes)
     report = f"report: {run.root / 'report.html'}" if result.report_written else "no report"
     log_fn(f"study {spec.name!r}: {done}/{n} stages complete; {report}")
     return result
 
 
-def _inputs(stage: Stage, ctx: _Run, records: dict[str, dict]) -> dict[str, Any]:
+def _inputs(stage: Stage, ctx: _Run, records: dict[str, StageRecord | None]) -> dict[str, Any]:
     inputs: dict[str, Any] = {"corpora": [[c.name, c.sha256] for c in ctx.corpora]}
     uses = stage.uses
     if "*" in uses:  # every stage before this one
         uses = tuple(s.name for s in ctx.spec.stages[: ctx.spec.stages.index(stage)])
     for dep in (*stage.needs, *uses):
         rec = records.get(dep)
-        done = rec is not None and rec.get("status") == "done"
-        inputs[dep] = _digest(rec["outputs"]) if done else (rec or {}).get("status", "absent")
+        if rec is not None and rec.done:
+            inputs[dep] = _digest(rec.outputs)
+        else:  # the status's string, as in every key made before statuses were typed
+            inputs[dep] = str(rec.status if rec is not None else StageStatus.ABSENT)
         if dep in ctx.spec.stage_code:  # the report draws a user stage's section with its code
             inputs[f"{dep}.code"] = ctx.spec.stage_code[dep]
     if stage.name in ctx.spec.stage_code:  # a user's stage: its source is an input too
@@ -322,44 +321,44 @@ def _failed(
         message = f"it called sys.exit({error.code!r}); a stage fails by raising an exception"
     elif isinstance(error, OSError) and disk_error(error):  # a full disk, permissions
         user_error, message = True, f"{disk_error(error)}, then run the same command again"
-    record: dict[str, Any] = {
-        "stage": stage.name,
-        "status": "failed",
-        "message": message,
-        "at": _now(),
-        "seconds": round(seconds, 3),
-    }
+    record = StageRecord(
+        stage.name, StageStatus.FAILED, message=message, at=_now(), seconds=round(seconds, 3)
+    )
     try:  # on a full disk these writes fail too: the message still reaches the user
         if not user_error:
             tb = ctx.run.root / "stages" / f"{stage.name}.log"
             atomic_write_text(
                 tb, "".join(traceback.format_exception(type(error), error, error.__traceback__))
             )
-            record["traceback"] = str(tb)
+            record = replace(record, traceback=str(tb))
             message += f" (traceback in {tb})"
-        ctx.run.write_record(stage.name, record)
+        ctx.run.write_record(record)
     except OSError:
         pass
     ctx.log(f"{head} — FAILED: {message}")
-    return StageOutcome(stage.name, "failed", seconds, message, user_error)
+    return StageOutcome(stage.name, StageStatus.FAILED, seconds, message, user_error)
 
 
-def _run_one(stage: Stage, ctx: _Run, records: dict[str, dict], head: str) -> StageOutcome:
+def _run_one(
+    stage: Stage, ctx: _Run, records: dict[str, StageRecord | None], head: str
+) -> StageOutcome:
     run, log = ctx.run, ctx.log
-    old = records.get(stage.name) or {}
+    last = records.get(stage.name)
     # A blocked stage keeps its finished work: used again, unchanged, once what it needs
     # is repaired (its key says whether it is still valid).
-    kept = old if old.get("status") == "done" else old.get("kept")
-    missing = [d for d in stage.needs if records.get(d, {}).get("status") != "done"]
+    kept = last if last is not None and last.done else (last.kept if last else None)
+    missing = [d for d in stage.needs if not ((rec := records.get(d)) and rec.done)]
     if missing:
         reason = f"needs {', '.join(missing)}, which did not complete"
         if kept:
             reason += " (its earlier results are kept, and reused once that is repaired)"
         log(f"{head} — blocked: {reason}")
-        record = {"stage": stage.name, "status": "blocked", "message": reason, "at": _now()}
-        run.write_record(stage.name, {**record, "kept": kept} if kept else record)
-        return StageOutcome(stage.name, "blocked", message=reason)
-    old = kept or old
+        run.write_record(
+            StageRecord(stage.name, StageStatus.BLOCKED, message=reason, at=_now(), kept=kept)
+        )
+        return StageOutcome(stage.name, StageStatus.BLOCKED, message=reason)
+    old = kept or last
+    old_done = old is not None and old.done
 
     t0, c0 = time.perf_counter(), time.process_time()
     try:
@@ -372,22 +371,13 @@ def _run_one(stage: Stage, ctx: _Run, records: dict[str, dict], head: str) -> St
             {"stage": stage.name, "settings": settings_d, "inputs": inputs, "v": __version__}
         )
         forced = stage.name in ctx.force
-        if (
-            not forced
-            and old.get("status") == "done"
-            and old.get("key") == key
-            and outputs_intact(run.root, old.get("outputs", {}))
-        ):
-            if records.get(stage.name) is not old:  # a blocked stage's results, valid again
-                run.write_record(stage.name, old)
+        if not forced and old_done and old.key == key and outputs_intact(run.root, old.outputs):
+            if last is not old:  # a blocked stage's results, valid again
+                run.write_record(old)
             log(f"{head} — unchanged, skipped")
-            return StageOutcome(stage.name, "skipped")
-        if old.get("status") == "done" and not forced:
-            why = (
-                "its inputs or settings changed"
-                if old.get("key") != key
-                else "files missing or changed"
-            )
+            return StageOutcome(stage.name, StageStatus.SKIPPED)
+        if old_done and not forced:
+            why = "its inputs or settings changed" if old.key != key else "files missing or changed"
             log(f"{head} — {stage.title}: running again ({why})")
         else:
             log(f"{head} — {stage.title}")
@@ -417,22 +407,21 @@ def _run_one(stage: Stage, ctx: _Run, records: dict[str, dict], head: str) -> St
         return _failed(stage, ctx, head, e, time.perf_counter() - t0)
     seconds = time.perf_counter() - t0
     run.write_record(
-        stage.name,
-        {
-            "stage": stage.name,
-            "status": "done",
-            "key": key,
-            "settings": settings_d,
-            "inputs": inputs,
-            "outputs": outputs,
-            "version": __version__,
-            "at": _now(),
-            "seconds": round(seconds, 3),
-            "cpu_seconds": round(time.process_time() - c0, 3),
-        },
+        StageRecord(
+            stage.name,
+            StageStatus.DONE,
+            key=key,
+            settings=settings_d,
+            inputs=inputs,
+            outputs=outputs,
+            version=__version__,
+            at=_now(),
+            seconds=round(seconds, 3),
+            cpu_seconds=round(time.process_time() - c0, 3),
+        )
     )
     log(f"{head} — done in {fmt_seconds(seconds)}")
-    return StageOutcome(stage.name, "done", seconds)
+    return StageOutcome(stage.name, StageStatus.DONE, seconds)
 
 
 __all__ = ["StageOutcome", "StudyResult", "fmt_seconds", "run_study", "sha256_file", "versions"]

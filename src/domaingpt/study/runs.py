@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from domaingpt.context.records import StageRecord, StageStatus
 from domaingpt.context.rundir import RunDir, read_run_json, study_order
 from domaingpt.core.claims import Verdict, claims_frame
 from domaingpt.errors import DomainGPTError, one_line
@@ -74,7 +75,7 @@ def in_domain_losses(run: RunDir) -> dict[str, float]:
         if name in losses:
             continue
         history = list_checkpoints(run.model(name) / "checkpoints", "iter")
-        val = history[-1].meta.get("val_loss") if history else None
+        val = history[-1].meta.val_loss if history else None
         if isinstance(val, int | float) and math.isfinite(val):
             losses[name] = float(val)
     return {name: losses[name] for name in study_order(losses)}
@@ -94,7 +95,7 @@ class RunSummary:
     path: Path
     study: str
     done: list[str]
-    not_done: dict[str, str]  # stage -> status (failed, blocked)
+    not_done: dict[str, StageStatus]  # stage -> status (failed, blocked)
     models: list[str]
     losses: dict[str, float]
     updated: str
@@ -114,7 +115,7 @@ class RunSummary:
         }
 
 
-def _records(run: RunDir) -> dict[str, dict[str, Any]]:
+def _records(run: RunDir) -> dict[str, StageRecord]:
     records = {}
     for path in sorted((run.root / "stages").glob("*.json")):
         rec = run.record(path.stem)
@@ -128,9 +129,9 @@ def summarize(path: str | Path) -> RunSummary:
     run = RunDir(Path(path))
     spec = read_study_record(run.root)
     records = _records(run)
-    done = [s for s, r in records.items() if r.get("status") == "done"]
-    not_done = {s: str(r.get("status")) for s, r in records.items() if s not in done}
-    stamps = [str(r.get("at", "")) for r in records.values() if r.get("at")]
+    done = [s for s, r in records.items() if r.done]
+    not_done = {s: r.status for s, r in records.items() if s not in done}
+    stamps = [r.at for r in records.values() if r.at]
     return RunSummary(
         path=run.root,
         study=str(spec.get("name", "-")),
@@ -189,12 +190,11 @@ def settings_of(run: RunDir) -> dict[str, str]:
             _flatten(f"study.{key}", spec[key], out)
     records = _records(run)
     for stage, rec in records.items():
-        if isinstance(rec.get("settings"), dict):
-            _flatten(stage, rec["settings"], out)
+        if rec.settings is not None:
+            _flatten(stage, rec.settings, out)
     if TRAIN.name not in records:
         for name in run.trained_models():
-            config = read_run_json(run.model(name)).get("config", {})
-            _flatten(f"models.{name}", config, out)
+            _flatten(f"models.{name}", read_run_json(run.model(name)).config, out)
     return out
 
 

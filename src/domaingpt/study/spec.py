@@ -43,7 +43,7 @@ from domaingpt.core.config import TRAIN_SECTIONS, RunConfig, read_config_text, r
 from domaingpt.core.distributed import RANK_MODES
 from domaingpt.core.environment import check_environment
 from domaingpt.core.limits import check_threads
-from domaingpt.core.settings import StageSettings, settings_from_table, unknown_key
+from domaingpt.core.settings import StageSettings, path_fields, settings_from_table, unknown_key
 from domaingpt.data.corpus import Corpus
 from domaingpt.errors import ConfigError
 from domaingpt.interop.external import check_models, resolve_models
@@ -280,24 +280,24 @@ def _resolve_input(value: str, base: Path) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-# Keys of stage tables that name files to read (relative to the study file) or to write
-# (relative to, and never outside, the run directory).
-_INPUT_SUFFIXES = ("file", "files", "path", "paths", "_dir")
-_OUTPUT_PREFIXES = ("out", "output")
-
-
-def _resolve_paths(section: str, values: dict[str, Any], base: Path, source: str) -> dict:
+def _resolve_paths(
+    section: str, values: dict[str, Any], kinds: dict[str, str], base: Path, source: str
+) -> dict:
+    """A stage's table with the paths its settings declare (``kinds``, from
+    :func:`~domaingpt.core.settings.path_fields`) resolved: a file to read relative to
+    the study file; a file to write relative to the run directory, never outside it."""
     out = {}
     for key, value in values.items():
-        lowered = key.lower()
-        if lowered.startswith(_OUTPUT_PREFIXES) and isinstance(value, str):
-            p = Path(value)
-            if p.is_absolute() or ".." in p.parts:
-                raise ConfigError(
-                    f"{section}.{key} = {value!r} in {source}: output paths are relative to "
-                    "the run directory and cannot leave it"
-                )
-        elif lowered.endswith(_INPUT_SUFFIXES) and not lowered.startswith(_OUTPUT_PREFIXES):
+        items = value if isinstance(value, list) else [value]
+        if kinds.get(key) == "output":
+            for item in items:
+                p = Path(item) if isinstance(item, str) else None
+                if p is not None and (p.is_absolute() or ".." in p.parts):
+                    raise ConfigError(
+                        f"{section}.{key} = {item!r} in {source}: output paths are relative "
+                        "to the run directory and cannot leave it"
+                    )
+        elif kinds.get(key) == "input":
             if isinstance(value, str) and value:
                 value = _resolve_input(value, base)
             elif isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -534,14 +534,16 @@ def load_study(
             f"study.ranks in {where} must be {' or '.join(map(repr, RANK_MODES))}: the "
             "study's jobs spread over torchrun's ranks, or each model trained by all of them"
         )
-    stage_tables = [s.name for s in stages if s.name not in TRAIN_SECTIONS]
+    tables = {s.name: s for s in stages if s.name not in TRAIN_SECTIONS}
     spec = StudySpec(
         name=name,
         corpora=resolved,
         preset=train_preset,
         overrides={s: dict(merged[s]) for s in TRAIN_SECTIONS if s in merged},
         analyses={
-            s: _resolve_paths(s, merged[s], base_dir, where) for s in stage_tables if s in merged
+            s: _resolve_paths(s, merged[s], path_fields(stage.settings), base_dir, where)
+            for s, stage in tables.items()
+            if s in merged
         },
         base=base_name,
         source=source,

@@ -30,7 +30,6 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -50,13 +49,13 @@ from domaingpt.core.loggers import (
     RunInfo,
     flat_hparams,
     open_loggers,
-    require_loggers,
 )
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.threads import torch_threads
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import (
+    CheckpointMeta,
     damaged_checkpoints,
     list_checkpoints,
     newest_valid,
@@ -154,14 +153,14 @@ class _Recorder:
         values = (float(loss), lr_at(it - 1, self.spec), tokens_per_s, norm)
         self.loggers.log(it, dict(zip(STEP_TAGS, values, strict=True)))
 
-    def meta(self, it: int, val: float | None) -> dict[str, Any]:
-        return {
-            "corpus": self.corpus_name,
-            "corpus_sha256": self.corpus_sha,
-            "val_loss": val,
-            "tokens_seen": it * self.trainer.tokens_per_iter,
-            "config": self.cfg.to_dict(),
-        }
+    def meta(self, it: int, val: float | None) -> CheckpointMeta:
+        return CheckpointMeta(
+            corpus=self.corpus_name,
+            corpus_sha256=self.corpus_sha,
+            val_loss=val,
+            tokens_seen=it * self.trainer.tokens_per_iter,
+            config=self.cfg.to_dict(),
+        )
 
     def history_point(self, it: int, val: float) -> None:
         """A history checkpoint and its fixed-seed sample, at the scheduled iterations."""
@@ -234,14 +233,15 @@ def train(
     resumable checkpoint; a larger ``train.max_iters`` than it was trained with extends it
     (see :mod:`domaingpt.training.modeldir`, and the README on the learning rate).
     ``dist``: the process context (default: DDP over torchrun's ranks, if launched so; a
-    study's job passes its own rank's single-process context).
+    study's job passes its own rank's single-process context). ``train.loggers`` are
+    checked by the caller, before it writes anything (see
+    :func:`domaingpt.context.training.train_one`).
     """
     spec = cfg.train
     with torch_threads(spec.threads):  # restored when training ends
         ctx = dist or init_distributed(spec.device)
         check_batch(ctx, spec.batch_size)  # before anything is written
         check_fits(cfg, vocab.size, device_type=ctx.device.type)
-        require_loggers(spec.loggers)
         main = ctx.is_main  # only the main rank writes; the others compute the same steps
         record = run_record(cfg, corpus_name, corpus_sha, vocab, corpus_path)
         has_work = resume

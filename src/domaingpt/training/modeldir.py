@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,38 +48,127 @@ _CHECKPOINT_FILE = re.compile(r"^(iter|resume)-\d{7,}\.(json|safetensors)$")
 _TEMP_FILE = re.compile(r"^\..+\.tmp$")  # an atomic write's temporary file (core.io)
 
 
+class ModelState(StrEnum):
+    """What a study does with a model directory (:func:`model_state`)."""
+
+    ABSENT = "absent"  # no model there: train it
+    DIFFERENT = "different"  # another configuration, or not a model: retrain
+    DAMAGED = "damaged"  # its run.json is missing or unreadable: refused unless forced
+    EXTEND = "extend"  # trained with a smaller max_iters: continue it
+    PARTIAL = "partial"  # interrupted, or a history checkpoint damaged: continue it
+    FINISHED = "finished"  # trained with this configuration: skip it
+
+
+class Plan(StrEnum):
+    """What training into a model directory does (:func:`check_model_dir`)."""
+
+    FRESH = "fresh"  # a new model
+    RESUME = "resume"  # continue or extend the model there
+    REPLACE = "replace"  # delete the model there (--overwrite), then start afresh
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """What a model's ``run.json`` says: read (:meth:`from_dict`) and written
+    (:meth:`to_dict`) only here. Every field may be missing from a file (an older
+    version's, an imported model's); a value of the wrong type reads as missing; keys
+    this version does not know are kept in ``extra`` and written back."""
+
+    corpus: str | None = None
+    corpus_sha256: str | None = None
+    vocab_fingerprint: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # RunConfig.to_dict()
+    domaingpt_version: str | None = None
+    torch_version: str | None = None
+    corpus_path: str | None = None  # the corpus file, absolute, where it was trained
+    imported_from: Any = None  # a model trained elsewhere: where it came from
+    extensions: list[Any] | None = None  # each time max_iters was raised to extend it
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One table of the training config (``model``, ``train``, ``data``; {} if none)."""
+        table = self.config.get(name)
+        return table if isinstance(table, dict) else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "extra" and getattr(self, f.name) is not None
+        }
+        return {**self.extra, **out}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelRecord:
+        known = {f.name for f in fields(cls)} - {"extra"}
+
+        def text(key: str) -> str | None:
+            value = data.get(key)
+            return value if isinstance(value, str) else None
+
+        config, extensions = data.get("config"), data.get("extensions")
+        return cls(
+            corpus=text("corpus"),
+            corpus_sha256=text("corpus_sha256"),
+            vocab_fingerprint=text("vocab_fingerprint"),
+            config=config if isinstance(config, dict) else {},
+            domaingpt_version=text("domaingpt_version"),
+            torch_version=text("torch_version"),
+            corpus_path=text("corpus_path"),
+            imported_from=data.get("imported_from"),
+            extensions=extensions if isinstance(extensions, list) else None,
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    def over(self, old: ModelRecord) -> ModelRecord:
+        """This record, with what only ``old`` says kept (a continued model's)."""
+        return ModelRecord(
+            **{
+                f.name: getattr(self, f.name)
+                if getattr(self, f.name) is not None
+                else getattr(old, f.name)
+                for f in fields(self)
+                if f.name != "extra"
+            },
+            extra={**old.extra, **self.extra},
+        )
+
+
+def write_record(model_dir: Path, record: ModelRecord) -> Path:
+    """Write a model's ``run.json``."""
+    return write_json(model_dir / "run.json", record.to_dict())
+
+
 def run_record(
     cfg: RunConfig,
     corpus_name: str,
     corpus_sha: str,
     vocab: Vocab,
     corpus_path: str | Path | None = None,
-) -> dict:
+) -> ModelRecord:
     """What ``run.json`` records about a model (``corpus_path`` made absolute)."""
-    record = {
-        "corpus": corpus_name,
-        "corpus_sha256": corpus_sha,
-        "vocab_fingerprint": vocab.fingerprint,
-        "config": cfg.to_dict(),
-        "domaingpt_version": __version__,
-        "torch_version": torch.__version__,
-    }
-    if corpus_path is not None:
-        record["corpus_path"] = str(Path(corpus_path).resolve())
-    return record
+    return ModelRecord(
+        corpus=corpus_name,
+        corpus_sha256=corpus_sha,
+        vocab_fingerprint=vocab.fingerprint,
+        config=cfg.to_dict(),
+        domaingpt_version=__version__,
+        torch_version=torch.__version__,
+        corpus_path=str(Path(corpus_path).resolve()) if corpus_path is not None else None,
+    )
 
 
-def config_differences(old: dict, new: dict) -> list[str]:
+def config_differences(old: ModelRecord, new: ModelRecord) -> list[str]:
     """What makes ``new`` another model than ``old``: corpus, vocabulary, configuration
     (neither the keys that only change how fast it trains, nor an extendable one)."""
     diffs = []
     for key in ("corpus", "corpus_sha256", "vocab_fingerprint"):
-        if old.get(key) != new.get(key):
+        if getattr(old, key) != getattr(new, key):
             diffs.append(key)
-    for section, values in new["config"].items():
+    for section, values in new.config.items():
         if not isinstance(values, dict):
             continue
-        before = old.get("config", {}).get(section, {})
+        before = old.section(section)
         for k, v in values.items():
             if k in RUNTIME_TRAIN_KEYS or (section == "train" and k in EXTENDABLE_TRAIN_KEYS):
                 continue
@@ -145,19 +236,35 @@ def trained_to(model_dir: Path) -> int:
     return max(found, default=-1)
 
 
-def read_record(model_dir: Path) -> dict | None:
-    """A model's ``run.json``; None when there is none; an error when it is unreadable."""
+def load_record(model_dir: Path) -> tuple[ModelRecord | None, str]:
+    """A model's ``run.json``, and what is wrong with it: ``""`` (nothing), ``missing``,
+    ``unreadable`` (not a JSON object), ``damaged`` (its config is not a table of
+    tables: every reader indexes it) or ``no config`` (a record without one, still
+    read). The one reader of the file."""
     run_json = model_dir / "run.json"
     if not run_json.exists():
-        return None
+        return None, "missing"
     try:
-        record = json.loads(run_json.read_text(encoding="utf-8"))
+        data = json.loads(run_json.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        record = None
-    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        return None, "unreadable"
+    if not isinstance(data, dict):
+        return None, "unreadable"
+    config = data.get("config", {})
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(s, {}), dict) for s in ("model", "train", "data")
+    ):
+        return None, "damaged"
+    return ModelRecord.from_dict(data), "" if "config" in data else "no config"
+
+
+def read_record(model_dir: Path) -> ModelRecord | None:
+    """A model's ``run.json``; None when there is none; an error when it is unreadable."""
+    record, why = load_record(model_dir)
+    if why not in ("", "missing"):
         raise DomainGPTError(
-            f"{run_json} is unreadable, so {model_dir} cannot be continued; restore its "
-            f"run.json or use another --out{_replace_hint(model_dir)}"
+            f"{model_dir / 'run.json'} is unreadable, so {model_dir} cannot be continued; "
+            f"restore its run.json or use another --out{_replace_hint(model_dir)}"
         )
     return record
 
@@ -190,7 +297,7 @@ def _different(model_dir: Path, diffs: list[str], resume: bool) -> DomainGPTErro
     )
 
 
-def check_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: bool) -> str:
+def check_model_dir(model_dir: Path, record: ModelRecord, *, resume: bool, overwrite: bool) -> Plan:
     """What training into ``model_dir`` would do, checked before anything is written:
     ``fresh`` (a new model), ``resume`` (continue or extend the model there) or
     ``replace`` (``overwrite``: delete the model there, then start afresh).
@@ -205,10 +312,10 @@ def check_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: b
             f"{model_dir} is a symbolic link; domaingpt never writes through one: use another --out"
         )
     if not model_dir.exists() or (model_dir.is_dir() and not any(model_dir.iterdir())):
-        return "fresh"
+        return Plan.FRESH
     record_there = (model_dir / "run.json").is_file()
     if overwrite and is_model_dir(model_dir):
-        return "replace"
+        return Plan.REPLACE
     if not record_there or overwrite:
         damaged = damaged_record(model_dir)
         if damaged:
@@ -221,14 +328,14 @@ def check_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: b
             f"{model_dir} exists and is not a domaingpt model directory; use another --out"
             + (" (--overwrite deletes only model directories domaingpt wrote)" if overwrite else "")
         )
-    old = read_record(model_dir) or {}
+    old = read_record(model_dir) or ModelRecord()
     diffs = config_differences(old, record)
     if diffs:
         raise _different(model_dir, diffs, resume)
     reached = trained_to(model_dir)
-    max_iters = record["config"]["train"]["max_iters"]
+    max_iters = record.section("train")["max_iters"]
     if reached < 0:  # this model, begun by a command stopped before its first checkpoint:
-        return "resume"  # nothing trained to lose, nothing to continue: start it
+        return Plan.RESUME  # nothing trained to lose, nothing to continue: start it
     if not resume:
         raise DomainGPTError(
             f"{model_dir} already holds this model (trained to iteration {reached}); pass "
@@ -241,30 +348,32 @@ def check_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: b
             f"train.max_iters={max_iters}; a model is never shortened: keep train.max_iters "
             f"at {reached} or more to continue it, or use another --out"
         )
-    return "resume"
+    return Plan.RESUME
 
 
-def prepare_model_dir(model_dir: Path, record: dict, *, resume: bool, overwrite: bool) -> bool:
+def prepare_model_dir(
+    model_dir: Path, record: ModelRecord, *, resume: bool, overwrite: bool
+) -> bool:
     """Claim ``model_dir`` for this run (see :func:`check_model_dir`); True when there is
     earlier work to resume. A continued model's ``run.json`` gets this run's record, and
     an extension (``max_iters`` raised) is listed under ``extensions``."""
     plan = check_model_dir(model_dir, record, resume=resume, overwrite=overwrite)
-    if plan == "resume":
-        old = read_record(model_dir) or {}
-        updated = {**old, **record}
-        before = old["config"]["train"].get("max_iters")
-        after = record["config"]["train"]["max_iters"]
+    if plan == Plan.RESUME:
+        old = read_record(model_dir) or ModelRecord()
+        updated = record.over(old)
+        before = old.section("train").get("max_iters")
+        after = record.section("train")["max_iters"]
         if before is not None and after > before:
             reached = max(trained_to(model_dir), 0)
             extension = {"from_iteration": reached, "max_iters": [before, after]}
-            updated["extensions"] = [*old.get("extensions", []), extension]
+            updated = replace(updated, extensions=[*(old.extensions or []), extension])
         if updated != old:
-            write_json(model_dir / "run.json", updated)
+            write_record(model_dir, updated)
         return True
-    if plan == "replace":
+    if plan == Plan.REPLACE:
         remove_model_dir(model_dir, "use another --out")
     model_dir.mkdir(parents=True, exist_ok=True)
-    write_json(model_dir / "run.json", record)
+    write_record(model_dir, record)
     return False
 
 
@@ -274,7 +383,7 @@ def recorded_config(model_dir: Path, overrides: list[str]) -> RunConfig | None:
     record = read_record(model_dir)
     if record is None:
         return None
-    recorded = record["config"]
+    recorded = record.config
     source = str(model_dir / "run.json")
     try:
         base = from_dict({k: v for k, v in recorded.items() if k in TRAIN_SECTIONS}, source=source)
@@ -300,32 +409,30 @@ def model_outputs(model_dir: Path) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def model_state(model_dir: Path, record: dict, max_iters: int) -> str:
-    """What a study does with a model directory: ``absent`` (train), ``different``
-    (another configuration, trained past ``max_iters``, or not a model: retrain),
-    ``damaged`` (a model whose ``run.json`` is missing or unreadable: refused unless
-    forced), ``extend`` (trained with a smaller ``max_iters``: continue it), ``partial``
-    (interrupted, or a history checkpoint damaged: continue it) or ``finished`` (skip)."""
+def model_state(model_dir: Path, record: ModelRecord, max_iters: int) -> ModelState:
+    """What a study does with a model directory (see :class:`ModelState`): ``different``
+    also when it was trained past ``max_iters``."""
     if damaged_record(model_dir):
-        return "damaged"
+        return ModelState.DAMAGED
     run_json = model_dir / "run.json"
     if not run_json.exists():
-        return "absent" if not model_dir.exists() or not any(model_dir.iterdir()) else "different"
+        empty = not model_dir.exists() or not any(model_dir.iterdir())
+        return ModelState.ABSENT if empty else ModelState.DIFFERENT
     try:
-        old = read_record(model_dir) or {}
+        old = read_record(model_dir) or ModelRecord()
     except DomainGPTError:
-        return "different"
+        return ModelState.DIFFERENT
     if config_differences(old, record) or trained_to(model_dir) > max_iters:
-        return "different"
-    if old["config"].get("train", {}).get("max_iters", max_iters) < max_iters:
-        return "extend"
+        return ModelState.DIFFERENT
+    if old.section("train").get("max_iters", max_iters) < max_iters:
+        return ModelState.EXTEND
     last = final_checkpoint(model_dir)
     metrics = model_dir / "metrics.jsonl"
     if last is None or last.iteration != max_iters or not metrics.exists():
-        return "partial"
+        return ModelState.PARTIAL
     rows = read_jsonl(metrics)
     if not rows or "val_loss_full" not in rows[-1] or not (model_dir / "loss.png").exists():
-        return "partial"
+        return ModelState.PARTIAL
     if damaged_checkpoints(model_dir / "checkpoints", "iter"):
-        return "partial"  # resumed from before the damage: see training.loop._restore
-    return "finished"
+        return ModelState.PARTIAL  # resumed from before the damage: see training.loop._restore
+    return ModelState.FINISHED

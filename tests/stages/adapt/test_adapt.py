@@ -159,16 +159,12 @@ def test_adapted_checkpoints_samples_and_reuse(run, data_dir, adapted):
     job = run.adapted / "shakespeare__to__math" / "early" / "seed1"
     info = find_checkpoint(job, "final")
     assert info.iteration == 20
-    meta = info.meta["adapt"]
+    meta = info.meta.adapt
     assert (meta["source_model"], meta["source_iteration"]) == ("shakespeare", 10)
     assert (meta["target_corpus"], meta["start"], meta["seed"]) == ("math", "early", 1)
     top = info.meta  # the same, at the top of the record, for other analyses
-    assert (top["source_model"], top["source_iteration"], top["start"]) == (
-        "shakespeare",
-        10,
-        "early",
-    )
-    assert top["target_corpus"] == top["corpus"] == "math"
+    assert (top.source_model, top.source_iteration, top.start) == ("shakespeare", 10, "early")
+    assert top.target_corpus == top.corpus == "math"
     assert load_checkpoint(info).model.config.n_layer == 2
     sample = read_jsonl(job / "samples.jsonl")[0]
     assert len(sample["text"]) == 40 and sample["iter"] == 20

@@ -11,7 +11,8 @@ import torch
 from tests.conftest import read_one, run_one
 
 from domaingpt.cli import main
-from domaingpt.context.rundir import RunDir, study_vocab
+from domaingpt.context.rundir import RunDir
+from domaingpt.context.vocabulary import shared_vocab
 from domaingpt.core import published
 from domaingpt.core.claims import Verdict
 from domaingpt.core.config import build_config
@@ -19,6 +20,7 @@ from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model.checkpoint import (
+    CheckpointMeta,
     find_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -58,7 +60,7 @@ def trained(tmp_path_factory, data_dir, quiet_trainer) -> RunDir:
     root = tmp_path_factory.mktemp("quality") / "run"
     run = RunDir(root)
     corpora = [resolve_corpus(n, data_dir) for n in [*CORPORA, "wikipedia"]]
-    vocab = study_vocab(run, corpora)
+    vocab = shared_vocab(run, corpora, print)
     cfg = build_config(
         "smoke",
         ["train.max_iters=40", f"train.checkpoints={CHECKPOINTS}", "train.eval_interval=20"],
@@ -84,7 +86,7 @@ def test_timeline_is_tidy_with_val_loss(trained, first_run) -> None:
     assert set(tl["seed"]) == {1, 2}
     for info in list_checkpoints(trained.model("shakespeare") / "checkpoints", "iter"):
         got = tl.loc[tl["iteration"] == info.iteration, "val_loss"]
-        assert got.to_numpy() == pytest.approx([info.meta["val_loss"]] * 2)
+        assert got.to_numpy() == pytest.approx([info.meta.val_loss] * 2)
     assert (tl["n_chars"] == 64).all()
     for col in ("long_word_known", "space_share", "distinct_char_4", "zlib_ratio", "js_unigram"):
         assert col in tl.columns
@@ -156,7 +158,7 @@ def test_adapted_models_against_target_and_source(trained, first_run, data_dir) 
     trainer = Trainer(loaded.model, cfg.train, tr, torch.device("cpu"))
     for _ in range(10):
         trainer.step()
-    meta = {"val_loss": 3.0, "adapt": {"source_iteration": 40, "target_loss_step0": 4.0}}
+    meta = CheckpointMeta(val_loss=3.0, adapt={"source_iteration": 40, "target_loss_step0": 4.0})
     directory = run.adapted / "shakespeare__to__math" / "final" / "seed0" / "checkpoints"
     save_checkpoint(directory, "iter", 10, loaded.model, vocab, meta)
 

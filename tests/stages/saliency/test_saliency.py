@@ -26,7 +26,12 @@ from domaingpt.core.io import read_jsonl
 from domaingpt.data.charclass import char_class
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
-from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from domaingpt.model.checkpoint import (
+    CheckpointMeta,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.stages.saliency import (
     GradientNorm,
@@ -325,7 +330,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_an_adapted_model_without_its_start_iteration_is_named(tmp_path):
     run = RunDir(tmp_path / "run")
     out = run.adapted / "shakespeare__to__math" / "final" / "seed0" / "checkpoints"
-    save_checkpoint(out, "iter", 30, tiny_model(), VOCAB, {"source_model": "shakespeare"})
+    save_checkpoint(
+        out, "iter", 30, tiny_model(), VOCAB, CheckpointMeta(source_model="shakespeare")
+    )
     (adapted,) = run.adapted_models()
     with pytest.raises(DomainGPTError) as e:
         run.adaptation_start(adapted, "saliency")

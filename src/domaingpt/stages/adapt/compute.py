@@ -79,8 +79,8 @@ def adapt_all(ctx: StageContext, settings: AdaptSettings) -> dict[str, Path]:
     require_loggers({name: None for job in jobs for name in job_loggers(job, settings)})
 
     def splits(job: Job) -> tuple[Split, Split]:
-        vocab = Vocab.from_json(job.shape_info.meta["vocab"])
-        block = int(job.shape_info.meta["model_config"]["block_size"])
+        vocab = Vocab.from_json(job.shape_info.vocab)
+        block = int(job.shape_info.block_size)
         vf = float(run_config_of(job.shape_info).get("data", {}).get("val_fraction", 0.1))
         tgt = cache.split(cache.corpus(job.target), vocab, vf, block)
         src = cache.split(cache.model_corpus(job.source), vocab, vf, block)

@@ -38,6 +38,7 @@ from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import (
     CheckpointInfo,
+    CheckpointMeta,
     damaged_checkpoints,
     list_checkpoints,
     load_checkpoint,
@@ -123,8 +124,8 @@ class Job:
             "start": self.start,
             "seed": self.seed,
             "source_iteration": self.source_iteration,
-            "start_sha256": self.start_info.meta.get("tensor_sha256") if self.start_info else None,
-            "shape_sha256": self.shape_info.meta.get("tensor_sha256"),
+            "start_sha256": self.start_info.tensor_sha256 if self.start_info else None,
+            "shape_sha256": self.shape_info.tensor_sha256,
             "iters": settings.iters,
             "lr": lr,
             "min_lr": min_lr,
@@ -212,7 +213,7 @@ def stored_result(directory: Path, key: dict) -> dict | None:
     history = list_checkpoints(directory / "checkpoints", "iter")
     if not history or not (directory / "curve.jsonl").is_file():
         return None
-    meta = history[-1].meta.get("adapt", {})
+    meta = history[-1].meta.adapt or {}
     if meta.get("key") != key or damaged_checkpoints(directory / "checkpoints", "iter"):
         return None  # a truncated or altered checkpoint (checked by SHA-256): redone
     return meta
@@ -239,7 +240,7 @@ def run_job(
         "adapt",
         {"adapt": key},
         root=directory.parents[3],  # <run>/adapt/<pair>/<start>/seed<n>: Job.directory
-        corpus_sha256=str(job.shape_info.meta.get("corpus_sha256") or ""),  # the source's
+        corpus_sha256=job.shape_info.meta.corpus_sha256 or "",  # the source's
     )
     loggers = open_loggers(job_loggers(job, settings), info)
     t0 = time.perf_counter()  # the run's own time, not the loggers' start-up
@@ -269,17 +270,17 @@ def run_job(
     }
     config = cfg.to_dict()
     config["train"] = asdict(spec)
-    meta = {
-        "corpus": job.target,  # the corpus the model was last trained on
-        "source_model": job.source,
-        "source_iteration": job.source_iteration,
-        "target_corpus": job.target,
-        "start": job.start,
-        "val_loss": target_full,
-        "tokens_seen": settings.iters * trainer.tokens_per_iter,
-        "config": config,
-        "adapt": result,
-    }
+    meta = CheckpointMeta(
+        corpus=job.target,  # the corpus the model was last trained on
+        source_model=job.source,
+        source_iteration=job.source_iteration,
+        target_corpus=job.target,
+        start=job.start,
+        val_loss=target_full,
+        tokens_seen=settings.iters * trainer.tokens_per_iter,
+        config=config,
+        adapt=result,
+    )
     save_checkpoint(directory / "checkpoints", "iter", settings.iters, model, vocab, meta)
     return result
 
@@ -288,8 +289,8 @@ def _start_model(job: Job, device: torch.device) -> tuple[GPT, Vocab]:
     """The model a job starts from: a history checkpoint, or fresh weights (``scratch``,
     drawn from torch's global generator, which :func:`run_job` seeds)."""
     if job.start_info is None:
-        model = GPT(GPTConfig.from_dict(job.shape_info.meta["model_config"]))
-        return model, Vocab.from_json(job.shape_info.meta["vocab"])
+        model = GPT(GPTConfig.from_dict(job.shape_info.model_config))
+        return model, Vocab.from_json(job.shape_info.vocab)
     loaded = load_checkpoint(job.start_info, device)
     return loaded.model, loaded.vocab
 

@@ -64,7 +64,7 @@ def sample_key(row: dict[str, Any]) -> tuple:
 
 def target_key(base: dict[str, Any], t: Target, seed: int) -> tuple:
     """The cache key of ``t``'s sample with ``seed`` under the request ``base``."""
-    return sample_key({**base, "tensor_sha256": t.info.meta["tensor_sha256"], "seed": seed})
+    return sample_key({**base, "tensor_sha256": t.info.tensor_sha256, "seed": seed})
 
 
 def _read_cache(cache_path: Path, log: Log) -> Samples:
@@ -154,7 +154,7 @@ def _generate(job: _Checkpoint) -> list[dict[str, Any]]:
     return [
         {
             **job.base,
-            "tensor_sha256": info.meta["tensor_sha256"],
+            "tensor_sha256": info.tensor_sha256,
             "seed": seed,
             "checkpoint": str(info.json_path),
             "seconds": round(seconds, 4),

@@ -23,9 +23,9 @@ from domaingpt.stages.quality.textmetrics import CorpusProfile, build_profile
 def _val_fraction(run: RunDir, corpus: str) -> float:
     """The held-out fraction the corpus's model was trained with (its split is the one
     the profile's slices come from)."""
-    config = read_run_json(run.model(corpus)).get("config", {})
+    data = read_run_json(run.model(corpus)).section("data")
     try:
-        return float(config["data"]["val_fraction"])
+        return float(data["val_fraction"])
     except (KeyError, TypeError, ValueError):
         return DEFAULT_VAL_FRACTION
 
@@ -67,7 +67,7 @@ def resolve_corpora(
 
 def check_corpus(run: RunDir, corpus: Corpus, log: Log) -> None:
     """Warn when the corpus file found is not the text its model was trained on."""
-    sha = read_run_json(run.model(corpus.name)).get("corpus_sha256")
+    sha = read_run_json(run.model(corpus.name)).corpus_sha256
     if sha and sha != corpus.sha256:
         log(
             f"warning: {corpus.name} at {corpus.path} is not the text its model was trained "

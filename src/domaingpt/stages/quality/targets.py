@@ -42,9 +42,7 @@ class Target:
                 adapt_seed=self.adapt_seed,
                 phase=self.phase,
             )
-        own = (
-            self.val_loss if self.val_loss is not None else as_float(self.info.meta.get("val_loss"))
-        )
+        own = self.val_loss if self.val_loss is not None else as_float(self.info.meta.val_loss)
         ident.update(corpus=self.corpus, iteration=self.info.iteration, val_loss=own, seed=seed)
         return ident
 
@@ -113,7 +111,7 @@ def _before(
     info = start_checkpoint(run, m.source, history)
     if info is None:
         return None
-    record = history[-1].meta.get("adapt", {})
+    record = history[-1].meta.adapt or {}
     return Target(
         "adapt",
         f"{m.pair}/{m.start}/before",
@@ -135,7 +133,7 @@ def start_checkpoint(
     """The checkpoint an adaptation started from (None for a start from scratch)."""
     if len(history) > 1 and history[0].iteration == 0:
         return history[0]
-    iteration = history[-1].meta.get("adapt", {}).get("source_iteration")
+    iteration = (history[-1].meta.adapt or {}).get("source_iteration")
     if iteration is None:
         return None
     for info in list_checkpoints(run.model(source) / "checkpoints", "iter"):

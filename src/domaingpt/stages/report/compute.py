@@ -48,13 +48,12 @@ def overview(run: RunDir, stages: tuple[Stage, ...], corpora: list[str]) -> Sect
         rec = run.record(stage.name, stage.aliases)
         if rec is None:
             continue
-        status = rec.get("status", "?")
         rows.append(
             {
                 "stage": stage.name,
-                "status": status,
-                "seconds": rec.get("seconds"),
-                "note": rec.get("message", "") if status != "done" else "",
+                "status": str(rec.status),
+                "seconds": rec.seconds,
+                "note": "" if rec.done else rec.message or "",
             }
         )
     if rows:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from domaingpt.context.stage import Stage
 from domaingpt.stages.train.claims import claims
-from domaingpt.stages.train.results import TrainSettings, load, run, study_vocab_for
+from domaingpt.stages.train.results import TrainSettings, load, run
 from domaingpt.stages.train.section import section
 
 stage = Stage(
@@ -27,4 +27,4 @@ stage = Stage(
     command=False,
 )
 
-__all__ = ["TrainSettings", "load", "run", "stage", "study_vocab_for"]
+__all__ = ["TrainSettings", "load", "run", "stage"]

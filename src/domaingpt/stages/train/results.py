@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -10,22 +9,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from domaingpt.context.rundir import build_vocab, read_run_json, save_vocab, study_order
+from domaingpt.context.rundir import read_run_json, study_order
 from domaingpt.context.stage import Results, StageContext
+from domaingpt.context.training import ModelJob, encode_for_training, train_model
+from domaingpt.context.vocabulary import run_vocabulary, save_vocab
 from domaingpt.core.config import RUNTIME_TRAIN_KEYS, RunConfig, from_dict, load_preset
 from domaingpt.core.distributed import Job, local_context, map_ranks, on_every_rank
 from domaingpt.core.io import read_jsonl
 from domaingpt.core.loggers import require_loggers
 from domaingpt.core.replicates import replicate_name, replicate_seed
 from domaingpt.core.settings import StageSettings, setting
-from domaingpt.data.corpus import Corpus
-from domaingpt.data.encoding import encode_corpus
-from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.interop.external import import_external, source_digest
 from domaingpt.model.checkpoint import list_checkpoints
-from domaingpt.training.loop import train
-from domaingpt.training.modeldir import damaged_record, model_outputs, model_state, run_record
+from domaingpt.training.modeldir import (
+    ModelState,
+    damaged_record,
+    model_outputs,
+    model_state,
+    run_record,
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,10 @@ class TrainSettings(StageSettings):
     def memory_setting(self, name: str) -> tuple[str, int | None]:
         return f"{name}.batch_size", self.config.train.batch_size
 
+    def check_study(self, corpora: list[str]) -> None:
+        # A logger's missing extra, named before the study's first stage writes anything.
+        require_loggers(self.config.train.loggers)
+
     def key_dict(self) -> dict[str, Any]:
         cfg = self.config.to_dict()
         cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in RUNTIME_TRAIN_KEYS}
@@ -103,91 +110,32 @@ class TrainSettings(StageSettings):
 MAX_REPLICATES = 64
 
 
-def study_vocab_for(ctx: StageContext) -> tuple[Vocab, list[Corpus] | None]:
-    """The run's vocabulary (``vocab.json``), made from the study's corpora, and the
-    corpora to save it from (None: ``vocab.json`` is up to date). Nothing is written here.
-
-    When the study's corpora changed since it was made, it is kept if it still holds
-    every character of them (a corpus added with no new characters trains only its own
-    model), and rebuilt otherwise (then every model is retrained with the new one).
-    """
-    want = {c.name: c.sha256 for c in ctx.corpora}
-    path = ctx.run.vocab_path
-    if not path.exists():
-        return build_vocab(ctx.corpora), ctx.corpora
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        vocab = Vocab.from_json(data)
-        have = data.get("corpora")
-    except (OSError, ValueError, AttributeError, DomainGPTError):
-        data, vocab, have = None, None, None
-    if have == want and vocab is not None:
-        return vocab, None
-    changed = [c for c in ctx.corpora if (have or {}).get(c.name) != c.sha256]
-    needed = build_vocab(changed)
-    if vocab is not None and set(needed.chars) <= set(vocab.chars):
-        ctx.log(
-            f"{path} already holds every character of "
-            f"{', '.join(c.name for c in changed) or 'the corpora'}: kept"
-        )
-        return vocab, ctx.corpora
-    ctx.log(
-        f"the study's corpora have characters {path} lacks: rebuilding the "
-        "vocabulary (models trained with the old one are retrained)"
-    )
-    return build_vocab(ctx.corpora), ctx.corpora
-
-
 _WHAT = {
-    "absent": "training",
-    "partial": "continuing",
-    "different": "configuration changed: retraining",
-    "finished": "retraining (--force)",
-    "damaged": "its run.json is missing or unreadable: retraining (--force)",
+    ModelState.ABSENT: "training",
+    ModelState.PARTIAL: "continuing",
+    ModelState.DIFFERENT: "configuration changed: retraining",
+    ModelState.FINISHED: "retraining (--force)",
+    ModelState.DAMAGED: "its run.json is missing or unreadable: retraining (--force)",
 }
 
 
-@dataclass(frozen=True)
-class _ModelJob:
-    """One model to train, everything checked: what a rank needs to train it."""
-
-    corpus: Corpus
-    state: str
-    split: tuple[np.ndarray, np.ndarray]
-    vocab: Vocab
-    config: RunConfig
-    model_dir: Path
-    overwrite: bool
-    progress: bool
-    prefix: str
+def _what(state: ModelState, model_dir: Path, cfg: RunConfig) -> str:
+    if state == ModelState.EXTEND:
+        before = read_run_json(model_dir).section("train")["max_iters"]
+        return f"extending from {before} to {cfg.train.max_iters} iterations"
+    return f"{_WHAT[state]}, {cfg.train.max_iters} iterations"
 
 
-def _train_model(job: _ModelJob, here: Job) -> None:
+def _train_model(job: ModelJob, here: Job) -> None:
     """Train one model (a job of :func:`distributed.map_ranks`: on this rank's device, as
     one process; under ``ranks = "ddp"`` every rank runs it together)."""
-    log, ddp = here.log, here.mode == "ddp"
-    cfg = job.config
-    if job.state == "extend":
-        before = read_run_json(job.model_dir)["config"]["train"]["max_iters"]
-        what = f"extending from {before} to {cfg.train.max_iters} iterations"
-    else:
-        what = f"{_WHAT[job.state]}, {cfg.train.max_iters} iterations"
-    if not (here.is_worker and ddp):
-        log(f"{job.prefix}: {what}")
-    train(
-        job.corpus.name,
-        job.corpus.sha256,
-        *job.split,
-        job.vocab,
-        cfg,
-        job.model_dir,
-        resume=True,
-        overwrite=job.overwrite,
-        progress=job.progress and not here.is_worker,
-        log=log,
-        corpus_path=job.corpus.path,
-        dist=None if ddp else local_context(cfg.train.device),
-    )
+    ddp = here.mode == "ddp"
+    if here.is_worker:  # a worker's bar would interleave with the main rank's
+        job = replace(job, progress=False)
+    if here.is_worker and ddp:  # said once, by the main rank
+        job = replace(job, what="")
+    dist = None if ddp else local_context(job.config.train.device)
+    train_model(job, here.log, dist)
 
 
 def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
@@ -197,13 +145,13 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
     Every corpus is encoded and its split checked before anything is written, so a
     corpus too short to train on leaves the run's vocabulary as it was. Under torchrun
     the models are trained side by side, one per rank (``ranks = "jobs"``), or one after
-    the other by every rank together (``ranks = "ddp"``).
+    the other by every rank together (``ranks = "ddp"``). The loggers were checked
+    before the study's first stage (:meth:`TrainSettings.check_study`).
     """
     if not ctx.corpora:
         raise ConfigError("the train stage trains the study's corpora; none were given")
     cfg = settings.config
-    require_loggers(cfg.train.loggers)  # a missing extra: before anything is written
-    vocab, vocab_corpora = study_vocab_for(ctx)
+    vocab, vocab_corpora = run_vocabulary(ctx.run, ctx.corpora, ctx.log, retrains_all=True)
     plan, imports = [], []
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for replicate in range(settings.replicates):  # replicate 0 of every corpus first
@@ -217,22 +165,17 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
             model_dir = ctx.run.model(name)
             record = run_record(cfg_r, corpus.name, corpus.sha256, vocab, corpus.path)
             state = model_state(model_dir, record, cfg.train.max_iters)
-            if state == "damaged" and not ctx.force:  # never deleted unasked: say what repairs it
+            if state == ModelState.DAMAGED and not ctx.force:  # never deleted unasked
                 raise DomainGPTError(
                     f"{damaged_record(model_dir)}, so the model in {model_dir} cannot be "
                     "checked against this study; restore the file, or retrain the study's "
                     "models with --force train"
                 )
-            if state == "finished" and not ctx.force:
+            if state == ModelState.FINISHED and not ctx.force:
                 plan.append((corpus, name, cfg_r, state, None))
                 continue
             if corpus.name not in splits:  # one encoding per corpus, whatever the replicates
-                encoded = encode_corpus(corpus, vocab)
-                if encoded.n_unk:
-                    ctx.log(f"warning: {encoded.n_unk} characters of {corpus.name} are <unk>")
-                splits[corpus.name] = encoded.checked_split(
-                    cfg.data.val_fraction, cfg.model.block_size
-                )
+                splits[corpus.name] = encode_for_training(ctx.run, corpus, vocab, cfg, ctx.log)
             plan.append((corpus, name, cfg_r, state, splits[corpus.name]))
     if vocab_corpora is not None:
         save_vocab(ctx.run, vocab, vocab_corpora)
@@ -245,11 +188,19 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
         if split is None:
             ctx.log(f"{prefix}: finished earlier with this configuration, skipped")
             continue
-        overwrite = state in ("different", "damaged") or ctx.force
         model_dir = ctx.run.model(name)
         jobs.append(
-            _ModelJob(
-                corpus, state, split, vocab, cfg_r, model_dir, overwrite, ctx.progress, prefix
+            ModelJob(
+                corpus,
+                split,
+                vocab,
+                cfg_r,
+                model_dir,
+                resume=True,  # the state says what is there: continued, or replaced
+                overwrite=state in (ModelState.DIFFERENT, ModelState.DAMAGED) or ctx.force,
+                progress=ctx.progress,
+                what=_what(state, model_dir, cfg_r),
+                prefix=prefix,
             )
         )
     if ctx.ranks.mode == "ddp":
@@ -268,7 +219,7 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
 
 def imported_from(model_dir: Path) -> str | None:
     """Where a model trained elsewhere came from, in words (None: trained here)."""
-    source = read_run_json(model_dir).get("imported_from")
+    source = read_run_json(model_dir).imported_from
     if not source:
         return None
     if not isinstance(source, dict):
@@ -294,8 +245,8 @@ def _imported_summary(name: str, model_dir: Path) -> dict[str, Any] | None:
     return {
         "model": name,
         "iterations": history[-1].iteration,
-        "initial_val_loss": history[0].meta.get("val_loss"),
-        "final_val_loss": history[-1].meta.get("val_loss"),
+        "initial_val_loss": history[0].meta.val_loss,
+        "final_val_loss": history[-1].meta.val_loss,
         "train_seconds": None,
         "finished": True,
     }

@@ -21,9 +21,9 @@ def section(view: StageView) -> Section:
     summary = tables["summary"]
     models = ordered(summary["model"], view.corpora)
     summary = summary.set_index("model").loc[models].reset_index()
-    cfg = read_run_json(view.run.model(models[0])).get("config", {})
-    if cfg:
-        m, t = cfg.get("model", {}), cfg.get("train", {})
+    record = read_run_json(view.run.model(models[0]))
+    if record.config:
+        m, t = record.section("model"), record.section("train")
         s.p(
             f"Every model has {m.get('n_layer')} layers, {m.get('n_head')} heads, "
             f"{m.get('n_embd')} dimensions and a context of {m.get('block_size')} characters; "
