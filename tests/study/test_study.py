@@ -427,7 +427,7 @@ def test_a_run_written_under_the_earlier_stage_names_loads(smoke, tmp_path):
     (root / "evaluate").rename(root / "eval")
     (root / "stages" / "softmax.json").rename(root / "stages" / "probe.json")
     old, new = Study.load(root), Study.load(smoke.root)
-    assert old.records["softmax"]["status"] == "done"
+    assert old.records["softmax"].status == "done"
     assert old.status("softmax") == old.status("probe") == new.status("probe") == "done"
     for stage in ("softmax", "evaluate"):
         for name, table in new[stage].items():
