@@ -213,7 +213,10 @@ def test_the_cache_keeps_at_most_its_bound_and_travels_empty(tmp_path):
     """Least recently used out first once over ``max_bytes`` (the newest always kept);
     a copy sent to another rank is empty, and each rank keeps its own for the run."""
     vocab = Vocab.from_texts(["abcdefghij"])
-    infos = [save_checkpoint(tmp_path / "m", "iter", it, tiny(1, it), vocab, {}) for it in (0, 1)]
+    infos = [
+        save_checkpoint(tmp_path / "m", "iter", it, tiny(1, it), vocab, CheckpointMeta())
+        for it in (0, 1)
+    ]
     ps = prompt_set()
     one = internals(infos[0], ps)
     cache = ActivationCache(max_bytes=one.nbytes)  # room for one
