@@ -46,6 +46,6 @@ def test_a_study_files_prompt_file_is_relative_to_it(tmp_path):
     study.parent.mkdir()
     study.write_text('[probe]\nprompt_file = "prompts/p.txt"\ndata_dir = "texts"\n')
     spec = load_study(study, preset="smoke", check=False)
-    table = spec.analyses["probe"]
+    table = spec.analyses["softmax"]
     assert table["prompt_file"] == str((tmp_path / "studies" / "prompts" / "p.txt").resolve())
     assert table["data_dir"] == str((tmp_path / "studies" / "texts").resolve())
