@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +13,6 @@ import torch
 from domaingpt.core.config import RUNTIME_TRAIN_KEYS, build_config
 from domaingpt.errors import ConfigError
 from domaingpt.model.gpt import GPT, GPTConfig
-from domaingpt.training.adamw import AdamW
 from domaingpt.training.modeldir import recorded_config
 from domaingpt.training.trainer import Trainer, make_optimizer
 
@@ -66,14 +63,14 @@ def test_the_step_setting_accepts_only_the_plain_step(tmp_path):
     assert cfg.train.max_iters == build_config("smoke").train.max_iters
 
 
-def test_adamw_updates_bitwise_as_torch_fused_adamw():
+def test_the_optimizer_is_torchs_fused_adamw_with_decay_on_matrices_only():
     cfg = build_config("smoke")
     torch.manual_seed(0)
     ours_model = GPT(GPTConfig(vocab_size=VOCAB, **cfg.model.__dict__))
     theirs_model = GPT(GPTConfig(vocab_size=VOCAB, **cfg.model.__dict__))
     theirs_model.load_state_dict(ours_model.state_dict())
     ours = make_optimizer(ours_model, cfg.train, torch.device("cpu"))
-    assert isinstance(ours, AdamW) and isinstance(ours, torch.optim.Optimizer)
+    assert type(ours) is torch.optim.AdamW
     assert all(g["fused"] for g in ours.param_groups)
     params = list(theirs_model.parameters())
     theirs = torch.optim.AdamW(
@@ -111,23 +108,6 @@ def test_adamw_updates_bitwise_as_torch_fused_adamw():
     assert [g["lr"] for g in fresh.param_groups] == [5e-4, 5e-4]  # loaded with the state
     torch.optim.lr_scheduler.LambdaLR(fresh, lambda step: 0.5)
     assert [g["lr"] for g in fresh.param_groups] == [2.5e-4, 2.5e-4]
-
-
-def test_a_cpu_training_step_never_imports_the_compiler():
-    code = (
-        "import sys, numpy as np, torch\n"
-        "from domaingpt.core.config import build_config\n"
-        "from domaingpt.model.gpt import GPT, GPTConfig\n"
-        "from domaingpt.training.trainer import Trainer\n"
-        "cfg = build_config('smoke')\n"
-        "m = GPT(GPTConfig(vocab_size=60, **cfg.model.__dict__))\n"
-        "ids = np.arange(5000, dtype=np.uint16) % 60\n"
-        "t = Trainer(m, cfg.train, ids, torch.device('cpu'))\n"
-        "t.step(); t.state_tensors()\n"
-        "print('torch._dynamo' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("clip", [0.5, 0.0])
