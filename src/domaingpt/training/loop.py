@@ -1,8 +1,9 @@
-"""Training one model on one corpus, with a checkpoint history and samples along the way.
+"""Training one model on one corpus, with a checkpoint history and a sample of each.
 
 The hot loop is kept lean: one batched gather per micro-batch, fused AdamW where the
-platform has it, losses kept as tensors (no per-step ``.item()``), and periodic work
-(evaluation, checkpoints, samples) only at scheduled iterations.
+platform has it, losses kept as tensors (no per-step ``.item()``), periodic work
+(evaluation, checkpoints) only at scheduled iterations, and the history checkpoints'
+samples drawn once training ends, side by side (:mod:`domaingpt.training.samples`).
 
 A model directory holds::
 
