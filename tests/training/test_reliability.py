@@ -67,7 +67,8 @@ def _progress(model_dir: Path) -> int:
 
 # Where each killed process dies (domaingpt.faults: SITE:N = the N-th time this process
 # reaches SITE): torn checkpoints, torn JSON lines, temp files never renamed, and plain
-# steps, at the start of training and around the history checkpoints 10, 25 and 50.
+# steps, at the start of training and around the history checkpoints 10, 25 and 50; the
+# last while the finished run writes its samples (drawn when training ends).
 KILL_POINTS = [
     "checkpoint.tensors:1",  # the first history checkpoint has tensors but no record
     "io.append:1",  # half of the first metrics line
@@ -77,8 +78,8 @@ KILL_POINTS = [
     "checkpoint.tensors:1",
     "train.step:5",
     "io.append:1",  # the metrics line of iteration 10, torn
-    "checkpoint.record:1",  # history checkpoint 10 written, its sample not yet
-    "io.append:2",  # the sample line of iteration 10, torn
+    "checkpoint.record:1",  # history checkpoint 10 written, its resumable one not yet
+    "checkpoint.tensors:2",  # history checkpoint 10 whole, its resumable one torn
     "train.step:4",
     "checkpoint.tensors:2",
     "io.replace:3",
@@ -86,9 +87,12 @@ KILL_POINTS = [
     "io.append:1",
     "checkpoint.record:3",
     "train.step:20",
-    "io.append:2",
+    "checkpoint.tensors:4",  # from 44: resumable 46, 48, history 50 whole, resumable 50 torn
     "checkpoint.tensors:3",
     "train.step:29",
+    # From 78: metrics.jsonl rewritten (1), history and resumable checkpoint 80 (2 files
+    # each), then samples.jsonl's temp file, never renamed (6).
+    "io.replace:6",
 ]
 
 
@@ -112,7 +116,8 @@ def test_sigkill_at_chosen_moments_then_resume_equals_uninterrupted(tmp_path, da
         # Each process must die at its point: one that finished would leave fewer kills.
         assert proc.returncode == -signal.SIGKILL, (i, point, proc.returncode, proc.stderr)
         _all_checkpoints_valid(killed_dir)  # the newest checkpoint is never a torn one
-    assert _progress(killed_dir) == 78  # the last kill came one step before the end
+    assert _progress(killed_dir) == 80  # the last kill came after the last step
+    assert not (killed_dir / "samples.jsonl").exists()  # ... while the samples were written
     final = subprocess.run(
         _train_cmd(tmp_path / "killed"), env=env, capture_output=True, text=True, timeout=600
     )

@@ -38,8 +38,9 @@ RUNTIME_TRAIN_KEYS = frozenset(
         "loggers",
     }
 )
-#: How a training step computes its gradients (see :func:`domaingpt.training.trainer.step_kind`).
-TRAIN_STEPS = ("plain", "workers", "native")
+#: ``train.step`` values of earlier versions that no longer exist: the worker and native
+#: steps, which computed the plain step's gradients but were never faster.
+REMOVED_STEPS = ("workers", "native")
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,8 @@ class TrainSpec:
     sample_prompt: str = "\n"
     sample_seed: int = 1
     compile: str = "auto"  # "auto" | "on" | "off"
-    # "plain" | "workers" | "native": one autograd pass with torch's threads, or one
-    # single-threaded worker per core (autograd, or the native step). Opt-in: on a 2-core
-    # machine the plain step is the fastest (README, "The training step").
+    # Only "plain" (one autograd pass over the batch with torch's threads): the key stays
+    # so that configs recorded by earlier versions, which wrote it, still load.
     step: str = "plain"
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "mps" | "cuda:1" ...
     threads: int = 0  # 0: torch's default
@@ -164,8 +164,13 @@ class RunConfig:
             raise ConfigError("train.weight_decay and train.grad_clip must be zero or more")
         if t.compile not in ("auto", "on", "off"):
             raise ConfigError(f"train.compile must be 'auto', 'on' or 'off', got {t.compile!r}")
-        if t.step not in TRAIN_STEPS:
-            raise ConfigError(f"train.step must be 'plain', 'workers' or 'native', got {t.step!r}")
+        if t.step in REMOVED_STEPS:
+            raise ConfigError(
+                f"train.step = {t.step!r} no longer exists (it was never faster than the "
+                "plain step, which computes the same); delete train.step or set it to 'plain'"
+            )
+        if t.step != "plain":
+            raise ConfigError(f"train.step must be 'plain', got {t.step!r}")
         check_logger_names("train.loggers", t.loggers)
         if isinstance(t.checkpoints, str) and t.checkpoints != "log":
             raise ConfigError('train.checkpoints must be "log" or a list of iterations')

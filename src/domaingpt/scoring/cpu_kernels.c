@@ -1,5 +1,5 @@
 /* Native CPU kernels for domaingpt's scoring engine (x86-64 with AVX2 and FMA): the
- * forward pass. Their backward, for training, is in train_kernels.c.
+ * forward pass.
  *
  * Compiled on first use by domaingpt/native.py (cached per machine) and called through
  * ctypes, which releases the GIL: each function is single-threaded, and the engine
@@ -7,20 +7,17 @@
  * row-major and contiguous. Why these four: at the shapes of a small character model
  * (block 64, head size 32), PyTorch's eager CPU ops for them cost as much as a third of
  * a forward pass, while the matmuls themselves already run near the machine's rate.
- * The _train variants also keep what the backward needs (attention probabilities,
- * LayerNorm statistics), computed exactly as the scoring variants compute them.
  */
 #include "kernels_common.h"
 
-int dg_abi_version(void) { return 3; }
+int dg_abi_version(void) { return 4; }
 
 /* --- causal self-attention ----------------------------------------------------------- */
 
 /* One head of one window: q (T x hs, pre-scaled) and v (T x hs) with row stride ld,
- * kt = k^T (hs x ldk); writes y (T x hs, row stride ld) and, unless pout is NULL, the
- * attention probabilities pout (T x T, zero above the diagonal). p: ROWS x ldk scratch. */
+ * kt = k^T (hs x ldk); writes y (T x hs, row stride ld). p: ROWS x ldk scratch. */
 static void attend_head(const float *q, const float *kt, const float *v, float *y, int T,
-                        int ld, int hs, int ldk, float *p, float *pout) {
+                        int ld, int hs, int ldk, float *p) {
     for (int i0 = 0; i0 < T; i0 += ROWS) {
         const int rows = T - i0 < ROWS ? T - i0 : ROWS;
         const int n = i0 + rows; /* keys visible to the tile's last row */
@@ -63,12 +60,6 @@ static void attend_head(const float *q, const float *kt, const float *v, float *
                 sum = _mm256_add_ps(sum, e);
             }
             inv[r] = 1.0f / sum8(sum);
-            if (pout) {
-                float *o = pout + (long)(i0 + r) * T;
-                const int upto = nb < T ? nb : T;
-                for (j = 0; j < upto; j++) o[j] = pr[j] * inv[r];
-                for (; j < T; j++) o[j] = 0.0f;
-            }
         }
 
         /* values: y_r = sum_j p[r][j] v_j / sum_j p[r][j], 16 columns at a time */
@@ -93,9 +84,6 @@ long dg_attention_scratch(int T, int C) {
     return 3 * ldk * C + ROWS * ldk;
 }
 
-static int attention(const float *qkv, float *y, float *P, long B, int T, int C, int H,
-                     float *scratch);
-
 /* y (B x T x C) = causal softmax attention of the q, k, v packed in qkv (B x T x 3C, the
  * layout of the model's fused qkv projection), H heads of C / H columns, scale
  * 1/sqrt(C / H): what F.scaled_dot_product_attention(is_causal=True) computes.
@@ -103,17 +91,6 @@ static int attention(const float *qkv, float *y, float *P, long B, int T, int C,
  * multiple of 16. */
 int dg_causal_attention(const float *qkv, float *y, long B, int T, int C, int H,
                         float *scratch) {
-    return attention(qkv, y, NULL, B, T, C, H, scratch);
-}
-
-/* dg_causal_attention, keeping the probabilities P (B x H x T x T) for the backward. */
-int dg_attention_train(const float *qkv, float *y, float *P, long B, int T, int C, int H,
-                       float *scratch) {
-    return attention(qkv, y, P, B, T, C, H, scratch);
-}
-
-static int attention(const float *qkv, float *y, float *P, long B, int T, int C, int H,
-                     float *scratch) {
     if (H < 1 || C % H || (C / H) % 16 || T < 1) return 1;
     const int hs = C / H, ldk = (T + 15) & ~15;
     /* one window at a time, read row by row: q (scaled) and v copied, k transposed */
@@ -133,7 +110,7 @@ static int attention(const float *qkv, float *y, float *P, long B, int T, int C,
             transpose_keys(x + C + h * hs, 3 * C, T, hs, ldk, kt + (size_t)h * hs * ldk);
         for (int h = 0; h < H; h++)
             attend_head(q + h * hs, kt + (size_t)h * hs * ldk, v + h * hs, y + b * T * C + h * hs,
-                        T, C, hs, ldk, p, P ? P + ((size_t)b * H + h) * T * T : NULL);
+                        T, C, hs, ldk, p);
     }
     _mm_setcsr(mxcsr);
     return 0;
@@ -141,22 +118,19 @@ static int attention(const float *qkv, float *y, float *P, long B, int T, int C,
 
 /* --- element- and row-wise ops --------------------------------------------------------- */
 
-/* y = GELU(x), n floats; y may be x (in place). */
-void dg_gelu_out(const float *x, float *y, long n) {
+/* x = GELU(x), in place, n floats. */
+void dg_gelu(float *x, long n) {
     const unsigned int mxcsr = flush_denormals();
     long i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, gelu8(_mm256_loadu_ps(x + i)));
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, gelu8(_mm256_loadu_ps(x + i)));
     if (i < n) {
         float tail[8] = {0};
         memcpy(tail, x + i, sizeof(float) * (n - i));
         _mm256_storeu_ps(tail, gelu8(_mm256_loadu_ps(tail)));
-        memcpy(y + i, tail, sizeof(float) * (n - i));
+        memcpy(x + i, tail, sizeof(float) * (n - i));
     }
     _mm_setcsr(mxcsr);
 }
-
-/* x = GELU(x), in place, n floats. */
-void dg_gelu(float *x, long n) { dg_gelu_out(x, x, n); }
 
 /* Sum of (x[c] - shift)^power over c < C (C a multiple of 8), power 1 or 2: four
  * accumulators, so a 128-wide row is four short dependency chains, not one long one. */
@@ -179,10 +153,9 @@ static inline float row_moment(const float *x, int C, __m256 shift, int power) {
 }
 
 /* y = LayerNorm(x) over rows of C (C a multiple of 8): (x - mean) / sqrt(var + eps) * w + b
- * with the biased variance, as torch; b may be NULL. With mean_out and rstd_out (rows
- * floats each, or NULL) the statistics are kept for the backward. */
-static void layer_norm(const float *x, const float *w, const float *b, float *y, float *mean_out,
-                       float *rstd_out, long rows, int C, float eps) {
+ * with the biased variance, as torch; b may be NULL. */
+void dg_layer_norm(const float *x, const float *w, const float *b, float *y, long rows, int C,
+                   float eps) {
     const float inv_c = 1.0f / (float)C;
     const unsigned int mxcsr = flush_denormals();
     for (long r = 0; r < rows; r++) {
@@ -190,10 +163,6 @@ static void layer_norm(const float *x, const float *w, const float *b, float *y,
         float *yr = y + r * C;
         const __m256 mean = _mm256_set1_ps(row_moment(xr, C, _mm256_setzero_ps(), 1) * inv_c);
         const __m256 rstd = _mm256_set1_ps(1.0f / sqrtf(row_moment(xr, C, mean, 2) * inv_c + eps));
-        if (mean_out) {
-            mean_out[r] = _mm256_cvtss_f32(mean);
-            rstd_out[r] = _mm256_cvtss_f32(rstd);
-        }
         for (int c = 0; c < C; c += 8) {
             const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr + c), mean);
             __m256 o = _mm256_mul_ps(_mm256_mul_ps(d, rstd), _mm256_loadu_ps(w + c));
@@ -202,16 +171,6 @@ static void layer_norm(const float *x, const float *w, const float *b, float *y,
         }
     }
     _mm_setcsr(mxcsr);
-}
-
-void dg_layer_norm(const float *x, const float *w, const float *b, float *y, long rows, int C,
-                   float eps) {
-    layer_norm(x, w, b, y, NULL, NULL, rows, C, eps);
-}
-
-void dg_layer_norm_train(const float *x, const float *w, const float *b, float *y, float *mean,
-                         float *rstd, long rows, int C, float eps) {
-    layer_norm(x, w, b, y, mean, rstd, rows, C, eps);
 }
 
 /* nll[r] = logsumexp(logits[r]) - logits[r][target[r]]: per-token cross-entropy in nats,

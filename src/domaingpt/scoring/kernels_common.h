@@ -1,7 +1,6 @@
-/* What the native kernels share (x86-64 with AVX2 and FMA): vector helpers, the register
- * tile of the attention products, and the GELU of a vector. Included by cpu_kernels.c
- * (the forward kernels) and train_kernels.c (their backward); static, so each of the two
- * translation units has its own copy and the library exports only the dg_ functions.
+/* Helpers of the native kernels (x86-64 with AVX2 and FMA): vector helpers, the register
+ * tile of the attention products, and the GELU of a vector. Included by cpu_kernels.c;
+ * static, so the library exports only the dg_ functions.
  */
 #ifndef DG_KERNELS_COMMON_H
 #define DG_KERNELS_COMMON_H
@@ -115,7 +114,7 @@ static inline float row_max(const float *l, int n) {
 }
 
 /* erf(x / sqrt 2) from Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7, as oneDNN's
- * gelu_erf); *gauss = exp(-x^2 / 2), which GELU's derivative needs too. */
+ * gelu_erf); *gauss = exp(-x^2 / 2), the intermediate it is computed from. */
 static inline __m256 erf_sqrt2_8(__m256 x, __m256 *gauss) {
     const __m256 s = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
     const __m256 sign = _mm256_and_ps(s, _mm256_set1_ps(-0.0f));

@@ -1,5 +1,5 @@
-"""Native CPU kernels: built from ``cpu_kernels.c`` (the forward pass) and
-``train_kernels.c`` (its backward) on first use, called through ctypes.
+"""Native CPU kernels: built from ``cpu_kernels.c`` (the forward pass) on first use,
+called through ctypes.
 
 Why native code: scoring a small character model on a CPU spends a third of its time
 outside the matmuls (attention at block 64, GELU, LayerNorm, log-softmax, and the page
@@ -33,9 +33,9 @@ import torch
 from domaingpt.data.corpus import cache_dir
 
 ENV = "DOMAINGPT_NATIVE"  # "0" turns the native kernels off
-ABI_VERSION = 3
-#: The library's sources, compiled together (both include ``kernels_common.h``).
-SOURCES = ("kernels_common.h", "cpu_kernels.c", "train_kernels.c")
+ABI_VERSION = 4
+#: The library's sources, compiled together.
+SOURCES = ("kernels_common.h", "cpu_kernels.c")
 FLAGS = ("-O3", "-std=c11", "-mavx2", "-mfma", "-fPIC", "-shared")
 
 _P = ctypes.c_void_p
@@ -49,27 +49,6 @@ _SIGNATURES = {
     "dg_gelu": ([_P, ctypes.c_long], None),
     "dg_layer_norm": ([_P, _P, _P, _P, ctypes.c_long, ctypes.c_int, ctypes.c_float], None),
     "dg_token_nll": ([_P, _P, _P, ctypes.c_long, ctypes.c_int], None),
-    # training: the forward keeping what the backward needs, and the backward
-    "dg_attention_train": (
-        [_P, _P, _P, ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_int, _P],
-        ctypes.c_int,
-    ),
-    "dg_attention_backward_scratch": ([ctypes.c_int, ctypes.c_int, ctypes.c_int], ctypes.c_long),
-    "dg_attention_backward": (
-        [_P, _P, _P, _P, ctypes.c_long, ctypes.c_int, ctypes.c_int, ctypes.c_int, _P],
-        ctypes.c_int,
-    ),
-    "dg_gelu_out": ([_P, _P, ctypes.c_long], None),
-    "dg_gelu_backward": ([_P, _P, ctypes.c_long], None),
-    "dg_layer_norm_train": (
-        [_P, _P, _P, _P, _P, _P, ctypes.c_long, ctypes.c_int, ctypes.c_float],
-        None,
-    ),
-    "dg_layer_norm_backward": ([_P, _P, _P, _P, _P, _P, _P, _P, ctypes.c_long, ctypes.c_int], None),
-    "dg_cross_entropy_backward": (
-        [_P, _P, _P, ctypes.c_long, ctypes.c_int, ctypes.c_float],
-        None,
-    ),
 }
 
 
@@ -228,154 +207,3 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor, out: torch.Tensor) ->
     lib = _lib()
     lib.dg_token_nll(_ptr(logits, N * V), _ptr(targets, N, torch.int64), _ptr(out, N), N, V)
     return out
-
-
-# -- training: the forward keeping what the backward needs, and the backward -------------
-
-
-def _check_heads(C3: int, n_head: int, what: str) -> int:
-    C = C3 // 3
-    if C3 % 3 or C % n_head or (C // n_head) % 16:
-        raise ValueError(
-            f"{what}: {C3} columns, {n_head} heads: head size must be a multiple of 16"
-        )
-    return C
-
-
-def attention_train(
-    qkv: torch.Tensor, n_head: int, out: torch.Tensor, probs: torch.Tensor, scratch: torch.Tensor
-) -> torch.Tensor:
-    """:func:`causal_attention` into ``out`` (B, T, C), keeping the attention probabilities
-    in ``probs`` (B, n_head, T, T) for :func:`attention_backward`."""
-    B, T, C3 = qkv.shape
-    C = _check_heads(C3, n_head, "attention_train")
-    lib = _lib()
-    if scratch.numel() < lib.dg_attention_scratch(T, C):
-        raise ValueError(f"attention_train: scratch of {scratch.numel()} floats is too small")
-    lib.dg_attention_train(
-        _ptr(qkv, B * T * C3),
-        _ptr(out, B * T * C),
-        _ptr(probs, B * n_head * T * T),
-        B,
-        T,
-        C,
-        n_head,
-        _ptr(scratch, scratch.numel()),
-    )
-    return out
-
-
-def attention_backward_scratch(T: int, C: int, n_head: int) -> torch.Tensor:
-    """The work space :func:`attention_backward` needs (allocate once, reuse)."""
-    return torch.empty(_lib().dg_attention_backward_scratch(T, C, n_head))
-
-
-def attention_backward(
-    qkv: torch.Tensor,
-    probs: torch.Tensor,
-    dy: torch.Tensor,
-    dqkv: torch.Tensor,
-    n_head: int,
-    scratch: torch.Tensor,
-) -> torch.Tensor:
-    """``dqkv`` (B, T, 3C) = the gradient of :func:`attention_train`'s output with respect to
-    its input ``qkv``, given the gradient ``dy`` (B, T, C) of that output."""
-    B, T, C3 = qkv.shape
-    C = _check_heads(C3, n_head, "attention_backward")
-    lib = _lib()
-    if scratch.numel() < lib.dg_attention_backward_scratch(T, C, n_head):
-        raise ValueError(f"attention_backward: scratch of {scratch.numel()} floats is too small")
-    lib.dg_attention_backward(
-        _ptr(qkv, B * T * C3),
-        _ptr(probs, B * n_head * T * T),
-        _ptr(dy, B * T * C),
-        _ptr(dqkv, B * T * C3),
-        B,
-        T,
-        C,
-        n_head,
-        _ptr(scratch, scratch.numel()),
-    )
-    return dqkv
-
-
-def gelu_out(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out`` = exact GELU of ``x``."""
-    _lib().dg_gelu_out(_ptr(x, x.numel()), _ptr(out, x.numel()), x.numel())
-    return out
-
-
-def gelu_backward_(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """``grad`` *= GELU'(``x``), in place: the gradient at GELU's input from its output's."""
-    _lib().dg_gelu_backward(_ptr(x, x.numel()), _ptr(grad, x.numel()), x.numel())
-    return grad
-
-
-def layer_norm_train(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    eps: float,
-    out: torch.Tensor,
-    mean: torch.Tensor,
-    rstd: torch.Tensor,
-) -> torch.Tensor:
-    """:func:`layer_norm`, keeping each row's mean and 1/std for the backward."""
-    C = x.shape[-1]
-    if C % 8:
-        raise ValueError(f"layer_norm_train: {C} columns, must be a multiple of 8")
-    n, rows = x.numel(), x.numel() // C
-    _lib().dg_layer_norm_train(
-        _ptr(x, n),
-        _ptr(weight, C),
-        _ptr(bias, C),
-        _ptr(out, n),
-        _ptr(mean, rows),
-        _ptr(rstd, rows),
-        rows,
-        C,
-        eps,
-    )
-    return out
-
-
-def layer_norm_backward(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    mean: torch.Tensor,
-    rstd: torch.Tensor,
-    dy: torch.Tensor,
-    dx: torch.Tensor,
-    dweight: torch.Tensor,
-    dbias: torch.Tensor | None,
-) -> None:
-    """The backward of :func:`layer_norm_train`: the input's gradient is *added* to ``dx``
-    (the residual stream's), the weight's and bias's to ``dweight`` and ``dbias``."""
-    C = x.shape[-1]
-    n, rows = x.numel(), x.numel() // C
-    _lib().dg_layer_norm_backward(
-        _ptr(x, n),
-        _ptr(weight, C),
-        _ptr(mean, rows),
-        _ptr(rstd, rows),
-        _ptr(dy, n),
-        _ptr(dx, n),
-        _ptr(dweight, C),
-        _ptr(dbias, C),
-        rows,
-        C,
-    )
-
-
-def cross_entropy_backward_(
-    logits: torch.Tensor, targets: torch.Tensor, nll: torch.Tensor, scale: float
-) -> torch.Tensor:
-    """Per-row cross-entropy of ``logits`` (N, V) at ``targets`` into ``nll``, and ``logits``
-    replaced by the gradient of ``scale`` times it: (softmax - one-hot) * scale."""
-    N, V = logits.shape
-    if N and (int(targets.min()) < 0 or int(targets.max()) >= V):
-        raise ValueError(f"cross_entropy_backward_: targets must lie in [0, {V})")
-    _lib().dg_cross_entropy_backward(
-        _ptr(logits, N * V), _ptr(targets, N, torch.int64), _ptr(nll, N), N, V, scale
-    )
-    return logits

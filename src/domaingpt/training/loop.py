@@ -1,14 +1,16 @@
-"""Training one model on one corpus, with a checkpoint history and samples along the way.
+"""Training one model on one corpus, with a checkpoint history and a sample of each.
 
 The hot loop is kept lean: one batched gather per micro-batch, fused AdamW where the
-platform has it, losses kept as tensors (no per-step ``.item()``), and periodic work
-(evaluation, checkpoints, samples) only at scheduled iterations.
+platform has it, losses kept as tensors (no per-step ``.item()``), periodic work
+(evaluation, checkpoints) only at scheduled iterations, and the history checkpoints'
+samples drawn once training ends, side by side (:mod:`domaingpt.training.samples`).
 
 A model directory holds::
 
     run.json            config, corpus checksum, vocabulary fingerprint
     metrics.jsonl       iteration, train/val loss, lr, tokens/s, elapsed
-    samples.jsonl       a fixed-seed sample at every history checkpoint
+    samples.jsonl       a fixed-seed sample of every history checkpoint (drawn when the
+                        run ends, several checkpoints side by side: training.samples)
     checkpoints/        iter-*.{safetensors,json} (history) and resume-* (resumable)
     loss.png, loss.svg  the loss curve
     tensorboard/        event files, with train.loggers = ["tensorboard"] (see
@@ -61,7 +63,6 @@ from domaingpt.model.checkpoint import (
     newest_valid,
     save_checkpoint,
 )
-from domaingpt.model.generate import generate_text
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.scoring import score_windows
 from domaingpt.training.memory import check_fits, out_of_memory
@@ -69,6 +70,7 @@ from domaingpt.training.modeldir import (
     prepare_model_dir,
     run_record,
 )
+from domaingpt.training.samples import write_samples
 from domaingpt.training.trainer import Trainer, lr_at
 
 #: The per-step scalars of ``train.loggers``, every ``train.log_interval`` iterations.
@@ -163,27 +165,18 @@ class _Recorder:
         )
 
     def history_point(self, it: int, val: float) -> None:
-        """A history checkpoint and its fixed-seed sample, at the scheduled iterations."""
+        """A history checkpoint, at the scheduled iterations (its sample is drawn when
+        the run ends: :meth:`samples`)."""
         if it not in self.history or it in self.done:
             return
-        spec = self.spec
         save_checkpoint(self.ckpt_dir, "iter", it, self.model, self.vocab, self.meta(it, val))
-        text = generate_text(
-            self.model, self.vocab, spec.sample_prompt, spec.sample_chars, seed=spec.sample_seed
-        )
-        append_jsonl(
-            self.samples_path,
-            {
-                "iter": it,
-                "val_loss": val,
-                "prompt": spec.sample_prompt,
-                "seed": spec.sample_seed,
-                "temperature": 1.0,
-                "text": text,
-            },
-        )
-        self.loggers.text(it, "samples", text)
-        self.model.train()
+
+    def samples(self) -> None:
+        """The fixed-seed sample of every history checkpoint that has none yet."""
+        device = next(self.model.parameters()).device
+        rows = write_samples(self.ckpt_dir, self.samples_path, self.vocab, self.spec, device)
+        for row in rows:
+            self.loggers.text(row["iter"], "samples", row["text"])
 
     def resume_point(self, it: int, val: float | None) -> None:
         save_checkpoint(
@@ -281,6 +274,7 @@ def train(
             speed = _train_steps(rec, ctx, val_loss, progress=progress and main)
             if main:
                 full = _final_loss(rec)
+                rec.samples()
                 _plot_loss(rec.metrics_path, model_dir / "loss.png", corpus_name)
                 rec.loggers.image("loss", model_dir / "loss.png")
                 final = read_jsonl(rec.metrics_path)[-1]

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from domaingpt.core.config import (
+    REMOVED_STEPS,
     RUNTIME_TRAIN_KEYS,
     TRAIN_SECTIONS,
     RunConfig,
@@ -385,8 +386,13 @@ def recorded_config(model_dir: Path, overrides: list[str]) -> RunConfig | None:
         return None
     recorded = record.config
     source = str(model_dir / "run.json")
+    sections = {k: v for k, v in recorded.items() if k in TRAIN_SECTIONS}
+    train = sections.get("train")
+    if isinstance(train, dict) and train.get("step") in REMOVED_STEPS:
+        # A step of an earlier version: it changed only how fast the model trained.
+        sections["train"] = {**train, "step": "plain"}
     try:
-        base = from_dict({k: v for k, v in recorded.items() if k in TRAIN_SECTIONS}, source=source)
+        base = from_dict(sections, source=source)
     except ConfigError as e:
         raise ConfigError(
             f"{source} records a configuration this domaingpt cannot read ({e}); give "

@@ -14,14 +14,11 @@ import numpy as np
 import torch
 
 from domaingpt.core.config import TrainSpec
-from domaingpt.core.device import autocast, autocast_dtype, is_out_of_memory
+from domaingpt.core.device import autocast, is_out_of_memory
 from domaingpt.core.distributed import DistContext, check_batch
 from domaingpt.data.batches import BatchSampler
 from domaingpt.model.gpt import GPT
-from domaingpt.training import native_step
-from domaingpt.training.adamw import AdamW, make_adamw
 from domaingpt.training.memory import out_of_memory
-from domaingpt.training.workers import ParallelGrads
 
 
 def lr_at(it: int, spec: TrainSpec) -> float:
@@ -34,56 +31,34 @@ def lr_at(it: int, spec: TrainSpec) -> float:
     return spec.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (spec.lr - spec.min_lr)
 
 
-def make_optimizer(model: GPT, spec: TrainSpec, device: torch.device) -> AdamW:
-    """AdamW with weight decay on matrices only (not biases, LayerNorm gains):
-    ``torch.optim.AdamW``, fused where the device has the kernel (see
-    :mod:`domaingpt.training.adamw`)."""
+#: Devices where ``torch.optim.AdamW(fused=True)`` runs (in every torch this package
+#: supports); elsewhere its ``foreach`` implementation.
+FUSED_DEVICES = ("cpu", "cuda")
+
+
+def make_optimizer(model: GPT, spec: TrainSpec, device: torch.device) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` with weight decay on matrices only (not biases, LayerNorm
+    gains), fused where the device has the kernel; ``lr`` is set per step by the trainer.
+
+    Its first step imports ``torch._dynamo`` (torch's optimizer methods are wrapped in
+    decorators that do): about 1.4 s once per process on a 2-core CPU, the price of using
+    torch's optimizer as torch ships it.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": spec.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return make_adamw(groups, spec.lr, (spec.beta1, spec.beta2), device)
+    fused = device.type in FUSED_DEVICES
+    return torch.optim.AdamW(
+        groups, lr=spec.lr, betas=(spec.beta1, spec.beta2), fused=fused, foreach=not fused
+    )
 
 
 def should_compile(setting: str, device: torch.device) -> bool:
     """``auto`` compiles on CUDA only: on a 2-core CPU compilation costs more than it saves
     for the small presets (see benchmarks/bench_train.py)."""
     return setting == "on" or (setting == "auto" and device.type == "cuda")
-
-
-def step_kind(model: GPT, spec: TrainSpec, device: torch.device, plain_only: bool) -> str:
-    """The step that runs: ``train.step`` where it can, else the nearest one that can.
-
-    ``plain`` (the default, and the reference): one autograd pass over the whole batch,
-    with torch's own threads. ``workers`` and ``native`` (opt-in, for many-core CPUs; see
-    :mod:`domaingpt.training.workers`): one single-threaded worker per torch thread, on
-    autograd or on the native training step. On a 2-core machine neither pays (README,
-    "The training step"). The plain step runs wherever the workers do not apply: another
-    device than the CPU, DDP or ``torch.compile`` (``plain_only``), autocast (the workers
-    compute in float32), dropout (the workers would draw its masks from one generator in
-    a racing order); ``native`` becomes ``workers`` where the native step does not
-    support the model (:func:`domaingpt.training.native_step.unsupported`).
-    """
-    if (
-        spec.step == "plain"
-        or plain_only
-        or device.type != "cpu"
-        or autocast_dtype(device) is not None
-        or model.config.dropout > 0
-    ):
-        return "plain"
-    if spec.step == "native" and native_step.unsupported(model) is None:
-        return "native"
-    return "workers"
-
-
-def step_workers(kind: str, spec: TrainSpec, wanted: int | None = None) -> int:
-    """How many workers compute a step's gradients: 1 for the plain step; else
-    ``wanted``, by default one per torch thread, at most one per row of the batch."""
-    if kind == "plain":
-        return 1
-    return max(1, min(wanted or torch.get_num_threads(), spec.batch_size))
 
 
 def _eagerly(error: Exception) -> None:
@@ -104,11 +79,7 @@ class Trainer:
         train_ids: np.ndarray,
         device: torch.device,
         ctx: DistContext | None = None,
-        *,
-        workers: int | None = None,
     ) -> None:
-        """``workers``: how many workers compute each step's gradients when ``spec.step``
-        asks for them (by default one per torch thread; see :func:`step_workers`)."""
         self.ctx = ctx or DistContext(device=device)
         check_batch(self.ctx, spec.batch_size)
         self.model = model.to(device).train()
@@ -143,17 +114,6 @@ class Trainer:
             except Exception as e:  # compile is an optimisation: fall back, never fail
                 _eagerly(e)
         self._params = [p for p in model.parameters() if p.requires_grad]
-        plain_only = self.ctx.enabled or self._forward is not wrapped
-        kind = step_kind(model, spec, device, plain_only)
-        self.workers = step_workers(kind, spec, workers)
-        if kind == "workers" and self.workers == 1:  # one core: autograd workers are plain
-            kind = "plain"
-        #: The step that runs (``plain``, ``workers`` or ``native``): see :func:`step_kind`.
-        self.step_kind = kind
-        self._parallel = None
-        if kind != "plain":  # native on one worker too: the native kernels on one core
-            engine = "native" if kind == "native" else "autograd"
-            self._parallel = ParallelGrads(model, spec.batch_size, self.workers, engine)
         self.tokens_per_iter = spec.batch_size * spec.grad_accum * model.config.block_size
         #: The total L2 norm of the last step's gradients, before clipping (a tensor: no
         #: device sync until it is read); None when the step neither clipped nor was
@@ -175,10 +135,7 @@ class Trainer:
         lr = lr_at(self.iteration, self.spec)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if self._parallel is not None:
-            total = self._parallel([self.sampler.next() for _ in range(self.spec.grad_accum)])
-        else:
-            total = self._accumulate()
+        total = self._accumulate()
         self.grad_norm = None
         if self.spec.grad_clip > 0:
             self.grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -193,7 +150,7 @@ class Trainer:
         return total
 
     def _accumulate(self) -> torch.Tensor:
-        """The plain step's gradients: one autograd pass per micro-batch, accumulated in
+        """The step's gradients: one autograd pass per micro-batch, accumulated in
         ``.grad``; returns the mean loss, detached."""
         total = torch.zeros((), device=self.device)
         for micro in range(self.spec.grad_accum):
