@@ -41,7 +41,7 @@ def sample_row(info: CheckpointInfo, vocab: Vocab, spec: TrainSpec, device: torc
     text = generate_text(model, vocab, spec.sample_prompt, spec.sample_chars, seed=spec.sample_seed)
     return {
         "iter": info.iteration,
-        "val_loss": info.meta.get("val_loss"),
+        "val_loss": info.meta.val_loss,
         "prompt": spec.sample_prompt,
         "seed": spec.sample_seed,
         "temperature": 1.0,
