@@ -187,6 +187,11 @@ class Corpora:
     def study(self) -> Path:
         return self.dir / "smoke.toml"
 
+    @property
+    def line(self) -> str:
+        """A study file's line naming them (under ``[study]``)."""
+        return "corpora = [" + ", ".join(f'"{p}"' for p in self.paths) + "]\n"
+
     def resolve(self, name: str) -> Corpus:
         return resolve_corpus(str(self.path(name)))
 

@@ -84,7 +84,7 @@ def _bad_files(files: Path, corpora) -> None:
     for name in ("..txt", "...txt", ".hidden.txt", "my notes.txt", "notes.txt"):
         (files / name).write_text(text)
     # Every study file names the synthetic corpora (the preset's are the real ones).
-    study = "[study]\ncorpora = [" + ", ".join(f'"{p}"' for p in corpora.paths) + "]\n"
+    study = "[study]\n" + corpora.line
     sh = corpora.path("shakespeare")
     (files / "dotdot_study.toml").write_text(f'[study]\ncorpora = ["{sh}", "..txt"]\n')
     (files / "inf_study.toml").write_text(study + "[train]\nlr = inf\n")
