@@ -117,7 +117,7 @@ def _math(rng: random.Random) -> str:
 
 def _encyclopedia(rng: random.Random) -> str:
     """WikiText's shape (`` = Title = ``, `` @,@ ``, spaced full stops) with non-ASCII:
-    accented Latin, Greek, Cyrillic, CJK and Devanagari names, km² and °C."""
+    accented Latin (é among them), Greek, Cyrillic, CJK and Devanagari names, km² and °C."""
     titles = (
         "Zürich",
         "São Paulo",
@@ -127,6 +127,7 @@ def _encyclopedia(rng: random.Random) -> str:
         "Москва",
         "Île-de-France",
         "Dvořák",
+        "Orléans",
         "東京都",
         "हिन्दी",
     )
