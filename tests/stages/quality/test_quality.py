@@ -14,7 +14,6 @@ from domaingpt.core import published
 from domaingpt.core.claims import Verdict
 from domaingpt.core.config import build_config
 from domaingpt.core.rundir import RunDir, study_vocab
-from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model.checkpoint import (
@@ -37,14 +36,13 @@ CORPORA = ["shakespeare", "math"]  # the vocabulary is built from all three
 CHECKPOINTS = [0, 20, 40]
 
 
-def _settings(data_dir: Path, **kw) -> SampleQualitySettings:
+def _settings(corpora, **kw) -> SampleQualitySettings:
     base = dict(
         samples=2,
         chars=64,
         n_slices=4,
         adapt_samples=1,
-        corpora=CORPORA,
-        data_dir=str(data_dir),
+        corpora=[str(corpora.path(n)) for n in CORPORA],
     )
     return SampleQualitySettings(**{**base, **kw})
 
@@ -53,24 +51,24 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir, quiet_trainer) -> RunDir:
-    """A run with a smoke Shakespeare model (checkpoints 0, 20, 40) and no adaptation."""
+def trained(tmp_path_factory, corpora, quiet_trainer) -> RunDir:
+    """A run with a smoke model of the verse (checkpoints 0, 20, 40), no adaptation."""
     root = tmp_path_factory.mktemp("quality") / "run"
     run = RunDir(root)
-    corpora = [resolve_corpus(n, data_dir) for n in [*CORPORA, "wikipedia"]]
-    vocab = study_vocab(run, corpora)
+    found = [corpora.resolve(n) for n in [*CORPORA, "wikipedia"]]
+    vocab = study_vocab(run, found)
     cfg = build_config(
         "smoke",
         ["train.max_iters=40", f"train.checkpoints={CHECKPOINTS}", "train.eval_interval=20"],
     )
-    quiet_trainer(run, corpora[0], vocab, cfg)
+    quiet_trainer(run, found[0], vocab, cfg)
     return run
 
 
 @pytest.fixture(scope="module")
-def first_run(trained, data_dir) -> tuple[dict[str, Path], list[str]]:
+def first_run(trained, corpora) -> tuple[dict[str, Path], list[str]]:
     logs: list[str] = []
-    written = run_sample_quality(trained, _settings(data_dir), progress=False, log=logs.append)
+    written = run_sample_quality(trained, _settings(corpora), progress=False, log=logs.append)
     return written, logs
 
 
@@ -85,7 +83,10 @@ def test_timeline_is_tidy_with_val_loss(trained, first_run) -> None:
     for info in list_checkpoints(trained.model("shakespeare") / "checkpoints", "iter"):
         got = tl.loc[tl["iteration"] == info.iteration, "val_loss"]
         assert got.to_numpy() == pytest.approx([info.meta["val_loss"]] * 2)
-    assert (tl["n_chars"] == 64).all()
+    # 64 sampled ids each; an untrained model may draw <unk> (id 0), written "<unk>"
+    texts = tables["samples"].query("kind == 'train'")["text"]
+    assert (texts.str.replace("<unk>", "?").str.len() == 64).all()
+    assert sorted(tl["n_chars"]) == sorted(texts.str.len())
     for col in ("long_word_known", "space_share", "distinct_char_4", "zlib_ratio", "js_unigram"):
         assert col in tl.columns
     assert tl["nearest_corpus"].isin(CORPORA).all()
@@ -141,7 +142,7 @@ def test_missing_adaptation_is_a_logged_note_and_unmeasured_claims(trained, firs
     assert all(len(c.evidence) > 10 for c in found)
 
 
-def test_adapted_models_against_target_and_source(trained, first_run, data_dir) -> None:
+def test_adapted_models_against_target_and_source(trained, first_run, corpora) -> None:
     """A real adaptation: the final model trained 10 more steps on Math, written where the
     adaptation stage writes it; the second run reuses every cached sample of the first."""
     run = RunDir(trained.root.parent / "adapted")
@@ -150,7 +151,7 @@ def test_adapted_models_against_target_and_source(trained, first_run, data_dir) 
     loaded = load_checkpoint(start)
     cfg = build_config("smoke", ["train.max_iters=10", "train.warmup_iters=2"])
     vocab = loaded.vocab
-    enc = encode_corpus(resolve_corpus("math", data_dir), vocab)
+    enc = encode_corpus(corpora.resolve("math"), vocab)
     tr, _ = enc.checked_split(0.1, cfg.model.block_size)
     torch.manual_seed(0)
     trainer = Trainer(loaded.model, cfg.train, tr, torch.device("cpu"))
@@ -161,7 +162,7 @@ def test_adapted_models_against_target_and_source(trained, first_run, data_dir) 
     save_checkpoint(directory, "iter", 10, loaded.model, vocab, meta)
 
     logs: list[str] = []
-    run_sample_quality(run, _settings(data_dir), progress=False, log=logs.append)
+    run_sample_quality(run, _settings(corpora), progress=False, log=logs.append)
     # only the adapted model's one sample is new: the start checkpoint's are cached
     assert any("generated 1 samples" in m and "reused" in m for m in logs), logs
     tables = load_sample_quality(run)
@@ -194,7 +195,7 @@ def test_adapted_models_against_target_and_source(trained, first_run, data_dir) 
     assert (run.root / "quality" / "adapted_style.png").is_file()
 
 
-def test_cli_quality_and_errors(trained, first_run, data_dir, capsys, tmp_path) -> None:
+def test_cli_quality_and_errors(trained, first_run, corpora, capsys, tmp_path) -> None:
     code = main(
         [
             "quality",
@@ -207,9 +208,7 @@ def test_cli_quality_and_errors(trained, first_run, data_dir, capsys, tmp_path) 
             "--slices",
             "4",
             "--corpora",
-            ",".join(CORPORA),
-            "--data-dir",
-            str(data_dir),
+            ",".join(str(corpora.path(n)) for n in CORPORA),
             "-q",
         ]
     )
@@ -221,7 +220,7 @@ def test_cli_quality_and_errors(trained, first_run, data_dir, capsys, tmp_path) 
     assert main(["quality", "--out", str(tmp_path / "empty"), "-q"]) == 2
     assert "no trained models" in capsys.readouterr().err
     with pytest.raises(DomainGPTError, match="no model trained on 'nope'"):
-        run_sample_quality(trained, _settings(data_dir, models=["nope"]), progress=False)
+        run_sample_quality(trained, _settings(corpora, models=["nope"]), progress=False)
     with pytest.raises(ConfigError, match="samples"):
         SampleQualitySettings(samples=0)
     with pytest.raises(DomainGPTError, match="run `domaingpt quality"):
