@@ -246,7 +246,7 @@ def test_import_overwrite_replaces_a_model_and_never_a_users_folder(box, exporte
     (mine / "thesis.tex").write_text("someone's work\n")
     before = outside(box, box / "nothing")
     err = cli_error("import-hf", exported, "--out", run, "--name", "mywork", "--overwrite")
-    assert "not a domaingpt model directory" in err and "--name" in err
+    assert str(mine) in err and "--name" in err  # the folder, and the way around it
     assert outside(box, box / "nothing") == before
     # The trained model is replaced by the import (its history checkpoint only); the
     # rest of the run is as it was.
@@ -270,7 +270,7 @@ def test_train_overwrite_refuses_a_users_folder_and_replaces_a_model(box, corpor
     argv = ["train", "notes.txt", *smoke, "--out", run, "--overwrite"]
     assert quietly(*argv, corpora=corpora) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not a domaingpt model directory" in err
+    assert err.count("\n") == 1 and err.startswith("error: ") and str(mine) in err
     assert outside(box, box / "nothing") == before
     shutil.rmtree(mine)
     assert quietly(*argv, corpora=corpora) == 0
@@ -359,7 +359,6 @@ def test_resume_retrains_a_truncated_final_checkpoint(box, corpora, capsys):
     argv = ["train", corpora.path("shakespeare"), "--out", run, "--resume"]
     assert main([*map(str, argv), "--set", "train.threads=1"]) == 0
     err = capsys.readouterr().err
-    assert "iter-0000010.safetensors is truncated or altered" in err
-    assert "retrained from before iteration 10" in err
+    assert str(final) in err and "iteration 10" in err  # the damaged file, and what is redone
     load_checkpoint(find_checkpoint(run / "models" / "shakespeare"))  # verifies the checksum
     assert final.read_bytes() == whole  # the same weights: the training is deterministic

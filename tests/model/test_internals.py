@@ -30,7 +30,6 @@ from domaingpt.model.internals import (
     word_groups,
 )
 from domaingpt.stages.saliency.aggregate import relative_positions
-from domaingpt.study import load_study
 
 V = 11
 TEXT = "ab cd ef\nghij klm nop qrs tuv"
@@ -206,12 +205,12 @@ def test_one_forward_pass_per_checkpoint_and_prompt_set(tmp_path, monkeypatch):
 
 
 def test_lens_similarity_and_attention_share_one_forward_pass_per_checkpoint(
-    smoke_study, data_dir, tmp_path, monkeypatch
+    smoke_study, corpora, tmp_path, monkeypatch
 ):
     """Run again on a copy of the smoke study, the three stages compute each checkpoint's
     internals once and write the same tables."""
     root = smoke_study.copy(tmp_path / "run")
-    spec = load_study(preset="smoke")
+    spec = corpora.smoke()
     calls = []
     real = internals_module.compute_internals
     monkeypatch.setattr(
@@ -222,7 +221,8 @@ def test_lens_similarity_and_attention_share_one_forward_pass_per_checkpoint(
     clear_cache()
     for name in ("lens", "similarity", "attention"):
         stage = spec.stage(name)
-        settings = spec.settings(name, data_dir=data_dir, offline=True)
+        found = [corpora.resolve(n) for n in corpora.names]
+        settings = spec.settings(name, corpora=found, offline=True)
         run_stage(StageContext(RunDir(root), stage, progress=False, log=lambda m: None), settings)
         for table in ("per_prompt", "cka", "heads"):
             path = root / stage.folder / f"{table}.csv"

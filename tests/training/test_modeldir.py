@@ -89,8 +89,7 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_model_directory(
         (folder / name).write_text('{"config": {}}' if name == "run.json" else "precious")
     before = _files(out)
     err = cli_error(*_train(out, corpora, "--preset", "smoke", "--overwrite"))
-    assert "is not a domaingpt model directory" in err
-    assert "--overwrite deletes only model directories domaingpt wrote" in err
+    assert str(folder) in err and "--overwrite" in err  # the folder, and why it stays
     assert _files(out) == before  # nothing deleted, and no vocab.json written
 
 
@@ -114,10 +113,11 @@ def test_resume_reads_the_models_own_configuration(
     # and --overwrite (which would delete the model) is not suggested.
     before = _files(out)
     err = cli_error(*_train(out, corpora, "--resume", "--preset", "smoke"))
-    assert "already holds a different run" in err and "train.checkpoints" in err
-    assert "drop the --preset and --set options" in err and "--overwrite" not in err
+    model = str(out / "models" / "shakespeare")
+    assert model in err and "train.checkpoints" in err  # the model, the setting that differs
+    assert "--preset" in err and "--overwrite" not in err
     err = cli_error(*_train(out, corpora, "--preset", "smoke", *_sets()))
-    assert "already holds this model (trained to iteration 20); pass --resume" in err
+    assert model in err and "iteration 20" in err and "--resume" in err
     assert "--overwrite" not in err
     assert _files(out) == before
 
@@ -164,7 +164,7 @@ def test_extending_a_finished_model_continues_it_deterministically(
     # A model is never shortened.
     before = _files(a)
     err = cli_error(*_train(a, corpora, "--resume", "--set", "train.max_iters=30"))
-    assert "trained to iteration 40, past train.max_iters=30" in err
+    assert "iteration 40" in err and "train.max_iters=30" in err
     assert _files(a) == before
 
 
