@@ -27,9 +27,7 @@ from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint, read_te
 
 ARGS = [
     "train",
-    "{shakespeare}",
-    "--vocab",
-    "{vocab}",
+    "shakespeare",
     "--preset",
     "smoke",
     "--quiet",
@@ -42,14 +40,8 @@ ARGS = [
 ]
 
 
-def _args(corpora) -> list[str]:
-    """ARGS with the synthetic verse for ``shakespeare`` and the vocabulary theirs."""
-    where = {"shakespeare": corpora.path("shakespeare"), "vocab": corpora.vocab}
-    return [a.format(**where) for a in ARGS]
-
-
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def _env(data_dir):
+    env = dict(os.environ, DOMAINGPT_DATA=str(data_dir), OMP_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
     return env
 
@@ -70,17 +62,17 @@ def _torchrun(n: int, *args: str, env) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_match_one_process(tmp_path, corpora):
-    env = _env()
+def test_two_gloo_ranks_match_one_process(tmp_path, data_dir):
+    env = _env(data_dir)
     one = subprocess.run(
-        [sys.executable, "-m", "domaingpt", *_args(corpora), "--out", str(tmp_path / "one")],
+        [sys.executable, "-m", "domaingpt", *ARGS, "--out", str(tmp_path / "one")],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
     )
     assert one.returncode == 0, one.stderr
-    two = _torchrun(2, *_args(corpora), "--out", str(tmp_path / "two"), env=env)
+    two = _torchrun(2, *ARGS, "--out", str(tmp_path / "two"), env=env)
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("val_loss") == 1  # only rank 0 reports and writes
     a = read_jsonl(tmp_path / "one/models/shakespeare/metrics.jsonl")
@@ -99,9 +91,9 @@ def test_two_gloo_ranks_match_one_process(tmp_path, corpora):
 
 
 @pytest.mark.slow
-def test_world_size_must_divide_the_batch(tmp_path, corpora):
+def test_world_size_must_divide_the_batch(tmp_path, data_dir):
     out = _torchrun(
-        2, *_args(corpora), "--set", "train.batch_size=7", "--out", str(tmp_path / "x"), env=_env()
+        2, *ARGS, "--set", "train.batch_size=7", "--out", str(tmp_path / "x"), env=_env(data_dir)
     )
     assert out.returncode != 0
     assert "train.batch_size 7 is not divisible by the world size 2" in out.stderr
@@ -112,12 +104,12 @@ def test_world_size_must_divide_the_batch(tmp_path, corpora):
 
 
 @pytest.mark.slow  # inductor compiles the model on each rank: about a minute on 2 cores
-def test_compiled_ddp_with_grad_accum_matches_one_process(tmp_path, corpora):
+def test_compiled_ddp_with_grad_accum_matches_one_process(tmp_path, data_dir):
     """The DDP-wrapped module is what gets compiled (its gradient hooks kept) and
     ``no_sync`` is called on the DDP handle: with ``train.compile=on`` (inductor on the
     CPU) and ``grad_accum = 2``, two Gloo ranks follow one eager process within 1e-4."""
     args = [
-        *_args(corpora)[:-2],  # grad_accum=2 is already in ARGS
+        *ARGS[:-2],  # grad_accum=2 is already in ARGS
         "--set",
         "train.grad_accum=2",
         "--set",
@@ -127,7 +119,7 @@ def test_compiled_ddp_with_grad_accum_matches_one_process(tmp_path, corpora):
         "--set",
         "train.checkpoints=[0, 10]",
     ]
-    env = _env()
+    env = _env(data_dir)
     one = subprocess.run(
         [sys.executable, "-m", "domaingpt", *args, "--out", str(tmp_path / "one")],
         capture_output=True,
