@@ -1,14 +1,21 @@
-"""Shared fixtures: the real corpora, a private cache, the command line in-process, and
-the runs several test modules read (trained once per session).
+"""Shared fixtures: three small corpora the tests write themselves, the real corpora, a
+private cache, the command line in-process, and the runs several test modules read
+(trained once per session).
 
 The tests mirror the package: ``tests/core`` tests ``domaingpt/core``, ``tests/stages/softmax``
 the probe stage, and so on. Fast unit tests (claims on hand-made tables, statistics,
-contract checks) sit beside the integration tests that train small models on real text.
+contract checks) sit beside the integration tests that train small models on text.
+
+Tests that need only *some* text in three domains use :func:`corpora`, written by the
+session itself, so they run anywhere. Only tests about the real corpora themselves (their
+checksums, the download, the study's published numbers) use ``data_dir`` / ``real_file``
+and skip without them.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,7 +40,7 @@ from domaingpt.model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from domaingpt.study import StudyResult, load_study, run_study
+from domaingpt.study import StudyResult, StudySpec, load_study, run_study
 from domaingpt.study.pipeline import BUILTIN_STAGES, REPORT
 from domaingpt.training.loop import TrainResult, train
 from domaingpt.training.trainer import Trainer
@@ -79,6 +86,166 @@ def data_dir() -> Path:
             "real corpora not found (set DOMAINGPT_DATA or put ../shared/data beside the repo)"
         )
     return d
+
+
+# --- three small synthetic corpora -----------------------------------------------------
+
+#: The names of the synthetic corpora: the built-in domains' names, so that the stages'
+#: claims about Shakespeare, Math and Wikipedia (keyed by name) are computed on them too.
+#: Given as paths they are user corpora (checked against their own SHA-256, not the
+#: registry's), as ``README.md`` ("your own corpus") describes.
+CORPUS_NAMES = ("shakespeare", "math", "wikipedia")
+_CORPUS_CHARS = 20_000  # per corpus: enough for the smoke preset's splits and prompts
+
+
+def _verse(rng: random.Random) -> str:
+    """Speakers in capitals, short lines of plain words: Tiny Shakespeare's shape, ASCII."""
+    speakers = ("ROMEO", "JULIET", "KING HENRY", "LADY ANNE", "FIRST CITIZEN", "NURSE")
+    words = (
+        "thou", "thee", "thy", "love", "night", "day", "sweet", "lord", "heart", "death",
+        "king", "crown", "fair", "grace", "good", "noble", "blood", "speak", "tongue",
+        "heaven", "earth", "sorrow", "honour", "hath", "doth", "shall", "would", "gentle",
+        "true", "eyes", "hand", "sword", "peace", "war", "name", "soul", "tears"
+    )  # fmt: skip
+    out: list[str] = []
+    while sum(map(len, out)) < _CORPUS_CHARS:
+        out.append(rng.choice(speakers) + ":\n")
+        for _ in range(rng.randint(1, 4)):
+            line = " ".join(rng.choice(words) for _ in range(rng.randint(4, 9)))
+            out.append(line[0].upper() + line[1:] + rng.choice(",.;!?") + "\n")
+        out.append("\n")
+    return "".join(out)
+
+
+def _math(rng: random.Random) -> str:
+    """Problems and solutions in LaTeX: digits, operators, braces and backslashes."""
+    out: list[str] = []
+    while sum(map(len, out)) < _CORPUS_CHARS:
+        a, b, c, v = (
+            rng.randint(2, 99),
+            rng.randint(1, 999),
+            rng.randint(-50, 50),
+            rng.choice("xyznk"),
+        )
+        kind = rng.randrange(3)
+        if kind == 0:
+            p = f"Solve for ${v}$: ${a}{v} + {b} = {c}$."
+            s = f"Subtracting {b} gives ${a}{v} = {c - b}$, so ${v} = \\frac{{{c - b}}}{{{a}}}$."
+        elif kind == 1:
+            p = f"What is the remainder when ${a}^{{{rng.randint(2, 9)}}}$ is divided by {b}?"
+            s = f"Working modulo ${b}$, we find $\\boxed{{{rng.randrange(b)}}}$."
+        else:
+            p = f"Compute $\\sqrt{{{a * a}}} + \\left({b} \\cdot {abs(c)}\\right)$"
+            p += ", with $0 < a$ and $b > 1$."
+            s = f"We have $\\sqrt{{{a * a}}} = {a}$, so the answer is $\\boxed{{{a + b * abs(c)}}}$."
+        out.append(f"Problem: {p}\nSolution: {s}\n\n")
+    return "".join(out)
+
+
+def _encyclopedia(rng: random.Random) -> str:
+    """WikiText's shape (`` = Title = ``, `` @,@ ``, spaced full stops) with non-ASCII:
+    accented Latin (é among them), Greek, Cyrillic, CJK and Devanagari names, km² and °C."""
+    titles = (
+        "Zürich",
+        "São Paulo",
+        "Kraków",
+        "Tōkyō",
+        "Ελλάδα",
+        "Москва",
+        "Île-de-France",
+        "Dvořák",
+        "Orléans",
+        "東京都",
+        "हिन्दी",
+    )
+    words = (
+        "the", "of", "and", "in", "was", "a", "to", "is", "for", "on", "by", "with", "as",
+        "from", "at", "his", "an", "which", "that", "its", "were", "city", "river",
+        "century", "population", "museum", "history", "located", "national", "during",
+        "first", "built", "church", "council", "railway", "government", "station",
+        "university", "region"
+    )  # fmt: skip
+    out: list[str] = []
+    while sum(map(len, out)) < _CORPUS_CHARS:
+        title = rng.choice(titles)
+        out.append(f" = {title} = \n\n")
+        for _ in range(rng.randint(2, 4)):
+            sentences = []
+            for _ in range(rng.randint(2, 4)):
+                ws = [rng.choice(words) for _ in range(rng.randint(6, 14))]
+                fact = rng.choice((
+                    title,
+                    str(rng.randint(1200, 2020)),
+                    f"{rng.randint(1, 99)} @,@ {rng.randint(100, 999)}",
+                    f"{rng.randint(1, 40)} km²",
+                    f"{rng.randint(1, 60)} °C",
+                    f"{rng.randint(20, 300)} km/h",
+                    f'" {title} & {rng.choice(words)} "',
+                    f"≥ {rng.randint(2, 9)}",
+                ))  # fmt: skip
+                ws.insert(rng.randrange(len(ws)), fact)
+                sentence = " ".join(ws)
+                sentences.append(sentence[0].upper() + sentence[1:] + " .")
+            out.append(" " + " ".join(sentences) + " \n")
+        out.append("\n")
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Corpora:
+    """The synthetic corpora: ``<dir>/<name>.txt`` for each of :data:`CORPUS_NAMES`, and
+    ``<dir>/smoke.toml``, the smoke study on them."""
+
+    dir: Path
+    names = CORPUS_NAMES
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{name}.txt"
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.path(n) for n in CORPUS_NAMES]
+
+    @property
+    def vocab(self) -> str:
+        """``--vocab``'s value: the three corpora (else ``train`` adds the built-in ones)."""
+        return ",".join(str(p) for p in self.paths)
+
+    @property
+    def study(self) -> Path:
+        return self.dir / "smoke.toml"
+
+    @property
+    def line(self) -> str:
+        """A study file's line naming them (under ``[study]``)."""
+        return "corpora = [" + ", ".join(f'"{p}"' for p in self.paths) + "]\n"
+
+    def resolve(self, name: str) -> Corpus:
+        return resolve_corpus(str(self.path(name)))
+
+    def smoke(self) -> StudySpec:
+        """The smoke study on these corpora: ``domaingpt run STUDY --preset smoke``."""
+        return load_study(self.study, preset="smoke")
+
+
+def write_corpora(directory: Path) -> Corpora:
+    """Write the three corpora (about 20,000 characters each, the same bytes every time:
+    each from its own seeded generator) and the smoke study file naming them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for seed, (name, make) in enumerate(
+        zip(CORPUS_NAMES, (_verse, _math, _encyclopedia), strict=True)
+    ):
+        (directory / f"{name}.txt").write_text(make(random.Random(seed)), encoding="utf-8")
+    (directory / "smoke.toml").write_text(
+        '[study]\nname = "smoke"\ncorpora = ["shakespeare.txt", "math.txt", "wikipedia.txt"]\n'
+    )
+    return Corpora(directory)
+
+
+@pytest.fixture(scope="session")
+def corpora(tmp_path_factory: pytest.TempPathFactory) -> Corpora:
+    """The synthetic corpora, written once per session (tests must not change them)."""
+    return write_corpora(tmp_path_factory.getbasetemp() / "corpora")
 
 
 @pytest.fixture
@@ -156,9 +323,10 @@ def cli_error(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
 
 
 @pytest.fixture(scope="session")
-def train_smoke(data_dir: Path) -> Callable[..., int]:
+def train_smoke(corpora: Corpora) -> Callable[..., int]:
     """``train_smoke(out, *overrides, corpus=, quiet=, extra=)``: the exit status of
-    ``domaingpt train CORPUS --preset smoke`` into ``out``; each override is a ``--set``."""
+    ``domaingpt train CORPUS --preset smoke`` into ``out``, CORPUS one of the synthetic
+    corpora (by name) and the vocabulary theirs; each override is a ``--set``."""
 
     def run(
         out: Path,
@@ -167,8 +335,8 @@ def train_smoke(data_dir: Path) -> Callable[..., int]:
         quiet: bool = True,
         extra: Sequence[str] = (),
     ) -> int:
-        argv = ["train", corpus, "--preset", "smoke", "--out", str(out)]
-        argv += ["--data-dir", str(data_dir)]
+        argv = ["train", str(corpora.path(corpus)), "--preset", "smoke", "--out", str(out)]
+        argv += ["--vocab", corpora.vocab]
         if quiet:
             argv.append("--quiet")
         for item in overrides:
@@ -195,18 +363,16 @@ class SmokeRun:
 
 
 @pytest.fixture(scope="session")
-def smoke_study(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> SmokeRun:
-    """The ``smoke`` study on the three real corpora, run once per test session."""
+def smoke_study(tmp_path_factory: pytest.TempPathFactory, corpora: Corpora) -> SmokeRun:
+    """The ``smoke`` study on the three synthetic corpora, run once per test session."""
     out = tmp_path_factory.getbasetemp() / "smoke-study"
     log: list[str] = []
     t0 = time.perf_counter()
-    result = run_study(
-        load_study(preset="smoke"), out, data_dir=data_dir, progress=False, log=log.append
-    )
+    result = run_study(corpora.smoke(), out, progress=False, log=log.append)
     return SmokeRun(out, result, log, time.perf_counter() - t0)
 
 
-# --- one small model on real Shakespeare, and an adapted one ---------------------------
+# --- one small model on the verse corpus, and an adapted one ---------------------------
 
 
 def train_quietly(run: RunDir, corpus: Corpus, vocab: Vocab, cfg: RunConfig) -> TrainResult:
@@ -241,9 +407,10 @@ class TrainedRun:
 
 
 @pytest.fixture(scope="session")
-def shakespeare_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> TrainedRun:
-    """A 300-iteration model on real Shakespeare (checkpoints 0, 50, 150, 300), and a
-    few-shot model laid out as ``adapt`` writes it: 30 steps on Math from the final one."""
+def shakespeare_run(tmp_path_factory: pytest.TempPathFactory, corpora: Corpora) -> TrainedRun:
+    """A 300-iteration model on the synthetic ``shakespeare`` (checkpoints 0, 50, 150,
+    300), and a few-shot model laid out as ``adapt`` writes it: 30 steps on ``math`` from
+    the final one."""
     iters, checkpoints = 300, [0, 50, 150, 300]
     overrides = [
         f"train.max_iters={iters}",
@@ -260,10 +427,10 @@ def shakespeare_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) ->
     ]
     run = RunDir(tmp_path_factory.getbasetemp() / "interpret-run")
     with _threads(1):
-        corpora = [resolve_corpus(n, data_dir) for n in ("shakespeare", "math", "wikipedia")]
-        vocab = shared_vocab(run, corpora, print)
+        found = [corpora.resolve(n) for n in CORPUS_NAMES]
+        vocab = shared_vocab(run, found, print)
         cfg = build_config("smoke", overrides)
-        shakespeare, math = corpora[0], corpora[1]
+        shakespeare, math = found[0], found[1]
         train_quietly(run, shakespeare, vocab, cfg)
         start = load_checkpoint(find_checkpoint(run.model("shakespeare")))
         math_train, _ = encode_corpus(math, vocab).split(cfg.data.val_fraction)

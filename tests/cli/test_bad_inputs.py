@@ -69,7 +69,7 @@ def _plant_link(run: Path, copy: str, rel: str, target: Path) -> Path:
     return dest
 
 
-def _bad_files(files: Path) -> None:
+def _bad_files(files: Path, corpora) -> None:
     files.mkdir()
     (files / "empty.txt").write_text("")
     (files / "binary.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 20)
@@ -83,16 +83,19 @@ def _bad_files(files: Path) -> None:
     text = "To be, or not to be, that is the question.\n" * 1200  # 52,800 characters
     for name in ("..txt", "...txt", ".hidden.txt", "my notes.txt", "notes.txt"):
         (files / name).write_text(text)
-    (files / "dotdot_study.toml").write_text('[study]\ncorpora = ["shakespeare", "..txt"]\n')
-    (files / "inf_study.toml").write_text("[train]\nlr = inf\n")
-    (files / "seed_study.toml").write_text("[evaluate]\nseed = -1\n")
+    # Every study file names the synthetic corpora (the preset's are the real ones).
+    study = "[study]\n" + corpora.line
+    sh = corpora.path("shakespeare")
+    (files / "dotdot_study.toml").write_text(f'[study]\ncorpora = ["{sh}", "..txt"]\n')
+    (files / "inf_study.toml").write_text(study + "[train]\nlr = inf\n")
+    (files / "seed_study.toml").write_text(study + "[evaluate]\nseed = -1\n")
     os.mkfifo(files / "fifo")  # a reader that opened it whole would wait forever
     with open(files / "big_prompts.txt", "wb") as f:  # sparse: 65 MiB on no disk space
         f.truncate(65 << 20)
-    (files / "fifo_study.toml").write_text('[probe]\nprompt_file = "fifo"\n')
-    (files / "pairs_study.toml").write_text('[adapt]\npairs = ["nosuch:shakespeare"]\n')
-    (files / "target_study.toml").write_text('[adapt]\npairs = ["math:nosuch"]\n')
-    (files / "threads_study.toml").write_text("[study]\nthreads = 100000\n")
+    (files / "fifo_study.toml").write_text(study + '[probe]\nprompt_file = "fifo"\n')
+    (files / "pairs_study.toml").write_text(study + '[adapt]\npairs = ["nosuch:shakespeare"]\n')
+    (files / "target_study.toml").write_text(study + '[adapt]\npairs = ["math:nosuch"]\n')
+    (files / "threads_study.toml").write_text(study + "threads = 100000\n")
     stage = (
         "from domaingpt.core.settings import StageSettings\n"
         "from domaingpt.context.stage import Stage\n"
@@ -104,9 +107,9 @@ def _bad_files(files: Path) -> None:
         (files / f"{module}.py").write_text(
             stage.format(cls=module.title().replace("_", ""), name=name)
         )
-        (files / f"{module}_study.toml").write_text(f'[study]\nstages = ["{module}:stage"]\n')
+        (files / f"{module}_study.toml").write_text(study + f'stages = ["{module}:stage"]\n')
     (files / "exiting.py").write_text("import sys\nsys.exit(0)\n")
-    (files / "exiting_study.toml").write_text('[study]\nstages = ["exiting:stage"]\n')
+    (files / "exiting_study.toml").write_text(study + 'stages = ["exiting:stage"]\n')
     fake = files / "ckpt" / "iter-0000001.safetensors"
     fake.parent.mkdir()
     fake.write_bytes(b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94.")
@@ -163,7 +166,7 @@ def _tampered_copies(run: Path, root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def sandbox(train_smoke, tmp_path_factory) -> Sandbox:
+def sandbox(train_smoke, corpora, tmp_path_factory) -> Sandbox:
     root = tmp_path_factory.mktemp("sandbox")
     run = root / "run"
     assert train_smoke(run, "train.max_iters=20", "train.threads=1") == 0
@@ -173,7 +176,7 @@ def sandbox(train_smoke, tmp_path_factory) -> Sandbox:
     elsewhere.mkdir()
     (elsewhere / "keep.txt").write_text("a folder outside every run directory\n")
     files = root / "files"
-    _bad_files(files)
+    _bad_files(files, corpora)
     badjson = root / "badjson"
     shutil.copytree(run, badjson)
     record = badjson / "models" / "shakespeare" / "checkpoints" / "iter-0000000.json"
@@ -194,6 +197,8 @@ def sandbox(train_smoke, tmp_path_factory) -> Sandbox:
         ),
         "linked_model": str(_plant_link(run, "linked_model", "models/shakespeare", elsewhere)),
         "long": "x" * 300,  # a file name longer than any file system allows (255 bytes)
+        "shakespeare": str(corpora.path("shakespeare")),
+        "study": str(corpora.study),
         **tampered,
     }
     return Sandbox(root, names)
@@ -206,6 +211,8 @@ R, F, M = "{run}", "{files}", "{model}"
 OUT = ["--out", R]
 FRESH = ["--out", "{box}/fresh"]  # a run directory that must still not exist afterwards
 SMOKE = ["--preset", "smoke"]
+SH = "{shakespeare}"  # the synthetic corpus (a built-in name would need the real one)
+SMOKE_RUN = ["{study}", *SMOKE]  # the smoke study on the synthetic corpora
 
 CASES: list[tuple[str, list[str], str]] = [
     # train: corpora
@@ -220,37 +227,37 @@ CASES: list[tuple[str, list[str], str]] = [
     ("train-dotdot", ["train", f"{F}/...txt", *SMOKE, *OUT, "--overwrite"], "cannot name"),
     ("train-hidden", ["train", f"{F}/.hidden.txt", *SMOKE, *OUT], "starts with '.'"),
     ("train-space", ["train", f"{F}/my notes.txt", *SMOKE, *OUT], "holds ' '"),
-    ("train-vocab", ["train", "shakespeare", "--vocab", "nosuch", *FRESH], "unknown corpus"),
+    ("train-vocab", ["train", "{shakespeare}", "--vocab", "nosuch", *FRESH], "unknown corpus"),
     # train: configuration
-    ("train-bad-toml", ["train", "shakespeare", "--preset", f"{F}/bad.toml"], "not valid TOML"),
-    ("train-key", ["train", "shakespeare", "--preset", f"{F}/unknown.toml"], "unknown config"),
-    ("train-type", ["train", "shakespeare", "--preset", f"{F}/wrongtype.toml"], "an integer"),
-    ("train-preset", ["train", "shakespeare", "--preset", "nope"], "unknown preset"),
-    ("train-iters", ["train", "shakespeare", "--set", "train.max_iters=-5"], "at least 1"),
-    ("train-lr0", ["train", "shakespeare", "--set", "train.lr=0"], "train.lr"),
-    ("train-lr-inf", ["train", "shakespeare", "--set", "train.lr=inf"], "finite"),
-    ("train-wd-nan", ["train", "shakespeare", "--set", "train.weight_decay=nan"], "finite"),
-    ("train-clip-nan", ["train", "shakespeare", "--set", "train.grad_clip=nan"], "finite"),
-    ("train-dropout", ["train", "shakespeare", "--set", "model.dropout=-inf"], "finite"),
+    ("train-bad-toml", ["train", SH, "--preset", f"{F}/bad.toml"], "not valid TOML"),
+    ("train-key", ["train", SH, "--preset", f"{F}/unknown.toml"], "unknown config"),
+    ("train-type", ["train", SH, "--preset", f"{F}/wrongtype.toml"], "an integer"),
+    ("train-preset", ["train", SH, "--preset", "nope"], "unknown preset"),
+    ("train-iters", ["train", SH, "--set", "train.max_iters=-5"], "at least 1"),
+    ("train-lr0", ["train", SH, "--set", "train.lr=0"], "train.lr"),
+    ("train-lr-inf", ["train", SH, "--set", "train.lr=inf"], "finite"),
+    ("train-wd-nan", ["train", SH, "--set", "train.weight_decay=nan"], "finite"),
+    ("train-clip-nan", ["train", SH, "--set", "train.grad_clip=nan"], "finite"),
+    ("train-dropout", ["train", SH, "--set", "model.dropout=-inf"], "finite"),
     (
         "train-seed-big",
-        ["train", "shakespeare", "--set", "train.seed=18446744073709551616"],
+        ["train", SH, "--set", "train.seed=18446744073709551616"],
         "seed",
     ),
-    ("train-seed-neg", ["train", "shakespeare", "--set", "train.seed=-1"], "seed"),
-    ("train-embd0", ["train", "shakespeare", "--set", "model.n_embd=0"], "at least 1"),
-    ("train-batch", ["train", "shakespeare", "--set", "train.batch_size=1.5"], "an integer"),
-    ("train-device", ["train", "shakespeare", "--set", "train.device=tpu"], "device"),
-    ("train-nokey", ["train", "shakespeare", "--set", "nokey"], "key=value"),
+    ("train-seed-neg", ["train", SH, "--set", "train.seed=-1"], "seed"),
+    ("train-embd0", ["train", SH, "--set", "model.n_embd=0"], "at least 1"),
+    ("train-batch", ["train", SH, "--set", "train.batch_size=1.5"], "an integer"),
+    ("train-device", ["train", SH, "--set", "train.device=tpu"], "device"),
+    ("train-nokey", ["train", SH, "--set", "nokey"], "key=value"),
     (
         "train-differs",
-        ["train", "shakespeare", *SMOKE, *OUT, "--set", "model.n_layer=3"],
+        ["train", SH, *SMOKE, *OUT, "--set", "model.n_layer=3"],
         "different",
     ),
     # train: more than the corpus or the machine can hold
     (
         "train-block-split",
-        ["train", "shakespeare", *SMOKE, *OUT, "--set", "model.block_size=200000"],
+        ["train", SH, *SMOKE, *OUT, "--set", "model.block_size=200000"],
         "block_size",
     ),
     (
@@ -260,19 +267,19 @@ CASES: list[tuple[str, list[str], str]] = [
     ),
     (
         "train-block-memory",
-        ["train", "shakespeare", *FRESH, "--set", "model.block_size=100000000"],
+        ["train", SH, *FRESH, "--set", "model.block_size=100000000"],
         "model.block_size",
     ),
     (
         "train-batch-memory",
-        ["train", "shakespeare", *FRESH, "--set", "train.batch_size=1000000000"],
+        ["train", SH, *FRESH, "--set", "train.batch_size=1000000000"],
         "memory",
     ),
     (
         "train-embd-memory",
         [
             "train",
-            "shakespeare",
+            SH,
             *FRESH,
             "--set",
             "model.n_embd=1000000",
@@ -282,23 +289,23 @@ CASES: list[tuple[str, list[str], str]] = [
         "memory",
     ),
     # train: where it writes
-    ("train-out-sys", ["train", "shakespeare", "--out", "/sys/kernel/domaingpt"], "cannot write"),
-    ("train-out-proc", ["train", "shakespeare", "--out", "/proc/domaingpt/run"], "cannot write"),
-    ("train-out-file", ["train", "shakespeare", "--out", f"{F}/short.txt"], "is a file"),
-    ("train-out-under-file", ["train", "shakespeare", "--out", f"{F}/short.txt/r"], "cannot write"),
+    ("train-out-sys", ["train", SH, "--out", "/sys/kernel/domaingpt"], "cannot write"),
+    ("train-out-proc", ["train", SH, "--out", "/proc/domaingpt/run"], "cannot write"),
+    ("train-out-file", ["train", SH, "--out", f"{F}/short.txt"], "is a file"),
+    ("train-out-under-file", ["train", SH, "--out", f"{F}/short.txt/r"], "cannot write"),
     (
         "train-link-lock",
-        ["train", "shakespeare", *SMOKE, "--out", "{linked_lock}"],
+        ["train", SH, *SMOKE, "--out", "{linked_lock}"],
         "symbolic link",
     ),
     (
         "train-link-metrics",
-        ["train", "shakespeare", *SMOKE, "--out", "{linked_metrics}", "--resume"],
+        ["train", SH, *SMOKE, "--out", "{linked_metrics}", "--resume"],
         "symbolic link",
     ),
     (
         "train-link-model",
-        ["train", "shakespeare", *SMOKE, "--out", "{linked_model}", "--overwrite"],
+        ["train", SH, *SMOKE, "--out", "{linked_model}", "--overwrite"],
         "symbolic link",
     ),
     # sample
@@ -327,8 +334,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("stats-unknown", ["stats", "nosuchcorpus", *OUT], "unknown corpus"),
     ("stats-latin1", ["stats", f"{F}/latin1.txt", *OUT], "byte offset"),
     ("stats-dot", ["stats", f"{F}/..txt", *OUT], "cannot name a model"),
-    ("stats-out-sys", ["stats", "shakespeare", "--out", "/sys"], "cannot write"),
-    ("stats-link-log", ["stats", "shakespeare", "--out", "{linked_log}"], "symbolic link"),
+    ("stats-out-sys", ["stats", SH, "--out", "/sys"], "cannot write"),
+    ("stats-link-log", ["stats", SH, "--out", "{linked_log}"], "symbolic link"),
     # evaluate
     ("evaluate-model", ["evaluate", *OUT, "--models", "wikipedia"], "wikipedia"),
     ("evaluate-no-models", ["evaluate", "--out", f"{F}/adir.txt"], "no trained models"),
@@ -365,13 +372,13 @@ CASES: list[tuple[str, list[str], str]] = [
     ("run-dot-corpus", ["run", f"{F}/dotdot_study.toml", *SMOKE], "cannot name a model"),
     ("run-inf", ["run", f"{F}/inf_study.toml", *SMOKE, "--out", "{box}/r3"], "finite"),
     ("run-seed", ["run", f"{F}/seed_study.toml", *SMOKE, "--out", "{box}/r4"], "seed"),
-    ("run-out-sys", ["run", *SMOKE, "--out", "/sys/kernel/domaingpt"], "cannot write"),
-    ("run-link-log", ["run", *SMOKE, "--out", "{linked_log}"], "symbolic link"),
-    ("run-threads", ["run", *SMOKE, "--threads", "-1"], "zero or more"),
+    ("run-out-sys", ["run", *SMOKE_RUN, "--out", "/sys/kernel/domaingpt"], "cannot write"),
+    ("run-link-log", ["run", *SMOKE_RUN, "--out", "{linked_log}"], "symbolic link"),
+    ("run-threads", ["run", *SMOKE_RUN, "--threads", "-1"], "zero or more"),
     # issue 26: user stages, bounded reads, limits, the environment, damaged files
-    ("run-threads-big", ["run", *SMOKE, "--threads", "100000"], "at most"),
+    ("run-threads-big", ["run", *SMOKE_RUN, "--threads", "100000"], "at most"),
     ("run-study-threads", ["run", f"{F}/threads_study.toml", *SMOKE], "at most"),
-    ("train-threads-big", ["train", "shakespeare", "--set", "train.threads=100000"], "at most"),
+    ("train-threads-big", ["train", SH, "--set", "train.threads=100000"], "at most"),
     ("softmax-prompt-zero", ["softmax", *OUT, "--prompt-file", "/dev/zero"], "character device"),
     ("softmax-prompt-fifo", ["softmax", *OUT, "--prompt-file", f"{F}/fifo"], "FIFO"),
     ("softmax-prompt-big", ["softmax", *OUT, "--prompt-file", f"{F}/big_prompts.txt"], "64 MiB"),
@@ -383,11 +390,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("run-stage-exit", ["run", f"{F}/exiting_study.toml", *SMOKE], "sys.exit(0)"),
     ("run-stage-report", ["run", f"{F}/named_report_study.toml", *SMOKE], "taken"),
     ("run-stage-models", ["run", f"{F}/in_models_study.toml", *SMOKE], "trained models"),
-    ("run-autocast", ["run", *SMOKE, "--out", "{box}/r7"], "DOMAINGPT_AUTOCAST"),
-    ("run-fault", ["run", *SMOKE, "--out", "{box}/r8"], "DOMAINGPT_FAULT"),
-    ("train-autocast", ["train", "shakespeare", *SMOKE, *FRESH], "DOMAINGPT_AUTOCAST"),
-    ("run-out-long", ["run", *SMOKE, "--out", "{box}/{long}"], "too long"),
-    ("train-out-long", ["train", "shakespeare", "--out", "{box}/{long}"], "too long"),
+    ("run-autocast", ["run", *SMOKE_RUN, "--out", "{box}/r7"], "DOMAINGPT_AUTOCAST"),
+    ("run-fault", ["run", *SMOKE_RUN, "--out", "{box}/r8"], "DOMAINGPT_FAULT"),
+    ("train-autocast", ["train", SH, *SMOKE, *FRESH], "DOMAINGPT_AUTOCAST"),
+    ("run-out-long", ["run", *SMOKE_RUN, "--out", "{box}/{long}"], "too long"),
+    ("train-out-long", ["train", SH, "--out", "{box}/{long}"], "too long"),
     ("train-newline", ["train", "{box}/a\nb.txt", *FRESH], "a\\nb.txt"),
     ("sample-huge-embd", ["sample", "{huge_embd}/models/shakespeare"], "16,384"),
     ("sample-wrong-embd", ["sample", "{wrong_embd}/models/shakespeare"], "does not fit"),
@@ -400,8 +407,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("import-id-huge", ["import-hf", "{hf_id_huge}", *FRESH], "2,000,000,000"),
     ("import-id-negative", ["import-hf", "{hf_id_negative}", *FRESH], "got -1"),
 ]
-#: Commands without a --data-dir option, and those without --quiet (they log nothing).
-NO_DATA_DIR = ("compare", "import-hf", "runs", "export")
+#: Commands without --quiet (they log nothing).
 NO_QUIET = ("compare", "runs")
 #: The environment of a case, besides its arguments.
 CASE_ENV: dict[str, dict[str, str]] = {
@@ -432,7 +438,7 @@ def test_the_table_has_sixty_cases_across_every_command():
 
 @pytest.mark.parametrize(("argv", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_error_line_and_changes_nothing(
-    sandbox, argv, message, data_dir, capsys, monkeypatch, request
+    sandbox, argv, message, corpora, capsys, monkeypatch, request
 ):
     case = request.node.callspec.id
     if case.startswith("import-") or case.startswith("export-"):
@@ -441,8 +447,8 @@ def test_bad_input_is_one_error_line_and_changes_nothing(
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(sandbox.root)  # a default --out (runs/NAME) lands in the sandbox too
     args = [a.format(**sandbox.names) for a in argv]
-    if "--data-dir" not in args and args[0] not in NO_DATA_DIR:
-        args += ["--data-dir", str(data_dir)]
+    if args[0] == "train" and "--vocab" not in args:  # else the built-in corpora's
+        args += ["--vocab", corpora.vocab]
     before = snapshot(sandbox.root)
     encoded = cache_dir() / "encoded"  # the shared cache: a refused command adds nothing
     cache_before = snapshot(encoded) if encoded.is_dir() else {}
@@ -528,19 +534,20 @@ def test_random_prompts_never_traceback(prompt, sandbox, capsys):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["train", "shakespeare", "--preset", "nope"],
-        ["train", "shakespeare", "--set", "train.lrr=1"],
+        ["train", "{shakespeare}", "--preset", "nope"],
+        ["train", "{shakespeare}", "--set", "train.lrr=1"],
         ["run", "--preset", "bogus"],
         ["evaluate"],
     ],
 )
-def test_a_failed_command_leaves_no_new_run_directory(cli_error, argv, tmp_path, data_dir, capsys):
+def test_a_failed_command_leaves_no_new_run_directory(cli_error, argv, tmp_path, corpora):
     """Nothing half-written: not the run directory the lock would create, not its parents,
     and no lock file in a directory the user made."""
+    argv = [a.format(shakespeare=corpora.path("shakespeare")) for a in argv]
     out = tmp_path / "new" / "run"
-    cli_error(*argv, "--out", out, "--data-dir", data_dir)
+    cli_error(*argv, "--out", out)
     assert not (tmp_path / "new").exists()
     kept = tmp_path / "kept"  # a directory the user made stays as it was
     kept.mkdir()
-    cli_error(*argv, "--out", kept, "--data-dir", data_dir)
+    cli_error(*argv, "--out", kept)
     assert kept.is_dir() and not any(kept.iterdir())

@@ -1,4 +1,4 @@
-"""The command line as a user meets it: real corpora, tiny models, and a clear one-line
+"""The command line as a user meets it: small corpora, tiny models, and a clear one-line
 error with exit status 2 (never a traceback) for every bad input."""
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ def test_corpora_lists_the_three_with_checksums(cli, capsys, data_dir):
         assert any(line.startswith(name) and " ok " in line for line in out.splitlines())
 
 
-def test_stats_writes_tables_and_figures(cli, data_dir, tmp_path):
-    code, out, _ = cli("stats", "shakespeare", "math", "--out", tmp_path, "--data-dir", data_dir)
+def test_stats_writes_tables_and_figures(cli, corpora, tmp_path):
+    verse = corpora.path("shakespeare")
+    code, out, _ = cli("stats", verse, corpora.path("math"), "--out", tmp_path)
     assert code == 0
-    assert "| Shakespeare | 65 |" in out
+    assert f"| Shakespeare | {len(set(verse.read_text()))} |" in out  # unique characters
     for f in (
         "summary.md",
         "char_counts.csv",
@@ -40,7 +41,7 @@ def test_stats_writes_tables_and_figures(cli, data_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(train_smoke, tmp_path_factory, data_dir):
+def trained(train_smoke, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     code = train_smoke(out, "train.max_iters=30")
     assert code == 0
@@ -149,7 +150,7 @@ def test_train_offline_never_downloads_the_default_vocabulary_corpora(
     assert "corpus 'wikipedia' not found" in err and fetched == []
 
 
-def _bad_inputs(tmp_path, trained):
+def _bad_inputs(tmp_path, trained, verse):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     short = tmp_path / "short.txt"
@@ -166,13 +167,13 @@ def _bad_inputs(tmp_path, trained):
         (["train", empty], "empty"),
         (["train", short, "--preset", "smoke"], "too short"),
         (["train", latin1], "byte offset 3"),
-        (["train", "shakespeare", "--preset", "cpu-mni"], "did you mean 'cpu-mini'"),
-        (["train", "shakespeare", "--set", "train.lrr=1"], "did you mean 'train.lr'"),
-        (["train", "shakespeare", "--set", "model.n_head=3"], "divisible"),
+        (["train", verse, "--preset", "cpu-mni"], "did you mean 'cpu-mini'"),
+        (["train", verse, "--set", "train.lrr=1"], "did you mean 'train.lr'"),
+        (["train", verse, "--set", "model.n_head=3"], "divisible"),
         (
             [
                 "train",
-                "shakespeare",
+                verse,
                 "--preset",
                 "smoke",
                 "--out",
@@ -190,18 +191,20 @@ def _bad_inputs(tmp_path, trained):
     ]
 
 
-def test_bad_inputs_give_one_line_errors(cli, capsys, tmp_path, trained, data_dir):
-    for argv, message in _bad_inputs(tmp_path, trained):
-        code, _out, err = cli(*argv, "--data-dir", data_dir)
+def test_bad_inputs_give_one_line_errors(cli, capsys, tmp_path, trained, corpora, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a default --out (runs/NAME) would land here
+    for argv, message in _bad_inputs(tmp_path, trained, corpora.path("shakespeare")):
+        vocab = ["--vocab", corpora.vocab] if argv[0] == "train" else []  # not the built-ins
+        code, _out, err = cli(*argv, *vocab)
         assert code == 2, (argv, err)
         assert message in err, (argv, err)
         assert err.startswith("error: ") and "Traceback" not in err
         assert err.count("\n") == 1, err
 
 
-def test_console_script_runs_as_module(data_dir):
+def test_console_script_runs_as_module():
     proc = subprocess.run(
-        [sys.executable, "-m", "domaingpt", "train", "nope-corpus", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "domaingpt", "train", "nope-corpus"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -20,7 +20,7 @@ from domaingpt.cli import main
 from domaingpt.context.rundir import RunDir
 from domaingpt.core.io import append_text, write_json
 from domaingpt.errors import DomainGPTError
-from domaingpt.study import load_study, run_study
+from domaingpt.study import run_study
 
 TEXT = "To be, or not to be, that is the question.\n" * 1200
 
@@ -66,24 +66,31 @@ def box(tmp_path, trained, monkeypatch) -> Path:
     return tmp_path
 
 
-def quietly(*argv: object, data_dir: Path) -> int:
-    return main([*map(str, argv), "--data-dir", str(data_dir), "--quiet"])
+def quietly(*argv: object, corpora) -> int:
+    """``domaingpt ARGV --quiet``; a built-in corpus's name in ARGV means the synthetic
+    corpus of that name, and ``run`` without a study file the smoke study on them."""
+
+    def synthetic(arg: str) -> str:
+        return ",".join(str(corpora.path(n)) if n in corpora.names else n for n in arg.split(","))
+
+    args = [synthetic(str(a)) for a in argv]
+    if args[0] == "run" and (len(args) == 1 or args[1].startswith("-")):
+        args.insert(1, str(corpora.study))
+    return main([*args, "--quiet"])
 
 
-def test_commands_that_succeed_write_only_inside_their_run(box, data_dir, capsys):
+def test_commands_that_succeed_write_only_inside_their_run(box, corpora, capsys):
     """train (fresh, again with --overwrite), stats, evaluate and sample: the sandbox
     outside the run directory is exactly as it was."""
     run = box / "run"
     before = outside(box, run)
     smoke = ["--preset", "smoke", "--set", "train.max_iters=10", "--set", "train.threads=1"]
-    assert quietly("train", "notes.txt", *smoke, "--out", run, data_dir=data_dir) == 0
-    assert (
-        quietly("train", "notes.txt", *smoke, "--out", run, "--overwrite", data_dir=data_dir) == 0
-    )
-    assert quietly("stats", "shakespeare", "notes.txt", "--out", run, data_dir=data_dir) == 0
-    corpora = ["--corpora", "shakespeare,notes.txt"]  # (a run that finds its own: issue 17.1)
-    assert quietly("evaluate", "--out", run, *corpora, "--threads", "1", data_dir=data_dir) == 0
-    assert quietly("sample", run / "models" / "notes", "--chars", "20", data_dir=data_dir) == 0
+    assert quietly("train", "notes.txt", *smoke, "--out", run, corpora=corpora) == 0
+    assert quietly("train", "notes.txt", *smoke, "--out", run, "--overwrite", corpora=corpora) == 0
+    assert quietly("stats", "shakespeare", "notes.txt", "--out", run, corpora=corpora) == 0
+    given = ["--corpora", "shakespeare,notes.txt"]  # (a run that finds its own: issue 17.1)
+    assert quietly("evaluate", "--out", run, *given, "--threads", "1", corpora=corpora) == 0
+    assert quietly("sample", run / "models" / "notes", "--chars", "20", corpora=corpora) == 0
     capsys.readouterr()
     assert (run / "models" / "notes" / "checkpoints").is_dir()
     assert outside(box, run) == before
@@ -91,18 +98,19 @@ def test_commands_that_succeed_write_only_inside_their_run(box, data_dir, capsys
 
 @pytest.mark.parametrize("corpus", ["..txt", "...txt"])
 @pytest.mark.parametrize("command", ["train", "stats", "run"])
-def test_a_corpus_named_dot_or_dotdot_deletes_nothing(box, corpus, command, data_dir, capsys):
+def test_a_corpus_named_dot_or_dotdot_deletes_nothing(box, corpus, command, corpora, capsys):
     """Its model name would be ``.`` (the run's models/) or ``..`` (the run itself):
     refused with one line before anything is written, with --overwrite too."""
     run = box / "run"
-    (box / "study.toml").write_text(f'[study]\ncorpora = ["shakespeare", "{corpus}"]\n')
+    sh = corpora.path("shakespeare")
+    (box / "study.toml").write_text(f'[study]\ncorpora = ["{sh}", "{corpus}"]\n')
     argv = {
         "train": ["train", corpus, "--preset", "smoke", "--overwrite", "--out", run],
         "stats": ["stats", "shakespeare", corpus, "--out", run],
         "run": ["run", "study.toml", "--preset", "smoke", "--out", run],
     }[command]
     before = outside(box, box / "nothing")  # the whole sandbox, the run included
-    assert quietly(*argv, data_dir=data_dir) == 2
+    assert quietly(*argv, corpora=corpora) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot name a model" in err
     assert outside(box, box / "nothing") == before
@@ -124,7 +132,7 @@ LINKS = [
 
 @pytest.mark.parametrize(("rel", "target", "argv"), LINKS, ids=[x[0] for x in LINKS])
 def test_a_link_planted_in_the_run_is_refused_and_its_target_unchanged(
-    box, rel, target, argv, data_dir, capsys
+    box, rel, target, argv, corpora, capsys
 ):
     run = box / "run"
     link = run / rel
@@ -135,17 +143,17 @@ def test_a_link_planted_in_the_run_is_refused_and_its_target_unchanged(
     link.symlink_to(box / target)
     before = outside(box, box / "nothing")
     smoke = ["--preset", "smoke"] if argv[0] == "train" else []
-    assert quietly(*argv, *smoke, "--out", run, data_dir=data_dir) == 2
+    assert quietly(*argv, *smoke, "--out", run, corpora=corpora) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "symbolic link" in err
     assert outside(box, box / "nothing") == before  # the link and what it points to
 
 
-def test_the_python_api_refuses_links_too(box, data_dir):
+def test_the_python_api_refuses_links_too(box, corpora):
     run = RunDir(box / "run")
     (run.root / "log.txt").symlink_to(box / "victim.txt")
     with pytest.raises(DomainGPTError, match="symbolic link"):
-        run_study(load_study(preset="smoke"), run.root, data_dir=data_dir, progress=False)
+        run_study(corpora.smoke(), run.root, progress=False)
     with pytest.raises(DomainGPTError, match="symbolic link"):
         append_text(run.root / "log.txt", "appended\n")
     assert (box / "victim.txt").read_text() == "not the run's\n"
@@ -238,7 +246,7 @@ def test_import_overwrite_replaces_a_model_and_never_a_users_folder(box, exporte
     (mine / "thesis.tex").write_text("someone's work\n")
     before = outside(box, box / "nothing")
     err = cli_error("import-hf", exported, "--out", run, "--name", "mywork", "--overwrite")
-    assert "not a domaingpt model directory" in err and "--name" in err
+    assert str(mine) in err and "--name" in err  # the folder, and the way around it
     assert outside(box, box / "nothing") == before
     # The trained model is replaced by the import (its history checkpoint only); the
     # rest of the run is as it was.
@@ -251,7 +259,7 @@ def test_import_overwrite_replaces_a_model_and_never_a_users_folder(box, exporte
     assert not [p for p in (run / "models").iterdir() if p.name.startswith(".")]
 
 
-def test_train_overwrite_refuses_a_users_folder_and_replaces_a_model(box, data_dir, capsys):
+def test_train_overwrite_refuses_a_users_folder_and_replaces_a_model(box, corpora, capsys):
     """The same rule for ``train --overwrite``: a user's folder stays, a model is replaced."""
     run = box / "run"
     smoke = ["--preset", "smoke", "--set", "train.max_iters=10", "--set", "train.threads=1"]
@@ -260,13 +268,13 @@ def test_train_overwrite_refuses_a_users_folder_and_replaces_a_model(box, data_d
     (mine / "thesis.tex").write_text("someone's work\n")
     before = outside(box, box / "nothing")
     argv = ["train", "notes.txt", *smoke, "--out", run, "--overwrite"]
-    assert quietly(*argv, data_dir=data_dir) == 2
+    assert quietly(*argv, corpora=corpora) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not a domaingpt model directory" in err
+    assert err.count("\n") == 1 and err.startswith("error: ") and str(mine) in err
     assert outside(box, box / "nothing") == before
     shutil.rmtree(mine)
-    assert quietly(*argv, data_dir=data_dir) == 0
-    assert quietly(*argv, data_dir=data_dir) == 0  # the model it wrote: replaced
+    assert quietly(*argv, corpora=corpora) == 0
+    assert quietly(*argv, corpora=corpora) == 0  # the model it wrote: replaced
     assert (run / "models" / "notes" / "checkpoints" / "iter-0000010.json").is_file()
 
 
@@ -322,7 +330,7 @@ def test_export_all_names_an_unreadable_checkpoint_record(box, cli_error):
 
 
 def test_a_model_whose_run_json_is_lost_is_refused_then_replaced_with_overwrite(
-    box, data_dir, capsys
+    box, corpora, capsys
 ):
     """Issue 26.14 for ``train``: the message names the repair, and --overwrite (which
     deletes only what training wrote) is it."""
@@ -331,15 +339,15 @@ def test_a_model_whose_run_json_is_lost_is_refused_then_replaced_with_overwrite(
     before = outside(box, box / "nothing")
     train = ["train", "shakespeare", "--out", run, "--preset", "smoke"]
     train += ["--set", "train.max_iters=10", "--set", "train.threads=1"]
-    assert quietly(*train, "--resume", data_dir=data_dir) == 2
+    assert quietly(*train, "--resume", corpora=corpora) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "run.json is missing" in err and "--overwrite" in err
     assert outside(box, box / "nothing") == before
-    assert quietly(*train, "--overwrite", data_dir=data_dir) == 0
+    assert quietly(*train, "--overwrite", corpora=corpora) == 0
     assert (run / "models" / "shakespeare" / "run.json").is_file()
 
 
-def test_resume_retrains_a_truncated_final_checkpoint(box, data_dir, capsys):
+def test_resume_retrains_a_truncated_final_checkpoint(box, corpora, capsys):
     """Issue 26.7 for ``train --resume``: the damaged checkpoint is said and written
     again (from the newest resumable checkpoint before it), never kept as finished."""
     from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint
@@ -348,10 +356,9 @@ def test_resume_retrains_a_truncated_final_checkpoint(box, data_dir, capsys):
     final = run / "models" / "shakespeare" / "checkpoints" / "iter-0000010.safetensors"
     whole = final.read_bytes()
     final.write_bytes(whole[:1000])
-    argv = ["train", "shakespeare", "--out", run, "--resume", "--data-dir", str(data_dir)]
+    argv = ["train", corpora.path("shakespeare"), "--out", run, "--resume"]
     assert main([*map(str, argv), "--set", "train.threads=1"]) == 0
     err = capsys.readouterr().err
-    assert "iter-0000010.safetensors is truncated or altered" in err
-    assert "retrained from before iteration 10" in err
+    assert str(final) in err and "iteration 10" in err  # the damaged file, and what is redone
     load_checkpoint(find_checkpoint(run / "models" / "shakespeare"))  # verifies the checksum
     assert final.read_bytes() == whole  # the same weights: the training is deterministic

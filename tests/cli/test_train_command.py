@@ -21,19 +21,21 @@ def _val_loss(stdout: str) -> float:
 
 
 def test_a_rejected_corpus_leaves_nothing_to_change_the_next_model(
-    cli, cli_error, data_dir, tmp_path
+    cli, cli_error, corpora, tmp_path
 ):
+    verse, vocab = corpora.path("shakespeare"), ["--vocab", corpora.vocab]
     clean = tmp_path / "clean"
-    code, out, err = cli("train", "shakespeare", "--out", clean, "--data-dir", data_dir, *SMOKE)
+    code, out, err = cli("train", verse, "--out", clean, *vocab, *SMOKE)
     assert code == 0, err
     # Ten characters none of the corpora has: too short to train on, so refused ...
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("ʘǂǁ€☃ʘǂǁ€☃", encoding="utf-8")
     run = tmp_path / "run"
-    assert "too short" in cli_error("train", tiny, "--out", run, "--data-dir", data_dir, *SMOKE)
+    with_tiny = ["--vocab", f"{corpora.vocab},{tiny}"]  # a vocabulary it would change
+    assert "too short" in cli_error("train", tiny, "--out", run, *with_tiny, *SMOKE)
     assert not run.exists()  # no vocab.json, no empty run directory
     # ... and the next model is the model a clean run trains, to the last digit.
-    code, after, err = cli("train", "shakespeare", "--out", run, "--data-dir", data_dir, *SMOKE)
+    code, after, err = cli("train", verse, "--out", run, *vocab, *SMOKE)
     assert code == 0, err
     assert _val_loss(after) == _val_loss(out)
     assert (run / "vocab.json").read_bytes() == (clean / "vocab.json").read_bytes()
@@ -42,24 +44,26 @@ def test_a_rejected_corpus_leaves_nothing_to_change_the_next_model(
     other = tmp_path / "other"
     (other / "models" / "shakespeare").mkdir(parents=True)
     (other / "models" / "shakespeare" / "notes.txt").write_text("mine")
-    err = cli_error("train", "shakespeare", "--out", other, "--data-dir", data_dir, *SMOKE)
-    assert "not a domaingpt model directory" in err
+    err = cli_error("train", verse, "--out", other, *vocab, *SMOKE)
+    assert str(other / "models" / "shakespeare") in err
     assert not (other / "vocab.json").exists()
 
 
-def test_vocab_conflicting_with_the_runs_vocabulary_is_an_error(cli, cli_error, data_dir, tmp_path):
+def test_vocab_conflicting_with_the_runs_vocabulary_is_an_error(cli, cli_error, corpora, tmp_path):
     run = tmp_path / "run"
-    argv = ["--out", run, "--data-dir", data_dir, *SMOKE]
-    code, _, err = cli("train", "shakespeare", "--vocab", "shakespeare,math", *argv)
+    argv = ["--out", run, *SMOKE]
+    verse, math = corpora.path("shakespeare"), corpora.path("math")
+    code, _, err = cli("train", verse, "--vocab", f"{verse},{math}", *argv)
     assert code == 0, err
     vocab = (run / "vocab.json").read_bytes()
     assert list(json.loads(vocab)["corpora"]) == ["shakespeare", "math"]
-    err = cli_error("train", "math", "--vocab", "shakespeare", *argv)
-    assert "--vocab shakespeare: the run already has another vocabulary" in err
-    assert "built from shakespeare, math" in err and "drop --vocab" in err
+    err = cli_error("train", math, "--vocab", verse, *argv)
+    # the option, the run's vocabulary file and the corpora it was built from
+    assert f"--vocab {verse}" in err and str(run / "vocab.json") in err
+    assert "shakespeare, math" in err
     assert not (run / "models" / "math").exists() and (run / "vocab.json").read_bytes() == vocab
     # The same corpora again name the run's own vocabulary: accepted.
-    code, _, err = cli("train", "math", "--vocab", "shakespeare,math", *argv)
+    code, _, err = cli("train", math, "--vocab", f"{verse},{math}", *argv)
     assert code == 0, err
     assert (run / "vocab.json").read_bytes() == vocab
 

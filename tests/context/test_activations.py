@@ -32,7 +32,6 @@ from domaingpt.data.vocab import Vocab
 from domaingpt.model.checkpoint import CheckpointMeta, save_checkpoint
 from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.stages.saliency.aggregate import relative_positions
-from domaingpt.study import load_study
 
 V = 11
 TEXT = "ab cd ef\nghij klm nop qrs tuv"
@@ -236,12 +235,12 @@ def test_the_cache_keeps_at_most_its_bound_and_travels_empty(tmp_path):
 
 
 def test_lens_similarity_and_attention_share_one_forward_pass_per_checkpoint(
-    smoke_study, data_dir, tmp_path, monkeypatch
+    smoke_study, corpora, tmp_path, monkeypatch
 ):
     """Run again on a copy of the smoke study, the three stages compute each checkpoint's
     internals once and write the same tables."""
     root = smoke_study.copy(tmp_path / "run")
-    spec = load_study(preset="smoke")
+    spec = corpora.smoke()
     calls = []
     real = internals_module.compute_internals
     monkeypatch.setattr(
@@ -252,7 +251,8 @@ def test_lens_similarity_and_attention_share_one_forward_pass_per_checkpoint(
     cache = ActivationCache()  # the run's, as the runner passes it to every stage
     for name in ("lens", "similarity", "attention"):
         stage = spec.stage(name)
-        settings = spec.settings(name, data_dir=data_dir, offline=True)
+        found = [corpora.resolve(n) for n in corpora.names]
+        settings = spec.settings(name, corpora=found, offline=True)
         ctx = StageContext(RunDir(root), stage, progress=False, log=lambda m: None)
         ctx.activations = cache
         run_stage(ctx, settings)

@@ -75,8 +75,8 @@ def test_domain_is_derived_from_the_corpora():
     assert domain_of("user", "shakespeare") == "user"
 
 
-def test_validation_prompts_come_from_the_val_split(data_dir):
-    corpus = resolve_corpus("shakespeare", data_dir)
+def test_validation_prompts_come_from_the_val_split(corpora):
+    corpus = corpora.resolve("shakespeare")
     text = corpus.read_text()
     vocab = Vocab.from_texts([text])
     prompts, freq = validation_prompts(corpus, vocab, per_corpus=16, length=40, val_fraction=0.1)
@@ -97,10 +97,13 @@ def test_validation_prompts_come_from_the_val_split(data_dir):
     assert freq[vocab.id_of(" ")] == pytest.approx(text.count(" ") / len(text))
 
 
-def test_build_prompt_set_clips_length_and_adds_user_prompts(data_dir, tmp_path):
+def test_build_prompt_set_clips_length_and_adds_user_prompts(corpora, tmp_path):
     run = RunDir(tmp_path / "run")
-    model = ModelEntry("shakespeare", tmp_path, "shakespeare", None, 0.1, block_size=16)
-    vocab = Vocab.from_texts([resolve_corpus("shakespeare", data_dir).read_text()])
+    verse = corpora.resolve("shakespeare")  # found where the model's record says it is
+    model = ModelEntry(
+        "shakespeare", tmp_path, "shakespeare", verse.sha256, 0.1, 16, corpus_path=str(verse.path)
+    )
+    vocab = Vocab.from_texts([verse.read_text()])
     notes: list[str] = []
     ps = build_prompt_set(
         run,
@@ -109,7 +112,6 @@ def test_build_prompt_set_clips_length_and_adds_user_prompts(data_dir, tmp_path)
         per_corpus=4,
         length=64,
         prompts=["ROMEO:\\nO", "x" * 40],
-        data_dir=data_dir,
         log=notes.append,
     )
     assert any("block_size 16" in n for n in notes)

@@ -34,10 +34,10 @@ def _model(run: RunDir, name: str, path: Path, sha: str | None = None) -> None:
 
 
 @pytest.fixture
-def notes(tmp_path: Path, data_dir: Path) -> Path:
+def notes(tmp_path: Path, corpora) -> Path:
     path = tmp_path / "texts" / "notes.txt"
     path.parent.mkdir()
-    path.write_text((data_dir / "shakespeare.txt").read_text(encoding="utf-8")[:5000])
+    path.write_text(corpora.path("shakespeare").read_text(encoding="utf-8")[:5000])
     return path
 
 

@@ -142,7 +142,7 @@ def test_out_of_memory_is_one_line_naming_the_batch_size():
 
 
 def test_an_out_of_memory_training_step_is_a_one_line_cli_error(
-    cli_error, tmp_path, data_dir, monkeypatch
+    cli_error, tmp_path, corpora, monkeypatch
 ):
     def no_memory(self):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
@@ -150,13 +150,13 @@ def test_an_out_of_memory_training_step_is_a_one_line_cli_error(
     monkeypatch.setattr(Trainer, "step", no_memory)
     err = cli_error(
         "train",
-        "shakespeare",
+        corpora.path("shakespeare"),
+        "--vocab",
+        corpora.vocab,
         "--preset",
         "smoke",
         "--quiet",
         "--out",
         tmp_path,
-        "--data-dir",
-        data_dir,
     )
     assert "lower train.batch_size (it is 8; try 4)" in err

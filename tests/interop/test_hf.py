@@ -21,7 +21,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from domaingpt.context.rundir import RunDir
-from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.vocab import Vocab
 from domaingpt.interop.hf import export
 from domaingpt.interop.importer import import_hf, read_hf, to_domaingpt
@@ -44,8 +43,8 @@ need("tokenizers")
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def real_text(data_dir: Path, corpus: str, n: int = 32 * 48, at: float = 0.5) -> str:
-    text = resolve_corpus(corpus, data_dir, download=False).read_text()
+def corpus_text(corpora, corpus: str, n: int = 32 * 48, at: float = 0.5) -> str:
+    text = corpora.path(corpus).read_text()
     start = int(len(text) * at)
     return text[start : start + n]
 
@@ -88,26 +87,26 @@ def test_config_is_exact_gelu_gpt2(exported, smoke_study):
     assert tok.unk_token == "<unk>" and tok.unk_token_id == 0 and len(tok) == ours.vocab.size
 
 
-def test_logits_equal_on_every_corpus(exported, smoke_study, data_dir):
+def test_logits_equal_on_every_corpus(exported, smoke_study, corpora):
     ours = load_checkpoint(find_checkpoint(smoke_study.root / "models" / "shakespeare"))
     hf, tok = hf_pair(exported)
     for corpus in CORPORA:
-        text = real_text(data_dir, corpus)
+        text = corpus_text(corpora, corpus)
         ids = tok.encode(text)
         assert ids == ours.vocab.encode(text).ids.tolist(), corpus
         assert logits_gap(ours.model, hf, ids, 32) < 1e-5, corpus
 
 
-def test_tokenizer_round_trips_every_character(exported, smoke_study, data_dir):
+def test_tokenizer_round_trips_every_character(exported, smoke_study, corpora):
     _, tok = hf_pair(exported)
     vocab = RunDir(smoke_study.root).vocab()
     for corpus in CORPORA:
-        text = resolve_corpus(corpus, data_dir, download=False).read_text()
+        text = corpora.path(corpus).read_text()
         chars = "".join(sorted(set(text)))
         ids = tok.encode(chars)
         assert ids == vocab.encode(chars).ids.tolist() and 0 not in ids, corpus
         assert tok.decode(ids) == chars, corpus
-        sample = real_text(data_dir, corpus, 5000, at=0.3)  # spaces, newlines, as they come
+        sample = corpus_text(corpora, corpus, 5000, at=0.3)  # spaces, newlines, as they come
         assert tok.decode(tok.encode(sample)) == sample, corpus
     # Outside the vocabulary: <unk> (id 0), as ours; the text "<unk>" is five characters.
     odd = "a😀b<unk>"
@@ -115,10 +114,11 @@ def test_tokenizer_round_trips_every_character(exported, smoke_study, data_dir):
     assert tok.encode(odd)[1] == 0 and len(tok.encode(odd)) == 8
 
 
-def test_unknown_characters_and_a_model_without_biases(train_smoke, tmp_path, data_dir):
-    # A vocabulary of Shakespeare's characters only: Math and Wikipedia have <unk>s.
+def test_unknown_characters_and_a_model_without_biases(train_smoke, tmp_path, corpora):
+    # A vocabulary of the verse's characters only: math and wikipedia have <unk>s.
     run = tmp_path / "run"
-    assert train_smoke(run, "model.bias=false", extra=["--vocab", "shakespeare"]) == 0
+    verse = str(corpora.path("shakespeare"))
+    assert train_smoke(run, "model.bias=false", extra=["--vocab", verse]) == 0
     ours = load_checkpoint(find_checkpoint(run / "models" / "shakespeare"))
     assert ours.model.config.bias is False
     out = tmp_path / "hf"
@@ -128,7 +128,7 @@ def test_unknown_characters_and_a_model_without_biases(train_smoke, tmp_path, da
     assert biases and all(not b.any() for b in biases)  # zero biases: the same function
     unks = 0
     for corpus in CORPORA:
-        text = real_text(data_dir, corpus, 32 * 96)
+        text = corpus_text(corpora, corpus, 32 * 96)
         ids = tok.encode(text)
         assert ids == ours.vocab.encode(text).ids.tolist(), corpus
         unks += ids.count(0)
@@ -155,7 +155,7 @@ def test_greedy_generation_gives_the_same_text(shakespeare_run, tmp_path):
         assert len(set(mine[len(prompt) :])) > 3  # real text, not one repeated character
 
 
-def test_pipeline_with_defaults_long_prompts_and_batches(shakespeare_run, tmp_path, data_dir):
+def test_pipeline_with_defaults_long_prompts_and_batches(shakespeare_run, tmp_path, corpora):
     model_dir = shakespeare_run.run.model("shakespeare")
     ours = load_checkpoint(find_checkpoint(model_dir))
     block = ours.model.config.block_size
@@ -179,7 +179,7 @@ def test_pipeline_with_defaults_long_prompts_and_batches(shakespeare_run, tmp_pa
     # A prompt longer than the context: the tokenizer keeps its last `block` characters
     # (the context domaingpt sample predicts the next one from); the pipeline keeps as
     # many as leave room for the new ones ("hole").
-    long = real_text(data_dir, "shakespeare", 10 * block)
+    long = corpus_text(corpora, "shakespeare", 10 * block)
     assert tok(long, truncation=True)["input_ids"] == ours.vocab.encode(long[-block:]).ids.tolist()
     n = 12
     theirs = generate(long, max_new_tokens=n, do_sample=False, handle_long_generation="hole")
@@ -199,13 +199,13 @@ def test_pipeline_with_defaults_long_prompts_and_batches(shakespeare_run, tmp_pa
     assert [r[0]["generated_text"] for r in piped] == got
 
 
-def test_export_is_shareable(exported, smoke_study, data_dir, tmp_path_factory):
+def test_export_is_shareable(exported, smoke_study, corpora, tmp_path_factory):
     """No path of this machine in any file, every file 0644, a model card whose YAML
     header names the library, the pipeline, the corpus and the run's loss."""
     yaml = pytest.importorskip("yaml")  # transformers depends on PyYAML
     run = json.loads((smoke_study.root / "models" / "shakespeare" / "run.json").read_text())
     assert run["corpus_path"]  # the source records it; the export must not
-    local = {str(data_dir.resolve()), str(tmp_path_factory.getbasetemp().resolve())}
+    local = {str(corpora.dir.resolve()), str(tmp_path_factory.getbasetemp().resolve())}
     files = sorted(p for p in exported.iterdir() if p.is_file())
     assert {p.name for p in files} >= {
         "config.json", "generation_config.json", "model.safetensors", "README.md",
@@ -234,7 +234,7 @@ def test_export_is_shareable(exported, smoke_study, data_dir, tmp_path_factory):
     assert run["corpus_sha256"] in card
 
 
-def test_history_round_trip_is_bit_equal(smoke_study, tmp_path, cli, data_dir):
+def test_history_round_trip_is_bit_equal(smoke_study, tmp_path, cli, corpora):
     source = smoke_study.root / "models" / "math"
     code, _, err = cli("export", source, tmp_path / "hf", "--all", "--quiet")
     assert code == 0, err
@@ -255,9 +255,10 @@ def test_history_round_trip_is_bit_equal(smoke_study, tmp_path, cli, data_dir):
     original_run = json.loads((source / "run.json").read_text())
     assert original_run.pop("corpus_path")
     assert json.loads((back / "run.json").read_text()) == original_run
-    # The analyses run on the imported model: the same zero-shot loss as the original's.
+    # The analyses run on the imported model: the same zero-shot loss as the original's
+    # (its corpus found by name and SHA-256 in the data directory).
     code, _, err = cli(
-        "evaluate", "--out", tmp_path / "back", "--data-dir", data_dir, "--bootstrap", "0", "-q"
+        "evaluate", "--out", tmp_path / "back", "--data-dir", corpora.dir, "--bootstrap", "0", "-q"
     )
     assert code == 0, err
     theirs = pd.read_csv(tmp_path / "back" / "evaluate" / "zero_shot.csv")
@@ -266,7 +267,7 @@ def test_history_round_trip_is_bit_equal(smoke_study, tmp_path, cli, data_dir):
     assert theirs["loss_nats"].iloc[0] == pytest.approx(mine["loss_nats"].iloc[0], abs=1e-9)
 
 
-def test_a_foreign_character_model_imports_in_our_order(exported, tmp_path, data_dir):
+def test_a_foreign_character_model_imports_in_our_order(exported, tmp_path, corpora):
     """A GPT-2 character model from elsewhere: ids in another order, no domaingpt record."""
     foreign = tmp_path / "foreign"
     shutil.copytree(exported, foreign)
@@ -287,7 +288,7 @@ def test_a_foreign_character_model_imports_in_our_order(exported, tmp_path, data
     model, vocab_ours = to_domaingpt(read_hf(foreign))
     assert model.config.bias is True and vocab_ours.chars == tuple(tokens[1:])
     hf, hf_tok = hf_pair(foreign)
-    text = real_text(data_dir, "shakespeare", 32 * 8)
+    text = corpus_text(corpora, "shakespeare", 32 * 8)
     ids_ours = vocab_ours.encode(text).ids.tolist()
     x_hf = torch.tensor(hf_tok.encode(text)).view(-1, 32)
     with torch.no_grad():

@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
@@ -116,8 +115,8 @@ def _model(seed: int, **cfg: object) -> GPT:
 
 
 @pytest.fixture(scope="module")
-def shakespeare(data_dir) -> tuple[Vocab, np.ndarray]:
-    corpus = resolve_corpus("shakespeare", data_dir)
+def shakespeare(corpora) -> tuple[Vocab, np.ndarray]:
+    corpus = corpora.resolve("shakespeare")
     vocab = Vocab.from_texts([corpus.read_text()])
     return vocab, np.ascontiguousarray(encode_corpus(corpus, vocab).split(0.1)[1][:20_000])
 

@@ -48,7 +48,7 @@ def test_every_public_name_resolves_to_its_module():
     assert (importlib.resources.files("domaingpt") / "py.typed").is_file()
 
 
-def test_load_a_model_and_run_a_stage(smoke_study, tmp_path, data_dir):
+def test_load_a_model_and_run_a_stage(smoke_study, tmp_path):
     loaded = domaingpt.load_model(smoke_study.root / "models" / "math")
     same = domaingpt.load_checkpoint(
         domaingpt.find_checkpoint(smoke_study.root / "models" / "math")
@@ -62,7 +62,7 @@ def test_load_a_model_and_run_a_stage(smoke_study, tmp_path, data_dir):
     run = tmp_path / "run"
     shutil.copytree(smoke_study.root, run)
     (run / "evaluate" / "zero_shot.csv").unlink()
-    written, _ = domaingpt.run_stage("evaluate", run, bootstrap=0, data_dir=str(data_dir))
+    written, _ = domaingpt.run_stage("evaluate", run, bootstrap=0)
     zero_shot = run / "evaluate" / "zero_shot.csv"
     assert zero_shot in written.values(), written
     mine = pd.read_csv(zero_shot).sort_values(["model", "corpus"])

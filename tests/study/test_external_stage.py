@@ -29,10 +29,12 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BUILT_IN = [s.name for s in BUILTIN_STAGES]
 
 
-def copy_examples(dest: Path) -> Path:
-    """``examples/norms_study.toml`` and its stage package, copied under ``dest``."""
+def copy_examples(dest: Path, corpora) -> Path:
+    """``examples/norms_study.toml`` and its stage package, copied under ``dest``; the
+    study names the synthetic corpora (the example uses the preset's, the real ones)."""
     dest.mkdir(parents=True)
-    shutil.copy(EXAMPLES / "norms_study.toml", dest)
+    text = (EXAMPLES / "norms_study.toml").read_text()
+    (dest / "norms_study.toml").write_text(text.replace("[study]\n", "[study]\n" + corpora.line, 1))
     shutil.copytree(
         EXAMPLES / "norms_stage",
         dest / "norms_stage",
@@ -41,11 +43,10 @@ def copy_examples(dest: Path) -> Path:
     return dest / "norms_study.toml"
 
 
-def run(study_file: Path, out: Path, data_dir: Path):
+def run(study_file: Path, out: Path):
     return run_study(
         load_study(study_file, preset="smoke"),
         out,
-        data_dir=data_dir,
         progress=False,
         log=lambda m: None,
     )
@@ -56,12 +57,12 @@ def statuses(result) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def norms_run(smoke_study, tmp_path_factory, data_dir) -> tuple[Path, Path, dict]:
+def norms_run(smoke_study, tmp_path_factory, corpora) -> tuple[Path, Path, dict]:
     """The smoke run with the example stage added: (study file, run dir, first statuses)."""
     tmp = tmp_path_factory.mktemp("external")
-    study_file = copy_examples(tmp / "examples")
+    study_file = copy_examples(tmp / "examples", corpora)
     root = smoke_study.copy(tmp / "run")
-    result = run(study_file, root, data_dir)
+    result = run(study_file, root)
     assert result.ok, [o.message for o in result.failed]
     return study_file, root, statuses(result)
 
@@ -118,16 +119,16 @@ def test_its_claims_and_section_reach_the_conclusions_and_the_report(norms_run):
     assert (written["stage"] == "norms").sum() == 2
 
 
-def test_a_second_run_skips_it_and_an_edit_runs_it_again(norms_run, data_dir):
+def test_a_second_run_skips_it_and_an_edit_runs_it_again(norms_run):
     study_file, root, _ = norms_run
-    again = statuses(run(study_file, root, data_dir))
+    again = statuses(run(study_file, root))
     assert set(again.values()) == {"skipped"}, again
     key = Study.load(root).records["norms"].key
 
     # Its source is part of its key: any file of the package, not only __init__.py.
     section = study_file.parent / "norms_stage" / "section.py"
     section.write_text(section.read_text() + "\n# edited\n")
-    edited = statuses(run(study_file, root, data_dir))
+    edited = statuses(run(study_file, root))
     assert edited["norms"] == "done" and edited["report"] == "done", edited
     assert all(edited[s] == "skipped" for s in BUILT_IN)
     assert Study.load(root).records["norms"].key != key
@@ -272,8 +273,9 @@ def test_a_stage_in_a_plain_folder_is_keyed_by_every_file_of_it(tmp_path):
 # --- a user's stage cannot end the run as a success, nor take a built-in's place ------
 
 
-def write_failing_stage(folder: Path, body: str, *, at_import: str = "") -> Path:
-    """A study file adding the stage ``mine``, whose ``run`` executes ``body``."""
+def write_failing_stage(folder: Path, body: str, *, at_import: str = "", corpora=None) -> Path:
+    """A study file adding the stage ``mine``, whose ``run`` executes ``body`` (on the
+    synthetic ``corpora`` if given)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "failing.py").write_text(
         textwrap.dedent(
@@ -296,7 +298,9 @@ def write_failing_stage(folder: Path, body: str, *, at_import: str = "") -> Path
         )
     )
     study = folder / "study.toml"
-    study.write_text('[study]\nstages = ["failing:stage"]\n')
+    study.write_text(
+        "[study]\n" + (corpora.line if corpora else "") + 'stages = ["failing:stage"]\n'
+    )
     return study
 
 
@@ -307,11 +311,11 @@ def smoke_copy(smoke_study, tmp_path) -> Path:
 
 @pytest.mark.parametrize("body", ["sys.exit(0)", "sys.exit()", "raise SystemExit(3)"])
 def test_a_stage_that_calls_sys_exit_is_a_failed_stage_and_the_run_fails(
-    smoke_copy, tmp_path, data_dir, body, capsys
+    smoke_copy, tmp_path, corpora, body, capsys
 ):
     from domaingpt.cli import main
 
-    study = write_failing_stage(tmp_path / "s", body)
+    study = write_failing_stage(tmp_path / "s", body, corpora=corpora)
     code = main(["run", str(study), "--preset", "smoke", "--out", str(smoke_copy), "--quiet"])
     err = capsys.readouterr().err
     assert code == 1, err
@@ -321,21 +325,23 @@ def test_a_stage_that_calls_sys_exit_is_a_failed_stage_and_the_run_fails(
     assert Study.load(smoke_copy).run.status("report") == "done"  # the others still ran
 
 
-def test_a_stage_interrupted_stops_the_run_as_an_interrupt(smoke_copy, tmp_path, capsys):
+def test_a_stage_interrupted_stops_the_run_as_an_interrupt(smoke_copy, tmp_path, corpora, capsys):
     from domaingpt.cli import main
 
-    study = write_failing_stage(tmp_path / "s", "raise KeyboardInterrupt")
+    study = write_failing_stage(tmp_path / "s", "raise KeyboardInterrupt", corpora=corpora)
     code = main(["run", str(study), "--preset", "smoke", "--out", str(smoke_copy), "--quiet"])
     err = capsys.readouterr().err
     assert code == 130 and "interrupted" in err
     assert not (smoke_copy / "stages" / "mine.json").exists()  # not recorded as done
 
 
-def test_a_full_disk_in_a_stage_is_one_clear_error(smoke_copy, tmp_path, data_dir):
+def test_a_full_disk_in_a_stage_is_one_clear_error(smoke_copy, tmp_path, corpora):
     study = write_failing_stage(
-        tmp_path / "s", "raise OSError(errno.ENOSPC, 'No space left on device', str(ctx.out))"
+        tmp_path / "s",
+        "raise OSError(errno.ENOSPC, 'No space left on device', str(ctx.out))",
+        corpora=corpora,
     )
-    result = run(study, smoke_copy, data_dir)
+    result = run(study, smoke_copy)
     (failed,) = result.failed
     assert failed.stage == "mine" and failed.user_error and result.exit_code == 2
     assert "the disk is full: free some disk space, then run the same command again" in (

@@ -4,8 +4,10 @@ computes every float32-only quantity in float32, in every stage."""
 
 from __future__ import annotations
 
-import sys
+import functools
+import importlib
 from collections import defaultdict
+from contextvars import ContextVar
 
 import pytest
 import torch
@@ -13,40 +15,65 @@ import torch
 from domaingpt.core import cka
 from domaingpt.core.device import AUTOCAST_ENV
 from domaingpt.model.gpt import GPT
-from domaingpt.study import load_study, run_study
+from domaingpt.study import run_study
 
-#: Where the model's forward pass is called from, and the precision it must run in.
-BF16 = {"domaingpt.training.trainer", "domaingpt.scoring.windows"}
-FLOAT32 = {
-    "domaingpt.stages.softmax.compute",  # entropies, p(true)
-    "domaingpt.context.activations",  # the lens, attention patterns, residuals for CKA
-    "domaingpt.stages.saliency.methods",  # attributions, their gradients, IG sums, deletion
-    "domaingpt.model.generate",  # samples (train, adapt)
-    "domaingpt.stages.quality.generate",  # quality's samples, one batch per checkpoint
+#: The code that calls the model's forward pass, and the precision it must run in: each
+#: site is the functions through which every such call goes, ``(module, attribute)``,
+#: patched where their callers look them up (their own module, or the one that imported
+#: them by name).
+SITES = {
+    "training": ("bf16", [("domaingpt.training.trainer", "Trainer._call")]),
+    "scoring": ("bf16", [("domaingpt.scoring.windows", "_score_torch")]),
+    "softmax": ("float32", [("domaingpt.stages.softmax.results", "next_char_stats")]),  # entropies
+    # the lens, attention patterns, residuals for CKA
+    "internals": ("float32", [("domaingpt.context.activations", "compute_internals")]),
+    "saliency": (  # attributions, their gradients, IG sums, deletion
+        "float32",
+        [
+            ("domaingpt.stages.saliency.methods", "target_log_prob"),
+            ("domaingpt.stages.saliency.faithfulness", "target_log_prob"),
+        ],
+    ),
+    "samples": (  # train's and adapt's samples
+        "float32",
+        [
+            ("domaingpt.training.samples", "generate_text"),
+            ("domaingpt.stages.adapt.jobs", "generate_text"),
+        ],
+    ),
+    # quality's samples, one batch per checkpoint
+    "quality": ("float32", [("domaingpt.stages.quality.generate", "generate_batch")]),
 }
+DTYPES = {"bf16": torch.bfloat16, "float32": torch.float32}
+
+#: The site whose function is running (``None``: none of them).
+_site: ContextVar[str | None] = ContextVar("site", default=None)
 
 
-def _site() -> str:
-    """The first domaingpt module outside the model that led to this forward pass."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        name = frame.f_globals.get("__name__", "")
-        if name.startswith("domaingpt.") and name != "domaingpt.model.gpt":
-            return name
-        frame = frame.f_back
-    return "?"
+def _labelled(function, site: str):
+    """``function``, running with ``_site`` set to ``site`` (the innermost site wins)."""
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        token = _site.set(site)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            _site.reset(token)
+
+    return call
 
 
 @pytest.mark.slow  # the smoke study once more, training in emulated bf16
 def test_smoke_study_in_bf16_keeps_float32_only_quantities_in_float32(
-    tmp_path, data_dir, monkeypatch
+    tmp_path, corpora, monkeypatch
 ):
-    seen: dict[str, set[torch.dtype]] = defaultdict(set)
+    seen: dict[str | None, set[torch.dtype]] = defaultdict(set)
     forward = GPT.forward
 
     def recording(self, *args, **kwargs):
         logits, loss = forward(self, *args, **kwargs)
-        seen[_site()].add(logits.dtype)
+        seen[_site.get()].add(logits.dtype)
         return logits, loss
 
     hsic = cka._hsic
@@ -56,16 +83,20 @@ def test_smoke_study_in_bf16_keeps_float32_only_quantities_in_float32(
         cka_dtypes.add(x.dtype)
         return hsic(x, *args)
 
+    for site, (_, functions) in SITES.items():
+        for module, attribute in functions:
+            # (a package may export a function named like its submodule: import_module)
+            owner = importlib.import_module(module)
+            *path, name = attribute.split(".")
+            for part in path:
+                owner = getattr(owner, part)
+            monkeypatch.setattr(owner, name, _labelled(getattr(owner, name), site))
     monkeypatch.setattr(GPT, "forward", recording)
     monkeypatch.setattr(cka, "_hsic", recording_hsic)
     monkeypatch.setenv(AUTOCAST_ENV, "cpu:bfloat16")
-    result = run_study(
-        load_study(preset="smoke"), tmp_path / "run", data_dir=data_dir, progress=False
-    )
+    result = run_study(corpora.smoke(), tmp_path / "run", progress=False)
     assert result.ok, [(o.stage, o.message) for o in result.failed]
-    assert set(seen) == BF16 | FLOAT32  # every path ran, and no other
-    for site in BF16:
-        assert seen[site] == {torch.bfloat16}, site
-    for site in FLOAT32:
-        assert seen[site] == {torch.float32}, site
+    assert set(seen) == set(SITES)  # every site ran, and no forward pass outside them
+    for site, (precision, _) in SITES.items():
+        assert seen[site] == {DTYPES[precision]}, site
     assert cka_dtypes == {torch.float64}  # CKA: float64, which autocast never touches

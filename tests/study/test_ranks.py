@@ -23,9 +23,9 @@ def _comparable(df: pd.DataFrame, root: str) -> pd.DataFrame:
 
 
 @pytest.mark.slow  # the smoke study once more, on two processes
-def test_smoke_study_on_two_ranks_equals_one_process(smoke_study, data_dir, tmp_path):
+def test_smoke_study_on_two_ranks_equals_one_process(smoke_study, corpora, tmp_path):
     out = tmp_path / "two"
-    env = dict(os.environ, DOMAINGPT_DATA=str(data_dir), OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
     cmd = [
         sys.executable,
@@ -37,12 +37,12 @@ def test_smoke_study_on_two_ranks_equals_one_process(smoke_study, data_dir, tmp_
         "-m",
         "domaingpt",
         "run",
+        str(corpora.study),
         "--preset",
         "smoke",
         "--out",
         str(out),
-        "--data-dir",
-        str(data_dir),
+        "--quiet",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]

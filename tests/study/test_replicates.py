@@ -20,18 +20,17 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def replicated(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+def replicated(tmp_path_factory: pytest.TempPathFactory, corpora) -> Path:
     root = tmp_path_factory.mktemp("replicates")
     study = root / "two.toml"
     # two corpora, one pair, one adaptation seed: the smallest study with replicates
     study.write_text(
-        '[study]\nname = "two"\ncorpora = ["shakespeare", "math"]\n'
+        f'[study]\nname = "two"\ncorpora = ["{corpora.path("shakespeare")}", '
+        f'"{corpora.path("math")}"]\n'
         '[train]\nseeds = 2\n[adapt]\npairs = ["shakespeare:math"]\nseeds = 1\n'
     )
     out = root / "run"
-    code = main(
-        ["run", str(study), "--preset", "smoke", "--out", str(out), "--data-dir", str(data_dir)]
-    )
+    code = main(["run", str(study), "--preset", "smoke", "--out", str(out)])
     assert code == 0
     return out
 

@@ -1,7 +1,7 @@
 """``domaingpt run``: the whole study, its cache, resumption, failures and bad study files.
 
-One smoke study on the three real corpora is shared by all tests here (and by the report
-tests); a test that changes a run works on a copy of it.
+One smoke study on the three synthetic corpora (``corpora`` in conftest) is shared by all
+tests here (and by the report tests); a test that changes a run works on a copy of it.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _statuses(result) -> dict[str, str]:
     return {o.stage: o.status for o in result.outcomes}
 
 
-def test_smoke_study_end_to_end(smoke):
+def test_smoke_study_end_to_end(smoke, corpora):
     status = _statuses(smoke.result)
     assert list(status) == list(STAGE_NAMES)
     assert [s.name for s in load_study(preset="smoke").stages] == list(STAGE_NAMES)
@@ -55,15 +55,16 @@ def test_smoke_study_end_to_end(smoke):
 
     root = smoke.root
     study_toml = (root / "study.toml").read_text()
-    assert 'preset = "smoke"' in study_toml
+    assert study_toml.endswith(corpora.study.read_text())  # the study file, copied
     spec = json.loads((root / "study.json").read_text())
-    assert spec["corpora"] == ["shakespeare", "math", "wikipedia"]
+    assert spec["corpora"] == [str(p) for p in corpora.paths]
     versions = json.loads((root / "versions.json").read_text())
     assert {"domaingpt", "torch", "numpy", "pandas", "python"} <= set(versions)
 
     study = Study.load(root)
     stats = study["stats"]["summary"].set_index("corpus")
-    assert stats.loc["shakespeare", "unique_characters"] == 65
+    for name, path in zip(corpora.names, corpora.paths, strict=True):
+        assert stats.loc[name, "unique_characters"] == len(set(path.read_text()))
     train = study["train"]["summary"].set_index("model")
     assert sorted(train.index) == ["math", "shakespeare", "wikipedia"]
     assert (train["iterations"] == 60).all()
@@ -98,7 +99,7 @@ def test_smoke_study_end_to_end(smoke):
         assert list(claims.columns) == CLAIM_COLUMNS and len(claims), stage
 
 
-def test_second_run_does_no_work(smoke, data_dir, tmp_path_factory):
+def test_second_run_does_no_work(smoke, corpora, tmp_path_factory):
     before = {s: (smoke.root / "stages" / f"{s}.json").read_bytes() for s in STAGE_NAMES}
     model_files = {p: p.stat().st_mtime_ns for p in (smoke.root / "models").rglob("*")}
     for name in ("study.toml", "study.json", "versions.json", "report.html"):
@@ -107,9 +108,8 @@ def test_second_run_does_no_work(smoke, data_dir, tmp_path_factory):
     if True:
         t0 = time.perf_counter()
         result = run_study(
-            load_study(preset="smoke"),
+            corpora.smoke(),
             smoke.root,
-            data_dir=data_dir,
             progress=False,
             log=log.append,
         )
@@ -126,13 +126,12 @@ def test_second_run_does_no_work(smoke, data_dir, tmp_path_factory):
     assert seconds < max(10.0, smoke.seconds / 4), log
 
 
-def test_force_redoes_one_stage_only(smoke, data_dir, tmp_path, monkeypatch):
+def test_force_redoes_one_stage_only(smoke, corpora, tmp_path, monkeypatch):
     root = smoke.copy(tmp_path / "run")
     log: list[str] = []
     result = run_study(
-        load_study(preset="smoke"),
+        corpora.smoke(),
         root,
-        data_dir=data_dir,
         force=["stats"],
         progress=False,
         log=log.append,
@@ -143,11 +142,11 @@ def test_force_redoes_one_stage_only(smoke, data_dir, tmp_path, monkeypatch):
     # Statistics are deterministic: the same files, so nothing after them is redone.
     assert status["report"] == "skipped"
     with pytest.raises(ConfigError, match="did you mean 'train'"):
-        run_study(load_study(preset="smoke"), root, data_dir=data_dir, force=["trian"])
+        run_study(corpora.smoke(), root, force=["trian"])
 
 
-def test_a_failing_stage_is_reported_and_the_rest_stays(smoke, data_dir, tmp_path, monkeypatch):
-    import domaingpt.stages.evaluate.results
+def test_a_failing_stage_is_reported_and_the_rest_stays(smoke, corpora, tmp_path, monkeypatch):
+    import domaingpt.stages.evaluate
 
     root = smoke.copy(tmp_path / "run")
     stage = "evaluate"
@@ -158,9 +157,8 @@ def test_a_failing_stage_is_reported_and_the_rest_stays(smoke, data_dir, tmp_pat
     monkeypatch.setattr(domaingpt.stages.evaluate.results, "zero_shot_table", boom)
     log: list[str] = []
     result = run_study(
-        load_study(preset="smoke"),
+        corpora.smoke(),
         root,
-        data_dir=data_dir,
         force=[stage],
         progress=False,
         log=log.append,
@@ -178,15 +176,13 @@ def test_a_failing_stage_is_reported_and_the_rest_stays(smoke, data_dir, tmp_pat
 
     # Fixed: the same command redoes only the failed stage (and the report).
     monkeypatch.undo()
-    result = run_study(
-        load_study(preset="smoke"), root, data_dir=data_dir, progress=False, log=log.append
-    )
+    result = run_study(corpora.smoke(), root, progress=False, log=log.append)
     status = _statuses(result)
     assert status[stage] == "done" and status["train"] == "skipped" and result.exit_code == 0
 
 
 def test_cli_reports_a_failing_stage_in_one_line_per_failure(
-    smoke, data_dir, tmp_path, monkeypatch, capsys
+    smoke, corpora, tmp_path, monkeypatch, capsys
 ):
     import domaingpt.stages.stats.results
 
@@ -198,7 +194,7 @@ def test_cli_reports_a_failing_stage_in_one_line_per_failure(
     monkeypatch.setattr(domaingpt.stages.stats.results, "compute_stats", boom)
     code = main(
         [
-            *("run", "--preset", "smoke", "--out", str(root), "--data-dir", str(data_dir)),
+            *("run", str(corpora.study), "--preset", "smoke", "--out", str(root)),
             *("--quiet", "--force", "stats"),
         ]
     )
@@ -263,7 +259,7 @@ def _tiny_study(tmp_path: Path, corpora: list[str], iters: int = 40) -> Path:
 
 
 def test_a_fourth_user_corpus_joins_and_an_interrupted_run_resumes(
-    smoke, data_dir, tmp_path, capsys, monkeypatch
+    smoke, corpora, tmp_path, capsys, monkeypatch
 ):
     # The shared smoke run gets a fourth corpus: one line in a study file.
     out = smoke.copy(tmp_path / "run")
@@ -278,11 +274,9 @@ def test_a_fourth_user_corpus_joins_and_an_interrupted_run_resumes(
     notes.write_text("\n".join(lines) + "\n")
     study_file = tmp_path / "four.toml"
     analyses = LIGHT_ANALYSES.replace('"shakespeare:math"', f'"shakespeare:{notes}"')
-    study_file.write_text(
-        '[study]\ncorpora = ["shakespeare", "math", "wikipedia", "data/notes.txt"]\n' + analyses
-    )
-    argv = ["run", str(study_file), "--preset", "smoke", "--out", str(out)]
-    argv += ["--data-dir", str(data_dir), "--quiet"]
+    three = ", ".join(f'"{p}"' for p in corpora.paths)
+    study_file.write_text(f'[study]\ncorpora = [{three}, "data/notes.txt"]\n' + analyses)
+    argv = ["run", str(study_file), "--preset", "smoke", "--out", str(out), "--quiet"]
 
     # Ctrl-C while the new model trains (iteration 45 of 60; resumable checkpoint at 30)...
     real_step = domaingpt.training.trainer.Trainer.step
@@ -361,11 +355,11 @@ def test_bad_study_file_names_the_key(tmp_path, text, message):
     assert message in str(err.value)
 
 
-def test_missing_corpus_or_study_file_is_one_line_error(tmp_path, data_dir, capsys):
+def test_missing_corpus_or_study_file_is_one_line_error(tmp_path, corpora, capsys):
     path = tmp_path / "missing.toml"
-    path.write_text('[study]\ncorpora = ["shakespeare", "nowhere/gone.txt"]\n')
+    path.write_text(f'[study]\ncorpora = ["{corpora.path("shakespeare")}", "nowhere/gone.txt"]\n')
     out = str(tmp_path / "r")
-    code = main(["run", str(path), "--preset", "smoke", "--out", out, "--data-dir", str(data_dir)])
+    code = main(["run", str(path), "--preset", "smoke", "--out", out])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert str(tmp_path / "nowhere" / "gone.txt") in err and "does not exist" in err

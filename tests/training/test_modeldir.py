@@ -28,9 +28,11 @@ SETS = ["train.max_iters=20", "train.checkpoints=[0, 10, 20]", "train.eval_token
 SETS += ["train.resume_interval=5", "train.sample_chars=16", "train.threads=1"]
 
 
-def _train(out: Path, data_dir: Path, *extra: str) -> list:
-    """``domaingpt train shakespeare`` into ``out``, quiet, with ``extra`` options."""
-    return ["train", "shakespeare", "--out", out, "--data-dir", data_dir, "-q", *extra]
+def _train(out: Path, corpora, *extra: str) -> list:
+    """``domaingpt train shakespeare`` (the synthetic one) into ``out``, quiet, with
+    ``extra`` options."""
+    verse = corpora.path("shakespeare")
+    return ["train", verse, "--vocab", corpora.vocab, "--out", out, "-q", *extra]
 
 
 def _sets(sets: list[str] = SETS) -> list[str]:
@@ -58,10 +60,10 @@ def _interrupt_at(monkeypatch, iteration: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir) -> Path:
-    """A run with a finished 20-iteration Shakespeare model (smoke preset + SETS)."""
+def trained(tmp_path_factory, corpora) -> Path:
+    """A run with a finished 20-iteration model of the verse (smoke preset + SETS)."""
     out = tmp_path_factory.mktemp("modeldir") / "run"
-    assert main([str(a) for a in _train(out, data_dir, "--preset", "smoke", *_sets())]) == 0
+    assert main([str(a) for a in _train(out, corpora, "--preset", "smoke", *_sets())]) == 0
     return out
 
 
@@ -80,7 +82,7 @@ def test_a_trained_model_directory_is_one_and_others_are_not(trained, tmp_path):
 
 @pytest.mark.parametrize("extra", [["my_notes.txt"], ["run.json", "my_notes.txt"]])
 def test_overwrite_never_deletes_a_folder_that_is_not_a_model_directory(
-    cli_error, data_dir, tmp_path, extra
+    cli_error, corpora, tmp_path, extra
 ):
     out = tmp_path / "run"
     folder = out / "models" / "shakespeare"
@@ -88,22 +90,21 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_model_directory(
     for name in extra:  # a user's folder; or one with a run.json among the user's files
         (folder / name).write_text('{"config": {}}' if name == "run.json" else "precious")
     before = _files(out)
-    err = cli_error(*_train(out, data_dir, "--preset", "smoke", "--overwrite"))
-    assert "is not a domaingpt model directory" in err
-    assert "--overwrite deletes only model directories domaingpt wrote" in err
+    err = cli_error(*_train(out, corpora, "--preset", "smoke", "--overwrite"))
+    assert str(folder) in err and "--overwrite" in err  # the folder, and why it stays
     assert _files(out) == before  # nothing deleted, and no vocab.json written
 
 
 def test_resume_reads_the_models_own_configuration(
-    cli, cli_error, trained, data_dir, tmp_path, monkeypatch
+    cli, cli_error, trained, corpora, tmp_path, monkeypatch
 ):
     # Interrupted at iteration 13 (resumable checkpoint at 10) ...
     out = tmp_path / "run"
     _interrupt_at(monkeypatch, 13)
-    assert cli(*_train(out, data_dir, "--preset", "smoke", *_sets()))[0] == 130
+    assert cli(*_train(out, corpora, "--preset", "smoke", *_sets()))[0] == 130
     monkeypatch.undo()
     # ... then resumed with --resume alone: the preset and every --set come from run.json.
-    code, out_text, err = cli(*_train(out, data_dir, "--resume"))
+    code, out_text, err = cli(*_train(out, corpora, "--resume"))
     assert code == 0, err
     ckpts = "models/shakespeare/checkpoints"
     assert (out / ckpts / "iter-0000020.safetensors").read_bytes() == (
@@ -113,30 +114,31 @@ def test_resume_reads_the_models_own_configuration(
     # Repeating --preset without the --set options is another configuration: refused,
     # and --overwrite (which would delete the model) is not suggested.
     before = _files(out)
-    err = cli_error(*_train(out, data_dir, "--resume", "--preset", "smoke"))
-    assert "already holds a different run" in err and "train.checkpoints" in err
-    assert "drop the --preset and --set options" in err and "--overwrite" not in err
-    err = cli_error(*_train(out, data_dir, "--preset", "smoke", *_sets()))
-    assert "already holds this model (trained to iteration 20); pass --resume" in err
+    err = cli_error(*_train(out, corpora, "--resume", "--preset", "smoke"))
+    model = str(out / "models" / "shakespeare")
+    assert model in err and "train.checkpoints" in err  # the model, the setting that differs
+    assert "--preset" in err and "--overwrite" not in err
+    err = cli_error(*_train(out, corpora, "--preset", "smoke", *_sets()))
+    assert model in err and "iteration 20" in err and "--resume" in err
     assert "--overwrite" not in err
     assert _files(out) == before
 
 
 def test_extending_a_finished_model_continues_it_deterministically(
-    cli, cli_error, trained, data_dir, tmp_path, monkeypatch
+    cli, cli_error, trained, corpora, tmp_path, monkeypatch
 ):
     a, b = (shutil.copytree(trained, tmp_path / n) for n in ("a", "b"))
     model = Path("models/shakespeare")
     iter20 = (trained / model / "checkpoints" / "iter-0000020.safetensors").read_bytes()
     extend = ["--resume", "--set", "train.max_iters=40"]
-    code, _, err = cli(*_train(a, data_dir, *extend))
+    code, _, err = cli(*_train(a, corpora, *extend))
     assert code == 0, err
     # The same extension, interrupted at iteration 33 and resumed with --resume alone
     # (run.json now says 40), reaches the same bytes.
     _interrupt_at(monkeypatch, 33)
-    assert cli(*_train(b, data_dir, *extend))[0] == 130
+    assert cli(*_train(b, corpora, *extend))[0] == 130
     monkeypatch.undo()
-    code, _, err = cli(*_train(b, data_dir, "--resume"))
+    code, _, err = cli(*_train(b, corpora, "--resume"))
     assert code == 0, err
     for run in (a, b):
         ckpts = run / model / "checkpoints"
@@ -163,13 +165,13 @@ def test_extending_a_finished_model_continues_it_deterministically(
     assert "val_loss_full" in rows[20] and "val_loss_full" in rows[40]
     # A model is never shortened.
     before = _files(a)
-    err = cli_error(*_train(a, data_dir, "--resume", "--set", "train.max_iters=30"))
-    assert "trained to iteration 40, past train.max_iters=30" in err
+    err = cli_error(*_train(a, corpora, "--resume", "--set", "train.max_iters=30"))
+    assert "iteration 40" in err and "train.max_iters=30" in err
     assert _files(a) == before
 
 
 def test_a_model_begun_and_stopped_before_its_first_checkpoint_is_started_again(
-    tmp_path, data_dir, monkeypatch, capsys
+    tmp_path, corpora, monkeypatch, capsys
 ):
     """A model directory holding only ``run.json`` (a command stopped before the first
     checkpoint) has nothing to lose: the same command starts it, never "trained to
@@ -177,7 +179,7 @@ def test_a_model_begun_and_stopped_before_its_first_checkpoint_is_started_again(
     from domaingpt.training import loop
 
     out = tmp_path / "run"
-    argv = [str(a) for a in _train(out, data_dir, "--preset", "smoke", *_sets())]
+    argv = [str(a) for a in _train(out, corpora, "--preset", "smoke", *_sets())]
     real_prepare = loop.prepare_model_dir
 
     def prepare_then_stop(*args, **kwargs):

@@ -40,13 +40,15 @@ SETTINGS = [
 ]
 
 
-def _train_cmd(out: Path) -> list[str]:
+def _train_cmd(out: Path, corpora) -> list[str]:
     return [
         sys.executable,
         "-m",
         "domaingpt",
         "train",
-        "shakespeare",
+        str(corpora.path("shakespeare")),
+        "--vocab",
+        corpora.vocab,
         "--out",
         str(out),
         "--resume",
@@ -97,17 +99,17 @@ KILL_POINTS = [
 
 
 @pytest.mark.slow
-def test_sigkill_at_chosen_moments_then_resume_equals_uninterrupted(tmp_path, data_dir):
-    env = dict(os.environ, DOMAINGPT_DATA=str(data_dir), OMP_NUM_THREADS="1")
+def test_sigkill_at_chosen_moments_then_resume_equals_uninterrupted(tmp_path, corpora):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop(faults.ENV, None)
     ref = subprocess.run(
-        _train_cmd(tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=600
+        _train_cmd(tmp_path / "ref", corpora), env=env, capture_output=True, text=True, timeout=600
     )
     assert ref.returncode == 0, ref.stderr
     killed_dir = tmp_path / "killed" / "models" / "shakespeare"
     for i, point in enumerate(KILL_POINTS):
         proc = subprocess.run(
-            _train_cmd(tmp_path / "killed"),
+            _train_cmd(tmp_path / "killed", corpora),
             env={**env, faults.ENV: point},
             capture_output=True,
             text=True,
@@ -119,7 +121,11 @@ def test_sigkill_at_chosen_moments_then_resume_equals_uninterrupted(tmp_path, da
     assert _progress(killed_dir) == 80  # the last kill came after the last step
     assert not (killed_dir / "samples.jsonl").exists()  # ... while the samples were written
     final = subprocess.run(
-        _train_cmd(tmp_path / "killed"), env=env, capture_output=True, text=True, timeout=600
+        _train_cmd(tmp_path / "killed", corpora),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert final.returncode == 0, final.stderr
     a = read_tensors(find_checkpoint(tmp_path / "ref" / "models" / "shakespeare"))
@@ -149,9 +155,7 @@ def test_fault_point_is_inert_without_its_variable_and_validates_it():
                 faults.check()  # before a command starts: one error line
 
 
-def test_full_disk_during_checkpoint_keeps_previous(
-    train_smoke, tmp_path, data_dir, monkeypatch, capsys
-):
+def test_full_disk_during_checkpoint_keeps_previous(train_smoke, tmp_path, monkeypatch, capsys):
     real = ckpt_mod.atomic_write_bytes
 
     def enospc(path, data):
@@ -171,14 +175,12 @@ def test_full_disk_during_checkpoint_keeps_previous(
     assert train_smoke(tmp_path, "train.resume_interval=10", extra=["--resume"]) == 0
 
 
-def test_second_writer_is_refused_and_a_dead_holder_does_not_block(
-    train_smoke, tmp_path, data_dir, capsys
-):
+def test_second_writer_is_refused_and_a_dead_holder_does_not_block(train_smoke, tmp_path, capsys):
     run = RunDir(tmp_path)
     with run.lock():
         code = train_smoke(tmp_path, quiet=False)
         err = capsys.readouterr().err
-    assert code == 2 and "in use by another domaingpt process" in err
+    assert code == 2 and err.startswith("error: ") and str(tmp_path) in err
     assert not (tmp_path / "models").exists()
     # a holder killed with SIGKILL leaves the lock file behind, but not the lock
     holder = subprocess.Popen(

@@ -20,9 +20,9 @@ VOCAB = 60
 
 
 @pytest.fixture(scope="module")
-def ids(data_dir) -> np.ndarray:
-    """The first 100,000 characters of Shakespeare, ids 0..59 by character."""
-    text = (data_dir / "shakespeare.txt").read_text(encoding="utf-8")[:100_000]
+def ids(corpora) -> np.ndarray:
+    """The synthetic verse corpus, ids 0..59 by character."""
+    text = corpora.path("shakespeare").read_text(encoding="utf-8")
     index = {c: i % VOCAB for i, c in enumerate(sorted(set(text)))}
     return np.array([index[c] for c in text], dtype=np.uint16)
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
 from domaingpt.core.config import build_config
 from domaingpt.core.io import read_jsonl
-from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import DomainGPTError
@@ -28,12 +30,12 @@ from domaingpt.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
-def shakespeare(data_dir):
-    corpora = [resolve_corpus(n, data_dir) for n in ("shakespeare", "math", "wikipedia")]
-    vocab = Vocab.from_texts(c.read_text() for c in corpora)
-    enc = encode_corpus(corpora[0], vocab)
+def shakespeare(corpora):
+    found = [corpora.resolve(n) for n in corpora.names]
+    vocab = Vocab.from_texts(c.read_text() for c in found)
+    enc = encode_corpus(found[0], vocab)
     train_ids, val_ids = enc.split(0.1)
-    return corpora[0], vocab, train_ids, val_ids
+    return found[0], vocab, train_ids, val_ids
 
 
 def run(shakespeare, out, overrides, log=lambda m: None, **kw):
@@ -48,10 +50,14 @@ def test_loss_falls_below_unigram_level(shakespeare, tmp_path):
         tmp_path / "m",
         ["train.max_iters=250", "train.batch_size=16", "model.n_embd=64", "model.n_head=4"],
     )
-    # Uniform over ~330 ids is 5.8 nats; a unigram model of Shakespeare is 3.3.
-    assert result.val_loss < 2.6
+    # Below the corpus's unigram entropy: the model uses context. At iteration 0, near
+    # uniform over the vocabulary.
+    corpus, vocab = shakespeare[0], shakespeare[1]
+    counts = np.array(list(Counter(corpus.read_text()).values()), dtype=float)
+    unigram = float(-(counts / counts.sum() * np.log(counts / counts.sum())).sum())
+    assert result.val_loss < unigram - 0.5
     rows = read_jsonl(tmp_path / "m" / "metrics.jsonl")
-    assert rows[0]["iter"] == 0 and rows[0]["val_loss"] > 5.0
+    assert rows[0]["iter"] == 0 and rows[0]["val_loss"] > math.log(vocab.size) - 0.5
     assert rows[-1]["iter"] == 250 and rows[-1]["val_loss_full"] == pytest.approx(result.val_loss)
     assert (tmp_path / "m" / "loss.png").stat().st_size > 1000
 
@@ -62,7 +68,8 @@ def test_history_checkpoints_and_samples(shakespeare, tmp_path):
     assert [c.iteration for c in history] == [0, 20, 60]
     samples = read_jsonl(tmp_path / "m" / "samples.jsonl")
     assert [s["iter"] for s in samples] == [0, 20, 60]
-    assert all(len(s["text"]) == 60 for s in samples)
+    # 60 sampled ids each; an untrained model may sample <unk> (id 0), written "<unk>"
+    assert all(len(s["text"].replace("<unk>", "?")) == 60 for s in samples)
     # the sample is a function of the checkpoint: regenerate iteration 20's text
     from domaingpt.model.generate import generate_text
 

@@ -1,5 +1,6 @@
-"""Few-shot adaptation with tiny models on the real corpora: step 0 is the zero-shot
-loss, seeds reproduce, finished runs are reused, and the verdict follows the numbers."""
+"""Few-shot adaptation with tiny models on the synthetic corpora: step 0 is the
+zero-shot loss, seeds reproduce, finished runs are reused, and the verdict follows the
+numbers."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from domaingpt.context.splits import CorpusCache
 from domaingpt.context.stage import StageContext
 from domaingpt.core.config import build_config
 from domaingpt.core.io import read_jsonl
-from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
@@ -37,12 +37,12 @@ from domaingpt.stages.adapt import stage as adapt_stage
 from domaingpt.stages.evaluate import EvaluateSettings
 from domaingpt.stages.evaluate import stage as evaluate_stage
 
-VAL_FRACTION = 0.02
+VAL_FRACTION = 0.1  # 2,000 characters of each synthetic corpus
 QUIET = {"progress": False, "log": lambda m: None}
 
 
 @pytest.fixture(scope="module")
-def run(train_smoke, tmp_path_factory, data_dir) -> RunDir:
+def run(train_smoke, tmp_path_factory) -> RunDir:
     """Two smoke models (Shakespeare, math), 60 iterations, history 0, 10, 30, 60."""
     root = tmp_path_factory.mktemp("adaptrun")
     for corpus in ("shakespeare", "math"):
@@ -58,7 +58,7 @@ def run(train_smoke, tmp_path_factory, data_dir) -> RunDir:
     return RunDir(root)
 
 
-def settings(data_dir, **kw) -> AdaptSettings:
+def settings(**kw) -> AdaptSettings:
     base = {
         "iters": 20,
         "seeds": 2,
@@ -67,15 +67,14 @@ def settings(data_dir, **kw) -> AdaptSettings:
         "eval_windows": 16,
         "final_windows": 64,
         "sample_chars": 40,
-        "data_dir": str(data_dir),
         "threads": 1,
     }
     return AdaptSettings(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
-def adapted(run, data_dir) -> dict[str, pd.DataFrame]:
-    run_one(adapt_stage, run, settings(data_dir))
+def adapted(run) -> dict[str, pd.DataFrame]:
+    run_one(adapt_stage, run, settings())
     return read_one(adapt_stage, run)
 
 
@@ -96,18 +95,18 @@ def test_tables_and_files(run, adapted):
     assert summary.loc[0, "verdict"] in (run.adapted / "summary.md").read_text()
 
 
-def test_step0_equals_zero_shot_loss_same_windows(run, data_dir, adapted):
+def test_step0_equals_zero_shot_loss_same_windows(run, corpora, adapted):
     curves = adapted["curves"]
     info = find_checkpoint(run.model("shakespeare"), "final")
     loaded = load_checkpoint(info)
-    enc = encode_corpus(resolve_corpus("math", data_dir), loaded.vocab)
+    enc = encode_corpus(corpora.resolve("math"), loaded.vocab)
     val = enc.split(VAL_FRACTION)[1]
     zero_shot = score_windows(loaded.model, val, max_windows=16).mean_loss
     rows = curves[(curves["start"] == "final") & (curves["step"] == 0)]
     assert list(rows["target_loss"]) == [pytest.approx(zero_shot, rel=1e-6)] * 2
 
 
-def test_step0_equals_evaluate_on_whole_split(run, data_dir, tmp_path):
+def test_step0_equals_evaluate_on_whole_split(run, corpora, tmp_path):
     """With eval_windows=0 the curve uses the whole split: step 0 is the matrix's cell."""
     other = RunDir(tmp_path / "r")
     shutil.copytree(run.models, other.models)
@@ -116,7 +115,6 @@ def test_step0_equals_evaluate_on_whole_split(run, data_dir, tmp_path):
         adapt_stage,
         other,
         settings(
-            data_dir,
             iters=1,
             seeds=1,
             schedule=[0],
@@ -128,9 +126,8 @@ def test_step0_equals_evaluate_on_whole_split(run, data_dir, tmp_path):
     step0 = read_one(adapt_stage, other)["curves"].query("step == 0").iloc[0]
     ev = EvaluateSettings(
         models=["shakespeare"],
-        corpora=["math", "shakespeare"],
+        corpora=[str(corpora.path("math")), str(corpora.path("shakespeare"))],
         bootstrap=0,
-        data_dir=str(data_dir),
         threads=1,
     )
     run_one(evaluate_stage, other, ev)
@@ -139,12 +136,12 @@ def test_step0_equals_evaluate_on_whole_split(run, data_dir, tmp_path):
     assert step0["source_loss"] == pytest.approx(table.loc["shakespeare", "loss_nats"], rel=1e-6)
 
 
-def test_seeds_reproduce_and_differ(run, data_dir, adapted, tmp_path):
+def test_seeds_reproduce_and_differ(run, adapted, tmp_path):
     curves = adapted["curves"]
     other = RunDir(tmp_path / "r")
     shutil.copytree(run.models, other.models)
     shutil.copy(run.vocab_path, other.vocab_path)
-    run_one(adapt_stage, other, settings(data_dir, seeds=1, starts=["final", "scratch"]))
+    run_one(adapt_stage, other, settings(seeds=1, starts=["final", "scratch"]))
     again = read_one(adapt_stage, other)["curves"]
     cols = ["step", "target_loss", "source_loss"]
     for start in ("final", "scratch"):
@@ -155,7 +152,7 @@ def test_seeds_reproduce_and_differ(run, data_dir, adapted, tmp_path):
         assert list(s1["target_loss"])[1:] != list(a["target_loss"])[1:]
 
 
-def test_adapted_checkpoints_samples_and_reuse(run, data_dir, adapted):
+def test_adapted_checkpoints_samples_and_reuse(run, adapted):
     job = run.adapted / "shakespeare__to__math" / "early" / "seed1"
     info = find_checkpoint(job, "final")
     assert info.iteration == 20
@@ -171,13 +168,13 @@ def test_adapted_checkpoints_samples_and_reuse(run, data_dir, adapted):
     # finished runs are not redone: same settings, nothing trained, same files
     mtimes = {p: p.stat().st_mtime_ns for p in run.adapted.rglob("*.safetensors")}
     lines: list[str] = []
-    run_one(adapt_stage, run, settings(data_dir), log=lines.append)
+    run_one(adapt_stage, run, settings(), log=lines.append)
     assert any("reused 6" in line for line in lines)
     assert {p: p.stat().st_mtime_ns for p in run.adapted.rglob("*.safetensors")} == mtimes
     pd.testing.assert_frame_equal(read_one(adapt_stage, run)["final"], adapted["final"])
 
 
-def test_pick_early_and_its_errors(run, data_dir):
+def test_pick_early_and_its_errors(run):
     history = list_checkpoints(run.model("math") / "checkpoints", "iter")
     assert pick_early(history, AdaptSettings()).iteration == 10
     assert pick_early(history, AdaptSettings(early_fraction=0.45)).iteration == 30
@@ -254,8 +251,8 @@ def test_across_sources_exact_tests_and_interval():
     assert "mean final − early −0.300 nats" in md and "permutation p = 0.25" in md
 
 
-def test_cli_errors(cli_error, capsys, run, data_dir):
-    common = ("--out", run.root, "--data-dir", data_dir, "-q")
+def test_cli_errors(cli_error, capsys, run):
+    common = ("--out", run.root, "-q")
     assert "at least 1 iteration" in cli_error("adapt", "--iters", "0", *common)
     assert "at least 1 iteration" in cli_error("adapt", "--iters", "-5", *common)
     err = cli_error("adapt", "--early", "7", *common)
@@ -267,7 +264,7 @@ def test_cli_errors(cli_error, capsys, run, data_dir):
     assert "SOURCE:TARGET" in cli_error("adapt", "--pairs", "math", *common)
 
 
-def test_adaptation_curves_reach_the_loggers(run, data_dir, tmp_path):
+def test_adaptation_curves_reach_the_loggers(run, tmp_path):
     """Each adaptation run's curve goes to TensorBoard in its own folder (the path names
     source → target, start and seed), with the values and steps of curves.csv."""
     accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
@@ -275,7 +272,7 @@ def test_adaptation_curves_reach_the_loggers(run, data_dir, tmp_path):
     shutil.copytree(run.models, other.models)
     shutil.copy(run.vocab_path, other.vocab_path)
     chosen = {"seeds": 1, "starts": ["final", "early"], "loggers": ["tensorboard"]}
-    run_one(adapt_stage, other, settings(data_dir, **chosen))
+    run_one(adapt_stage, other, settings(**chosen))
     curves = read_one(adapt_stage, other)["curves"]
     for start in ("final", "early"):
         folder = other.adapted / "shakespeare__to__math" / start / "seed0" / "tensorboard"
@@ -294,21 +291,21 @@ def test_adaptation_curves_reach_the_loggers(run, data_dir, tmp_path):
             assert [v for _, v in logged] == pytest.approx(list(rows[tag]), rel=1e-6, abs=1e-6)
     # loggers are a runtime setting: the same runs with other loggers are reused
     lines: list[str] = []
-    run_one(adapt_stage, other, settings(data_dir, **{**chosen, "loggers": ["csv"]}),
+    run_one(adapt_stage, other, settings(**{**chosen, "loggers": ["csv"]}),
             log=lines.append)  # fmt: skip
     assert any("reused 2" in line for line in lines)
 
 
-def test_adapt_loggers_default_to_the_source_models(run, data_dir, monkeypatch):
+def test_adapt_loggers_default_to_the_source_models(run, monkeypatch):
     """Without adapt.loggers a run logs where its source model was trained to log, and
     the run name tells source → target, start and seed."""
 
-    cache = CorpusCache(str(data_dir), download=False, run=run)
-    plan = jobs_mod.plan_jobs(run, settings(data_dir, seeds=1, starts=["early"]), cache)
+    cache = CorpusCache(download=False, run=run)
+    plan = jobs_mod.plan_jobs(run, settings(seeds=1, starts=["early"]), cache)
     (job,) = plan
     assert job.run_name == "shakespeare→math early@10 seed0"
-    assert jobs_mod.job_loggers(job, settings(data_dir)) == ["csv"]
-    assert jobs_mod.job_loggers(job, settings(data_dir, loggers=["wandb"])) == ["wandb"]
+    assert jobs_mod.job_loggers(job, settings()) == ["csv"]
+    assert jobs_mod.job_loggers(job, settings(loggers=["wandb"])) == ["wandb"]
 
 
 def test_adapt_in_a_study_logs_where_the_study_trains(run, monkeypatch):

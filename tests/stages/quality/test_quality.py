@@ -16,7 +16,6 @@ from domaingpt.context.vocabulary import shared_vocab
 from domaingpt.core import published
 from domaingpt.core.claims import Verdict
 from domaingpt.core.config import build_config
-from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model.checkpoint import (
@@ -39,14 +38,13 @@ CORPORA = ["shakespeare", "math"]  # the vocabulary is built from all three
 CHECKPOINTS = [0, 20, 40]
 
 
-def _settings(data_dir: Path, **kw) -> QualitySettings:
+def _settings(corpora, **kw) -> QualitySettings:
     base = dict(
         samples=2,
         chars=64,
         n_slices=4,
         adapt_samples=1,
-        corpora=CORPORA,
-        data_dir=str(data_dir),
+        corpora=[str(corpora.path(n)) for n in CORPORA],
     )
     return QualitySettings(**{**base, **kw})
 
@@ -55,24 +53,24 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir, quiet_trainer) -> RunDir:
-    """A run with a smoke Shakespeare model (checkpoints 0, 20, 40) and no adaptation."""
+def trained(tmp_path_factory, corpora, quiet_trainer) -> RunDir:
+    """A run with a smoke model of the verse (checkpoints 0, 20, 40), no adaptation."""
     root = tmp_path_factory.mktemp("quality") / "run"
     run = RunDir(root)
-    corpora = [resolve_corpus(n, data_dir) for n in [*CORPORA, "wikipedia"]]
-    vocab = shared_vocab(run, corpora, print)
+    found = [corpora.resolve(n) for n in [*CORPORA, "wikipedia"]]
+    vocab = shared_vocab(run, found, print)
     cfg = build_config(
         "smoke",
         ["train.max_iters=40", f"train.checkpoints={CHECKPOINTS}", "train.eval_interval=20"],
     )
-    quiet_trainer(run, corpora[0], vocab, cfg)
+    quiet_trainer(run, found[0], vocab, cfg)
     return run
 
 
 @pytest.fixture(scope="module")
-def first_run(trained, data_dir) -> tuple[dict[str, Path], list[str]]:
+def first_run(trained, corpora) -> tuple[dict[str, Path], list[str]]:
     logs: list[str] = []
-    written = run_one(quality_stage, trained, _settings(data_dir), log=logs.append)
+    written = run_one(quality_stage, trained, _settings(corpora), log=logs.append)
     return written, logs
 
 
@@ -87,7 +85,10 @@ def test_timeline_is_tidy_with_val_loss(trained, first_run) -> None:
     for info in list_checkpoints(trained.model("shakespeare") / "checkpoints", "iter"):
         got = tl.loc[tl["iteration"] == info.iteration, "val_loss"]
         assert got.to_numpy() == pytest.approx([info.meta.val_loss] * 2)
-    assert (tl["n_chars"] == 64).all()
+    # 64 sampled ids each; an untrained model may draw <unk> (id 0), written "<unk>"
+    texts = tables["samples"].query("kind == 'train'")["text"]
+    assert (texts.str.replace("<unk>", "?").str.len() == 64).all()
+    assert sorted(tl["n_chars"]) == sorted(texts.str.len())
     for col in ("long_word_known", "space_share", "distinct_char_4", "zlib_ratio", "js_unigram"):
         assert col in tl.columns
     assert tl["nearest_corpus"].isin(CORPORA).all()
@@ -143,7 +144,7 @@ def test_missing_adaptation_is_a_logged_note_and_unmeasured_claims(trained, firs
     assert all(len(c.evidence) > 10 for c in found)
 
 
-def test_adapted_models_against_target_and_source(trained, first_run, data_dir) -> None:
+def test_adapted_models_against_target_and_source(trained, first_run, corpora) -> None:
     """A real adaptation: the final model trained 10 more steps on Math, written where the
     adaptation stage writes it; the second run reuses every cached sample of the first."""
     run = RunDir(trained.root.parent / "adapted")
@@ -152,7 +153,7 @@ def test_adapted_models_against_target_and_source(trained, first_run, data_dir) 
     loaded = load_checkpoint(start)
     cfg = build_config("smoke", ["train.max_iters=10", "train.warmup_iters=2"])
     vocab = loaded.vocab
-    enc = encode_corpus(resolve_corpus("math", data_dir), vocab)
+    enc = encode_corpus(corpora.resolve("math"), vocab)
     tr, _ = enc.checked_split(0.1, cfg.model.block_size)
     torch.manual_seed(0)
     trainer = Trainer(loaded.model, cfg.train, tr, torch.device("cpu"))
@@ -163,7 +164,7 @@ def test_adapted_models_against_target_and_source(trained, first_run, data_dir) 
     save_checkpoint(directory, "iter", 10, loaded.model, vocab, meta)
 
     logs: list[str] = []
-    run_one(quality_stage, run, _settings(data_dir), log=logs.append)
+    run_one(quality_stage, run, _settings(corpora), log=logs.append)
     # only the adapted model's one sample is new: the start checkpoint's are cached
     assert any("generated 1 samples" in m and "reused" in m for m in logs), logs
     tables = read_one(quality_stage, run)
@@ -196,7 +197,7 @@ def test_adapted_models_against_target_and_source(trained, first_run, data_dir) 
     assert (run.root / "quality" / "adapted_style.png").is_file()
 
 
-def test_cli_quality_and_errors(trained, first_run, data_dir, capsys, tmp_path) -> None:
+def test_cli_quality_and_errors(trained, first_run, corpora, capsys, tmp_path) -> None:
     code = main(
         [
             "quality",
@@ -209,9 +210,7 @@ def test_cli_quality_and_errors(trained, first_run, data_dir, capsys, tmp_path) 
             "--slices",
             "4",
             "--corpora",
-            ",".join(CORPORA),
-            "--data-dir",
-            str(data_dir),
+            ",".join(str(corpora.path(n)) for n in CORPORA),
             "-q",
         ]
     )
@@ -223,7 +222,7 @@ def test_cli_quality_and_errors(trained, first_run, data_dir, capsys, tmp_path) 
     assert main(["quality", "--out", str(tmp_path / "empty"), "-q"]) == 2
     assert "no trained models" in capsys.readouterr().err
     with pytest.raises(DomainGPTError, match="no model trained on 'nope'"):
-        run_one(quality_stage, trained, _settings(data_dir, models=["nope"]))
+        run_one(quality_stage, trained, _settings(corpora, models=["nope"]))
     with pytest.raises(ConfigError, match="samples"):
         QualitySettings(samples=0)
     with pytest.raises(DomainGPTError, match="run `domaingpt quality"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import pytest
 
@@ -104,9 +105,9 @@ def test_longest_repeat_known_and_brute_force() -> None:
         assert longest_repeat(text) == _brute_longest_repeat(text), text
 
 
-def test_repeated_text_is_repetitive_and_varied_text_is_not(data_dir) -> None:
+def test_repeated_text_is_repetitive_and_varied_text_is_not(corpora) -> None:
     looped = "the king is dead. " * 28  # 504 characters
-    real = (data_dir / "shakespeare.txt").read_text()[10_000:10_504]
+    real = corpora.path("shakespeare").read_text()[10_000:10_504]
     rep, ref = repetitiveness(looped), repetitiveness(real)
     assert rep["distinct_char_4"] == pytest.approx(18 / 501)  # 18 distinct 4-grams in a loop
     assert rep["distinct_word_2"] < 0.1 < 0.9 < ref["distinct_word_2"]
@@ -141,15 +142,20 @@ def test_line_start_slices() -> None:
     assert line_start_slices("short", 50, 3) == ["short"]
 
 
-@pytest.fixture(scope="module")
-def profiles(data_dir) -> dict[str, CorpusProfile]:
+def _profiles(folder: Path) -> dict[str, CorpusProfile]:
     return {
-        name: build_profile(name, (data_dir / f"{name}.txt").read_text(), n_slices=12)
+        name: build_profile(name, (folder / f"{name}.txt").read_text(), n_slices=12)
         for name in CORPORA
     }
 
 
-def test_profile_values_of_the_real_corpora(profiles) -> None:
+@pytest.fixture(scope="module")
+def profiles(corpora) -> dict[str, CorpusProfile]:
+    return _profiles(corpora.dir)
+
+
+def test_profile_values_of_the_real_corpora(data_dir) -> None:
+    profiles = _profiles(data_dir)
     sh = profiles["shakespeare"]
     assert "citizen" in sh.lexicon and "romeo" in sh.lexicon
     # ~24 % of Shakespeare's non-empty lines are speaker headings; none in the others
@@ -166,20 +172,22 @@ def test_profile_values_of_the_real_corpora(profiles) -> None:
 
 
 @pytest.mark.parametrize("corpus", CORPORA)
-def test_a_slice_of_a_corpus_is_nearest_to_that_corpus(profiles, data_dir, corpus) -> None:
-    text = (data_dir / f"{corpus}.txt").read_text()
+def test_a_slice_of_a_corpus_is_nearest_to_that_corpus(profiles, corpora, corpus) -> None:
+    text = corpora.path(corpus).read_text()
     held_out = text[int(len(text) * 0.9) :]
     long_slice = line_start_slices(held_out, 5000, 1)[0]
     assert nearest_corpus(style_distances(long_slice, profiles.values())) == corpus
     # and most 500-character slices, like a sample, are nearest to it too
     short = line_start_slices(held_out, 500, 15)
     nearest = [nearest_corpus(style_distances(s, profiles.values())) for s in short]
-    assert nearest.count(corpus) >= 10, nearest
+    # (slices start at lines: the encyclopedia's long lines give fewer distinct ones)
+    assert len(nearest) >= 5 and nearest.count(corpus) >= 2 / 3 * len(nearest), nearest
 
 
-def test_sample_measures_of_corpus_text_match_its_profile(profiles, data_dir) -> None:
+def test_sample_measures_of_corpus_text_match_its_profile(profiles, corpora) -> None:
     sh = profiles["shakespeare"]
-    text = (data_dir / "shakespeare.txt").read_text()[:500]  # from the train split
+    text = corpora.path("shakespeare").read_text()
+    text = text[: text.rindex("\n", 0, 500)]  # whole lines (no cut word) of the train split
     m = sample_measures(text, sh)
     assert m["word_known"] == 1.0 and m["long_word_known"] == 1.0
     assert m["js_unigram"] < 0.1

@@ -14,7 +14,6 @@ import os
 import pytest
 import torch
 
-from domaingpt.data.corpus import resolve_corpus
 from domaingpt.data.vocab import UNK_ID
 from domaingpt.model.checkpoint import find_checkpoint, load_checkpoint
 from domaingpt.stages.saliency import GradientNorm, InputXGradient, IntegratedGradients, Occlusion
@@ -33,12 +32,12 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def case(smoke_study, data_dir):
+def case(smoke_study, corpora):
     """The smoke study's Shakespeare model, 6 real prompts (lengths 9 to 32, padded with
     <unk>) and each prompt's true next character."""
     loaded = load_checkpoint(find_checkpoint(smoke_study.root / "models" / "shakespeare"))
     model = loaded.model.eval()
-    text = resolve_corpus("shakespeare", data_dir, download=False).read_text()
+    text = corpora.path("shakespeare").read_text()
     block = model.config.block_size
     lengths = torch.tensor([block, 9, 20, 32, 15, 27])
     ids = torch.full((len(lengths), block), UNK_ID, dtype=torch.long)

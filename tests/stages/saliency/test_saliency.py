@@ -210,7 +210,7 @@ def test_heatmap_escapes_everything():
 
 
 @pytest.fixture(scope="module")
-def trained(shakespeare_run, data_dir):
+def trained(shakespeare_run, corpora):
     run = shakespeare_run.run
     models = run.model_entries()
     vocab = run.vocab()
@@ -220,8 +220,7 @@ def trained(shakespeare_run, data_dir):
         vocab,
         per_corpus=32,
         length=32,
-        corpora=["shakespeare", "math", "wikipedia"],
-        data_dir=data_dir,
+        corpora=[str(p) for p in corpora.paths],
         log=lambda m: None,
     )
     model = load_checkpoint(find_checkpoint(models[0].directory)).model
@@ -247,19 +246,18 @@ def test_deletion_of_top_grad_norm_characters_hurts_more_than_random(trained):
     assert row["verdict"] == "faithful" and row["diff_ci_low"] > 0
 
 
-def test_run_saliency_end_to_end(trained, data_dir, shakespeare_run):
+def test_run_saliency_end_to_end(trained, corpora, shakespeare_run):
     run, _, _ = trained
     settings = SaliencySettings(
         prompts_per_corpus=4,
         length=32,
-        corpora=["shakespeare", "math", "wikipedia"],
+        corpora=[str(p) for p in corpora.paths],
         checkpoints="all",
         ig_steps=16,
         deletion_k=[1, 3],
         deletion_draws=3,
         bootstrap=200,
         heatmap_prompts=1,
-        data_dir=str(data_dir),
         device="cpu",
     )
     paths = run_one(saliency_stage, run, settings)

@@ -105,14 +105,13 @@ def test_hardening_iteration_reached_and_not_reached():
 
 
 @pytest.fixture(scope="module")
-def probed(shakespeare_run, data_dir):
+def probed(shakespeare_run, corpora):
     run = shakespeare_run.run
     settings = SoftmaxSettings(
         prompts_per_corpus=24,
         length=32,
-        corpora=["shakespeare", "math", "wikipedia"],
+        corpora=[str(p) for p in corpora.paths],
         prompts=["To be, or not to be"],
-        data_dir=str(data_dir),
         device="cpu",
     )
     paths = run_one(softmax_stage, run, settings)
@@ -180,12 +179,13 @@ def test_claims_hold_from_the_numbers(probed):
     assert math_hardens.verdict is Verdict.UNMEASURED and "no math model" in math_hardens.evidence
 
 
-def test_cli_prints_hardening_then_the_claims(shakespeare_run, data_dir, tmp_path, cli):
+def test_cli_prints_hardening_then_the_claims(shakespeare_run, corpora, tmp_path, cli):
     root = shutil.copytree(shakespeare_run.run.root, tmp_path / "run")
+    two = f"{corpora.path('shakespeare')},{corpora.path('math')}"
     code, out, _ = cli(
         "probe",
-        *("--out", root, "--corpora", "shakespeare,math", "--prompts-per-corpus", 3),
-        *("--length", 16, "--data-dir", data_dir, "--device", "cpu", "--offline", "--quiet"),
+        *("--out", root, "--corpora", two, "--prompts-per-corpus", 3),
+        *("--length", 16, "--device", "cpu", "--offline", "--quiet"),
     )
     assert code == 0
     lines = out.splitlines()

@@ -26,14 +26,15 @@ def _train_stage(run: RunDir, corpora, max_iters: int, log: list[str]) -> None:
 
 
 @pytest.fixture
-def notes(tmp_path: Path, data_dir: Path) -> Path:
+def notes(tmp_path: Path, corpora) -> Path:
     path = tmp_path / "notes.txt"
-    path.write_text((data_dir / "wikipedia.txt").read_text(encoding="utf-8")[:30_000])
+    path.write_text(corpora.path("wikipedia").read_text(encoding="utf-8"))
     return path
 
 
-def test_raising_max_iters_extends_the_studys_models(cli, data_dir, notes, tmp_path):
-    corpora = [resolve_corpus("shakespeare", data_dir), resolve_corpus(str(notes))]
+def test_raising_max_iters_extends_the_studys_models(cli, corpora, notes, tmp_path):
+    verse = corpora.path("shakespeare")
+    corpora = [resolve_corpus(str(verse)), resolve_corpus(str(notes))]
     run = RunDir(tmp_path / "run")
     log: list[str] = []
     _train_stage(run, corpora, 20, log)
@@ -59,8 +60,7 @@ def test_raising_max_iters_extends_the_studys_models(cli, data_dir, notes, tmp_p
     # The same model extended from the command line: the same bytes.
     out = tmp_path / "cli"
     sets = [f"train.{k}={v}" for k, v in {**TRAIN, "max_iters": 20}.items()]
-    base = ["train", "shakespeare", "--out", out, "--data-dir", data_dir, "-q"]
-    base += ["--vocab", f"shakespeare,{notes}"]
+    base = ["train", verse, "--out", out, "-q", "--vocab", f"{verse},{notes}"]
     code, _, err = cli(*base, "--preset", "smoke", *[a for s in sets for a in ("--set", s)])
     assert code == 0, err
     code, _, err = cli(*base, "--resume", "--set", "train.max_iters=40")
@@ -74,10 +74,10 @@ def test_raising_max_iters_extends_the_studys_models(cli, data_dir, notes, tmp_p
     assert sum("finished earlier with this configuration, skipped" in m for m in log) == 2
 
 
-def test_a_corpus_too_short_leaves_the_vocabulary_unwritten(data_dir, tmp_path):
+def test_a_corpus_too_short_leaves_the_vocabulary_unwritten(corpora, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("ʘǂǁ€☃ʘǂǁ€☃", encoding="utf-8")
-    corpora = [resolve_corpus("shakespeare", data_dir), resolve_corpus(str(short))]
+    corpora = [corpora.resolve("shakespeare"), resolve_corpus(str(short))]
     run = RunDir(tmp_path / "run")
     with pytest.raises(CorpusError, match="too short"):
         _train_stage(run, corpora, 20, [])
