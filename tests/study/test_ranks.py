@@ -42,7 +42,6 @@ def test_smoke_study_on_two_ranks_equals_one_process(smoke_study, corpora, tmp_p
         "smoke",
         "--out",
         str(out),
-        "--quiet",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
