@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from tests.conftest import read_one, run_one
@@ -49,7 +50,14 @@ from domaingpt.stages.saliency import (
     shares,
 )
 from domaingpt.stages.saliency import stage as saliency_stage
+from domaingpt.stages.saliency.faithfulness import deletion_tests
 from domaingpt.stages.saliency.heatmap import HeatmapRow, render_heatmap
+from domaingpt.stages.saliency.methods import (
+    attribute_methods,
+    attribute_prompts,
+    baseline_log_p,
+    target_log_prob,
+)
 
 VOCAB = Vocab.from_texts(
     ["abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,;!?\n0123456789+=é"]
@@ -148,6 +156,56 @@ def test_occlusion_equals_a_plain_loop_over_positions(baseline):
         assert torch.all(got[spaces] == 0)
     else:
         assert torch.all(got[spaces] != 0)
+
+
+def test_methods_run_together_give_what_each_gives_alone():
+    # grad_norm and input_x_grad share one gradient per batch, and log p(true) is read
+    # from each method's own forward pass: the same numbers as each method on its own
+    model, ps = tiny_model(4), prompt_set(*TEXTS, "a b")
+    alone = [
+        attribute_prompts(m, ps, batch_size=3)
+        for m in (GradientNorm(model), InputXGradient(model), IntegratedGradients(model, 8))
+    ]
+    together = attribute_methods(
+        [GradientNorm(model), InputXGradient(model), IntegratedGradients(model, 8)],
+        ps,
+        batch_size=3,
+    )
+    ids, lengths, targets, _ = ps.tensors()
+    with torch.no_grad():
+        log_p = target_log_prob(model, model.embed(ids), lengths, targets).double().numpy()
+    for a, b in zip(alone, together, strict=True):
+        assert np.array_equal(a.values, b.values) and np.array_equal(a.log_p, b.log_p)
+        assert np.allclose(b.log_p, log_p, rtol=0, atol=1e-6)
+    ig = together[2]
+    assert np.array_equal(ig.f_0, baseline_log_p(model, ps, "cpu", 3))
+    assert np.allclose(ig.values.sum(1) - (ig.log_p - ig.f_0), ig.delta, atol=1e-5)
+    # a pair's rows of the whole set's attributions: what attributing the pair gives
+    sub = ps.subset([1, 3])
+    rows = together[0].rows([1, 3], sub.max_length)
+    direct = attribute_prompts(GradientNorm(model), sub, batch_size=3)
+    assert rows.values.shape == direct.values.shape == (2, len("x = 1 + "))
+    assert np.allclose(rows.values, direct.values, rtol=1e-5, atol=1e-6)
+    assert np.allclose(rows.log_p, direct.log_p, rtol=0, atol=1e-6)
+
+
+def test_deletion_tests_of_several_methods_equal_one_at_a_time():
+    model, ps = tiny_model(5), prompt_set(*TEXTS, "a b")
+    ids, lengths, targets, _ = ps.tensors()
+    scores = {
+        "grad_norm": GradientNorm(model).attribute(ids, targets, lengths).numpy(),
+        "input_x_grad": InputXGradient(model).attribute(ids, targets, lengths).numpy(),
+    }
+    together = deletion_tests(model, ps, scores, [1, 3], draws=4, seed=7, batch_size=2)
+    assert sorted(together) == [(m, k) for m in sorted(scores) for k in (1, 3)]
+    for (name, k), got in together.items():
+        alone = deletion_test(model, ps, scores[name], k, draws=4, seed=7, batch_size=2)
+        pd.testing.assert_frame_equal(got, alone)
+    # the random deletions are the methods' common yardstick: the same draws for each
+    for k in (1, 3):
+        a, b = together[("grad_norm", k)], together[("input_x_grad", k)]
+        assert np.array_equal(a["drop_random"], b["drop_random"])
+        assert not np.array_equal(a["drop_top"], b["drop_top"])
 
 
 def test_relative_positions_by_whitespace():

@@ -105,19 +105,20 @@ def aggregate(long: pd.DataFrame, by: str) -> pd.DataFrame:
     their prompt's average (1 = average).
     """
     n_prompts = long.groupby("domain")["prompt_id"].nunique()
-    g = (
-        long.groupby(["domain", by], sort=True)
-        .agg(
-            n_chars=("share", "size"),
-            mean_magnitude=("magnitude", "mean"),
-            mean_share=("share", "mean"),
-            lift=("lift", "mean"),
-            share_sum=("share", "sum"),
-        )
-        .reset_index()
-    )
-    g["total_share"] = g["share_sum"] / g["domain"].map(n_prompts)
-    return g.drop(columns="share_sum")
+    # One grouping, its means and sums in one call each: the same cython reductions as
+    # named aggregations (the same numbers), without their per-column overhead.
+    groups = long.groupby(["domain", by], sort=True)
+    means = groups[["magnitude", "share", "lift"]].mean()
+    g = pd.DataFrame(
+        {
+            "n_chars": groups.size(),
+            "mean_magnitude": means["magnitude"],
+            "mean_share": means["share"],
+            "lift": means["lift"],
+        }
+    ).reset_index()
+    g["total_share"] = groups["share"].sum().to_numpy() / g["domain"].map(n_prompts)
+    return g
 
 
 def per_prompt(

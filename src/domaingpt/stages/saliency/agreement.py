@@ -11,8 +11,8 @@ baseline is ``<unk>`` and, separately, a space (``occlusion = ["unk", "space"]``
 Occlusion costs one forward pass per character, so it runs on ``occlusion_checkpoints``
 history checkpoints of each model, spread evenly over the trained ones (iteration > 0),
 the last included; the gradient methods' scores at those checkpoints come from the main
-attribution loop. Checkpoints are occluded on worker threads of one torch thread each
-(and side by side over torchrun's ranks).
+attribution loop, and so does the occlusion itself: a checkpoint is occluded with every
+baseline in the job that explains it (:mod:`.run`), on the model loaded there.
 
 Tables: ``agreement_prompts`` (one Spearman correlation per model, checkpoint, baseline,
 method and prompt) and ``agreement`` (their mean with a 95 % interval, per model,
@@ -23,8 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,10 +30,10 @@ import torch
 
 from domaingpt.context.prompts import PromptSet, domain_of
 from domaingpt.context.rundir import ModelEntry
-from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.statistics import mean_ci, spearman
 from domaingpt.data.vocab import Vocab
-from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
+from domaingpt.model.checkpoint import CheckpointInfo
+from domaingpt.model.gpt import GPT
 from domaingpt.stages.saliency.faithfulness import replacement_id
 from domaingpt.stages.saliency.methods import METHODS, Occlusion, attribute_prompts
 from domaingpt.stages.saliency.settings import SaliencySettings
@@ -63,11 +61,16 @@ class Job:
 
 
 def occlude(
-    job: Job, prompts: PromptSet, vocab: Vocab, device: torch.device, batch_size: int
+    model: GPT,
+    baseline: str,
+    prompts: PromptSet,
+    vocab: Vocab,
+    device: torch.device | str,
+    batch_size: int,
 ) -> np.ndarray:
-    """``(N, T)`` occlusion scores of every prompt (0 on padding)."""
-    loaded = load_checkpoint(job.info, device)
-    method = Occlusion(loaded.model, replacement_id(vocab, job.baseline))
+    """``(N, T)`` occlusion scores of every prompt through ``model`` with ``baseline``
+    (``unk`` or ``space``; 0 on padding)."""
+    method = Occlusion(model, replacement_id(vocab, baseline))
     return attribute_prompts(method, prompts, batch_size=batch_size, device=device).values
 
 
@@ -142,37 +145,30 @@ def summarise_agreement(per_prompt: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def occlusion_agreement(
-    models: Sequence[ModelEntry],
-    plan: dict[str, list[CheckpointInfo]],
-    prompts: PromptSet,
-    vocab: Vocab,
-    scores: dict[tuple[str, int, str], np.ndarray],
-    settings: SaliencySettings,
-    device: torch.device,
-    bar: Any,
-    ranks: Ranks | None = None,
-) -> tuple[pd.DataFrame, list[dict]]:
-    """Occlude, then compare: the per-prompt agreement table and the raw occlusion
-    scores (one record per job and prompt, for ``occlusion.jsonl``)."""
-    jobs = [
+def occlusion_plan(
+    models: Sequence[ModelEntry], plan: dict[str, list[CheckpointInfo]], settings: SaliencySettings
+) -> list[Job]:
+    """The occlusion runs, in the tables' order: per model, each spread checkpoint with
+    each baseline."""
+    return [
         Job(m, info, baseline)
         for m in models
         for info in spread(plan[m.name], settings.occlusion_checkpoints)
         for baseline in settings.occlusion
     ]
 
-    workers = settings.threads or torch.get_num_threads()
-    occluded = map_ranks(
-        partial(
-            occlude, prompts=prompts, vocab=vocab, device=device, batch_size=settings.batch_size
-        ),
-        jobs,
-        ranks=ranks,
-        workers=workers,
-        each=lambda i, r: bar.update(1),
-    )
-    table = agreement_prompts(jobs, occluded, scores, prompts, settings.methods)
+
+def occlusion_agreement(
+    jobs: Sequence[Job],
+    occluded: Sequence[np.ndarray],
+    prompts: PromptSet,
+    scores: dict[tuple[str, int, str], np.ndarray],
+    methods: Sequence[str],
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Compare: the per-prompt agreement table of the occlusion runs ``jobs`` (their
+    scores ``occluded``) and the raw occlusion scores (one record per job and prompt, for
+    ``occlusion.jsonl``)."""
+    table = agreement_prompts(jobs, occluded, scores, prompts, methods)
     raw = [
         {
             "model": job.model.name,
@@ -190,7 +186,5 @@ def occlusion_agreement(
 def occlusion_jobs(
     models: Sequence[ModelEntry], plan: dict[str, list[CheckpointInfo]], settings: SaliencySettings
 ) -> int:
-    """How many occlusion runs :func:`occlusion_agreement` makes (for the progress bar)."""
-    return sum(len(spread(plan[m.name], settings.occlusion_checkpoints)) for m in models) * len(
-        settings.occlusion
-    )
+    """How many occlusion runs there are (for the progress bar)."""
+    return len(occlusion_plan(models, plan, settings))

@@ -14,6 +14,8 @@ over the models pooled it is faithful, partly faithful (at some ``k``) or not fa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import torch
@@ -53,12 +55,40 @@ def deletion_test(
 ) -> pd.DataFrame:
     """Per prompt: the drop in ``log p(true)`` when the ``k`` top-scored characters are
     replaced, and the mean drop over ``draws`` sets of ``k`` random characters."""
+    return deletion_tests(
+        model,
+        prompts,
+        {"": scores},
+        [k],
+        replacement_id=replacement_id,
+        draws=draws,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+    )[("", k)]
+
+
+def deletion_tests(
+    model: GPT,
+    prompts: PromptSet,
+    scores: dict[str, np.ndarray],
+    ks: Sequence[int],
+    *,
+    replacement_id: int = UNK_ID,
+    draws: int = 10,
+    seed: int = 0,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> dict[tuple[str, int], pd.DataFrame]:
+    """:func:`deletion_test` of several methods' ``scores`` (by method) at each ``k`` on one
+    model, by (method, k). The unchanged prompts' ``log p`` is computed once, and the
+    random deletions once per ``k``: they depend on ``k``, ``seed`` and the prompts'
+    lengths, not on the method, so every method is compared with the same draws."""
     ids_t, lens_t, tgt_t, _ = prompts.tensors("cpu")
     ids, lengths, targets = ids_t.numpy(), lens_t.numpy(), tgt_t.numpy()
     N, T = ids.shape
     pos = np.arange(T)
     valid = pos[None, :] < lengths[:, None]
-    kk = np.minimum(k, lengths)
 
     def log_p(batch_ids: np.ndarray) -> np.ndarray:
         out = np.zeros(N)
@@ -68,27 +98,32 @@ def deletion_test(
         return out
 
     base = log_p(ids)
-    ranked = np.argsort(-np.where(valid, scores, -np.inf), axis=1, kind="stable")
-    top_ids = ids.copy()
-    for i in range(N):
-        top_ids[i, ranked[i, : kk[i]]] = replacement_id
-    drop_top = base - log_p(top_ids)
-    rng = np.random.default_rng(seed)
-    drop_rand = np.zeros(N)
-    for _ in range(draws):
-        r_ids = ids.copy()
-        for i in range(N):
-            r_ids[i, rng.choice(lengths[i], size=kk[i], replace=False)] = replacement_id
-        drop_rand += (base - log_p(r_ids)) / draws
-    return pd.DataFrame(
-        {
-            "prompt_id": [p.prompt_id for p in prompts.prompts],
-            "log_p_true": base,
-            "drop_top": drop_top,
-            "drop_random": drop_rand,
-            "diff": drop_top - drop_rand,
-        }
-    )
+    out = {}
+    for k in ks:
+        kk = np.minimum(k, lengths)
+        rng = np.random.default_rng(seed)
+        drop_rand = np.zeros(N)
+        for _ in range(draws):
+            r_ids = ids.copy()
+            for i in range(N):
+                r_ids[i, rng.choice(lengths[i], size=kk[i], replace=False)] = replacement_id
+            drop_rand += (base - log_p(r_ids)) / draws
+        for name, values in scores.items():
+            ranked = np.argsort(-np.where(valid, values, -np.inf), axis=1, kind="stable")
+            top_ids = ids.copy()
+            for i in range(N):
+                top_ids[i, ranked[i, : kk[i]]] = replacement_id
+            drop_top = base - log_p(top_ids)
+            out[(name, k)] = pd.DataFrame(
+                {
+                    "prompt_id": [p.prompt_id for p in prompts.prompts],
+                    "log_p_true": base,
+                    "drop_top": drop_top,
+                    "drop_random": drop_rand,
+                    "diff": drop_top - drop_rand,
+                }
+            )
+    return out
 
 
 def verdict(ci_low: float, ci_high: float) -> str:

@@ -34,6 +34,11 @@ batched: one forward and one backward pass serve a whole batch of prompts (a pro
 prediction depends only on its own embeddings, so the gradient of the batch's summed
 ``f`` holds every prompt's gradient). ``benchmarks/bench_saliency.py`` checks the values
 against Captum's ``Saliency`` and measures the speed-up.
+
+Each method keeps the ``f(x)`` its own forward pass computed (``last_log_p``; IG also
+``f(0)``, ``last_f0``), so :func:`attribute_methods` reads ``log p(true)`` from there
+instead of running the model again, and gives ``grad_norm`` and ``input_x_grad`` on one
+model one shared gradient (they differ only in what they do with it).
 """
 
 from __future__ import annotations
@@ -83,6 +88,8 @@ class Attribution:
 
     def __init__(self, model: GPT) -> None:
         self.model = model
+        # f(x) per prompt of the last ``attribute`` call, from the method's own forward pass
+        self.last_log_p: torch.Tensor | None = None
 
     def _gradient(
         self, embeds: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor
@@ -100,32 +107,44 @@ class Attribution:
         raise NotImplementedError
 
 
-class GradientNorm(Attribution):
+class _PlainGradient(Attribution):
+    """A method computed from ``∂f/∂e`` at the prompt itself (one forward, one backward)."""
+
+    def attribute(
+        self, ids: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        lengths = _lengths(ids, lengths)
+        embeds = self.model.embed(ids).detach()
+        self.last_log_p, grad = self._gradient(embeds, lengths, target)
+        return self.from_gradient(embeds, grad, lengths)
+
+    def from_gradient(
+        self, embeds: torch.Tensor, grad: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """The scores from the embeddings and ``∂f/∂embeds`` (B, T, C)."""
+        raise NotImplementedError
+
+
+class GradientNorm(_PlainGradient):
     """L2 norm of the gradient of ``log p(target)`` w.r.t. each character's embedding."""
 
     name = "grad_norm"
     signed = False
 
-    def attribute(
-        self, ids: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor | None = None
+    def from_gradient(
+        self, embeds: torch.Tensor, grad: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
-        lengths = _lengths(ids, lengths)
-        embeds = self.model.embed(ids).detach()
-        _, grad = self._gradient(embeds, lengths, target)
         return _mask(grad.norm(dim=-1), lengths)
 
 
-class InputXGradient(Attribution):
+class InputXGradient(_PlainGradient):
     """Embedding × gradient, summed over the embedding dimensions."""
 
     name = "input_x_grad"
 
-    def attribute(
-        self, ids: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor | None = None
+    def from_gradient(
+        self, embeds: torch.Tensor, grad: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
-        lengths = _lengths(ids, lengths)
-        embeds = self.model.embed(ids).detach()
-        _, grad = self._gradient(embeds, lengths, target)
         return _mask((embeds * grad).sum(-1), lengths)
 
 
@@ -158,7 +177,7 @@ class IntegratedGradients(Attribution):
     exceeds it are integrated again with 4× the steps, up to ``max_steps``: the path
     from the baseline can cross a sharp transition (an attention pattern switching) that
     a fixed small number of nodes misses. ``last_delta`` and ``last_steps`` hold the gap
-    and the steps used per prompt.
+    and the steps used per prompt, ``last_f0`` the baseline's ``f(0)``.
     """
 
     name = "integrated_gradients"
@@ -181,10 +200,12 @@ class IntegratedGradients(Attribution):
         self.max_steps = max(max_steps, n_steps)
         self.last_delta: torch.Tensor | None = None
         self.last_steps: torch.Tensor | None = None
+        self.last_f0: torch.Tensor | None = None
 
     def _integrate(
         self, ids: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor, n_steps: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Attributions, completeness gaps, ``f(x)`` and ``f(0)`` with ``n_steps`` nodes."""
         nodes, node_weights = quadrature(n_steps, self.method)
         embeds = self.model.embed(ids).detach()
         B = embeds.shape[0]
@@ -206,7 +227,7 @@ class IntegratedGradients(Attribution):
         with torch.no_grad():
             f_x = target_log_prob(self.model, embeds, lengths, target)
             f_0 = target_log_prob(self.model, torch.zeros_like(embeds), lengths, target)
-        return attr, attr.sum(-1) - (f_x - f_0)
+        return attr, attr.sum(-1) - (f_x - f_0), f_x, f_0
 
     def attribute(
         self,
@@ -217,7 +238,9 @@ class IntegratedGradients(Attribution):
         return_convergence_delta: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         lengths = _lengths(ids, lengths)
-        attr, delta = self._integrate(ids, target, lengths, self.n_steps)
+        attr, delta, self.last_log_p, self.last_f0 = self._integrate(
+            ids, target, lengths, self.n_steps
+        )
         steps = torch.full((ids.shape[0],), self.n_steps, dtype=torch.long)
         n = self.n_steps
         while self.tolerance is not None and n < self.max_steps:
@@ -225,7 +248,7 @@ class IntegratedGradients(Attribution):
             if len(bad) == 0:
                 break
             n = min(4 * n, self.max_steps)
-            attr[bad], delta[bad] = self._integrate(ids[bad], target[bad], lengths[bad], n)
+            attr[bad], delta[bad], _, _ = self._integrate(ids[bad], target[bad], lengths[bad], n)
             steps[bad.cpu()] = n
         self.last_delta, self.last_steps = delta, steps
         return (attr, delta) if return_convergence_delta else attr
@@ -256,6 +279,7 @@ class Occlusion(Attribution):
         lengths = _lengths(ids, lengths)
         B, T = ids.shape
         f = target_log_prob(self.model, self.model.embed(ids), lengths, target)
+        self.last_log_p = f
         valid = torch.arange(T, device=ids.device)[None, :] < lengths[:, None]
         rows, pos = (valid & (ids != self.baseline_id)).nonzero(as_tuple=True)
         drops = torch.zeros(B, T, dtype=f.dtype, device=ids.device)
@@ -319,6 +343,19 @@ class PromptAttributions:
     log_p: np.ndarray
     delta: np.ndarray | None
     steps: np.ndarray | None = None  # IG: integration steps used per prompt
+    f_0: np.ndarray | None = None  # IG: log p(true) from the baseline (zero embeddings)
+
+    def rows(self, index: Sequence[int], width: int) -> PromptAttributions:
+        """The prompts at ``index`` (their scores cut to ``width`` columns)."""
+        idx = list(index)
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[idx]
+
+        values = self.values[idx, :width]
+        return PromptAttributions(
+            values, self.log_p[idx], pick(self.delta), pick(self.steps), pick(self.f_0)
+        )
 
 
 def attribute_prompts(
@@ -329,27 +366,65 @@ def attribute_prompts(
     device: torch.device | str = "cpu",
 ) -> PromptAttributions:
     """Run ``method`` over a prompt set in batches of ``batch_size`` prompts."""
-    method.model.eval()
+    return attribute_methods([method], prompts, batch_size=batch_size, device=device)[0]
+
+
+def attribute_methods(
+    methods: Sequence[Attribution],
+    prompts: PromptSet,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> list[PromptAttributions]:
+    """Run each method over a prompt set in batches of ``batch_size`` prompts.
+
+    ``log p(true)`` is the ``f(x)`` of each method's own forward pass; ``grad_norm`` and
+    ``input_x_grad`` on the same model share one gradient per batch (the same numbers as
+    computing it twice: the same forward and backward on the same batch).
+    """
     N, T = len(prompts), prompts.max_length
-    values = np.zeros((N, T))
-    log_p = np.zeros(N)
-    is_ig = isinstance(method, IntegratedGradients)
-    delta = np.zeros(N) if is_ig else None
-    steps = np.zeros(N, dtype=np.int64) if is_ig else None
+    out = []
+    for method in methods:
+        method.model.eval()
+        is_ig = isinstance(method, IntegratedGradients)
+        out.append(
+            PromptAttributions(
+                np.zeros((N, T)),
+                np.zeros(N),
+                np.zeros(N) if is_ig else None,
+                np.zeros(N, dtype=np.int64) if is_ig else None,
+                np.zeros(N) if is_ig else None,
+            )
+        )
     for lo in range(0, N, batch_size):
         index = list(range(lo, min(lo + batch_size, N)))
         ids, lens, targets, _ = prompts.tensors(device, index)
-        with full_precision(ids.device):  # the methods' sums (IG's too) in float32
-            attr = method.attribute(ids, targets, lens)
         rows = slice(lo, lo + len(index))
-        values[rows, : ids.shape[1]] = attr.detach().double().cpu().numpy()
-        with torch.no_grad():
-            lp = target_log_prob(method.model, method.model.embed(ids), lens, targets)
-        log_p[rows] = lp.double().cpu().numpy()
-        if is_ig:
-            delta[rows] = method.last_delta.double().cpu().numpy()
-            steps[rows] = method.last_steps.cpu().numpy()
-    return PromptAttributions(values, log_p, delta, steps)
+        shared: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        for method, res in zip(methods, out, strict=True):
+            method.last_log_p = None
+            with full_precision(ids.device):  # the methods' sums (IG's too) in float32
+                if isinstance(method, _PlainGradient):
+                    # one gradient per model and batch, whichever plain method asks first
+                    if id(method.model) not in shared:
+                        embeds = method.model.embed(ids).detach()
+                        f, grad = method._gradient(embeds, lens, targets)
+                        shared[id(method.model)] = (embeds, f, grad)
+                    embeds, f, grad = shared[id(method.model)]
+                    attr, method.last_log_p = method.from_gradient(embeds, grad, lens), f
+                else:
+                    attr = method.attribute(ids, targets, lens)
+            res.values[rows, : ids.shape[1]] = attr.detach().double().cpu().numpy()
+            lp = method.last_log_p
+            if lp is None:  # a method without its own f(x)
+                with torch.no_grad():
+                    lp = target_log_prob(method.model, method.model.embed(ids), lens, targets)
+            res.log_p[rows] = lp.detach().double().cpu().numpy()
+            if isinstance(method, IntegratedGradients):
+                res.delta[rows] = method.last_delta.double().cpu().numpy()
+                res.steps[rows] = method.last_steps.cpu().numpy()
+                res.f_0[rows] = method.last_f0.double().cpu().numpy()
+    return out
 
 
 @torch.no_grad()

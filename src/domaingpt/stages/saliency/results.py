@@ -19,6 +19,7 @@ from domaingpt.context.stage import Results, StageContext
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import read_jsonl, write_jsonl
 from domaingpt.core.progress import progress_bar
+from domaingpt.data.vocab import Vocab
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
 from domaingpt.stages.saliency.aggregate import (
     aggregate,
@@ -29,12 +30,14 @@ from domaingpt.stages.saliency.aggregate import (
     with_keys,
 )
 from domaingpt.stages.saliency.agreement import (
+    occlude,
     occlusion_agreement,
     occlusion_jobs,
+    occlusion_plan,
     summarise_agreement,
 )
 from domaingpt.stages.saliency.faithfulness import (
-    deletion_test,
+    deletion_tests,
     faithfulness_rows,
     method_verdicts,
     replacement_id,
@@ -46,9 +49,14 @@ from domaingpt.stages.saliency.figures import (
     plot_saliency_groups,
 )
 from domaingpt.stages.saliency.heatmap import HeatmapRow, write_heatmap
-from domaingpt.stages.saliency.methods import PromptAttributions, attribute_prompts, baseline_log_p
+from domaingpt.stages.saliency.methods import PromptAttributions, attribute_methods
 from domaingpt.stages.saliency.settings import SaliencySettings
-from domaingpt.stages.saliency.zero_few import zero_few, zero_few_answers, zero_few_pairs
+from domaingpt.stages.saliency.zero_few import (
+    zero_few,
+    zero_few_answers,
+    zero_few_jobs,
+    zero_few_pairs,
+)
 
 #: The tables every run writes.
 TABLES = (
@@ -153,41 +161,71 @@ def run(ctx: StageContext, settings: SaliencySettings) -> dict[str, Path]:
     plan = {m.name: _checkpoints(m, settings.checkpoints) for m in models}
     # Adapted models are resolved first, so that a missing record fails before hours of work.
     pairs = zero_few_pairs(run, models, prompts, settings, log)
-    jobs = sum(len(v) for v in plan.values()) + 2 * len(pairs or [])
+    explained = {info.json_path for infos in plan.values() for info in infos}
+    jobs = sum(len(v) for v in plan.values()) + len(zero_few_jobs(pairs or [], explained))
     steps = jobs * len(settings.methods) + occlusion_jobs(models, plan, settings)
     bar = progress_bar(steps, "saliency", enabled=progress, unit="step")
     got = _Collected()
     heat_ids = _heatmap_prompts(prompts, settings.heatmap_prompts)
+    occlusions = occlusion_plan(models, plan, settings) if settings.occlusion else []
+    baselines: dict[Path, list[str]] = {}
+    for o in occlusions:
+        baselines.setdefault(o.info.json_path, []).append(o.baseline)
     jobs = [
-        _Explain(model, info, info is plan[model.name][-1])
+        _Explain(
+            model,
+            info,
+            info is plan[model.name][-1],
+            tuple(baselines.get(info.json_path, ())),
+        )
         for model in models
         for info in plan[model.name]
     ]
-    # Every checkpoint is explained side by side over torchrun's ranks (one process: in
-    # turn); the tables are made here, in the jobs' order.
+    # Every checkpoint is loaded once and explained (every method, its occlusions, the
+    # deletion test) side by side over torchrun's ranks, and in each process on worker
+    # threads of one torch thread each; the tables are made here, in the jobs' order.
     explain = partial(
-        _explain, prompts=prompts, settings=settings, device=device, replacement=replacement
+        _explain,
+        prompts=prompts,
+        settings=settings,
+        device=device,
+        replacement=replacement,
+        vocab=vocab,
     )
-    done = map_ranks(explain, jobs, ranks=ranks, log=log, each=lambda i, r: bar.update(len(r)))
-    for job, results in zip(jobs, done, strict=True):
+    workers = _workers(settings, device)
+    done = map_ranks(
+        explain, jobs, ranks=ranks, log=log, workers=workers, each=lambda i, r: bar.update(r.steps)
+    )
+    occluded: dict[tuple[Path, str], np.ndarray] = {}
+    known: dict[Path, dict[str, PromptAttributions]] = {}
+    for job, result in zip(jobs, done, strict=True):
         domains = [domain_of(p.corpus, job.model.corpus) for p in prompts.prompts]
-        for e in results:
+        known[job.info.json_path] = {e.method: e.res for e in result.methods}
+        for baseline, occ in result.occluded.items():
+            occluded[(job.info.json_path, baseline)] = occ
+        for e in result.methods:
             keys = {"model": job.model.name, "iteration": job.info.iteration, "method": e.method}
             got.add(keys, e.res, prompts, domains)
-            if e.f_0 is not None:
-                got.completeness.append(_completeness(keys, e.res, e.f_0, settings))
+            if e.res.f_0 is not None:
+                got.completeness.append(_completeness(keys, e.res, e.res.f_0, settings))
             if job.final:
                 _record_deletions(got, keys, e.drops, settings)
                 got.heat += _heat_rows(keys, prompts, domains, e.res, heat_ids)
     tables: dict[str, pd.DataFrame] = {}
     if settings.occlusion:
         agree, got.occlusion = occlusion_agreement(
-            models, plan, prompts, vocab, got.scores, settings, device, bar, ranks
+            occlusions,
+            [occluded[(o.info.json_path, o.baseline)] for o in occlusions],
+            prompts,
+            got.scores,
+            settings.methods,
         )
         tables["agreement"] = summarise_agreement(agree)
         tables["agreement_prompts"] = agree
     if pairs is not None:
-        tables["zero_few"], zf = zero_few(pairs, settings, device, bar, ranks)
+        tables["zero_few"], zf = zero_few(
+            pairs, settings, device, bar, ranks, known=known, workers=workers
+        )
         tables["zero_few_prompts"], tables["zero_few_classes"] = zero_few_answers(
             pairs, zf, got.final_scores(), models, settings.methods
         )
@@ -199,6 +237,15 @@ def run(ctx: StageContext, settings: SaliencySettings) -> dict[str, Path]:
         f"{', '.join(settings.methods)}; wrote {len(paths)} files to {ctx.out}"
     )
     return paths
+
+
+def _workers(settings: SaliencySettings, device: torch.device) -> int:
+    """Checkpoints explained at once in a process: on a CPU one per thread, each on one
+    torch thread (independent models in parallel beat one model on every thread, and
+    under load by far: threads waiting for a descheduled sibling spin); elsewhere one."""
+    if torch.device(device).type != "cpu":
+        return 1
+    return settings.threads or torch.get_num_threads()
 
 
 def _checkpoints(model: ModelEntry, which: str) -> list[CheckpointInfo]:
@@ -240,6 +287,7 @@ class _Explain:
     model: ModelEntry
     info: CheckpointInfo
     final: bool  # the model's last explained checkpoint: the deletion test runs on it
+    occlude: tuple[str, ...] = ()  # occlusion baselines run at this checkpoint
 
 
 @dataclass(frozen=True)
@@ -247,9 +295,20 @@ class _Explained:
     """One method's attributions at one checkpoint, and what is computed from them."""
 
     method: str
-    res: PromptAttributions
-    f_0: np.ndarray | None  # integrated gradients' baseline log p(true)
+    res: PromptAttributions  # with integrated gradients' baseline log p(true), f_0
     drops: list[pd.DataFrame]  # the deletion test at each k (final checkpoint only)
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    """Everything computed at one checkpoint."""
+
+    methods: list[_Explained]
+    occluded: dict[str, np.ndarray]  # occlusion scores by baseline
+
+    @property
+    def steps(self) -> int:
+        return len(self.methods) + len(self.occluded)
 
 
 def _explain(
@@ -259,37 +318,41 @@ def _explain(
     settings: SaliencySettings,
     device: torch.device,
     replacement: int,
-) -> list[_Explained]:
-    """Every method's attributions at one checkpoint, IG's baseline, and the deletion
-    test on a model's last checkpoint."""
-    loaded = load_checkpoint(job.info, device)
+    vocab: Vocab,
+) -> _Checkpoint:
+    """Every method's attributions at one checkpoint (with IG's baseline), the deletion
+    test on a model's last checkpoint and the checkpoint's occlusions, on the model
+    loaded once."""
+    model = load_checkpoint(job.info, device).model
+    methods = [settings.method(name, model) for name in settings.methods]
+    results = attribute_methods(methods, prompts, batch_size=settings.batch_size, device=device)
+    drops: dict[tuple[str, int], pd.DataFrame] = {}
+    if job.final:
+        drops = deletion_tests(
+            model,
+            prompts,
+            {name: res.values for name, res in zip(settings.methods, results, strict=True)},
+            settings.deletion_k,
+            replacement_id=replacement,
+            draws=settings.deletion_draws,
+            seed=settings.seed,
+            batch_size=max(settings.batch_size, 128),
+            device=device,
+        )
     out = []
-    for name in settings.methods:
-        method = settings.method(name, loaded.model)
-        res = attribute_prompts(method, prompts, batch_size=settings.batch_size, device=device)
-        f_0 = None
-        if res.delta is not None:
-            f_0 = baseline_log_p(loaded.model, prompts, device, settings.batch_size)
-        drops = []
-        if job.final:
-            for k in settings.deletion_k:
-                d = deletion_test(
-                    loaded.model,
-                    prompts,
-                    res.values,
-                    k,
-                    replacement_id=replacement,
-                    draws=settings.deletion_draws,
-                    seed=settings.seed,
-                    batch_size=max(settings.batch_size, 128),
-                    device=device,
-                )
-                d.insert(0, "k", k)
-                d.insert(0, "method", name)
-                d.insert(0, "model", job.model.name)
-                drops.append(d)
-        out.append(_Explained(name, res, f_0, drops))
-    return out
+    for name, res in zip(settings.methods, results, strict=True):
+        mine = []
+        for k in settings.deletion_k if job.final else ():
+            d = drops[(name, k)]
+            d.insert(0, "k", k)
+            d.insert(0, "method", name)
+            d.insert(0, "model", job.model.name)
+            mine.append(d)
+        out.append(_Explained(name, res, mine))
+    occluded = {
+        b: occlude(model, b, prompts, vocab, device, settings.batch_size) for b in job.occlude
+    }
+    return _Checkpoint(out, occluded)
 
 
 def _record_deletions(

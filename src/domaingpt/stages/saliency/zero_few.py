@@ -17,9 +17,10 @@ towards the target's own model and shifts them between classes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from domaingpt.data.charclass import CLASSES, char_class
 from domaingpt.errors import CheckpointError
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
 from domaingpt.stages.saliency.aggregate import aggregate, long_frame, per_prompt, shares
-from domaingpt.stages.saliency.methods import PromptAttributions, attribute_prompts
+from domaingpt.stages.saliency.methods import PromptAttributions, attribute_methods
 from domaingpt.stages.saliency.settings import SaliencySettings
 
 
@@ -92,21 +93,34 @@ def zero_few_pairs(
     return pairs
 
 
-def _attribute_pair(
-    pair: ZeroFewPair, settings: SaliencySettings, device: torch.device
-) -> list[tuple[str, str, int, PromptAttributions]]:
-    """Every method's attributions of a pair's prompts through its zero- and few-shot
-    checkpoints: (stage, method, checkpoint iteration, attributions)."""
-    out = []
-    for stage, info in pair.stages():
-        loaded = load_checkpoint(info, device)
-        for name in settings.methods:
-            method = settings.method(name, loaded.model)
-            res = attribute_prompts(
-                method, pair.prompts, batch_size=settings.batch_size, device=device
-            )
-            out.append((stage, name, info.iteration, res))
-    return out
+def zero_few_jobs(
+    pairs: Sequence[ZeroFewPair], explained: Collection[Path]
+) -> list[tuple[int, str, CheckpointInfo]]:
+    """The checkpoints to attribute a pair's prompts through: (pair's position in
+    ``pairs``, stage, checkpoint), leaving out those in ``explained`` (checkpoints whose
+    attributions of the whole prompt set the stage computes anyway: a zero-shot source
+    checkpoint that is one of the explained history checkpoints)."""
+    return [
+        (k, stage, info)
+        for k, pair in enumerate(pairs)
+        for stage, info in pair.stages()
+        if info.json_path not in explained
+    ]
+
+
+def _attribute_stage(
+    job: tuple[int, str, CheckpointInfo],
+    pairs: Sequence[ZeroFewPair],
+    settings: SaliencySettings,
+    device: torch.device,
+) -> list[PromptAttributions]:
+    """Every method's attributions of a pair's prompts through one checkpoint."""
+    k, _, info = job
+    model = load_checkpoint(info, device).model
+    methods = [settings.method(name, model) for name in settings.methods]
+    return attribute_methods(
+        methods, pairs[k].prompts, batch_size=settings.batch_size, device=device
+    )
 
 
 def zero_few(
@@ -115,34 +129,54 @@ def zero_few(
     device: torch.device,
     bar: Any,
     ranks: Ranks | None = None,
+    *,
+    known: Mapping[Path, Mapping[str, PromptAttributions]] | None = None,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, dict[tuple[int, str, str], PromptAttributions]]:
     """One row per adapted model, stage, method and group (the total, each character
     class, each relative position): mean magnitude, share and lift; and the attributions
-    themselves by (pair's position in ``pairs``, stage, method). Under torchrun the pairs
-    are attributed side by side over the ranks."""
+    themselves by (pair's position in ``pairs``, stage, method).
+
+    ``known[checkpoint's json_path][method]`` are attributions of the stage's whole
+    prompt set already computed (the explained history checkpoints): a pair's rows of them
+    (``pair.index``) are used instead of attributing its prompts through that checkpoint
+    again. The other checkpoints are attributed side by side over torchrun's ranks (and
+    on ``workers`` threads of one torch thread each)."""
+    known = known or {}
+    jobs = zero_few_jobs(pairs, known)
     done = map_ranks(
-        partial(_attribute_pair, settings=settings, device=device),
-        pairs,
+        partial(_attribute_stage, pairs=pairs, settings=settings, device=device),
+        jobs,
         ranks=ranks,
+        workers=workers,
         each=lambda i, r: bar.update(len(r)),
     )
+    computed = {(k, stage): res for (k, stage, _), res in zip(jobs, done, strict=True)}
     rows: list[dict] = []
     got: dict[tuple[int, str, str], PromptAttributions] = {}
-    for k, (pair, results) in enumerate(zip(pairs, done, strict=True)):
+    for k, pair in enumerate(pairs):
         a, sub = pair.adapted, pair.prompts
-        for stage, name, iteration, res in results:
-            domains = ["in" if stage == "few_shot" else "out"] * len(sub)
-            keys = {
-                "source": a.source,
-                "target": a.target,
-                "start": a.start,
-                "seed": a.directory.name,
-                "method": name,
-                "stage": stage,
-                "checkpoint_iteration": iteration,
-            }
-            rows += _rows(keys, res, sub, domains)
-            got[(k, stage, name)] = res
+        for stage, info in pair.stages():
+            if (k, stage) in computed:
+                results = computed[(k, stage)]
+            else:
+                whole = known[info.json_path]
+                results = [
+                    whole[name].rows(pair.index, sub.max_length) for name in settings.methods
+                ]
+            for name, res in zip(settings.methods, results, strict=True):
+                domains = ["in" if stage == "few_shot" else "out"] * len(sub)
+                keys = {
+                    "source": a.source,
+                    "target": a.target,
+                    "start": a.start,
+                    "seed": a.directory.name,
+                    "method": name,
+                    "stage": stage,
+                    "checkpoint_iteration": info.iteration,
+                }
+                rows += _rows(keys, res, sub, domains)
+                got[(k, stage, name)] = res
     return pd.DataFrame(rows), got
 
 
