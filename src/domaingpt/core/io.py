@@ -7,6 +7,7 @@ old file or the new one, never a half-written one. Parent directories are create
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -138,6 +139,18 @@ def _json_default(obj: Any) -> Any:
 
 def _dumps(obj: Any, indent: int | None = None) -> str:
     return json.dumps(obj, indent=indent, ensure_ascii=False, default=_json_default)
+
+
+def record_dict(record: Any) -> dict[str, Any]:
+    """A dataclass record as its JSON file holds it: the fields that are set, over the
+    keys it was read with that it does not know (its ``extra``), so a file written by
+    another version keeps them."""
+    out = {
+        f.name: getattr(record, f.name)
+        for f in dataclasses.fields(record)
+        if f.name != "extra" and getattr(record, f.name) is not None
+    }
+    return {**record.extra, **out}
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:

@@ -25,7 +25,7 @@ import safetensors.torch
 import torch
 
 from domaingpt.core.faults import fault_point
-from domaingpt.core.io import atomic_write_bytes, atomic_write_text
+from domaingpt.core.io import atomic_write_bytes, atomic_write_text, record_dict
 from domaingpt.data.corpus import sha256_once
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import CheckpointError, DomainGPTError, disk_error
@@ -76,12 +76,7 @@ class CheckpointMeta:
 
     def to_dict(self) -> dict[str, Any]:
         """The record's keys (those set), as its JSON file holds them."""
-        out = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name != "extra" and getattr(self, f.name) is not None
-        }
-        return {**self.extra, **out}
+        return record_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointMeta:

@@ -29,7 +29,7 @@ from domaingpt.core.config import (
     apply_overrides,
     from_dict,
 )
-from domaingpt.core.io import read_jsonl, write_json
+from domaingpt.core.io import read_jsonl, record_dict, write_json
 from domaingpt.core.loggers import WANDB_ID_FILE
 from domaingpt.core.owned import remove_owned
 from domaingpt.core.version import __version__
@@ -92,12 +92,7 @@ class ModelRecord:
         return table if isinstance(table, dict) else {}
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name != "extra" and getattr(self, f.name) is not None
-        }
-        return {**self.extra, **out}
+        return record_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelRecord:
