@@ -45,8 +45,20 @@ import torch
 run, threads = Path(sys.argv[1]), int(sys.argv[2])
 if threads:
     torch.set_num_threads(threads)
-from domaingpt.context.rundir import RunDir
-from domaingpt.stages.saliency.run import run_saliency
+try:  # the stage contract of today: the stage's own run, in a context
+    from domaingpt.context.rundir import RunDir
+    from domaingpt.context.stage import StageContext
+    from domaingpt.stages.saliency import stage
+
+    def go(root, settings):
+        ctx = StageContext(RunDir(root), stage, progress=False, log=lambda m: None)
+        stage.run(ctx, settings)
+except ImportError:  # a revision from before the context package (aa1b0d5 and earlier)
+    from domaingpt.core.rundir import RunDir
+    from domaingpt.stages.saliency.run import run_saliency
+
+    def go(root, settings):
+        run_saliency(RunDir(root), settings, progress=False, log=lambda m: None)
 from domaingpt.stages.saliency.settings import SaliencySettings
 record = run / "stages" / "saliency.json"
 known = SaliencySettings.__dataclass_fields__
@@ -55,7 +67,7 @@ given = {k: v for k, v in given.items() if k in known and k not in ("device", "t
 given["offline"] = True
 settings = SaliencySettings(**given)
 t0 = time.perf_counter()
-run_saliency(RunDir(run), settings, progress=False, log=lambda m: None)
+go(run, settings)
 print(json.dumps({"seconds": time.perf_counter() - t0, "threads": torch.get_num_threads()}))
 """
 
