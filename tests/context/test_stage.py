@@ -89,3 +89,21 @@ def test_a_summary_function_or_nothing() -> None:
     as_function = Stage("x", "x", CountSettings, _run, summary=lambda w: f"{len(w)} files")
     assert as_function.summary_text({"a": Path("a")}) == "1 files"
     assert Stage("y", "y", CountSettings, _run).summary_text({}) is None
+
+
+def test_a_stage_reads_the_tables_of_a_stage_it_uses_and_no_other(tmp_path: Path) -> None:
+    """``ctx.results(name)``: a stage it needs or uses, by its name or an earlier one,
+    read as that stage reads itself; any other stage is refused."""
+    run_stage(StageContext(RunDir(tmp_path), STAGE, progress=False, log=lambda m: None),
+              CountSettings(n=2))  # fmt: skip
+    counted = dataclasses.replace(STAGE, aliases=("tally",))
+    reader = Stage("reader", "r", CountSettings, _run, uses=("count",))
+    loner = Stage("loner", "l", CountSettings, _run)
+    stages = (counted, reader, loner)
+    ctx = StageContext(RunDir(tmp_path), reader, stages=stages)
+    assert ctx.results("count")["rows"]["i"].tolist() == [0, 1]
+    assert ctx.results("tally")["rows"]["i"].tolist() == [0, 1]
+    with pytest.raises(DomainGPTError, match="neither needs nor uses"):
+        StageContext(RunDir(tmp_path), loner, stages=stages).results("count")
+    with pytest.raises(DomainGPTError, match="not in this study"):
+        ctx.results("missing")

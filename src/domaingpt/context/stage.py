@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from domaingpt.context.activations import ActivationCache
-from domaingpt.context.records import StageStatus
+from domaingpt.context.records import StageRecord, StageStatus
 from domaingpt.context.rundir import RunDir
 from domaingpt.core.claims import Claim, unmeasured, write_claims
 from domaingpt.core.device import oom_hint
@@ -97,16 +97,17 @@ class StageContext:
             )
         return write_table(table, self.out / f"{name}.csv")
 
-    def results(self, name: str) -> Results:
-        """The results of the stage ``name``, one this stage ``needs`` or ``uses``."""
-        if name not in (*self.stage.needs, *self.stage.uses) and "*" not in self.stage.uses:
+    def results(self, name: str) -> Tables:
+        """The tables of the stage ``name``, one this stage ``needs`` or ``uses``, read
+        as that stage reads them (its own ``load``)."""
+        stage = next((s for s in self.stages if s.called(name)), None)
+        if stage is None:
+            raise DomainGPTError(f"stage {self.stage.name} reads {name!r}: not in this study")
+        if stage.name not in (*self.stage.needs, *self.stage.uses) and "*" not in self.stage.uses:
             raise DomainGPTError(
                 f"stage {self.stage.name} reads {name!r}, which it neither needs nor uses"
             )
-        stage = next((s for s in self.stages if s.name == name), None)
-        if stage is None:
-            raise DomainGPTError(f"stage {self.stage.name} reads {name!r}: not in this study")
-        return Results(stage, self.run)
+        return stage.read(self.run)
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class Results:
     @property
     def folder(self) -> Path:
         """Where they are: the stage's folder, or an earlier name's in an old run."""
-        return self.run.stage_folder(self.stage.name, self.stage.aliases)
+        return self.stage.folder_in(self.run)
 
     def table(self, name: str) -> pd.DataFrame:
         """One table; an error naming the command that writes it when it is missing."""
@@ -163,7 +164,7 @@ class StageView:
 
     @property
     def out(self) -> Path:
-        return self.run.stage_folder(self.stage.name, self.stage.aliases)
+        return self.stage.folder_in(self.run)
 
     def figures(self) -> list[Path]:
         """The PNG figures the stage wrote, by path."""
@@ -177,7 +178,7 @@ def _no_claims(tables: Tables) -> list[Claim]:
 def read_stage(stage: Stage, run: RunDir) -> Tables:
     """A stage's tables (with a ``replicate`` column beside each table's model column);
     an error naming the stage when it has not completed."""
-    status = run.status(stage.name, stage.aliases)
+    status = stage.status(run)
     if status != StageStatus.DONE and not stage.read_unfinished:
         raise DomainGPTError(f"{stage.name} has not completed in {run.root} (status: {status})")
     return with_replicate_column(stage.read(run))
@@ -191,13 +192,13 @@ def stage_view(
     Never raises: a stage whose results cannot be read is a view without tables, with the
     reason, so one broken stage cannot take the report down.
     """
-    status = run.status(stage.name, stage.aliases)
+    status = stage.status(run)
     reason = ""
     if tables is None:
         try:
             tables = read_stage(stage, run)
         except DomainGPTError as e:
-            record = run.record(stage.name, stage.aliases)
+            record = stage.record(run)
             message = (record.message if record else None) or ""
             reason = {
                 StageStatus.FAILED: f"the stage failed: {message}",
@@ -254,6 +255,22 @@ class Stage:
         """The stage's tables in ``run``, nothing recomputed."""
         results = Results(self, run)
         return results.tables() if self.load is None else self.load(results)
+
+    # Where an earlier name of the stage (``aliases``) is resolved, for every caller.
+    def called(self, name: str) -> bool:
+        """``name`` is this stage's name or one of its earlier names."""
+        return name == self.name or name in self.aliases
+
+    def folder_in(self, run: RunDir) -> Path:
+        """The stage's folder in ``run`` (an earlier name's in an old run)."""
+        return run.stage_folder(self.name, self.aliases)
+
+    def record(self, run: RunDir) -> StageRecord | None:
+        """The stage's record in ``run`` (under an earlier name in an old run)."""
+        return run.record(self.name, self.aliases)
+
+    def status(self, run: RunDir) -> StageStatus:
+        return run.status(self.name, self.aliases)
 
     @property
     def heading(self) -> str:

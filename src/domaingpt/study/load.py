@@ -94,7 +94,7 @@ class Study:
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
-            if name in (s.name, *s.aliases):
+            if s.called(name):
                 return s
         raise DomainGPTError(
             f"unknown stage {name!r}: stages are {', '.join(s.name for s in self.stages)}"
@@ -102,12 +102,12 @@ class Study:
 
     @property
     def records(self) -> dict[str, StageRecord]:
-        return {s.name: rec for s in self.stages if (rec := self.run.record(s.name, s.aliases))}
+        return {s.name: rec for s in self.stages if (rec := s.record(self.run))}
 
     def status(self, stage: str) -> StageStatus:
         """done, failed, blocked, or absent (never run)."""
         found = self.stage(stage)
-        return self.run.status(found.name, found.aliases)
+        return found.status(self.run)
 
     def corpora(self) -> list[str]:
         """The study's corpora by name, in the study's order (else the trained models)."""
@@ -139,7 +139,7 @@ class Study:
         """PNG figures by stage (sorted by path)."""
         out: dict[str, list[Path]] = {}
         for s in self.stages:
-            d = self.run.stage_folder(s.name, s.aliases)
+            d = s.folder_in(self.run)
             if d.is_dir() and (found := sorted(d.rglob("*.png"))):
                 out[s.name] = found
         return out

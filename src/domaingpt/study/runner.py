@@ -277,7 +277,7 @@ def run_study(
         ActivationCache(),
     )
     result = StudyResult(run)
-    records = {s.name: run.record(s.name, s.aliases) for s in spec.stages}
+    records = {s.name: s.record(run) for s in spec.stages}
     n = len(spec.stages)
     log_fn(f"study {spec.name!r}: {len(corpora)} corpora ({', '.join(corpus_names)}) → {run.root}")
     if ranks.world > 1:
@@ -286,7 +286,7 @@ def run_study(
     for i, stage in enumerate(spec.stages, start=1):
         outcome = _run_one(stage, ctx, records, f"stage {i}/{n}: {stage.name}")
         result.outcomes.append(outcome)
-        records[stage.name] = run.record(stage.name, stage.aliases)
+        records[stage.name] = stage.record(run)
     done = sum(o.status in (StageStatus.DONE, StageStatus.SKIPPED) for o in result.outcomes)
     report = f"report: {run.root / 'report.html'}" if result.report_written else "no report"
     log_fn(f"study {spec.name!r}: {done}/{n} stages complete; {report}")

@@ -338,7 +338,7 @@ class StudySpec:
     def stage(self, name: str) -> Stage:
         """The study's stage called ``name``; an unknown name suggests the closest one."""
         for s in self.stages:
-            if name in (s.name, *s.aliases):
+            if s.called(name):
                 return s
         names = [s.name for s in self.stages]
         close = difflib.get_close_matches(name, names, n=1)

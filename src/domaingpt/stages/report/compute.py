@@ -45,7 +45,7 @@ def overview(run: RunDir, stages: tuple[Stage, ...], corpora: list[str]) -> Sect
     )
     rows = []
     for stage in stages:
-        rec = run.record(stage.name, stage.aliases)
+        rec = stage.record(run)
         if rec is None:
             continue
         rows.append(
