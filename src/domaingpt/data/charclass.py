@@ -97,6 +97,13 @@ def is_non_ascii(ch: str) -> bool:
 
 
 @lru_cache(maxsize=65536)
+def describe_token(text: str) -> str:
+    """A printable label of a token's text: one character as :func:`describe_char`
+    writes it (``e``, ``<space>``), a longer token quoted with escapes (``' the'``,
+    ``'\\n\\n'``), an empty one (a piece of a character) ``''``."""
+    return describe_char(text) if len(text) == 1 else repr(text)
+
+
 def describe_char(ch: str) -> str:
     """A printable, unambiguous label for a character.
 

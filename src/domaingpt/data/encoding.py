@@ -20,7 +20,7 @@ import numpy as np
 
 from domaingpt.core.io import atomic_write_text
 from domaingpt.data.corpus import Corpus, cache_dir, sha256_once
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import AnyVocab, is_subword
 from domaingpt.errors import CorpusError, DomainGPTError
 
 
@@ -30,11 +30,20 @@ class EncodedCorpus:
     ids: np.ndarray  # a read-only memmap
     n_unk: int
     sha256: str
+    #: The characters each id covers (a read-only memmap); None: one per id.
+    lengths: np.ndarray | None = None
 
     def split(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-        """Deterministic split: the last ``val_fraction`` of the text is validation."""
+        """Deterministic split: the last ``val_fraction`` of the ids is validation."""
         n_train = int(len(self.ids) * (1.0 - val_fraction))
         return self.ids[:n_train], self.ids[n_train:]
+
+    def split_lengths(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """:attr:`lengths` split as :meth:`split` splits the ids (None: one per id)."""
+        if self.lengths is None:
+            return None
+        n_train = int(len(self.ids) * (1.0 - val_fraction))
+        return self.lengths[:n_train], self.lengths[n_train:]
 
     def checked_split(self, val_fraction: float, block_size: int) -> tuple[np.ndarray, np.ndarray]:
         """The split, refusing a corpus too short to give one window to each side."""
@@ -49,7 +58,7 @@ class EncodedCorpus:
         return train, val
 
 
-def encoded_path(corpus: Corpus, vocab: Vocab) -> Path:
+def encoded_path(corpus: Corpus, vocab: AnyVocab) -> Path:
     suffix = "u16" if vocab.dtype == np.uint16 else "u32"
     return (
         cache_dir()
@@ -58,50 +67,96 @@ def encoded_path(corpus: Corpus, vocab: Vocab) -> Path:
     )
 
 
-def encode_corpus(corpus: Corpus, vocab: Vocab) -> EncodedCorpus:
+def lengths_path(path: Path) -> Path:
+    """Where the characters of each id of the encoded corpus at ``path`` are kept."""
+    return path.with_suffix(".len")
+
+
+def _cached(corpus: Corpus, vocab: AnyVocab, path: Path, meta_path: Path) -> EncodedCorpus | None:
+    """The cache entry at ``path``, when its files match the checksums its sidecar
+    records (None: none there, or an entry of an older version)."""
+    if not (path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        recorded = meta.get("sha256")
+        if recorded is None:  # entries of older versions hold none: rebuilt quietly
+            return None
+        lengths = None
+        if sha256_once(path) == recorded:
+            ids = np.memmap(path, dtype=vocab.dtype, mode="r")
+            if is_subword(vocab):
+                lpath = lengths_path(path)
+                if sha256_once(lpath) == meta.get("lengths_sha256"):
+                    lengths = np.memmap(lpath, dtype=np.uint32, mode="r")
+                else:
+                    ids = None
+            if ids is not None and len(ids) == meta["n_ids"]:
+                return EncodedCorpus(corpus.name, ids, int(meta["n_unk"]), corpus.sha256, lengths)
+        warnings.warn(
+            f"the encoded corpus cache {path} does not match its recorded checksum "
+            "(damaged or altered): rebuilt it",
+            stacklevel=3,
+        )
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        pass  # a damaged cache entry is rebuilt
+    return None
+
+
+def encode_corpus(corpus: Corpus, vocab: AnyVocab) -> EncodedCorpus:
     """Encode once, then reuse the memmap; the sidecar JSON records the ``<unk>`` count
-    and the SHA-256 of the ids file, checked on use (once per process per file): a
-    damaged or altered cache entry is rebuilt, with a warning saying so."""
+    and the SHA-256 of the ids file (and of a subword vocabulary's lengths file),
+    checked on use (once per process per file): a damaged or altered cache entry is
+    rebuilt, with a warning saying so. A subword tokenizer that cannot give back a
+    character of the corpus is refused (:meth:`SubwordVocab.check_text`)."""
     path = encoded_path(corpus, vocab)
     meta_path = path.with_suffix(path.suffix + ".json")
-    if path.is_file() and meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            recorded = meta.get("sha256")
-            if recorded is not None:  # entries of older versions hold none: rebuilt quietly
-                if sha256_once(path) == recorded:
-                    ids = np.memmap(path, dtype=vocab.dtype, mode="r")
-                    if len(ids) == meta["n_ids"]:
-                        return EncodedCorpus(corpus.name, ids, int(meta["n_unk"]), corpus.sha256)
-                warnings.warn(
-                    f"the encoded corpus cache {path} does not match its recorded checksum "
-                    "(damaged or altered): rebuilt it",
-                    stacklevel=2,
-                )
-        except (OSError, ValueError, KeyError, AttributeError):
-            pass  # a damaged cache entry is rebuilt below
-    # Stream: chunk by chunk into a temp file, so memory stays bounded for any corpus size.
+    cached = _cached(corpus, vocab, path, meta_path)
+    if cached is not None:
+        return cached
+    subword = is_subword(vocab)
+    seen: set[str] = set()
+
+    def chunks() -> Iterator[str]:
+        for chunk in corpus.iter_text():
+            if subword:
+                seen.update(chunk)
+            yield chunk
+
+    # Stream: chunk by chunk into temp files, so memory stays bounded for any corpus size.
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    ltmp = path.with_name(f".{path.name}.{os.getpid()}.len.tmp")
     n_ids = n_unk = 0
-    digest = hashlib.sha256()
+    digest, ldigest = hashlib.sha256(), hashlib.sha256()
     try:
-        with open(tmp, "wb") as out:
-            for chunk in corpus.iter_text():
-                enc = vocab.encode(chunk)
+        with open(tmp, "wb") as out, open(ltmp, "wb") as lout:
+            for enc in vocab.encode_stream(chunks()):
                 data = enc.ids.tobytes()
                 out.write(data)
                 digest.update(data)
+                if enc.lengths is not None:
+                    data = enc.lengths.astype(np.uint32).tobytes()
+                    lout.write(data)
+                    ldigest.update(data)
                 n_ids += len(enc.ids)
                 n_unk += enc.n_unk
+        if subword:
+            vocab.check_text(seen, f"corpus {corpus.name!r}")
         # The sidecar first: a reader pairs the new ids only with the new checksum.
         meta = {"n_ids": n_ids, "n_unk": n_unk, "sha256": digest.hexdigest()}
+        if subword:
+            meta["lengths_sha256"] = ldigest.hexdigest()
         atomic_write_text(meta_path, json.dumps(meta))
+        if subword:
+            os.replace(ltmp, lengths_path(path))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        ltmp.unlink(missing_ok=True)
     ids = np.memmap(path, dtype=vocab.dtype, mode="r")
-    return EncodedCorpus(corpus.name, ids, n_unk, corpus.sha256)
+    lengths = np.memmap(lengths_path(path), dtype=np.uint32, mode="r") if subword else None
+    return EncodedCorpus(corpus.name, ids, n_unk, corpus.sha256, lengths)
 
 
 def window_starts(n_ids: int, block_size: int, max_windows: int | None = None) -> np.ndarray:
@@ -132,6 +187,18 @@ def window_mask(starts: np.ndarray, block_size: int) -> np.ndarray:
         if overlap > 0:
             mask[i, :overlap] = False
     return mask
+
+
+def window_chars(
+    lengths: np.ndarray | None, starts: np.ndarray, block_size: int
+) -> np.ndarray | None:
+    """(n_windows,) int64: the characters the scored targets of each window cover
+    (targets ``ids[s + 1 : s + T + 1]`` under :func:`window_mask`); None when every id
+    is one character (then it is the count of scored targets)."""
+    if lengths is None:
+        return None
+    per = np.asarray(lengths)[starts[:, None] + 1 + np.arange(block_size)].astype(np.int64)
+    return (per * window_mask(starts, block_size)).sum(axis=1)
 
 
 def window_ids(ids: np.ndarray, starts: np.ndarray, block_size: int) -> np.ndarray:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
+from domaingpt.data.charclass import describe_char
 from domaingpt.errors import DomainGPTError
 
 UNK = "<unk>"
@@ -27,11 +29,16 @@ def _codepoints(text: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Encoded:
-    """Ids of a text and how many of its characters were not in the vocabulary."""
+    """Ids of a text and how many of its characters were not in the vocabulary.
+
+    ``lengths``: the characters each id covers, for a subword vocabulary
+    (:mod:`domaingpt.data.subword`); ``None`` means one character per id.
+    """
 
     ids: np.ndarray
     n_unk: int
     unknown_chars: tuple[str, ...] = ()
+    lengths: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,10 @@ class Vocab:
     """Characters sorted by code point; id 0 is ``<unk>``, id i+1 is ``chars[i]``."""
 
     chars: tuple[str, ...]
+    kind: ClassVar[str] = "char"
+    unk_id: ClassVar[int] = UNK_ID
+    #: The id that stands for no information (a baseline, a replacement).
+    neutral_id: ClassVar[int] = UNK_ID
     _codepoints: np.ndarray = field(init=False, repr=False, compare=False)
     _lut: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -85,6 +96,11 @@ class Vocab:
     def token(self, i: int) -> str:
         return UNK if i == UNK_ID else self.chars[i - 1]
 
+    def label(self, i: int) -> str:
+        """A printable label of id ``i`` (``<unk>``, or the character as
+        :func:`~domaingpt.data.charclass.describe_char` writes it)."""
+        return UNK if i == UNK_ID else describe_char(self.chars[i - 1])
+
     def tokens(self) -> list[str]:
         """Every id's string, in id order (``<unk>`` first)."""
         return [UNK, *self.chars]
@@ -103,6 +119,10 @@ class Vocab:
         n_unk = int(unk.sum())
         unknown = tuple(sorted({chr(c) for c in cps[unk][:10_000]})) if n_unk else ()
         return Encoded(ids=ids, n_unk=n_unk, unknown_chars=unknown)
+
+    def encode_stream(self, chunks: Iterable[str]) -> Iterator[Encoded]:
+        """:meth:`encode` of each chunk of a streamed text (ids do not span characters)."""
+        return (self.encode(chunk) for chunk in chunks)
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.token(int(i)) for i in ids)

@@ -27,7 +27,7 @@ import torch
 from domaingpt.core.faults import fault_point
 from domaingpt.core.io import atomic_write_bytes, atomic_write_text, record_dict
 from domaingpt.data.corpus import sha256_once
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import AnyVocab, vocab_from_json
 from domaingpt.errors import CheckpointError, DomainGPTError, disk_error
 from domaingpt.model.gpt import GPT, GPTConfig
 
@@ -183,7 +183,7 @@ class CheckpointInfo:
 @dataclass
 class Loaded:
     model: GPT
-    vocab: Vocab
+    vocab: AnyVocab
     info: CheckpointInfo
     tensors: dict[str, torch.Tensor]  # every tensor of the file (optimizer, RNG too)
 
@@ -205,7 +205,7 @@ def save_checkpoint(
     kind: str,
     iteration: int,
     model: GPT,
-    vocab: Vocab,
+    vocab: AnyVocab,
     meta: CheckpointMeta,
     extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> CheckpointInfo:
@@ -337,7 +337,7 @@ def load_checkpoint(info: CheckpointInfo, device: torch.device | str = "cpu") ->
     try:
         if info.vocab is None:
             raise KeyError("vocab")
-        vocab = Vocab.from_json(info.vocab)
+        vocab = vocab_from_json(info.vocab)
     except (KeyError, DomainGPTError) as e:  # no record, or a malformed or altered one
         raise CheckpointError(
             f"checkpoint {info.json_path} has no valid vocabulary ({e})"

@@ -11,12 +11,13 @@ import torch
 from domaingpt.core.device import full_precision
 from domaingpt.core.settings import seed as check_seed
 from domaingpt.core.threads import torch_threads
-from domaingpt.data.vocab import UNK, Vocab
+from domaingpt.data.tokenizer import AnyVocab
+from domaingpt.data.vocab import UNK
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.gpt import GPT
 
 
-def encode_prompt(vocab: Vocab, prompt: str, *, warn: bool = True) -> list[int]:
+def encode_prompt(vocab: AnyVocab, prompt: str, *, warn: bool = True) -> list[int]:
     """Prompt ids; characters outside the vocabulary become ``<unk>`` with a warning."""
     if not prompt:
         raise DomainGPTError(
@@ -67,9 +68,13 @@ def sample_threads(device: torch.device) -> int:
     return 1 if device.type == "cpu" else 0
 
 
+#: What a subword tokenizer decodes a piece of a character to.
+INCOMPLETE = "\ufffd"
+
+
 def stream_text(
     model: GPT,
-    vocab: Vocab,
+    vocab: AnyVocab,
     prompt: str,
     n_chars: int,
     *,
@@ -78,7 +83,8 @@ def stream_text(
     seed: int = 1,
     warn: bool = True,
 ) -> Iterator[str]:
-    """The characters :func:`generate_text` returns, one at a time as they are sampled.
+    """The text :func:`generate_text` returns, piece by piece as it is sampled (one
+    character, or one token of a subword vocabulary: ``n_chars`` counts ids).
 
     The request is checked now, before the first character: a caller can print the
     prompt knowing the text will follow, and stop at any point keeping what it printed.
@@ -99,6 +105,7 @@ def stream_text(
             new = model.generate_ids(
                 idx, n_chars, temperature=temperature, top_k=top_k, generator=generator
             )
+            pending: list[int] = []  # ids of a character not complete yet (subword pieces)
             while True:
                 with (
                     torch.inference_mode(),
@@ -107,8 +114,17 @@ def stream_text(
                 ):
                     nxt = next(new, None)
                 if nxt is None:
+                    if pending:
+                        yield vocab.decode(pending)
                     return
-                yield vocab.decode([int(nxt[0, 0])])
+                pending.append(int(nxt[0, 0]))
+                text = vocab.decode(pending)
+                # A byte-level piece of a character decodes to U+FFFD until the piece
+                # that completes it comes (a character is at most 4 bytes).
+                if text.endswith(INCOMPLETE) and len(pending) < 4:
+                    continue
+                pending.clear()
+                yield text
         finally:
             model.train(was_training)
 
@@ -117,7 +133,7 @@ def stream_text(
 
 def generate_text(
     model: GPT,
-    vocab: Vocab,
+    vocab: AnyVocab,
     prompt: str,
     n_chars: int,
     *,

@@ -45,20 +45,33 @@ BLOCK_POINTS = (
 HOOK_POINTS = ("embed", *(f"blocks.{{i}}.{p}" for p in BLOCK_POINTS), "ln_f.out")
 
 
+GELUS = ("exact", "tanh")
+
+
 @dataclass(frozen=True)
 class GPTConfig(ModelSpec):
     """A model's shape (a preset's ``[model]`` table) and its vocabulary size."""
 
     vocab_size: int = 0  # set from the study's vocabulary, never guessed
+    #: The MLP's GELU: "exact" (nanoGPT's, every model domaingpt trains) or "tanh", the
+    #: approximation GPT-2 was trained with (Hugging Face's "gelu_new").
+    gelu: str = "exact"
 
     def __post_init__(self) -> None:
         self.check()
         v = self.vocab_size
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ConfigError(f"model.vocab_size must be at least 1, got {v!r}")
+        if self.gelu not in GELUS:
+            raise ConfigError(f"model.gelu must be one of {GELUS}, got {self.gelu!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The config as a record holds it (``gelu`` only when it is not exact, so every
+        record written before it existed reads the same)."""
+        out = asdict(self)
+        if out["gelu"] == "exact":
+            del out["gelu"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "model config") -> GPTConfig:
@@ -158,9 +171,10 @@ class MLP(nn.Module):
         self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.proj.residual = True
         self.drop = nn.Dropout(cfg.dropout)
+        self.approximate = "none" if cfg.gelu == "exact" else "tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x))))
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):

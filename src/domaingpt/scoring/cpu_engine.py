@@ -46,6 +46,8 @@ def unsupported(model: torch.nn.Module) -> str | None:
     if any(p.dtype != torch.float32 for p in model.parameters()):
         return "the model is not float32"
     cfg = model.config
+    if cfg.gelu != "exact":  # the kernels compute exact GELU only
+        return f"its MLP uses {cfg.gelu} GELU"
     if (cfg.n_embd // cfg.n_head) % 16:
         return f"head size {cfg.n_embd // cfg.n_head} is not a multiple of 16"
     if native.load() is None:

@@ -20,6 +20,7 @@ native engine of :mod:`domaingpt.scoring.cpu_engine` (same numbers to float roun
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from domaingpt.core.device import autocast
-from domaingpt.data.encoding import window_ids, window_mask, window_starts
+from domaingpt.data.encoding import window_chars, window_ids, window_mask, window_starts
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.gpt import GPT
 from domaingpt.scoring import cpu_engine
@@ -35,19 +36,32 @@ from domaingpt.scoring import cpu_engine
 
 @dataclass(frozen=True)
 class WindowScores:
-    """Summed negative log-likelihood (nats) and scored-target count of every window."""
+    """Summed negative log-likelihood (nats), scored-target count and the characters
+    those targets cover, of every window."""
 
     nll: np.ndarray
     count: np.ndarray
     starts: np.ndarray
+    chars: np.ndarray
 
     @property
     def mean_loss(self) -> float:
+        """Nats per token (per character for a character vocabulary)."""
         return float(self.nll.sum() / max(self.count.sum(), 1))
 
     @property
     def n_scored(self) -> int:
         return int(self.count.sum())
+
+    @property
+    def n_chars(self) -> int:
+        return int(self.chars.sum())
+
+    @property
+    def bits_per_char(self) -> float:
+        """Bits per character: the summed loss over the characters its targets cover,
+        the unit in which models with different tokenizers compare."""
+        return float(self.nll.sum() / max(self.n_chars, 1) / math.log(2.0))
 
 
 ENGINES = ("auto", "native", "torch")
@@ -61,8 +75,11 @@ def score_windows(
     max_windows: int | None = None,
     block_size: int | None = None,
     engine: str = "auto",
+    lengths: np.ndarray | None = None,
 ) -> WindowScores:
     """Per-window NLL of ``ids`` under ``model`` (eval mode, no gradient, large batches).
+
+    ``lengths``: the characters each id covers (a subword vocabulary's; None: one each).
 
     ``engine``: ``"native"`` is :mod:`domaingpt.scoring.cpu_engine` (CPU only: fused native
     kernels, one worker per thread; the same numbers to float rounding, in less time),
@@ -86,7 +103,10 @@ def score_windows(
             nll = _score_torch(model, ids, starts, mask, batch_size)
     finally:
         model.train(was_training)
-    return WindowScores(nll=nll, count=count, starts=starts)
+    chars = window_chars(lengths, starts, T)
+    return WindowScores(
+        nll=nll, count=count, starts=starts, chars=count if chars is None else chars
+    )
 
 
 @torch.inference_mode()
