@@ -36,6 +36,7 @@ _EXPORTS = {
     "GPT": "domaingpt.model.gpt",
     "GPTConfig": "domaingpt.model.gpt",
     "Vocab": "domaingpt.data.vocab",
+    "SubwordVocab": "domaingpt.data.subword",
     "generate_text": "domaingpt.model.generate",
     # Hugging Face (the interop extra)
     "export": "domaingpt.interop.hf",
@@ -51,6 +52,7 @@ __all__ = [
     "GPTConfig",
     "Study",
     "StudySpec",
+    "SubwordVocab",
     "Vocab",
     "__version__",
     "export",
@@ -67,6 +69,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ below
     from domaingpt.api import load_model, run_stage
+    from domaingpt.data.subword import SubwordVocab
     from domaingpt.data.vocab import Vocab
     from domaingpt.errors import DomainGPTError
     from domaingpt.interop.hf import export

@@ -304,20 +304,23 @@ def test_refusals_name_the_fix(exported, smoke_study, tmp_path, cli_error, monke
     assert "not an earlier domaingpt export" in cli_error("export", source, tmp_path / "busy")
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
     assert "--overwrite" in cli_error("export", source, exported)
-    # Not the same function: GPT-2's tanh GELU.
+    # Altered: GPT-2's tanh GELU named over an exported (exact GELU) model.
     tanh = tmp_path / "tanh"
     shutil.copytree(exported, tanh)
     config = json.loads((tanh / "config.json").read_text())
     config["activation_function"] = "gelu_new"
     (tanh / "config.json").write_text(json.dumps(config))
-    assert "exact GELU" in cli_error("import-hf", tanh, "--out", tmp_path / "r1")
-    # Not a character model.
+    assert "exact GELU of the model config" in cli_error(
+        "import-hf", tanh, "--out", tmp_path / "r1"
+    )
+    # Not the tokenizer it was exported with (a word among the characters: a subword
+    # tokenizer now, whose fingerprint is not the recorded one).
     words = tmp_path / "words"
     shutil.copytree(exported, words)
     tok = json.loads((words / "tokenizer.json").read_text())
     tok["model"]["vocab"]["the"] = tok["model"]["vocab"].pop("t")
     (words / "tokenizer.json").write_text(json.dumps(tok))
-    assert "not a character model" in cli_error("import-hf", words, "--out", tmp_path / "r2")
+    assert "fingerprint differs" in cli_error("import-hf", words, "--out", tmp_path / "r2")
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
     # A vocabulary other than the run's.
     other = Vocab(("a", "b"))

@@ -51,7 +51,7 @@ from domaingpt.core.distributed import Job
 from domaingpt.core.settings import positive, setting
 from domaingpt.core.statistics import LOG2E
 from domaingpt.core.threads import map_workers
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
 from domaingpt.model.gpt import GPT
@@ -319,7 +319,7 @@ def internals(
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 64,
-    vocab: Vocab | None = None,
+    vocab: AnyVocab | None = None,
     digest: str | None = None,
     cache: ActivationCache | None = None,
 ) -> Internals:
@@ -350,7 +350,7 @@ def internals_of(
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 64,
-    vocab: Vocab | None = None,
+    vocab: AnyVocab | None = None,
     workers: int = 1,
     cache: ActivationCache | None = None,
 ) -> list[Internals]:
@@ -396,7 +396,7 @@ class Prepared:
     """What a stage reading internals starts from; ``cache``: the run's."""
 
     models: list[ModelEntry]
-    vocab: Vocab
+    vocab: AnyVocab
     prompts: PromptSet
     device: torch.device
     cache: ActivationCache | None = None

@@ -40,10 +40,11 @@ from domaingpt.context.rundir import DEFAULT_VAL_FRACTION, ModelEntry, RunDir
 from domaingpt.core.device import pick_device
 from domaingpt.core.io import read_user_text
 from domaingpt.core.settings import StageSettings, positive, setting
-from domaingpt.data.charclass import describe_char
+from domaingpt.data.charclass import describe_token
 from domaingpt.data.corpus import Corpus, resolve_corpus
 from domaingpt.data.encoding import encode_corpus
-from domaingpt.data.vocab import UNK, UNK_ID, Vocab
+from domaingpt.data.tokenizer import AnyVocab, is_subword
+from domaingpt.data.vocab import UNK, UNK_ID
 from domaingpt.errors import DomainGPTError
 
 Log = Callable[[str], None]
@@ -65,6 +66,15 @@ class Prompt:
     ids: np.ndarray  # int64 ids of the context (<unk> for unknown/control characters)
     target_id: int
     n_unk: int  # context + target characters read as <unk>
+    #: The characters of ``text`` each id covers (a subword vocabulary's); None: one each.
+    lengths: np.ndarray | None = None
+
+    def spans(self) -> list[tuple[int, int]]:
+        """``(start, end)`` in ``text`` of the characters each id covers."""
+        if self.lengths is None:
+            return [(i, i + 1) for i in range(len(self.ids))]
+        ends = np.cumsum(self.lengths, dtype=np.int64)
+        return [(int(e - n), int(e)) for e, n in zip(ends, self.lengths, strict=True)]
 
     @property
     def length(self) -> int:
@@ -132,7 +142,7 @@ class PromptSet:
                 "length": [p.length for p in self.prompts],
                 "text": [p.text for p in self.prompts],
                 "target": [p.target for p in self.prompts],
-                "target_label": [describe_char(p.target) for p in self.prompts],
+                "target_label": [describe_token(p.target) for p in self.prompts],
                 "n_unk": [p.n_unk for p in self.prompts],
             }
         )
@@ -218,8 +228,13 @@ class UserPromptSettings(PromptSettings):
             read_prompt_file(self.prompt_file)
 
 
-def encode_text(vocab: Vocab, text: str) -> tuple[np.ndarray, int]:
-    """Ids of ``text``; unknown characters and control characters become ``<unk>``."""
+def encode_text(vocab: AnyVocab, text: str) -> tuple[np.ndarray, int]:
+    """Ids of ``text``; unknown characters and control characters become ``<unk>`` (a
+    subword tokenizer's ids as it gives them: it must read the text back)."""
+    if is_subword(vocab):
+        vocab.check_text(text, f"prompt {text!r}")
+        enc = vocab.encode(text)
+        return enc.ids.astype(np.int64), enc.n_unk
     ids = vocab.encode(text).ids.astype(np.int64)
     for i, ch in enumerate(text):
         if ch not in _ALLOWED_CONTROLS and unicodedata.category(ch) == "Cc":
@@ -227,9 +242,12 @@ def encode_text(vocab: Vocab, text: str) -> tuple[np.ndarray, int]:
     return ids, int((ids == UNK_ID).sum())
 
 
-def user_prompt(vocab: Vocab, text: str, prompt_id: int, max_length: int) -> Prompt:
-    """A user prompt: context = all but the last character, target = the last character."""
+def user_prompt(vocab: AnyVocab, text: str, prompt_id: int, max_length: int) -> Prompt:
+    """A user prompt: context = all but the last token, target = the last token (a
+    character, for a character vocabulary); at most ``max_length`` context tokens."""
     check_not_empty([text])
+    if is_subword(vocab):
+        return _subword_user_prompt(vocab, text, prompt_id, max_length)
     if len(text) < 2:
         raise DomainGPTError(
             f"prompt {text!r} has one character; a prompt needs context plus the character "
@@ -251,6 +269,31 @@ def user_prompt(vocab: Vocab, text: str, prompt_id: int, max_length: int) -> Pro
     )
 
 
+def _subword_user_prompt(vocab: AnyVocab, text: str, prompt_id: int, max_length: int) -> Prompt:
+    ids, n_unk = encode_text(vocab, text)
+    if len(ids) < 2:
+        raise DomainGPTError(
+            f"prompt {text!r} is one token; a prompt needs context plus the token to "
+            "predict (its last token)"
+        )
+    lengths = vocab.encode(text).lengths
+    assert lengths is not None
+    keep = slice(max(len(ids) - 1 - max_length, 0), len(ids) - 1)
+    first = int(lengths[: keep.start].sum())
+    cut = int(lengths[:-1].sum())
+    return Prompt(
+        prompt_id=prompt_id,
+        corpus=USER,
+        start=-1,
+        text=text[first:cut],
+        target=text[cut:] or vocab.token(int(ids[-1])),
+        ids=ids[keep],
+        target_id=int(ids[-1]),
+        n_unk=n_unk,
+        lengths=np.asarray(lengths[keep], dtype=np.int64),
+    )
+
+
 def validation_starts(n_val: int, length: int, k: int) -> np.ndarray:
     """``k`` window starts spread evenly over a split of ``n_val`` ids (fewer if short)."""
     last = n_val - length - 1  # the target of the window must exist
@@ -261,7 +304,7 @@ def validation_starts(n_val: int, length: int, k: int) -> np.ndarray:
 
 def validation_prompts(
     corpus: Corpus,
-    vocab: Vocab,
+    vocab: AnyVocab,
     *,
     per_corpus: int,
     length: int,
@@ -269,30 +312,52 @@ def validation_prompts(
     first_id: int = 0,
 ) -> tuple[list[Prompt], np.ndarray]:
     """``per_corpus`` prompts from the validation split of ``corpus`` and the corpus's
-    character frequencies over the vocabulary (shares of the whole text)."""
+    id frequencies over the vocabulary (shares of the whole text).
+
+    A prompt is ``length`` characters of text and the id after them. With a subword
+    vocabulary the prompt is cut by characters too: as many whole tokens (of the
+    corpus's own tokenization) as ``length`` characters hold, and the token after them
+    is the target, so models with different tokenizers read about the same text.
+    """
     enc = encode_corpus(corpus, vocab)
     _, val = enc.split(val_fraction)
     starts = validation_starts(len(val), length, per_corpus)
     if len(starts) == 0:
         raise DomainGPTError(
-            f"the validation split of corpus {corpus.name!r} has {len(val)} characters: too "
+            f"the validation split of corpus {corpus.name!r} has {len(val)} ids: too "
             f"short for prompts of {length} characters; use a smaller --length"
         )
-    n_train = len(enc.ids) - len(val)
-    texts = _text_windows(corpus, [(n_train + s, n_train + s + length + 1) for s in starts])
+    split_lengths = enc.split_lengths(val_fraction)
+    if split_lengths is None:  # one character per id
+        n_train = len(enc.ids) - len(val)
+        ends = starts + length
+        offset = np.arange(len(val) + 1, dtype=np.int64)
+    else:
+        n_train = int(np.sum(split_lengths[0], dtype=np.int64))
+        offset = np.concatenate([[0], np.cumsum(split_lengths[1], dtype=np.int64)])
+        # The last token that still fits in ``length`` characters (at least one token).
+        ends = np.searchsorted(offset, offset[starts] + length, side="right") - 1
+        ends = np.clip(np.maximum(ends, starts + 1), None, len(val) - 1)
+    ranges = [
+        (n_train + offset[s], n_train + offset[e + 1]) for s, e in zip(starts, ends, strict=True)
+    ]
+    texts = _text_windows(corpus, ranges)
+    unk = vocab.unk_id
     prompts = []
-    for j, (s, chars) in enumerate(zip(starts, texts, strict=True)):
-        window = np.asarray(val[s : s + length + 1], dtype=np.int64)
+    for j, (s, e, chars) in enumerate(zip(starts, ends, texts, strict=True)):
+        window = np.asarray(val[s : e + 1], dtype=np.int64)
+        cut = int(offset[e] - offset[s])
         prompts.append(
             Prompt(
                 prompt_id=first_id + j,
                 corpus=corpus.name,
                 start=int(s),
-                text=chars[:-1],
-                target=chars[-1],
+                text=chars[:cut],
+                target=chars[cut:] or vocab.token(int(window[-1])),
                 ids=window[:-1],
                 target_id=int(window[-1]),
-                n_unk=int((window == UNK_ID).sum()),
+                n_unk=int((window == unk).sum()) if unk is not None else 0,
+                lengths=None if split_lengths is None else np.diff(offset[s : e + 1]),
             )
         )
     return prompts, char_frequencies(enc.ids, vocab.size)
@@ -386,7 +451,7 @@ def resolve_prompt_corpora(
 def build_prompt_set(
     run: RunDir,
     models: Sequence[ModelEntry],
-    vocab: Vocab,
+    vocab: AnyVocab,
     *,
     per_corpus: int = 64,
     length: int = 64,
@@ -440,7 +505,7 @@ def build_prompt_set(
     if not out:
         raise DomainGPTError("no prompts: give --prompts-per-corpus > 0 or a --prompt")
     n_unk = sum(p.n_unk for p in out)
-    if n_unk:
+    if n_unk and not is_subword(vocab):
         log(
             f"note: {n_unk} prompt character(s) outside the vocabulary or control characters "
             f"are read as {UNK}"
@@ -450,7 +515,7 @@ def build_prompt_set(
 
 def prepare_prompt_stage(
     run: RunDir, settings: PromptSettings, log: Callable[[str], None] = print
-) -> tuple[list[ModelEntry], Vocab, PromptSet, torch.device]:
+) -> tuple[list[ModelEntry], AnyVocab, PromptSet, torch.device]:
     """What every prompt-reading stage starts from: the selected models, the run's
     vocabulary, the prompt set (with the user's own when ``settings`` has them) and the
     device."""

@@ -45,7 +45,7 @@ from domaingpt.data.corpus import (
     sha256_file,
     unsafe_name_reason,
 )
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import AnyVocab, vocab_from_json
 from domaingpt.errors import CorpusError, DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, find_checkpoint, list_checkpoints
 from domaingpt.training.modeldir import ModelRecord, load_record
@@ -384,7 +384,7 @@ class RunDir:
             )
         return find_checkpoint(self.model(adapted.source), iteration)
 
-    def vocab(self) -> Vocab:
+    def vocab(self) -> AnyVocab:
         """The run's vocabulary (``vocab.json``), else the first model checkpoint's."""
         if self.vocab_path.exists():
             try:
@@ -393,9 +393,9 @@ class RunDir:
                 raise DomainGPTError(
                     f"{self.vocab_path} is unreadable ({e}); delete it to rebuild"
                 ) from None
-            return Vocab.from_json(data)
+            return vocab_from_json(data)
         names = self.model_names()
-        return Vocab.from_json(find_checkpoint(self.model(names[0])).vocab)
+        return vocab_from_json(find_checkpoint(self.model(names[0])).vocab)
 
     def vocab_corpora(self) -> list[str]:
         """The corpora the run's vocabulary was built from (``vocab.json``), in order."""

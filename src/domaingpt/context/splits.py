@@ -15,7 +15,7 @@ import numpy as np
 from domaingpt.context.rundir import RunDir
 from domaingpt.data.corpus import Corpus, resolve_corpus
 from domaingpt.data.encoding import encode_corpus
-from domaingpt.data.vocab import UNK_ID, Vocab
+from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.errors import CorpusError
 
 
@@ -26,7 +26,9 @@ class Split:
     corpus: str
     train: np.ndarray
     val: np.ndarray
-    unk_fraction: float  # share of the scored validation characters that are <unk>
+    unk_fraction: float  # share of the scored validation ids that are the unknown token
+    #: The characters each validation id covers (a subword vocabulary's; None: one each).
+    val_lengths: np.ndarray | None = None
 
 
 class CorpusCache:
@@ -84,20 +86,28 @@ class CorpusCache:
             self._corpora[corpus.name] = corpus
         return self._models[model]
 
-    def split(self, corpus: Corpus, vocab: Vocab, val_fraction: float, block_size: int) -> Split:
+    def split(self, corpus: Corpus, vocab: AnyVocab, val_fraction: float, block_size: int) -> Split:
         """The split a model with this vocabulary and ``val_fraction`` trained on."""
         key = (corpus.name, vocab.fingerprint, float(val_fraction))
         if key not in self._splits:
             encoded = encode_corpus(corpus, vocab)
             train, val = encoded.split(val_fraction)
-            n_unk = int(np.count_nonzero(np.asarray(val[1:]) == UNK_ID))
-            self._splits[key] = Split(corpus.name, train, val, n_unk / max(len(val) - 1, 1))
+            lengths = encoded.split_lengths(val_fraction)
+            unk = vocab.unk_id
+            n_unk = int(np.count_nonzero(np.asarray(val[1:]) == unk)) if unk is not None else 0
+            self._splits[key] = Split(
+                corpus.name,
+                train,
+                val,
+                n_unk / max(len(val) - 1, 1),
+                None if lengths is None else lengths[1],
+            )
         split = self._splits[key]
         need = block_size + 1
         if len(split.train) < need or len(split.val) < need:
             raise CorpusError(
                 f"corpus {corpus.name!r} is too short for block_size {block_size} with "
-                f"val_fraction {val_fraction} (each split needs at least {need} characters); "
+                f"val_fraction {val_fraction} (each split needs at least {need} ids); "
                 "use a longer text"
             )
         return split

@@ -28,7 +28,7 @@ from domaingpt.core.loggers import require_loggers
 from domaingpt.core.progress import Log
 from domaingpt.data.corpus import Corpus
 from domaingpt.data.encoding import encode_corpus
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.training.loop import TrainResult, train
 from domaingpt.training.memory import check_fits
 from domaingpt.training.modeldir import Plan, check_model_dir, run_record
@@ -40,7 +40,7 @@ class ModelJob:
 
     corpus: Corpus
     split: tuple[np.ndarray, np.ndarray]
-    vocab: Vocab
+    vocab: AnyVocab
     config: RunConfig
     model_dir: Path
     resume: bool  # continue the model there (its run.json says it is this one)
@@ -51,7 +51,7 @@ class ModelJob:
 
 
 def encode_for_training(
-    run: RunDir, corpus: Corpus, vocab: Vocab, config: RunConfig, log: Log
+    run: RunDir, corpus: Corpus, vocab: AnyVocab, config: RunConfig, log: Log
 ) -> tuple[np.ndarray, np.ndarray]:
     """``corpus`` encoded with the run's vocabulary and split (a corpus too short for
     the model's context is refused); characters the vocabulary lacks are trained as

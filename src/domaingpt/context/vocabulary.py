@@ -18,11 +18,13 @@ from domaingpt.context.rundir import RunDir
 from domaingpt.core.io import atomic_write_text, write_json
 from domaingpt.core.progress import Log
 from domaingpt.data.corpus import REGISTRY, Corpus, cache_dir, resolve_corpus
+from domaingpt.data.subword import SubwordVocab
+from domaingpt.data.tokenizer import AnyVocab, vocab_from_json
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
 
 
-def build_vocab(corpora: list[Corpus]) -> Vocab:
+def build_vocab(corpora: list[Corpus]) -> AnyVocab:
     """The vocabulary of ``corpora``: every character of them (read in chunks).
 
     Cached per machine under the corpora's checksums (which finding a corpus computes
@@ -40,7 +42,7 @@ def build_vocab(corpora: list[Corpus]) -> Vocab:
     return vocab
 
 
-def save_vocab(run: RunDir, vocab: Vocab, corpora: list[Corpus]) -> Path:
+def save_vocab(run: RunDir, vocab: AnyVocab, corpora: list[Corpus]) -> Path:
     """Write the run's ``vocab.json``, with the corpora (name: SHA-256) it was built from."""
     record = vocab.to_json()
     record["corpora"] = {c.name: c.sha256 for c in corpora}
@@ -66,7 +68,8 @@ def run_vocabulary(
     *,
     retrains_all: bool,
     named: str | None = None,
-) -> tuple[Vocab, list[Corpus] | None]:
+    tokenizer: SubwordVocab | None = None,
+) -> tuple[AnyVocab, list[Corpus] | None]:
     """The vocabulary to train with on ``corpora`` in ``run``, and the corpora to record
     it from in ``vocab.json`` (None: ``vocab.json`` stays as it is). Nothing is written.
 
@@ -82,13 +85,27 @@ def run_vocabulary(
 
     ``named``: ``corpora`` were named for the vocabulary (``--vocab NAMES``); then a run
     that already has another vocabulary is an error, never silently ignored.
+
+    A subword vocabulary (:mod:`domaingpt.data.subword`) is never built from corpora: a
+    study gets one as ``tokenizer`` (the tokenizer of a model trained elsewhere), and it
+    is the run's from then on; every model of the run is trained with it. A run whose
+    ``vocab.json`` is a subword one keeps it for ``domaingpt train``; a study without a
+    ``tokenizer`` goes back to characters (its models are retrained).
     """
     path = run.vocab_path
+    if tokenizer is not None:
+        for corpus in corpora:  # a tokenizer that changes a corpus character: refused now
+            tokenizer.check_text(corpus_chars(corpus), f"corpus {corpus.name!r}")
+        if path.exists() and _recorded_fingerprint(path) == tokenizer.fingerprint:
+            return tokenizer, None
+        if path.exists():
+            log(f"{path} is not the tokenizer of the study's models: replaced (models retrained)")
+        return tokenizer, corpora
     if not path.exists():
         return build_vocab(corpora), corpora
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        vocab = Vocab.from_json(data)
+        vocab = vocab_from_json(data)
         have = data.get("corpora")
     except (OSError, ValueError, AttributeError, DomainGPTError) as e:
         if not retrains_all:
@@ -105,6 +122,11 @@ def run_vocabulary(
             f"{vocab.size} ids, built from {built_from}) and every model of a run shares "
             "it; drop --vocab, or use another --out"
         )
+    if isinstance(vocab, SubwordVocab):
+        if not retrains_all:
+            return vocab, None  # domaingpt train: one more model with the run's tokenizer
+        log(f"{path} is a subword tokenizer the study no longer names: characters again")
+        return build_vocab(corpora), corpora
     want = {c.name: c.sha256 for c in corpora}
     if have == want and vocab is not None:
         return vocab, None
@@ -123,7 +145,23 @@ def run_vocabulary(
     return build_vocab(corpora), corpora
 
 
-def shared_vocab(run: RunDir, corpora: list[Corpus], log: Log) -> Vocab:
+def _recorded_fingerprint(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("fingerprint") if isinstance(data, dict) else None
+
+
+def corpus_chars(corpus: Corpus) -> set[str]:
+    """Every character of ``corpus`` (read in chunks)."""
+    seen: set[str] = set()
+    for chunk in corpus.iter_text():
+        seen.update(chunk)
+    return seen
+
+
+def shared_vocab(run: RunDir, corpora: list[Corpus], log: Log) -> AnyVocab:
     """:func:`run_vocabulary` for a study, saved: the vocabulary of a run whose models
     are all trained with it (a notebook's, a test's)."""
     vocab, record = run_vocabulary(run, corpora, log, retrains_all=True)

@@ -41,6 +41,8 @@ from domaingpt.context.rundir import read_run_json
 from domaingpt.core.io import atomic_write_text, write_json
 from domaingpt.core.owned import check_owned, claim, is_vacant, publish, scratch_beside
 from domaingpt.core.progress import Log, stderr_log
+from domaingpt.data.subword import SubwordVocab
+from domaingpt.data.tokenizer import AnyVocab, vocab_from_json
 from domaingpt.data.vocab import UNK, Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.interop import require
@@ -75,7 +77,30 @@ def step_name(iteration: int) -> str:
 # --- the tokenizer --------------------------------------------------------------------
 
 
-def write_tokenizer(vocab: Vocab, block_size: int, out: Path) -> None:
+def write_tokenizer(vocab: AnyVocab, block_size: int, out: Path) -> None:
+    """The model's tokenizer files: a subword tokenizer as it came (its own
+    ``tokenizer.json``), a character vocabulary as :func:`write_char_tokenizer` writes it."""
+    if isinstance(vocab, SubwordVocab):
+        atomic_write_text(out / "tokenizer.json", vocab.json)
+        special = {"unk_token": vocab.token(vocab.unk_id)} if vocab.unk_id is not None else {}
+        write_json(
+            out / "tokenizer_config.json",
+            {
+                "tokenizer_class": TOKENIZER_CLASS,
+                **special,
+                "padding_side": "left",
+                "truncation_side": "left",
+                "model_max_length": block_size,
+                "clean_up_tokenization_spaces": False,
+                "model_input_names": ["input_ids", "attention_mask"],
+            },
+        )
+        write_json(out / "special_tokens_map.json", special)
+        return
+    write_char_tokenizer(vocab, block_size, out)
+
+
+def write_char_tokenizer(vocab: Vocab, block_size: int, out: Path) -> None:
     """A character tokenizer with our ids, as ``AutoTokenizer.from_pretrained`` reads it.
 
     A ``tokenizers`` WordLevel model over single characters (a Split pre-tokenizer
@@ -150,7 +175,7 @@ def checkpoint_meta(info: CheckpointInfo, model_dir: Path | None) -> dict[str, A
     and less what the record already says (:data:`RUN_FROM_RECORD`, put back on import).
     """
     record = {k: v for k, v in info.meta.to_dict().items() if k not in LOCAL_PATH_KEYS}
-    fingerprint = Vocab.from_json(info.vocab).fingerprint
+    fingerprint = vocab_from_json(info.vocab).fingerprint
     meta: dict[str, Any] = {
         "iteration": info.iteration,
         "vocab_fingerprint": fingerprint,
@@ -173,7 +198,7 @@ def _yaml(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _model_card(info: CheckpointInfo, vocab: Vocab, model: GPT) -> str:
+def _model_card(info: CheckpointInfo, vocab: AnyVocab, model: GPT) -> str:
     """``README.md``: a Hugging Face model card, its YAML header first (library,
     pipeline tag, tags, the corpus, the run's validation loss), then the run's numbers
     and how to use the model with transformers and lm-evaluation-harness."""
@@ -183,15 +208,22 @@ def _model_card(info: CheckpointInfo, vocab: Vocab, model: GPT) -> str:
     val = record.val_loss
     newline = vocab.id_of("\n")
     train = (record.config or {}).get("train") or {}
+    subword = isinstance(vocab, SubwordVocab)
+    unit = "token" if subword else "character"
     header = [
         "---",
         "library_name: transformers",
         "pipeline_tag: text-generation",
-        f"tags: {_yaml(['domaingpt', 'character-level', 'gpt2', 'nanogpt', corpus])}",
+        f"tags: {_yaml(['domaingpt', 'subword' if subword else 'character-level', 'gpt2', 'nanogpt', corpus])}",
         f"datasets: {_yaml([corpus])}",
     ]
     if isinstance(val, int | float):
         bpc = val / math.log(2)
+        bits = [
+            "    - type: bpc",
+            f"      value: {bpc:.6f}",
+            "      name: bits per character",
+        ]
         header += [
             "model-index:",
             f"- name: {_yaml(f'domaingpt-{corpus}')}",
@@ -205,29 +237,33 @@ def _model_card(info: CheckpointInfo, vocab: Vocab, model: GPT) -> str:
             "    metrics:",
             "    - type: loss",
             f"      value: {val:.6f}",
-            "      name: validation loss (nats per character)",
-            "    - type: bpc",
-            f"      value: {bpc:.6f}",
-            "      name: bits per character",
+            f"      name: validation loss (nats per {unit})",
+            *([] if subword else bits),
         ]
     header.append("---")
     facts = [
         f"- corpus: `{corpus}`, SHA-256 `{record.corpus_sha256 or 'not recorded'}`",
         f"- checkpoint: iteration {info.iteration}"
-        + (f", {record.tokens_seen:,} characters seen" if record.tokens_seen else ""),
+        + (f", {record.tokens_seen:,} {unit}s seen" if record.tokens_seen else ""),
     ]
     if isinstance(val, int | float):
         facts.append(
-            f"- validation loss {val:.4f} nats per character ({val / math.log(2):.4f} bits "
-            "per character), as recorded at this checkpoint"
+            f"- validation loss {val:.4f} nats per {unit}"
+            + ("" if subword else f" ({val / math.log(2):.4f} bits per character)")
+            + ", as recorded at this checkpoint"
         )
     facts += [
         f"- model: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} embedding, "
         f"{model.num_params(non_embedding=False):,} parameters, "
         f"{'with' if cfg.bias else 'without (zero in this export)'} biases",
-        f"- context: {cfg.block_size} characters (`n_positions`)",
-        f"- vocabulary: {vocab.size} ids, one per character; id 0 `<unk>` (also the "
-        "padding token, on the left)",
+        f"- context: {cfg.block_size} {unit}s (`n_positions`)",
+        (
+            f"- vocabulary: the subword tokenizer of {vocab.size} ids the model was "
+            "imported with (`tokenizer.json`, unchanged)"
+            if subword
+            else f"- vocabulary: {vocab.size} ids, one per character; id 0 `<unk>` (also "
+            "the padding token, on the left)"
+        ),
     ]
     if train:
         keys = ("max_iters", "batch_size", "lr", "min_lr", "warmup_iters", "weight_decay", "seed")
@@ -235,10 +271,16 @@ def _model_card(info: CheckpointInfo, vocab: Vocab, model: GPT) -> str:
     lines = [
         *header,
         "",
-        f"# domaingpt character model: {corpus}, iteration {info.iteration}",
+        f"# domaingpt {'subword' if subword else 'character'} model: {corpus}, "
+        f"iteration {info.iteration}",
         "",
-        "A character-level GPT (nanoGPT architecture) exported by `domaingpt export` as a "
-        "`GPT2LMHeadModel` with exact GELU; one token per character.",
+        (
+            "A GPT (nanoGPT architecture) with a subword tokenizer, exported by `domaingpt "
+            f"export` as a `GPT2LMHeadModel` with {cfg.gelu} GELU."
+            if subword
+            else "A character-level GPT (nanoGPT architecture) exported by `domaingpt "
+            "export` as a `GPT2LMHeadModel` with exact GELU; one token per character."
+        ),
         "",
         *facts,
         "",
@@ -252,7 +294,7 @@ def _model_card(info: CheckpointInfo, vocab: Vocab, model: GPT) -> str:
         "```",
         "",
         f"GPT-2 does not slide its context as `domaingpt sample` does: prompt + new "
-        f"characters must fit in {cfg.block_size}. `generation_config.json` sets "
+        f"{unit}s must fit in {cfg.block_size}. `generation_config.json` sets "
         f"`max_length` = {cfg.block_size}, so `generate` stops there by default; an explicit "
         "`max_new_tokens` overrides it. The tokenizer truncates on the left "
         "(`tokenizer(text, truncation=True)` keeps the last characters) and pads on the "

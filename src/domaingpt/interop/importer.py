@@ -1,12 +1,18 @@
-"""``domaingpt import-hf``: a GPT-2 character model back into a run's ``models/`` folder.
+"""``domaingpt import-hf``: a GPT-2 model into a run's ``models/`` folder.
 
 Reads ``config.json``, ``model.safetensors`` (or its shards) and ``tokenizer.json``
-directly: no ``transformers`` needed, and nothing pickled is ever loaded. A folder that
-``domaingpt export`` wrote comes back exactly: the same tensors (so the same checkpoint
-file, byte for byte), its record and ``run.json``. Any other GPT-2 model is accepted when
-it computes what a domaingpt model computes (exact GELU, 4x MLP, LayerNorm eps 1e-5,
-tied head) over a vocabulary of single characters with an unknown token; its token
-embedding rows are reordered to our ids (``<unk>`` 0, then the characters by code point).
+directly (``transformers`` is not needed, and nothing pickled is ever loaded). A folder
+that ``domaingpt export`` wrote comes back exactly: the same tensors (so the same
+checkpoint file, byte for byte), its record and ``run.json``. Any other GPT-2 model is
+accepted when it computes what a domaingpt model computes (GELU exact or tanh, 4x MLP,
+LayerNorm eps 1e-5, tied head). Its tokenizer decides the vocabulary:
+
+* single characters with an unknown token (a WordLevel model): a character vocabulary,
+  the token embedding rows reordered to our ids (``<unk>`` 0, then the characters by
+  code point);
+* anything else (GPT-2's byte-level BPE, a BPE or WordPiece trained with
+  ``tokenizers``): a subword vocabulary (:mod:`domaingpt.data.subword`), ids unchanged;
+  it must give back every character of the corpora it is used on.
 
 An export of a whole history (``step*`` folders) imports as the model's history
 checkpoints, one per step.
@@ -17,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +32,17 @@ import safetensors.torch
 import torch
 
 from domaingpt.context.rundir import RunDir
+from domaingpt.core.config import ModelSpec
 from domaingpt.core.io import read_user_text, write_json
 from domaingpt.core.limits import MAX_TOKEN_ID, MODEL_LIMITS, bounded_float, bounded_int
 from domaingpt.core.owned import check_owned, is_vacant, publish, scratch_beside
 from domaingpt.core.progress import Log, stderr_log
+from domaingpt.data.subword import SubwordVocab
+from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.data.vocab import UNK, Vocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.interop.mapping import (
+    HF_GELU,
     LAYER_NORM_EPS,
     META_KEY,
     RUN_FROM_RECORD,
@@ -53,13 +63,18 @@ _STEP = re.compile(r"^step(\d+)$")
 
 @dataclass(frozen=True)
 class HFModel:
-    """A GPT-2 model folder read back: its config, tensors and character vocabulary."""
+    """A GPT-2 model folder read back: its config, tensors and tokenizer.
+
+    ``tokens`` and ``unk`` describe a character tokenizer (each token one character);
+    ``subword`` is the folder's tokenizer when it is any other (BPE, WordPiece, ...).
+    """
 
     folder: Path
     config: dict[str, Any]
     tensors: dict[str, torch.Tensor]
     tokens: list[str]  # the tokenizer's token of each id
     unk: str
+    subword: SubwordVocab | None = None
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -104,9 +119,30 @@ def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _read_tokens(folder: Path) -> tuple[list[str], str]:
+def is_char_tokenizer(data: dict[str, Any]) -> bool:
+    """A ``tokenizer.json`` whose tokens are single characters (``domaingpt export``'s, or
+    any WordLevel model over characters): read as a character vocabulary."""
+    model = data.get("model") or {}
+    vocab = model.get("vocab")
+    if model.get("type") != "WordLevel" or not isinstance(vocab, dict):
+        return False
+    unk = model.get("unk_token") or UNK
+    return all(isinstance(t, str) and (len(t) == 1 or t == unk) for t in vocab)
+
+
+def read_vocab(folder: str | Path) -> AnyVocab:
+    """The vocabulary of a Hugging Face model folder's ``tokenizer.json``: a character
+    vocabulary (ids in our order) or the subword tokenizer itself (ids unchanged)."""
+    folder = Path(folder)
+    data = _read_json(folder / "tokenizer.json", "a tokenizer is needed")
+    if is_char_tokenizer(data):
+        tokens, unk = _read_tokens(folder, data)
+        return _char_vocab(folder, tokens, unk)[0]
+    return SubwordVocab(read_user_text(folder / "tokenizer.json", "file"), str(folder))
+
+
+def _read_tokens(folder: Path, data: dict[str, Any]) -> tuple[list[str], str]:
     """The token of each id, and the unknown token, from ``tokenizer.json``."""
-    data = _read_json(folder / "tokenizer.json", "a character tokenizer is needed")
     model = data.get("model") or {}
     vocab = model.get("vocab")
     if not isinstance(vocab, dict) or not vocab:
@@ -152,8 +188,12 @@ def read_hf(folder: str | Path) -> HFModel:
     if not folder.is_dir():
         raise DomainGPTError(f"{folder} is not a folder; give a Hugging Face model folder")
     config = _read_json(folder / "config.json", "is it a Hugging Face model folder?")
-    tokens, unk = _read_tokens(folder)
-    return HFModel(folder, config, _read_tensors(folder), tokens, unk)
+    data = _read_json(folder / "tokenizer.json", "a tokenizer is needed")
+    if is_char_tokenizer(data):
+        tokens, unk = _read_tokens(folder, data)
+        return HFModel(folder, config, _read_tensors(folder), tokens, unk)
+    subword = SubwordVocab(read_user_text(folder / "tokenizer.json", "file"), str(folder))
+    return HFModel(folder, config, _read_tensors(folder), [], "", subword)
 
 
 def _check_architecture(hf: HFModel) -> None:
@@ -169,8 +209,9 @@ def _check_architecture(hf: HFModel) -> None:
     checks = [
         (c.get("model_type") == "gpt2", f"model_type {c.get('model_type')!r}, not 'gpt2'"),
         (
-            c.get("activation_function") == "gelu",
-            f"activation {c.get('activation_function')!r}: ours is exact GELU ('gelu')",
+            c.get("activation_function") in HF_GELU,
+            f"activation {c.get('activation_function')!r}: ours is GELU, exact or tanh "
+            f"({', '.join(map(repr, HF_GELU))})",
         ),
         (c.get("n_inner") in (None, 4 * n_embd), f"MLP width {c.get('n_inner')}, not 4 × n_embd"),
         (
@@ -192,32 +233,41 @@ def _check_architecture(hf: HFModel) -> None:
         )
 
 
-def _vocab_order(hf: HFModel) -> tuple[Vocab, list[int]]:
-    """Our vocabulary of the model's characters, and for each of our ids the model's id."""
-    chars = [t for t in hf.tokens if t != hf.unk]
-    long = [t for t in chars if len(t) != 1]
-    if long:
+def _vocab_order(hf: HFModel) -> tuple[AnyVocab, list[int]]:
+    """Our vocabulary of the model, and for each of our ids the model's id: a character
+    tokenizer's ids are put in our order, a subword tokenizer's kept."""
+    if hf.subword is not None:
+        return hf.subword, list(range(hf.subword.size))
+    return _char_vocab(hf.folder, hf.tokens, hf.unk)
+
+
+def _char_vocab(folder: Path, tokens: list[str], unk: str) -> tuple[AnyVocab, list[int]]:
+    chars = [t for t in tokens if t != unk]
+    if unk not in tokens:
         raise DomainGPTError(
-            f"{hf.folder} is not a character model: tokens like {long[:3]} are longer "
-            "than one character"
-        )
-    if hf.unk not in hf.tokens:
-        raise DomainGPTError(
-            f"{hf.folder}'s tokenizer has no unknown token ({hf.unk!r}); a domaingpt "
+            f"{folder}'s tokenizer has no unknown token ({unk!r}); a domaingpt "
             "vocabulary reads unseen characters as <unk>"
         )
     vocab = Vocab(tuple(sorted(set(chars))))
-    position = {t: i for i, t in enumerate(hf.tokens)}
-    order = [position[hf.unk]] + [position[ch] for ch in vocab.chars]
+    position = {t: i for i, t in enumerate(tokens)}
+    order = [position[unk]] + [position[ch] for ch in vocab.chars]
     return vocab, order
 
 
-def _model_config(hf: HFModel, vocab: Vocab) -> GPTConfig:
+def _model_config(hf: HFModel, vocab: AnyVocab) -> GPTConfig:
     where = f"{hf.folder / 'config.json'}"
     recorded = hf.meta.get("model_config")
-    if isinstance(recorded, dict):
-        return GPTConfig.from_dict(recorded, where)
     c = hf.config
+    if isinstance(recorded, dict):
+        cfg = GPTConfig.from_dict(recorded, where)
+        said = HF_GELU[c.get("activation_function", "gelu")]
+        if said != cfg.gelu:
+            raise DomainGPTError(
+                f"{where}: activation_function {c.get('activation_function')!r} is not the "
+                f"{cfg.gelu} GELU of the model config domaingpt recorded there (the file "
+                "was altered?); export the model again"
+            )
+        return cfg
 
     def size(key: str, ours: str) -> int:
         return bounded_int(f"{where}: {key}", c.get(key), 1, MODEL_LIMITS[ours])
@@ -231,10 +281,11 @@ def _model_config(hf: HFModel, vocab: Vocab) -> GPTConfig:
         vocab_size=vocab.size,
         dropout=bounded_float(f"{where}: resid_pdrop", c.get("resid_pdrop", 0.0)),
         bias=any(bool(b.any()) for b in biases),  # all zero: the same model without them
+        gelu=HF_GELU[c.get("activation_function", "gelu")],
     )
 
 
-def to_domaingpt(hf: HFModel) -> tuple[GPT, Vocab]:
+def to_domaingpt(hf: HFModel) -> tuple[GPT, AnyVocab]:
     """The folder's model as ours (eval mode) and its vocabulary."""
     _check_architecture(hf)
     vocab, order = _vocab_order(hf)
@@ -271,7 +322,14 @@ def to_domaingpt(hf: HFModel) -> tuple[GPT, Vocab]:
     return model.eval(), vocab
 
 
-def _folders(source: Path) -> list[tuple[int | None, Path]]:
+def model_spec(model_config: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``[model]`` table of a run config (a :class:`ModelSpec`'s keys) of a model's
+    config, which also holds its vocabulary size and GELU."""
+    keys = {f.name for f in fields(ModelSpec)}
+    return {k: v for k, v in (model_config or {}).items() if k in keys}
+
+
+def model_folders(source: Path) -> list[tuple[int | None, Path]]:
     """``(iteration, folder)`` of one model, or of every ``stepN`` folder of a history."""
     steps = [(int(m[1]), p) for p in source.iterdir() if (m := _STEP.match(p.name))]
     if steps and not (source / "config.json").is_file():
@@ -279,7 +337,7 @@ def _folders(source: Path) -> list[tuple[int | None, Path]]:
     return [(None, source)]
 
 
-def check_run_vocab(run: RunDir, vocab: Vocab, source: Path, hint: str = "") -> bool:
+def check_run_vocab(run: RunDir, vocab: AnyVocab, source: Path, hint: str = "") -> bool:
     """The run's vocabulary is every model's: True when the run has none yet (the
     model's is then written as the run's), an error when it differs from the model's
     (``hint``: what the format needs to share it, in parentheses)."""
@@ -329,7 +387,7 @@ def import_hf(
     source, run = Path(source), RunDir(Path(run_dir))
     if not source.is_dir():
         raise DomainGPTError(f"{source} is not a folder; give a Hugging Face model folder")
-    folders = _folders(source)
+    folders = model_folders(source)
     models = [(it, read_hf(f)) for it, f in folders]
     first = models[-1][1].meta
     record = first.get("record", {})
@@ -372,7 +430,8 @@ def import_hf(
             else ModelRecord(
                 corpus=name,
                 vocab_fingerprint=written[-1].vocab_fingerprint,
-                config={"model": written[-1].model_config},
+                # The run's [model] table: the shape only (the vocabulary is the run's).
+                config={"model": model_spec(written[-1].model_config)},
                 imported_from=str(source),
             )
         )

@@ -48,10 +48,17 @@ _LINEARS = {  # ours -> GPT-2's, per block; each is transposed (Linear -> Conv1D
 _NORMS = ("ln_1", "ln_2")
 
 
+#: Hugging Face's ``activation_function`` names of our ``GPTConfig.gelu`` values.
+HF_GELU = {"gelu": "exact", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
+#: The name an export writes for each (GPT-2's own for tanh).
+GELU_NAME = {"exact": "gelu", "tanh": "gelu_new"}
+
+
 def gpt2_config(cfg: GPTConfig, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """The keyword arguments of ``GPT2Config`` for a model of config ``cfg``.
 
-    Exact GELU (``"gelu"``, not GPT-2's tanh ``"gelu_new"``), ``n_positions`` =
+    The model's GELU (exact ``"gelu"``; a GPT-2 imported with tanh GELU goes back as
+    ``"gelu_new"``: :data:`HF_GELU`), ``n_positions`` =
     ``block_size``, our LayerNorm eps, a tied head, no BOS/EOS token (a character model
     trained on raw text has no document boundaries: any character named EOS would stop
     generation where it occurs; GPT-2's default 50256 would not even be an id here),
@@ -64,7 +71,7 @@ def gpt2_config(cfg: GPTConfig, meta: dict[str, Any] | None = None) -> dict[str,
         "n_layer": cfg.n_layer,
         "n_head": cfg.n_head,
         "n_inner": 4 * cfg.n_embd,
-        "activation_function": "gelu",
+        "activation_function": GELU_NAME[cfg.gelu],
         "resid_pdrop": cfg.dropout,
         "embd_pdrop": cfg.dropout,
         "attn_pdrop": cfg.dropout,

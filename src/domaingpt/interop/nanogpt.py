@@ -45,6 +45,7 @@ from domaingpt.core.owned import check_owned, is_vacant, publish, scratch_beside
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.version import __version__
 from domaingpt.data.corpus import REGISTRY, Corpus, resolve_corpus, sha256_file
+from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.interop.importer import check_run_vocab
@@ -122,7 +123,7 @@ class NanoVocab:
     source: str  # where it came from, for messages and provenance
 
     @property
-    def vocab(self) -> Vocab:
+    def vocab(self) -> AnyVocab:
         return Vocab(tuple(sorted(self.itos)))
 
     def order(self) -> list[int]:
@@ -312,7 +313,7 @@ def check_shapes(ck: NanoCheckpoint) -> None:
         )
 
 
-def model_config(ck: NanoCheckpoint, vocab: Vocab) -> GPTConfig:
+def model_config(ck: NanoCheckpoint, vocab: AnyVocab) -> GPTConfig:
     a = ck.model_args
     try:
         return GPTConfig(

@@ -54,7 +54,7 @@ from domaingpt.core.loggers import (
 )
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.threads import torch_threads
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import (
     CheckpointMeta,
@@ -103,7 +103,7 @@ class _Recorder:
         self,
         model: GPT,
         trainer: Trainer,
-        vocab: Vocab,
+        vocab: AnyVocab,
         cfg: RunConfig,
         corpus: tuple[str, str],
         val_ids: np.ndarray,
@@ -208,7 +208,7 @@ def train(
     corpus_sha: str,
     train_ids: np.ndarray,
     val_ids: np.ndarray,
-    vocab: Vocab,
+    vocab: AnyVocab,
     cfg: RunConfig,
     model_dir: Path,
     *,

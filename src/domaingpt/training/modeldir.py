@@ -34,7 +34,7 @@ from domaingpt.core.loggers import WANDB_ID_FILE
 from domaingpt.core.owned import remove_owned
 from domaingpt.core.version import __version__
 from domaingpt.data.corpus import check_model_name
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, damaged_checkpoints, list_checkpoints
 
@@ -139,7 +139,7 @@ def run_record(
     cfg: RunConfig,
     corpus_name: str,
     corpus_sha: str,
-    vocab: Vocab,
+    vocab: AnyVocab,
     corpus_path: str | Path | None = None,
 ) -> ModelRecord:
     """What ``run.json`` records about a model (``corpus_path`` made absolute)."""

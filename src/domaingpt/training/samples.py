@@ -24,7 +24,7 @@ import torch
 from domaingpt.core.config import TrainSpec
 from domaingpt.core.io import read_jsonl, write_jsonl
 from domaingpt.core.threads import map_workers
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints, load_checkpoint
 from domaingpt.model.generate import generate_text
 
@@ -35,7 +35,9 @@ def missing_samples(ckpt_dir: Path, samples_path: Path) -> list[CheckpointInfo]:
     return [c for c in list_checkpoints(ckpt_dir, "iter") if c.iteration not in have]
 
 
-def sample_row(info: CheckpointInfo, vocab: Vocab, spec: TrainSpec, device: torch.device) -> dict:
+def sample_row(
+    info: CheckpointInfo, vocab: AnyVocab, spec: TrainSpec, device: torch.device
+) -> dict:
     """The ``samples.jsonl`` row of one history checkpoint, drawn from its file."""
     model = load_checkpoint(info, device).model
     text = generate_text(model, vocab, spec.sample_prompt, spec.sample_chars, seed=spec.sample_seed)
@@ -50,7 +52,7 @@ def sample_row(info: CheckpointInfo, vocab: Vocab, spec: TrainSpec, device: torc
 
 
 def write_samples(
-    ckpt_dir: Path, samples_path: Path, vocab: Vocab, spec: TrainSpec, device: torch.device
+    ckpt_dir: Path, samples_path: Path, vocab: AnyVocab, spec: TrainSpec, device: torch.device
 ) -> list[dict[str, Any]]:
     """Draw the sample of every history checkpoint that lacks one and rewrite
     ``samples.jsonl`` in iteration order; returns the new rows.

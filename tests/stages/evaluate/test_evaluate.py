@@ -118,7 +118,7 @@ def test_bootstrap_interval_contains_mean_and_is_deterministic(table):
     rng = np.random.default_rng(5)
     count = np.full(400, 32)
     scores = WindowScores(
-        nll=rng.gamma(4.0, 20.0, size=400), count=count, starts=np.arange(400) * 32
+        nll=rng.gamma(4.0, 20.0, size=400), count=count, starts=np.arange(400) * 32, chars=count
     )
     a = bootstrap_ratio_ci(scores.nll, scores.count, 500, seed=3)
     assert a == bootstrap_ratio_ci(scores.nll, scores.count, 500, seed=3)

@@ -15,6 +15,7 @@ from tests.conftest import read_one, run_one
 
 from domaingpt.cli import main
 from domaingpt.context.prompts import (
+    Prompt,
     PromptSet,
     build_prompt_set,
     user_prompt,
@@ -50,6 +51,7 @@ from domaingpt.stages.saliency import (
     shares,
 )
 from domaingpt.stages.saliency import stage as saliency_stage
+from domaingpt.stages.saliency.aggregate import per_character
 from domaingpt.stages.saliency.faithfulness import deletion_tests
 from domaingpt.stages.saliency.heatmap import HeatmapRow, render_heatmap
 from domaingpt.stages.saliency.methods import (
@@ -395,3 +397,21 @@ def test_an_adapted_model_without_its_start_iteration_is_named(tmp_path):
     message = str(e.value)
     assert "'source_iteration'" in message and "iter-" in message and "\n" not in message
     assert "domaingpt adapt" in message and "[saliency]" in message
+
+
+def test_token_scores_are_spread_over_their_characters() -> None:
+    """A subword prompt's scores per character: each token's score shared evenly by the
+    characters it covers; a piece of a character (no character of its own) gives its
+    score to the token that completes it."""
+    tokens = Prompt(0, "verse", 0, "the cat🙂", " ", np.arange(4), 9, 0, np.array([3, 4, 0, 1]))
+    chars = Prompt(1, "verse", 0, "ab", "c", np.arange(2), 3, 0)
+    values = np.array([[0.9, -0.4, 0.25, 0.5], [1.0, 2.0, 0.0, 0.0]])
+    got, lengths = per_character(values, PromptSet([tokens, chars]))
+    assert list(lengths) == [8, 2]
+    assert got[0].tolist() == pytest.approx([0.3] * 3 + [-0.1] * 4 + [0.75])
+    assert got[1, :2].tolist() == [1.0, 2.0] and got[1, 2:].tolist() == [0.0] * 6
+    assert [tokens.spans()[i] for i in range(4)] == [(0, 3), (3, 7), (7, 7), (7, 8)]
+    # a character vocabulary's scores come back as they are
+    same, n = per_character(values[1:, :2], PromptSet([chars]))
+    assert same is values[1:, :2] or np.array_equal(same, values[1:, :2])
+    assert list(n) == [2]

@@ -35,7 +35,7 @@ from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.io import atomic_write_text, read_jsonl, write_jsonl
 from domaingpt.core.loggers import require_loggers
 from domaingpt.core.progress import Log, progress_bar
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import vocab_from_json
 from domaingpt.stages.adapt.figures import plot_adaptation_curves
 from domaingpt.stages.adapt.jobs import (
     CURVE_COLUMNS,
@@ -79,7 +79,7 @@ def adapt_all(ctx: StageContext, settings: AdaptSettings) -> dict[str, Path]:
     require_loggers({name: None for job in jobs for name in job_loggers(job, settings)})
 
     def splits(job: Job) -> tuple[Split, Split]:
-        vocab = Vocab.from_json(job.shape_info.vocab)
+        vocab = vocab_from_json(job.shape_info.vocab)
         block = int(job.shape_info.block_size)
         vf = float(run_config_of(job.shape_info).get("data", {}).get("val_fraction", 0.1))
         tgt = cache.split(cache.corpus(job.target), vocab, vf, block)

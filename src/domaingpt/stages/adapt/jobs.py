@@ -34,7 +34,7 @@ from domaingpt.core.config import RunConfig, TrainSpec, from_dict
 from domaingpt.core.io import write_jsonl
 from domaingpt.core.loggers import Loggers, RunInfo, open_loggers
 from domaingpt.core.replicates import replicate_name, split_replicate
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import AnyVocab, vocab_from_json
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import (
     CheckpointInfo,
@@ -285,12 +285,12 @@ def run_job(
     return result
 
 
-def _start_model(job: Job, device: torch.device) -> tuple[GPT, Vocab]:
+def _start_model(job: Job, device: torch.device) -> tuple[GPT, AnyVocab]:
     """The model a job starts from: a history checkpoint, or fresh weights (``scratch``,
     drawn from torch's global generator, which :func:`run_job` seeds)."""
     if job.start_info is None:
         model = GPT(GPTConfig.from_dict(job.shape_info.model_config))
-        return model, Vocab.from_json(job.shape_info.vocab)
+        return model, vocab_from_json(job.shape_info.vocab)
     loaded = load_checkpoint(job.start_info, device)
     return loaded.model, loaded.vocab
 
@@ -355,7 +355,7 @@ def _write_sample(
     job: Job,
     settings: AdaptSettings,
     model: GPT,
-    vocab: Vocab,
+    vocab: AnyVocab,
     val_loss: float,
     directory: Path,
 ) -> None:

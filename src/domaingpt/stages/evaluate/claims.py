@@ -15,7 +15,7 @@ from domaingpt.context.rundir import study_order
 from domaingpt.context.stage import Tables
 from domaingpt.core import published
 from domaingpt.core.claims import Claim, display, unmeasured, verdict_of
-from domaingpt.stages.evaluate.compute import final_zero_shot
+from domaingpt.stages.evaluate.compute import comparable_loss, final_zero_shot
 
 
 def _own_is_lowest(
@@ -41,7 +41,8 @@ def claims(tables: Tables) -> list[Claim]:
     if "zero_shot" not in tables or tables["zero_shot"].empty:
         return [unmeasured(published.OWN_CORPUS_LOWEST, "no zero-shot matrix")]
     fin = final_zero_shot(tables["zero_shot"])
-    loss = fin.pivot_table(index="model", columns="corpus", values="loss_nats")
+    column, _ = comparable_loss(fin)
+    loss = fin.pivot_table(index="model", columns="corpus", values=column)
     models = [m for m in study_order(loss.index) if m in loss.columns]
     scope = ", ".join(display(m) for m in models)
     out = []

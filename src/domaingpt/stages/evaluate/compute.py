@@ -40,6 +40,7 @@ ZERO_SHOT_COLUMNS = [
     "loss_nats",
     "bits_per_char",
     "perplexity",
+    "n_tokens",
     "n_chars",
     "n_windows",
     "unk_fraction",
@@ -51,16 +52,19 @@ ZERO_SHOT_COLUMNS = [
 def loss_summary(
     scores: WindowScores, *, bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95
 ) -> dict[str, float | int]:
-    """Loss in the study's unit (nats per character) and the units derived from it."""
+    """Loss in the model's unit (nats per token: per character for a character
+    vocabulary, the study's unit), bits per character (the summed loss over the
+    characters scored: the unit that compares tokenizers), and the interval of the loss."""
     loss = scores.mean_loss
     low, high = bootstrap_ratio_ci(
         scores.nll, scores.count, bootstrap, seed=seed, confidence=confidence
     )
     return {
         "loss_nats": loss,
-        "bits_per_char": loss / math.log(2.0),
+        "bits_per_char": scores.bits_per_char,
         "perplexity": math.exp(loss),
-        "n_chars": scores.n_scored,
+        "n_tokens": scores.n_scored,
+        "n_chars": scores.n_chars,
         "n_windows": len(scores.starts),
         "ci_low": low,
         "ci_high": high,
@@ -145,7 +149,9 @@ def _score_checkpoint(
     out = []
     for corpus in corpora:
         split = cache.split(corpus, loaded.vocab, val_fraction, block)
-        scores = score_windows(loaded.model, split.val, batch_size=settings.batch_size)
+        scores = score_windows(
+            loaded.model, split.val, batch_size=settings.batch_size, lengths=split.val_lengths
+        )
         summary = loss_summary(
             scores, bootstrap=settings.bootstrap, seed=settings.seed, confidence=settings.confidence
         )
@@ -167,6 +173,16 @@ def final_zero_shot(zs: pd.DataFrame) -> pd.DataFrame:
         return zs
     last = zs.groupby("model")["iteration"].transform("max")
     return zs[zs["iteration"] == last]
+
+
+def comparable_loss(table: pd.DataFrame) -> tuple[str, str]:
+    """The column of ``table`` in which corpora compare, and its unit: ``loss_nats``
+    (nats per character) when every id is one character, else ``bits_per_char`` (a
+    subword model's loss per token depends on how many characters a corpus packs into
+    a token; per character it does not)."""
+    if "n_tokens" in table.columns and (table["n_tokens"] != table["n_chars"]).any():
+        return "bits_per_char", "bits per character"
+    return "loss_nats", "nats per character"
 
 
 def final_matrix(table: pd.DataFrame, value: str = "loss_nats") -> pd.DataFrame:

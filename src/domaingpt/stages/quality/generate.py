@@ -26,7 +26,7 @@ from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.io import append_jsonl, read_jsonl
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.threads import torch_threads
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import load_checkpoint
 from domaingpt.model.generate import check_sampling, encode_prompt, sample_threads
@@ -92,7 +92,7 @@ class _Checkpoint:
 
 def generate_batch(
     model: GPT,
-    vocab: Vocab,
+    vocab: AnyVocab,
     prompt: str,
     n_chars: int,
     seeds: list[int] | tuple[int, ...],

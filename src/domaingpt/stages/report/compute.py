@@ -13,6 +13,8 @@ from domaingpt.context.stage import Stage, StageView, stage_view
 from domaingpt.core.claims import VERDICTS, Claim, claims_frame, display
 from domaingpt.core.inference import adjust
 from domaingpt.core.io import read_json
+from domaingpt.data.tokenizer import AnyVocab, is_subword
+from domaingpt.errors import DomainGPTError
 from domaingpt.report.document import Section
 from domaingpt.stages.report.summary import summary_section
 
@@ -24,6 +26,13 @@ def corpus_names(run: RunDir) -> list[str]:
         for c in spec.get("corpora", [])
     ]
     return names or run.trained_models()
+
+
+def _run_vocab(run: RunDir) -> AnyVocab | None:
+    try:
+        return run.vocab() if run.vocab_path.exists() else None
+    except DomainGPTError:
+        return None  # the sections say what is missing
 
 
 def overview(run: RunDir, stages: tuple[Stage, ...], corpora: list[str]) -> Section:
@@ -39,6 +48,18 @@ def overview(run: RunDir, stages: tuple[Stage, ...], corpora: list[str]) -> Sect
     )
     if spec.get("description"):
         s.p(spec["description"])
+    vocab = _run_vocab(run)
+    if vocab is not None and is_subword(vocab):
+        s.p(
+            f"Tokens, not characters: this run's models read a subword vocabulary "
+            f"({vocab.size:,} tokens, the tokenizer of a model trained elsewhere). Where "
+            "the sections below speak of a model's characters (loss per character, the "
+            "next character, a context of so many characters, attention distances), "
+            "read tokens; bits per character divide by characters and compare with "
+            "character models; prompts are cut at whole tokens within the prompt length "
+            "in characters; attributions are per character, each token's score spread "
+            "evenly over the characters it covers."
+        )
     s.p(
         f"Corpora: {', '.join(display(c) for c in corpora)}. Study preset: "
         f"{spec.get('base', '?')}; training preset: {Path(str(spec.get('preset', '?'))).stem}."

@@ -58,10 +58,39 @@ def shares(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.where(total > 0, mag / np.where(total > 0, total, 1.0), uniform)
 
 
+def per_character(values: np.ndarray, prompts: PromptSet) -> tuple[np.ndarray, np.ndarray]:
+    """Attributions per input character, and each prompt's length in characters.
+
+    With a subword vocabulary a score belongs to a token: it is spread evenly over the
+    characters the token covers (its span in the prompt's text), so a class's share
+    counts every character of it, whatever tokens carry them. A token that covers no
+    character (a byte-level piece of one) gives its score to the token that completes
+    the character. A character vocabulary's scores are returned as they are.
+    """
+    if all(p.lengths is None for p in prompts.prompts):
+        return values, np.array([p.length for p in prompts.prompts])
+    n_chars = np.array([len(p.text) for p in prompts.prompts])
+    out = np.zeros((len(prompts), max(int(n_chars.max(initial=0)), 1)), dtype=values.dtype)
+    for i, p in enumerate(prompts.prompts):
+        lengths = p.lengths if p.lengths is not None else np.ones(p.length, dtype=np.int64)
+        pos, carry = 0, 0.0
+        for j, n in enumerate(lengths):
+            v = float(values[i, j]) + carry
+            if n == 0:
+                carry = v
+                continue
+            out[i, pos : pos + n] = v / n
+            pos, carry = pos + int(n), 0.0
+        if carry and pos:
+            out[i, pos - 1] += carry
+    return out, n_chars
+
+
 def long_frame(values: np.ndarray, prompts: PromptSet, domains: Sequence[str]) -> pd.DataFrame:
     """One row per (prompt, input character): class, relative position, distance to the
-    target (1 = the last character), raw score, magnitude, share and lift."""
-    lengths = np.array([p.length for p in prompts.prompts])
+    target (1 = the last character), raw score, magnitude, share and lift (scores of
+    tokens spread over their characters: :func:`per_character`)."""
+    values, lengths = per_character(values, prompts)
     sh = shares(values, lengths)
     rows: dict[str, list] = {
         k: []
@@ -80,7 +109,7 @@ def long_frame(values: np.ndarray, prompts: PromptSet, domains: Sequence[str]) -
         )
     }
     for i, p in enumerate(prompts.prompts):
-        L, text = p.length, p.text
+        L, text = int(lengths[i]), p.text
         rows["prompt_id"] += [p.prompt_id] * L
         rows["prompt_corpus"] += [p.corpus] * L
         rows["domain"] += [domains[i]] * L
@@ -126,7 +155,7 @@ def per_prompt(
 ) -> pd.DataFrame:
     """Per prompt: total magnitude, largest share and the entropy of the shares (bits;
     lower = attribution focused on fewer characters)."""
-    lengths = np.array([p.length for p in prompts.prompts])
+    values, lengths = per_character(values, prompts)
     sh = shares(values, lengths)
     with np.errstate(divide="ignore", invalid="ignore"):
         ent = -np.where(sh > 0, sh * np.log2(sh), 0.0).sum(1)

@@ -31,7 +31,7 @@ import torch
 from domaingpt.context.prompts import PromptSet, domain_of
 from domaingpt.context.rundir import ModelEntry
 from domaingpt.core.statistics import mean_ci, spearman
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.model.checkpoint import CheckpointInfo
 from domaingpt.model.gpt import GPT
 from domaingpt.stages.saliency.faithfulness import replacement_id
@@ -64,7 +64,7 @@ def occlude(
     model: GPT,
     baseline: str,
     prompts: PromptSet,
-    vocab: Vocab,
+    vocab: AnyVocab,
     device: torch.device | str,
     batch_size: int,
 ) -> np.ndarray:

@@ -22,7 +22,8 @@ import torch
 
 from domaingpt.context.prompts import PromptSet
 from domaingpt.core.statistics import bootstrap_mean_ci
-from domaingpt.data.vocab import UNK_ID, Vocab
+from domaingpt.data.tokenizer import AnyVocab
+from domaingpt.data.vocab import UNK_ID
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.gpt import GPT
 from domaingpt.stages.saliency.methods import target_log_prob
@@ -188,11 +189,12 @@ def method_verdicts(drops: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def replacement_id(vocab: Vocab, which: str) -> int:
-    """The id deleted characters are replaced by: ``<unk>``, or a space (``"space"``)."""
+def replacement_id(vocab: AnyVocab, which: str) -> int:
+    """The id deleted tokens are replaced by: the vocabulary's neutral id (``<unk>``; a
+    subword tokenizer without an unknown token: its space), or a space (``"space"``)."""
     if which == "space":
         rid = vocab.id_of(" ")
-        if rid == UNK_ID:
+        if rid == vocab.unk_id or (rid == vocab.neutral_id and vocab.token(rid) != " "):
             raise DomainGPTError("the vocabulary has no space; use deletion_replacement = 'unk'")
         return rid
-    return UNK_ID
+    return vocab.neutral_id

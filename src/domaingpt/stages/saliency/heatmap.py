@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from domaingpt.core.io import atomic_write_text
-from domaingpt.data.charclass import describe_char
+from domaingpt.data.charclass import describe_char, describe_token
 
 POSITIVE = (214, 39, 40)
 NEGATIVE = (31, 119, 180)
@@ -87,10 +87,10 @@ def render_row(row: HeatmapRow) -> str:
         )
     target = ""
     if row.target:
-        title = f"target: {describe_char(row.target)}"
+        title = f"target: {describe_token(row.target)}"
         target = (
             f'<span class="target" title="{html.escape(title, quote=True)}">'
-            f"{html.escape(_shown(row.target))}</span>"
+            f"{html.escape(''.join(map(_shown, row.target)))}</span>"
         )
     return (
         f'<div class="row"><div class="label">{html.escape(row.label)}</div>'

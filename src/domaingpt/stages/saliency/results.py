@@ -19,13 +19,14 @@ from domaingpt.context.stage import Results, StageContext
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import read_jsonl, write_jsonl
 from domaingpt.core.progress import progress_bar
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
 from domaingpt.stages.saliency.aggregate import (
     aggregate,
     checkpoint_summary,
     long_frame,
     order_classes,
+    per_character,
     per_prompt,
     with_keys,
 )
@@ -318,7 +319,7 @@ def _explain(
     settings: SaliencySettings,
     device: torch.device,
     replacement: int,
-    vocab: Vocab,
+    vocab: AnyVocab,
 ) -> _Checkpoint:
     """Every method's attributions at one checkpoint (with IG's baseline), the deletion
     test on a model's last checkpoint and the checkpoint's occlusions, on the model
@@ -390,6 +391,7 @@ def _heat_rows(
     heat_ids: list[int],
 ) -> list[dict]:
     rows = []
+    chars, n_chars = per_character(res.values, prompts)
     for i in heat_ids:
         p = prompts.prompts[i]
         rows.append(
@@ -402,7 +404,7 @@ def _heat_rows(
                 "domain": domains[i],
                 "text": p.text,
                 "target": p.target,
-                "values": res.values[i, : p.length].tolist(),
+                "values": chars[i, : n_chars[i]].tolist(),
                 "log_p_true": float(res.log_p[i]),
             }
         )

@@ -36,7 +36,13 @@ from domaingpt.core.statistics import spearman
 from domaingpt.data.charclass import CLASSES, char_class
 from domaingpt.errors import CheckpointError
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
-from domaingpt.stages.saliency.aggregate import aggregate, long_frame, per_prompt, shares
+from domaingpt.stages.saliency.aggregate import (
+    aggregate,
+    long_frame,
+    per_character,
+    per_prompt,
+    shares,
+)
 from domaingpt.stages.saliency.methods import PromptAttributions, attribute_methods
 from domaingpt.stages.saliency.settings import SaliencySettings
 
@@ -234,12 +240,13 @@ ZERO_FEW_PROMPT_COLUMNS = [
 
 def _class_shares(values: np.ndarray, prompts: PromptSet) -> list[dict[str, float]]:
     """Per prompt: the share of its attribution mass on each character class present."""
-    lengths = np.array([p.length for p in prompts.prompts])
+    values, lengths = per_character(values, prompts)
     sh = shares(values, lengths)
     out = []
     for i, p in enumerate(prompts.prompts):
         by: dict[str, float] = {}
-        for ch, v in zip(p.text[-p.length :], sh[i, : p.length], strict=True):
+        n = int(lengths[i])
+        for ch, v in zip(p.text[-n:], sh[i, :n], strict=True):
             c = char_class(ch)
             by[c] = by.get(c, 0.0) + float(v)
         out.append(by)

@@ -47,8 +47,8 @@ from domaingpt.context.prompts import PromptSet
 from domaingpt.context.rundir import ModelEntry
 from domaingpt.core.device import full_precision
 from domaingpt.core.statistics import LOG2E, mean_ci
-from domaingpt.data.charclass import describe_char
-from domaingpt.data.vocab import UNK, Vocab
+from domaingpt.data.tokenizer import AnyVocab
+from domaingpt.data.vocab import UNK
 from domaingpt.model.gpt import GPT
 
 OVERPREDICTED_COLUMNS = [
@@ -132,13 +132,14 @@ def next_char_stats(
 # --- the tables of one checkpoint -------------------------------------------------------
 
 
-def char_columns(vocab: Vocab, ids: Sequence[int]) -> dict[str, list]:
-    """``char``, ``label`` and ``codepoint`` (-1 for ``<unk>``) columns for vocabulary ids."""
+def char_columns(vocab: AnyVocab, ids: Sequence[int]) -> dict[str, list]:
+    """``char`` (the id's text), ``label`` and ``codepoint`` columns for vocabulary ids
+    (``codepoint`` -1 for ``<unk>`` and for a subword token that is not one character)."""
     chars = [vocab.token(int(i)) for i in ids]
     return {
         "char": chars,
-        "label": [c if c == UNK else describe_char(c) for c in chars],
-        "codepoint": [-1 if c == UNK else ord(c) for c in chars],
+        "label": [vocab.label(int(i)) for i in ids],
+        "codepoint": [-1 if c == UNK or len(c) != 1 else ord(c) for c in chars],
     }
 
 
@@ -170,7 +171,7 @@ def topk_table(
     prompts: PromptSet,
     frame: pd.DataFrame,
     domains: list[str],
-    vocab: Vocab,
+    vocab: AnyVocab,
     k: int,
     model: ModelEntry,
     it: int,
@@ -230,7 +231,7 @@ def overpredicted(
     stats: NextCharStats,
     prompts: PromptSet,
     domains: list[str],
-    vocab: Vocab,
+    vocab: AnyVocab,
     model: ModelEntry,
     iteration: int,
     n: int,

@@ -25,7 +25,7 @@ from domaingpt.core.claims import read_claims
 from domaingpt.core.distributed import map_ranks
 from domaingpt.core.io import read_jsonl, write_jsonl
 from domaingpt.core.progress import Log, progress_bar
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.errors import DomainGPTError
 from domaingpt.model.checkpoint import CheckpointInfo, list_checkpoints, load_checkpoint
 from domaingpt.stages.softmax.compute import (
@@ -67,7 +67,7 @@ class _Inputs:
 
     prompts: PromptSet
     frame: pd.DataFrame
-    vocab: Vocab
+    vocab: AnyVocab
     device: torch.device
     settings: SoftmaxSettings
 

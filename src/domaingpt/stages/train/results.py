@@ -20,7 +20,7 @@ from domaingpt.core.loggers import require_loggers
 from domaingpt.core.replicates import replicate_name, replicate_seed
 from domaingpt.core.settings import StageSettings, setting
 from domaingpt.errors import ConfigError, DomainGPTError
-from domaingpt.interop.external import import_external, source_digest
+from domaingpt.interop.external import import_external, source_digest, study_tokenizer
 from domaingpt.model.checkpoint import list_checkpoints
 from domaingpt.training.modeldir import (
     ModelState,
@@ -151,7 +151,10 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
     if not ctx.corpora:
         raise ConfigError("the train stage trains the study's corpora; none were given")
     cfg = settings.config
-    vocab, vocab_corpora = run_vocabulary(ctx.run, ctx.corpora, ctx.log, retrains_all=True)
+    tokenizer = study_tokenizer(settings.models)  # a subword tokenizer of an imported model
+    vocab, vocab_corpora = run_vocabulary(
+        ctx.run, ctx.corpora, ctx.log, retrains_all=True, tokenizer=tokenizer
+    )
     plan, imports = [], []
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for replicate in range(settings.replicates):  # replicate 0 of every corpus first

@@ -21,17 +21,20 @@ def section(view: StageView) -> Section:
     summary = tables["summary"]
     models = ordered(summary["model"], view.corpora)
     summary = summary.set_index("model").loc[models].reset_index()
-    record = read_run_json(view.run.model(models[0]))
-    if record.config:
+    elsewhere = {m: imported_from(view.run.model(m)) for m in models}
+    elsewhere = {m: where for m, where in elsewhere.items() if where}
+    # The recipe is that of the models trained here (an imported one has none).
+    here = [m for m in models if m not in elsewhere]
+    record = read_run_json(view.run.model(here[0])) if here else None
+    if record is not None and record.config:
         m, t = record.section("model"), record.section("train")
+        every = "Every model" if not elsewhere else "Every model trained here"
         s.p(
-            f"Every model has {m.get('n_layer')} layers, {m.get('n_head')} heads, "
+            f"{every} has {m.get('n_layer')} layers, {m.get('n_head')} heads, "
             f"{m.get('n_embd')} dimensions and a context of {m.get('block_size')} characters; "
             f"it is trained for {t.get('max_iters')} iterations of {t.get('batch_size')}×"
             f"{t.get('grad_accum', 1)} sequences (learning rate {t.get('lr')} → {t.get('min_lr')})."
         )
-    elsewhere = {m: imported_from(view.run.model(m)) for m in models}
-    elsewhere = {m: where for m, where in elsewhere.items() if where}
     if elsewhere:
         s.p(
             "Trained elsewhere and imported (their losses are the ones their checkpoints "
