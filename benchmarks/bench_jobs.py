@@ -1,0 +1,127 @@
+"""Independent jobs side by side: the train stage's models in one process with every
+thread, or in worker processes of one thread each.
+
+Run by hand (not a test)::
+
+    python benchmarks/bench_jobs.py [--models 3] [--iters 300] [--rounds 3] [--hogs 0]
+
+Each round runs the train stage (:mod:`domaingpt.stages.train`) on ``--models``
+replicate models of Shakespeare with the cpu study's training settings (``cpu-fast``,
+batch 16, log-spaced history checkpoints with samples, evaluations every 250) cut to
+``--iters`` iterations, once per variant, in a fresh run directory, the variants' order
+alternating from round to round:
+
+* ``one process``: ``[train] processes = 1``, the models one after the other in this
+  process on torch's default threads (every core);
+* ``N processes``: ``[train] processes = N`` (default: one per usable core), the models
+  side by side in N worker processes of cores / N torch threads each (their start-up,
+  a fresh interpreter importing torch, is part of the time).
+
+It prints each run's wall time and the load average before and after it, then the
+medians over rounds and the ratio. ``--hogs K`` runs every variant beside K busy
+processes (a ``while True`` loop each). Like the ``domaingpt`` program, it sets
+``OMP_WAIT_POLICY=PASSIVE`` before torch loads unless it is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the program does (launch.py)
+
+REPO = Path(__file__).resolve().parents[1]
+HOG = "while True:\n    pass\n"
+
+
+def load() -> str:
+    path = Path("/proc/loadavg")
+    return " ".join(path.read_text().split()[:3]) if path.exists() else "?"
+
+
+def train_stage(models: int, iters: int, processes: int, data_dir: str) -> float:
+    """Wall seconds of the train stage with ``models`` replicates of Shakespeare."""
+    from domaingpt.context.rundir import RunDir
+    from domaingpt.context.stage import StageContext, run_stage
+    from domaingpt.data.corpus import resolve_corpus
+    from domaingpt.study import load_study
+    from domaingpt.study.pipeline import TRAIN
+
+    spec = load_study()  # the cpu study: its [train] table over cpu-fast
+    train = {**spec.overrides.get("train", {}), "seeds": models, "max_iters": iters}
+    train["processes"] = processes
+    settings = TRAIN.settings(
+        preset=spec.preset,
+        model=dict(spec.overrides.get("model", {})),
+        train=train,
+        data=dict(spec.overrides.get("data", {})),
+    )
+    corpus = resolve_corpus("shakespeare", data_dir, download=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = StageContext(
+            run=RunDir(Path(tmp)), stage=TRAIN, corpora=[corpus], progress=False, log=_quiet
+        )
+        t0 = time.perf_counter()
+        run_stage(ctx, settings)
+        return time.perf_counter() - t0
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+def main() -> None:
+    from domaingpt.core.processes import usable_cores
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--processes", type=int, default=0, help="0: one per usable core")
+    ap.add_argument("--hogs", type=int, default=0)
+    ap.add_argument("--data-dir", default=os.environ.get("DOMAINGPT_DATA", "../shared/data"))
+    args = ap.parse_args()
+    import domaingpt.study.pipeline  # noqa: F401  (imported before the first timed run)
+
+    n = args.processes or usable_cores()
+    variants = {"one process": 1, f"{n} processes": n}
+    names = list(variants)
+    print(
+        f"{args.models} cpu-study models of {args.iters} iterations; {usable_cores()} usable "
+        f"cores; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; {args.hogs} hogs"
+    )
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(args.hogs)]
+    got: dict[str, list[float]] = {name: [] for name in names}
+    try:
+        for r in range(args.rounds):
+            order = names if r % 2 == 0 else names[::-1]
+            for name in order:
+                before = load()
+                seconds = train_stage(args.models, args.iters, variants[name], args.data_dir)
+                got[name].append(seconds)
+                print(
+                    f"round {r + 1} {name:12} {seconds:7.1f} s  (load {before} -> {load()})",
+                    flush=True,
+                )
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    one, many = (statistics.median(got[name]) for name in names)
+    print(f"\nmedians over {args.rounds} rounds:")
+    print("| variant | wall seconds (median) | per round |")
+    print("| --- | --- | --- |")
+    for name in names:
+        rounds = " / ".join(f"{s:.1f}" for s in got[name])
+        print(f"| {name} | {statistics.median(got[name]):.1f} | {rounds} |")
+    print(f"{names[1]} / one process: {many / one:.2f}x the time ({one / many:.2f}x as fast)")
+
+
+if __name__ == "__main__":
+    main()
