@@ -77,7 +77,7 @@ def _quiet(msg: str) -> None:
 
 
 def main() -> None:
-    from domaingpt.core.processes import usable_cores
+    from domaingpt.core.threads import usable_cores
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=int, default=3)

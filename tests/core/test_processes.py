@@ -13,14 +13,10 @@ import torch
 from tests.conftest import run_one
 
 from domaingpt.context.rundir import RunDir
+from domaingpt.core import threads
 from domaingpt.core.distributed import map_ranks
-from domaingpt.core.processes import (
-    MIN_FLOPS,
-    PROGRAM_ENV,
-    auto_processes,
-    threads_per_process,
-    usable_cores,
-)
+from domaingpt.core.processes import MIN_FLOPS, PROGRAM_ENV, auto_processes, threads_per_process
+from domaingpt.core.threads import torch_threads, usable_cores
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.stages.adapt.settings import AdaptSettings
 from domaingpt.stages.train.results import TrainSettings
@@ -146,3 +142,17 @@ def test_a_bad_processes_setting_is_refused():
         == TrainSettings(preset="smoke").key_dict()
     )
     assert AdaptSettings(processes=2).key_dict() == AdaptSettings().key_dict()
+
+
+def test_torch_threads_stay_within_a_cpu_quota(monkeypatch):
+    """A container's CPU quota caps torch's default thread count (never a chosen one)."""
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "_cgroup_quota", lambda: 1.5)  # docker --cpus 1.5
+    assert usable_cores() == min(2, len(os.sched_getaffinity(0)))
+    monkeypatch.setattr(threads, "_cgroup_quota", lambda: 0.5)
+    assert usable_cores() == 1
+    with torch_threads(0):
+        assert torch.get_num_threads() == 1
+    with torch_threads(3):
+        assert torch.get_num_threads() == 3
+    assert torch.get_num_threads() == before

@@ -22,7 +22,6 @@ the environment (``OMP_WAIT_POLICY=PASSIVE`` under the ``domaingpt`` program, se
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 import pickle
@@ -30,48 +29,17 @@ import queue
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from domaingpt.core.device import pick_device
 from domaingpt.core.progress import Log
+from domaingpt.core.threads import usable_cores
 from domaingpt.errors import DomainGPTError
 
 #: How often (seconds) the caller passes the workers' log lines on while it waits.
 _POLL_SECONDS = 0.2
-
-
-def usable_cores() -> int:
-    """The cores this process may use: its CPU affinity (``taskset``, a container's
-    cpuset), and no more than a cgroup's CPU quota (``docker --cpus 2`` on a large host,
-    where ``os.cpu_count()`` counts every core of the host)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        cores = os.cpu_count() or 1
-    quota = _cgroup_quota()
-    if quota is not None:
-        cores = min(cores, max(1, math.ceil(quota)))
-    return max(1, cores)
-
-
-def _cgroup_quota() -> float | None:
-    """CPUs allowed by the cgroup v2 (``cpu.max``) or v1 (``cfs_quota_us``) quota; None
-    when there is none or it cannot be read."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        root = Path("/sys/fs/cgroup/cpu")
-        quota = int((root / "cpu.cfs_quota_us").read_text())
-        period = int((root / "cpu.cfs_period_us").read_text())
-        return quota / period if quota > 0 and period > 0 else None
-    except (OSError, ValueError):
-        return None
 
 
 #: The least work (floating-point operations, all jobs together) worth starting worker
