@@ -18,8 +18,10 @@ alternating from round to round:
   a fresh interpreter importing torch, is part of the time).
 
 It prints each run's wall time and the load average before and after it, then the
-medians over rounds and the ratio. ``--hogs K`` runs every variant beside K busy
-processes (a ``while True`` loop each). Like the ``domaingpt`` program, it sets
+medians over rounds and the ratio. With ``--hogs K`` every round runs each variant
+quiet and then beside K busy processes (a ``while True`` loop of pure Python each, one
+core's worth of work), and the table adds the share of its quiet speed each variant
+keeps on the busy machine. Like the ``domaingpt`` program, it sets
 ``OMP_WAIT_POLICY=PASSIVE`` before torch loads unless it is set.
 """
 
@@ -45,10 +47,12 @@ def load() -> str:
     return " ".join(path.read_text().split()[:3]) if path.exists() else "?"
 
 
-def train_stage(models: int, iters: int, processes: int, data_dir: str) -> float:
-    """Wall seconds of the train stage with ``models`` replicates of Shakespeare."""
+def train_stage(models: int, iters: int, processes: int, data_dir: str) -> tuple[float, str]:
+    """Wall seconds of the train stage with ``models`` replicates of Shakespeare, and the
+    models' final validation losses (whole split)."""
     from domaingpt.context.rundir import RunDir
     from domaingpt.context.stage import StageContext, run_stage
+    from domaingpt.core.io import read_jsonl
     from domaingpt.data.corpus import resolve_corpus
     from domaingpt.study import load_study
     from domaingpt.study.pipeline import TRAIN
@@ -69,7 +73,12 @@ def train_stage(models: int, iters: int, processes: int, data_dir: str) -> float
         )
         t0 = time.perf_counter()
         run_stage(ctx, settings)
-        return time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        losses = [
+            read_jsonl(ctx.run.model(name) / "metrics.jsonl")[-1]["val_loss_full"]
+            for name in ctx.run.trained_models()
+        ]
+        return seconds, " ".join(f"{x:.4f}" for x in losses)
 
 
 def _quiet(msg: str) -> None:
@@ -84,7 +93,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--processes", type=int, default=0, help="0: one per usable core")
-    ap.add_argument("--hogs", type=int, default=0)
+    ap.add_argument("--hogs", type=int, default=0, help="also run beside K busy processes")
     ap.add_argument("--data-dir", default=os.environ.get("DOMAINGPT_DATA", "../shared/data"))
     args = ap.parse_args()
     import domaingpt.study.pipeline  # noqa: F401  (imported before the first timed run)
@@ -92,35 +101,54 @@ def main() -> None:
     n = args.processes or usable_cores()
     variants = {"one process": 1, f"{n} processes": n}
     names = list(variants)
+    settings = ["quiet", "busy"] if args.hogs else ["quiet"]
     print(
         f"{args.models} cpu-study models of {args.iters} iterations; {usable_cores()} usable "
-        f"cores; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; {args.hogs} hogs"
+        f"cores; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; busy: {args.hogs} hogs"
     )
-    hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(args.hogs)]
-    got: dict[str, list[float]] = {name: [] for name in names}
-    try:
-        for r in range(args.rounds):
-            order = names if r % 2 == 0 else names[::-1]
-            for name in order:
-                before = load()
-                seconds = train_stage(args.models, args.iters, variants[name], args.data_dir)
-                got[name].append(seconds)
-                print(
-                    f"round {r + 1} {name:12} {seconds:7.1f} s  (load {before} -> {load()})",
-                    flush=True,
-                )
-    finally:
-        for h in hogs:
-            h.kill()
-            h.wait()
-    one, many = (statistics.median(got[name]) for name in names)
-    print(f"\nmedians over {args.rounds} rounds:")
-    print("| variant | wall seconds (median) | per round |")
-    print("| --- | --- | --- |")
+    got: dict[tuple[str, str], list[float]] = {(v, s): [] for v in names for s in settings}
+    for r in range(args.rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for setting in settings:
+            hogs = []
+            if setting == "busy":
+                hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(args.hogs)]
+                time.sleep(1.0)
+            try:
+                for name in order:
+                    before = load()
+                    seconds, losses = train_stage(
+                        args.models, args.iters, variants[name], args.data_dir
+                    )
+                    got[(name, setting)].append(seconds)
+                    print(
+                        f"round {r + 1} {setting:5} {name:12} {seconds:7.1f} s  "
+                        f"(load {before} -> {load()}); val losses {losses}",
+                        flush=True,
+                    )
+            finally:
+                for h in hogs:
+                    h.kill()
+                    h.wait()
+    med = {k: statistics.median(v) for k, v in got.items()}
+    print(f"\nmedians over {args.rounds} rounds (wall seconds of the train stage):")
+    head = " | ".join(f"{s} s" for s in settings)
+    extra = " | busy / quiet speed" if args.hogs else ""
+    print(f"| variant | {head}{extra} | rounds |")
+    print("| --- " * (2 + len(settings) + bool(args.hogs)) + "|")
     for name in names:
-        rounds = " / ".join(f"{s:.1f}" for s in got[name])
-        print(f"| {name} | {statistics.median(got[name]):.1f} | {rounds} |")
-    print(f"{names[1]} / one process: {many / one:.2f}x the time ({one / many:.2f}x as fast)")
+        cells = " | ".join(f"{med[(name, s)]:.1f}" for s in settings)
+        share = f" | {med[(name, 'quiet')] / med[(name, 'busy')]:.0%}" if args.hogs else ""
+        rounds = "; ".join(
+            s + " " + " / ".join(f"{x:.1f}" for x in got[(name, s)]) for s in settings
+        )
+        print(f"| {name} | {cells}{share} | {rounds} |")
+    for s in settings:
+        one, many = med[(names[0], s)], med[(names[1], s)]
+        print(
+            f"{s}: {names[1]} take {many / one:.2f}x the time of one process "
+            f"({one / many:.2f}x as fast)"
+        )
 
 
 if __name__ == "__main__":
