@@ -4,6 +4,7 @@ thread, or in worker processes of one thread each.
 Run by hand (not a test)::
 
     python benchmarks/bench_jobs.py [--models 3] [--iters 300] [--rounds 3] [--hogs 0]
+    python benchmarks/bench_jobs.py --stage adapt [--iters 300] [--rounds 3]
 
 Each round runs the train stage (:mod:`domaingpt.stages.train`) on ``--models``
 replicate models of Shakespeare with the cpu study's training settings (``cpu-fast``,
@@ -16,6 +17,10 @@ alternating from round to round:
 * ``N processes``: ``[train] processes = N`` (default: one per usable core), the models
   side by side in N worker processes of cores / N torch threads each (their start-up,
   a fresh interpreter importing torch, is part of the time).
+
+``--stage adapt`` times the adapt stage instead, with the cpu study's ``[adapt]``
+settings (200 iterations, batch 8) on two models of ``--iters`` iterations (Shakespeare
+and Math, trained first, untimed): every ordered pair, three starts, one seed, six runs.
 
 It prints each run's wall time and the load average before and after it, then the
 medians over rounds and the ratio. With ``--hogs K`` every round runs each variant
@@ -81,6 +86,51 @@ def train_stage(models: int, iters: int, processes: int, data_dir: str) -> tuple
         return seconds, " ".join(f"{x:.4f}" for x in losses)
 
 
+def trained_run(root: Path, iters: int, data_dir: str) -> None:
+    """Two models (Shakespeare, Math) of the cpu study's shape in ``root``, for --stage
+    adapt (trained once, side by side)."""
+    from domaingpt.context.rundir import RunDir
+    from domaingpt.context.stage import StageContext, run_stage
+    from domaingpt.data.corpus import resolve_corpus
+    from domaingpt.study import load_study
+    from domaingpt.study.pipeline import TRAIN
+
+    spec = load_study()
+    train = {**spec.overrides.get("train", {}), "seeds": 1, "max_iters": iters}
+    settings = TRAIN.settings(
+        preset=spec.preset, model=dict(spec.overrides.get("model", {})), train=train
+    )
+    corpora = [resolve_corpus(c, data_dir, download=False) for c in ("shakespeare", "math")]
+    ctx = StageContext(run=RunDir(root), stage=TRAIN, corpora=corpora, progress=False, log=_quiet)
+    run_stage(ctx, settings)
+
+
+def adapt_stage(root: Path, processes: int, data_dir: str) -> tuple[float, str]:
+    """Wall seconds of the adapt stage with the cpu study's settings on the two models
+    of ``root`` (every ordered pair, 3 starts, 1 seed: 6 runs), and their final target
+    losses."""
+    import shutil
+
+    from domaingpt.context.rundir import RunDir
+    from domaingpt.context.stage import StageContext, run_stage
+    from domaingpt.data.corpus import resolve_corpus
+    from domaingpt.study import load_study
+
+    spec = load_study()
+    stage = spec.stage("adapt")
+    table = {**spec.analyses.get("adapt", {}), "processes": processes, "data_dir": data_dir}
+    settings = stage.settings(**table)
+    run = RunDir(root)
+    shutil.rmtree(run.root / stage.name, ignore_errors=True)
+    corpora = [resolve_corpus(c, data_dir, download=False) for c in ("shakespeare", "math")]
+    ctx = StageContext(run=run, stage=stage, corpora=corpora, progress=False, log=_quiet)
+    t0 = time.perf_counter()
+    run_stage(ctx, settings)
+    seconds = time.perf_counter() - t0
+    final = stage.read(run)["final"]
+    return seconds, " ".join(f"{x:.4f}" for x in final["target_loss"])
+
+
 def _quiet(msg: str) -> None:
     pass
 
@@ -95,6 +145,7 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=0, help="0: one per usable core")
     ap.add_argument("--hogs", type=int, default=0, help="also run beside K busy processes")
     ap.add_argument("--data-dir", default=os.environ.get("DOMAINGPT_DATA", "../shared/data"))
+    ap.add_argument("--stage", choices=("train", "adapt"), default="train")
     args = ap.parse_args()
     import domaingpt.study.pipeline  # noqa: F401  (imported before the first timed run)
 
@@ -107,6 +158,16 @@ def main() -> None:
         f"cores; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; busy: {args.hogs} hogs"
     )
     got: dict[tuple[str, str], list[float]] = {(v, s): [] for v in names for s in settings}
+    scratch = tempfile.TemporaryDirectory()
+    if args.stage == "adapt":
+        print(f"adapt stage on 2 models of {args.iters} iterations (trained first, not timed)")
+        trained_run(Path(scratch.name), args.iters, args.data_dir)
+
+    def once(processes: int) -> tuple[float, str]:
+        if args.stage == "adapt":
+            return adapt_stage(Path(scratch.name), processes, args.data_dir)
+        return train_stage(args.models, args.iters, processes, args.data_dir)
+
     for r in range(args.rounds):
         order = names if r % 2 == 0 else names[::-1]
         for setting in settings:
@@ -117,9 +178,7 @@ def main() -> None:
             try:
                 for name in order:
                     before = load()
-                    seconds, losses = train_stage(
-                        args.models, args.iters, variants[name], args.data_dir
-                    )
+                    seconds, losses = once(variants[name])
                     got[(name, setting)].append(seconds)
                     print(
                         f"round {r + 1} {setting:5} {name:12} {seconds:7.1f} s  "
@@ -131,7 +190,8 @@ def main() -> None:
                     h.kill()
                     h.wait()
     med = {k: statistics.median(v) for k, v in got.items()}
-    print(f"\nmedians over {args.rounds} rounds (wall seconds of the train stage):")
+    scratch.cleanup()
+    print(f"\nmedians over {args.rounds} rounds (wall seconds of the {args.stage} stage):")
     head = " | ".join(f"{s} s" for s in settings)
     extra = " | busy / quiet speed" if args.hogs else ""
     print(f"| variant | {head}{extra} | rounds |")
