@@ -153,9 +153,10 @@ def main() -> None:
     variants = {"one process": 1, f"{n} processes": n}
     names = list(variants)
     settings = ["quiet", "busy"] if args.hogs else ["quiet"]
+    what = f"{args.models} cpu-study models" if args.stage == "train" else "adapt stage"
     print(
-        f"{args.models} cpu-study models of {args.iters} iterations; {usable_cores()} usable "
-        f"cores; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; busy: {args.hogs} hogs"
+        f"{what}, {args.iters} iterations; {usable_cores()} usable cores; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; busy: {args.hogs} hogs"
     )
     got: dict[tuple[str, str], list[float]] = {(v, s): [] for v in names for s in settings}
     scratch = tempfile.TemporaryDirectory()
