@@ -6,6 +6,10 @@ trained side by side bit for bit those trained one after the other."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +160,40 @@ def test_torch_threads_stay_within_a_cpu_quota(monkeypatch):
     with torch_threads(3):
         assert torch.get_num_threads() == 3
     assert torch.get_num_threads() == before
+
+
+INTERRUPTED = """
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell may start it ignored
+from domaingpt.core.distributed import map_ranks
+if __name__ == "__main__":
+    t0 = time.monotonic()
+    try:
+        map_ranks(time.sleep, [120] * 4, processes=2)
+    except KeyboardInterrupt:
+        print(f"interrupted {time.monotonic() - t0:.1f}", flush=True)
+"""
+
+
+def test_ctrl_c_ends_the_workers_at_once(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) stops the map and every worker
+    now, not after their running jobs (two minutes each here)."""
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED, encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2] / "src"))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    time.sleep(3)  # the workers start (or are still starting: either way)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0 and out.startswith("interrupted")
+    assert float(out.split()[1]) < 60

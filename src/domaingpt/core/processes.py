@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -98,6 +99,10 @@ _worker: dict[str, Any] | None = None  # set by _start_worker, in a worker proce
 
 def _start_worker(threads: int, lines: Any) -> None:
     global _worker
+    # A Ctrl-C reaches every process of the terminal's group. A worker interrupted while
+    # it sends a result holds the pool's lock and hangs the others; the caller ends the
+    # workers instead (run_in_processes).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     _worker = {"lines": lines, "local": {}, "pid": os.getpid()}
 
@@ -190,6 +195,9 @@ def run_in_processes(
                     continue
                 if each is not None:
                     each(i, results[i])
+    except (KeyboardInterrupt, SystemExit):  # stop now, not after the running jobs
+        _terminate(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         _pass_on(lines, log)
@@ -197,6 +205,17 @@ def run_in_processes(
     if errors:
         raise errors[min(errors)]
     return results
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """End the pool's worker processes at once (Python 3.14 has this as a method; before
+    it, the pool's own table of its processes is the only handle on them)."""
+    method = getattr(pool, "terminate_workers", None)
+    if method is not None:
+        method()
+        return
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.terminate()
 
 
 def _pass_on(lines: Any, log: Log) -> None:
