@@ -63,7 +63,8 @@ class AdaptSettings(StageSettings):
     processes: int = setting(
         0,
         "worker processes running the adaptations side by side, each on its share of the "
-        "cores (0: one per core on a CPU; 1: one after the other in this process)",
+        "cores (0: automatic, one per core on a CPU where it pays; 1: one after the other "
+        "in this process)",
     )
 
     def check(self) -> None:

@@ -50,10 +50,11 @@ class TrainSettings(StageSettings):
 
     ``[train] processes = N`` trains the models side by side in N worker processes,
     each on its share of the cores (:mod:`domaingpt.core.processes`); 0 (the default)
-    is automatic: one process per core when the study trains two models or more on a
-    CPU, else 1 (one model after the other in this process). Like ``train.threads`` it
-    changes how fast training runs and the thread count a model is trained with, never
-    whether a model is retrained.
+    is automatic (:func:`~domaingpt.core.processes.auto_processes`): under the
+    ``domaingpt`` program, one process per core when the study trains two models or more
+    on a CPU with enough work to pay for the workers' start-up, else 1 (one model after
+    the other in this process). Like ``train.threads`` it changes how fast training runs
+    and the thread count a model is trained with, never whether a model is retrained.
     """
 
     preset: str = setting("cpu-mini", "training preset: a shipped name or a .toml file")
