@@ -25,7 +25,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
-import queue
 import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -166,11 +165,14 @@ def run_in_processes(
     items = list(items)
     check_picklable(call, items, name or getattr(call, "__qualname__", "the function"))
     context = multiprocessing.get_context("spawn")
-    lines = context.Queue()
+    # Written at once by put() (a Queue's feeder thread could deliver a job's last lines
+    # after its result): the lines of a job are here before its result is.
+    lines = context.SimpleQueue()
     threads = threads_per_process(processes)
     results: list[Any] = [None] * len(items)
     errors: dict[int, BaseException] = {}
     pool = ProcessPoolExecutor(min(processes, len(items)), context, _start_worker, (threads, lines))
+    interrupted = False
     try:
         index = {pool.submit(call, item): i for i, item in enumerate(items)}
         pending = set(index)
@@ -196,11 +198,13 @@ def run_in_processes(
                 if each is not None:
                     each(i, results[i])
     except (KeyboardInterrupt, SystemExit):  # stop now, not after the running jobs
+        interrupted = True
         _terminate(pool)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        _pass_on(lines, log)
+        if not interrupted:  # a worker ended mid-line would leave half a message
+            _pass_on(lines, log)
         lines.close()
     if errors:
         raise errors[min(errors)]
@@ -220,9 +224,5 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
 
 def _pass_on(lines: Any, log: Log) -> None:
     """The workers' log lines that arrived, to ``log``."""
-    while True:
-        try:
-            msg = lines.get_nowait()
-        except queue.Empty:
-            return
-        log(msg)
+    while not lines.empty():
+        log(lines.get())
