@@ -25,12 +25,20 @@ process. Jobs and results travel pickled over a Gloo group (a job is a module-le
 function, or a ``functools.partial`` of one, and picklable arguments); what a job writes
 (checkpoints) goes to the run directory, which every node must see at the same path (a
 shared filesystem on several nodes).
+
+**A study's jobs over worker processes** (one machine, no torchrun): where a stage's jobs
+are whole training runs, :func:`map_ranks` runs them side by side in ``processes`` worker
+processes, each with its share of the cores (:mod:`domaingpt.core.processes`), through
+the same job interface: the same job function, pickled the same way, a :class:`Job` made
+in the worker (its log reaching the caller's, its ``local`` the process's own). Under
+torchrun the ranks are the processes and ``processes`` is not used.
 """
 
 from __future__ import annotations
 
 import atexit
 import datetime
+import functools
 import math
 import os
 import pickle
@@ -44,6 +52,13 @@ import torch
 import torch.distributed as dist
 
 from domaingpt.core.device import pick_device
+from domaingpt.core.processes import (
+    in_worker,
+    run_in_processes,
+    threads_per_process,
+    worker_local,
+    worker_log,
+)
 from domaingpt.core.progress import Log, stderr_log
 from domaingpt.core.threads import map_workers, torch_threads
 from domaingpt.errors import ConfigError, DomainGPTError
@@ -199,16 +214,20 @@ class Ranks:
 class Job:
     """Where a job runs, for a job that asks (``map_ranks(..., with_job=True)`` calls
     ``fn(item, job)``): its rank, the study's mode, its log (the stage's log on rank 0,
-    stderr with the rank on the others) and the rank's ``local`` store (:class:`Ranks`)."""
+    stderr with the rank on the others) and the rank's ``local`` store (:class:`Ranks`).
+    ``worker_process``: it runs in a worker process of rank 0 (its log lines reach rank
+    0's log; ``local`` is the process's own)."""
 
     rank: int
     mode: str
     log: Log
     local: dict[Any, Any]
+    worker_process: bool = False
 
     @property
     def is_worker(self) -> bool:
-        return self.rank != 0
+        """True where the job is not rank 0's own process: no progress bars there."""
+        return self.rank != 0 or self.worker_process
 
 
 def local_context(device_name: str = "auto") -> DistContext:
@@ -327,6 +346,44 @@ def _dispatch(
     return gathered
 
 
+def _in_worker_process(
+    fn: Callable[..., Any], with_job: bool, mode: str, pair: tuple[int, Any]
+) -> _Outcome:
+    """One job in a worker process of :func:`map_ranks` (see :mod:`.processes`)."""
+    job = Job(0, mode, worker_log, worker_local(), worker_process=True) if with_job else None
+    return _attempt(fn, *pair, job)
+
+
+def _in_processes(
+    ranks: Ranks,
+    work: _Work,
+    processes: int,
+    log: Log,
+    each: Callable[[int, Any], None] | None,
+) -> list[_Outcome]:
+    """This machine's jobs on ``processes`` worker processes, in the items' order."""
+    call = functools.partial(_in_worker_process, work.fn, work.with_job, ranks.mode)
+
+    def done(k: int, o: _Outcome) -> None:
+        if each is not None and o.ok:
+            each(o.index, o.value)
+
+    name = getattr(work.fn, "__qualname__", None) or repr(work.fn)
+    outcomes = run_in_processes(call, work.share, processes, log=log, each=done, name=name)
+    for o in outcomes:
+        if not o.ok and o.trace:
+            o.value.add_note(f"raised in a worker process:\n{o.trace}")
+    return outcomes
+
+
+def _uses_processes(ranks: Ranks, processes: int, items: int) -> bool:
+    """Worker processes for a map: asked for, more than one job, one machine alone
+    (torchrun's ranks are the processes there), not inside a job."""
+    return (
+        processes > 1 and items > 1 and ranks.world == 1 and not ranks._in_job and not in_worker()
+    )
+
+
 def _runs_here(ranks: Ranks) -> bool:
     """One process, or a map inside a job: nothing is sent to another rank."""
     return ranks.world == 1 or ranks._in_job
@@ -342,6 +399,7 @@ def map_ranks(
     workers: int = 1,
     owners: Sequence[int] | None = None,
     with_job: bool = False,
+    processes: int = 1,
 ) -> list[T]:
     """``[fn(x) for x in items]``, the items spread over ``ranks`` (see the module
     documentation; ``None``: this process alone); every result back on rank 0, in the
@@ -356,14 +414,26 @@ def map_ranks(
     that fails fails the call, after every rank finished its share; the first failure in
     item order is raised (with the rank's traceback as a note). In a single process, or
     inside a job, everything runs here.
+
+    ``processes`` above 1 (one machine, no torchrun): the items run side by side in that
+    many worker processes of :func:`~domaingpt.core.processes.threads_per_process` torch
+    threads each (:mod:`domaingpt.core.processes`; ``workers`` and ``owners`` are not
+    used there); ``fn`` and the items must be picklable, which is checked first. A
+    single item runs here, on the same share of the cores: a job's thread count (and so
+    its numbers' last bits) does not depend on how many jobs there were.
     """
     items = list(items)
     ranks = ranks or Ranks()
     log = log or stderr_log
     threads = torch.get_num_threads()
     if _runs_here(ranks) or not items:
+        if processes > 1 and ranks.world == 1:  # a job's share of the cores, even alone
+            threads = threads_per_process(processes)
         work = _Work(fn, list(enumerate(items)), threads, workers, with_job)
-        outcomes = _run_share(ranks, work, log, each)
+        if _uses_processes(ranks, processes, len(items)):
+            outcomes = _in_processes(ranks, work, processes, log, each)
+        else:
+            outcomes = _run_share(ranks, work, log, each)
         for o in outcomes:
             if not o.ok:
                 raise o.value

@@ -53,6 +53,18 @@ def check_threads(key: str, value: int) -> int:
     return value
 
 
+def check_processes(key: str, value: Any) -> int:
+    """``value`` worker processes for ``key``: a whole number from 0 (automatic) up to
+    :func:`max_threads` (each process runs at least one thread)."""
+    most = max_threads()
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
+        raise ConfigError(
+            f"{key} must be a whole number from 0 (automatic) to {most} "
+            f"({THREADS_PER_CPU} per CPU), got {value!r}; 1 runs the jobs in this process"
+        )
+    return value
+
+
 def bounded_int(what: str, value: Any, least: int, most: int) -> int:
     """``value`` as an integer in [``least``, ``most``]; a one-line error naming ``what``.
 

@@ -54,6 +54,14 @@ def parameter_count(model: ModelSpec, vocab_size: int) -> int:
     return vocab_size * C + model.block_size * C + L * per_layer + norms
 
 
+def training_flops(model: ModelSpec, train: TrainSpec, vocab_size: int) -> float:
+    """Floating-point operations of a whole training run, about: 6 per parameter per
+    token (forward and backward), ``max_iters`` steps of ``grad_accum`` micro-batches of
+    ``batch_size`` windows of ``block_size`` tokens. Evaluations are left out."""
+    tokens = train.max_iters * train.grad_accum * train.batch_size * model.block_size
+    return 6.0 * parameter_count(model, vocab_size) * tokens
+
+
 def step_memory(model: ModelSpec, train: TrainSpec, vocab_size: int) -> StepMemory:
     """:class:`StepMemory` of one float32 step (one micro-batch of ``batch_size``)."""
     params = parameter_count(model, vocab_size)

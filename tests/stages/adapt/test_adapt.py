@@ -137,11 +137,13 @@ def test_step0_equals_evaluate_on_whole_split(run, corpora, tmp_path):
 
 
 def test_seeds_reproduce_and_differ(run, adapted, tmp_path):
+    """A seed's run is the same again, also side by side in worker processes (on one
+    thread each, as here)."""
     curves = adapted["curves"]
     other = RunDir(tmp_path / "r")
     shutil.copytree(run.models, other.models)
     shutil.copy(run.vocab_path, other.vocab_path)
-    run_one(adapt_stage, other, settings(seeds=1, starts=["final", "scratch"]))
+    run_one(adapt_stage, other, settings(seeds=1, starts=["final", "scratch"], processes=2))
     again = read_one(adapt_stage, other)["curves"]
     cols = ["step", "target_loss", "source_loss"]
     for start in ("final", "scratch"):

@@ -34,6 +34,7 @@ from domaingpt.core.device import pick_device
 from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.io import atomic_write_text, read_jsonl, write_jsonl
 from domaingpt.core.loggers import require_loggers
+from domaingpt.core.processes import auto_processes, threads_per_process
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.data.tokenizer import vocab_from_json
 from domaingpt.stages.adapt.figures import plot_adaptation_curves
@@ -48,6 +49,7 @@ from domaingpt.stages.adapt.jobs import (
 )
 from domaingpt.stages.adapt.settings import AdaptSettings
 from domaingpt.stages.adapt.summary import summarize, summary_markdown
+from domaingpt.training.memory import training_flops
 
 FINAL_COLUMNS = [
     "source",
@@ -156,7 +158,26 @@ def _run_jobs(
             )
         bar.update(1)
 
-    map_ranks(_adapt_one, [t for _, t in todo], ranks=ranks, log=log, each=finished)
+    # Decided on every run of the stage, finished or not: a run redone alone gets the
+    # same share of the cores as beside the others (the same bits).
+    flops = 0.0
+    for job in jobs:
+        cfg, spec = training_spec(job, settings)
+        flops += training_flops(cfg.model, spec, vocab_from_json(job.shape_info.vocab).size)
+    processes = auto_processes(settings.processes, len(jobs), device, flops)
+    if processes > 1 and len(todo) > 1 and (ranks is None or ranks.world == 1):
+        log(
+            f"{len(todo)} adaptations side by side: {min(processes, len(todo))} worker "
+            f"processes of {threads_per_process(processes)} torch thread(s) each"
+        )
+    map_ranks(
+        _adapt_one,
+        [t for _, t in todo],
+        ranks=ranks,
+        log=log,
+        each=finished,
+        processes=processes,
+    )
     bar.close()
     if len(todo) < len(jobs):
         log(f"reused {len(jobs) - len(todo)} finished adaptation run(s) from {root}")

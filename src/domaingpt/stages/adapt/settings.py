@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domaingpt.core import published
+from domaingpt.core.limits import check_processes
 from domaingpt.core.loggers import check_logger_names
 from domaingpt.core.settings import StageSettings, finite, setting
 from domaingpt.errors import ConfigError, DomainGPTError
@@ -59,6 +60,12 @@ class AdaptSettings(StageSettings):
         "where each run's loss curve is logged besides curves.csv: csv, tensorboard, wandb "
         "(default: the study's train.loggers, else the source model's)",
     )
+    processes: int = setting(
+        0,
+        "worker processes running the adaptations side by side, each on its share of the "
+        "cores (0: automatic, one per core on a CPU where it pays; 1: one after the other "
+        "in this process)",
+    )
 
     def check(self) -> None:
         super().check()
@@ -89,6 +96,7 @@ class AdaptSettings(StageSettings):
                 f"start points must be among {', '.join(START_POINTS)}, got {self.starts}"
             )
         check_logger_names("adapt.loggers", self.loggers)
+        check_processes("adapt.processes", self.processes)
         self.early_iteration()
         for pair in self.pairs:
             parse_pair(pair)
@@ -116,8 +124,9 @@ class AdaptSettings(StageSettings):
 
     def key_dict(self) -> dict:
         """Without ``loggers``: where the curves are shown changes none of them, so a
-        change of loggers reruns nothing (as ``train.loggers`` retrains nothing)."""
-        return {k: v for k, v in super().key_dict().items() if k != "loggers"}
+        change of loggers reruns nothing (as ``train.loggers`` retrains nothing); nor
+        ``processes``, which says only where the runs run."""
+        return {k: v for k, v in super().key_dict().items() if k not in ("loggers", "processes")}
 
     def early_iteration(self) -> int | None:
         """The requested early iteration, or None for ``auto``."""

@@ -16,12 +16,16 @@ from domaingpt.context.vocabulary import run_vocabulary, save_vocab
 from domaingpt.core.config import RUNTIME_TRAIN_KEYS, RunConfig, from_dict, load_preset
 from domaingpt.core.distributed import Job, local_context, map_ranks, on_every_rank
 from domaingpt.core.io import read_jsonl
+from domaingpt.core.limits import check_processes
 from domaingpt.core.loggers import require_loggers
+from domaingpt.core.processes import auto_processes, threads_per_process
+from domaingpt.core.progress import progress_bar
 from domaingpt.core.replicates import replicate_name, replicate_seed
 from domaingpt.core.settings import StageSettings, setting
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.interop.external import import_external, source_digest, study_tokenizer
 from domaingpt.model.checkpoint import list_checkpoints
+from domaingpt.training.memory import training_flops
 from domaingpt.training.modeldir import (
     ModelState,
     damaged_record,
@@ -44,6 +48,14 @@ class TrainSettings(StageSettings):
     the domains stay paired within a replicate, and replicates differ in initial weights
     and batch order. It is a property of the study, not of a model: a model's own
     config (and so whether it is retrained) does not depend on it.
+
+    ``[train] processes = N`` trains the models side by side in N worker processes,
+    each on its share of the cores (:mod:`domaingpt.core.processes`); 0 (the default)
+    is automatic (:func:`~domaingpt.core.processes.auto_processes`): under the
+    ``domaingpt`` program, one process per core when the study trains two models or more
+    on a CPU with enough work to pay for the workers' start-up, else 1 (one model after
+    the other in this process). Like ``train.threads`` it changes how fast training runs
+    and the thread count a model is trained with, never whether a model is retrained.
     """
 
     preset: str = setting("cpu-mini", "training preset: a shipped name or a .toml file")
@@ -55,11 +67,13 @@ class TrainSettings(StageSettings):
     )
     _config: Any = field(default=None, init=False, repr=False, compare=False)
     _replicates: int = field(default=1, init=False, repr=False, compare=False)
+    _processes: int = field(default=0, init=False, repr=False, compare=False)
 
     def check(self) -> None:
         super().check()
         train = dict(self.train)
         replicates = train.pop("seeds", 1)
+        processes = check_processes("train.processes", train.pop("processes", 0))
         if not isinstance(replicates, int) or isinstance(replicates, bool) or replicates < 1:
             raise ConfigError(
                 f"train.seeds (replicate models per corpus) must be a whole number of at "
@@ -74,6 +88,7 @@ class TrainSettings(StageSettings):
         cfg = RunConfig(cfg.model, cfg.train, cfg.data, preset=Path(self.preset).stem)
         object.__setattr__(self, "_config", cfg.validate())
         object.__setattr__(self, "_replicates", replicates)
+        object.__setattr__(self, "_processes", processes)
 
     @property
     def config(self) -> RunConfig:
@@ -82,6 +97,11 @@ class TrainSettings(StageSettings):
     @property
     def replicates(self) -> int:
         return self._replicates
+
+    @property
+    def processes(self) -> int:
+        """``[train] processes``: worker processes for the models (0: automatic)."""
+        return self._processes
 
     def replicate_config(self, replicate: int) -> RunConfig:
         """The config of replicate ``replicate``'s models: the study's, with its seed."""
@@ -145,8 +165,9 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
     Every corpus is encoded and its split checked before anything is written, so a
     corpus too short to train on leaves the run's vocabulary as it was. Under torchrun
     the models are trained side by side, one per rank (``ranks = "jobs"``), or one after
-    the other by every rank together (``ranks = "ddp"``). The loggers were checked
-    before the study's first stage (:meth:`TrainSettings.check_study`).
+    the other by every rank together (``ranks = "ddp"``); on one machine, side by side
+    in worker processes (``[train] processes``, automatic by default). The loggers were
+    checked before the study's first stage (:meth:`TrainSettings.check_study`).
     """
     if not ctx.corpora:
         raise ConfigError("the train stage trains the study's corpora; none were given")
@@ -210,7 +231,28 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
         for job in jobs:
             on_every_rank(_train_model, job, ranks=ctx.ranks, log=ctx.log, with_job=True)
     else:
-        map_ranks(_train_model, jobs, ranks=ctx.ranks, log=ctx.log, with_job=True)
+        # Decided on every model of the study, finished or not: a model resumed alone is
+        # trained on the same share of the cores as beside the others (the same bits).
+        flops = sum(training_flops(c.model, c.train, vocab.size) for _, _, c, _, _ in plan)
+        processes = auto_processes(settings.processes, len(plan), cfg.train.device, flops)
+        side_by_side = processes > 1 and len(jobs) > 1 and ctx.ranks.world == 1
+        if side_by_side:
+            ctx.log(
+                f"training {len(jobs)} models side by side: {min(processes, len(jobs))} worker "
+                f"processes of {threads_per_process(processes)} torch thread(s) each"
+            )
+        # A worker process shows no bar of its own: one bar counts the finished models.
+        bar = progress_bar(len(jobs), "models", enabled=ctx.progress and side_by_side)
+        map_ranks(
+            _train_model,
+            jobs,
+            ranks=ctx.ranks,
+            log=ctx.log,
+            each=lambda i, r: bar.update(1),
+            with_job=True,
+            processes=processes,
+        )
+        bar.close()
     out: dict[str, Path] = {"vocab": ctx.run.vocab_path}
     names = [replicate_name(c.name, 0) for c in ctx.corpora] + [n for _, n, _, _, _ in plan]
     for name in dict.fromkeys(names):
