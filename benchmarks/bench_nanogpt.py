@@ -193,6 +193,8 @@ def summarize(rounds: list[dict], iters: tuple[int, int]) -> dict:
         out[f"whole_process_{n}_speedup"] = med(
             r[f"nanogpt_{n}"]["wall"] / r[f"domaingpt_{n}"]["wall"] for r in rounds
         )
+    if len(iters) < 2:  # --short-only: no long runs to take the steady state from
+        return out
     long = iters[-1]
     ng_f = flops_per_token(65)
     dg_f = flops_per_token(rounds[0][f"domaingpt_{long}"]["vocab_size"])
@@ -234,8 +236,15 @@ def main() -> None:
     ap.add_argument(
         "--quick", action="store_true", help="check that it runs: 1 round, 20 and 120 iterations"
     )
+    ap.add_argument(
+        "--short-only",
+        action="store_true",
+        help="only the 300-iteration whole-process pairs (no steady state, no time to target)",
+    )
     args = ap.parse_args()
     args.iters = (20, 120) if args.quick else (300, 2000)  # > 100: its warm-up
+    if args.short_only:
+        args.iters, args.skip_fast = (300,), True
     if args.quick:
         args.rounds, args.skip_fast = 1, True
     args.data_dir = args.data_dir.resolve()
