@@ -28,7 +28,7 @@ from domaingpt.errors import ConfigError
 S = TypeVar("S", bound="StageSettings")
 
 #: Fields that say where or how fast a stage runs, not what it computes.
-RUNTIME_FIELDS = frozenset({"device", "threads", "data_dir", "offline"})
+RUNTIME_FIELDS = frozenset({"device", "threads", "processes", "data_dir", "offline"})
 #: What a path setting names: ``input``, a file to read (a study file's relative path is
 #: relative to the study file), or ``output``, a file to write (relative to the run
 #: directory, and never outside it).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from tests.conftest import read_one, run_one
@@ -227,3 +228,25 @@ def test_cli_quality_and_errors(trained, first_run, corpora, capsys, tmp_path) -
         QualitySettings(samples=0)
     with pytest.raises(DomainGPTError, match="run `domaingpt quality"):
         read_one(quality_stage, RunDir(tmp_path / "empty"))
+
+
+def test_checkpoints_sampled_in_worker_processes_give_the_same_texts(
+    trained, first_run, corpora, tmp_path
+) -> None:
+    """``processes = 2``: the checkpoints sampled side by side, each text on one thread
+    as in this process, so the same tables; the processes setting reruns nothing."""
+    tables, logs = [], []
+    for processes in (1, 2):
+        copy = RunDir(tmp_path / f"run{processes}")
+        shutil.copytree(trained.root, copy.root)
+        (copy.root / "quality" / "samples.jsonl").unlink()
+        run_one(quality_stage, copy, _settings(corpora, processes=processes), log=logs.append)
+        tables.append(read_one(quality_stage, copy))
+    assert any("worker processes of 1 torch thread" in line for line in logs)
+    key = ["kind", "model", "iteration", "seed"]
+    a, b = (t["samples"].sort_values(key).reset_index(drop=True) for t in tables)
+    assert len(a) >= len(CHECKPOINTS) * 2
+    pd.testing.assert_frame_equal(
+        a.drop(columns=["seconds", "checkpoint"]), b.drop(columns=["seconds", "checkpoint"])
+    )
+    assert _settings(corpora, processes=2).key_dict() == _settings(corpora).key_dict()

@@ -124,9 +124,8 @@ class AdaptSettings(StageSettings):
 
     def key_dict(self) -> dict:
         """Without ``loggers``: where the curves are shown changes none of them, so a
-        change of loggers reruns nothing (as ``train.loggers`` retrains nothing); nor
-        ``processes``, which says only where the runs run."""
-        return {k: v for k, v in super().key_dict().items() if k not in ("loggers", "processes")}
+        change of loggers reruns nothing (as ``train.loggers`` retrains nothing)."""
+        return {k: v for k, v in super().key_dict().items() if k != "loggers"}
 
     def early_iteration(self) -> int | None:
         """The requested early iteration, or None for ``auto``."""

@@ -24,15 +24,17 @@ import torch
 from domaingpt.core.device import full_precision, pick_device
 from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.io import append_jsonl, read_jsonl
+from domaingpt.core.processes import auto_processes, threads_per_process
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.threads import torch_threads
 from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.errors import DomainGPTError
-from domaingpt.model.checkpoint import load_checkpoint
+from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
 from domaingpt.model.generate import check_sampling, encode_prompt, sample_threads
-from domaingpt.model.gpt import GPT
+from domaingpt.model.gpt import GPT, GPTConfig
 from domaingpt.stages.quality.settings import QualitySettings
 from domaingpt.stages.quality.targets import Target
+from domaingpt.training.memory import parameter_count
 
 Samples = dict[tuple, dict[str, Any]]
 
@@ -164,6 +166,13 @@ def _generate(job: _Checkpoint) -> list[dict[str, Any]]:
     ]
 
 
+def generation_flops(info: CheckpointInfo, chars: int) -> float:
+    """Floating-point operations of sampling ``chars`` ids from a checkpoint, about: two
+    per parameter per id, each id's forward pass over a full context."""
+    cfg = GPTConfig.from_dict(info.model_config or {}, str(info.json_path))
+    return 2.0 * parameter_count(cfg, cfg.vocab_size) * cfg.block_size * chars
+
+
 def generate_all(
     targets: list[Target],
     settings: QualitySettings,
@@ -200,9 +209,20 @@ def generate_all(
             stats["seconds"] += row["seconds"]
             bar.update(1)
 
+    # Side by side in worker processes of one thread each, where it pays: a text is
+    # sampled on one thread either way (the same text), so only its speed changes.
+    work = sum(len(j.seeds) * generation_flops(j.target.info, settings.chars) for j in jobs)
+    processes = auto_processes(settings.processes, len(jobs), device, work)
+    if settings.threads != 1 and settings.processes == 0:
+        processes = 1  # more threads per text: they stay in this process, as asked
     with torch_threads(settings.threads):
         threads = torch.get_num_threads()
-        map_ranks(_generate, jobs, ranks=ranks, log=log, each=keep)
+        if processes > 1 and len(jobs) > 1 and (ranks is None or ranks.world == 1):
+            log(
+                f"{len(jobs)} checkpoints sampled side by side: {min(processes, len(jobs))} "
+                f"worker processes of {threads_per_process(processes)} torch thread(s) each"
+            )
+        map_ranks(_generate, jobs, ranks=ranks, log=log, each=keep, processes=processes)
     bar.close()
     rate = stats["generated"] * settings.chars / stats["seconds"] if stats["seconds"] else 0.0
     log(

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from domaingpt.context.stage import Tables
+from domaingpt.core.limits import check_processes
 from domaingpt.core.settings import StageSettings, setting
 from domaingpt.errors import ConfigError
 
@@ -54,6 +55,12 @@ class QualitySettings(StageSettings):
     )
     device: str = setting("cpu", "device for generation")
     threads: int = setting(1, "torch threads for generation")
+    processes: int = setting(
+        0,
+        "worker processes sampling checkpoints side by side, each on one torch thread "
+        "(0: automatic, one per core on a CPU where it pays and threads = 1; 1: in this "
+        "process)",
+    )
     # claim thresholds
     spacing_tolerance: float = setting(
         0.2, "|space share - corpus| <= this × corpus share", cli=False
@@ -78,6 +85,7 @@ class QualitySettings(StageSettings):
                 raise ConfigError(f"{name} must be at least 1, got {value}")
         if self.adapt_samples < 0 or self.top_k < 0 or self.threads < 0:
             raise ConfigError("adapt_samples, top_k and threads must be zero or more")
+        check_processes("quality.processes", self.processes)
         if not self.prompt:
             raise ConfigError("prompt must not be empty (the default is a newline)")
         if self.temperature < 0:
