@@ -27,8 +27,10 @@ from domaingpt.errors import ConfigError
 
 S = TypeVar("S", bound="StageSettings")
 
-#: Fields that say where or how fast a stage runs, not what it computes.
-RUNTIME_FIELDS = frozenset({"device", "threads", "processes", "data_dir", "offline"})
+#: Fields every stage has that say where or how fast it runs, not what it computes.
+RUNTIME_FIELDS = frozenset({"device", "threads", "data_dir", "offline"})
+#: Such fields some stages add: the worker processes their jobs run in.
+OPTIONAL_RUNTIME_FIELDS = frozenset({"processes"})
 #: What a path setting names: ``input``, a file to read (a study file's relative path is
 #: relative to the study file), or ``output``, a file to write (relative to the run
 #: directory, and never outside it).
@@ -131,7 +133,8 @@ class StageSettings:
 
     def key_dict(self) -> dict[str, Any]:
         """What the stage's result depends on: every field but the runtime ones."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        runtime = RUNTIME_FIELDS | OPTIONAL_RUNTIME_FIELDS
+        return {k: v for k, v in self.to_dict().items() if k not in runtime}
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
