@@ -134,6 +134,8 @@ def test_the_smoke_study_runs_on_a_bpe_model(bpe_model, corpora, tmp_path) -> No
     for _, g in final.groupby("method"):
         assert g["n_chars"].sum() == chars > tokens
         assert g["total_share"].sum() == pytest.approx(1.0)
+    matrix_md = (run.root / "evaluate" / "zero_shot.md").read_text()
+    assert "nats per token" in matrix_md and "published matrix" not in matrix_md
     report = (run.root / "report.md").read_text()
     assert "Tokens, not characters" in report
     assert "bits per character of the model in each row" in report

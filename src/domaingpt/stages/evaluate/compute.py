@@ -216,12 +216,20 @@ def zero_shot_markdown(table: pd.DataFrame, settings: EvaluateSettings | None = 
     latest = table.groupby("model", sort=False)["iteration"].max()
     corpora = list(loss.columns)
     ci = f"{settings.confidence:.0%}".replace("%", " %")
+    subword = comparable_loss(table)[0] == "bits_per_char"
+    unit = (
+        "**nats per token** (the models read a subword vocabulary: bits per character, "
+        "below, compare corpora and tokenizers)"
+        if subword
+        else "**nats per character** (the study's unit)"
+    )
+    ids = "tokens" if subword else "characters"
     out = [
         "# Zero-shot loss matrix",
         "",
-        "Cross-entropy in **nats per character** (the study's unit) on each corpus's whole "
-        "validation split, cut into disjoint windows of `block_size` characters so that "
-        "every character is predicted exactly once. Rows: model (checkpoint iteration); "
+        f"Cross-entropy in {unit} on each corpus's whole validation split, cut into "
+        f"disjoint windows of `block_size` {ids} so that every {ids[:-1]} is predicted "
+        "exactly once. Rows: model (checkpoint iteration); "
         f"columns: corpus; in brackets the {ci} bootstrap interval over windows "
         f"({settings.bootstrap} resamples); bold: in-domain.",
         "",
@@ -250,7 +258,7 @@ def zero_shot_markdown(table: pd.DataFrame, settings: EvaluateSettings | None = 
             for r in unk.itertuples()
         ]
     if table.groupby("model")["iteration"].nunique().max() > 1:
-        out += ["", "## Along training", "", "Loss (nats per character) at each checkpoint:", ""]
+        out += ["", "## Along training", "", f"Loss (nats per {ids[:-1]}) at each checkpoint:", ""]
         along = table.pivot_table(
             index=["model", "iteration"], columns="corpus", values="loss_nats", sort=False
         )
@@ -261,6 +269,8 @@ def zero_shot_markdown(table: pd.DataFrame, settings: EvaluateSettings | None = 
         out += _md_table(
             ["model", "iteration", *corpora], rows, ["---", "---:"] + ["---:"] * len(corpora)
         )
+    if subword:  # the study's matrix is of character models, in nats per character
+        return "\n".join(out) + "\n"
     ref = study_matrix()
     out += [
         "",
