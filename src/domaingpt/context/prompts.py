@@ -44,7 +44,7 @@ from domaingpt.data.charclass import describe_token
 from domaingpt.data.corpus import Corpus, resolve_corpus
 from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.tokenizer import AnyVocab, is_subword
-from domaingpt.data.vocab import UNK, UNK_ID
+from domaingpt.data.vocab import UNK, UNK_ID, Vocab
 from domaingpt.errors import DomainGPTError
 
 Log = Callable[[str], None]
@@ -228,13 +228,8 @@ class UserPromptSettings(PromptSettings):
             read_prompt_file(self.prompt_file)
 
 
-def encode_text(vocab: AnyVocab, text: str) -> tuple[np.ndarray, int]:
-    """Ids of ``text``; unknown characters and control characters become ``<unk>`` (a
-    subword tokenizer's ids as it gives them: it must read the text back)."""
-    if is_subword(vocab):
-        vocab.check_text(text, f"prompt {text!r}")
-        enc = vocab.encode(text)
-        return enc.ids.astype(np.int64), enc.n_unk
+def encode_text(vocab: Vocab, text: str) -> tuple[np.ndarray, int]:
+    """Ids of ``text``; unknown characters and control characters become ``<unk>``."""
     ids = vocab.encode(text).ids.astype(np.int64)
     for i, ch in enumerate(text):
         if ch not in _ALLOWED_CONTROLS and unicodedata.category(ch) == "Cc":
@@ -270,14 +265,15 @@ def user_prompt(vocab: AnyVocab, text: str, prompt_id: int, max_length: int) -> 
 
 
 def _subword_user_prompt(vocab: AnyVocab, text: str, prompt_id: int, max_length: int) -> Prompt:
-    ids, n_unk = encode_text(vocab, text)
+    vocab.check_text(text, f"prompt {text!r}")
+    enc = vocab.encode(text)
+    ids, n_unk, lengths = enc.ids.astype(np.int64), enc.n_unk, enc.lengths
+    assert lengths is not None
     if len(ids) < 2:
         raise DomainGPTError(
             f"prompt {text!r} is one token; a prompt needs context plus the token to "
             "predict (its last token)"
         )
-    lengths = vocab.encode(text).lengths
-    assert lengths is not None
     keep = slice(max(len(ids) - 1 - max_length, 0), len(ids) - 1)
     first = int(lengths[: keep.start].sum())
     cut = int(lengths[:-1].sum())

@@ -18,6 +18,7 @@ from domaingpt.context.rundir import RunDir
 from domaingpt.core.io import atomic_write_text, write_json
 from domaingpt.core.progress import Log
 from domaingpt.data.corpus import REGISTRY, Corpus, cache_dir, resolve_corpus
+from domaingpt.data.encoding import encode_corpus
 from domaingpt.data.subword import SubwordVocab
 from domaingpt.data.tokenizer import AnyVocab, vocab_from_json
 from domaingpt.data.vocab import Vocab
@@ -95,7 +96,7 @@ def run_vocabulary(
     path = run.vocab_path
     if tokenizer is not None:
         for corpus in corpora:  # a tokenizer that changes a corpus character: refused now
-            tokenizer.check_text(corpus_chars(corpus), f"corpus {corpus.name!r}")
+            encode_corpus(corpus, tokenizer)  # (checked as it encodes; cached for the stages)
         if path.exists() and _recorded_fingerprint(path) == tokenizer.fingerprint:
             return tokenizer, None
         if path.exists():
@@ -151,14 +152,6 @@ def _recorded_fingerprint(path: Path) -> str | None:
     except (OSError, ValueError):
         return None
     return data.get("fingerprint") if isinstance(data, dict) else None
-
-
-def corpus_chars(corpus: Corpus) -> set[str]:
-    """Every character of ``corpus`` (read in chunks)."""
-    seen: set[str] = set()
-    for chunk in corpus.iter_text():
-        seen.update(chunk)
-    return seen
 
 
 def shared_vocab(run: RunDir, corpora: list[Corpus], log: Log) -> AnyVocab:

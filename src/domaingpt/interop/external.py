@@ -40,8 +40,7 @@ from domaingpt.context.rundir import RunDir, read_run_json
 from domaingpt.core.progress import Log
 from domaingpt.data.corpus import Corpus
 from domaingpt.data.subword import SubwordVocab
-from domaingpt.data.tokenizer import AnyVocab, is_subword, vocab_from_json
-from domaingpt.data.vocab import Vocab
+from domaingpt.data.tokenizer import AnyVocab, vocab_from_json
 from domaingpt.errors import ConfigError, DomainGPTError
 from domaingpt.interop.importer import model_folders, read_vocab
 from domaingpt.model.checkpoint import list_checkpoints, read_tensors
@@ -174,31 +173,33 @@ def study_tokenizer(models: dict[str, str]) -> SubwordVocab | None:
     are character models, or there are none). A run's models share one vocabulary, so
     models with different tokenizers, or a subword model beside a character one, are
     refused: analyse them in separate studies (bits per character compares them)."""
-    found: dict[str, AnyVocab] = {}
+    subword: dict[str, SubwordVocab] = {}
+    chars: list[str] = []  # corpora whose model reads characters (nanoGPT's always do)
     for corpus, source in models.items():
         kind, path = split_source(source)
-        if kind == "nanogpt":
-            found[corpus] = Vocab(())  # a character vocabulary (its exact one is the run's)
-        elif kind == "hf":
+        vocab: AnyVocab | None = None
+        if kind == "hf":
             p = Path(path)
-            found[corpus] = read_vocab(model_folders(p)[-1][1] if p.is_dir() else p)
-        else:
+            vocab = read_vocab(model_folders(p)[-1][1] if p.is_dir() else p)
+        elif kind == "domaingpt":
             history = list_checkpoints(Path(path) / "checkpoints", "iter")
             if history and history[-1].vocab is not None:
-                found[corpus] = vocab_from_json(history[-1].vocab)
-    subword = {c: v for c, v in found.items() if is_subword(v)}
+                vocab = vocab_from_json(history[-1].vocab)
+        if isinstance(vocab, SubwordVocab):
+            subword[corpus] = vocab
+        else:
+            chars.append(corpus)
     if not subword:
         return None
-    first = next(iter(subword.values()))
-    other = [c for c, v in found.items() if v != first]
+    first, tokenizer = next(iter(subword.items()))
+    other = [c for c, v in subword.items() if v != tokenizer] or chars
     if other:
         raise ConfigError(
-            f"the models of {next(iter(subword))} and {other[0]} use different tokenizers; "
+            f"the models of {first} and {other[0]} use different tokenizers; "
             "the models of one run share one vocabulary: analyse them in separate studies "
             "(their bits per character compare)"
         )
-    assert isinstance(first, SubwordVocab)
-    return first
+    return tokenizer
 
 
 def import_external(run: RunDir, corpus: Corpus, source: str, *, log: Log) -> None:

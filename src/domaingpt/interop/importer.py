@@ -134,11 +134,17 @@ def read_vocab(folder: str | Path) -> AnyVocab:
     """The vocabulary of a Hugging Face model folder's ``tokenizer.json``: a character
     vocabulary (ids in our order) or the subword tokenizer itself (ids unchanged)."""
     folder = Path(folder)
+    tokens, unk, subword = _read_tokenizer(folder)
+    return subword if subword is not None else _char_vocab(folder, tokens, unk)[0]
+
+
+def _read_tokenizer(folder: Path) -> tuple[list[str], str, SubwordVocab | None]:
+    """``tokenizer.json``: a character tokenizer's token of each id and unknown token,
+    or (``[]``, ``""``) and the subword tokenizer."""
     data = _read_json(folder / "tokenizer.json", "a tokenizer is needed")
     if is_char_tokenizer(data):
-        tokens, unk = _read_tokens(folder, data)
-        return _char_vocab(folder, tokens, unk)[0]
-    return SubwordVocab(read_user_text(folder / "tokenizer.json", "file"), str(folder))
+        return *_read_tokens(folder, data), None
+    return [], "", SubwordVocab(read_user_text(folder / "tokenizer.json", "file"), str(folder))
 
 
 def _read_tokens(folder: Path, data: dict[str, Any]) -> tuple[list[str], str]:
@@ -188,12 +194,8 @@ def read_hf(folder: str | Path) -> HFModel:
     if not folder.is_dir():
         raise DomainGPTError(f"{folder} is not a folder; give a Hugging Face model folder")
     config = _read_json(folder / "config.json", "is it a Hugging Face model folder?")
-    data = _read_json(folder / "tokenizer.json", "a tokenizer is needed")
-    if is_char_tokenizer(data):
-        tokens, unk = _read_tokens(folder, data)
-        return HFModel(folder, config, _read_tensors(folder), tokens, unk)
-    subword = SubwordVocab(read_user_text(folder / "tokenizer.json", "file"), str(folder))
-    return HFModel(folder, config, _read_tensors(folder), [], "", subword)
+    tokens, unk, subword = _read_tokenizer(folder)
+    return HFModel(folder, config, _read_tensors(folder), tokens, unk, subword)
 
 
 def _check_architecture(hf: HFModel) -> None:
