@@ -360,9 +360,16 @@ def _in_processes(
     processes: int,
     log: Log,
     each: Callable[[int, Any], None] | None,
+    what: str | None,
 ) -> list[_Outcome]:
     """This machine's jobs on ``processes`` worker processes, in the items' order."""
     call = functools.partial(_in_worker_process, work.fn, work.with_job, ranks.mode)
+    n = len(work.share)
+    if what:
+        log(
+            f"{n} {what} side by side: {min(processes, n)} worker processes of "
+            f"{threads_per_process(processes)} torch thread(s) each"
+        )
 
     def done(k: int, o: _Outcome) -> None:
         if each is not None and o.ok:
@@ -400,6 +407,7 @@ def map_ranks(
     owners: Sequence[int] | None = None,
     with_job: bool = False,
     processes: int = 1,
+    what: str | None = None,
 ) -> list[T]:
     """``[fn(x) for x in items]``, the items spread over ``ranks`` (see the module
     documentation; ``None``: this process alone); every result back on rank 0, in the
@@ -420,7 +428,8 @@ def map_ranks(
     threads each (:mod:`domaingpt.core.processes`; ``workers`` and ``owners`` are not
     used there); ``fn`` and the items must be picklable, which is checked first. A
     single item runs here, on the same share of the cores: a job's thread count (and so
-    its numbers' last bits) does not depend on how many jobs there were.
+    its numbers' last bits) does not depend on how many jobs there were. ``what`` names
+    the jobs ("models", "adaptations") in a log line that says so (None: no line).
     """
     items = list(items)
     ranks = ranks or Ranks()
@@ -431,7 +440,7 @@ def map_ranks(
             threads = threads_per_process(processes)
         work = _Work(fn, list(enumerate(items)), threads, workers, with_job)
         if _uses_processes(ranks, processes, len(items)):
-            outcomes = _in_processes(ranks, work, processes, log, each)
+            outcomes = _in_processes(ranks, work, processes, log, each, what)
         else:
             outcomes = _run_share(ranks, work, log, each)
         for o in outcomes:

@@ -34,7 +34,7 @@ from domaingpt.core.device import pick_device
 from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.io import atomic_write_text, read_jsonl, write_jsonl
 from domaingpt.core.loggers import require_loggers
-from domaingpt.core.processes import auto_processes, threads_per_process
+from domaingpt.core.processes import auto_processes
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.data.tokenizer import vocab_from_json
 from domaingpt.stages.adapt.figures import plot_adaptation_curves
@@ -165,11 +165,6 @@ def _run_jobs(
         cfg, spec = training_spec(job, settings)
         flops += training_flops(cfg.model, spec, vocab_from_json(job.shape_info.vocab).size)
     processes = auto_processes(settings.processes, len(jobs), device, flops)
-    if processes > 1 and len(todo) > 1 and (ranks is None or ranks.world == 1):
-        log(
-            f"{len(todo)} adaptations side by side: {min(processes, len(todo))} worker "
-            f"processes of {threads_per_process(processes)} torch thread(s) each"
-        )
     map_ranks(
         _adapt_one,
         [t for _, t in todo],
@@ -177,6 +172,7 @@ def _run_jobs(
         log=log,
         each=finished,
         processes=processes,
+        what="adaptations",
     )
     bar.close()
     if len(todo) < len(jobs):

@@ -24,7 +24,7 @@ import torch
 from domaingpt.core.device import full_precision, pick_device
 from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.io import append_jsonl, read_jsonl
-from domaingpt.core.processes import auto_processes, threads_per_process
+from domaingpt.core.processes import auto_processes
 from domaingpt.core.progress import Log, progress_bar
 from domaingpt.core.threads import torch_threads
 from domaingpt.data.tokenizer import AnyVocab
@@ -217,12 +217,15 @@ def generate_all(
         processes = 1  # more threads per text: they stay in this process, as asked
     with torch_threads(settings.threads):
         threads = torch.get_num_threads()
-        if processes > 1 and len(jobs) > 1 and (ranks is None or ranks.world == 1):
-            log(
-                f"{len(jobs)} checkpoints sampled side by side: {min(processes, len(jobs))} "
-                f"worker processes of {threads_per_process(processes)} torch thread(s) each"
-            )
-        map_ranks(_generate, jobs, ranks=ranks, log=log, each=keep, processes=processes)
+        map_ranks(
+            _generate,
+            jobs,
+            ranks=ranks,
+            log=log,
+            each=keep,
+            processes=processes,
+            what="checkpoints sampled",
+        )
     bar.close()
     rate = stats["generated"] * settings.chars / stats["seconds"] if stats["seconds"] else 0.0
     log(

@@ -18,7 +18,7 @@ from domaingpt.core.distributed import Job, local_context, map_ranks, on_every_r
 from domaingpt.core.io import read_jsonl
 from domaingpt.core.limits import check_processes
 from domaingpt.core.loggers import require_loggers
-from domaingpt.core.processes import auto_processes, threads_per_process
+from domaingpt.core.processes import auto_processes
 from domaingpt.core.progress import progress_bar
 from domaingpt.core.replicates import replicate_name, replicate_seed
 from domaingpt.core.settings import StageSettings, setting
@@ -236,11 +236,6 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
         flops = sum(training_flops(c.model, c.train, vocab.size) for _, _, c, _, _ in plan)
         processes = auto_processes(settings.processes, len(plan), cfg.train.device, flops)
         side_by_side = processes > 1 and len(jobs) > 1 and ctx.ranks.world == 1
-        if side_by_side:
-            ctx.log(
-                f"training {len(jobs)} models side by side: {min(processes, len(jobs))} worker "
-                f"processes of {threads_per_process(processes)} torch thread(s) each"
-            )
         # A worker process shows no bar of its own: one bar counts the finished models.
         bar = progress_bar(len(jobs), "models", enabled=ctx.progress and side_by_side)
         map_ranks(
@@ -251,6 +246,7 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
             each=lambda i, r: bar.update(1),
             with_job=True,
             processes=processes,
+            what="models",
         )
         bar.close()
     out: dict[str, Path] = {"vocab": ctx.run.vocab_path}
