@@ -22,7 +22,13 @@ from typing import Any
 
 import torch
 
-from domaingpt.context.prompts import PromptSet, build_prompt_set, domain_of
+from domaingpt.context.prompts import (
+    PromptGroup,
+    PromptSet,
+    build_prompt_groups,
+    build_prompt_set,
+    domain_of,
+)
 from domaingpt.context.rundir import ModelEntry, RunDir
 from domaingpt.context.stage import Results, Stage, StageContext, StageView, Tables
 from domaingpt.context.stage import run_stage as _run_stage
@@ -53,6 +59,7 @@ __all__ = [
     "Loaded",
     "Log",
     "ModelEntry",
+    "PromptGroup",
     "PromptSet",
     "Results",
     "RunDir",
@@ -63,6 +70,7 @@ __all__ = [
     "StageView",
     "Tables",
     "Verdict",
+    "build_prompt_groups",
     "build_prompt_set",
     "display",
     "domain_of",

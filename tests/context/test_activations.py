@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from domaingpt.context.activations import (
     RESID_STRIDE,
     WORD_GROUPS,
     ActivationCache,
+    aligned_rows,
     attention_stats,
     compute_internals,
     internals,
@@ -270,3 +272,35 @@ def test_lens_similarity_and_attention_share_one_forward_pass_per_checkpoint(
     infos += [a.checkpoints[-1] for a in run.adapted_models()]
     assert len(infos) == 24
     assert len(calls) == len({c.tensor_sha256 for c in infos}) == 22
+
+
+def test_rows_of_two_vocabularies_pair_where_both_have_read_the_same_text() -> None:
+    """Residual rows are kept every 4th position from the last; two tokenizations of one
+    text pair at the rows whose tokens end at the same character, and only for prompts
+    whose contexts are the same text."""
+
+    def prompts(items):
+        return PromptSet(
+            [
+                Prompt(i, "c", 0, text, "x", np.zeros(n, dtype=np.int64), 0, 0, lengths)
+                for i, (text, n, lengths) in enumerate(items)
+            ]
+        )
+
+    def rec(ps):  # the rows compute_internals keeps: positions n-1, n-5, ... per prompt
+        rows = [np.full(len(range(p.length - 1, -1, -4)), i) for i, p in enumerate(ps.prompts)]
+        lengths = np.array([p.length for p in ps.prompts])
+        return SimpleNamespace(resid_prompt=np.concatenate(rows), lengths=lengths)
+
+    chars = prompts([("ab cd", 5, None), ("abcdefghi", 9, None), ("xyz", 3, None)])
+    tokens = prompts(
+        [
+            ("ab cd", 3, np.array([2, 1, 2])),  # one row: the token ending at 5
+            ("abcdefghi", 6, np.array([1, 4, 1, 1, 1, 1])),  # rows ending at 5 and 9
+            ("xyw", 1, np.array([3])),  # another text: never paired
+        ]
+    )
+    # character rows: prompt 0 ends 1, 5 (rows 0, 1); prompt 1 ends 1, 5, 9 (rows 2-4);
+    # prompt 2 ends 3 (row 5). Token rows: 5 (row 0); 5, 9 (rows 1, 2); 3 (row 3).
+    ra, rb = aligned_rows(rec(chars), chars, rec(tokens), tokens)
+    assert ra.tolist() == [1, 3, 4] and rb.tolist() == [0, 1, 2]

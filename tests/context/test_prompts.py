@@ -15,6 +15,7 @@ from domaingpt.context.prompts import (
     domain_of,
     read_prompt_file,
     user_prompt,
+    validation_prompt_sets,
     validation_prompts,
 )
 from domaingpt.context.rundir import ModelEntry, RunDir
@@ -151,3 +152,35 @@ def test_default_corpora_are_the_models_and_the_runs(data_dir, tmp_path):
     ps = build_prompt_set(run, [model], vocab, per_corpus=2, length=8, data_dir=data_dir)
     assert ps.corpora == ["shakespeare", "math", "wikipedia"]
     assert set(ps.frequencies) == {"shakespeare", "math", "wikipedia"}
+
+
+def test_two_vocabularies_read_the_same_characters(corpora):
+    """A character and a subword vocabulary: the same contexts, each starting and ending
+    where a BPE token does, inside both validation splits; each its own next token."""
+    pytest.importorskip("tokenizers")
+    from tests.data.test_subword import train_bpe
+
+    from domaingpt.data.subword import SubwordVocab
+
+    corpus = corpora.resolve("wikipedia")
+    text = corpus.read_text()
+    chars, bpe = Vocab.from_texts([text]), SubwordVocab(train_bpe(corpora.paths))
+    (by_char, _), (by_token, freq) = validation_prompt_sets(
+        corpus, [chars, bpe], per_corpus=12, length=48, val_fraction=0.1
+    )
+    assert len(by_char) == len(by_token) == 12 and freq.sum() == pytest.approx(1.0)
+    enc = encode_corpus(corpus, bpe)
+    train_tokens = len(enc.split(0.1)[0])
+    starts = np.concatenate([[0], np.cumsum(enc.lengths)])  # each token's first character
+    first = max(len(encode_corpus(corpus, chars).split(0.1)[0]), int(starts[train_tokens]))
+    boundaries = set(starts.tolist())
+    for c, t in zip(by_char, by_token, strict=True):
+        at = len(text) - len(encode_corpus(corpus, chars).split(0.1)[1]) + c.start
+        end = at + len(c.text)
+        assert t.text == c.text == text[at:end] and 0 < len(c.text) <= 48
+        assert at >= first and at in boundaries and end in boundaries
+        assert at == starts[train_tokens + t.start]  # the token the subword prompt starts at
+        assert c.target == text[end] and text.startswith(t.target, end) and t.target
+        assert int(t.lengths.sum()) == len(t.text) and t.length < len(t.text)
+        assert bpe.decode(t.ids) == t.text and list(c.ids) == [chars.id_of(x) for x in c.text]
+        assert t.target_id == enc.ids[train_tokens + t.start + t.length]

@@ -297,7 +297,7 @@ def test_a_foreign_character_model_imports_in_our_order(exported, tmp_path, corp
     assert float((a - b).abs().max()) < 1e-5
 
 
-def test_refusals_name_the_fix(exported, smoke_study, tmp_path, cli_error, monkeypatch):
+def test_refusals_name_the_fix(exported, smoke_study, tmp_path, cli, cli_error, monkeypatch):
     source = smoke_study.root / "models" / "shakespeare"
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
@@ -322,11 +322,16 @@ def test_refusals_name_the_fix(exported, smoke_study, tmp_path, cli_error, monke
     (words / "tokenizer.json").write_text(json.dumps(tok))
     assert "fingerprint differs" in cli_error("import-hf", words, "--out", tmp_path / "r2")
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
-    # A vocabulary other than the run's.
+    # A vocabulary other than the run's: the model keeps its own, the run's stays.
     other = Vocab(("a", "b"))
     (tmp_path / "r3").mkdir()
     (tmp_path / "r3" / "vocab.json").write_text(json.dumps(other.to_json()))
-    assert "share a vocabulary" in cli_error("import-hf", exported, "--out", tmp_path / "r3")
+    code, _, err = cli("import-hf", exported, "--out", tmp_path / "r3")
+    assert code == 0 and "keeps its own" in err
+    r3 = RunDir(tmp_path / "r3")
+    assert r3.vocab().fingerprint == other.fingerprint
+    (name,) = r3.trained_models()
+    assert r3.model_vocab(name).fingerprint != other.fingerprint
     # Without the extra: one line naming the install.
     monkeypatch.setitem(sys.modules, "transformers", None)
     err = cli_error("export", source, tmp_path / "none")

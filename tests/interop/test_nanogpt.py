@@ -15,12 +15,14 @@ import io
 import math
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from domaingpt.context.rundir import RunDir
 from domaingpt.data.corpus import resolve_corpus
 from domaingpt.errors import DomainGPTError
 from domaingpt.interop.nanogpt import _NoClasses, read_meta
@@ -290,12 +292,17 @@ def test_bad_inputs_one_error_nothing_written(tmp_path, data_dir, cli, cli_error
     err = cli_error("import-nanogpt", tmp_path / "small", *common, "--name", "m", "--meta", short)
     assert "has no id for 1 character(s) of corpus shakespeare ('z')" in err
 
-    # a vocabulary other than the run's (one character more)
+    # a vocabulary other than the run's (one character more): the model keeps its own
     wider = tmp_path / "wider.pkl"
     write_meta(wider, sorted([*chars, "é"]))
     write_ckpt(tmp_path / "wider", {**args, "vocab_size": len(chars) + 1}, 40, seed=10)
-    err = cli_error("import-nanogpt", tmp_path / "wider", *common, "--name", "m", "--meta", wider)
-    assert "differs from the run's" in err
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    code, _, err = cli("import-nanogpt", tmp_path / "wider", *common[2:], "--out", other,
+                       "--name", "m", "--meta", wider)  # fmt: skip
+    assert code == 0 and "keeps its own" in err
+    theirs, ours = RunDir(other).model_vocab("m"), RunDir(other).vocab()
+    assert "é" in theirs.chars and "é" not in ours.chars and theirs.size == ours.size + 1
 
     # an existing model is kept without --overwrite
     err = cli_error("import-nanogpt", tmp_path / "good", *common, "--name", "ok")

@@ -181,3 +181,72 @@ def test_export_and_import_again(bpe_model, corpora, tmp_path) -> None:
     b = find_checkpoint(tmp_path / "again" / "models" / "verse")
     assert a.tensor_path.read_bytes() == b.tensor_path.read_bytes()
     assert a.vocab_fingerprint == b.vocab_fingerprint
+
+
+def test_a_bpe_model_beside_character_models_in_one_study(bpe_model, corpora, tmp_path) -> None:
+    """Models reading different vocabularies in one run: the imported GPT-2 keeps its
+    BPE, the study's own models read characters (``[train] vocabulary``); every stage
+    reads each model in its own vocabulary on the same characters."""
+    folder, _ = bpe_model
+    study = tmp_path / "study.toml"
+    study.write_text(
+        "[study]\n"
+        + corpora.line
+        + f'models = {{ shakespeare = "hf:{folder}" }}\n[train]\nvocabulary = "characters"\n'
+    )
+    log: list[str] = []
+    result = run_study(
+        load_study(study, preset="smoke"), tmp_path / "run", progress=False, log=log.append
+    )
+    run = RunDir(tmp_path / "run")
+    assert result.ok, [o.message for o in result.failed]
+    assert all('"done"' in p.read_text() for p in (run.root / "stages").glob("*.json"))
+    assert not is_subword(run.vocab())  # the models trained here read characters
+    assert is_subword(run.model_vocab("shakespeare"))
+    assert run.model_vocab("math").fingerprint == run.vocab().fingerprint
+    zs = pd.read_csv(run.root / "evaluate" / "zero_shot.csv")
+    reads_tokens = zs["model"] == "shakespeare"
+    assert (zs.loc[reads_tokens, "n_chars"] > 1.3 * zs.loc[reads_tokens, "n_tokens"]).all()
+    assert (zs.loc[~reads_tokens, "n_chars"] == zs.loc[~reads_tokens, "n_tokens"]).all()
+    # prompts: one set per vocabulary, the same characters, ids unique in the run
+    prompts = pd.read_json(run.root / "softmax" / "prompts.jsonl", lines=True)
+    assert prompts["prompt_id"].is_unique and len(prompts) % 2 == 0
+    last = pd.read_csv(run.root / "softmax" / "last.csv")
+    read = {m: set(g["prompt_id"]) for m, g in last.groupby("model")}
+    assert read["math"] == read["wikipedia"] and not read["math"] & read["shakespeare"]
+    chars = prompts[prompts["prompt_id"].isin(read["math"])]
+    tokens = prompts[prompts["prompt_id"].isin(read["shakespeare"])]
+    assert len(chars) == len(tokens) == len(prompts) // 2
+    assert (chars["length"] == chars["text"].str.len()).all()
+    assert (tokens["length"] < tokens["text"].str.len()).all()
+    assert chars["text"].tolist() == tokens["text"].tolist()
+    assert chars["corpus"].tolist() == tokens["corpus"].tolist()
+    # representations of the two vocabularies compared where both read the same text
+    cka = pd.read_csv(run.root / "similarity" / "cka.csv")
+    across = cka[(cka["kind"] == "domains") & (cka["model_a"] == "shakespeare")]
+    assert set(across["model_b"]) == {"math", "wikipedia"}
+    assert (across["n_prompts"] == len(chars)).all()
+    assert (across["n_tokens"] >= len(chars)).all() and across["cka"].notna().all()
+    # attributions count characters: the same characters of math prompts for both models
+    explained = pd.read_json(run.root / "saliency" / "prompts.jsonl", lines=True)
+    per_prompt = pd.read_csv(run.root / "saliency" / "per_prompt.csv")
+    by_class = pd.read_csv(run.root / "saliency" / "by_class.csv")
+    by_class = by_class[by_class["method"] == by_class["method"].iloc[0]]
+    final = by_class[
+        by_class["iteration"] == by_class.groupby("model")["iteration"].transform("max")
+    ]
+    counted = {}
+    for model in ("math", "shakespeare"):
+        ids = set(per_prompt.loc[per_prompt["model"] == model, "prompt_id"])
+        mine = explained[explained["prompt_id"].isin(ids) & (explained["corpus"] == "math")]
+        rows = final[
+            (final["model"] == model) & (final["domain"] == ("in" if model == "math" else "out"))
+        ]
+        counted[model] = mine["text"].str.len().sum()
+        if model == "math":
+            assert rows["n_chars"].sum() == counted[model]
+        else:  # out of domain pools the math and the wikipedia prompts
+            assert rows["n_chars"].sum() > counted[model]
+    assert counted["math"] == counted["shakespeare"] > 0
+    report = (run.root / "report.md").read_text()
+    assert "the models shakespeare read subword vocabularies" in report

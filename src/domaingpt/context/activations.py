@@ -44,7 +44,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from domaingpt.context.prompts import PromptSet, PromptSettings, prepare_prompt_stage
+from domaingpt.context.prompts import (
+    PromptGroup,
+    PromptSet,
+    PromptSettings,
+    prepare_prompt_stage,
+)
 from domaingpt.context.rundir import ModelEntry, RunDir
 from domaingpt.core.device import full_precision
 from domaingpt.core.distributed import Job
@@ -335,8 +340,8 @@ def internals(
     loaded = load_checkpoint(info, device)
     if vocab is not None and loaded.vocab.fingerprint != vocab.fingerprint:
         raise DomainGPTError(
-            f"checkpoint {info.json_path} uses another vocabulary than the run's; it cannot "
-            "read the run's prompts (retrain it in this run)"
+            f"checkpoint {info.json_path} uses another vocabulary than the prompts were "
+            "cut in (its model's final checkpoint's); a model's history reads one vocabulary"
         )
     value = compute_internals(loaded.model, prompts, batch_size=batch_size, device=device)
     if cache is not None:
@@ -393,28 +398,50 @@ class InternalsSettings(PromptSettings):
 
 @dataclass
 class Prepared:
-    """What a stage reading internals starts from; ``cache``: the run's."""
+    """What a stage reading internals starts from: the selected models in groups of one
+    vocabulary with their prompts (:class:`PromptGroup`), the device and ``cache``, the
+    run's."""
 
-    models: list[ModelEntry]
-    vocab: AnyVocab
-    prompts: PromptSet
+    groups: list[PromptGroup]
     device: torch.device
     cache: ActivationCache | None = None
 
+    @property
+    def models(self) -> list[ModelEntry]:
+        return [m for g in self.groups for m in g.models]
+
+    @property
+    def n_prompts(self) -> int:
+        """Prompts per model (every group reads the same characters)."""
+        return len(self.groups[0].prompts)
+
+    def group(self, model: str) -> PromptGroup:
+        """The group of model ``model`` (a source model's, for a model adapted from it)."""
+        for g in self.groups:
+            if any(m.name == model for m in g.models):
+                return g
+        raise KeyError(model)
+
+    def prompts(self, model: str) -> PromptSet:
+        return self.group(model).prompts
+
     def read(
         self,
+        model: str,
         infos: Sequence[CheckpointInfo],
         settings: InternalsSettings,
         job: Job | None = None,
     ) -> list[Internals]:
-        """The internals of ``infos``; ``job``: the job of :func:`map_ranks` reading them
-        (on another rank, its own cache)."""
+        """The internals of ``infos``, checkpoints of ``model`` (or of a model adapted
+        from it) on its group's prompts; ``job``: the job of :func:`map_ranks` reading
+        them (on another rank, its own cache)."""
+        group = self.group(model)
         return internals_of(
             infos,
-            self.prompts,
+            group.prompts,
             device=self.device,
             batch_size=settings.batch_size,
-            vocab=self.vocab,
+            vocab=group.vocab,
             workers=settings.workers,
             cache=self.cache.here(job) if self.cache is not None else None,
         )
@@ -426,6 +453,37 @@ def prepare(
     log: Callable[[str], None],
     cache: ActivationCache | None = None,
 ) -> Prepared:
-    """The selected models, the run's vocabulary, the validation prompts and the device;
+    """The selected models in groups of one vocabulary, their prompts and the device;
     ``cache``: the run's forward-pass cache (``ctx.activations``)."""
-    return Prepared(*prepare_prompt_stage(run, settings, log), cache=cache)
+    groups, device = prepare_prompt_stage(run, settings, log)
+    return Prepared(groups, device, cache=cache)
+
+
+def resid_char_ends(rec: Internals, prompts: PromptSet) -> np.ndarray:
+    """``(M,)``: where in its prompt's text the token of each residual row ends (the
+    characters the model has read there)."""
+    ends = []
+    for p, keep in zip(prompts.prompts, _resid_positions(rec.lengths), strict=True):
+        if p.lengths is None:
+            ends.append(keep + 1)
+        else:
+            ends.append(np.cumsum(p.lengths, dtype=np.int64)[keep])
+    return np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+
+
+def aligned_rows(
+    a: Internals, a_prompts: PromptSet, b: Internals, b_prompts: PromptSet
+) -> tuple[np.ndarray, np.ndarray]:
+    """The residual rows of ``a`` and ``b`` (models reading different vocabularies, on
+    the same characters) where both have read the same text: the same prompt, the same
+    context text, a token of each ending at the same character. Each model's state there
+    is a function of the same characters, so the rows pair as positions of one
+    tokenization do."""
+    same = np.array(
+        [p.text == q.text for p, q in zip(a_prompts.prompts, b_prompts.prompts, strict=True)]
+    )
+    ka = a.resid_prompt.astype(np.int64) * (1 << 32) + resid_char_ends(a, a_prompts)
+    kb = b.resid_prompt.astype(np.int64) * (1 << 32) + resid_char_ends(b, b_prompts)
+    _, ra, rb = np.intersect1d(ka, kb, assume_unique=True, return_indices=True)
+    keep = same[a.resid_prompt[ra]]
+    return ra[keep], rb[keep]

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -290,12 +291,120 @@ def _subword_user_prompt(vocab: AnyVocab, text: str, prompt_id: int, max_length:
     )
 
 
-def validation_starts(n_val: int, length: int, k: int) -> np.ndarray:
-    """``k`` window starts spread evenly over a split of ``n_val`` ids (fewer if short)."""
-    last = n_val - length - 1  # the target of the window must exist
-    if last < 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.unique(np.linspace(0, last, k).round().astype(np.int64))
+@dataclass(frozen=True)
+class _Cut:
+    """One vocabulary's reading of a corpus: its ids and where its tokens start."""
+
+    vocab: AnyVocab
+    ids: np.ndarray  # the whole corpus's ids
+    n_train: int  # ids in the training split
+    offset: np.ndarray | None  # character offset of each validation token, and the end
+
+    def token_at(self, char: np.ndarray) -> np.ndarray:
+        """The index in ``ids`` of the token starting at each character offset."""
+        if self.offset is None:
+            return char
+        return self.n_train + np.searchsorted(self.offset, char)
+
+
+def _cuts(corpus: Corpus, vocabs: Sequence[AnyVocab], val_fraction: float) -> list[_Cut]:
+    cuts = []
+    for vocab in vocabs:
+        enc = encode_corpus(corpus, vocab)
+        _, val = enc.split(val_fraction)
+        n_train = len(enc.ids) - len(val)
+        split_lengths = enc.split_lengths(val_fraction)
+        offset = None
+        if split_lengths is not None:
+            start = int(np.sum(split_lengths[0], dtype=np.int64))
+            offset = start + np.concatenate([[0], np.cumsum(split_lengths[1], dtype=np.int64)])
+        cuts.append(_Cut(vocab, enc.ids, n_train, offset))
+    return cuts
+
+
+def _common_boundaries(cuts: Sequence[_Cut]) -> np.ndarray:
+    """The character offsets where a token of every vocabulary starts, inside every
+    vocabulary's validation split (a character vocabulary's tokens start everywhere)."""
+    n_chars = len(cuts[0].ids) if cuts[0].offset is None else int(cuts[0].offset[-1])
+    first = max(c.n_train if c.offset is None else int(c.offset[0]) for c in cuts)
+    common: np.ndarray | None = None
+    for c in cuts:
+        if c.offset is not None:
+            own = c.offset[c.offset >= first]
+            common = own if common is None else np.intersect1d(common, own, assume_unique=True)
+    return np.arange(first, n_chars + 1, dtype=np.int64) if common is None else common
+
+
+def validation_prompt_sets(
+    corpus: Corpus,
+    vocabs: Sequence[AnyVocab],
+    *,
+    per_corpus: int,
+    length: int,
+    val_fraction: float,
+) -> list[tuple[list[Prompt], np.ndarray]]:
+    """``per_corpus`` prompts from the validation split of ``corpus`` as each of
+    ``vocabs`` reads them, and the corpus's id frequencies over each vocabulary (shares
+    of the whole text); prompt ids count from 0 in each.
+
+    A prompt is about ``length`` characters of text and the id after them, cut by
+    characters: the contexts are the same characters in every vocabulary, from a
+    character where a token of each starts to the last such character that ``length``
+    characters reach, inside every vocabulary's validation split; the starts are spread
+    evenly over those characters. The target is each vocabulary's next token (a
+    character, for a character vocabulary), so models with different tokenizers read
+    the same text. With one character vocabulary every prompt is ``length`` characters.
+    """
+    cuts = _cuts(corpus, vocabs, val_fraction)
+    bounds = _common_boundaries(cuts)
+    n_chars = int(bounds[-1]) if len(bounds) else 0
+    room = bounds[bounds <= n_chars - length - 1]  # a start whose target exists
+    if len(room) == 0:
+        raise DomainGPTError(
+            f"the validation split of corpus {corpus.name!r} is too short for prompts of "
+            f"{length} characters; use a smaller --length"
+        )
+    pick = np.unique(np.linspace(0, len(room) - 1, per_corpus).round().astype(np.int64))
+    starts = room[pick]
+    where = np.searchsorted(bounds, starts + length, side="right") - 1
+    at = np.searchsorted(bounds, starts)  # at least one token in every vocabulary
+    ends = bounds[np.clip(np.maximum(where, at + 1), None, len(bounds) - 2)]
+    ranges = [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+    longest = max((int(np.max(np.diff(c.offset))) for c in cuts if c.offset is not None), default=1)
+    texts = _text_windows(corpus, [(a, b + longest) for a, b in ranges])
+    out = []
+    for cut in cuts:
+        first, last = cut.token_at(starts), cut.token_at(ends)
+        n_val = len(cut.ids) - cut.n_train
+        target_end = (
+            ends + 1
+            if cut.offset is None
+            else cut.offset[np.minimum(last - cut.n_train + 1, n_val)]
+        )
+        unk = cut.vocab.unk_id
+        prompts = []
+        for j, (a, b, s, e, t, chars) in enumerate(
+            zip(starts, ends, first, last, target_end, texts, strict=True)
+        ):
+            window = np.asarray(cut.ids[s : e + 1], dtype=np.int64)
+            lengths = None
+            if cut.offset is not None:
+                lengths = np.diff(cut.offset[s - cut.n_train : e - cut.n_train + 1])
+            prompts.append(
+                Prompt(
+                    prompt_id=j,
+                    corpus=corpus.name,
+                    start=int(s - cut.n_train),
+                    text=chars[: b - a],
+                    target=chars[b - a : t - a] or cut.vocab.token(int(window[-1])),
+                    ids=window[:-1],
+                    target_id=int(window[-1]),
+                    n_unk=int((window == unk).sum()) if unk is not None else 0,
+                    lengths=lengths,
+                )
+            )
+        out.append((prompts, char_frequencies(cut.ids, cut.vocab.size)))
+    return out
 
 
 def validation_prompts(
@@ -307,56 +416,11 @@ def validation_prompts(
     val_fraction: float,
     first_id: int = 0,
 ) -> tuple[list[Prompt], np.ndarray]:
-    """``per_corpus`` prompts from the validation split of ``corpus`` and the corpus's
-    id frequencies over the vocabulary (shares of the whole text).
-
-    A prompt is ``length`` characters of text and the id after them. With a subword
-    vocabulary the prompt is cut by characters too: as many whole tokens (of the
-    corpus's own tokenization) as ``length`` characters hold, and the token after them
-    is the target, so models with different tokenizers read about the same text.
-    """
-    enc = encode_corpus(corpus, vocab)
-    _, val = enc.split(val_fraction)
-    starts = validation_starts(len(val), length, per_corpus)
-    if len(starts) == 0:
-        raise DomainGPTError(
-            f"the validation split of corpus {corpus.name!r} has {len(val)} ids: too "
-            f"short for prompts of {length} characters; use a smaller --length"
-        )
-    split_lengths = enc.split_lengths(val_fraction)
-    if split_lengths is None:  # one character per id
-        n_train = len(enc.ids) - len(val)
-        ends = starts + length
-        offset = np.arange(len(val) + 1, dtype=np.int64)
-    else:
-        n_train = int(np.sum(split_lengths[0], dtype=np.int64))
-        offset = np.concatenate([[0], np.cumsum(split_lengths[1], dtype=np.int64)])
-        # The last token that still fits in ``length`` characters (at least one token).
-        ends = np.searchsorted(offset, offset[starts] + length, side="right") - 1
-        ends = np.clip(np.maximum(ends, starts + 1), None, len(val) - 1)
-    ranges = [
-        (n_train + offset[s], n_train + offset[e + 1]) for s, e in zip(starts, ends, strict=True)
-    ]
-    texts = _text_windows(corpus, ranges)
-    unk = vocab.unk_id
-    prompts = []
-    for j, (s, e, chars) in enumerate(zip(starts, ends, texts, strict=True)):
-        window = np.asarray(val[s : e + 1], dtype=np.int64)
-        cut = int(offset[e] - offset[s])
-        prompts.append(
-            Prompt(
-                prompt_id=first_id + j,
-                corpus=corpus.name,
-                start=int(s),
-                text=chars[:cut],
-                target=chars[cut:] or vocab.token(int(window[-1])),
-                ids=window[:-1],
-                target_id=int(window[-1]),
-                n_unk=int((window == unk).sum()) if unk is not None else 0,
-                lengths=None if split_lengths is None else np.diff(offset[s : e + 1]),
-            )
-        )
-    return prompts, char_frequencies(enc.ids, vocab.size)
+    """:func:`validation_prompt_sets` for one vocabulary, ids from ``first_id``."""
+    [(prompts, freq)] = validation_prompt_sets(
+        corpus, [vocab], per_corpus=per_corpus, length=length, val_fraction=val_fraction
+    )
+    return [replace(p, prompt_id=first_id + p.prompt_id) for p in prompts], freq
 
 
 def char_frequencies(ids: np.ndarray, vocab_size: int, chunk: int = 1 << 24) -> np.ndarray:
@@ -444,10 +508,61 @@ def resolve_prompt_corpora(
     return list(corpora.values())
 
 
+@dataclass
+class PromptGroup:
+    """The models of a run that read one vocabulary, and the prompts as it reads them.
+
+    A run whose models read different vocabularies (a character model beside a GPT-2
+    tokenizer's) has one group per vocabulary: the same characters of every corpus,
+    each group's prompts numbered after the previous group's, so a ``prompt_id`` names
+    one tokenization of one text everywhere."""
+
+    models: list[ModelEntry]
+    vocab: AnyVocab
+    prompts: PromptSet
+
+
+def tokenizations(groups: Sequence[PromptGroup]) -> str:
+    """What a stage's summary line adds for a run whose models read several
+    vocabularies ('' for one)."""
+    if len(groups) < 2:
+        return ""
+    return f" in each of {len(groups)} vocabularies"
+
+
 def build_prompt_set(
     run: RunDir,
     models: Sequence[ModelEntry],
     vocab: AnyVocab,
+    **options: Any,
+) -> PromptSet:
+    """Validation prompts of every corpus plus the user's prompts (see module docstring),
+    in ``vocab``; ``options`` as :func:`build_prompt_groups` takes them."""
+    return _build(run, models, [vocab], **options)[0]
+
+
+def build_prompt_groups(
+    run: RunDir, models: Sequence[ModelEntry], **options: Any
+) -> list[PromptGroup]:
+    """The prompts of :func:`build_prompt_set` in the vocabulary of each model, one group
+    per vocabulary (in the order of ``models``)."""
+    vocabs: dict[str, AnyVocab] = {}
+    members: dict[str, list[ModelEntry]] = {}
+    for m in models:
+        vocab = run.model_vocab(m.name)
+        vocabs.setdefault(vocab.fingerprint, vocab)
+        members.setdefault(vocab.fingerprint, []).append(m)
+    sets = _build(run, models, list(vocabs.values()), **options)
+    return [
+        PromptGroup(members[fp], vocab, ps)
+        for (fp, vocab), ps in zip(vocabs.items(), sets, strict=True)
+    ]
+
+
+def _build(
+    run: RunDir,
+    models: Sequence[ModelEntry],
+    vocabs: Sequence[AnyVocab],
     *,
     per_corpus: int = 64,
     length: int = 64,
@@ -457,8 +572,8 @@ def build_prompt_set(
     data_dir: str | Path | None = None,
     log: Log = print,
     download: bool = True,
-) -> PromptSet:
-    """Validation prompts of every corpus plus the user's prompts (see module docstring).
+) -> list[PromptSet]:
+    """One prompt set per vocabulary, of the same characters.
 
     The corpora are ``corpora``, by default the models' training corpora and the other
     corpora of the run's vocabulary (so a run with one model still gets out-of-domain
@@ -478,50 +593,52 @@ def build_prompt_set(
     if prompt_file:
         texts += read_prompt_file(prompt_file)
 
-    out: list[Prompt] = []
-    freqs: dict[str, np.ndarray] = {}
+    out: list[list[Prompt]] = [[] for _ in vocabs]
+    freqs: list[dict[str, np.ndarray]] = [{} for _ in vocabs]
     if per_corpus > 0:
         val_fraction = {m.corpus: m.val_fraction for m in models}
         found = resolve_prompt_corpora(
             run, models, corpora, data_dir, log, optional=run.vocab_corpora(), download=download
         )
         for corpus in found:
-            got, freq = validation_prompts(
+            sets = validation_prompt_sets(
                 corpus,
-                vocab,
+                vocabs,
                 per_corpus=per_corpus,
                 length=length,
                 val_fraction=val_fraction.get(corpus.name, DEFAULT_VAL_FRACTION),
-                first_id=len(out),
             )
-            out += got
-            freqs[corpus.name] = freq
-    for text in texts:
-        out.append(user_prompt(vocab, text, len(out), block))
-    if not out:
+            for k, (got, freq) in enumerate(sets):
+                out[k] += got
+                freqs[k][corpus.name] = freq
+    for k, vocab in enumerate(vocabs):
+        out[k] += [user_prompt(vocab, text, 0, block) for text in texts]
+    if not out[0]:
         raise DomainGPTError("no prompts: give --prompts-per-corpus > 0 or a --prompt")
-    n_unk = sum(p.n_unk for p in out)
-    if n_unk and not is_subword(vocab):
-        log(
-            f"note: {n_unk} prompt character(s) outside the vocabulary or control characters "
-            f"are read as {UNK}"
-        )
-    return PromptSet(out, freqs)
+    for vocab, got in zip(vocabs, out, strict=True):
+        n_unk = sum(p.n_unk for p in got)
+        if n_unk and not is_subword(vocab):
+            log(
+                f"note: {n_unk} prompt character(s) outside the vocabulary or control "
+                f"characters are read as {UNK}"
+            )
+    first = np.cumsum([0] + [len(got) for got in out])
+    return [
+        PromptSet([replace(p, prompt_id=int(n + i)) for i, p in enumerate(got)], f)
+        for n, got, f in zip(first, out, freqs, strict=False)
+    ]
 
 
 def prepare_prompt_stage(
     run: RunDir, settings: PromptSettings, log: Callable[[str], None] = print
-) -> tuple[list[ModelEntry], AnyVocab, PromptSet, torch.device]:
-    """What every prompt-reading stage starts from: the selected models, the run's
-    vocabulary, the prompt set (with the user's own when ``settings`` has them) and the
-    device."""
+) -> tuple[list[PromptGroup], torch.device]:
+    """What every prompt-reading stage starts from: the selected models in groups of one
+    vocabulary, each with its prompt set (with the user's own when ``settings`` has
+    them), and the device."""
     own = settings if isinstance(settings, UserPromptSettings) else None
-    models = run.model_entries(settings.models)
-    vocab = run.vocab()
-    prompts = build_prompt_set(
+    groups = build_prompt_groups(
         run,
-        models,
-        vocab,
+        run.model_entries(settings.models),
         per_corpus=settings.prompts_per_corpus,
         length=settings.length,
         corpora=settings.corpora,
@@ -531,4 +648,4 @@ def prepare_prompt_stage(
         log=log,
         download=not settings.offline,
     )
-    return models, vocab, prompts, pick_device(settings.device)
+    return groups, pick_device(settings.device)

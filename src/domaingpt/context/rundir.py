@@ -3,7 +3,7 @@
 ::
 
     runs/NAME/
-      vocab.json              the study's shared character vocabulary
+      vocab.json              the vocabulary of the models trained here
       stats/                  character statistics (CSV, Markdown, PNG)
       models/<corpus>/        one trained model (see domaingpt.training.loop)
       evaluate/               zero-shot loss matrix (eval/ in runs made before the rename)
@@ -13,8 +13,9 @@
       stages/<stage>.json     each stage's record (status, key, outputs)
       study.toml, study.json, versions.json, log.txt
 
-All models of a run share ``vocab.json``: the union of the characters of the study's
-corpora, so that every model can be scored on every corpus. This module is the one place
+The models trained in a run share ``vocab.json``: the union of the characters of the
+study's corpora (so that every model can be scored on every corpus), or the tokenizer of
+the models trained elsewhere; such a model keeps its own (:meth:`RunDir.model_vocab`). This module is the one place
 that knows where things are: the run's models, what their ``run.json`` says, the adapted
 models, and the stage records.
 """
@@ -396,6 +397,14 @@ class RunDir:
             return vocab_from_json(data)
         names = self.model_names()
         return vocab_from_json(find_checkpoint(self.model(names[0])).vocab)
+
+    def model_vocab(self, name: str) -> AnyVocab:
+        """The vocabulary model ``name`` reads: its final checkpoint's. A run's models
+        trained here share ``vocab.json``; one trained elsewhere keeps its own."""
+        info = find_checkpoint(self.model(name))
+        if info.vocab is None:
+            return self.vocab()
+        return vocab_from_json(info.vocab)
 
     def vocab_corpora(self) -> list[str]:
         """The corpora the run's vocabulary was built from (``vocab.json``), in order."""

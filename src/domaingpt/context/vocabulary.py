@@ -1,7 +1,7 @@
-"""A run's shared vocabulary: which one a model is trained with, decided in one place.
+"""A run's vocabulary: which one a model is trained with, decided in one place.
 
-Every model of a run shares ``vocab.json``, so that every model can be scored on every
-corpus. :func:`run_vocabulary` is the one policy, for the train stage and ``domaingpt
+Every model trained in a run shares ``vocab.json``, so that every model can be scored on
+every corpus (a model trained elsewhere keeps its own). :func:`run_vocabulary` is the one policy, for the train stage and ``domaingpt
 train`` alike; they differ only in what they may do to the run's other models: a study
 retrains all of them when its vocabulary changes, ``domaingpt train`` trains one model
 beside them and so never changes it.

@@ -1,10 +1,10 @@
 """A subword vocabulary: a Hugging Face ``tokenizers`` tokenizer (BPE, WordPiece, ...)
 behind the interface of :class:`~domaingpt.data.vocab.Vocab`.
 
-A run's models share one vocabulary; it is a character one unless a model trained
-elsewhere brings a subword tokenizer (``[study] models = { math = "hf:..." }``), which
-then becomes the run's: the run's own models are trained with it too, and every analysis
-runs on its tokens.
+A model trained elsewhere may bring a subword tokenizer (``[study] models = { math =
+"hf:..." }``); it keeps it, and the run's own models are trained with it too unless the
+study says otherwise (``[train] vocabulary``). Every analysis runs on each model's own
+tokens.
 
 Characters stay the unit that compares models with different tokenizers: every token
 knows how many characters of the text it covers (:attr:`Encoded.lengths`, from the

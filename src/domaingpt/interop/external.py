@@ -29,7 +29,6 @@ on all of them alike, and the report says where each came from (``run.json``:
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tempfile
 from dataclasses import replace
@@ -137,13 +136,6 @@ def _copy_domaingpt(path: Path, run: RunDir, corpus: Corpus, log: Log) -> None:
             f"{path} was trained on other bytes than corpus {corpus.name} (sha256 differs); "
             "key it by the corpus it was trained on"
         )
-    fingerprint = history[-1].vocab_fingerprint
-    have = json.loads(run.vocab_path.read_text(encoding="utf-8")).get("fingerprint")
-    if fingerprint != have:
-        raise DomainGPTError(
-            f"{path}'s vocabulary differs from this run's {run.vocab_path}; the models of "
-            "one run share a vocabulary: use a study with the same corpora"
-        )
     for info in history:
         read_tensors(info)  # raises on a truncated or altered checkpoint
     model_dir = run.model(corpus.name)
@@ -168,11 +160,13 @@ def _copy_domaingpt(path: Path, run: RunDir, corpus: Corpus, log: Log) -> None:
     log(f"copied {len(history)} checkpoints of {path}")
 
 
-def study_tokenizer(models: dict[str, str]) -> SubwordVocab | None:
-    """The subword tokenizer the models trained elsewhere bring to the run (None: they
-    are character models, or there are none). A run's models share one vocabulary, so
-    models with different tokenizers, or a subword model beside a character one, are
-    refused: analyse them in separate studies (bits per character compares them)."""
+def study_tokenizer(models: dict[str, str], log: Log) -> SubwordVocab | None:
+    """The subword tokenizer the models trained elsewhere bring to the models trained
+    here (None: characters). When every such model reads one subword tokenizer, the
+    study's other corpora are trained with it, so that every model of the run reads
+    tokens alike; when they read different vocabularies (two tokenizers, or a subword
+    model beside a character one), the study's own models read characters. Each model
+    trained elsewhere keeps its own vocabulary either way."""
     subword: dict[str, SubwordVocab] = {}
     chars: list[str] = []  # corpora whose model reads characters (nanoGPT's always do)
     for corpus, source in models.items():
@@ -194,11 +188,11 @@ def study_tokenizer(models: dict[str, str]) -> SubwordVocab | None:
     first, tokenizer = next(iter(subword.items()))
     other = [c for c, v in subword.items() if v != tokenizer] or chars
     if other:
-        raise ConfigError(
-            f"the models of {first} and {other[0]} use different tokenizers; "
-            "the models of one run share one vocabulary: analyse them in separate studies "
-            "(their bits per character compare)"
+        log(
+            f"note: the models of {first} and {other[0]} read different vocabularies; "
+            "the study's own models read characters, each imported model its own vocabulary"
         )
+        return None
     return tokenizer
 
 

@@ -339,18 +339,17 @@ def model_folders(source: Path) -> list[tuple[int | None, Path]]:
     return [(None, source)]
 
 
-def check_run_vocab(run: RunDir, vocab: AnyVocab, source: Path, hint: str = "") -> bool:
-    """The run's vocabulary is every model's: True when the run has none yet (the
-    model's is then written as the run's), an error when it differs from the model's
-    (``hint``: what the format needs to share it, in parentheses)."""
+def adopts_vocab(run: RunDir, vocab: AnyVocab, source: Path, log: Log) -> bool:
+    """Whether the imported model's vocabulary becomes the run's ``vocab.json`` (the run
+    has none yet). A run with another keeps it: the model reads its own vocabulary
+    (every checkpoint records it) and the analyses cut their prompts for each
+    vocabulary (:func:`domaingpt.context.prompts.build_prompt_groups`)."""
     if not run.vocab_path.exists():
         return True
-    have = run.vocab()
-    if have.fingerprint != vocab.fingerprint:
-        raise DomainGPTError(
-            f"{source}'s vocabulary ({vocab.size} ids) differs from the run's "
-            f"{run.vocab_path} ({have.size} ids); the models of one run share a vocabulary"
-            f"{f' ({hint})' if hint else ''}: import it into another --out"
+    if run.vocab().fingerprint != vocab.fingerprint:
+        log(
+            f"note: {source} reads another vocabulary than the run's {run.vocab_path} "
+            f"({vocab.size:,} ids); it keeps its own"
         )
     return False
 
@@ -400,7 +399,7 @@ def import_hf(
     vocabs = {vocab.fingerprint for _, _, _, vocab in converted}
     if len(vocabs) > 1:
         raise DomainGPTError(f"the step folders of {source} do not share one vocabulary")
-    new_vocab = check_run_vocab(run, converted[0][3], source)
+    new_vocab = adopts_vocab(run, converted[0][3], source, log)
     refusal = (
         f"{model_dir} exists and is not a domaingpt model directory (--overwrite replaces "
         "only model directories domaingpt wrote); import under another --name"

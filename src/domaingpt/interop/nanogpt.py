@@ -48,7 +48,7 @@ from domaingpt.data.corpus import REGISTRY, Corpus, resolve_corpus, sha256_file
 from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.data.vocab import Vocab
 from domaingpt.errors import ConfigError, DomainGPTError
-from domaingpt.interop.importer import check_run_vocab
+from domaingpt.interop.importer import adopts_vocab
 from domaingpt.model.checkpoint import (
     CheckpointInfo,
     CheckpointMeta,
@@ -521,9 +521,7 @@ def import_nanogpt(
     _check_covers(nano, found)
     models = [to_domaingpt(ck, nano) for ck in cks]
     vocab = nano.vocab
-    new_vocab = check_run_vocab(
-        run, vocab, cks[-1].path, "nanoGPT's meta.pkl must hold the run's characters"
-    )
+    new_vocab = adopts_vocab(run, vocab, cks[-1].path, log)
     run.refuse_links()
 
     cfg = _run_config(cks[-1], [c.iter_num for c in cks])

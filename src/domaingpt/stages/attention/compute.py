@@ -109,10 +109,10 @@ def _model_frames(
     model: ModelEntry, job: Job, ready: Prepared, settings: AttentionSettings
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One model's rows (every history checkpoint), and the prompts' chance shares."""
-    history = model.checkpoints
-    recs = ready.read(history, settings, job)
+    history, prompts = model.checkpoints, ready.prompts(model.name)
+    recs = ready.read(model.name, history, settings, job)
     frames = [
-        per_prompt_frame(rec, ready.prompts, model.name, model.corpus, info.iteration)
+        per_prompt_frame(rec, prompts, model.name, model.corpus, info.iteration)
         for info, rec in zip(history, recs, strict=True)
     ]
-    return pd.concat(frames, ignore_index=True), prompt_frame(recs[0], ready.prompts)
+    return pd.concat(frames, ignore_index=True), prompt_frame(recs[0], prompts)

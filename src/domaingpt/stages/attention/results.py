@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from domaingpt.context.activations import (
-    prepare,
-)
+from domaingpt.context.activations import prepare
+from domaingpt.context.prompts import tokenizations
 from domaingpt.context.stage import StageContext
 from domaingpt.core.distributed import map_ranks
 from domaingpt.stages.attention.compute import (
@@ -31,7 +30,8 @@ def run(ctx: StageContext, settings: AttentionSettings) -> dict[str, Path]:
         log=ctx.log,
         with_job=True,
     )
-    prompts = parts[0][1]
+    # each vocabulary's prompts once (the models of one read the same prompt ids)
+    prompts = pd.concat([p for _, p in parts], ignore_index=True).drop_duplicates("prompt_id")
     per_prompt = pd.concat([frames for frames, _ in parts], ignore_index=True)
     tables = {
         "per_prompt": per_prompt,
@@ -42,5 +42,8 @@ def run(ctx: StageContext, settings: AttentionSettings) -> dict[str, Path]:
     paths = {name: ctx.write_table(name, df) for name, df in tables.items()}
     paths["heads_png"] = plot_heads(tables["heads"], out / "heads.png")
     paths["training_png"] = plot_training(tables["heads"], out / "training.png")
-    ctx.log(f"attention: {len(ready.models)} model(s), {len(ready.prompts)} prompts; wrote {out}")
+    ctx.log(
+        f"attention: {len(ready.models)} model(s), {ready.n_prompts} prompts"
+        f"{tokenizations(ready.groups)}; wrote {out}"
+    )
     return paths

@@ -218,8 +218,8 @@ def zero_shot_markdown(table: pd.DataFrame, settings: EvaluateSettings | None = 
     ci = f"{settings.confidence:.0%}".replace("%", " %")
     subword = comparable_loss(table)[0] == "bits_per_char"
     unit = (
-        "**nats per token** (the models read a subword vocabulary: bits per character, "
-        "below, compare corpora and tokenizers)"
+        "**nats per token** of each model's vocabulary (a subword token is not one "
+        "character: bits per character, below, compare corpora and vocabularies)"
         if subword
         else "**nats per character** (the study's unit)"
     )

@@ -84,8 +84,8 @@ def _subword_matrices(s: Section, zs: pd.DataFrame, order: list[str]) -> None:
     corpora, and models with other tokenizers, compare), then the loss per token with
     its interval; the study's matrix (nats per character) is not set beside them."""
     s.p(
-        "The models read tokens of a subword vocabulary, so the loss per token of one "
-        "model differs between corpora partly because a corpus packs more or fewer "
+        "Models of this run read tokens of a subword vocabulary, so the loss per token of "
+        "one model differs between corpora partly because a corpus packs more or fewer "
         "characters into a token. Bits per character (the loss summed over a split's "
         "tokens, divided by the characters they cover, in bits) compare corpora, and "
         "models with other tokenizers; the study's matrix, in nats per character of "

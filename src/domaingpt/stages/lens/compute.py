@@ -172,11 +172,13 @@ def _model_frames(
     model: ModelEntry, job: Job, ready: Prepared, settings: LensSettings
 ) -> pd.DataFrame:
     """One model's rows: every history checkpoint through the lens."""
-    history = model.checkpoints
+    history, prompts = model.checkpoints, ready.prompts(model.name)
     return pd.concat(
         [
-            per_prompt_frame(rec, ready.prompts, model.name, model.corpus, info.iteration)
-            for info, rec in zip(history, ready.read(history, settings, job), strict=True)
+            per_prompt_frame(rec, prompts, model.name, model.corpus, info.iteration)
+            for info, rec in zip(
+                history, ready.read(model.name, history, settings, job), strict=True
+            )
         ],
         ignore_index=True,
     )

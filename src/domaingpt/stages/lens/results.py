@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from domaingpt.context.activations import prepare
+from domaingpt.context.prompts import tokenizations
 from domaingpt.context.stage import Results, StageContext, Tables
 from domaingpt.core.distributed import map_ranks
 from domaingpt.stages.lens.compute import (
@@ -41,7 +42,8 @@ def run(ctx: StageContext, settings: LensSettings) -> dict[str, Path]:
     paths["layers_png"] = plot_lens_layers(tables["layers"], out / "layers.png")
     paths["formation_png"] = plot_formation(tables["formation"], out / "formation.png")
     ctx.log(
-        f"lens: {len(ready.models)} model(s), {len(ready.prompts)} prompts, "
+        f"lens: {len(ready.models)} model(s), {ready.n_prompts} prompts"
+        f"{tokenizations(ready.groups)}, "
         f"{per_prompt['iteration'].nunique()} checkpoint iteration(s); wrote {out}"
     )
     return paths

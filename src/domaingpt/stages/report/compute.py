@@ -4,6 +4,7 @@ conclusions, every claim with its verdict (Holm-adjusted over the whole report).
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 
 import pandas as pd
@@ -28,11 +29,41 @@ def corpus_names(run: RunDir) -> list[str]:
     return names or run.trained_models()
 
 
-def _run_vocab(run: RunDir) -> AnyVocab | None:
-    try:
-        return run.vocab() if run.vocab_path.exists() else None
-    except DomainGPTError:
-        return None  # the sections say what is missing
+def _model_vocabs(run: RunDir) -> dict[str, AnyVocab]:
+    """The vocabulary each trained model reads (a model whose checkpoints cannot be read
+    is left out: its sections say so)."""
+    out = {}
+    for name in run.trained_models():
+        with suppress(DomainGPTError, OSError, ValueError):
+            out[name] = run.model_vocab(name)
+    return out
+
+
+def _tokens_paragraph(vocabs: dict[str, AnyVocab]) -> str | None:
+    """What the report says at its top when some models read tokens, not characters."""
+    subword = {name: v for name, v in vocabs.items() if is_subword(v)}
+    if not subword:
+        return None
+    sizes = ", ".join(sorted({f"{v.size:,}" for v in subword.values()}))
+    if len(subword) == len(vocabs) and len({v.fingerprint for v in subword.values()}) == 1:
+        who = f"this run's models read a subword vocabulary ({sizes} tokens, the tokenizer "
+        who += "of a model trained elsewhere)"
+    else:
+        who = (
+            f"the models {', '.join(subword)} read subword vocabularies ({sizes} tokens), "
+            "the others characters; every model reads the same characters of each prompt, "
+            "cut at whole tokens of its own vocabulary, and models of different "
+            "vocabularies are compared per character (the zero-shot matrix in bits per "
+            "character, representation similarity at the characters both have read)"
+        )
+    return (
+        f"Tokens, not characters: {who}. Where the sections below speak of a model's "
+        "characters (loss per character, the next character, a context of so many "
+        "characters, attention distances), read tokens for these models; bits per "
+        "character divide by characters and compare with character models; prompts are "
+        "cut at whole tokens within the prompt length in characters; attributions are per "
+        "character, each token's score spread evenly over the characters it covers."
+    )
 
 
 def overview(run: RunDir, stages: tuple[Stage, ...], corpora: list[str]) -> Section:
@@ -48,18 +79,9 @@ def overview(run: RunDir, stages: tuple[Stage, ...], corpora: list[str]) -> Sect
     )
     if spec.get("description"):
         s.p(spec["description"])
-    vocab = _run_vocab(run)
-    if vocab is not None and is_subword(vocab):
-        s.p(
-            f"Tokens, not characters: this run's models read a subword vocabulary "
-            f"({vocab.size:,} tokens, the tokenizer of a model trained elsewhere). Where "
-            "the sections below speak of a model's characters (loss per character, the "
-            "next character, a context of so many characters, attention distances), "
-            "read tokens; bits per character divide by characters and compare with "
-            "character models; prompts are cut at whole tokens within the prompt length "
-            "in characters; attributions are per character, each token's score spread "
-            "evenly over the characters it covers."
-        )
+    tokens = _tokens_paragraph(_model_vocabs(run))
+    if tokens is not None:
+        s.p(tokens)
     s.p(
         f"Corpora: {', '.join(display(c) for c in corpora)}. Study preset: "
         f"{spec.get('base', '?')}; training preset: {Path(str(spec.get('preset', '?'))).stem}."

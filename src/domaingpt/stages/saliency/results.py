@@ -8,17 +8,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from domaingpt.context.prompts import PromptSet, domain_of, prepare_prompt_stage
-from domaingpt.context.rundir import ModelEntry
+from domaingpt.context.prompts import (
+    PromptGroup,
+    PromptSet,
+    domain_of,
+    prepare_prompt_stage,
+    tokenizations,
+)
+from domaingpt.context.rundir import ModelEntry, RunDir
 from domaingpt.context.stage import Results, StageContext
-from domaingpt.core.distributed import map_ranks
+from domaingpt.core.distributed import Ranks, map_ranks
 from domaingpt.core.io import read_jsonl, write_jsonl
-from domaingpt.core.progress import progress_bar
+from domaingpt.core.progress import Log, progress_bar
 from domaingpt.data.tokenizer import AnyVocab
 from domaingpt.model.checkpoint import CheckpointInfo, load_checkpoint
 from domaingpt.stages.saliency.aggregate import (
@@ -53,6 +60,7 @@ from domaingpt.stages.saliency.heatmap import HeatmapRow, write_heatmap
 from domaingpt.stages.saliency.methods import PromptAttributions, attribute_methods
 from domaingpt.stages.saliency.settings import SaliencySettings
 from domaingpt.stages.saliency.zero_few import (
+    ZeroFewPair,
     zero_few,
     zero_few_answers,
     zero_few_jobs,
@@ -157,30 +165,79 @@ def run(ctx: StageContext, settings: SaliencySettings) -> dict[str, Path]:
     by_checkpoint.png, faithfulness.png, agreement.png.
     """
     run, log, progress, ranks = ctx.run, ctx.log, ctx.progress, ctx.ranks
-    models, vocab, prompts, device = prepare_prompt_stage(run, settings, log)
-    replacement = replacement_id(vocab, settings.deletion_replacement)
-    plan = {m.name: _checkpoints(m, settings.checkpoints) for m in models}
+    groups, device = prepare_prompt_stage(run, settings, log)
     # Adapted models are resolved first, so that a missing record fails before hours of work.
+    work = [_plan(run, g, settings, log) for g in groups]
+    bar = progress_bar(sum(w.steps for w in work), "saliency", enabled=progress, unit="step")
+    got = _Collected()
+    tables: dict[str, list[pd.DataFrame]] = {}
+    workers = _workers(settings, device)
+    for w in work:  # one vocabulary's models and prompts at a time
+        for name, df in _explain_group(w, got, settings, device, workers, bar, ranks, log).items():
+            tables.setdefault(name, []).append(df)
+    bar.close()
+    merged = {name: pd.concat(dfs, ignore_index=True) for name, dfs in tables.items()}
+    if "agreement_prompts" in merged:
+        merged = {"agreement": summarise_agreement(merged["agreement_prompts"]), **merged}
+    frame = pd.concat([g.prompts.frame() for g in groups], ignore_index=True)
+    paths = _write(ctx, {**got.tables(settings), **merged}, got, frame)
+    log(
+        f"saliency: {sum(len(g.models) for g in groups)} model(s), {len(groups[0].prompts)} "
+        f"prompts{tokenizations(groups)}, methods {', '.join(settings.methods)}; wrote "
+        f"{len(paths)} files to {ctx.out}"
+    )
+    return paths
+
+
+@dataclass
+class _Group:
+    """One vocabulary's share of the stage: its models' checkpoints to explain, the
+    adapted models to compare and the occlusions to run."""
+
+    group: PromptGroup
+    plan: dict[str, list[CheckpointInfo]]
+    pairs: list[ZeroFewPair] | None
+    occlusions: list
+    steps: int
+
+
+def _plan(run: RunDir, group: PromptGroup, settings: SaliencySettings, log: Log) -> _Group:
+    models, prompts = group.models, group.prompts
+    plan = {m.name: _checkpoints(m, settings.checkpoints) for m in models}
     pairs = zero_few_pairs(run, models, prompts, settings, log)
     explained = {info.json_path for infos in plan.values() for info in infos}
     jobs = sum(len(v) for v in plan.values()) + len(zero_few_jobs(pairs or [], explained))
     steps = jobs * len(settings.methods) + occlusion_jobs(models, plan, settings)
-    bar = progress_bar(steps, "saliency", enabled=progress, unit="step")
-    got = _Collected()
-    heat_ids = _heatmap_prompts(prompts, settings.heatmap_prompts)
     occlusions = occlusion_plan(models, plan, settings) if settings.occlusion else []
+    return _Group(group, plan, pairs, occlusions, steps)
+
+
+def _explain_group(
+    w: _Group,
+    got: _Collected,
+    settings: SaliencySettings,
+    device: torch.device,
+    workers: int,
+    bar: Any,
+    ranks: Ranks,
+    log: Log,
+) -> dict[str, pd.DataFrame]:
+    """Explain one group's checkpoints into ``got``; its agreement and zero- vs few-shot
+    tables."""
+    models, vocab, prompts = w.group.models, w.group.vocab, w.group.prompts
+    heat_ids = _heatmap_prompts(prompts, settings.heatmap_prompts)
     baselines: dict[Path, list[str]] = {}
-    for o in occlusions:
+    for o in w.occlusions:
         baselines.setdefault(o.info.json_path, []).append(o.baseline)
     jobs = [
         _Explain(
             model,
             info,
-            info is plan[model.name][-1],
+            info is w.plan[model.name][-1],
             tuple(baselines.get(info.json_path, ())),
         )
         for model in models
-        for info in plan[model.name]
+        for info in w.plan[model.name]
     ]
     # Every checkpoint is loaded once and explained (every method, its occlusions, the
     # deletion test) side by side over torchrun's ranks, and in each process on worker
@@ -190,10 +247,9 @@ def run(ctx: StageContext, settings: SaliencySettings) -> dict[str, Path]:
         prompts=prompts,
         settings=settings,
         device=device,
-        replacement=replacement,
+        replacement=replacement_id(vocab, settings.deletion_replacement),
         vocab=vocab,
     )
-    workers = _workers(settings, device)
     done = map_ranks(
         explain, jobs, ranks=ranks, log=log, workers=workers, each=lambda i, r: bar.update(r.steps)
     )
@@ -214,30 +270,23 @@ def run(ctx: StageContext, settings: SaliencySettings) -> dict[str, Path]:
                 got.heat += _heat_rows(keys, prompts, domains, e.res, heat_ids)
     tables: dict[str, pd.DataFrame] = {}
     if settings.occlusion:
-        agree, got.occlusion = occlusion_agreement(
-            occlusions,
-            [occluded[(o.info.json_path, o.baseline)] for o in occlusions],
+        agree, occlusion = occlusion_agreement(
+            w.occlusions,
+            [occluded[(o.info.json_path, o.baseline)] for o in w.occlusions],
             prompts,
             got.scores,
             settings.methods,
         )
-        tables["agreement"] = summarise_agreement(agree)
+        got.occlusion += occlusion
         tables["agreement_prompts"] = agree
-    if pairs is not None:
+    if w.pairs is not None:
         tables["zero_few"], zf = zero_few(
-            pairs, settings, device, bar, ranks, known=known, workers=workers
+            w.pairs, settings, device, bar, ranks, known=known, workers=workers
         )
         tables["zero_few_prompts"], tables["zero_few_classes"] = zero_few_answers(
-            pairs, zf, got.final_scores(), models, settings.methods
+            w.pairs, zf, got.final_scores(), models, settings.methods
         )
-    bar.close()
-    tables = {**got.tables(settings), **tables}
-    paths = _write(ctx, tables, got, prompts)
-    log(
-        f"saliency: {len(models)} model(s), {len(prompts)} prompts, methods "
-        f"{', '.join(settings.methods)}; wrote {len(paths)} files to {ctx.out}"
-    )
-    return paths
+    return tables
 
 
 def _workers(settings: SaliencySettings, device: torch.device) -> int:
@@ -464,14 +513,14 @@ def _write(
     ctx: StageContext,
     tables: dict[str, pd.DataFrame],
     got: _Collected,
-    prompts: PromptSet,
+    prompts: pd.DataFrame,
 ) -> dict[str, Path]:
     """Every file of the stage; a ``zero_few.csv`` of an earlier run with adapted models
     is removed when this run has none (it would describe other models)."""
     out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {
-        "prompts": write_jsonl(out / "prompts.jsonl", prompts.frame().to_dict("records")),
+        "prompts": write_jsonl(out / "prompts.jsonl", prompts.to_dict("records")),
         "attributions": write_jsonl(out / "attributions.jsonl", got.attributions),
     }
     for name in OPTIONAL:  # an earlier run's table would describe other models or settings

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from domaingpt.context.activations import Internals, InternalsSettings, Prepared
+from domaingpt.context.activations import Internals, InternalsSettings, Prepared, aligned_rows
 from domaingpt.context.prompts import PromptSet
 from domaingpt.context.rundir import AdaptedModel, ModelEntry, RunDir
 from domaingpt.core.cka import cka_jackknife, jackknife_ci
@@ -79,33 +79,47 @@ class SimilaritySettings(InternalsSettings):
 
 @dataclass(frozen=True)
 class Side:
-    """One side of a comparison: a checkpoint's internals and what to call it."""
+    """One side of a comparison: a checkpoint's internals, the prompts they were read
+    on, and what to call it."""
 
     model: str
     iteration: int
     rec: Internals
+    prompts: PromptSet
+
+
+def _rows(a: Side, b: Side, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The residual rows of ``a`` and ``b`` compared, of the prompts ``keep`` (a mask):
+    the same rows when both read one vocabulary, else the positions where both have
+    read the same characters (:func:`aligned_rows`)."""
+    if a.prompts is b.prompts:
+        rows = np.flatnonzero(np.isin(a.rec.resid_prompt, np.flatnonzero(keep)))
+        return rows, rows
+    ra, rb = aligned_rows(a.rec, a.prompts, b.rec, b.prompts)
+    mine = keep[a.rec.resid_prompt[ra]]
+    return ra[mine], rb[mine]
 
 
 class _Comparisons:
     """Collects CKA rows and leave-one-prompt-out values."""
 
-    def __init__(self, prompts: PromptSet, workers: int = 1) -> None:
+    def __init__(self, workers: int = 1) -> None:
         self.workers = workers
-        self.prompt_ids = np.array([p.prompt_id for p in prompts.prompts])
-        self.corpora = np.array([p.corpus for p in prompts.prompts])
         self.rows: list[dict[str, Any]] = []
         self.jack: list[pd.DataFrame] = []
 
     def add(self, kind: str, a: Side, b: Side, prompts: str, keep: np.ndarray, **extra: Any):
-        """CKA of ``a`` and ``b`` at every layer over the prompts ``keep`` (a mask)."""
+        """CKA of ``a`` and ``b`` at every layer over the prompts ``keep`` (a mask; the
+        prompts of ``a``, which ``b`` reads in its own vocabulary)."""
         comparison = f"{kind}:{a.model}@{a.iteration}:{b.model}@{b.iteration}:{prompts}"
         if extra:
             comparison += ":" + ":".join(str(extra[k]) for k in ("start", "seed"))
-        rows = np.isin(a.rec.resid_prompt, np.flatnonzero(keep))
-        groups = self.prompt_ids[a.rec.resid_prompt[rows]]
+        ra, rb = _rows(a, b, keep)
+        ids = np.array([p.prompt_id for p in a.prompts.prompts])
+        groups = ids[a.rec.resid_prompt[ra]]
         layers = range(a.rec.resid.shape[0])
         results = map_workers(
-            lambda layer: cka_jackknife(a.rec.resid[layer][rows], b.rec.resid[layer][rows], groups),
+            lambda layer: cka_jackknife(a.rec.resid[layer][ra], b.rec.resid[layer][rb], groups),
             layers,
             self.workers,
         )
@@ -124,7 +138,7 @@ class _Comparisons:
                     "cka": value,
                     "ci_low": low,
                     "ci_high": high,
-                    "n_tokens": int(rows.sum()),
+                    "n_tokens": len(ra),
                     "n_prompts": len(labels),
                     **extra,
                 }
@@ -172,29 +186,32 @@ Rows = tuple[list[dict[str, Any]], list[pd.DataFrame]]
 
 def _training(model: ModelEntry, job: Job, ready: Prepared, settings: SimilaritySettings) -> Rows:
     """CKA of each pair of consecutive history checkpoints of one model."""
-    got = _Comparisons(ready.prompts, settings.workers)
-    history = model.checkpoints
+    got = _Comparisons(settings.workers)
+    history, prompts = model.checkpoints, ready.prompts(model.name)
     sides = [
-        Side(model.name, info.iteration, rec)
-        for info, rec in zip(history, ready.read(history, settings, job), strict=True)
+        Side(model.name, info.iteration, rec, prompts)
+        for info, rec in zip(history, ready.read(model.name, history, settings, job), strict=True)
     ]
-    every = np.ones(len(ready.prompts), dtype=bool)
+    every = np.ones(len(prompts), dtype=bool)
     for a, b in pairwise(sides):
         got.add("training", a, b, "all", every)
     return got.rows, got.jack
 
 
+def _final(model: ModelEntry, job: Job, ready: Prepared, settings: SimilaritySettings) -> Side:
+    info = model.checkpoints[-1]
+    [rec] = ready.read(model.name, [info], settings, job)
+    return Side(model.name, info.iteration, rec, ready.prompts(model.name))
+
+
 def _domains(
     pair: tuple[ModelEntry, ModelEntry], job: Job, ready: Prepared, settings: SimilaritySettings
 ) -> Rows:
-    """CKA of two domain models' final checkpoints."""
-    got = _Comparisons(ready.prompts, settings.workers)
-    finals = [m.checkpoints[-1] for m in pair]
-    a, b = (
-        Side(m.name, info.iteration, rec)
-        for m, info, rec in zip(pair, finals, ready.read(finals, settings, job), strict=True)
-    )
-    got.add("domains", a, b, "all", np.ones(len(ready.prompts), dtype=bool))
+    """CKA of two domain models' final checkpoints (at the characters both have read,
+    when they read different vocabularies)."""
+    got = _Comparisons(settings.workers)
+    a, b = (_final(m, job, ready, settings) for m in pair)
+    got.add("domains", a, b, "all", np.ones(ready.n_prompts, dtype=bool))
     return got.rows, got.jack
 
 
@@ -207,13 +224,15 @@ def _adaptation(
     """CKA of a source model where its adaptation started and the adapted model, on the
     target's prompts and on the source's own."""
     a, start, source_corpus = todo
-    got = _Comparisons(ready.prompts, settings.workers)
-    end, begin = ready.read([a.checkpoints[-1], start], settings, job)
-    src = Side(a.source, start.iteration, begin)
-    dst = Side(f"{a.source}→{a.target}", a.checkpoints[-1].iteration, end)
+    got = _Comparisons(settings.workers)
+    prompts = ready.prompts(a.source)  # an adapted model reads its source's vocabulary
+    end, begin = ready.read(a.source, [a.checkpoints[-1], start], settings, job)
+    src = Side(a.source, start.iteration, begin, prompts)
+    dst = Side(f"{a.source}→{a.target}", a.checkpoints[-1].iteration, end, prompts)
     extra = {"source": a.source, "target": a.target, "start": a.start, "seed": a.directory.name}
+    corpora = np.array([p.corpus for p in prompts.prompts])
     for label, corpus in (("target", a.target), ("source", source_corpus)):
-        keep = got.corpora == corpus
+        keep = corpora == corpus
         if keep.sum() >= 4:
             got.add("adaptation", src, dst, label, keep, **extra)
     return got.rows, got.jack

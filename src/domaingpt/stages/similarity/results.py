@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from domaingpt.context.activations import prepare
+from domaingpt.context.prompts import tokenizations
 from domaingpt.context.stage import StageContext
 from domaingpt.stages.similarity.compute import (
     SimilaritySettings,
@@ -18,7 +19,7 @@ from domaingpt.stages.similarity.figures import plot_across, plot_training
 def run(ctx: StageContext, settings: SimilaritySettings) -> dict[str, Path]:
     """Every comparison (see the module docstring); write ``similarity/``."""
     ready = prepare(ctx.run, settings, ctx.log, ctx.activations)
-    got = _Comparisons(ready.prompts, settings.workers)
+    got = _Comparisons(settings.workers)
     _compare(ctx.run, ready, settings, got, ctx.log, ctx.ranks)
     cka, jack = got.tables()
     tables = {"cka": cka, "jackknife": jack, "hardening": hardening(cka, settings.harden_at)}
@@ -28,7 +29,8 @@ def run(ctx: StageContext, settings: SimilaritySettings) -> dict[str, Path]:
     if (cka["kind"] != "training").any():
         paths["across_png"] = plot_across(cka, out / "across.png")
     ctx.log(
-        f"similarity: {len(ready.models)} model(s), {len(ready.prompts)} prompts, "
+        f"similarity: {len(ready.models)} model(s), {ready.n_prompts} prompts"
+        f"{tokenizations(ready.groups)}, "
         f"{cka['comparison'].nunique()} comparisons; wrote {out}"
     )
     return paths

@@ -11,14 +11,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from domaingpt.context.prompts import PromptSet, domain_of, prepare_prompt_stage
+from domaingpt.context.prompts import (
+    PromptSet,
+    domain_of,
+    prepare_prompt_stage,
+    tokenizations,
+)
 from domaingpt.context.rundir import ModelEntry
 from domaingpt.context.stage import Results, StageContext
 from domaingpt.core.claims import read_claims
@@ -72,12 +76,13 @@ class _Inputs:
     settings: SoftmaxSettings
 
 
-def _checkpoint_stats(info: CheckpointInfo, inputs: _Inputs) -> NextCharStats:
+def _checkpoint_stats(job: tuple[CheckpointInfo, _Inputs]) -> NextCharStats:
+    info, inputs = job
     loaded = load_checkpoint(info, inputs.device)
     if loaded.vocab.fingerprint != inputs.vocab.fingerprint:
         raise DomainGPTError(
-            f"checkpoint {info.json_path} uses another vocabulary than the run; "
-            "inspect the models of one run together"
+            f"checkpoint {info.json_path} uses another vocabulary than its model's final "
+            "checkpoint; a model's history reads one vocabulary"
         )
     return next_char_stats(
         loaded.model,
@@ -175,37 +180,40 @@ def run(ctx: StageContext, settings: SoftmaxSettings) -> dict[str, Path]:
     p_true.png, topk_<model>.png, entropy_positions.png.
     """
     run, log, progress, ranks = ctx.run, ctx.log, ctx.progress, ctx.ranks
-    models, vocab, prompts, device = prepare_prompt_stage(run, settings, log)
-    histories = {m.name: list_checkpoints(m.directory / "checkpoints", "iter") for m in models}
-    frame = prompts.frame()
-    inputs = _Inputs(prompts, frame, vocab, device, settings)
+    groups, device = prepare_prompt_stage(run, settings, log)
+    # one group per vocabulary the models read: its own prompts, of the same characters
+    inputs = [_Inputs(g.prompts, g.prompts.frame(), g.vocab, device, settings) for g in groups]
+    models = [(m, inp) for g, inp in zip(groups, inputs, strict=True) for m in g.models]
+    histories = {m.name: list_checkpoints(m.directory / "checkpoints", "iter") for m, _ in models}
     parts = _Parts()
-    every = [info for model in models for info in histories[model.name]]
+    every = [(info, inp) for model, inp in models for info in histories[model.name]]
     bar = progress_bar(len(every), "softmax", enabled=progress, unit="ckpt")
     # The checkpoints are probed side by side over torchrun's ranks (one process: in turn).
     stats = map_ranks(
-        partial(_checkpoint_stats, inputs=inputs),
+        _checkpoint_stats,
         every,
         ranks=ranks,
         log=log,
         each=lambda i, r: bar.update(),
     )
     bar.close()
-    for model in models:
+    for model, inp in models:
         n = len(histories[model.name])
-        _inspect_model(model, histories[model.name], stats[:n], inputs, parts)
+        _inspect_model(model, histories[model.name], stats[:n], inp, parts)
         stats = stats[n:]
     tables = _assemble(parts, settings, log)
 
     out = ctx.out
     paths: dict[str, Path] = {}
+    frame = pd.concat([inp.frame for inp in inputs], ignore_index=True)
     paths["prompts"] = write_jsonl(out / "prompts.jsonl", frame.to_dict("records"))
     for name, df in tables.items():
         paths[name] = ctx.write_table(name, df)
-    figure_ids = set(_figure_prompts(prompts, settings.figure_prompts))
+    figure_ids = {i for g in groups for i in _figure_prompts(g.prompts, settings.figure_prompts)}
     paths.update(_figures(tables, frame, figure_ids, out))
     log(
-        f"softmax: {len(models)} model(s), {len(prompts)} prompts; wrote {len(paths)} files to {out}"
+        f"softmax: {len(models)} model(s), {len(groups[0].prompts)} prompts"
+        f"{tokenizations(groups)}; wrote {len(paths)} files to {out}"
     )
     return paths
 

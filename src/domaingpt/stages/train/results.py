@@ -1,4 +1,5 @@
-"""The train stage: one model per corpus of the study, with the run's shared vocabulary."""
+"""The train stage: one model per corpus of the study, with the run's vocabulary (or
+imported: a model trained elsewhere, with its own)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,12 @@ class TrainSettings(StageSettings):
     on a CPU with enough work to pay for the workers' start-up, else 1 (one model after
     the other in this process). Like ``train.threads`` it changes how fast training runs
     and the thread count a model is trained with, never whether a model is retrained.
+
+    ``[train] vocabulary`` is what the models trained here read: ``"auto"`` (the
+    default) the subword tokenizer of the models trained elsewhere when they all read
+    one (:func:`~domaingpt.interop.external.study_tokenizer`), else the characters of
+    the study's corpora; ``"characters"`` the characters whatever the imported models
+    read (each imported model keeps its own vocabulary).
     """
 
     preset: str = setting("cpu-mini", "training preset: a shipped name or a .toml file")
@@ -68,12 +75,18 @@ class TrainSettings(StageSettings):
     _config: Any = field(default=None, init=False, repr=False, compare=False)
     _replicates: int = field(default=1, init=False, repr=False, compare=False)
     _processes: int = field(default=0, init=False, repr=False, compare=False)
+    _vocabulary: str = field(default="auto", init=False, repr=False, compare=False)
 
     def check(self) -> None:
         super().check()
         train = dict(self.train)
         replicates = train.pop("seeds", 1)
         processes = check_processes("train.processes", train.pop("processes", 0))
+        vocabulary = train.pop("vocabulary", "auto")
+        if vocabulary not in VOCABULARIES:
+            raise ConfigError(
+                f"train.vocabulary = {vocabulary!r}: give one of {', '.join(VOCABULARIES)}"
+            )
         if not isinstance(replicates, int) or isinstance(replicates, bool) or replicates < 1:
             raise ConfigError(
                 f"train.seeds (replicate models per corpus) must be a whole number of at "
@@ -89,6 +102,7 @@ class TrainSettings(StageSettings):
         object.__setattr__(self, "_config", cfg.validate())
         object.__setattr__(self, "_replicates", replicates)
         object.__setattr__(self, "_processes", processes)
+        object.__setattr__(self, "_vocabulary", vocabulary)
 
     @property
     def config(self) -> RunConfig:
@@ -102,6 +116,11 @@ class TrainSettings(StageSettings):
     def processes(self) -> int:
         """``[train] processes``: worker processes for the models (0: automatic)."""
         return self._processes
+
+    @property
+    def vocabulary(self) -> str:
+        """``[train] vocabulary``: what the models trained here read."""
+        return self._vocabulary
 
     def replicate_config(self, replicate: int) -> RunConfig:
         """The config of replicate ``replicate``'s models: the study's, with its seed."""
@@ -121,11 +140,15 @@ class TrainSettings(StageSettings):
         cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in RUNTIME_TRAIN_KEYS}
         if self.replicates != 1:  # one replicate keeps the key of a run made before them
             cfg["replicates"] = self.replicates
+        if self.vocabulary != "auto":  # "auto" keeps the key of a run made before it
+            cfg["vocabulary"] = self.vocabulary
         if self.models:  # a changed file of a model trained elsewhere imports it again
             cfg["models"] = {c: [s, source_digest(s)] for c, s in sorted(self.models.items())}
         return cfg
 
 
+#: What ``[train] vocabulary`` may say.
+VOCABULARIES = ("auto", "characters")
 #: Replicate models per corpus at most: each is a whole training run.
 MAX_REPLICATES = 64
 
@@ -160,7 +183,8 @@ def _train_model(job: ModelJob, here: Job) -> None:
 
 def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
     """Train one model per corpus of the study (each resumed, extended, skipped or
-    retrained as its directory says); every model shares the run's vocabulary.
+    retrained as its directory says); the models trained here share the run's
+    vocabulary, a model trained elsewhere keeps its own.
 
     Every corpus is encoded and its split checked before anything is written, so a
     corpus too short to train on leaves the run's vocabulary as it was. Under torchrun
@@ -172,7 +196,9 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
     if not ctx.corpora:
         raise ConfigError("the train stage trains the study's corpora; none were given")
     cfg = settings.config
-    tokenizer = study_tokenizer(settings.models)  # a subword tokenizer of an imported model
+    tokenizer = None  # the characters of the corpora, or an imported model's tokenizer
+    if settings.vocabulary == "auto":
+        tokenizer = study_tokenizer(settings.models, ctx.log)
     vocab, vocab_corpora = run_vocabulary(
         ctx.run, ctx.corpora, ctx.log, retrains_all=True, tokenizer=tokenizer
     )
