@@ -249,4 +249,4 @@ def test_a_bpe_model_beside_character_models_in_one_study(bpe_model, corpora, tm
             assert rows["n_chars"].sum() > counted[model]
     assert counted["math"] == counted["shakespeare"] > 0
     report = (run.root / "report.md").read_text()
-    assert "the models shakespeare read subword vocabularies" in report
+    assert "the model shakespeare reads a subword vocabulary" in report

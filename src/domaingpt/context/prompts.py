@@ -330,7 +330,8 @@ def _common_boundaries(cuts: Sequence[_Cut]) -> np.ndarray:
     common: np.ndarray | None = None
     for c in cuts:
         if c.offset is not None:
-            own = c.offset[c.offset >= first]
+            # a byte-level piece inside a character covers none: its offset repeats
+            own = np.unique(c.offset[c.offset >= first])
             common = own if common is None else np.intersect1d(common, own, assume_unique=True)
     return np.arange(first, n_chars + 1, dtype=np.int64) if common is None else common
 

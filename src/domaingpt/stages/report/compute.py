@@ -49,9 +49,16 @@ def _tokens_paragraph(vocabs: dict[str, AnyVocab]) -> str | None:
         who = f"this run's models read a subword vocabulary ({sizes} tokens, the tokenizer "
         who += "of a model trained elsewhere)"
     else:
+        names = ", ".join(subword)
         who = (
-            f"the models {', '.join(subword)} read subword vocabularies ({sizes} tokens), "
-            "the others characters; every model reads the same characters of each prompt, "
+            f"the model {names} reads a subword vocabulary ({sizes} tokens)"
+            if len(subword) == 1
+            else f"the models {names} read subword vocabularies ({sizes} tokens)"
+        )
+        if len(subword) < len(vocabs):
+            who += ", the others characters"
+        who += (
+            "; every model reads the same characters of each prompt, "
             "cut at whole tokens of its own vocabulary, and models of different "
             "vocabularies are compared per character (the zero-shot matrix in bits per "
             "character, representation similarity at the characters both have read)"

@@ -373,7 +373,9 @@ def _explain(
     """Every method's attributions at one checkpoint (with IG's baseline), the deletion
     test on a model's last checkpoint and the checkpoint's occlusions, on the model
     loaded once."""
-    model = load_checkpoint(job.info, device).model
+    # Attributions differentiate with respect to the inputs only: frozen weights spare
+    # autograd their gradients (the same attributions, bit for bit).
+    model = load_checkpoint(job.info, device).model.requires_grad_(False)
     methods = [settings.method(name, model) for name in settings.methods]
     results = attribute_methods(methods, prompts, batch_size=settings.batch_size, device=device)
     drops: dict[tuple[str, int], pd.DataFrame] = {}

@@ -122,7 +122,7 @@ def _attribute_stage(
 ) -> list[PromptAttributions]:
     """Every method's attributions of a pair's prompts through one checkpoint."""
     k, _, info = job
-    model = load_checkpoint(info, device).model
+    model = load_checkpoint(info, device).model.requires_grad_(False)  # inputs' gradients only
     methods = [settings.method(name, model) for name in settings.methods]
     return attribute_methods(
         methods, pairs[k].prompts, batch_size=settings.batch_size, device=device
