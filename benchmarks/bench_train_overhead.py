@@ -133,6 +133,8 @@ def run_once(src: Path, args: argparse.Namespace, out: Path) -> dict[str, float]
     if done.returncode != 0:
         sys.exit(f"training failed with {src}:\n{done.stderr[-2000:]}")
     got = json.loads(report.read_text())
+    if got.get("code"):  # domaingpt's own error (a missing corpus, ...): said on stderr
+        sys.exit(f"training failed with {src}:\n{done.stderr[-2000:]}")
     got["wall"] = wall
     got["outside"] = wall - got["steps"]
     return got
