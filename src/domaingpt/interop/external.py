@@ -123,7 +123,7 @@ def source_digest(source: str) -> str:
 
 def _copy_domaingpt(path: Path, run: RunDir, corpus: Corpus, log: Log) -> None:
     """A model directory of another run: its history checkpoints (checksums verified)
-    and ``run.json``, which must name the same corpus bytes and the run's vocabulary."""
+    and ``run.json``, which must name the same corpus bytes (the model keeps its vocabulary)."""
     history = list_checkpoints(path / "checkpoints", "iter")
     if not history:
         raise DomainGPTError(

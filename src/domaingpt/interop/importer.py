@@ -380,7 +380,7 @@ def import_hf(
     ``run_dir/models/NAME``; returns the checkpoints written.
 
     Everything is checked before anything is written (every folder's config,
-    vocabulary and weights, the run's vocabulary, what is at ``models/NAME``); the model
+    vocabulary and weights, what is at ``models/NAME``); the model
     is written beside ``models/NAME`` and swapped in at the end, so a refused or failed
     import leaves the run as it was, and ``--overwrite`` replaces only a model directory
     domaingpt wrote (:func:`domaingpt.training.modeldir.is_model_dir`).

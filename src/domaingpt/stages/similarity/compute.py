@@ -16,7 +16,11 @@ Layer 0 is the embeddings, layer ``ℓ`` the output of block ``ℓ``. The residu
 every 4th position of each prompt (counted back from its last) is compared; prompts, not
 tokens, are the unit of the 95 % jackknife interval (leave one prompt out). The leave-one-
 out values are kept (``jackknife.csv``) so that a difference of two CKAs on the same
-prompts gets its own interval. The forward passes are shared with the ``lens`` and
+prompts gets its own interval. Two models that read different vocabularies read the
+same characters of each prompt, each in its own tokens; they are compared at the rows
+where both have read the same text (:func:`~domaingpt.context.activations.aligned_rows`:
+a token of each ends at the same character, at least each prompt's last position), fewer
+than two models of one vocabulary share (``n_tokens`` says how many). The forward passes are shared with the ``lens`` and
 ``attention`` stages (:mod:`domaingpt.context.activations`).
 """
 

@@ -1,6 +1,6 @@
-"""The softmax stage's run and load: every checkpoint of every selected model on one
-prompt set, the tables and figures under ``softmax/``, and what ``domaingpt softmax``
-prints.
+"""The softmax stage's run and load: every checkpoint of every selected model on the
+prompt set of its vocabulary (:func:`~domaingpt.context.prompts.build_prompt_groups`),
+the tables and figures under ``softmax/``, and what ``domaingpt softmax`` prints.
 
 The numbers are defined in :mod:`.compute` (next-character statistics) and
 :mod:`.hardening` (divergence between checkpoints).
