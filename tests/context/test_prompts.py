@@ -154,7 +154,7 @@ def test_default_corpora_are_the_models_and_the_runs(data_dir, tmp_path):
     assert set(ps.frequencies) == {"shakespeare", "math", "wikipedia"}
 
 
-def test_two_vocabularies_read_the_same_characters(corpora):
+def test_two_vocabularies_read_the_same_characters(corpora, tmp_path):
     """A character and a subword vocabulary: the same contexts, each starting and ending
     where a BPE token does, inside both validation splits; each its own next token."""
     pytest.importorskip("tokenizers")
@@ -166,9 +166,10 @@ def test_two_vocabularies_read_the_same_characters(corpora):
     text = corpus.read_text()
     chars, bpe = Vocab.from_texts([text]), SubwordVocab(train_bpe(corpora.paths))
     (by_char, _), (by_token, freq) = validation_prompt_sets(
-        corpus, [chars, bpe], per_corpus=12, length=48, val_fraction=0.1
+        corpus, [chars, bpe], per_corpus=12, length=48, val_fraction=0.1, max_tokens=48
     )
     assert len(by_char) == len(by_token) == 12 and freq.sum() == pytest.approx(1.0)
+    assert sum(t.length for t in by_token) < sum(len(t.text) for t in by_token)
     enc = encode_corpus(corpus, bpe)
     train_tokens = len(enc.split(0.1)[0])
     starts = np.concatenate([[0], np.cumsum(enc.lengths)])  # each token's first character
@@ -181,6 +182,18 @@ def test_two_vocabularies_read_the_same_characters(corpora):
         assert at >= first and at in boundaries and end in boundaries
         assert at == starts[train_tokens + t.start]  # the token the subword prompt starts at
         assert c.target == text[end] and text.startswith(t.target, end) and t.target
-        assert int(t.lengths.sum()) == len(t.text) and t.length < len(t.text)
+        assert int(t.lengths.sum()) == len(t.text) and t.length <= 48  # max_tokens
         assert bpe.decode(t.ids) == t.text and list(c.ids) == [chars.id_of(x) for x in c.text]
         assert t.target_id == enc.ids[train_tokens + t.start + t.length]
+
+    # A character of four bytes the tokenizer never merged is four byte-level pieces:
+    # a context of 8 characters would be 20 tokens; cut back to fit 8.
+    emoji = tmp_path / "emoji.txt"
+    emoji.write_text("ab \U0001f642\U0001f642 cd\n" * 400)
+    (by_char, _), (by_token, _) = validation_prompt_sets(
+        resolve_corpus(str(emoji)), [chars, bpe], per_corpus=6, length=8, val_fraction=0.1,
+        max_tokens=8,
+    )  # fmt: skip
+    assert all(t.length <= 8 for t in by_token) and all(len(c.text) <= 8 for c in by_char)
+    assert any(len(t.text) < 8 for t in by_token)  # cut back for the pieces
+    assert [c.text for c in by_char] == [t.text for t in by_token]

@@ -336,6 +336,16 @@ def _common_boundaries(cuts: Sequence[_Cut]) -> np.ndarray:
     return np.arange(first, n_chars + 1, dtype=np.int64) if common is None else common
 
 
+def _fit(cuts: Sequence[_Cut], bounds: np.ndarray, first: int, last: int, most: int) -> int:
+    """The last common boundary from ``last`` back (after ``first``) at which no
+    vocabulary needs more than ``most`` tokens for ``bounds[first]:bounds[last]``."""
+    while last > first + 1 and any(
+        int(c.token_at(bounds[last]) - c.token_at(bounds[first])) > most for c in cuts
+    ):
+        last -= 1
+    return last
+
+
 def validation_prompt_sets(
     corpus: Corpus,
     vocabs: Sequence[AnyVocab],
@@ -343,6 +353,7 @@ def validation_prompt_sets(
     per_corpus: int,
     length: int,
     val_fraction: float,
+    max_tokens: int | None = None,
 ) -> list[tuple[list[Prompt], np.ndarray]]:
     """``per_corpus`` prompts from the validation split of ``corpus`` as each of
     ``vocabs`` reads them, and the corpus's id frequencies over each vocabulary (shares
@@ -355,6 +366,9 @@ def validation_prompt_sets(
     evenly over those characters. The target is each vocabulary's next token (a
     character, for a character vocabulary), so models with different tokenizers read
     the same text. With one character vocabulary every prompt is ``length`` characters.
+    ``max_tokens`` (the models' ``block_size``): a context ends earlier where a
+    vocabulary would need more tokens for it (byte-level pieces of a character that is
+    several bytes cover no character each).
     """
     cuts = _cuts(corpus, vocabs, val_fraction)
     bounds = _common_boundaries(cuts)
@@ -369,7 +383,12 @@ def validation_prompt_sets(
     starts = room[pick]
     where = np.searchsorted(bounds, starts + length, side="right") - 1
     at = np.searchsorted(bounds, starts)  # at least one token in every vocabulary
-    ends = bounds[np.clip(np.maximum(where, at + 1), None, len(bounds) - 2)]
+    ends = np.clip(np.maximum(where, at + 1), None, len(bounds) - 2)
+    if max_tokens is not None:
+        ends = np.array(
+            [_fit(cuts, bounds, i, e, max_tokens) for i, e in zip(at, ends, strict=True)]
+        )
+    ends = bounds[ends]
     ranges = [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
     longest = max((int(np.max(np.diff(c.offset))) for c in cuts if c.offset is not None), default=1)
     texts = _text_windows(corpus, [(a, b + longest) for a, b in ranges])
@@ -608,6 +627,7 @@ def _build(
                 per_corpus=per_corpus,
                 length=length,
                 val_fraction=val_fraction.get(corpus.name, DEFAULT_VAL_FRACTION),
+                max_tokens=block,
             )
             for k, (got, freq) in enumerate(sets):
                 out[k] += got
