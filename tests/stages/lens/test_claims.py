@@ -10,7 +10,8 @@ from domaingpt.core import published
 from domaingpt.core.claims import Claim, Verdict
 from domaingpt.errors import ConfigError
 from domaingpt.stages.lens import claims, formation_depth
-from domaingpt.stages.lens.compute import FORMATION_KL_BITS, LensSettings
+from domaingpt.stages.lens.claims import domain_depths
+from domaingpt.stages.lens.compute import FORMATION_KL_BITS, LensSettings, formation_summary
 
 NOISE = (-0.02, 0.01, 0.0, 0.02, -0.01, 0.0)  # six prompts, a little spread
 TAU = FORMATION_KL_BITS
@@ -258,3 +259,21 @@ def test_not_measured():
     assert all(c.effect is None for c in found.values())
     empty = claims({})
     assert [c.verdict for c in empty] == [Verdict.UNMEASURED] * 3
+
+
+def test_models_of_two_depths_are_measured_each_in_its_own_layers():
+    """A 2-block model beside a 3-block one (a model trained elsewhere): each depth is
+    read from its own layers, and their depths in layers are not set against each
+    other."""
+    three = kl_table([[0.5, 0.3, 0.05, 0.0]] * 4)
+    three["model"] = three["prompt_corpus"] = "b"
+    t = pd.concat([table(rows("a", 100, "in", 1.5)), three], ignore_index=True)
+    d = formation_depth(t)
+    assert d.groupby("model")["layers"].max().to_dict() == {"a": 2, "b": 3}
+    assert d.loc[d["model"] == "a", "depth"].tolist() == pytest.approx([1.5 + e for e in NOISE])
+    assert d.loc[d["model"] == "b", "depth"].tolist() == pytest.approx([1.8] * 4)
+    summary = formation_summary(t)
+    assert summary.set_index("model")["layers"].to_dict() == {"a": 2, "b": 3}
+    depth_claim = domain_depths(d, TAU)
+    assert depth_claim.verdict == Verdict.UNMEASURED
+    assert "needs two models of one depth" in depth_claim.evidence

@@ -132,6 +132,22 @@ def test_domain_models_diverge_with_depth():
     one_layer = Tables()
     one_layer.add("domains", {0: 0.9, 1: 0.8}, model_a="shakespeare", model_b="math")
     assert by_claim(claims(one_layer.tables()))[published.SIM_DOMAINS].verdict is Verdict.UNMEASURED
+    # a 2-block model (trained elsewhere) beside 3-block ones: each pair at its own last
+    # layer (the shallower model's), and the hardening at each model's own
+    mixed = Tables()
+    mixed.add("domains", {0: 0.9, 1: 0.8, 2: 0.4}, model_a="gpt2", model_b="math")
+    mixed.add("domains", {0: 0.9, 1: 0.7, 2: 0.5, 3: 0.3}, model_a="math", model_b="wiki")
+    mixed.add("training", {0: 0.99, 2: 0.5}, model_a="gpt2", iteration_a=0, iteration_b=10)
+    mixed.add("training", {0: 0.99, 2: 0.9}, model_a="gpt2", iteration_a=10, iteration_b=20)
+    mixed.add("training", {0: 0.99, 3: 0.6}, model_a="math", iteration_a=0, iteration_b=10)
+    mixed.add("training", {0: 0.99, 3: 0.8}, model_a="math", iteration_a=10, iteration_b=20)
+    found = by_claim(claims(mixed.tables()))
+    diverge = found[published.SIM_DOMAINS]
+    assert diverge.verdict is Verdict.HOLDS
+    assert diverge.numbers["gpt2_math_layer2"] == 0.4 and diverge.numbers["math_wiki_layer3"] == 0.3
+    hard = found[published.SIM_HARDENS]
+    assert hard.scope == "the last layer of each" and hard.verdict is Verdict.HOLDS
+    assert hard.numbers["gpt2_last"] == 0.9 and hard.numbers["math_last"] == 0.8
 
 
 def test_which_start_moves_its_representations_more():

@@ -52,3 +52,11 @@ def test_its_claims_reach_the_conclusions(study):
         study.root / "similarity" / "across.png",
         study.root / "similarity" / "training.png",
     ]
+
+
+def test_models_of_two_depths_compare_at_the_same_relative_depth():
+    from domaingpt.stages.similarity.compute import layer_pairs
+
+    assert layer_pairs(3, 3) == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert layer_pairs(2, 3) == [(0, 0), (1, 2), (2, 3)]  # 1.5 rounds to 2
+    assert layer_pairs(6, 2) == [(0, 0), (3, 1), (6, 2)]

@@ -53,11 +53,16 @@ def _squared_welch(a: pd.Series, b: pd.Series) -> float:
 
 
 def _threshold_words(depth: pd.DataFrame, threshold: float) -> str:
-    layers = int(depth["layers"].max())
+    blocks = depth["layers"].unique()
+    last = (
+        f"{int(blocks[0])} = only the last block"
+        if len(blocks) == 1
+        else ("a model's number of blocks = only its last block")
+    )
     return (
         f"formation depth in layers (from which on the lens reading stays within "
         f"{threshold:g} bits of KL of the final prediction; 0 = already the embeddings, "
-        f"{layers} = only the last block)"
+        f"{last})"
     )
 
 
@@ -74,12 +79,20 @@ def domain_depths(depth: pd.DataFrame, threshold: float) -> Claim:
         per_model.append(f"{display(m)} {_ci(ci['mean'], ci['ci_low'], ci['ci_high'])}")
         numbers[f"{m}_depth"] = ci["mean"]
     flags, pairs, effects = [], [], []
+    blocks = final.groupby("model")["layers"].max()
     for a, b in combinations(models, 2):
+        if blocks[a] != blocks[b]:  # depths in layers of models of two depths do not compare
+            pairs.append(
+                f"{display(a)} − {display(b)} not compared ({blocks[a]} and {blocks[b]} blocks)"
+            )
+            continue
         da, db = _depths(final, a, "in"), _depths(final, b, "in")
         diff, low, high = welch_ci(da, db)
         flags.append(low > 0 or high < 0)
         effects.append(_squared_welch(da, db))
         pairs.append(f"{display(a)} − {display(b)} {_ci(diff, low, high)}")
+    if not flags:
+        return unmeasured(published.LENS_DEPTH, "needs two models of one depth")
     effect = smallest_effect(effects)
     numbers["smallest_pair_squared_difference"] = effect
     evidence = (

@@ -119,7 +119,15 @@ def depth_of(kl: np.ndarray, threshold_bits: float) -> np.ndarray:
 def formation_depth(
     per_prompt: pd.DataFrame, threshold_bits: float = FORMATION_KL_BITS
 ) -> pd.DataFrame:
-    """Per (model, iteration, prompt): the formation depth ``D`` (see the module doc)."""
+    """Per (model, iteration, prompt): the formation depth ``D`` (see the module doc),
+    and ``layers``, the model's blocks (a model trained elsewhere may have others)."""
+    if per_prompt.empty:
+        return _depth_of_model(per_prompt, threshold_bits)
+    parts = [_depth_of_model(g, threshold_bits) for _, g in per_prompt.groupby("model")]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _depth_of_model(per_prompt: pd.DataFrame, threshold_bits: float) -> pd.DataFrame:
     keys = ["model", "iteration", "prompt_id", "prompt_corpus", "domain"]
     kl = per_prompt.pivot_table(index=keys, columns="layer", values="kl_bits", sort=True)
     kl = kl.reindex(columns=sorted(kl.columns))
@@ -163,7 +171,8 @@ def formation_summary(
     and the threshold it was computed with (``threshold_bits``)."""
     depth = formation_depth(per_prompt, threshold_bits)
     out = _ci_rows(depth, ["model", "iteration", "domain"], ("depth",))
-    out["layers"] = int(depth["layers"].max()) if len(depth) else 0
+    blocks = depth.groupby("model")["layers"].max()
+    out["layers"] = out["model"].map(blocks).astype(int) if len(depth) else 0
     out["threshold_bits"] = threshold_bits
     return out
 

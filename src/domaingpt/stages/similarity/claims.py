@@ -50,6 +50,12 @@ def _last_layer(cka: pd.DataFrame) -> int:
     return int(cka["layer"].max())
 
 
+def _layer_words(layers: set[int]) -> str:
+    """``layer L`` when every model compared has ``L`` layers, else what each uses (an
+    imported model may be shallower or deeper than the run's own)."""
+    return f"layer {layers.pop()}" if len(layers) == 1 else "the last layer of each"
+
+
 def hardens(tables: Tables) -> Claim:
     """Per model: the last consecutive pair's CKA (last layer) above the first pair's;
     the effect is the smallest last-minus-first CKA."""
@@ -57,9 +63,9 @@ def hardens(tables: Tables) -> Claim:
     t = cka[cka["kind"] == "training"]
     if t.empty:
         return unmeasured(published.SIM_HARDENS, "needs two checkpoints of a model")
-    layer = _last_layer(t)
-    flags, parts, numbers, effects = [], [], {}, []
+    flags, parts, numbers, effects, used = [], [], {}, [], set()
     for model in study_order(t["model_a"].unique()):
+        layer = _last_layer(t[t["model_a"] == model])
         m = t[(t["model_a"] == model) & (t["layer"] == layer)].sort_values("iteration_b")
         if len(m) < 2:
             continue
@@ -69,6 +75,7 @@ def hardens(tables: Tables) -> Claim:
         )
         flags.append(low > 0)
         effects.append(diff)
+        used.add(layer)
         parts.append(
             f"{display(model)} {first['cka']:.3f} ({int(first['iteration_a'])}→"
             f"{int(first['iteration_b'])}) → {last['cka']:.3f} ({int(last['iteration_a'])}→"
@@ -78,13 +85,14 @@ def hardens(tables: Tables) -> Claim:
         numbers[f"{model}_last"] = float(last["cka"])
     if not flags:
         return unmeasured(published.SIM_HARDENS, "needs three checkpoints of a model")
-    evidence = f"CKA of consecutive checkpoints at layer {layer}: " + "; ".join(parts)
+    where = _layer_words(used)
+    evidence = f"CKA of consecutive checkpoints at {where}: " + "; ".join(parts)
     effect = numbers["smallest_change"] = smallest_effect(effects)
     return Claim(
         published.SIM_HARDENS,
         verdict_of(flags),
         evidence,
-        f"layer {layer}",
+        where,
         numbers,
         effect=effect,
     )
@@ -97,9 +105,11 @@ def domains_diverge(tables: Tables) -> Claim:
     d = cka[cka["kind"] == "domains"]
     if d.empty or _last_layer(d) < 2:
         return unmeasured(published.SIM_DOMAINS, "needs two domain models of two layers or more")
-    layer = _last_layer(d)
     flags, parts, numbers, effects = [], [], {}, []
     for comparison, g in d.groupby("comparison", sort=False):
+        layer = _last_layer(g)  # the shallower model's, for models of two depths
+        if layer < 2:
+            continue
         by = g.set_index("layer")["cka"]
         diff, low, high = _difference(tables, ([comparison], 1), ([comparison], layer))
         flags.append(low > 0)
@@ -111,6 +121,8 @@ def domains_diverge(tables: Tables) -> Claim:
         )
         numbers[f"{a}_{b}_layer1"] = float(by[1])
         numbers[f"{a}_{b}_layer{layer}"] = float(by[layer])
+    if not flags:
+        return unmeasured(published.SIM_DOMAINS, "needs two domain models of two layers or more")
     evidence = "CKA of the final checkpoints on every prompt: " + "; ".join(parts)
     effect = numbers["smallest_difference"] = smallest_effect(effects)
     return Claim(
@@ -126,12 +138,12 @@ def early_moves_more(tables: Tables) -> Claim:
     a = cka[(cka["kind"] == "adaptation") & (cka["prompts"] == "target")]
     if a.empty:
         return unmeasured(published.EARLY_MOVES_MORE, "no adapted models in this run")
-    layer = _last_layer(a)
-    a = a[a["layer"] == layer]
-    flags, parts, numbers, effects = [], [], {}, []
+    flags, parts, numbers, effects, used = [], [], {}, [], set()
     pairs = dict(list(a.groupby(["source", "target"], sort=True)))
     order = study_order({s for s, _ in pairs})
     for (source, target), g in sorted(pairs.items(), key=lambda kv: order.index(kv[0][0])):
+        layer = _last_layer(g)  # the source model's depth
+        g = g[g["layer"] == layer]
         starts = {s: list(x["comparison"]) for s, x in g.groupby("start")}
         if not {"early", "final"} <= set(starts):
             continue
@@ -140,6 +152,7 @@ def early_moves_more(tables: Tables) -> Claim:
         early = float(g.loc[g["start"] == "early", "cka"].mean())
         flags.append(low > 0)
         effects.append(diff)
+        used.add(layer)
         moved = "early moves more" if low > 0 else "final moves more" if high < 0 else "unclear"
         parts.append(
             f"{display(source)} → {display(target)}: final start keeps {final:.3f}, early "
@@ -150,8 +163,9 @@ def early_moves_more(tables: Tables) -> Claim:
         numbers[f"{source}_{target}_early"] = early
     if not flags:
         return unmeasured(published.EARLY_MOVES_MORE, "needs adaptations from early and final")
+    where = _layer_words(used)
     evidence = (
-        f"CKA of the source model at its start and the adapted model, layer {layer}, on the "
+        f"CKA of the source model at its start and the adapted model, {where}, on the "
         "target corpus's prompts (higher: the representation moved less): " + "; ".join(parts)
     )
     effect = numbers["smallest_difference"] = smallest_effect(effects)
@@ -159,7 +173,7 @@ def early_moves_more(tables: Tables) -> Claim:
         published.EARLY_MOVES_MORE,
         verdict_of(flags),
         evidence,
-        f"representations (CKA, layer {layer})",
+        f"representations (CKA, {where})",
         numbers,
         effect=effect,
     )

@@ -12,7 +12,9 @@ kinds of comparison:
     the adapted model, on the target corpus's prompts (``prompts = target``) and on the
     source's own (``source``): which start moves its representations more?
 
-Layer 0 is the embeddings, layer ``ℓ`` the output of block ``ℓ``. The residual stream of
+Layer 0 is the embeddings, layer ``ℓ`` the output of block ``ℓ``; two models of
+different depths (one imported beside the run's own) are compared at the shallower one's
+layers, each with the deeper one's at the same relative depth (:func:`layer_pairs`). The residual stream of
 every 4th position of each prompt (counted back from its last) is compared; prompts, not
 tokens, are the unit of the 95 % jackknife interval (leave one prompt out). The leave-one-
 out values are kept (``jackknife.csv``) so that a difference of two CKAs on the same
@@ -92,6 +94,17 @@ class Side:
     prompts: PromptSet
 
 
+def layer_pairs(depth_a: int, depth_b: int) -> list[tuple[int, int]]:
+    """The layers compared of models with ``depth_a`` and ``depth_b`` blocks: every
+    layer of models of one depth; else the layers of the shallower model, each with the
+    deeper model's layer at the same relative depth (the embeddings with the embeddings,
+    the last block with the last block). Row ``ℓ`` of the table is the ``ℓ``-th pair."""
+    m = min(depth_a, depth_b)
+    if m == 0:
+        return [(0, 0)]
+    return [(round(i * depth_a / m), round(i * depth_b / m)) for i in range(m + 1)]
+
+
 def _rows(a: Side, b: Side, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The residual rows of ``a`` and ``b`` compared, of the prompts ``keep`` (a mask):
     the same rows when both read one vocabulary, else the positions where both have
@@ -121,9 +134,12 @@ class _Comparisons:
         ra, rb = _rows(a, b, keep)
         ids = np.array([p.prompt_id for p in a.prompts.prompts])
         groups = ids[a.rec.resid_prompt[ra]]
-        layers = range(a.rec.resid.shape[0])
+        pairs = layer_pairs(a.rec.resid.shape[0] - 1, b.rec.resid.shape[0] - 1)
+        layers = range(len(pairs))
         results = map_workers(
-            lambda layer: cka_jackknife(a.rec.resid[layer][ra], b.rec.resid[layer][rb], groups),
+            lambda layer: cka_jackknife(
+                a.rec.resid[pairs[layer][0]][ra], b.rec.resid[pairs[layer][1]][rb], groups
+            ),
             layers,
             self.workers,
         )

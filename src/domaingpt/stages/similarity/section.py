@@ -43,13 +43,17 @@ def section(view: StageView) -> Section:
     across = cka[cka["kind"] != "training"].copy()
     if not across.empty:
         across["CKA [95 % CI]"] = _interval(across)
-        last = int(across["layer"].max())
+        # each comparison at its last layer (models of two depths: the shallower one's)
+        last = across.groupby("comparison")["layer"].transform("max")
         shown = across[across["layer"] == last]
+        where = (
+            f"at layer {int(last.iloc[0])}" if last.nunique() == 1 else "at the last layer of each"
+        )
         cols = ["kind", "model_a", "iteration_a", "model_b", "start", "seed", "prompts"]
         s.table(
             shown[[*cols, "CKA [95 % CI]"]],
             f"Domain models against each other, and each source model (at the checkpoint "
-            f"its adaptation started from) against its adapted version, at layer {last}",
+            f"its adaptation started from) against its adapted version, {where}",
             "similarity/cka.csv",
             max_rows=-1,
         )
