@@ -211,6 +211,13 @@ def test_a_bpe_model_beside_character_models_in_one_study(bpe_model, corpora, tm
     reads_tokens = zs["model"] == "shakespeare"
     assert (zs.loc[reads_tokens, "n_chars"] > 1.3 * zs.loc[reads_tokens, "n_tokens"]).all()
     assert (zs.loc[~reads_tokens, "n_chars"] == zs.loc[~reads_tokens, "n_tokens"]).all()
+    # both vocabularies are scored on the same characters of each corpus (the shared
+    # part of their validation splits; they differ by a token at the start)
+    last = zs[zs["iteration"] == zs.groupby("model")["iteration"].transform("max")]
+    chars_read = last.pivot(index="corpus", columns="model", values="n_chars")
+    assert (
+        (chars_read["shakespeare"] - chars_read["math"]).abs() < 0.01 * chars_read["math"]
+    ).all()
     # prompts: one set per vocabulary, the same characters, ids unique in the run
     prompts = pd.read_json(run.root / "softmax" / "prompts.jsonl", lines=True)
     assert prompts["prompt_id"].is_unique and len(prompts) % 2 == 0

@@ -58,6 +58,9 @@ class CorpusCache:
         self._corpora: dict[str, Corpus] = {c.name: c for c in known}
         self._models: dict[str, Corpus] = {}
         self._splits: dict[tuple[str, str, float], Split] = {}
+        #: Corpus name -> the character its validation splits start at, whatever the
+        #: vocabulary (:meth:`share_validation`); absent: each split's own start.
+        self.val_from: dict[str, int] = {}
 
     def corpus(self, ref: str) -> Corpus:
         """A corpus by name or path (or one found before under that name)."""
@@ -87,20 +90,23 @@ class CorpusCache:
         return self._models[model]
 
     def split(self, corpus: Corpus, vocab: AnyVocab, val_fraction: float, block_size: int) -> Split:
-        """The split a model with this vocabulary and ``val_fraction`` trained on."""
+        """The split a model with this vocabulary and ``val_fraction`` trained on (its
+        validation part from :attr:`val_from` on, where that is set)."""
         key = (corpus.name, vocab.fingerprint, float(val_fraction))
         if key not in self._splits:
             encoded = encode_corpus(corpus, vocab)
             train, val = encoded.split(val_fraction)
             lengths = encoded.split_lengths(val_fraction)
+            val_lengths = None if lengths is None else lengths[1]
+            skip = _tokens_before(
+                self.val_from.get(corpus.name), _val_start(encoded, val_fraction), val_lengths
+            )
+            val = val[skip:]
+            val_lengths = None if val_lengths is None else val_lengths[skip:]
             unk = vocab.unk_id
             n_unk = int(np.count_nonzero(np.asarray(val[1:]) == unk)) if unk is not None else 0
             self._splits[key] = Split(
-                corpus.name,
-                train,
-                val,
-                n_unk / max(len(val) - 1, 1),
-                None if lengths is None else lengths[1],
+                corpus.name, train, val, n_unk / max(len(val) - 1, 1), val_lengths
             )
         split = self._splits[key]
         need = block_size + 1
@@ -111,3 +117,38 @@ class CorpusCache:
                 "use a longer text"
             )
         return split
+
+    def share_validation(
+        self, corpora: Iterable[Corpus], readers: Iterable[tuple[AnyVocab, float]]
+    ) -> None:
+        """Score models of several vocabularies on the same characters: each corpus's
+        validation splits start, in every vocabulary, at the first token from the latest
+        character where one of ``readers`` (vocabulary, val_fraction) starts its own. With
+        one vocabulary nothing changes; a subword model's split (the last fraction of its
+        tokens) starts a little later or earlier in the text than a character model's."""
+        readers = list({(v.fingerprint, float(f)): (v, f) for v, f in readers}.values())
+        if len({v.fingerprint for v, _ in readers}) < 2:
+            return
+        for corpus in corpora:
+            starts = [_val_start(encode_corpus(corpus, v), f) for v, f in readers]
+            self.val_from[corpus.name] = max(starts)
+            self._splits = {k: s for k, s in self._splits.items() if k[0] != corpus.name}
+
+
+def _val_start(encoded, val_fraction: float) -> int:
+    """The character at which ``encoded``'s validation split starts."""
+    lengths = encoded.split_lengths(val_fraction)
+    if lengths is None:
+        return len(encoded.split(val_fraction)[0])
+    return int(np.sum(lengths[0], dtype=np.int64))
+
+
+def _tokens_before(char: int | None, start: int, lengths: np.ndarray | None) -> int:
+    """How many validation tokens (from character ``start``, covering ``lengths``
+    characters each; None: one each) start before character ``char`` (None: none)."""
+    if char is None or char <= start:
+        return 0
+    if lengths is None:
+        return char - start
+    starts = np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.int64)])
+    return int(np.searchsorted(starts, char - start, side="left"))

@@ -23,6 +23,7 @@ from domaingpt.core.threads import torch_threads
 from domaingpt.data.corpus import Corpus
 from domaingpt.model.checkpoint import (
     CheckpointInfo,
+    find_checkpoint,
     load_checkpoint,
     select_checkpoints,
 )
@@ -107,6 +108,17 @@ def _zero_shot_table(
         for name in models
         for info in select_checkpoints(run.model(name), settings.checkpoints)
     ]
+    # Models of several vocabularies are scored on the same characters of each corpus.
+    finals = {name: find_checkpoint(run.model(name)) for name in models}
+    cache.share_validation(
+        corpora,
+        [(run.model_vocab(n), val_fraction_of(finals[n], run.model(n))) for n in models],
+    )
+    if cache.val_from:
+        log(
+            "the models read several vocabularies: every model is scored on the same "
+            "characters of each corpus (the validation splits' shared part)"
+        )
     bar = progress_bar(len(plan) * len(corpora), "evaluate", enabled=progress)
     # The checkpoints are scored side by side over torchrun's ranks (one process: in turn).
     score = partial(
