@@ -261,3 +261,22 @@ def test_a_bpe_model_beside_character_models_in_one_study(bpe_model, corpora, tm
     assert counted["math"] == counted["shakespeare"] > 0
     report = (run.root / "report.md").read_text()
     assert "the model shakespeare reads a subword vocabulary" in report
+
+
+def test_which_tokenizer_the_models_trained_here_read(bpe_model, corpora, tmp_path) -> None:
+    """Imported models of two tokenizers: the study's own models read characters unless
+    ``[train] vocabulary`` names the corpus whose imported tokenizer they should read."""
+    from domaingpt.interop.external import study_tokenizer
+
+    folder, _ = bpe_model
+    other = write_gpt2(tmp_path / "hf-other", train_bpe(corpora.paths, size=300),
+                       corpora.path("math"), steps=(0,))  # fmt: skip
+    models = {"shakespeare": f"hf:{folder}", "math": f"hf:{other}"}
+    notes: list[str] = []
+    assert study_tokenizer(models, notes.append) is None
+    assert "read different vocabularies" in notes[0]
+    verse = study_tokenizer(models, notes.append, of="shakespeare")
+    sums = study_tokenizer(models, notes.append, of="math")
+    assert verse is not None and sums is not None
+    assert verse.size == 400 and sums.size == 300
+    assert study_tokenizer({"shakespeare": f"hf:{folder}"}, notes.append).size == 400

@@ -160,13 +160,17 @@ def _copy_domaingpt(path: Path, run: RunDir, corpus: Corpus, log: Log) -> None:
     log(f"copied {len(history)} checkpoints of {path}")
 
 
-def study_tokenizer(models: dict[str, str], log: Log) -> SubwordVocab | None:
+def study_tokenizer(
+    models: dict[str, str], log: Log, *, of: str | None = None
+) -> SubwordVocab | None:
     """The subword tokenizer the models trained elsewhere bring to the models trained
     here (None: characters). When every such model reads one subword tokenizer, the
     study's other corpora are trained with it, so that every model of the run reads
     tokens alike; when they read different vocabularies (two tokenizers, or a subword
-    model beside a character one), the study's own models read characters. Each model
-    trained elsewhere keeps its own vocabulary either way."""
+    model beside a character one), the study's own models read characters. ``of``: the
+    corpus whose imported model's tokenizer to use whatever the others read (its
+    characters, for a character model). Each model trained elsewhere keeps its own
+    vocabulary either way."""
     subword: dict[str, SubwordVocab] = {}
     chars: list[str] = []  # corpora whose model reads characters (nanoGPT's always do)
     for corpus, source in models.items():
@@ -183,6 +187,8 @@ def study_tokenizer(models: dict[str, str], log: Log) -> SubwordVocab | None:
             subword[corpus] = vocab
         else:
             chars.append(corpus)
+    if of is not None:
+        return subword.get(of)
     if not subword:
         return None
     first, tokenizer = next(iter(subword.items()))

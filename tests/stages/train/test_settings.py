@@ -18,3 +18,10 @@ def test_vocabulary_setting() -> None:
     assert auto.key_dict() == TrainSettings(preset="smoke").key_dict()
     assert chars.key_dict()["vocabulary"] == "characters" and "vocabulary" not in auto.key_dict()
     assert "vocabulary" not in chars.config.to_dict()["train"]  # not a training setting
+    # an imported model's corpus: its tokenizer for the models trained here
+    named = TrainSettings(
+        preset="smoke", train={"vocabulary": "math"}, models={"math": "hf:somewhere"}
+    )
+    assert named.vocabulary == "math" and named.key_dict()["vocabulary"] == "math"
+    with pytest.raises(ConfigError, match=r"'wiki': give one of auto, characters, 'math' \("):
+        TrainSettings(preset="smoke", train={"vocabulary": "wiki"}, models={"math": "hf:x"})

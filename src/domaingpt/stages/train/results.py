@@ -62,7 +62,9 @@ class TrainSettings(StageSettings):
     default) the subword tokenizer of the models trained elsewhere when they all read
     one (:func:`~domaingpt.interop.external.study_tokenizer`), else the characters of
     the study's corpora; ``"characters"`` the characters whatever the imported models
-    read (each imported model keeps its own vocabulary).
+    read; a corpus of ``[study] models``: the tokenizer of the model imported for it
+    (characters, when that model reads characters). Each imported model keeps its own
+    vocabulary.
     """
 
     preset: str = setting("cpu-mini", "training preset: a shipped name or a .toml file")
@@ -83,10 +85,11 @@ class TrainSettings(StageSettings):
         replicates = train.pop("seeds", 1)
         processes = check_processes("train.processes", train.pop("processes", 0))
         vocabulary = train.pop("vocabulary", "auto")
-        if vocabulary not in VOCABULARIES:
-            raise ConfigError(
-                f"train.vocabulary = {vocabulary!r}: give one of {', '.join(VOCABULARIES)}"
+        if vocabulary not in (*VOCABULARIES, *self.models):
+            known = ", ".join(
+                [*VOCABULARIES, *(f"{c!r} (its imported model's)" for c in self.models)]
             )
+            raise ConfigError(f"train.vocabulary = {vocabulary!r}: give one of {known}")
         if not isinstance(replicates, int) or isinstance(replicates, bool) or replicates < 1:
             raise ConfigError(
                 f"train.seeds (replicate models per corpus) must be a whole number of at "
@@ -197,8 +200,9 @@ def run(ctx: StageContext, settings: TrainSettings) -> dict[str, Path]:
         raise ConfigError("the train stage trains the study's corpora; none were given")
     cfg = settings.config
     tokenizer = None  # the characters of the corpora, or an imported model's tokenizer
-    if settings.vocabulary == "auto":
-        tokenizer = study_tokenizer(settings.models, ctx.log)
+    if settings.vocabulary != "characters":
+        of = None if settings.vocabulary == "auto" else settings.vocabulary
+        tokenizer = study_tokenizer(settings.models, ctx.log, of=of)
     vocab, vocab_corpora = run_vocabulary(
         ctx.run, ctx.corpora, ctx.log, retrains_all=True, tokenizer=tokenizer
     )
