@@ -298,12 +298,11 @@ class _Cut:
     vocab: AnyVocab
     ids: np.ndarray  # the whole corpus's ids
     n_train: int  # ids in the training split
-    offset: np.ndarray | None  # character offset of each validation token, and the end
+    offset: np.ndarray  # the character each validation id starts at, then the end
+    one_each: bool  # one character per id (a character vocabulary)
 
     def token_at(self, char: np.ndarray) -> np.ndarray:
-        """The index in ``ids`` of the token starting at each character offset."""
-        if self.offset is None:
-            return char
+        """The index in ``ids`` of the (first) token starting at each character."""
         return self.n_train + np.searchsorted(self.offset, char)
 
 
@@ -311,29 +310,23 @@ def _cuts(corpus: Corpus, vocabs: Sequence[AnyVocab], val_fraction: float) -> li
     cuts = []
     for vocab in vocabs:
         enc = encode_corpus(corpus, vocab)
-        _, val = enc.split(val_fraction)
-        n_train = len(enc.ids) - len(val)
-        split_lengths = enc.split_lengths(val_fraction)
-        offset = None
-        if split_lengths is not None:
-            start = int(np.sum(split_lengths[0], dtype=np.int64))
-            offset = start + np.concatenate([[0], np.cumsum(split_lengths[1], dtype=np.int64)])
-        cuts.append(_Cut(vocab, enc.ids, n_train, offset))
+        n_train = len(enc.split(val_fraction)[0])
+        offset = enc.val_offsets(val_fraction)
+        cuts.append(_Cut(vocab, enc.ids, n_train, offset, one_each=enc.lengths is None))
     return cuts
 
 
 def _common_boundaries(cuts: Sequence[_Cut]) -> np.ndarray:
-    """The character offsets where a token of every vocabulary starts, inside every
-    vocabulary's validation split (a character vocabulary's tokens start everywhere)."""
-    n_chars = len(cuts[0].ids) if cuts[0].offset is None else int(cuts[0].offset[-1])
-    first = max(c.n_train if c.offset is None else int(c.offset[0]) for c in cuts)
+    """The characters where a token of every vocabulary starts, inside every
+    vocabulary's validation split, and the text's end."""
+    first = max(int(c.offset[0]) for c in cuts)
     common: np.ndarray | None = None
     for c in cuts:
-        if c.offset is not None:
-            # a byte-level piece inside a character covers none: its offset repeats
-            own = np.unique(c.offset[c.offset >= first])
-            common = own if common is None else np.intersect1d(common, own, assume_unique=True)
-    return np.arange(first, n_chars + 1, dtype=np.int64) if common is None else common
+        # a byte-level piece inside a character covers none: its offset repeats
+        own = np.unique(c.offset[c.offset >= first])
+        common = own if common is None else np.intersect1d(common, own, assume_unique=True)
+    assert common is not None
+    return common
 
 
 def _fit(cuts: Sequence[_Cut], bounds: np.ndarray, first: int, last: int, most: int) -> int:
@@ -390,17 +383,13 @@ def validation_prompt_sets(
         )
     ends = bounds[ends]
     ranges = [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
-    longest = max((int(np.max(np.diff(c.offset))) for c in cuts if c.offset is not None), default=1)
+    longest = max(int(np.max(np.diff(c.offset))) for c in cuts)  # one target's characters
     texts = _text_windows(corpus, [(a, b + longest) for a, b in ranges])
     out = []
     for cut in cuts:
         first, last = cut.token_at(starts), cut.token_at(ends)
         n_val = len(cut.ids) - cut.n_train
-        target_end = (
-            ends + 1
-            if cut.offset is None
-            else cut.offset[np.minimum(last - cut.n_train + 1, n_val)]
-        )
+        target_end = cut.offset[np.minimum(last - cut.n_train + 1, n_val)]
         unk = cut.vocab.unk_id
         prompts = []
         for j, (a, b, s, e, t, chars) in enumerate(
@@ -408,7 +397,7 @@ def validation_prompt_sets(
         ):
             window = np.asarray(cut.ids[s : e + 1], dtype=np.int64)
             lengths = None
-            if cut.offset is not None:
+            if not cut.one_each:
                 lengths = np.diff(cut.offset[s - cut.n_train : e - cut.n_train + 1])
             prompts.append(
                 Prompt(

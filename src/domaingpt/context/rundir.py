@@ -15,9 +15,9 @@
 
 The models trained in a run share ``vocab.json``: the union of the characters of the
 study's corpora (so that every model can be scored on every corpus), or the tokenizer of
-the models trained elsewhere; such a model keeps its own (:meth:`RunDir.model_vocab`). This module is the one place
-that knows where things are: the run's models, what their ``run.json`` says, the adapted
-models, and the stage records.
+the models trained elsewhere; such a model keeps its own (:meth:`RunDir.model_vocab`).
+This module is the one place that knows where things are: the run's models, what their
+``run.json`` says, the adapted models, and the stage records.
 """
 
 from __future__ import annotations

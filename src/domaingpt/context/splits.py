@@ -98,9 +98,10 @@ class CorpusCache:
             train, val = encoded.split(val_fraction)
             lengths = encoded.split_lengths(val_fraction)
             val_lengths = None if lengths is None else lengths[1]
-            skip = _tokens_before(
-                self.val_from.get(corpus.name), _val_start(encoded, val_fraction), val_lengths
-            )
+            skip = 0  # the ids before the first that starts at or after ``val_from``
+            if corpus.name in self.val_from:
+                offsets = encoded.val_offsets(val_fraction)
+                skip = int(np.searchsorted(offsets, self.val_from[corpus.name]))
             val = val[skip:]
             val_lengths = None if val_lengths is None else val_lengths[skip:]
             unk = vocab.unk_id
@@ -130,25 +131,6 @@ class CorpusCache:
         if len({v.fingerprint for v, _ in readers}) < 2:
             return
         for corpus in corpora:
-            starts = [_val_start(encode_corpus(corpus, v), f) for v, f in readers]
+            starts = [int(encode_corpus(corpus, v).val_offsets(f)[0]) for v, f in readers]
             self.val_from[corpus.name] = max(starts)
             self._splits = {k: s for k, s in self._splits.items() if k[0] != corpus.name}
-
-
-def _val_start(encoded, val_fraction: float) -> int:
-    """The character at which ``encoded``'s validation split starts."""
-    lengths = encoded.split_lengths(val_fraction)
-    if lengths is None:
-        return len(encoded.split(val_fraction)[0])
-    return int(np.sum(lengths[0], dtype=np.int64))
-
-
-def _tokens_before(char: int | None, start: int, lengths: np.ndarray | None) -> int:
-    """How many validation tokens (from character ``start``, covering ``lengths``
-    characters each; None: one each) start before character ``char`` (None: none)."""
-    if char is None or char <= start:
-        return 0
-    if lengths is None:
-        return char - start
-    starts = np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.int64)])
-    return int(np.searchsorted(starts, char - start, side="left"))

@@ -1,10 +1,10 @@
 """A run's vocabulary: which one a model is trained with, decided in one place.
 
 Every model trained in a run shares ``vocab.json``, so that every model can be scored on
-every corpus (a model trained elsewhere keeps its own). :func:`run_vocabulary` is the one policy, for the train stage and ``domaingpt
-train`` alike; they differ only in what they may do to the run's other models: a study
-retrains all of them when its vocabulary changes, ``domaingpt train`` trains one model
-beside them and so never changes it.
+every corpus (a model trained elsewhere keeps its own). :func:`run_vocabulary` is the one
+policy, for the train stage and ``domaingpt train`` alike; they differ only in what they
+may do to the run's other models: a study retrains all of them when its vocabulary
+changes, ``domaingpt train`` trains one model beside them and so never changes it.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def run_vocabulary(
 
     A subword vocabulary (:mod:`domaingpt.data.subword`) is never built from corpora: a
     study gets one as ``tokenizer`` (the tokenizer of a model trained elsewhere), and it
-    is the run's from then on; every model of the run is trained with it. A run whose
+    is the run's from then on; every model trained in the run is trained with it. A run whose
     ``vocab.json`` is a subword one keeps it for ``domaingpt train``; a study without a
     ``tokenizer`` goes back to characters (its models are retrained).
     """

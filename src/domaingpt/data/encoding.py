@@ -45,6 +45,17 @@ class EncodedCorpus:
         n_train = int(len(self.ids) * (1.0 - val_fraction))
         return self.lengths[:n_train], self.lengths[n_train:]
 
+    def val_offsets(self, val_fraction: float) -> np.ndarray:
+        """The character of the text at which each validation id starts, then the
+        text's end: where the validation split lies in characters, whatever the
+        vocabulary (a byte-level piece inside a character shares its offset)."""
+        n_train = int(len(self.ids) * (1.0 - val_fraction))
+        if self.lengths is None:
+            return np.arange(n_train, len(self.ids) + 1, dtype=np.int64)
+        start = int(np.sum(self.lengths[:n_train], dtype=np.int64))
+        ends = np.cumsum(self.lengths[n_train:], dtype=np.int64)
+        return start + np.concatenate([[0], ends])
+
     def checked_split(self, val_fraction: float, block_size: int) -> tuple[np.ndarray, np.ndarray]:
         """The split, refusing a corpus too short to give one window to each side."""
         train, val = self.split(val_fraction)
