@@ -462,12 +462,8 @@ def prepare(
 def resid_char_ends(rec: Internals, prompts: PromptSet) -> np.ndarray:
     """``(M,)``: where in its prompt's text the token of each residual row ends (the
     characters the model has read there)."""
-    ends = []
-    for p, keep in zip(prompts.prompts, _resid_positions(rec.lengths), strict=True):
-        if p.lengths is None:
-            ends.append(keep + 1)
-        else:
-            ends.append(np.cumsum(p.lengths, dtype=np.int64)[keep])
+    rows = zip(prompts.prompts, _resid_positions(rec.lengths), strict=True)
+    ends = [p.ends()[keep] for p, keep in rows]
     return np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
 
 

@@ -70,12 +70,17 @@ class Prompt:
     #: The characters of ``text`` each id covers (a subword vocabulary's); None: one each.
     lengths: np.ndarray | None = None
 
+    def ends(self) -> np.ndarray:
+        """Where in ``text`` the characters of each id end (what has been read there)."""
+        if self.lengths is None:
+            return np.arange(1, len(self.ids) + 1, dtype=np.int64)
+        return np.cumsum(self.lengths, dtype=np.int64)
+
     def spans(self) -> list[tuple[int, int]]:
         """``(start, end)`` in ``text`` of the characters each id covers."""
-        if self.lengths is None:
-            return [(i, i + 1) for i in range(len(self.ids))]
-        ends = np.cumsum(self.lengths, dtype=np.int64)
-        return [(int(e - n), int(e)) for e, n in zip(ends, self.lengths, strict=True)]
+        ends = self.ends()
+        n = np.ones_like(ends) if self.lengths is None else self.lengths
+        return [(int(e - k), int(e)) for e, k in zip(ends, n, strict=True)]
 
     @property
     def length(self) -> int:
